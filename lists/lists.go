@@ -1,0 +1,199 @@
+// Package lists owns list policy: which addresses are ours, who may post where,
+// who receives which copies. It is a pure core (docs/style.md §3): no I/O, no
+// clock, no SMTP — refusals carry their SMTP status as data so that smtpd can
+// answer without this package knowing SMTP.
+//
+// Address conventions follow RFC 5233 (sub-addressing with "+") and RFC 5321
+// §2.4 (the domain is case-insensitive; we also compare our own local parts
+// without case, as Postfix does).
+package lists
+
+import (
+	"slices"
+	"strings"
+)
+
+// Name identifies one of the three lists.
+type Name string
+
+// The lists embargo runs (DESIGN.md, table of people and addresses).
+const (
+	Security     Name = "security"
+	Distributors Name = "distributors"
+	Announce     Name = "announce"
+)
+
+// List is one configured list.
+type List struct {
+	Name       Name
+	Address    string // e.g. security@example.org, lower case
+	Encryption string // "optional" or "required"
+}
+
+// Local returns the local part of the list address.
+func (l List) Local() string { l1, _, _ := strings.Cut(l.Address, "@"); return l1 }
+
+// Domain returns the domain of the list address.
+func (l List) Domain() string { _, d, _ := strings.Cut(l.Address, "@"); return d }
+
+// SubAddress returns local+detail@domain.
+func (l List) SubAddress(detail string) string {
+	return l.Local() + "+" + detail + "@" + l.Domain()
+}
+
+// Member is a person on the roster.
+type Member struct {
+	Email       string
+	Name        string
+	Roles       []string
+	Fingerprint string // pinned primary key fingerprint, upper-case hex; may be empty
+}
+
+// Has reports whether the member holds role.
+func (m Member) Has(role string) bool { return slices.Contains(m.Roles, role) }
+
+// Roster is the configured set of lists and people.
+type Roster struct {
+	Lists   []List
+	Members []Member
+}
+
+// List returns the list with that name.
+func (r *Roster) List(n Name) List {
+	for _, l := range r.Lists {
+		if l.Name == n {
+			return l
+		}
+	}
+	return List{Name: n}
+}
+
+// Member finds a member by address.
+func (r *Roster) Member(addr string) (Member, bool) {
+	for _, m := range r.Members {
+		if strings.EqualFold(m.Email, addr) {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// WithRole lists the members holding role, in roster order.
+func (r *Roster) WithRole(role string) []Member {
+	var out []Member
+	for _, m := range r.Members {
+		if m.Has(role) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// IsCommittee reports whether addr belongs to the SRC (full members or associates).
+func (r *Roster) IsCommittee(addr string) bool {
+	m, ok := r.Member(addr)
+	return ok && (m.Has("src") || m.Has("associate"))
+}
+
+// IsOurs reports whether addr is one of our list addresses or their
+// sub-addresses, so automatic mail is never sent to ourselves (threats.md B9).
+func (r *Roster) IsOurs(addr string) bool {
+	_, err := r.Route(addr)
+	return err == nil || strings.HasSuffix(strings.ToLower(addr), "@"+r.List(Security).Domain())
+}
+
+// Refusal is a policy refusal with the SMTP status the sender should see.
+type Refusal struct {
+	Code     int
+	Enhanced string
+	Text     string
+}
+
+func (e *Refusal) Error() string { return e.Text }
+
+// SMTPStatus gives the reply code and RFC 3463 enhanced status code.
+func (e *Refusal) SMTPStatus() (int, string) { return e.Code, e.Enhanced }
+
+// Permanent reports whether retrying cannot help.
+func (e *Refusal) Permanent() bool { return e.Code >= 500 }
+
+// Target is where one recipient address leads.
+type Target struct {
+	List   Name
+	Detail string // the sub-address detail, "" for the plain list address
+}
+
+// Sub-address details with a fixed meaning.
+const (
+	DetailBounces     = "bounces"     // envelope sender of our own mail
+	DetailSubscribe   = "subscribe"   // announce+subscribe@
+	DetailUnsubscribe = "unsubscribe" // announce+unsubscribe@
+)
+
+// Route maps a recipient to a list, or refuses it. RFC 5321 §3.3: the answer to
+// RCPT says whether we take mail for that address; unknown addresses get 550 5.1.1
+// (RFC 3463 "bad destination mailbox address").
+func (r *Roster) Route(rcpt string) (Target, error) {
+	local, domain, ok := strings.Cut(rcpt, "@")
+	unknown := &Refusal{Code: 550, Enhanced: "5.1.1", Text: "No such recipient here"}
+	if !ok {
+		return Target{}, unknown
+	}
+	base, detail, hasDetail := strings.Cut(local, "+")
+	if hasDetail && detail == "" {
+		return Target{}, unknown
+	}
+	for _, l := range r.Lists {
+		if !strings.EqualFold(domain, l.Domain()) || !strings.EqualFold(base, l.Local()) {
+			continue
+		}
+		t := Target{List: l.Name, Detail: detail}
+		switch l.Name {
+		case Security:
+			// security+<incident>@ and our bounce address. Any well-formed
+			// incident ID is accepted whether or not it exists, so the answer
+			// reveals nothing (DESIGN.md §2).
+			if hasDetail && strings.ToLower(detail) != DetailBounces && !looksLikeID(detail) {
+				return Target{}, unknown
+			}
+			if strings.EqualFold(detail, DetailBounces) {
+				t.Detail = DetailBounces
+			}
+		case Announce:
+			// Output only (threats.md F5): nobody posts to the announce list.
+			d := strings.ToLower(detail)
+			if !hasDetail {
+				return Target{}, &Refusal{Code: 550, Enhanced: "5.7.1", Text: "The announce list is output only; to subscribe, write to " + l.SubAddress(DetailSubscribe)}
+			}
+			if d != DetailSubscribe && d != DetailUnsubscribe && d != DetailBounces && !strings.HasPrefix(d, "confirm-") {
+				return Target{}, unknown
+			}
+			t.Detail = d
+		case Distributors:
+			if hasDetail && !strings.EqualFold(detail, DetailBounces) {
+				return Target{}, unknown
+			}
+		}
+		return t, nil
+	}
+	return Target{}, unknown
+}
+
+func looksLikeID(s string) bool {
+	s = strings.ToUpper(s)
+	if !strings.HasPrefix(s, "SEC-") || len(s) < len("SEC-2026-0001") || len(s) > 18 {
+		return false
+	}
+	for i, c := range s[4:] {
+		if i == 4 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
