@@ -1,0 +1,61 @@
+// Package queue is embargo's one persistent outbound queue: the rows in bbolt,
+// the worker that delivers them, and the relays that take them to the next hop
+// (an SMTP smarthost, a local MTA, or a Maildir in development).
+//
+// # Rows are written in the caller's transaction
+//
+// Every outgoing mail (an acknowledgement to a reporter, a copy to a committee
+// member, an alert) is a row that Enqueue writes inside the caller's bbolt
+// write transaction. An inbound message, the incident change it causes and
+// all the mail it triggers therefore commit together, and the SMTP server
+// answers 250 only after that commit (RFC 5321 §6.1: a 250 means we are now
+// responsible for the message; docs/threats.md A1, A2). A rolled-back
+// transaction leaves no row, so no notice ever goes out about a change that
+// did not happen. The worker reads committed rows only.
+//
+// # Delivery is at-least-once
+//
+// The worker claims a due row (state "sending", attempt counted, committed),
+// hands it to the relay with no transaction open, and records the outcome in
+// a new Update right after the relay's answer: delivered rows are deleted,
+// refused recipients are failed, the rest wait for their next attempt. The
+// same model as Postfix and qmail: write, sync, publish, reply, and cross off
+// each recipient only after its delivery (docs/threats.md §0.9).
+//
+// A crash after the relay's 250 but before the row is crossed off leaves it in
+// "sending"; the next start sends it again, once, with the same bytes and so
+// the same Message-ID, by which a recipient (or a filter) can recognise the
+// duplicate. Exactly-once is not promised: no SMTP client can, because the
+// 250 and our commit cannot be one atomic step (docs/threats.md §3, promise 3).
+// What is promised is that no row is silently dropped: each is retried until
+// it is delivered, refused permanently, or expired, and the last two call
+// Options.Failed inside the same transaction so the committee is alerted.
+//
+// # Retries
+//
+// A temporary failure (a 4xx reply, a refused or broken connection, a missing
+// STARTTLS, a certificate that does not verify) reschedules the row after an
+// exponential backoff with jitter, from Options.MinBackoff to MaxBackoff. A
+// 5xx to MAIL, RCPT or DATA is permanent and fails the row (or the refused
+// recipients of it) at once. RFC 5321 §4.5.4.1 asks for retries until a
+// give-up time of at least 4-5 days; Options.Lifetime defaults to 5 days, as
+// Postfix's maximal_queue_lifetime, after which the row fails as "expired".
+// Its intervals (30 minutes or more) concern the long haul to a remote MX,
+// which our smarthost does; we retry our own next hop sooner.
+//
+// # Schedule
+//
+// The schedule lives in bbolt: an index bucket keyed by NextAttempt and ID
+// makes "what is due" a cursor walk from the start. The worker keeps one timer
+// set to the earliest NextAttempt and is kicked after each commit that adds
+// rows (mjl-/mox queue/queue.go does the same), so a restart needs no
+// catch-up and loses no retry.
+//
+// # Relays
+//
+// NewRelay builds a relay from a URL: smtp:// (loopback only), smtp+starttls://
+// (STARTTLS mandatory, certificate and host name verified, AUTH PLAIN only
+// after TLS), smtps:// (implicit TLS, RFC 8314) and maildir:///path. Messages
+// must already be canonical (CRLF line ends, no bare CR or LF): the queue does
+// not rewrite them, and refuses to send one that is not (docs/threats.md B2).
+package queue
