@@ -1,0 +1,108 @@
+package smtpd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/emersion/go-smtp"
+)
+
+// readMessage reads the whole message before anything else happens, so a message is
+// checked and handed over complete or not at all. It reads at most limit bytes (limit
+// ≤ 0: no limit). For DATA go-smtp's reader enforces MaxMessageBytes and fails with
+// smtp.ErrDataTooLarge; for BDAT go-smtp checks the announced chunk sizes, and the
+// limit here is the backstop. hint is the SIZE= from MAIL (RFC 1870), used only to
+// size the buffer.
+func readMessage(r io.Reader, limit, hint int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if hint > 0 && (limit <= 0 || hint <= limit) {
+		buf.Grow(int(min(hint, 4<<20)) + 2)
+	}
+	if limit > 0 {
+		r = io.LimitReader(r, limit+1)
+	}
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	if limit > 0 && int64(buf.Len()) > limit {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// transferError names a failed read of the message for the reply. Only an oversize
+// message or line is the sender's fault (and counts towards the error limit); the
+// others mean the connection broke, timed out or was reset mid-BDAT, and the reply
+// likely goes nowhere.
+func transferError(err error) (replyErr error, senderFault bool) {
+	var ne net.Error
+	var se *smtp.SMTPError
+	switch {
+	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errTooLarge):
+		return errTooLarge, true
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return errLineTooLong, true
+	case errors.As(err, &se):
+		return se, false // from conn.Read: already a reply
+	case errors.As(err, &ne) && ne.Timeout():
+		return errTimeout, false
+	default:
+		return errTransfer, false
+	}
+}
+
+// bareLineEnd returns the offset of the first CR not followed by LF or LF not preceded
+// by CR, or -1. RFC 5322 §2.3 lets CR and LF occur only together; SMTP smuggling
+// (threats.md B1) relies on receivers that accept them alone. go-smtp passes them
+// through in DATA and in BDAT chunks, and embargo refuses rather than normalises,
+// because it re-emits content and a normalised message is not the one that was sent.
+func bareLineEnd(msg []byte) int {
+	for i := 0; i < len(msg); {
+		j := bytes.IndexAny(msg[i:], "\r\n")
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if msg[i] == '\n' || i+1 == len(msg) || msg[i+1] != '\n' {
+			return i
+		}
+		i += 2
+	}
+	return -1
+}
+
+// countReceived counts the Received trace fields (RFC 5322 §3.6.7) in the header
+// section, stopping early once more than limit were seen. msg has CRLF line ends only.
+// The header ends at the first empty line; a field name may be followed by white space
+// before the colon (RFC 5322 §4.5.3, obsolete syntax that parsers still accept).
+func countReceived(msg []byte, limit int) int {
+	n := 0
+	for len(msg) > 0 {
+		line := msg
+		if i := bytes.Index(msg, []byte("\r\n")); i >= 0 {
+			line, msg = msg[:i], msg[i+2:]
+		} else {
+			msg = nil
+		}
+		if len(line) == 0 {
+			break
+		}
+		if isReceived(line) {
+			if n++; n > limit {
+				break
+			}
+		}
+	}
+	return n
+}
+
+func isReceived(line []byte) bool {
+	const name = "received"
+	if len(line) < len(name) || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+		return false
+	}
+	rest := bytes.TrimLeft(line[len(name):], " \t")
+	return len(rest) > 0 && rest[0] == ':'
+}

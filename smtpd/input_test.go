@@ -1,0 +1,235 @@
+package smtpd
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// begin opens a transaction from a@b.test to security@ex.org.
+func begin(t testing.TB, c *rawConn) {
+	t.Helper()
+	if r := c.cmd("MAIL FROM:<a@b.test>"); r.code != 250 {
+		t.Fatalf("MAIL = %v, want 250", r)
+	}
+	if r := c.cmd("RCPT TO:<security@ex.org>"); r.code != 250 {
+		t.Fatalf("RCPT = %v, want 250", r)
+	}
+}
+
+// data sends DATA, then body (which must end in CRLF for a clean end) and the final
+// dot in one write, and returns the reply to the final dot.
+func data(t testing.TB, c *rawConn, body string) response {
+	t.Helper()
+	if r := c.cmd("DATA"); r.code != 354 {
+		t.Fatalf("DATA = %v, want 354", r)
+	}
+	c.send(body + ".\r\n")
+	return c.read()
+}
+
+// bdat sends chunk as one BDAT LAST command.
+func bdat(c *rawConn, chunk string) response {
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk), chunk))
+	return c.read()
+}
+
+func received(n int) string {
+	return strings.Repeat("Received: from relay.test by mx.test; Tue, 1 Jul 2025 10:00:00 +0000\r\n", n)
+}
+
+// TestBadInput runs each refusal through a real session and checks its exact reply
+// code and whether the Handler saw anything.
+func TestBadInput(t *testing.T) {
+	const cyrillic = "\u0455ecurity@ex.org" // U+0455 CYRILLIC SMALL LETTER DZE looks like 's'
+
+	rcpt := func(addr string) func(testing.TB, *rawConn) response {
+		return func(t testing.TB, c *rawConn) response {
+			if r := c.cmd("MAIL FROM:<a@b.test>"); r.code != 250 {
+				t.Fatalf("MAIL = %v, want 250", r)
+			}
+			return c.cmd("RCPT TO:<" + addr + ">")
+		}
+	}
+	inData := func(body string) func(testing.TB, *rawConn) response {
+		return func(t testing.TB, c *rawConn) response { begin(t, c); return data(t, c, body) }
+	}
+	inBDAT := func(chunk string) func(testing.TB, *rawConn) response {
+		return func(t testing.TB, c *rawConn) response { begin(t, c); return bdat(c, chunk) }
+	}
+	long := "Subject: x\r\n\r\n" + strings.Repeat("a", 2500) + "\r\n"
+
+	tests := []struct {
+		name     string
+		opts     Options
+		run      func(testing.TB, *rawConn) response
+		code     int
+		enhanced string
+		// offered is what must reach Handler.Recipient ("" in a row: nothing).
+		offered string
+		handled int
+	}{
+		{name: "accepted message", run: inData(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "accepted message via BDAT", run: inBDAT(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+
+		// Recipients (threats.md B3). The Handler accepts only security@ex.org.
+		{name: "unknown recipient", run: rcpt("victim@gmail.com"), code: 550, enhanced: "5.1.1", offered: "victim@gmail.com"},
+		{name: "quoted local part hiding an address", run: rcpt(`"security@ex.org"@evil.com`), code: 550, enhanced: "5.1.1"},
+		{name: "two at signs", run: rcpt("security@ex.org@evil.com"), code: 550, enhanced: "5.1.1"},
+		// go-smtp strips the source route: the Handler sees victim@evil.com and refuses it.
+		{name: "source route", run: rcpt("@ex.org:victim@evil.com"), code: 550, enhanced: "5.1.1", offered: "victim@evil.com"},
+		{name: "percent hack", run: rcpt("security%evil.com@ex.org"), code: 550, enhanced: "5.1.1"},
+		{name: "bang path", run: rcpt("evil.com!security@ex.org"), code: 550, enhanced: "5.1.1"},
+		{name: "trailing dot", run: rcpt("security@ex.org."), code: 550, enhanced: "5.1.1"},
+		{name: "address literal", run: rcpt("security@[192.0.2.1]"), code: 550, enhanced: "5.1.1"},
+		{name: "cyrillic homograph", run: rcpt(cyrillic), code: 550, enhanced: "5.1.1"},
+		{name: "single-label domain", run: rcpt("security@localhost"), code: 550, enhanced: "5.1.1"},
+		{name: "upper case reaches handler with domain lower-cased", run: rcpt("SECURITY@EX.ORG"), code: 250, enhanced: "2.0.0", offered: "SECURITY@ex.org"},
+
+		// Senders.
+		{name: "sender with quoted local part", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<"a b"@b.test>`) }, code: 553, enhanced: "5.1.7"},
+		{name: "sender with two at signs", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<"a@c"@b.test>`) }, code: 553, enhanced: "5.1.7"},
+		{name: "sender without dot in domain", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<a@b>`) }, code: 553, enhanced: "5.1.7"},
+		{name: "non-ASCII sender without SMTPUTF8", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<j\u00fcrgen@b.test>") }, code: 553, enhanced: "5.1.7"},
+		{name: "null sender", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<>") }, code: 250, enhanced: "2.0.0"},
+		{name: "sender address literal", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@[192.0.2.1]>") }, code: 250, enhanced: "2.0.0"},
+
+		// Size (RFC 1870, go-smtp's reader, BDAT sizes).
+		{name: "oversize in DATA", opts: Options{MaxMessageBytes: 1024}, run: inData("Subject: x\r\n\r\n" + strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
+		{name: "oversize announced by SIZE", opts: Options{MaxMessageBytes: 1024}, run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@b.test> SIZE=2048") }, code: 552, enhanced: "5.3.4"},
+		{name: "oversize in BDAT", opts: Options{MaxMessageBytes: 1024}, run: inBDAT(strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
+
+		// Bare line ends (threats.md B1).
+		{name: "bare LF in DATA", run: inData("Subject: x\n\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare CR in DATA", run: inData("Subject: x\r\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare LF in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\ndy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare CR in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\rdy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "CR at end of BDAT", run: inBDAT("Subject: x\r\n\r\nbody\r"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+
+		// Sequence errors: go-smtp answers 502 5.5.1 (RFC 5321 §4.2.2 would say 503).
+		{name: "DATA before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
+		{name: "DATA before MAIL", run: func(t testing.TB, c *rawConn) response { return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
+		{name: "BDAT before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return bdat(c, simpleMsg) }, code: 502, enhanced: "5.5.1"},
+		{name: "nested MAIL", run: func(t testing.TB, c *rawConn) response { begin(t, c); return c.cmd("MAIL FROM:<b@b.test>") }, code: 503, enhanced: "5.5.1", offered: "security@ex.org"},
+		{name: "RCPT before MAIL", run: func(t testing.TB, c *rawConn) response { return c.cmd("RCPT TO:<security@ex.org>") }, code: 502, enhanced: "5.5.1"},
+
+		// Recipient limit (go-smtp, RFC 5321 §4.5.3.1.8).
+		{name: "too many recipients", run: func(t testing.TB, c *rawConn) response {
+			c.cmd("MAIL FROM:<a@b.test>")
+			for i := range DefaultMaxRecipients {
+				if r := c.cmd(fmt.Sprintf("RCPT TO:<r%d@ex.org>", i)); r.code != 250 {
+					t.Fatalf("RCPT %d = %v, want 250", i, r)
+				}
+			}
+			return c.cmd("RCPT TO:<one-too-many@ex.org>")
+		}, code: 452, enhanced: "4.5.3", offered: "r0@ex.org r1@ex.org r2@ex.org r3@ex.org r4@ex.org r5@ex.org r6@ex.org r7@ex.org r8@ex.org r9@ex.org"},
+
+		// Line length: go-smtp's 500 5.4.0 for commands; smtpd matches it inside DATA.
+		{name: "long line in DATA", run: inData(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "long command line", run: func(t testing.TB, c *rawConn) response { return c.cmd("NOOP " + strings.Repeat("a", 2500)) }, code: 500, enhanced: "5.4.0"},
+		// go-smtp lifts the line limit while it copies a chunk, but bytes that arrived in
+		// the same read as the BDAT command line were already checked (observed).
+		{name: "long line in BDAT sent with the command", run: inBDAT(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "long line in BDAT sent after the command", run: func(t testing.TB, c *rawConn) response {
+			begin(t, c)
+			c.send(fmt.Sprintf("BDAT %d LAST\r\n", len(long)))
+			time.Sleep(100 * time.Millisecond) // let go-smtp read the command alone
+			c.send(long)
+			return c.read()
+		}, code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+
+		// Mail loops (threats.md B9).
+		{name: "51 Received fields", run: inData(received(51) + simpleMsg), code: 554, enhanced: "5.4.6", offered: "security@ex.org"},
+		{name: "50 Received fields", run: inData(received(50) + simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "Received in the body does not count", run: inData(simpleMsg + received(60)), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{accept: onlySecurity}
+			accept := rec.accept
+			rec.accept = func(r string) error {
+				if strings.HasPrefix(r, "r") && strings.HasSuffix(r, "@ex.org") {
+					return nil // the recipient-limit row
+				}
+				return accept(r)
+			}
+			_, addr := startServer(t, tc.opts, rec)
+			c := dialRaw(t, addr)
+			c.greet()
+			r := tc.run(t, c)
+			if r.code != tc.code || r.enhanced != tc.enhanced {
+				t.Errorf("reply = %v, want %d %s", r, tc.code, tc.enhanced)
+			}
+			if got := strings.Join(rec.offered(), " "); got != tc.offered {
+				t.Errorf("Handler.Recipient saw %q, want %q", got, tc.offered)
+			}
+			if got := len(rec.delivered()); got != tc.handled {
+				t.Errorf("Handle called %d times, want %d", got, tc.handled)
+			}
+		})
+	}
+}
+
+// TestAfterRefusalSessionGoesOn checks that a refused message leaves the session usable
+// and that the next message is delivered alone.
+func TestAfterRefusalSessionGoesOn(t *testing.T) {
+	rec := &recorder{}
+	_, addr := startServer(t, Options{}, rec)
+	c := dialRaw(t, addr)
+	c.greet()
+	begin(t, c)
+	if r := data(t, c, "Subject: bad\n\r\n"); r.code != 550 {
+		t.Fatalf("bare LF message = %v, want 550", r)
+	}
+	begin(t, c)
+	if r := bdat(c, "Subject: bad\r\n\r\n\r"); r.code != 550 {
+		t.Fatalf("bare CR chunk = %v, want 550", r)
+	}
+	begin(t, c)
+	if r := data(t, c, simpleMsg); r.code != 250 {
+		t.Fatalf("good message = %v, want 250", r)
+	}
+	if got := rec.delivered(); len(got) != 1 || string(got[0].msg) != simpleMsg {
+		t.Fatalf("deliveries = %+v, want the good message only", got)
+	}
+}
+
+// TestBDATChunks checks a message in several chunks arrives whole, and that RSET in
+// the middle of a BDAT transfer delivers nothing.
+func TestBDATChunks(t *testing.T) {
+	rec := &recorder{}
+	_, addr := startServer(t, Options{}, rec)
+	c := dialRaw(t, addr)
+	c.greet()
+
+	begin(t, c)
+	parts := []string{"Subject: chunked\r", "\n\r\nfirst ", "second\r\n"}
+	for i, p := range parts {
+		last := ""
+		if i == len(parts)-1 {
+			last = " LAST"
+		}
+		c.send(fmt.Sprintf("BDAT %d%s\r\n%s", len(p), last, p))
+		if r := c.read(); r.code != 250 {
+			t.Fatalf("BDAT chunk %d = %v, want 250", i, r)
+		}
+	}
+
+	begin(t, c)
+	c.send("BDAT 5\r\nabcde")
+	if r := c.read(); r.code != 250 {
+		t.Fatalf("BDAT = %v, want 250", r)
+	}
+	if r := c.cmd("RSET"); r.code != 250 {
+		t.Fatalf("RSET = %v, want 250", r)
+	}
+	if r := c.cmd("NOOP"); r.code != 250 {
+		t.Fatalf("NOOP = %v, want 250", r)
+	}
+
+	got := rec.delivered()
+	if len(got) != 1 || string(got[0].msg) != strings.Join(parts, "") {
+		t.Fatalf("deliveries = %+v, want only %q", got, strings.Join(parts, ""))
+	}
+}
