@@ -2,7 +2,7 @@
 // hard limits, and rejects what it cannot read safely.
 //
 // It follows RFC 5322 (message format), RFC 2045–2047 (MIME, encoded words),
-// RFC 2046 §5.1.1 (boundaries), RFC 3834 (automatic responses) and RFC 2369/2919
+// RFC 2046 section 5.1.1 (boundaries), RFC 3834 (automatic responses) and RFC 2369/2919
 // (list headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
 // fields, MIME depth, part count. A message that breaks them is refused at the end
 // of DATA with a 5xx, so the sender learns at once instead of via a bounce.
@@ -71,7 +71,7 @@ func (e *Error) SMTPStatus() (int, string) { return e.Code, e.Enhanced }
 func (e *Error) Permanent() bool { return e.Code >= 500 }
 
 func mediaError(format string, args ...any) *Error {
-	// RFC 3463 §3.7: X.6.0 other or undefined media error.
+	// RFC 3463 section 3.7: X.6.0 other or undefined media error.
 	return &Error{Code: 554, Enhanced: "5.6.0", Text: fmt.Sprintf(format, args...)}
 }
 
@@ -91,7 +91,7 @@ type Message struct {
 	MessageID   string      // without angle brackets
 	Refs        []string    // In-Reply-To first, then References newest first
 	Date        time.Time   // zero if absent or unreadable
-	Auto        bool        // automatic or list mail (RFC 3834 §2, RFC 2369, RFC 2919)
+	Auto        bool        // automatic or list mail (RFC 3834 section 2, RFC 2369, RFC 2919)
 	XLoop       []string    // X-Loop values, lower-cased
 	Received    int         // number of Received fields (hop count)
 	Text        string      // the text/plain parts, decoded to UTF-8, LF line ends
@@ -99,7 +99,7 @@ type Message struct {
 	Attachments []Attachment
 }
 
-// singletons may appear at most once (RFC 5322 §3.6, and threats.md C6: two From
+// singletons may appear at most once (RFC 5322 section 3.6, and threats.md C6: two From
 // fields let us and the member's client see different authors).
 var singletons = []string{"From", "To", "Subject", "Date", "Message-Id", "Content-Type", "Sender", "Reply-To", "In-Reply-To", "References"}
 
@@ -119,7 +119,7 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 	}
 	ent, err := gomessage.ReadWithOptions(bytes.NewReader(raw), &gomessage.ReadOptions{MaxHeaderBytes: int64(lim.MaxHeaderBytes)})
 	if err != nil && ent == nil {
-		return nil, mediaError("Message header cannot be parsed (RFC 5322 §2.2)")
+		return nil, mediaError("Message header cannot be parsed (RFC 5322 section 2.2)")
 	}
 	m := &Message{Header: mail.Header{Header: ent.Header}}
 	if n := m.Header.Fields(); countFields(n) > lim.MaxFields {
@@ -127,7 +127,7 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 	}
 	for _, k := range singletons {
 		if len(m.Header.Values(k)) > 1 {
-			return nil, mediaError("Message has more than one %s header field (RFC 5322 §3.6)", k)
+			return nil, mediaError("Message has more than one %s header field (RFC 5322 section 3.6)", k)
 		}
 	}
 	if err := m.readHeader(lim); err != nil {
@@ -148,7 +148,7 @@ func countFields(f gomessage.HeaderFields) int {
 }
 
 // check8bit refuses raw 8-bit bytes in the header section unless SMTPUTF8 was
-// negotiated (RFC 6532 §3 needs it); without it, non-ASCII must be RFC 2047 encoded.
+// negotiated (RFC 6532 section 3 needs it); without it, non-ASCII must be RFC 2047 encoded.
 func check8bit(h []byte, allowUTF8 bool) error {
 	for i, b := range h {
 		if b == 0 {
@@ -174,7 +174,7 @@ func (m *Message) readHeader(lim Limits) error {
 	if from != "" {
 		addrs, err := h.AddressList("From")
 		if err != nil || len(addrs) != 1 {
-			return mediaError("From header must hold exactly one valid address (RFC 5322 §3.6.2)")
+			return mediaError("From header must hold exactly one valid address (RFC 5322 section 3.6.2)")
 		}
 		m.From = strings.ToLower(addrs[0].Address)
 		m.FromName = Sanitize(addrs[0].Name)
@@ -208,7 +208,7 @@ func (m *Message) readHeader(lim Limits) error {
 	return nil
 }
 
-// isAuto implements the RFC 3834 §2 "do not respond" rules and the list and bulk
+// isAuto implements the RFC 3834 section 2 "do not respond" rules and the list and bulk
 // conventions of threats.md B8.
 func isAuto(h mail.Header) bool {
 	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && !strings.HasPrefix(v, "no") {
@@ -285,9 +285,9 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 		}
 		if strings.HasPrefix(mt, "multipart/") {
 			b := params["boundary"]
-			// RFC 2046 §5.1.1: 1 to 70 characters.
+			// RFC 2046 section 5.1.1: 1 to 70 characters.
 			if b == "" || len(b) > 70 {
-				return mediaError("A multipart part has a missing or over-long boundary (RFC 2046 §5.1.1)")
+				return mediaError("A multipart part has a missing or over-long boundary (RFC 2046 section 5.1.1)")
 			}
 			return nil
 		}
@@ -322,7 +322,7 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 		if errors.As(err, &me) {
 			return me
 		}
-		return mediaError("Message has a broken MIME structure (RFC 2046 §5.1): %s", brokenReason(err))
+		return mediaError("Message has a broken MIME structure (RFC 2046 section 5.1): %s", brokenReason(err))
 	}
 	m.Text = sanitizeText(text.String())
 	if !textSeen {

@@ -1,0 +1,260 @@
+// Command embargo runs a software project's security response process over
+// email. `embargo serve` is the daemon; the other subcommands inspect and
+// check it. Run `embargo help` for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `embargo — a security response process over email
+
+Usage:
+  embargo serve [--config FILE] [--data DIR] [--listen HOST:PORT]
+  embargo check --config FILE
+  embargo incident list|show ID|export ID [--config FILE] [--data DIR]
+  embargo version
+
+Run "embargo COMMAND --help" for a command's flags and examples.
+With no --config, commands use the embedded development default
+(SMTP on 127.0.0.1:2525, domain example.test, state in ./embargo-data).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout)
+	case "incident":
+		err = cmdIncident(args[1:], stdout)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "embargo %s\n", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "embargo: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "embargo: %s\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "embargo: %s\n", err)
+	return 1
+}
+
+// commonFlags are the flags every command that reads the configuration takes.
+type commonFlags struct {
+	config, data, listen string
+}
+
+func newFlagSet(name, help string, cf *commonFlags, withListen bool) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&cf.config, "config", "", "configuration file (TOML); default: the embedded development default")
+	fs.StringVar(&cf.data, "data", "", "data directory; overrides data_dir")
+	if withListen {
+		fs.StringVar(&cf.listen, "listen", "", "SMTP listen address HOST:PORT; overrides smtp.listen")
+	}
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), help)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func (cf *commonFlags) load() (*Config, error) {
+	cfg, err := LoadConfig(cf.config)
+	if err != nil {
+		return nil, err
+	}
+	if cf.data != "" {
+		cfg.DataDir = cf.data
+	}
+	if cf.listen != "" {
+		cfg.SMTP.Listen = cf.listen
+	}
+	if err := cfg.Resolve(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+const serveHelp = `Usage: embargo serve [--config FILE] [--data DIR] [--listen HOST:PORT]
+
+Runs the daemon until SIGINT or SIGTERM. Without --config it runs the embedded
+development default: SMTP on 127.0.0.1:2525, domain example.test, state in
+./embargo-data, outbound mail written to ./embargo-data/outbox/ as a Maildir.
+
+Examples:
+  embargo serve
+  embargo serve --config /etc/embargo/embargo.toml
+  embargo serve --data /tmp/embargo-test --listen 127.0.0.1:2626
+
+Flags:
+`
+
+func cmdServe(args []string, stderr io.Writer) error {
+	var cf commonFlags
+	fs := newFlagSet("serve", serveHelp, &cf, true)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError("serve takes no arguments; see embargo serve --help")
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := start(ctx, cfg, newLogger(cfg.LogLevel, stderr))
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return d.Stop()
+}
+
+const checkHelp = `Usage: embargo check --config FILE
+
+Validates the whole configuration and says what is wrong and how to fix it.
+Exit status 0 when it is valid, 1 otherwise.
+
+Examples:
+  embargo check --config /etc/embargo/embargo.toml
+
+Flags:
+`
+
+func cmdCheck(args []string, stdout io.Writer) error {
+	var cf commonFlags
+	fs := newFlagSet("check", checkHelp, &cf, false)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	warnings := checkWarnings(cfg)
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: configuration is valid (%d members, lists %s)\n", cfg.source, len(cfg.Members), listSummary(cfg))
+	return nil
+}
+
+func listSummary(cfg *Config) string {
+	var s []string
+	for _, n := range knownLists {
+		s = append(s, cfg.Lists[n].Address)
+	}
+	return strings.Join(s, ", ")
+}
+
+// checkWarnings lists what is valid but probably not what the operator wants.
+func checkWarnings(cfg *Config) []string {
+	var w []string
+	src := 0
+	for _, m := range cfg.Members {
+		if m.Has("src") {
+			src++
+		}
+		if m.Fingerprint == "" {
+			w = append(w, fmt.Sprintf("member %s has no fingerprint: no signed commands from them will count, and their copies are not encrypted", m.Email))
+		}
+	}
+	if src == 0 {
+		w = append(w, "no member has the role \"src\": reports will be stored but reach nobody")
+	}
+	return w
+}
+
+const incidentHelp = `Usage: embargo incident list|show ID|export ID [--config FILE] [--data DIR]
+
+Reads incidents from the store, through the running daemon if there is one.
+
+  list         one line per incident
+  show ID      the incident's fields and its messages
+  export ID    every message of the incident as an mbox on stdout
+
+Examples:
+  embargo incident list
+  embargo incident show SEC-2026-0001
+  embargo incident export SEC-2026-0001 > SEC-2026-0001.mbox
+
+Flags:
+`
+
+func cmdIncident(args []string, stdout io.Writer) error {
+	var cf commonFlags
+	fs := newFlagSet("incident", incidentHelp, &cf, false)
+	if len(args) == 0 {
+		fs.Usage()
+		return usageError("incident needs a subcommand: list, show or export")
+	}
+	sub := args[0]
+	if sub == "-h" || sub == "--help" {
+		fs.Usage()
+		return nil
+	}
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	name := "incident " + sub
+	if _, ok := storeCommands[name]; !ok {
+		return usageError(fmt.Sprintf("unknown incident subcommand %q: use list, show or export", sub))
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	return runStoreCommand(cfg.DataDir, name, pos, stdout)
+}
+
+// parseInterspersed lets flags follow positional arguments
+// ("embargo incident show SEC-2026-0001 --data DIR").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

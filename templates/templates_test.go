@@ -1,0 +1,101 @@
+package templates
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var t0 = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
+
+// samples gives every template its data; a new template without a sample
+// fails TestEveryTemplateHasGolden.
+var samples = map[string]map[string]any{
+	"ack": {"Project": "example.org", "ID": "SEC-2026-0001", "IncidentAddress": "security+SEC-2026-0001@example.org",
+		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
+	"report": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Rep Orter <rep@out.test>", "Subject": "overflow",
+		"DateLine": "Mon, 23 Nov 2026 09:00:00 +0000", "Text": "Hello,\nthe parser overflows.\n", "HTMLOmitted": 0, "Attachments": []string{"poc.py"}, "FromReporter": true},
+	"reply": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Alice <alice@example.org>", "Text": "Confirmed.\n",
+		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false},
+	"alert": {"Row": uint64(7), "Kind": "report-copy", "Incident": "SEC-2026-0001", "To": []string{"bob@example.org"},
+		"MessageID": "report.x@example.org", "Created": t0, "Attempts": 12, "Reason": "550 5.1.1 no such user"},
+}
+
+func TestGolden(t *testing.T) {
+	s, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range samples {
+		t.Run(name, func(t *testing.T) {
+			got, err := s.Render(name, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", name+".golden")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./templates -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("Render(%s) =\n%s\nwant\n%s", name, got, want)
+			}
+		})
+	}
+}
+
+func TestEveryTemplateHasGolden(t *testing.T) {
+	s, _ := New("")
+	for _, n := range s.Names() {
+		if _, ok := samples[n]; !ok {
+			t.Errorf("template %s has no sample data and golden file", n)
+		}
+	}
+}
+
+func TestMissingKeyIsAnError(t *testing.T) {
+	s, _ := New("")
+	if _, err := s.Render("ack", map[string]any{"ID": "x"}); err == nil {
+		t.Error("Render with missing fields succeeded; want missingkey=error")
+	}
+	if _, err := s.Render("nope", nil); err == nil {
+		t.Error("Render of an unknown template succeeded")
+	}
+}
+
+func TestOverrideDir(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ack.txt"), []byte("Custom ack for {{.ID}}\n"), 0o644)
+	s, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Render("ack", map[string]any{"ID": "SEC-2026-0002"})
+	if err != nil || got != "Custom ack for SEC-2026-0002\n" {
+		t.Errorf("overridden ack = %q, %v", got, err)
+	}
+	if _, err := s.Render("report", samples["report"]); err != nil {
+		t.Errorf("non-overridden template: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "bad.txt"), []byte("{{.ID"), 0o644)
+	if _, err := New(dir); err == nil || !strings.Contains(err.Error(), "bad.txt") {
+		t.Errorf("New with a broken override = %v, want an error naming the file", err)
+	}
+}
+
+func TestQuoteNeutralisesCommands(t *testing.T) {
+	got := funcs["quote"].(func(string) string)("/disclose now\nok")
+	if got != "> /disclose now\n> ok" {
+		t.Errorf("quote = %q", got)
+	}
+}

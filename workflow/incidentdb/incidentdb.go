@@ -1,0 +1,267 @@
+// Package incidentdb keeps incidents and the archive of every inbound message in
+// the bbolt file. Every function takes the caller's transaction, so that a
+// message, the incident change it causes and the mail it triggers (smtpd/queue)
+// commit together or not at all (docs/threats.md A1, A2).
+package incidentdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// Bucket names; this package owns them.
+var (
+	bucketIncidents = []byte("incidents")    // ID → Incident JSON
+	bucketSeq       = []byte("incident_seq") // "YYYY" → last sequence number
+	bucketMessages  = []byte("messages")     // seq → Record JSON
+	bucketRaw       = []byte("messages_raw") // seq → raw bytes as received
+	bucketByInc     = []byte("messages_by_incident")
+	bucketMsgIDs    = []byte("message_ids") // Message-ID → incident ID (inbound and outbound)
+	bucketSeen      = []byte("seen")        // sha256(raw) → seq, for duplicate deliveries (A4)
+	bucketAcks      = []byte("acks")        // address → JSON []time.Time, ack rate limit (B8)
+)
+
+const schemaVersion = 1
+
+// ErrNotFound is returned for an unknown incident or message.
+var ErrNotFound = errors.New("incidentdb: not found")
+
+// Init creates the buckets. Call it once, inside the opener's Update.
+func Init(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketIncidents, bucketSeq, bucketMessages, bucketRaw, bucketByInc, bucketMsgIDs, bucketSeen, bucketAcks} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Record describes one archived inbound message.
+type Record struct {
+	Version      int         `json:"v"`
+	Seq          uint64      `json:"seq"`
+	Incident     workflow.ID `json:"incident,omitempty"` // empty for mail that belongs to no incident (bounces)
+	MessageID    string      `json:"message_id,omitempty"`
+	Received     time.Time   `json:"received"`
+	EnvelopeFrom string      `json:"envelope_from"`
+	Rcpts        []string    `json:"rcpts"`
+	Sender       string      `json:"sender,omitempty"`
+	Size         int         `json:"size"`
+	SHA256       string      `json:"sha256"`
+	Note         string      `json:"note,omitempty"` // e.g. "bounce", "loop"
+}
+
+// NextID allocates the next incident ID of year.
+func NextID(tx *bolt.Tx, year int) (workflow.ID, error) {
+	b := tx.Bucket(bucketSeq)
+	key := []byte(strconv.Itoa(year))
+	var n uint64
+	if v := b.Get(key); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	n++
+	if err := b.Put(key, be(n)); err != nil {
+		return "", fmt.Errorf("incidentdb: next id: %w", err)
+	}
+	return workflow.FormatID(year, n), nil
+}
+
+// Get reads an incident.
+func Get(tx *bolt.Tx, id workflow.ID) (*workflow.Incident, error) {
+	v := tx.Bucket(bucketIncidents).Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var inc workflow.Incident
+	if err := json.Unmarshal(v, &inc); err != nil {
+		return nil, fmt.Errorf("incidentdb: decode %s: %w", id, err)
+	}
+	return &inc, nil
+}
+
+// Put stores an incident.
+func Put(tx *bolt.Tx, inc *workflow.Incident) error {
+	if _, ok := workflow.ParseID(string(inc.ID)); !ok {
+		return fmt.Errorf("incidentdb: put: invalid id %q", inc.ID)
+	}
+	v, err := json.Marshal(inc)
+	if err != nil {
+		return fmt.Errorf("incidentdb: encode %s: %w", inc.ID, err)
+	}
+	return tx.Bucket(bucketIncidents).Put([]byte(inc.ID), v)
+}
+
+// List returns every incident, oldest first.
+func List(tx *bolt.Tx) ([]workflow.Incident, error) {
+	var out []workflow.Incident
+	err := tx.Bucket(bucketIncidents).ForEach(func(k, v []byte) error {
+		var inc workflow.Incident
+		if err := json.Unmarshal(v, &inc); err != nil {
+			return fmt.Errorf("incidentdb: decode %s: %w", k, err)
+		}
+		out = append(out, inc)
+		return nil
+	})
+	// Keys sort as strings; SEC-2026-10000 would sort before SEC-2026-9999.
+	sortIncidents(out)
+	return out, err
+}
+
+func sortIncidents(l []workflow.Incident) {
+	key := func(id workflow.ID) (string, int) {
+		s := string(id)
+		i := strings.LastIndexByte(s, '-')
+		n, _ := strconv.Atoi(s[i+1:])
+		return s[:i], n
+	}
+	for i := 1; i < len(l); i++ {
+		for j := i; j > 0; j-- {
+			ya, na := key(l[j-1].ID)
+			yb, nb := key(l[j].ID)
+			if ya < yb || (ya == yb && na <= nb) {
+				break
+			}
+			l[j-1], l[j] = l[j], l[j-1]
+		}
+	}
+}
+
+// AddMessage archives a raw inbound message and indexes it. It returns the
+// record with its sequence number set.
+func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, error) {
+	b := tx.Bucket(bucketMessages)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return rec, fmt.Errorf("incidentdb: message sequence: %w", err)
+	}
+	rec.Version = schemaVersion
+	rec.Seq = seq
+	rec.Size = len(raw)
+	rec.SHA256 = fmt.Sprintf("%x", sum)
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return rec, fmt.Errorf("incidentdb: encode message: %w", err)
+	}
+	// bbolt keeps the slice until commit: copy the caller's bytes.
+	if err := b.Put(be(seq), v); err != nil {
+		return rec, err
+	}
+	if err := tx.Bucket(bucketRaw).Put(be(seq), bytes.Clone(raw)); err != nil {
+		return rec, err
+	}
+	if err := tx.Bucket(bucketSeen).Put(sum[:], be(seq)); err != nil {
+		return rec, err
+	}
+	if rec.Incident != "" {
+		if err := tx.Bucket(bucketByInc).Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {
+			return rec, err
+		}
+		if rec.MessageID != "" {
+			if err := IndexMessageID(tx, rec.MessageID, rec.Incident); err != nil {
+				return rec, err
+			}
+		}
+	}
+	return rec, nil
+}
+
+// Seen reports whether exactly these bytes were already accepted (a client that
+// lost our 250 and sent again, RFC 1047).
+func Seen(tx *bolt.Tx, sum [32]byte) bool {
+	return tx.Bucket(bucketSeen).Get(sum[:]) != nil
+}
+
+// IndexMessageID records that a Message-ID (inbound, or of a copy we sent)
+// belongs to an incident, for threading by In-Reply-To/References.
+func IndexMessageID(tx *bolt.Tx, msgid string, id workflow.ID) error {
+	if msgid == "" || len(msgid) > 512 {
+		return nil
+	}
+	b := tx.Bucket(bucketMsgIDs)
+	if b.Get([]byte(msgid)) != nil {
+		return nil // first owner wins: a later mail cannot re-point a thread
+	}
+	return b.Put([]byte(msgid), []byte(id))
+}
+
+// IncidentOf returns the incident a Message-ID belongs to.
+func IncidentOf(tx *bolt.Tx, msgid string) (workflow.ID, bool) {
+	v := tx.Bucket(bucketMsgIDs).Get([]byte(msgid))
+	if v == nil {
+		return "", false
+	}
+	return workflow.ID(string(v)), true
+}
+
+// Messages lists the archived messages of an incident in arrival order.
+func Messages(tx *bolt.Tx, id workflow.ID) ([]Record, error) {
+	var out []Record
+	prefix := []byte(id + "/")
+	c := tx.Bucket(bucketByInc).Cursor()
+	mb := tx.Bucket(bucketMessages)
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		v := mb.Get(k[len(prefix):])
+		if v == nil {
+			return nil, fmt.Errorf("incidentdb: index of %s names a missing message", id)
+		}
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("incidentdb: decode message: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Raw returns a copy of an archived message's bytes.
+func Raw(tx *bolt.Tx, seq uint64) ([]byte, error) {
+	v := tx.Bucket(bucketRaw).Get(be(seq))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+// AllowAck applies the acknowledgement rate limit (threats.md B8): at most perDay
+// acknowledgements to one address in 24 hours. It records the ack when allowed.
+func AllowAck(tx *bolt.Tx, addr string, now time.Time, perDay int) (bool, error) {
+	b := tx.Bucket(bucketAcks)
+	key := []byte(strings.ToLower(addr))
+	var times []time.Time
+	if v := b.Get(key); v != nil {
+		if err := json.Unmarshal(v, &times); err != nil {
+			times = nil // a damaged entry only resets one sender's limit
+		}
+	}
+	kept := times[:0]
+	for _, t := range times {
+		if now.Sub(t) < 24*time.Hour {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) >= perDay {
+		return false, nil
+	}
+	kept = append(kept, now.UTC())
+	v, err := json.Marshal(kept)
+	if err != nil {
+		return false, err
+	}
+	return true, b.Put(key, v)
+}
+
+func be(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}

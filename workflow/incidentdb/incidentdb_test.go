@@ -1,0 +1,140 @@
+package incidentdb
+
+import (
+	"crypto/sha256"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/workflow"
+)
+
+func openDB(t *testing.T) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Update(Init); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestNextIDPerYear(t *testing.T) {
+	db := openDB(t)
+	var got []workflow.ID
+	db.Update(func(tx *bolt.Tx) error {
+		for _, y := range []int{2026, 2026, 2027, 2026} {
+			id, err := NextID(tx, y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, id)
+		}
+		return nil
+	})
+	want := []workflow.ID{"SEC-2026-0001", "SEC-2026-0002", "SEC-2027-0001", "SEC-2026-0003"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("NextID #%d = %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
+func TestRollbackBurnsNoID(t *testing.T) {
+	db := openDB(t)
+	db.Update(func(tx *bolt.Tx) error { _, err := NextID(tx, 2026); return errors.Join(err, errors.New("rollback")) })
+	var id workflow.ID
+	db.Update(func(tx *bolt.Tx) error { var err error; id, err = NextID(tx, 2026); return err })
+	if id != "SEC-2026-0001" {
+		t.Errorf("after a rolled-back allocation NextID = %s, want SEC-2026-0001", id)
+	}
+}
+
+func TestIncidentsAndMessages(t *testing.T) {
+	db := openDB(t)
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	err := db.Update(func(tx *bolt.Tx) error {
+		for _, id := range []workflow.ID{"SEC-2026-10000", "SEC-2026-9999", "SEC-2025-0001"} {
+			if err := Put(tx, &workflow.Incident{ID: id, Phase: workflow.PhaseTriage, Opened: now}); err != nil {
+				return err
+			}
+		}
+		if err := Put(tx, &workflow.Incident{ID: "bogus"}); err == nil {
+			t.Error("Put accepted an invalid ID")
+		}
+		raw := []byte("From: a@b\r\n\r\nx\r\n")
+		rec, err := AddMessage(tx, Record{Incident: "SEC-2026-9999", MessageID: "m1@x", Received: now}, raw, sha256.Sum256(raw))
+		if err != nil {
+			return err
+		}
+		if rec.Seq != 1 || rec.Size != len(raw) {
+			t.Errorf("AddMessage = %+v", rec)
+		}
+		if !Seen(tx, sha256.Sum256(raw)) {
+			t.Error("Seen after AddMessage = false")
+		}
+		if err := IndexMessageID(tx, "m1@x", "SEC-2026-10000"); err != nil {
+			return err
+		}
+		if id, ok := IncidentOf(tx, "m1@x"); !ok || id != "SEC-2026-9999" {
+			t.Errorf("IncidentOf = %s %v: the first owner of a Message-ID must win", id, ok)
+		}
+		got, err := Raw(tx, 1)
+		if err != nil || string(got) != string(raw) {
+			t.Errorf("Raw = %q %v", got, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		l, _ := List(tx)
+		var ids []workflow.ID
+		for _, i := range l {
+			ids = append(ids, i.ID)
+		}
+		if len(ids) != 3 || ids[0] != "SEC-2025-0001" || ids[1] != "SEC-2026-9999" || ids[2] != "SEC-2026-10000" {
+			t.Errorf("List order = %v, want numeric within the year", ids)
+		}
+		recs, _ := Messages(tx, "SEC-2026-9999")
+		if len(recs) != 1 || recs[0].MessageID != "m1@x" {
+			t.Errorf("Messages = %+v", recs)
+		}
+		if _, err := Get(tx, "SEC-2026-0404"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get missing = %v", err)
+		}
+		return nil
+	})
+}
+
+func TestAllowAck(t *testing.T) {
+	db := openDB(t)
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	steps := []struct {
+		at   time.Duration
+		addr string
+		want bool
+	}{
+		{0, "a@x", true},
+		{time.Hour, "A@X", false},
+		{2 * time.Hour, "b@x", true},
+		{23*time.Hour + 59*time.Minute, "a@x", false},
+		{24 * time.Hour, "a@x", true},
+	}
+	for _, s := range steps {
+		db.Update(func(tx *bolt.Tx) error {
+			got, err := AllowAck(tx, s.addr, t0.Add(s.at), 1)
+			if err != nil || got != s.want {
+				t.Errorf("AllowAck(%s, +%v) = %v %v, want %v", s.addr, s.at, got, err, s.want)
+			}
+			return nil
+		})
+	}
+}
