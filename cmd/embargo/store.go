@@ -77,6 +77,9 @@ func openStore(dir string, readOnly bool) (db *bolt.DB, err error) {
 	if readOnly {
 		return db, nil
 	}
+	// Concurrent inbound messages share a commit (group commit): one fsync
+	// pair for all of them, and a lone message waits at most this long.
+	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if err := incidentdb.Init(tx); err != nil {
 			return err

@@ -123,7 +123,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 
 	var result string
 	var incID workflow.ID
-	err = s.o.DB.Update(func(tx *bolt.Tx) error {
+	err = s.o.DB.Batch(func(tx *bolt.Tx) error {
 		result, incID = "", ""
 		if incidentdb.Seen(tx, sum) {
 			// The same bytes again: a client that lost our 250 (RFC 1047).

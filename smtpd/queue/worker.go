@@ -348,10 +348,13 @@ func (w *Worker) send(ctx context.Context, r Row) (err error) {
 	return w.relay.Send(ctx, r.From, r.To, r.Data)
 }
 
-// record writes the outcome of one attempt.
+// record writes the outcome of one attempt. Outcomes of concurrent deliveries
+// (and inbound messages being stored) share a commit through db.Batch: the fn
+// only reads and writes inside its transaction, so bbolt may re-run it alone
+// if another fn of the batch fails.
 func (w *Worker) record(r Row, sendErr error) error {
 	now := w.opts.Now()
-	return w.db.Update(func(tx *bolt.Tx) error {
+	return w.db.Batch(func(tx *bolt.Tx) error {
 		bk, err := open(tx)
 		if err != nil {
 			return err
