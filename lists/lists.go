@@ -28,7 +28,12 @@ type List struct {
 	Name       Name
 	Address    string // e.g. security@example.org, lower case
 	Encryption string // "optional" or "required"
+	// OuterSubject is what relays see as the Subject of encrypted mail.
+	OuterSubject string
 }
+
+// EncryptionRequired reports whether members without a usable key get no copy.
+func (l List) EncryptionRequired() bool { return l.Encryption == "required" }
 
 // Local returns the local part of the list address.
 func (l List) Local() string { l1, _, _ := strings.Cut(l.Address, "@"); return l1 }

@@ -19,9 +19,10 @@ var samples = map[string]map[string]any{
 	"ack": {"Project": "example.org", "ID": "SEC-2026-0001", "IncidentAddress": "security+SEC-2026-0001@example.org",
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"report": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Rep Orter <rep@out.test>", "Subject": "overflow",
-		"DateLine": "Mon, 23 Nov 2026 09:00:00 +0000", "Text": "Hello,\nthe parser overflows.\n", "HTMLOmitted": 0, "Attachments": []string{"poc.py"}, "FromReporter": true},
+		"DateLine": "Mon, 23 Nov 2026 09:00:00 +0000", "Text": "Hello,\nthe parser overflows.\n", "HTMLOmitted": 0, "Attachments": []string{"poc.py"}, "FromReporter": true,
+		"Encrypted": true, "Withheld": []string{"bob@example.org (key expired)"}},
 	"reply": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Alice <alice@example.org>", "Text": "Confirmed.\n",
-		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false},
+		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false, "Encrypted": false, "Withheld": []string(nil)},
 	"alert": {"Row": uint64(7), "Kind": "report-copy", "Incident": "SEC-2026-0001", "To": []string{"bob@example.org"},
 		"MessageID": "report.x@example.org", "Created": t0, "Attempts": 12, "Reason": "550 5.1.1 no such user"},
 }

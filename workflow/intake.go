@@ -107,7 +107,6 @@ func Receive(inc *Incident, id ID, in Inbound, now time.Time) Received {
 			Updated:  now,
 			Reporter: strings.ToLower(in.Sender),
 			Subject:  in.Subject,
-			RootMsg:  in.MessageID,
 			Messages: 1,
 		}
 		r := Received{Incident: n, New: true, Mail: []Mail{{Template: "report", To: AudienceSRC, Forward: true}}}

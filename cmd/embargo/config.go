@@ -29,6 +29,10 @@ type Config struct {
 	KeysDir      string `toml:"keys_dir"`
 	TemplatesDir string `toml:"templates_dir"`
 	LogLevel     string `toml:"log_level"`
+	// KeyPassphraseFile holds the passphrase that protects the list keys'
+	// secret parts; the environment variable EMBARGO_KEY_PASSPHRASE is read
+	// when it is empty. No passphrase means the keys rest unprotected (0600).
+	KeyPassphraseFile string `toml:"key_passphrase_file"`
 
 	SMTP   SMTPConfig            `toml:"smtp"`
 	Relay  RelayConfig           `toml:"relay"`
@@ -76,6 +80,9 @@ type IntakeConfig struct {
 type ListConfig struct {
 	Address    string `toml:"address"`
 	Encryption string `toml:"encryption"` // "optional" (default for security) or "required"
+	// OuterSubject is the Subject relays see on encrypted mail; the real one
+	// travels inside the encryption (threats.md D7).
+	OuterSubject string `toml:"outer_subject"`
 }
 
 // MemberConfig is a person and their pinned key.
@@ -212,6 +219,9 @@ func (c *Config) applyDefaults() {
 			l.Address = local + "@" + c.Domain
 		}
 		l.Address = strings.ToLower(l.Address)
+		if l.OuterSubject == "" {
+			l.OuterSubject = "Encrypted message"
+		}
 		if l.Encryption == "" {
 			l.Encryption = "optional"
 			if name == "distributors" {
@@ -278,6 +288,9 @@ func (c *Config) validate() []string {
 			add("lists.%s.address %q must not contain '+': embargo uses sub-addresses like %s+subscribe@", name, l.Address, name)
 		}
 		seen[l.Address] = name
+		if strings.ContainsAny(l.OuterSubject, "\r\n") || len(l.OuterSubject) > 200 {
+			add("lists.%s.outer_subject must be one line of at most 200 characters", name)
+		}
 		if l.Encryption != "optional" && l.Encryption != "required" {
 			add("lists.%s.encryption %q must be \"optional\" or \"required\"", name, l.Encryption)
 		}

@@ -33,10 +33,8 @@ type harness struct {
 	logs *syncBuffer
 }
 
-// baseTOML ends inside [smtp], so a test's extra text may start with smtp
-// keys and go on with other tables.
-const baseTOML = `domain = "ex.test"
-[[members]]
+// defaultMembers are the committee and a distributor of most tests.
+const defaultMembers = `[[members]]
 email = "alice@ex.test"
 name  = "Alice"
 roles = ["src"]
@@ -47,16 +45,34 @@ roles = ["src"]
 [[members]]
 email = "dist@vendor.test"
 roles = ["distributor"]
-[smtp]
-listen = "127.0.0.1:0"
 `
 
+// baseTOML ends inside [smtp], so a test's extra text may start with smtp
+// keys and go on with other tables.
+const baseTOML = "domain = \"ex.test\"\n" + defaultMembers + "[smtp]\nlisten = \"127.0.0.1:0\"\n"
+
+// harnessConfig varies the configuration: top-level keys, the members (empty:
+// defaultMembers), and text appended inside [smtp] and after it.
+type harnessConfig struct {
+	top, members, extra string
+}
+
 func newHarness(t *testing.T, extra string, so startOptions) *harness {
+	t.Helper()
+	return newHarnessConfig(t, harnessConfig{extra: extra}, so)
+}
+
+func newHarnessConfig(t *testing.T, hc harnessConfig, so startOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), so: so, logs: &syncBuffer{}}
 	h.rec = queuetest.NewRecorder(t)
 	// Top-level keys must come before the first table.
-	h.toml = fmt.Sprintf("data_dir = %q\n", h.dir) + baseTOML + extra +
+	members := hc.members
+	if members == "" {
+		members = defaultMembers
+	}
+	h.toml = fmt.Sprintf("data_dir = %q\n", h.dir) + hc.top + "domain = \"ex.test\"\n" + members +
+		"[smtp]\nlisten = \"127.0.0.1:0\"\n" + hc.extra +
 		fmt.Sprintf("\n[relay]\nurl = \"smtp://%s\"\n", h.rec.Addr())
 	if h.so.backoff == 0 {
 		h.so.backoff = 20 * time.Millisecond
@@ -326,4 +342,12 @@ func sendRawSMTP(addr, from string, to []string, data []byte) error {
 	}
 	tp.PrintfLine("QUIT")
 	return nil
+}
+
+// configFile writes the harness configuration to a file, for CLI commands.
+func (h *harness) configFile() string {
+	h.t.Helper()
+	p := filepath.Join(h.t.TempDir(), "embargo.toml")
+	writeFile(h.t, p, h.toml)
+	return p
 }

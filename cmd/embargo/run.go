@@ -78,8 +78,20 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	if err != nil {
 		return nil, err
 	}
+	ks, err := loadKeys(cfg, so.now(), true)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range ks.created {
+		log.Info("list key generated", "list", name, "fingerprint", ks.lists[name].Fingerprint())
+	}
+	for _, p := range ks.problemLines() {
+		log.Warn("member key problem: " + p)
+	}
 	roster := buildRoster(cfg)
 	d.svc = listd.New(listd.Options{
+		ListKey:      ks.lists["security"],
+		Members:      ks.members,
 		DB:           db,
 		Roster:       roster,
 		Templates:    tmpl,
@@ -175,7 +187,7 @@ func buildRoster(cfg *Config) *lists.Roster {
 	r := &lists.Roster{}
 	for _, n := range knownLists {
 		l := cfg.Lists[n]
-		r.Lists = append(r.Lists, lists.List{Name: lists.Name(n), Address: l.Address, Encryption: l.Encryption})
+		r.Lists = append(r.Lists, lists.List{Name: lists.Name(n), Address: l.Address, Encryption: l.Encryption, OuterSubject: l.OuterSubject})
 	}
 	for _, m := range cfg.Members {
 		r.Members = append(r.Members, lists.Member{Email: m.Email, Name: m.Name, Roles: m.Roles, Fingerprint: m.Fingerprint})

@@ -7,6 +7,7 @@
 package listd
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -21,6 +22,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/smtpd/message"
 	"github.com/embargo-project/embargo/smtpd/queue"
@@ -37,6 +39,11 @@ type Options struct {
 	Project    string // the name used in mail, e.g. "example.org"
 	Limits     message.Limits
 	AcksPerDay int // acknowledgements per sender address in 24 h (threats.md B8)
+
+	// ListKey is the security list's key pair: it decrypts reports and signs
+	// everything the list sends. Members holds the pinned member keys.
+	ListKey *keys.Key
+	Members *keys.Keyring
 
 	Now    func() time.Time
 	Rand   io.Reader
@@ -111,13 +118,11 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 			return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open yet on this list"}
 		}
 	}
-	lim := s.o.Limits
-	lim.AllowUTF8 = env.SMTPUTF8
-	msg, err := message.Parse(raw, lim)
+	now := s.o.Now().UTC()
+	msg, encrypted, err := s.open(raw, env, now)
 	if err != nil {
 		return err
 	}
-	now := s.o.Now().UTC()
 	sum := sha256.Sum256(raw)
 	log := s.log.With("session", env.SessionID, "size", len(raw))
 
@@ -148,7 +153,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 					detail = t.Detail
 				}
 			}
-			r, err := s.intake(tx, sec, env, msg, detail, now)
+			r, err := s.intake(tx, sec, env, msg, encrypted, detail, now)
 			if err != nil {
 				return err
 			}
@@ -197,8 +202,108 @@ func hasLoop(m *message.Message, r *lists.Roster) bool {
 	return false
 }
 
+// open parses a message and, when its whole top level is encrypted to the
+// list key, decrypts it: what follows reads the decrypted content. Only a
+// wholly encrypted message counts as encrypted (EFAIL, threats.md D2, D9); an
+// encrypted part beside plaintext is handled as plaintext, parts never merged.
+func (s *Service) open(raw []byte, env Envelope, now time.Time) (*message.Message, bool, error) {
+	lim := s.o.Limits
+	lim.AllowUTF8 = env.SMTPUTF8
+	msg, err := message.Parse(raw, lim)
+	if err != nil {
+		return nil, false, err
+	}
+	if s.o.ListKey == nil || !keys.IsEncrypted(raw) {
+		return msg, false, nil
+	}
+	dec, err := keys.Decrypt(raw, s.o.ListKey, s.o.Members, s.keyOptions())
+	switch {
+	case errors.Is(err, keys.ErrNotEncrypted), errors.Is(err, keys.ErrPartiallyEncrypted):
+		return msg, false, nil
+	case err != nil:
+		return nil, false, s.cryptoRefusal(err)
+	}
+	inner, err := message.Parse(dec.Inner, lim)
+	if err != nil {
+		return nil, false, err
+	}
+	msg.Text, msg.Attachments, msg.HTMLOmitted = inner.Text, inner.Attachments, inner.HTMLOmitted
+	if inner.Subject != "" {
+		msg.Subject = inner.Subject // a protected header (the outer one is often generic)
+	}
+	return msg, true, nil
+}
+
+// cryptoRefusal explains to the sender why an encrypted message was refused.
+// Nothing of it is stored (threats.md D1).
+func (s *Service) cryptoRefusal(err error) error {
+	fpr := s.o.ListKey.Fingerprint()
+	// RFC 3463 X.7.5: cryptographic failure.
+	r := &lists.Refusal{Code: 550, Enhanced: "5.7.5"}
+	switch {
+	case errors.Is(err, keys.ErrNoIntegrity):
+		r.Text = "The encrypted message has no integrity protection (MDC); encrypt it again with a current OpenPGP program such as GnuPG 2.2"
+	case errors.Is(err, keys.ErrTampered):
+		r.Text = "The encrypted message failed its integrity check: it was changed after encryption; send it again"
+	case errors.Is(err, keys.ErrTooLarge):
+		r = &lists.Refusal{Code: 552, Enhanced: "5.3.4", Text: "The decrypted message is too large; send large files as a link"}
+	case errors.Is(err, keys.ErrWrongKey):
+		r.Text = "The message is not encrypted to this list's key; encrypt it to " + fpr
+	default:
+		r = &lists.Refusal{Code: 554, Enhanced: "5.6.0", Text: "The encrypted message cannot be read; encrypt it to " + fpr + " as PGP/MIME or an ASCII-armored body"}
+	}
+	s.log.Info("encrypted message refused", "reason", err.Error())
+	return r
+}
+
+func (s *Service) keyOptions() keys.Options {
+	return keys.Options{Now: s.o.Now, Rand: s.o.Rand}
+}
+
+// memberKey returns a member's pinned key if it is usable now.
+func (s *Service) memberKey(m lists.Member) (*keys.Key, error) {
+	if m.Fingerprint == "" {
+		return nil, errors.New("no pinned key")
+	}
+	k, ok := s.o.Members.Lookup(m.Fingerprint)
+	if !ok {
+		return nil, errors.New("pinned key not loaded")
+	}
+	if err := k.Check(s.o.Now()); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// reporterKey returns the first usable public key attached to a message
+// (application/pgp-keys). Committee members' keys are pinned in the
+// configuration and never replaced by attachments (threats.md D5).
+func (s *Service) reporterKey(msg *message.Message, now time.Time) []byte {
+	if s.o.Roster.IsCommittee(msg.From) {
+		return nil
+	}
+	for _, a := range msg.Attachments {
+		if a.Type != "application/pgp-keys" {
+			continue
+		}
+		ks, err := keys.ReadPublicKeys(bytes.NewReader(a.Data))
+		if err != nil {
+			continue
+		}
+		for _, k := range ks {
+			if k.Check(now) != nil {
+				continue
+			}
+			if pub, err := k.ArmoredPublic(); err == nil {
+				return pub
+			}
+		}
+	}
+	return nil
+}
+
 // intake applies a message for security@ to its incident and queues the mail.
-func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, detail string, now time.Time) (workflow.Received, error) {
+func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, detail string, now time.Time) (workflow.Received, error) {
 	in := workflow.Inbound{
 		Sender:    msg.From,
 		Detail:    detail,
@@ -231,12 +336,27 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 		}
 	}
 	r := workflow.Receive(inc, id, in, now)
+	if r.New {
+		// A random anchor: threading headers name no incident (threats.md D7).
+		tok, err := s.random(12)
+		if err != nil {
+			return r, err
+		}
+		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
+	}
 	if err := incidentdb.Put(tx, &r.Incident); err != nil {
 		return r, err
 	}
+	if strings.EqualFold(msg.From, r.Incident.Reporter) {
+		if pub := s.reporterKey(msg, now); pub != nil {
+			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
+				return r, err
+			}
+		}
+	}
 	var out []queue.Msg
 	for _, m := range r.Mail {
-		msgs, err := s.render(tx, sec, &r.Incident, m, env, msg, now)
+		msgs, err := s.render(tx, sec, &r.Incident, m, env, msg, encrypted, now)
 		if err != nil {
 			return r, err
 		}
@@ -254,142 +374,253 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 }
 
 // render turns one workflow mail action into queue rows, one per recipient.
-func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, now time.Time) ([]queue.Msg, error) {
-	listAddr := &mail.Address{Name: s.o.Project + " Security Response", Address: sec.Address}
-	incAddr := &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))}
-	threadRoot := string(inc.ID) + ".thread@" + sec.Domain()
-	bounce := sec.SubAddress(lists.DetailBounces)
-
+func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
 	switch m.To {
 	case workflow.AudienceReporter:
-		// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
-		to := env.From
-		if to == "" || s.o.Roster.IsOurs(to) {
-			return nil, nil
-		}
-		ok, err := incidentdb.AllowAck(tx, to, now, s.o.AcksPerDay)
-		if err != nil || !ok {
-			if !ok {
-				s.log.Info("acknowledgement suppressed by rate limit", "incident", inc.ID)
-			}
-			return nil, err
-		}
-		body, err := s.o.Templates.Render(m.Template, map[string]any{
-			"Project":         s.o.Project,
-			"ID":              inc.ID,
-			"IncidentAddress": incAddr.Address,
-			"ListAddress":     sec.Address,
-			"KeyFingerprint":  "",
-		})
+		return s.renderAck(tx, sec, inc, m, env, msg, now)
+	case workflow.AudienceSRC:
+		return s.renderCopies(sec, inc, m, msg, encrypted, now)
+	}
+	return nil, fmt.Errorf("listd: no recipients for audience %d", m.To)
+}
+
+// renderAck answers the reporter: signed by the list key, with the key
+// attached, and encrypted to the reporter's own key when one is pinned to the
+// incident.
+func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, now time.Time) ([]queue.Msg, error) {
+	// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
+	to := env.From
+	if to == "" || s.o.Roster.IsOurs(to) {
+		return nil, nil
+	}
+	ok, err := incidentdb.AllowAck(tx, to, now, s.o.AcksPerDay)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		s.log.Info("acknowledgement suppressed by rate limit", "incident", inc.ID)
+		return nil, nil
+	}
+	incAddr := sec.SubAddress(string(inc.ID))
+	fpr := ""
+	var attach []message.Attachment
+	if s.o.ListKey != nil {
+		fpr = s.o.ListKey.Fingerprint()
+		pub, err := s.o.ListKey.ArmoredPublic()
 		if err != nil {
 			return nil, err
 		}
-		mid, err := s.newMessageID("ack", sec.Domain())
+		attach = append(attach, message.Attachment{Name: "security-key.asc", Type: "application/pgp-keys", Data: pub})
+	}
+	body, err := s.o.Templates.Render(m.Template, map[string]any{
+		"Project":         s.o.Project,
+		"ID":              inc.ID,
+		"IncidentAddress": incAddr,
+		"ListAddress":     sec.Address,
+		"KeyFingerprint":  fpr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mid, err := s.newMessageID("ack", sec.Domain())
+	if err != nil {
+		return nil, err
+	}
+	om := outMail{
+		From:        s.listAddress(sec),
+		To:          []*mail.Address{{Address: to}},
+		ReplyTo:     &mail.Address{Address: incAddr},
+		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
+		MessageID:   mid,
+		InReplyTo:   msg.MessageID, // RFC 3834 §3.1.5
+		Date:        now,
+		AutoSubmit:  "auto-replied", // RFC 3834 §5.2
+		XLoop:       sec.Address,
+		Body:        body,
+		Attachments: attach,
+	}
+	if msg.MessageID != "" {
+		om.References = []string{msg.MessageID}
+	}
+	var data []byte
+	switch {
+	case s.o.ListKey == nil:
+		data, err = om.plain()
+	default:
+		var rk *keys.Key
+		if pub, ok := incidentdb.ReporterKey(tx, inc.ID); ok {
+			if ks, err := keys.ReadPublicKeys(bytes.NewReader(pub)); err == nil && len(ks) > 0 && ks[0].Check(now) == nil {
+				rk = ks[0]
+			}
+		}
+		if rk != nil && strings.EqualFold(to, inc.Reporter) {
+			data, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
+		} else {
+			data, err = om.signed(s.o.ListKey, s.keyOptions())
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
+	return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}}, nil
+}
+
+// recipient is one committee copy to make: the member and, if usable, their key.
+type recipient struct {
+	lists.Member
+	key *keys.Key
+}
+
+// sealRecipients splits members into those who get a copy and those who do
+// not. A member without a usable key gets no copy when the list requires
+// encryption or the content arrived encrypted: what a reporter encrypted is
+// never re-sent in plaintext.
+func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bool) (send []recipient, skipped []string) {
+	for _, mem := range ms {
+		k, err := s.memberKey(mem)
+		if err != nil && (sec.EncryptionRequired() || sensitive) {
+			skipped = append(skipped, fmt.Sprintf("%s (%v)", mem.Email, err))
+			continue
+		}
+		send = append(send, recipient{Member: mem, key: k})
+	}
+	return send, skipped
+}
+
+// renderCopies makes one copy per committee member (and fix-team member),
+// each encrypted to that member's pinned key where one is usable.
+func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflow.Mail, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
+	var members []lists.Member
+	for _, mem := range s.o.Roster.WithRole("src") {
+		if !strings.EqualFold(mem.Email, m.Except) {
+			members = append(members, mem)
+		}
+	}
+	for _, a := range inc.FixTeam {
+		if !strings.EqualFold(a, m.Except) && !containsMember(members, a) {
+			mem, ok := s.o.Roster.Member(a)
+			if !ok {
+				mem = lists.Member{Email: a}
+			}
+			members = append(members, mem)
+		}
+	}
+	rcpts, skipped := s.sealRecipients(sec, members, encrypted)
+	if len(skipped) > 0 {
+		s.log.Warn("committee copies withheld: no usable key", "incident", inc.ID, "count", len(skipped))
+	}
+	var names []string
+	for _, a := range msg.Attachments {
+		n := a.Name
+		if n == "" {
+			n = "(unnamed " + a.Type + ")"
+		}
+		names = append(names, n)
+	}
+	sender := msg.From
+	if msg.FromName != "" {
+		sender = msg.FromName + " <" + msg.From + ">"
+	}
+	date := "(none)"
+	if !msg.Date.IsZero() {
+		date = msg.Date.Format(time.RFC1123Z)
+	}
+	body, err := s.o.Templates.Render(m.Template, map[string]any{
+		"ID":           inc.ID,
+		"Received":     now,
+		"SenderLine":   sender,
+		"Subject":      msg.Subject,
+		"DateLine":     date,
+		"Text":         msg.Text,
+		"HTMLOmitted":  msg.HTMLOmitted,
+		"Attachments":  names,
+		"FromReporter": strings.EqualFold(msg.From, inc.Reporter),
+		"Encrypted":    encrypted,
+		"Withheld":     skipped,
+	})
+	if err != nil {
+		return nil, err
+	}
+	subject := msg.Subject
+	if _, tagged := workflow.SubjectTag(subject); !tagged {
+		subject = "[" + string(inc.ID) + "] " + subject
+	}
+	who := msg.FromName
+	if who == "" {
+		who = msg.From
+	}
+	var out []queue.Msg
+	for _, rc := range rcpts {
+		mid, err := s.newMessageID(m.Template, sec.Domain())
 		if err != nil {
 			return nil, err
 		}
 		om := outMail{
-			From:       listAddr,
-			To:         []*mail.Address{{Address: to}},
-			ReplyTo:    incAddr,
-			Subject:    fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
-			MessageID:  mid,
-			InReplyTo:  msg.MessageID, // RFC 3834 §3.1.5
-			Date:       now,
-			AutoSubmit: "auto-replied", // RFC 3834 §5.2
-			XLoop:      sec.Address,
-			Body:       body,
+			From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
+			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
+			ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
+			Subject:     subject,
+			MessageID:   mid,
+			References:  []string{inc.RootMsg},
+			InReplyTo:   inc.RootMsg,
+			Date:        now,
+			ListID:      listID(sec),
+			XLoop:       sec.Address,
+			Body:        body,
+			Attachments: msg.Attachments,
 		}
-		if msg.MessageID != "" {
-			om.References = []string{msg.MessageID}
-		}
-		data, err := om.bytes()
+		data, err := s.seal(sec, &om, rc.key)
 		if err != nil {
 			return nil, err
 		}
-		// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
-		return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: om.MessageID, Kind: "ack", Incident: string(inc.ID)}}, nil
-
-	case workflow.AudienceSRC:
-		var rcpts []lists.Member
-		for _, mem := range s.o.Roster.WithRole("src") {
-			if !strings.EqualFold(mem.Email, m.Except) {
-				rcpts = append(rcpts, mem)
-			}
-		}
-		for _, a := range inc.FixTeam {
-			if !strings.EqualFold(a, m.Except) && !containsMember(rcpts, a) {
-				rcpts = append(rcpts, lists.Member{Email: a})
-			}
-		}
-		var names []string
-		for _, a := range msg.Attachments {
-			n := a.Name
-			if n == "" {
-				n = "(unnamed " + a.Type + ")"
-			}
-			names = append(names, n)
-		}
-		sender := msg.From
-		if msg.FromName != "" {
-			sender = msg.FromName + " <" + msg.From + ">"
-		}
-		date := "(none)"
-		if !msg.Date.IsZero() {
-			date = msg.Date.Format(time.RFC1123Z)
-		}
-		body, err := s.o.Templates.Render(m.Template, map[string]any{
-			"ID":           inc.ID,
-			"Received":     now,
-			"SenderLine":   sender,
-			"Subject":      msg.Subject,
-			"DateLine":     date,
-			"Text":         msg.Text,
-			"HTMLOmitted":  msg.HTMLOmitted,
-			"Attachments":  names,
-			"FromReporter": strings.EqualFold(msg.From, inc.Reporter),
-		})
-		if err != nil {
-			return nil, err
-		}
-		subject := msg.Subject
-		if _, tagged := workflow.SubjectTag(subject); !tagged {
-			subject = "[" + string(inc.ID) + "] " + subject
-		}
-		who := msg.FromName
-		if who == "" {
-			who = msg.From
-		}
-		var out []queue.Msg
-		for _, mem := range rcpts {
-			mid, err := s.newMessageID(m.Template, sec.Domain())
-			if err != nil {
-				return nil, err
-			}
-			om := outMail{
-				From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
-				To:          []*mail.Address{{Name: mem.Name, Address: mem.Email}},
-				ReplyTo:     incAddr,
-				Subject:     subject,
-				MessageID:   mid,
-				References:  []string{threadRoot},
-				InReplyTo:   threadRoot,
-				Date:        now,
-				ListID:      "<" + sec.Local() + "." + sec.Domain() + ">",
-				XLoop:       sec.Address,
-				Body:        body,
-				Attachments: msg.Attachments,
-			}
-			data, err := om.bytes()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, queue.Msg{From: bounce, To: []string{mem.Email}, Data: data, MessageID: om.MessageID, Kind: m.Template + "-copy", Incident: string(inc.ID)})
-		}
-		return out, nil
+		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: m.Template + "-copy", Incident: string(inc.ID)})
 	}
-	return nil, fmt.Errorf("listd: no recipients for audience %d", m.To)
+	return out, nil
 }
+
+// seal renders a committee copy: encrypted to key and signed by the list when
+// key is set, else plaintext (only where the list allows it).
+func (s *Service) seal(sec lists.List, om *outMail, key *keys.Key) ([]byte, error) {
+	if key == nil || s.o.ListKey == nil {
+		if sec.EncryptionRequired() {
+			return nil, errors.New("listd: plaintext copy on a list that requires encryption")
+		}
+		return om.plain()
+	}
+	return om.sealed(s.outerHeader(sec, om), key, s.o.ListKey, s.keyOptions())
+}
+
+// outerHeader is what relays see of an encrypted message: the list address,
+// the recipient, a generic subject, random identifiers. Reply-To is the plain
+// list address: replies thread by In-Reply-To, and the incident ID stays
+// inside (threats.md D7).
+func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
+	outer := outMail{
+		From:       s.listAddress(sec),
+		To:         om.To,
+		ReplyTo:    &mail.Address{Address: sec.Address},
+		Subject:    sec.OuterSubject,
+		MessageID:  om.MessageID,
+		InReplyTo:  om.InReplyTo,
+		References: om.References,
+		Date:       om.Date,
+		AutoSubmit: om.AutoSubmit,
+		ListID:     om.ListID,
+		XLoop:      om.XLoop,
+	}
+	if om.AutoSubmit == "auto-replied" {
+		// The reporter's own Message-ID is not ours to repeat in clear.
+		outer.InReplyTo, outer.References = "", nil
+	}
+	return outer.header()
+}
+
+func (s *Service) listAddress(sec lists.List) *mail.Address {
+	return &mail.Address{Name: s.o.Project + " Security Response", Address: sec.Address}
+}
+
+func listID(sec lists.List) string { return "<" + sec.Local() + "." + sec.Domain() + ">" }
 
 func containsMember(ms []lists.Member, addr string) bool {
 	for _, m := range ms {
@@ -400,14 +631,22 @@ func containsMember(ms []lists.Member, addr string) bool {
 	return false
 }
 
+func (s *Service) random(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.o.Rand, b); err != nil {
+		return "", fmt.Errorf("listd: random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
 // newMessageID makes a random Message-ID: nothing in it links copies to one
 // another or to the reporter's identifiers (threats.md D7).
 func (s *Service) newMessageID(kind, domain string) (string, error) {
-	var b [12]byte
-	if _, err := io.ReadFull(s.o.Rand, b[:]); err != nil {
-		return "", fmt.Errorf("listd: message id: %w", err)
+	r, err := s.random(12)
+	if err != nil {
+		return "", err
 	}
-	return kind + "." + hex.EncodeToString(b[:]) + "@" + domain, nil
+	return kind + "." + r + "@" + domain, nil
 }
 
 // Alert queues a notice to the committee that a message could not be delivered.
@@ -424,15 +663,16 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	if err != nil {
 		return err
 	}
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole("src"), false)
 	var out []queue.Msg
-	for _, mem := range s.o.Roster.WithRole("src") {
+	for _, rc := range rcpts {
 		mid, err := s.newMessageID("alert", sec.Domain())
 		if err != nil {
 			return err
 		}
 		om := outMail{
 			From:       &mail.Address{Name: s.o.Project + " embargo", Address: sec.Address},
-			To:         []*mail.Address{{Name: mem.Name, Address: mem.Email}},
+			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
 			Subject:    "[embargo] delivery failed",
 			MessageID:  mid,
 			Date:       now,
@@ -440,11 +680,11 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 			XLoop:      sec.Address,
 			Body:       body,
 		}
-		data, err := om.bytes()
+		data, err := s.seal(sec, &om, rc.key)
 		if err != nil {
 			return err
 		}
-		out = append(out, queue.Msg{From: "", To: []string{mem.Email}, Data: data, MessageID: mid, Kind: "alert", Incident: r.Incident, NoAlert: true})
+		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "alert", Incident: r.Incident, NoAlert: true})
 	}
 	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
 	return queue.Enqueue(tx, now, out...)

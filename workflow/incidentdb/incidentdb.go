@@ -26,9 +26,10 @@ var (
 	bucketMessages  = []byte("messages")     // seq → Record JSON
 	bucketRaw       = []byte("messages_raw") // seq → raw bytes as received
 	bucketByInc     = []byte("messages_by_incident")
-	bucketMsgIDs    = []byte("message_ids") // Message-ID → incident ID (inbound and outbound)
-	bucketSeen      = []byte("seen")        // sha256(raw) → seq, for duplicate deliveries (A4)
-	bucketAcks      = []byte("acks")        // address → JSON []time.Time, ack rate limit (B8)
+	bucketMsgIDs    = []byte("message_ids")   // Message-ID → incident ID (inbound and outbound)
+	bucketSeen      = []byte("seen")          // sha256(raw) → seq, for duplicate deliveries (A4)
+	bucketAcks      = []byte("acks")          // address → JSON []time.Time, ack rate limit (B8)
+	bucketRepKeys   = []byte("reporter_keys") // incident ID → the reporter's armored public key
 )
 
 const schemaVersion = 1
@@ -38,7 +39,7 @@ var ErrNotFound = errors.New("incidentdb: not found")
 
 // Init creates the buckets. Call it once, inside the opener's Update.
 func Init(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketIncidents, bucketSeq, bucketMessages, bucketRaw, bucketByInc, bucketMsgIDs, bucketSeen, bucketAcks} {
+	for _, b := range [][]byte{bucketIncidents, bucketSeq, bucketMessages, bucketRaw, bucketByInc, bucketMsgIDs, bucketSeen, bucketAcks, bucketRepKeys} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
 		}
@@ -264,4 +265,23 @@ func be(n uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], n)
 	return b[:]
+}
+
+// SetReporterKey pins the reporter's public key to one incident. The first key
+// stays: a later mail cannot replace it (threats.md D5).
+func SetReporterKey(tx *bolt.Tx, id workflow.ID, armored []byte) (bool, error) {
+	b := tx.Bucket(bucketRepKeys)
+	if b.Get([]byte(id)) != nil {
+		return false, nil
+	}
+	return true, b.Put([]byte(id), bytes.Clone(armored))
+}
+
+// ReporterKey returns the armored key pinned to an incident, if any.
+func ReporterKey(tx *bolt.Tx, id workflow.ID) ([]byte, bool) {
+	v := tx.Bucket(bucketRepKeys).Get([]byte(id))
+	if v == nil {
+		return nil, false
+	}
+	return bytes.Clone(v), true
 }
