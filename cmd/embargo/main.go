@@ -30,6 +30,7 @@ Usage:
   embargo check --config FILE
   embargo incident list|show ID|export ID [--config FILE] [--data DIR]
   embargo keys export LIST [--config FILE] [--data DIR]
+  embargo cvss [VECTOR...]          (or one vector per line on stdin)
   embargo version
 
 Run "embargo COMMAND --help" for a command's flags and examples.
@@ -43,6 +44,10 @@ func main() {
 
 // run dispatches a command line and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runIO(args, os.Stdin, stdout, stderr)
+}
+
+func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -57,6 +62,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdIncident(args[1:], stdout)
 	case "keys":
 		err = cmdKeys(args[1:], stdout)
+	case "cvss":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Fprint(stdout, cvssHelp)
+			return 0
+		}
+		err = cmdCVSS(args[1:], stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "embargo %s\n", version)
 	case "help", "-h", "--help":
@@ -225,6 +236,18 @@ func checkWarnings(cfg *Config) []string {
 	}
 	return w
 }
+
+const cvssHelp = `Usage: embargo cvss [VECTOR...]
+
+Scores CVSS 3.1 and 4.0 vectors as the FIRST calculators do. Prints
+VECTOR<TAB>SCORE<TAB>SEVERITY per vector; reads one vector per line from
+standard input when none is given. A bad vector gets a line on stderr naming
+the bad metric, and the exit status is 1.
+
+Examples:
+  embargo cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H
+  embargo cvss < vectors.txt
+`
 
 const keysHelp = `Usage: embargo keys export LIST [--config FILE] [--data DIR]
 
