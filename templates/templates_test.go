@@ -16,6 +16,21 @@ var t0 = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
 // samples gives every template its data; a new template without a sample
 // fails TestEveryTemplateHasGolden.
 var samples = map[string]map[string]any{
+	"accepted":                   {"Project": "example.org", "id": "SEC-2026-0001"},
+	"fixed":                      {"Project": "example.org", "id": "SEC-2026-0001"},
+	"date":                       {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)", "previous_t": "2026-11-30 16:00 UTC (Monday)"},
+	"disclosed":                  {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)", "cve": "CVE-2026-12345", "summary": "parser overflow"},
+	"reporter-reply":             {"Project": "example.org", "id": "SEC-2026-0001", "text": "Could you share the crash log?"},
+	"duplicate":                  {"Project": "example.org", "id": "SEC-2026-0002"},
+	"handoff":                    {"Project": "example.org", "id": "SEC-2026-0001", "contact": "security@other.example"},
+	"canned-not-a-vulnerability": {"Project": "example.org", "id": "SEC-2026-0001"},
+	"canned-container-cve":       {"Project": "example.org", "id": "SEC-2026-0001"},
+	"canned-clickjacking":        {"Project": "example.org", "id": "SEC-2026-0001"},
+	"canned-spf":                 {"Project": "example.org", "id": "SEC-2026-0001"},
+	"canned-out-of-scope":        {"Project": "example.org", "id": "SEC-2026-0001"},
+	"embargo-break":              {"Project": "example.org", "id": "SEC-2026-0001", "by": "alice@example.org"},
+	"release-held":               {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)"},
+	"reminder":                   {"Project": "example.org", "id": "SEC-2026-0001", "what": "triage", "deadline": "2026-11-24 09:00 UTC (Tuesday)", "due": "1 working day after the report"},
 	"ack": {"Project": "example.org", "ID": "SEC-2026-0001", "IncidentAddress": "security+SEC-2026-0001@example.org",
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"report": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Rep Orter <rep@out.test>", "Subject": "overflow",

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	// secret parts; the environment variable EMBARGO_KEY_PASSPHRASE is read
 	// when it is empty. No passphrase means the keys rest unprotected (0600).
 	KeyPassphraseFile string `toml:"key_passphrase_file"`
+	// Holidays are dates (YYYY-MM-DD, UTC) that are no working day and no
+	// disclosure slot.
+	Holidays []string `toml:"holidays"`
 
 	SMTP   SMTPConfig            `toml:"smtp"`
 	Relay  RelayConfig           `toml:"relay"`
@@ -298,6 +302,11 @@ func (c *Config) validate() []string {
 	if c.Lists["distributors"].Encryption != "required" {
 		add(`lists.distributors.encryption must be "required": embargoed notices never leave in plaintext`)
 	}
+	for _, h := range c.Holidays {
+		if _, err := time.Parse(time.DateOnly, h); err != nil {
+			add("holidays: %q is not a date like \"2026-12-25\"", h)
+		}
+	}
 	members := map[string]bool{}
 	for i, m := range c.Members {
 		where := fmt.Sprintf("members[%d]", i)
@@ -381,6 +390,17 @@ func isLoopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// HolidayDates returns the holidays as UTC midnights.
+func (c *Config) HolidayDates() []time.Time {
+	var out []time.Time
+	for _, h := range c.Holidays {
+		if t, err := time.Parse(time.DateOnly, h); err == nil {
+			out = append(out, t.UTC())
+		}
+	}
+	return out
 }
 
 // Member roles.

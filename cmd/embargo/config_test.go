@@ -43,6 +43,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown list", base + "[lists.secrity]\naddress = \"s@example.org\"\n", []string{"[lists.secrity]: unknown list"}},
 		{"same address twice", base + "[lists.security]\naddress = \"x@example.org\"\n[lists.announce]\naddress = \"x@example.org\"\n", []string{"also the address"}},
 		{"plaintext distributors", base + "[lists.distributors]\nencryption = \"optional\"\n", []string{`must be "required"`}},
+		{"bad holiday", "domain = \"example.org\"\nholidays = [\"25/12/2026\"]\n", []string{"holidays", "25/12/2026"}},
 		{"syntax error", base + "[smtp\n", []string{"line 2"}},
 	}
 	for _, tt := range tests {

@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"io"
+
 	"fmt"
+	gomessage "github.com/emersion/go-message"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // gpgHome is a throw-away GnuPG home: the person at the other end of the
@@ -62,13 +66,16 @@ var fprLine = regexp.MustCompile(`(?m)^fpr:+([0-9A-F]{40}):`)
 // genKey makes an ed25519 signing key with a cv25519 encryption subkey.
 func (g *gpgHome) genKey(uid string) string {
 	g.t.Helper()
-	g.must(nil, "--quick-gen-key", uid, "ed25519", "sign,cert", "1y")
+	// Made three days ago, so tests can sign "in the past" with
+	// --faked-system-time.
+	past := fmt.Sprintf("%d!", time.Now().Add(-72*time.Hour).Unix())
+	g.must(nil, "--faked-system-time", past, "--quick-gen-key", uid, "ed25519", "sign,cert", "1y")
 	out := g.must(nil, "--with-colons", "--fingerprint", uid)
 	m := fprLine.FindStringSubmatch(string(out))
 	if m == nil {
 		g.t.Fatalf("no fingerprint for %s:\n%s", uid, out)
 	}
-	g.must(nil, "--quick-add-key", m[1], "cv25519", "encr", "1y")
+	g.must(nil, "--faked-system-time", past, "--quick-add-key", m[1], "cv25519", "encr", "1y")
 	return m[1]
 }
 
@@ -142,4 +149,22 @@ func mustContain(t *testing.T, what, s string, subs ...string) {
 			t.Errorf("%s lacks %q:\n%s", what, sub, s)
 		}
 	}
+}
+
+// mimeText decodes the text parts of a MIME entity (such as a decrypted
+// PGP/MIME payload) so tests read what the recipient's client would show.
+func mimeText(b []byte) string {
+	e, _ := gomessage.Read(bytes.NewReader(b)) // an unknown charset still reads
+	if e == nil {
+		return string(b)
+	}
+	var out strings.Builder
+	e.Walk(func(_ []int, p *gomessage.Entity, _ error) error {
+		if t, _, _ := p.Header.ContentType(); strings.HasPrefix(t, "text/") || t == "" {
+			body, _ := io.ReadAll(p.Body)
+			out.Write(body)
+		}
+		return nil
+	})
+	return out.String()
 }

@@ -91,6 +91,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	roster := buildRoster(cfg)
 	d.svc = listd.New(listd.Options{
 		ListKey:      ks.lists["security"],
+		Holidays:     cfg.HolidayDates(),
 		Members:      ks.members,
 		DB:           db,
 		Roster:       roster,

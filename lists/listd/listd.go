@@ -45,6 +45,9 @@ type Options struct {
 	ListKey *keys.Key
 	Members *keys.Keyring
 
+	// Holidays are dates that are no working day and no release slot.
+	Holidays []time.Time
+
 	Now    func() time.Time
 	Rand   io.Reader
 	Kick   func() // wakes the delivery worker after a commit
@@ -119,7 +122,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 		}
 	}
 	now := s.o.Now().UTC()
-	msg, encrypted, err := s.open(raw, env, now)
+	msg, encrypted, sig, err := s.open(raw, env, now)
 	if err != nil {
 		return err
 	}
@@ -153,7 +156,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 					detail = t.Detail
 				}
 			}
-			r, err := s.intake(tx, sec, env, msg, encrypted, detail, now)
+			r, err := s.intake(tx, sec, env, msg, encrypted, sig, detail, now)
 			if err != nil {
 				return err
 			}
@@ -206,32 +209,51 @@ func hasLoop(m *message.Message, r *lists.Roster) bool {
 // list key, decrypts it: what follows reads the decrypted content. Only a
 // wholly encrypted message counts as encrypted (EFAIL, threats.md D2, D9); an
 // encrypted part beside plaintext is handled as plaintext, parts never merged.
-func (s *Service) open(raw []byte, env Envelope, now time.Time) (*message.Message, bool, error) {
+func (s *Service) open(raw []byte, env Envelope, now time.Time) (*message.Message, bool, signed, error) {
 	lim := s.o.Limits
 	lim.AllowUTF8 = env.SMTPUTF8
 	msg, err := message.Parse(raw, lim)
 	if err != nil {
-		return nil, false, err
+		return nil, false, signed{}, err
 	}
-	if s.o.ListKey == nil || !keys.IsEncrypted(raw) {
-		return msg, false, nil
+	if s.o.ListKey == nil {
+		return msg, false, signed{}, nil
+	}
+	if !keys.IsEncrypted(raw) {
+		return msg, false, s.verify(raw, msg, lim), nil
 	}
 	dec, err := keys.Decrypt(raw, s.o.ListKey, s.o.Members, s.keyOptions())
 	switch {
 	case errors.Is(err, keys.ErrNotEncrypted), errors.Is(err, keys.ErrPartiallyEncrypted):
-		return msg, false, nil
+		return msg, false, s.verify(raw, msg, lim), nil
 	case err != nil:
-		return nil, false, s.cryptoRefusal(err)
+		return nil, false, signed{}, s.cryptoRefusal(err)
 	}
 	inner, err := message.Parse(dec.Inner, lim)
 	if err != nil {
-		return nil, false, err
+		return nil, false, signed{}, err
 	}
 	msg.Text, msg.Attachments, msg.HTMLOmitted = inner.Text, inner.Attachments, inner.HTMLOmitted
 	if inner.Subject != "" {
 		msg.Subject = inner.Subject // a protected header (the outer one is often generic)
 	}
-	return msg, true, nil
+	return msg, true, signed{v: dec.Signature, err: dec.SignatureErr}, nil
+}
+
+// verify checks a plaintext message's signature against the pinned member
+// keys. A verified message is shown to the committee as what was signed.
+func (s *Service) verify(raw []byte, msg *message.Message, lim message.Limits) signed {
+	if !bytes.Contains(raw, []byte("application/pgp-signature")) && !bytes.Contains(raw, []byte("-----BEGIN PGP SIGNED MESSAGE-----")) {
+		return signed{}
+	}
+	v, err := keys.Verify(raw, s.o.Members, s.keyOptions())
+	if err != nil {
+		return signed{err: err}
+	}
+	if inner, err := message.Parse(v.Entity, lim); err == nil {
+		msg.Text, msg.Attachments, msg.HTMLOmitted = inner.Text, inner.Attachments, inner.HTMLOmitted
+	}
+	return signed{v: v}
 }
 
 // cryptoRefusal explains to the sender why an encrypted message was refused.
@@ -303,7 +325,7 @@ func (s *Service) reporterKey(msg *message.Message, now time.Time) []byte {
 }
 
 // intake applies a message for security@ to its incident and queues the mail.
-func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, detail string, now time.Time) (workflow.Received, error) {
+func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, sig signed, detail string, now time.Time) (workflow.Received, error) {
 	in := workflow.Inbound{
 		Sender:    msg.From,
 		Detail:    detail,
@@ -336,6 +358,16 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 		}
 	}
 	r := workflow.Receive(inc, id, in, now)
+	var cmdMail []queue.Msg
+	if !r.New {
+		// Signed commands in the thread (DESIGN.md §3): applied with the
+		// message, in its transaction.
+		after, msgs, err := s.commands(tx, sec, r.Incident, msg, sig, now)
+		if err != nil {
+			return r, err
+		}
+		r.Incident, cmdMail = after, msgs
+	}
 	if r.New {
 		// A random anchor: threading headers name no incident (threats.md D7).
 		tok, err := s.random(12)
@@ -362,6 +394,7 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 		}
 		out = append(out, msgs...)
 	}
+	out = append(out, cmdMail...)
 	for _, q := range out {
 		if err := incidentdb.IndexMessageID(tx, q.MessageID, r.Incident.ID); err != nil {
 			return r, err

@@ -44,7 +44,7 @@ func Init(tx *bolt.Tx) error {
 			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
 		}
 	}
-	return nil
+	return initCommands(tx)
 }
 
 // Record describes one archived inbound message.
@@ -284,4 +284,61 @@ func ReporterKey(tx *bolt.Tx, id workflow.ID) ([]byte, bool) {
 		return nil, false
 	}
 	return bytes.Clone(v), true
+}
+
+// Seen signatures (threats.md E3) and small settings live in their own buckets.
+var (
+	bucketReplay = []byte("replay") // replay key → expiry (unix seconds, big-endian)
+	bucketMeta   = []byte("meta")   // name → value
+)
+
+// initCommands creates the buckets the command path needs. Init calls it.
+func initCommands(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketReplay, bucketMeta} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// SeenSignature records a signature's replay key until expiry and reports
+// whether it was already recorded (a replay). Expired entries are dropped as
+// they are met.
+func SeenSignature(tx *bolt.Tx, key string, expiry, now time.Time) (bool, error) {
+	b := tx.Bucket(bucketReplay)
+	if v := b.Get([]byte(key)); len(v) == 8 {
+		if int64(binary.BigEndian.Uint64(v)) > now.Unix() {
+			return true, nil
+		}
+	}
+	return false, b.Put([]byte(key), be(uint64(expiry.Unix())))
+}
+
+// PruneReplay deletes replay entries that expired before now.
+func PruneReplay(tx *bolt.Tx, now time.Time) error {
+	b := tx.Bucket(bucketReplay)
+	var old [][]byte
+	b.ForEach(func(k, v []byte) error {
+		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= now.Unix() {
+			old = append(old, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Meta reads a small named value.
+func Meta(tx *bolt.Tx, name string) string {
+	return string(tx.Bucket(bucketMeta).Get([]byte(name)))
+}
+
+// SetMeta writes a small named value.
+func SetMeta(tx *bolt.Tx, name, value string) error {
+	return tx.Bucket(bucketMeta).Put([]byte(name), []byte(value))
 }

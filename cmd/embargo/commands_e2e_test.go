@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/incidentdb"
+)
+
+// cmdFixture is a committee of two signing members and a reporter.
+type cmdFixture struct {
+	*keysFixture
+	bob          *gpgHome
+	afpr, bfpr   string
+	id           string
+	seen         int // relay messages already looked at
+	reporterAddr string
+}
+
+func newCmdFixture(t *testing.T) *cmdFixture {
+	t.Helper()
+	alice, bob := newGPG(t), newGPG(t)
+	afpr := alice.genKey("Alice <alice@ex.test>")
+	bfpr := bob.genKey("Bob <bob@ex.test>")
+	kd := keysDir(t, map[string][]byte{"alice": alice.export(afpr), "bob": bob.export(bfpr)})
+	members := tomlMember("alice@ex.test", afpr) + tomlMember("bob@ex.test", bfpr) +
+		"[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
+	h := newHarnessConfig(t, harnessConfig{top: fmt.Sprintf("keys_dir = %q\n", kd), members: members}, startOptions{})
+	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: newGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
+	var pub strings.Builder
+	run([]string{"keys", "export", "security", "--config", h.configFile()}, &pub, nil)
+	for _, g := range []*gpgHome{f.reporter, alice, bob} {
+		g.importKey([]byte(pub.String()))
+	}
+	f.secFpr = fprLine.FindStringSubmatch(string(alice.must(nil, "--with-colons", "--fingerprint", "security@ex.test")))[1]
+
+	h.mustSend(f.reporterAddr, []string{"security@ex.test"}, report(f.reporterAddr, "parser overflow", "CANARY-cmd details"))
+	msgs := f.next(3) // ack, alice, bob
+	ack := to(msgs, f.reporterAddr)[0]
+	f.id = idRE.FindString(string(ack.Data))
+	if f.id == "" {
+		t.Fatal("no incident ID in the acknowledgement")
+	}
+	return f
+}
+
+// next waits for n more relay messages and returns them.
+func (f *cmdFixture) next(n int) []queuetest.Message {
+	f.h.t.Helper()
+	all := f.h.settle(f.seen + n)
+	out := all[f.seen:]
+	f.seen = len(all)
+	return out
+}
+
+// clearsigned returns a message from a member whose body is clear-signed text.
+func (f *cmdFixture) clearsigned(g *gpgHome, fpr, from, text string, extra ...string) string {
+	args := append(extra, "--clearsign", "-u", fpr)
+	signed := g.must([]byte(text), args...)
+	return fmt.Sprintf("From: %s\nTo: security+%s@ex.test\nSubject: Re: [%s]\nMessage-ID: <%d@ex.test>\n\n%s",
+		from, f.id, f.id, time.Now().UnixNano(), strings.ReplaceAll(string(signed), "\r\n", "\n"))
+}
+
+// receipt decrypts the one receipt among msgs addressed to a member.
+func (f *cmdFixture) receipt(g *gpgHome, msgs []queuetest.Message, addr string) string {
+	f.h.t.Helper()
+	for _, m := range to(msgs, addr) {
+		plain, _ := g.decryptMIME(m.Data)
+		if text := mimeText(plain); strings.Contains(string(plain), "receipt:") || strings.Contains(text, "Commands for") {
+			return text
+		}
+	}
+	f.h.t.Fatalf("no receipt for %s among %d messages:\n%s", addr, len(msgs), summary(msgs))
+	return ""
+}
+
+func (f *cmdFixture) incident() workflow.Incident {
+	var inc workflow.Incident
+	f.h.d.db.View(func(tx *bolt.Tx) error {
+		p, err := incidentdb.Get(tx, workflow.ID(f.id))
+		if err != nil {
+			f.h.t.Fatal(err)
+		}
+		inc = *p
+		return nil
+	})
+	return inc
+}
+
+// TestSignedCommandsEndToEnd takes a report from triage to a scheduled,
+// approved disclosure with nothing but gpg-signed mail (the workflow issue's
+// "done when"), through the real SMTP pipeline.
+func TestSignedCommandsEndToEnd(t *testing.T) {
+	f := newCmdFixture(t)
+
+	// /accept with Alice as lead: receipt to Alice, update to the reporter,
+	// Alice's message forwarded to Bob.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/lead me\n\nTaking this one.\n"))
+	msgs := f.next(3)
+	r := f.receipt(f.alice, msgs, "alice@ex.test")
+	mustContain(t, "receipt", r, "> /accept", "> /lead me")
+	if strings.Contains(r, "refused") {
+		t.Fatalf("accept refused:\n%s", r)
+	}
+	up := to(msgs, f.reporterAddr)
+	if len(up) != 1 {
+		t.Fatalf("reporter got %d updates", len(up))
+	}
+	st := f.reporter.verifySigned(up[0].Data)
+	mustContain(t, "reporter update signature", st, "GOODSIG")
+	mustContain(t, "reporter update", body(t, up[0]), "confirmed", f.id)
+	fwd, _ := f.bob.decryptMIME(to(msgs, "bob@ex.test")[0].Data)
+	mustContain(t, "bob's copy of alice's message", string(fwd), "Taking this one.")
+	if inc := f.incident(); inc.Phase != workflow.PhaseFix || inc.FixLead != "alice@ex.test" {
+		t.Fatalf("after /accept: phase %s lead %q", inc.Phase, inc.FixLead)
+	}
+
+	// The advisory fields, CVSS and CVE, signed and encrypted to the list key.
+	T := workflow.NextSlot(time.Now().UTC().Add(10*24*time.Hour), nil)
+	cmds := "/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-12345\n" +
+		"/set summary <<END\nheap overflow in the parser\nEND\n/set actor <<END\nA remote attacker\nEND\n" +
+		"/set impact <<END\nexecute code\nEND\n/set affected <<END\nparser v1.0.0 - v1.4.2\nEND\n" +
+		"/set fixed <<END\nparser v1.4.3\nEND\n/set mitigation <<END\nDisable the parser.\nEND\n" +
+		"/fixed\n/disclose " + T.Format("2006-01-02") + "\n"
+	enc := f.alice.must([]byte(cmds), "--sign", "--encrypt", "--armor", "-u", f.afpr, "-r", f.secFpr)
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, fmt.Sprintf("From: alice@ex.test\nSubject: Encrypted message\nMessage-ID: <c2@ex.test>\nTo: security+%s@ex.test\n\n%s", f.id, enc))
+	msgs = f.next(4) // receipt, fixed + date to the reporter, bob's copy
+	r = f.receipt(f.alice, msgs, "alice@ex.test")
+	mustContain(t, "receipt", r, workflow.FormatInstant(T), "9.8")
+	if strings.Contains(r, "refused") {
+		t.Fatalf("commands refused:\n%s", r)
+	}
+	var sawDate bool
+	for _, m := range to(msgs, f.reporterAddr) {
+		if strings.Contains(body(t, m), workflow.FormatInstant(T)) {
+			sawDate = true
+		}
+	}
+	if !sawDate {
+		t.Error("the reporter was not told the disclosure date")
+	}
+
+	// Notify and approve.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n/approve\n"))
+	msgs = f.next(2) // receipt, bob's copy
+	r = f.receipt(f.alice, msgs, "alice@ex.test")
+	if strings.Contains(r, "refused") {
+		t.Fatalf("/notify /approve refused:\n%s", r)
+	}
+	inc := f.incident()
+	if inc.Phase != workflow.PhaseEmbargo || !inc.Approved || !inc.T.Equal(T) || inc.Severity().String() != "Critical" {
+		t.Errorf("after /notify /approve: phase %s approved %v T %v severity %v", inc.Phase, inc.Approved, inc.T, inc.Severity())
+	}
+	if len(inc.History) == 0 || inc.History[len(inc.History)-1].Email != "alice@ex.test" {
+		t.Errorf("history does not record who: %+v", inc.History)
+	}
+	canaryFree(t, f.h.rec.Messages()[3:], "heap overflow in the parser")
+}
+
+// TestCommandAttacks: nothing may change (workflow issue, attack table),
+// through the real pipeline.
+func TestCommandAttacks(t *testing.T) {
+	f := newCmdFixture(t)
+	before := f.incident()
+	unchanged := func(what string) {
+		t.Helper()
+		inc := f.incident()
+		if inc.Phase != before.Phase || inc.FixLead != before.FixLead || len(inc.History) != len(before.History) {
+			t.Errorf("%s changed the incident: phase %s lead %q history %d", what, inc.Phase, inc.FixLead, len(inc.History))
+		}
+	}
+
+	// An unsigned command from a member's exact address: nothing applied; the
+	// member is told, encrypted.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, "From: alice@ex.test\nSubject: x\nMessage-ID: <u1@ex.test>\n\n/accept\n")
+	msgs := f.next(2) // bob's copy and the refusal to alice
+	unchanged("an unsigned /accept")
+	got := false
+	for _, m := range to(msgs, "alice@ex.test") {
+		plain, _ := f.alice.decryptMIME(m.Data)
+		if strings.Contains(mimeText(plain), "nothing was applied") {
+			got = true
+		}
+	}
+	if !got {
+		t.Error("alice was not told her unsigned command was ignored")
+	}
+
+	// A signature 25 hours old.
+	old := time.Now().Add(-25 * time.Hour).Unix()
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"},
+		f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n", "--faked-system-time", fmt.Sprintf("%d!", old)))
+	r := f.receipt(f.alice, f.next(2), "alice@ex.test")
+	mustContain(t, "receipt of an old signature", r, "24")
+	unchanged("a 25-hour-old signature")
+
+	// A signed text naming another incident.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n\nAbout SEC-2020-0001 really.\n"))
+	f.receipt(f.alice, f.next(2), "alice@ex.test")
+	unchanged("a text naming another incident")
+
+	// An unknown command next to a valid one.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/frobnicate\n"))
+	r = f.receipt(f.alice, f.next(2), "alice@ex.test")
+	mustContain(t, "receipt of an unknown command", r, "frobnicate")
+	unchanged("an unknown command")
+
+	// A quoted command only.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "> /accept\nquoted\n"))
+	f.next(1) // only bob's copy: no commands, no receipt
+	unchanged("a quoted command")
+
+	// A valid one, then its byte-identical replay.
+	good := f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n")
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, good)
+	f.next(3) // receipt, reporter update, bob
+	after := f.incident()
+	if after.Phase != workflow.PhaseFix {
+		t.Fatalf("valid /accept not applied: %s", after.Phase)
+	}
+	replay := strings.Replace(good, "Message-ID: <", "Message-ID: <replay", 1)
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, replay)
+	r = f.receipt(f.alice, f.next(2), "alice@ex.test")
+	mustContain(t, "receipt of a replay", r, "replay")
+	if inc := f.incident(); len(inc.History) != len(after.History) {
+		t.Error("a replayed signature changed the incident")
+	}
+
+	// A distributor's signed command: not a committee member, nothing happens.
+	if !bytes.Contains([]byte(f.h.logs.String()), []byte("commands refused")) {
+		t.Error("refusals are not logged")
+	}
+}

@@ -1,0 +1,319 @@
+package listd
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/smtpd/message"
+	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/incidentdb"
+)
+
+// signed is what the signature check of one inbound message found.
+type signed struct {
+	v   *keys.Verified // nil: no signature that counts
+	err error          // why a present signature did not count
+}
+
+// commandText returns the text commands are read from: the text/plain content
+// of exactly the signed bytes (threats.md E2, E5), never the unsigned rest.
+func commandText(v *keys.Verified, lim message.Limits) (string, error) {
+	m, err := message.Parse(v.Entity, lim)
+	if err != nil {
+		return "", err
+	}
+	return m.Text, nil
+}
+
+// hasCommandLines reports whether a text starts with command lines, signed or
+// not, so an unsigned attempt can be answered.
+func hasCommandLines(text string) bool {
+	for _, l := range strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		return strings.HasPrefix(l, "/")
+	}
+	return false
+}
+
+// memberByFingerprint finds the roster member a verified signature belongs to.
+func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
+	for _, m := range s.o.Roster.Members {
+		if m.Fingerprint != "" && strings.EqualFold(m.Fingerprint, fpr) {
+			return m, true
+		}
+	}
+	return lists.Member{}, false
+}
+
+// commands applies the signed commands of one message to an incident inside
+// the message's transaction, and queues the receipt and the mail the
+// commands cause. It returns the incident as it is afterwards.
+func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, msg *message.Message, sig signed, now time.Time) (workflow.Incident, []queue.Msg, error) {
+	if sig.v == nil {
+		// Commands need a valid signature by a pinned key, never the From
+		// header (threats.md E1). A member who forgot to sign is told, in a
+		// message encrypted to their own key; anyone else learns nothing.
+		mem, ok := s.o.Roster.Member(msg.From)
+		if !ok || !s.o.Roster.IsCommittee(msg.From) || !hasCommandLines(msg.Text) {
+			return inc, nil, nil
+		}
+		reason := "the message is not signed"
+		if sig.err != nil {
+			reason = sig.err.Error()
+		}
+		s.log.Info("unsigned commands ignored", "incident", inc.ID)
+		body := fmt.Sprintf("Your message on %s started with command lines, but nothing was applied:\n%s.\n\n"+
+			"Commands count only when the message is signed with your pinned OpenPGP key\n(%s).\n"+
+			"Sign it (PGP/MIME, or gpg --clearsign) and, better, encrypt it to the list key.\n", inc.ID, reason, orNone(mem.Fingerprint))
+		out, err := s.toMember(sec, mem, "["+string(inc.ID)+"] commands not applied", body, inc.RootMsg, now, "refusal")
+		return inc, out, err
+	}
+	mem, ok := s.memberByFingerprint(sig.v.Fingerprint)
+	if !ok {
+		return inc, nil, nil // a key that is no longer pinned: nobody to answer
+	}
+	text, err := commandText(sig.v, s.o.Limits)
+	if err != nil || !hasCommandLines(text) {
+		return inc, nil, nil
+	}
+	// Replay cache (threats.md E3): the same signature over the same bytes
+	// counts once.
+	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s|%d|", sig.v.Fingerprint, sig.v.Signed.Unix())), sig.v.Bytes...))
+	replayed, err := incidentdb.SeenSignature(tx, hex.EncodeToString(sum[:]), workflow.ReplayExpiry(sig.v.Signed), now)
+	if err != nil {
+		return inc, nil, err
+	}
+	var src []string
+	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
+		src = append(src, m.Email)
+	}
+	env := workflow.Env{SRC: src, LastLead: incidentdb.Meta(tx, "last_lead"), Holidays: s.o.Holidays, MessageID: msg.MessageID}
+	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
+	var res workflow.Result
+	var applyErr error
+	if replayed {
+		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now,
+			Refused: "this signed message was already processed (a replay); nothing applied"}}
+		applyErr = fmt.Errorf("replay")
+	} else {
+		res, applyErr = workflow.Apply(inc, text, signer, now, env)
+	}
+	log := s.log.With("incident", inc.ID, "signer", sig.v.Fingerprint)
+	if applyErr != nil {
+		log.Info("commands refused", "reason", res.Receipt.Refused)
+	} else {
+		log.Info("commands applied", "applied", res.Applied, "actions", len(res.Actions))
+	}
+	if res.RoundRobin != "" {
+		if err := incidentdb.SetMeta(tx, "last_lead", res.RoundRobin); err != nil {
+			return inc, nil, err
+		}
+	}
+	var out []queue.Msg
+	status := "refused"
+	if res.Applied {
+		status = "applied"
+	}
+	if len(res.Receipt.Lines) > 0 || res.Receipt.Refused != "" {
+		rc, err := s.toMember(sec, mem, fmt.Sprintf("[%s] receipt: %s", inc.ID, status), res.Receipt.Text(), inc.RootMsg, now, "receipt")
+		if err != nil {
+			return inc, nil, err
+		}
+		out = append(out, rc...)
+	}
+	if applyErr != nil {
+		return inc, out, nil
+	}
+	for _, a := range res.Actions {
+		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now)
+		if err != nil {
+			return inc, nil, err
+		}
+		out = append(out, msgs...)
+	}
+	return res.Incident, out, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none is configured: ask an SRC member to add your fingerprint"
+	}
+	return s
+}
+
+// reporterSubjects are the subjects of the reporter updates, by template.
+var reporterSubjects = map[string]string{
+	"accepted":  "Your report is confirmed",
+	"fixed":     "A fix is ready",
+	"date":      "Disclosure date",
+	"disclosed": "Disclosed",
+	"reply":     "Message from the Security Response Committee",
+	"duplicate": "Your report is a duplicate",
+	"handoff":   "Your report was handed on",
+}
+
+// action renders one workflow action into queue rows.
+func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by lists.Member, a workflow.Action, now time.Time) ([]queue.Msg, error) {
+	switch a := a.(type) {
+	case workflow.ReporterMail:
+		return s.toReporter(tx, sec, inc, a, now)
+	case workflow.AlertSRC:
+		return s.alertSRC(sec, inc, a.Template, a.Fields, now)
+	case workflow.StatusReply:
+		return s.toMember(sec, by, "["+string(inc.ID)+"] status", a.Text, inc.RootMsg, now, "status")
+	case workflow.HelpReply:
+		return s.toMember(sec, by, "["+string(inc.ID)+"] help", a.Text, inc.RootMsg, now, "help")
+	default:
+		// Distributor notices, "embargo lifted" and the release at T are the
+		// lists' delivery (DESIGN.md §4); until that exists they are logged so
+		// nothing is silently lost.
+		s.log.Warn("action not delivered by this version", "incident", inc.ID, "action", a.Kind())
+		return nil, nil
+	}
+}
+
+// toReporter sends a stage update or a /reply text to the reporter, from the
+// list address, signed, and encrypted to the reporter's pinned key if any.
+func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, a workflow.ReporterMail, now time.Time) ([]queue.Msg, error) {
+	tmpl := a.Template
+	if tmpl == "reply" {
+		tmpl = "reporter-reply" // "reply" is the committee copy of a reply
+	}
+	data := map[string]any{"Project": s.o.Project}
+	for k, v := range a.Fields {
+		data[k] = v
+	}
+	body, err := s.o.Templates.Render(tmpl, data)
+	if err != nil {
+		return nil, err
+	}
+	subj := reporterSubjects[a.Template]
+	if subj == "" {
+		subj = "About your report"
+	}
+	mid, err := s.newMessageID("update", sec.Domain())
+	if err != nil {
+		return nil, err
+	}
+	om := outMail{
+		From:      s.listAddress(sec),
+		To:        []*mail.Address{{Address: inc.Reporter}},
+		ReplyTo:   &mail.Address{Address: sec.SubAddress(string(inc.ID))},
+		Subject:   fmt.Sprintf("[%s] %s", inc.ID, subj),
+		MessageID: mid,
+		Date:      now,
+		XLoop:     sec.Address,
+		Body:      body,
+	}
+	var out []byte
+	switch rk := s.pinnedReporterKey(tx, inc.ID, now); {
+	case s.o.ListKey == nil:
+		out, err = om.plain()
+	case rk != nil:
+		out, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
+	default:
+		out, err = om.signed(s.o.ListKey, s.keyOptions())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := incidentdb.IndexMessageID(tx, mid, inc.ID); err != nil {
+		return nil, err
+	}
+	return []queue.Msg{{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, Data: out, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}}, nil
+}
+
+func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) *keys.Key {
+	pub, ok := incidentdb.ReporterKey(tx, id)
+	if !ok {
+		return nil
+	}
+	ks, err := keys.ReadPublicKeys(strings.NewReader(string(pub)))
+	if err != nil || len(ks) == 0 || ks[0].Check(now) != nil {
+		return nil
+	}
+	return ks[0]
+}
+
+// toMember sends one message to one committee member, encrypted to their key
+// (receipts, refusals, /status and /help answers). A member without a usable
+// key gets nothing: these messages talk about the incident.
+func (s *Service) toMember(sec lists.List, mem lists.Member, subject, body, thread string, now time.Time, kind string) ([]queue.Msg, error) {
+	key, err := s.memberKey(mem)
+	if err != nil || s.o.ListKey == nil {
+		s.log.Info("no usable key for a reply to a member", "kind", kind)
+		return nil, nil
+	}
+	mid, err := s.newMessageID(kind, sec.Domain())
+	if err != nil {
+		return nil, err
+	}
+	om := outMail{
+		From:       s.listAddress(sec),
+		To:         []*mail.Address{{Name: mem.Name, Address: mem.Email}},
+		Subject:    subject,
+		MessageID:  mid,
+		Date:       now,
+		AutoSubmit: "auto-replied",
+		XLoop:      sec.Address,
+		Body:       body,
+	}
+	if thread != "" {
+		om.InReplyTo, om.References = thread, []string{thread}
+	}
+	data, err := om.sealed(s.outerHeader(sec, &om), key, s.o.ListKey, s.keyOptions())
+	if err != nil {
+		return nil, err
+	}
+	return []queue.Msg{{From: "", To: []string{mem.Email}, Data: data, MessageID: mid, Kind: kind}}, nil
+}
+
+// alertSRC renders an alert template to every committee member, sealed.
+func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, fields map[string]string, now time.Time) ([]queue.Msg, error) {
+	data := map[string]any{"Project": s.o.Project}
+	for k, v := range fields {
+		data[k] = v
+	}
+	body, err := s.o.Templates.Render(tmpl, data)
+	if err != nil {
+		return nil, err
+	}
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	var out []queue.Msg
+	for _, rc := range rcpts {
+		mid, err := s.newMessageID("alert", sec.Domain())
+		if err != nil {
+			return nil, err
+		}
+		om := outMail{
+			From:       s.listAddress(sec),
+			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
+			Subject:    fmt.Sprintf("[%s] %s", inc.ID, tmpl),
+			MessageID:  mid,
+			InReplyTo:  inc.RootMsg,
+			References: []string{inc.RootMsg},
+			Date:       now,
+			AutoSubmit: "auto-generated",
+			XLoop:      sec.Address,
+			Body:       body,
+		}
+		data, err := s.seal(sec, &om, rc.key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "alert-" + tmpl, Incident: string(inc.ID)})
+	}
+	return out, nil
+}
