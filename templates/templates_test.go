@@ -15,7 +15,39 @@ var t0 = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
 
 // samples gives every template its data; a new template without a sample
 // fails TestEveryTemplateHasGolden.
+// advisorySample is the data the advisory templates read (lists/listd builds
+// it from an incident). Its mitigation carries an armor line and its summary a
+// bidi control, as an attacker-influenced field might: the data builder makes
+// them inert before rendering (listd.safeText), here they show the raw case.
+func advisorySample(extra map[string]any) map[string]any {
+	m := map[string]any{
+		"Project": "example.org", "ID": "SEC-2026-0001", "CVE": "CVE-2026-12345", "Summary": "heap overflow in the parser",
+		"Actor": "A remote attacker", "Impact": "execute code as the server", "Condition": "the parser is enabled",
+		"Severity": "Critical", "Score": "9.8", "Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+		"CalculatorURL": "https://www.first.org/cvss/calculator/3.1#CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+		"Affected": "parser v1.0.0 - v1.4.2", "Fixed": "parser v1.4.3", "Mitigation": "Disable the parser.",
+		"ActionRequired": "Rotate the server keys.", "FixImpact": "None expected.", "Detection": "Look for crashes in the parser log.",
+		"UpgradeDocs": "https://example.org/upgrade", "IssueURL": "https://example.org/issues/1", "Credit": "Rep Orter",
+		"T": "2026-12-03 16:00 UTC (Thursday)", "PreviousNotice": "", "At": "", "Person": "Alice Example",
+		"SecurityAddress": "security@example.org", "AdvisoryText": "", "Renotify": false,
+		"Subscribers": 10000, "Channels": 1, "Distributors": 3,
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return m
+}
+
 var samples = map[string]map[string]any{
+	"distributor-notice":    advisorySample(map[string]any{"Renotify": true, "PreviousNotice": "2026-11-30 16:00 UTC (Monday)"}),
+	"distributor-final":     advisorySample(map[string]any{"AdvisoryText": "Hello example.org community,\n(the advisory)"}),
+	"embargo-lifted":        advisorySample(map[string]any{"At": "2026-11-25 10:00 UTC (Wednesday)"}),
+	"advisory":              advisorySample(nil),
+	"tracking-issue":        advisorySample(nil),
+	"chat-line":             advisorySample(nil),
+	"release-pack":          advisorySample(nil),
+	"distributors-withheld": {"id": "SEC-2026-0001", "kind": "distributor-notice", "names": "dist@vendor.test (key expired)"},
+	"distributors-refused":  {"id": "distributors@", "sender": "dist@vendor.test", "reason": "a plaintext post was refused; it reached nobody"},
 	"accepted":                   {"Project": "example.org", "id": "SEC-2026-0001"},
 	"fixed":                      {"Project": "example.org", "id": "SEC-2026-0001"},
 	"date":                       {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)", "previous_t": "2026-11-30 16:00 UTC (Monday)"},

@@ -26,18 +26,50 @@ type cmdFixture struct {
 
 func newCmdFixture(t *testing.T) *cmdFixture {
 	t.Helper()
+	return newCmdFixtureWith(t, nil, "")
+}
+
+// distributor is a distributors-list member with GnuPG.
+type distributor struct {
+	addr string
+	g    *gpgHome
+	fpr  string
+}
+
+// newCmdFixtureWith adds distributors (each with a key) and extra TOML tables.
+func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFixture {
+	t.Helper()
 	alice, bob := newGPG(t), newGPG(t)
 	afpr := alice.genKey("Alice <alice@ex.test>")
 	bfpr := bob.genKey("Bob <bob@ex.test>")
-	kd := keysDir(t, map[string][]byte{"alice": alice.export(afpr), "bob": bob.export(bfpr)})
-	members := tomlMember("alice@ex.test", afpr) + tomlMember("bob@ex.test", bfpr) +
-		"[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
-	h := newHarnessConfig(t, harnessConfig{top: fmt.Sprintf("keys_dir = %q\n", kd), members: members}, startOptions{})
+	keyFiles := map[string][]byte{"alice": alice.export(afpr), "bob": bob.export(bfpr)}
+	members := tomlMember("alice@ex.test", afpr) + tomlMember("bob@ex.test", bfpr)
+	for i, d := range dists {
+		d.g = newGPG(t)
+		d.fpr = d.g.genKey("D <" + d.addr + ">")
+		keyFiles[fmt.Sprintf("dist%d", i)] = d.g.export(d.fpr)
+		members += fmt.Sprintf("[[members]]\nemail = %q\nroles = [\"distributor\"]\nfingerprint = %q\n", d.addr, d.fpr)
+	}
+	if len(dists) == 0 {
+		members += "[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
+	}
+	kd := keysDir(t, keyFiles)
+	h := newHarnessConfig(t, harnessConfig{top: fmt.Sprintf("keys_dir = %q\n", kd), members: members, extra: extra}, startOptions{})
 	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: newGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
 	var pub strings.Builder
 	run([]string{"keys", "export", "security", "--config", h.configFile()}, &pub, nil)
 	for _, g := range []*gpgHome{f.reporter, alice, bob} {
 		g.importKey([]byte(pub.String()))
+	}
+	for _, name := range []string{"distributors", "announce"} {
+		var k strings.Builder
+		run([]string{"keys", "export", name, "--config", h.configFile()}, &k, nil)
+		for _, d := range dists {
+			d.g.importKey([]byte(k.String()))
+		}
+		for _, g := range []*gpgHome{f.reporter, alice, bob} {
+			g.importKey([]byte(k.String()))
+		}
 	}
 	f.secFpr = fprLine.FindStringSubmatch(string(alice.must(nil, "--with-colons", "--fingerprint", "security@ex.test")))[1]
 

@@ -45,6 +45,10 @@ type Config struct {
 
 	Members []MemberConfig `toml:"members"`
 
+	// Channels are outside lists (oss-security…) that get their own copy of
+	// every advisory at T (process.md §7.4).
+	Channels []ChannelConfig `toml:"channels"`
+
 	source string // file name, or "embedded default"
 }
 
@@ -87,6 +91,12 @@ type ListConfig struct {
 	// OuterSubject is the Subject relays see on encrypted mail; the real one
 	// travels inside the encryption (threats.md D7).
 	OuterSubject string `toml:"outer_subject"`
+}
+
+// ChannelConfig is one outside list.
+type ChannelConfig struct {
+	Address    string `toml:"address"`
+	SubjectTag string `toml:"subject_tag"` // default "[<domain>]"
 }
 
 // MemberConfig is a person and their pinned key.
@@ -301,6 +311,14 @@ func (c *Config) validate() []string {
 	}
 	if c.Lists["distributors"].Encryption != "required" {
 		add(`lists.distributors.encryption must be "required": embargoed notices never leave in plaintext`)
+	}
+	for i, ch := range c.Channels {
+		if !validAddress(strings.ToLower(ch.Address)) {
+			add("channels[%d]: address %q is not a plain address like \"oss-security@lists.openwall.com\"", i, ch.Address)
+		}
+		if strings.ContainsAny(ch.SubjectTag, "\r\n") {
+			add("channels[%d]: subject_tag must be one line", i)
+		}
 	}
 	for _, h := range c.Holidays {
 		if _, err := time.Parse(time.DateOnly, h); err != nil {

@@ -77,6 +77,9 @@ func newHarnessConfig(t *testing.T, hc harnessConfig, so startOptions) *harness 
 	if h.so.backoff == 0 {
 		h.so.backoff = 20 * time.Millisecond
 	}
+	if h.so.liftGrace == 0 {
+		h.so.liftGrace = 300 * time.Millisecond
+	}
 	h.start()
 	t.Cleanup(func() {
 		if h.d != nil {

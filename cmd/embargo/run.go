@@ -41,6 +41,7 @@ type startOptions struct {
 	now          func() time.Time
 	beforeCommit func(*bolt.Tx) error
 	backoff      time.Duration // queue minimum backoff
+	liftGrace    time.Duration // announcement delay after "embargo lifted"
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {
@@ -90,18 +91,22 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	}
 	roster := buildRoster(cfg)
 	d.svc = listd.New(listd.Options{
-		ListKey:      ks.lists["security"],
-		Holidays:     cfg.HolidayDates(),
-		Members:      ks.members,
-		DB:           db,
-		Roster:       roster,
-		Templates:    tmpl,
-		Project:      cfg.Domain,
-		AcksPerDay:   cfg.Intake.AcksPerSenderPerDay,
-		Now:          so.now,
-		Kick:         func() { d.worker.Kick() },
-		Logger:       log.With("component", "listd"),
-		BeforeCommit: so.beforeCommit,
+		ListKey:         ks.lists["security"],
+		DistributorsKey: ks.lists["distributors"],
+		AnnounceKey:     ks.lists["announce"],
+		Channels:        channels(cfg),
+		LiftGrace:       so.liftGrace,
+		Holidays:        cfg.HolidayDates(),
+		Members:         ks.members,
+		DB:              db,
+		Roster:          roster,
+		Templates:       tmpl,
+		Project:         cfg.Domain,
+		AcksPerDay:      cfg.Intake.AcksPerSenderPerDay,
+		Now:             so.now,
+		Kick:            func() { d.worker.Kick() },
+		Logger:          log.With("component", "listd"),
+		BeforeCommit:    so.beforeCommit,
 	})
 	d.worker = queue.New(db, relay, queue.Options{
 		Now:        so.now,
@@ -182,6 +187,18 @@ func (d *daemon) shutdown() error {
 		errs = append(errs, d.db.Close())
 	}
 	return errors.Join(errs...)
+}
+
+func channels(cfg *Config) []listd.Channel {
+	var out []listd.Channel
+	for _, ch := range cfg.Channels {
+		tag := ch.SubjectTag
+		if tag == "" {
+			tag = "[" + cfg.Domain + "]"
+		}
+		out = append(out, listd.Channel{Address: strings.ToLower(ch.Address), Tag: tag})
+	}
+	return out
 }
 
 func buildRoster(cfg *Config) *lists.Roster {

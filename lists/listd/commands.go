@@ -137,7 +137,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		return inc, out, nil
 	}
 	for _, a := range res.Actions {
-		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now)
+		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now, res.Actions)
 		if err != nil {
 			return inc, nil, err
 		}
@@ -164,8 +164,9 @@ var reporterSubjects = map[string]string{
 	"handoff":   "Your report was handed on",
 }
 
-// action renders one workflow action into queue rows.
-func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by lists.Member, a workflow.Action, now time.Time) ([]queue.Msg, error) {
+// action renders one workflow action into queue rows. all is the whole list
+// of actions it belongs to, for ordering between them.
+func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by lists.Member, a workflow.Action, now time.Time, all []workflow.Action) ([]queue.Msg, error) {
 	switch a := a.(type) {
 	case workflow.ReporterMail:
 		return s.toReporter(tx, sec, inc, a, now)
@@ -175,13 +176,20 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 		return s.toMember(sec, by, "["+string(inc.ID)+"] status", a.Text, inc.RootMsg, now, "status")
 	case workflow.HelpReply:
 		return s.toMember(sec, by, "["+string(inc.ID)+"] help", a.Text, inc.RootMsg, now, "help")
-	default:
-		// Distributor notices, "embargo lifted" and the release at T are the
-		// lists' delivery (DESIGN.md §4); until that exists they are logged so
-		// nothing is silently lost.
-		s.log.Warn("action not delivered by this version", "incident", inc.ID, "action", a.Kind())
-		return nil, nil
+	case workflow.DistributorNotice:
+		return s.distributorNotice(tx, inc, a, now)
+	case workflow.EmbargoLifted:
+		return s.embargoLifted(tx, inc, a, now)
+	case workflow.Release:
+		notBefore := now
+		for _, o := range all {
+			if _, ok := o.(workflow.EmbargoLifted); ok {
+				notBefore = now.Add(s.o.LiftGrace)
+			}
+		}
+		return s.release(tx, inc, a, now, notBefore)
 	}
+	return nil, fmt.Errorf("listd: unknown action %s", a.Kind())
 }
 
 // toReporter sends a stage update or a /reply text to the reporter, from the
@@ -302,12 +310,13 @@ func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, 
 			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
 			Subject:    fmt.Sprintf("[%s] %s", inc.ID, tmpl),
 			MessageID:  mid,
-			InReplyTo:  inc.RootMsg,
-			References: []string{inc.RootMsg},
 			Date:       now,
 			AutoSubmit: "auto-generated",
 			XLoop:      sec.Address,
 			Body:       body,
+		}
+		if inc.RootMsg != "" {
+			om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
 		}
 		data, err := s.seal(sec, &om, rc.key)
 		if err != nil {

@@ -33,6 +33,7 @@ type outMail struct {
 	XLoop       string
 	Body        string // LF line ends
 	Attachments []message.Attachment
+	Extra       [][2]string // further fields (List-Unsubscribe, List-Post), name and value
 }
 
 // errBareLine means a rendered message is not clean CRLF: a bug, never sent
@@ -44,6 +45,9 @@ func (o *outMail) header() mail.Header {
 	var h mail.Header
 	// go-message's Set prepends: set in reverse so the fields come out in the
 	// familiar order (From, To, Subject, Date first).
+	for i := len(o.Extra) - 1; i >= 0; i-- {
+		h.Add(o.Extra[i][0], o.Extra[i][1])
+	}
 	if o.XLoop != "" {
 		h.Set("X-Loop", o.XLoop)
 	}

@@ -48,6 +48,15 @@ type Options struct {
 	// Holidays are dates that are no working day and no release slot.
 	Holidays []time.Time
 
+	// The other lists' keys, the outside channels and the announce fan-out.
+	DistributorsKey *keys.Key
+	AnnounceKey     *keys.Key
+	Channels        []Channel
+	Announcer       Announcer
+	// LiftGrace is how long the announcement waits after the distributors
+	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
+	LiftGrace time.Duration
+
 	Now    func() time.Time
 	Rand   io.Reader
 	Kick   func() // wakes the delivery worker after a commit
@@ -81,6 +90,9 @@ func New(o Options) *Service {
 	if o.AcksPerDay == 0 {
 		o.AcksPerDay = 1
 	}
+	if o.LiftGrace == 0 {
+		o.LiftGrace = time.Minute
+	}
 	return &Service{o: o, log: o.Logger}
 }
 
@@ -94,16 +106,8 @@ type Envelope struct {
 
 // Recipient decides at RCPT time whether we take mail for rcpt.
 func (s *Service) Recipient(_ context.Context, _ string, rcpt string) error {
-	t, err := s.o.Roster.Route(rcpt)
-	if err != nil {
-		return err
-	}
-	if t.List == lists.Distributors && t.Detail == "" {
-		// Posting to the embargo list arrives with its leak guards (issue 5);
-		// until then nothing may reach distributors through it.
-		return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "The distributors list does not take posts yet; write to " + s.o.Roster.List(lists.Security).Address}
-	}
-	return nil
+	_, err := s.o.Roster.Route(rcpt)
+	return err
 }
 
 // Handle stores one accepted message and everything it causes.
@@ -122,7 +126,12 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 		}
 	}
 	now := s.o.Now().UTC()
-	msg, encrypted, sig, err := s.open(raw, env, now)
+	// Mail to distributors@ is decrypted with that list's key, later.
+	key := s.o.ListKey
+	if isDistributors(targets) {
+		key = nil
+	}
+	msg, encrypted, sig, err := s.open(raw, env, key, now)
 	if err != nil {
 		return err
 	}
@@ -131,8 +140,9 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 
 	var result string
 	var incID workflow.ID
+	var refusal error
 	err = s.o.DB.Batch(func(tx *bolt.Tx) error {
-		result, incID = "", ""
+		result, incID, refusal = "", "", nil
 		if incidentdb.Seen(tx, sum) {
 			// The same bytes again: a client that lost our 250 (RFC 1047).
 			result = "duplicate"
@@ -149,6 +159,16 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 			// Our own mail came back (threats.md B9): keep it, send nothing.
 			rec.Note = "loop"
 			result = "loop"
+		case isDistributors(targets):
+			var err error
+			result, refusal, err = s.distributorPost(tx, raw, msg, now)
+			if err != nil {
+				return err
+			}
+			rec.Note = "distributors"
+			if refusal != nil {
+				rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
+			}
 		default:
 			detail := ""
 			for _, t := range targets {
@@ -182,9 +202,23 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
 		}
 		return fmt.Errorf("listd: store message: %w", err)
 	}
-	log.Info("message accepted", "result", result, "incident", incID)
 	s.o.Kick()
+	if refusal != nil {
+		// The alert is committed; now the sender learns the refusal.
+		log.Info("message refused", "result", result)
+		return refusal
+	}
+	log.Info("message accepted", "result", result, "incident", incID)
 	return nil
+}
+
+func isDistributors(ts []lists.Target) bool {
+	for _, t := range ts {
+		if t.List == lists.Distributors && t.Detail == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func isBounce(ts []lists.Target) bool {
@@ -209,25 +243,25 @@ func hasLoop(m *message.Message, r *lists.Roster) bool {
 // list key, decrypts it: what follows reads the decrypted content. Only a
 // wholly encrypted message counts as encrypted (EFAIL, threats.md D2, D9); an
 // encrypted part beside plaintext is handled as plaintext, parts never merged.
-func (s *Service) open(raw []byte, env Envelope, now time.Time) (*message.Message, bool, signed, error) {
+func (s *Service) open(raw []byte, env Envelope, key *keys.Key, now time.Time) (*message.Message, bool, signed, error) {
 	lim := s.o.Limits
 	lim.AllowUTF8 = env.SMTPUTF8
 	msg, err := message.Parse(raw, lim)
 	if err != nil {
 		return nil, false, signed{}, err
 	}
-	if s.o.ListKey == nil {
+	if key == nil {
 		return msg, false, signed{}, nil
 	}
 	if !keys.IsEncrypted(raw) {
 		return msg, false, s.verify(raw, msg, lim), nil
 	}
-	dec, err := keys.Decrypt(raw, s.o.ListKey, s.o.Members, s.keyOptions())
+	dec, err := keys.Decrypt(raw, key, s.o.Members, s.keyOptions())
 	switch {
 	case errors.Is(err, keys.ErrNotEncrypted), errors.Is(err, keys.ErrPartiallyEncrypted):
 		return msg, false, s.verify(raw, msg, lim), nil
 	case err != nil:
-		return nil, false, signed{}, s.cryptoRefusal(err)
+		return nil, false, signed{}, s.cryptoRefusal(err, key)
 	}
 	inner, err := message.Parse(dec.Inner, lim)
 	if err != nil {
@@ -258,8 +292,8 @@ func (s *Service) verify(raw []byte, msg *message.Message, lim message.Limits) s
 
 // cryptoRefusal explains to the sender why an encrypted message was refused.
 // Nothing of it is stored (threats.md D1).
-func (s *Service) cryptoRefusal(err error) error {
-	fpr := s.o.ListKey.Fingerprint()
+func (s *Service) cryptoRefusal(err error, key *keys.Key) error {
+	fpr := s.fingerprint(key)
 	// RFC 3463 X.7.5: cryptographic failure.
 	r := &lists.Refusal{Code: 550, Enhanced: "5.7.5"}
 	switch {

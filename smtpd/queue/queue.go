@@ -38,6 +38,9 @@ type Msg struct {
 	Kind      string   // short label for logs and metrics: "ack", "report-copy", "reply-copy", "alert", ...
 	Incident  string   // incident ID for logs; may be empty
 	NoAlert   bool     // a failure of this row raises no alert (an alert about an alert would loop)
+	// NotBefore holds the row until then: a message that must follow others
+	// (the announcement after "embargo lifted", threats.md G5). Zero: now.
+	NotBefore time.Time
 }
 
 // State is where a row stands.
@@ -172,6 +175,9 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			State:       StateQueued,
 			Created:     now,
 			NextAttempt: now,
+		}
+		if m.NotBefore.After(now) {
+			rec.NextAttempt = m.NotBefore
 		}
 		// bbolt keeps the slice until commit; the caller may reuse its buffer before that.
 		if err := bk.data.Put(idKey(id), bytes.Clone(m.Data)); err != nil {

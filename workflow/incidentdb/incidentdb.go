@@ -160,8 +160,12 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 	if err := tx.Bucket(bucketRaw).Put(be(seq), bytes.Clone(raw)); err != nil {
 		return rec, err
 	}
-	if err := tx.Bucket(bucketSeen).Put(sum[:], be(seq)); err != nil {
-		return rec, err
+	// A refused message kept in quarantine is not "seen": sending the same
+	// bytes again must be refused again, not taken as a duplicate.
+	if rec.Note != "quarantine" {
+		if err := tx.Bucket(bucketSeen).Put(sum[:], be(seq)); err != nil {
+			return rec, err
+		}
 	}
 	if rec.Incident != "" {
 		if err := tx.Bucket(bucketByInc).Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {

@@ -1,0 +1,209 @@
+package listd
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/smtpd/message"
+	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// toDistributors sends one body to every distributor, each copy rebuilt and
+// encrypted to exactly that distributor's pinned key, signed by the
+// distributors list key, To: the list address only, under the generic outer
+// Subject (threats.md D6, D7, G1). A distributor without a usable key gets
+// nothing, and the SRC is told who and why. There is no plaintext path.
+func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subject, body string, attach []message.Attachment, now time.Time) ([]queue.Msg, error) {
+	dl := s.o.Roster.List(lists.Distributors)
+	if s.o.DistributorsKey == nil {
+		return nil, fmt.Errorf("listd: no distributors list key")
+	}
+	var out []queue.Msg
+	var withheld []string
+	for _, d := range s.o.Roster.WithRole(workflow.RoleDistributor) {
+		key, err := s.memberKey(d)
+		if err != nil {
+			withheld = append(withheld, fmt.Sprintf("%s (%v)", d.Email, err))
+			continue
+		}
+		mid, err := s.newMessageID(kind, dl.Domain())
+		if err != nil {
+			return nil, err
+		}
+		om := outMail{
+			From:        &mail.Address{Name: s.o.Project + " Security Response", Address: dl.Address},
+			To:          []*mail.Address{{Address: dl.Address}},
+			ReplyTo:     &mail.Address{Address: dl.Address},
+			Subject:     subject,
+			MessageID:   mid,
+			Date:        now,
+			AutoSubmit:  "auto-generated",
+			ListID:      listID(dl),
+			XLoop:       dl.Address,
+			Body:        body,
+			Attachments: attach,
+		}
+		outer := om.header()
+		outer.SetSubject(dl.OuterSubject)
+		data, err := om.sealed(outer, key, s.o.DistributorsKey, s.keyOptions())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, queue.Msg{From: dl.SubAddress(lists.DetailBounces), To: []string{d.Email}, Data: data, MessageID: mid, Kind: kind, Incident: string(inc.ID)})
+	}
+	if len(withheld) > 0 {
+		s.log.Warn("distributor copies withheld: no usable key", "incident", inc.ID, "count", len(withheld))
+		alerts, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "distributors-withheld",
+			map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, alerts...)
+	}
+	return out, nil
+}
+
+// distributorNotice renders and sends a DistributorNotice action: the
+// embargoed notice (process.md §7.1), a re-notification, or the final notice
+// with the public text (§7.2).
+func (s *Service) distributorNotice(tx *bolt.Tx, inc *workflow.Incident, a workflow.DistributorNotice, now time.Time) ([]queue.Msg, error) {
+	d := s.advisory(inc)
+	d.T = workflow.FormatInstant(a.T)
+	if a.Renotify && !a.Previous.IsZero() {
+		d.Renotify, d.PreviousNotice = true, workflow.FormatInstant(a.Previous)
+	}
+	tmpl, kind, subject := "distributor-notice", "distributor-notice", "[EMBARGOED] "+d.CVE+": "+d.Summary
+	if a.Final {
+		adv, err := s.o.Templates.Render("advisory", d)
+		if err != nil {
+			return nil, err
+		}
+		d.AdvisoryText = strings.TrimRight(adv, "\n")
+		tmpl, kind, subject = "distributor-final", "distributor-final", "[EMBARGOED] FINAL NOTICE "+d.CVE+": "+d.Summary
+	}
+	body, err := s.o.Templates.Render(tmpl, d)
+	if err != nil {
+		return nil, err
+	}
+	return s.toDistributors(tx, inc, kind, subject, body, nil, now)
+}
+
+// embargoLifted tells the distributors first, before any announcement
+// (threats.md G5).
+func (s *Service) embargoLifted(tx *bolt.Tx, inc *workflow.Incident, a workflow.EmbargoLifted, now time.Time) ([]queue.Msg, error) {
+	d := s.advisory(inc)
+	d.At = workflow.FormatInstant(a.At)
+	body, err := s.o.Templates.Render("embargo-lifted", d)
+	if err != nil {
+		return nil, err
+	}
+	return s.toDistributors(tx, inc, "embargo-lifted", "EMBARGO LIFTED "+d.CVE+": "+d.Summary, body, nil, now)
+}
+
+// distributorPost handles mail to distributors@. A refusal is returned
+// separately from err: the alert it raises must commit, and only then is the
+// sender answered with the refusal. Only encrypted mail signed
+// by a pinned member key is taken; a post that names anyone outside the list
+// and the SRC in To or Cc is refused and the SRC alerted (threats.md G1, G2,
+// F5). Committee posts go to every distributor; a distributor's post goes to
+// the SRC only, never to the other distributors.
+func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message, now time.Time) (result string, refusal, err error) {
+	dl := s.o.Roster.List(lists.Distributors)
+	sec := s.o.Roster.List(lists.Security)
+	refuse := func(text, alert string) (string, error, error) {
+		out, err := s.alertSRC(sec, &workflow.Incident{ID: "distributors"}, "distributors-refused",
+			map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}, now)
+		if err == nil {
+			err = queue.Enqueue(tx, now, out...)
+		}
+		return "refused", &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: text}, err
+	}
+	// G1: every address in To and Cc must be the list or a committee member.
+	for _, field := range []string{"To", "Cc"} {
+		addrs, _ := msg.Header.AddressList(field)
+		for _, a := range addrs {
+			addr := strings.ToLower(a.Address)
+			if addr == dl.Address || s.o.Roster.IsCommittee(addr) {
+				continue
+			}
+			return refuse("This post names an address outside the embargo list in "+field+"; remove every outside address and send it again. The Security Response Committee has been alerted",
+				"a post named an address outside the list in To/Cc (possible embargo breach); it was refused and reached nobody")
+		}
+	}
+	if s.o.DistributorsKey == nil || !keys.IsEncrypted(raw) {
+		return refuse("The embargo list takes only mail encrypted to its key ("+s.fingerprint(s.o.DistributorsKey)+") and signed with your pinned key",
+			"a plaintext post was refused; it reached nobody")
+	}
+	dec, err := keys.Decrypt(raw, s.o.DistributorsKey, s.o.Members, s.keyOptions())
+	if err != nil {
+		return "refused", s.cryptoRefusal(err, s.o.DistributorsKey), nil
+	}
+	if dec.Signature == nil {
+		return refuse("The embargo list takes only mail signed with your pinned OpenPGP key",
+			"an encrypted but unsigned post was refused")
+	}
+	author, ok := s.memberByFingerprint(dec.Signature.Fingerprint)
+	if !ok {
+		return refuse("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused")
+	}
+	inner, err := message.Parse(dec.Inner, s.o.Limits)
+	if err != nil {
+		return "refused", err, nil
+	}
+	subject := inner.Subject
+	if subject == "" {
+		subject = msg.Subject
+	}
+	body := fmt.Sprintf("%s wrote to the embargo list at %s:\n\n%s", author.Email, workflow.FormatInstant(now), inner.Text)
+	inc := &workflow.Incident{ID: "distributors"}
+	var out []queue.Msg
+	if author.Has(workflow.RoleSRC) {
+		out, err = s.toDistributors(tx, inc, "distributors-post", subject, body, inner.Attachments, now)
+		if err != nil {
+			return "", nil, err
+		}
+	}
+	// The committee sees every post (a distributor's goes to it alone).
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	for _, rc := range rcpts {
+		if strings.EqualFold(rc.Email, author.Email) {
+			continue
+		}
+		mid, err := s.newMessageID("distributors-copy", sec.Domain())
+		if err != nil {
+			return "", nil, err
+		}
+		om := outMail{
+			From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
+			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
+			ReplyTo:     &mail.Address{Address: dl.Address},
+			Subject:     "[distributors] " + subject,
+			MessageID:   mid,
+			Date:        now,
+			ListID:      listID(dl),
+			XLoop:       dl.Address,
+			Body:        body,
+			Attachments: inner.Attachments,
+		}
+		data, err := s.seal(sec, &om, rc.key)
+		if err != nil {
+			return "", nil, err
+		}
+		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "distributors-copy"})
+	}
+	return "distributors", nil, queue.Enqueue(tx, now, out...)
+}
+
+func (s *Service) fingerprint(k *keys.Key) string {
+	if k == nil {
+		return "not configured"
+	}
+	return k.Fingerprint()
+}

@@ -1,0 +1,163 @@
+package listd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/smtpd/message"
+	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// Announcer fans one signed advisory out to the announce list's subscribers:
+// the body is stored once and a persisted cursor walks the subscribers in
+// batches (DESIGN.md §4). It returns how many subscribers the release covers.
+type Announcer interface {
+	Release(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (subscribers int, err error)
+}
+
+// Channel is an outside list that gets its own copy of each advisory, such
+// as oss-security (process.md §7.4).
+type Channel struct {
+	Address string
+	Tag     string // subject tag, e.g. "[example]"
+}
+
+// release publishes an advisory at T (DESIGN.md §2, disclosed): the signed
+// advisory to the announce subscribers and every outside channel, the public
+// version to the distributors, and the release-day pack to the SRC. It runs
+// in the transaction that marks the incident disclosed, so the incident and
+// every copy (or the fan-out job) commit together: a crash loses nothing and
+// sends nothing twice but for the one in flight.
+//
+// notBefore holds the public copies back when the distributors are being told
+// "embargo lifted" in the same step, so that they hear first (threats.md G5).
+func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Release, now, notBefore time.Time) ([]queue.Msg, error) {
+	d := s.advisory(inc)
+	d.T = workflow.FormatInstant(a.At)
+	text, err := s.o.Templates.Render("advisory", d)
+	if err != nil {
+		return nil, err
+	}
+	subject := advisorySubject(d)
+	ann := s.o.Roster.List(lists.Announce)
+	var out []queue.Msg
+
+	// The announce list: one signed message, fanned out by the Announcer.
+	if s.o.AnnounceKey != nil {
+		mid, err := s.newMessageID("advisory", ann.Domain())
+		if err != nil {
+			return nil, err
+		}
+		om := s.announceMail(ann, subject, text, mid, now)
+		om.To = []*mail.Address{{Address: ann.Address}}
+		data, err := om.signed(s.o.AnnounceKey, s.keyOptions())
+		if err != nil {
+			return nil, err
+		}
+		if s.o.Announcer != nil {
+			n, err := s.o.Announcer.Release(tx, string(inc.ID), data, notBefore)
+			if err != nil {
+				return nil, err
+			}
+			d.Subscribers = n
+		}
+		// Outside channels: their own copy, with the project tag (§7.4).
+		for _, ch := range s.o.Channels {
+			cmid, err := s.newMessageID("channel", ann.Domain())
+			if err != nil {
+				return nil, err
+			}
+			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, cmid, now)
+			cm.To = []*mail.Address{{Address: ch.Address}}
+			cdata, err := cm.signed(s.o.AnnounceKey, s.keyOptions())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, queue.Msg{From: ann.SubAddress(lists.DetailBounces), To: []string{ch.Address}, Data: cdata, MessageID: cmid, Kind: "advisory-channel", Incident: string(inc.ID), NotBefore: notBefore})
+			d.Channels++
+		}
+	}
+
+	// The distributors: the public version, still only encrypted.
+	dist, err := s.toDistributors(tx, inc, "advisory-distributors", subject, text, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, dist...)
+	d.Distributors = len(s.o.Roster.WithRole(workflow.RoleDistributor))
+
+	// The SRC: tracking-issue text (§7.5), chat line (§7.6), CVE record (§7.9).
+	issue, err := s.o.Templates.Render("tracking-issue", d)
+	if err != nil {
+		return nil, err
+	}
+	chat, err := s.o.Templates.Render("chat-line", d)
+	if err != nil {
+		return nil, err
+	}
+	cve, err := cveRecord(d, inc)
+	if err != nil {
+		return nil, err
+	}
+	pack, err := s.o.Templates.Render("release-pack", d)
+	if err != nil {
+		return nil, err
+	}
+	sec := s.o.Roster.List(lists.Security)
+	attach := []message.Attachment{
+		{Name: "tracking-issue.md", Type: "text/markdown", Data: []byte(issue)},
+		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
+		{Name: "cve-record.json", Type: "application/json", Data: cve},
+	}
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	for _, rc := range rcpts {
+		mid, err := s.newMessageID("release", sec.Domain())
+		if err != nil {
+			return nil, err
+		}
+		om := outMail{
+			From:        s.listAddress(sec),
+			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
+			Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
+			MessageID:   mid,
+			Date:        now,
+			AutoSubmit:  "auto-generated",
+			XLoop:       sec.Address,
+			Body:        pack,
+			Attachments: attach,
+		}
+		if inc.RootMsg != "" {
+			om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
+		}
+		data, err := s.seal(sec, &om, rc.key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "release-pack", Incident: string(inc.ID)})
+	}
+	s.log.Info("advisory released", "incident", inc.ID, "subscribers", d.Subscribers, "channels", d.Channels, "distributors", d.Distributors)
+	return out, nil
+}
+
+// announceMail is a message from the announce list with the list fields of
+// RFC 2369 and RFC 2919; it is signed, never encrypted.
+func (s *Service) announceMail(ann lists.List, subject, body, mid string, now time.Time) outMail {
+	return outMail{
+		From:      &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
+		Subject:   subject,
+		MessageID: mid,
+		Date:      now,
+		ListID:    listID(ann),
+		XLoop:     ann.Address,
+		Body:      body,
+		Extra: [][2]string{
+			{"List-Unsubscribe", "<mailto:" + ann.SubAddress(lists.DetailUnsubscribe) + ">"},
+			{"List-Post", "NO"},
+		},
+	}
+}
