@@ -181,10 +181,15 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 
 	// Notify and approve.
 	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n/approve\n"))
-	msgs = f.next(2) // receipt, bob's copy
+	// receipt, bob's copy, and to both: the distributor has no key, so no
+	// notice, and the SRC is told
+	msgs = f.next(4)
 	r = f.receipt(f.alice, msgs, "alice@ex.test")
 	if strings.Contains(r, "refused") {
 		t.Fatalf("/notify /approve refused:\n%s", r)
+	}
+	if len(to(msgs, "dist@vendor.test")) != 0 {
+		t.Error("a distributor without a key got a notice")
 	}
 	inc := f.incident()
 	if inc.Phase != workflow.PhaseEmbargo || !inc.Approved || !inc.T.Equal(T) || inc.Severity().String() != "Critical" {
