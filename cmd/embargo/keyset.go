@@ -53,8 +53,10 @@ func loadKeys(cfg *Config, now time.Time, generate bool) (*keyset, error) {
 		return nil, err
 	}
 	ks := &keyset{lists: map[string]*keys.Key{}}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "keys"), 0o700); err != nil {
-		return nil, fmt.Errorf("keys directory: %w", err)
+	if generate {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "keys"), 0o700); err != nil {
+			return nil, fmt.Errorf("keys directory: %w", err)
+		}
 	}
 	for _, name := range knownLists {
 		path := listKeyPath(cfg.DataDir, name)
