@@ -39,6 +39,7 @@ func advisorySample(extra map[string]any) map[string]any {
 }
 
 var samples = map[string]map[string]any{
+	"quarantined":                {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)"},
 	"distributor-notice":         advisorySample(map[string]any{"Renotify": true, "PreviousNotice": "2026-11-30 16:00 UTC (Monday)"}),
 	"distributor-final":          advisorySample(map[string]any{"AdvisoryText": "Hello example.org community,\n(the advisory)"}),
 	"embargo-lifted":             advisorySample(map[string]any{"At": "2026-11-25 10:00 UTC (Wednesday)"}),

@@ -42,6 +42,7 @@ type startOptions struct {
 	beforeCommit func(*bolt.Tx) error
 	backoff      time.Duration // queue minimum backoff
 	liftGrace    time.Duration // announcement delay after "embargo lifted"
+	testPanic    func([]byte)  // poison-message failpoint
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {
@@ -96,6 +97,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		AnnounceKey:     ks.lists["announce"],
 		Channels:        channels(cfg),
 		LiftGrace:       so.liftGrace,
+		TestPanic:       so.testPanic,
 		Holidays:        cfg.HolidayDates(),
 		Members:         ks.members,
 		DB:              db,

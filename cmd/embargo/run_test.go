@@ -482,3 +482,36 @@ func TestHeaderInjection(t *testing.T) {
 		}
 	}
 }
+
+// TestPoisonMessage: a message that makes processing panic is quarantined
+// and answered 250 (it would otherwise come back forever), the SRC is told,
+// the daemon keeps serving, and the panic puts no message content in the logs
+// (threats.md A6, G6).
+func TestPoisonMessage(t *testing.T) {
+	const canary = "CANARY-poison-7f3a"
+	h := newHarness(t, "", startOptions{testPanic: func(raw []byte) {
+		if strings.Contains(string(raw), canary) {
+			panic("parser exploded on: " + string(raw))
+		}
+	}})
+	if err := h.send("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "poison", canary)); err != nil {
+		t.Fatalf("poison message: %v, want 250 (quarantined)", err)
+	}
+	h.mustSend("rep2@out.test", []string{"security@ex.test"}, report("rep2@out.test", "fine", "x"))
+	msgs := h.settle(2 + 3) // the alert to alice and bob, then ack + 2 copies
+	alerts := 0
+	for _, m := range msgs {
+		if strings.Contains(string(m.Data), "quarantine") {
+			alerts++
+		}
+		if strings.Contains(string(m.Data), canary) {
+			t.Error("the poison message's content left the daemon")
+		}
+	}
+	if alerts != 2 {
+		t.Errorf("%d quarantine alerts, want one per SRC member", alerts)
+	}
+	if strings.Contains(h.logs.String(), canary) {
+		t.Error("the panic put message content in the log")
+	}
+}

@@ -171,7 +171,7 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 	case workflow.ReporterMail:
 		return s.toReporter(tx, sec, inc, a, now)
 	case workflow.AlertSRC:
-		return s.alertSRC(sec, inc, a.Template, a.Fields, now)
+		return s.alertSRC(sec, inc, a.Template, a.Fields, now, true)
 	case workflow.StatusReply:
 		return s.toMember(sec, by, "["+string(inc.ID)+"] status", a.Text, inc.RootMsg, now, "status")
 	case workflow.HelpReply:
@@ -289,7 +289,10 @@ func (s *Service) toMember(sec lists.List, mem lists.Member, subject, body, thre
 }
 
 // alertSRC renders an alert template to every committee member, sealed.
-func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, fields map[string]string, now time.Time) ([]queue.Msg, error) {
+//
+// sensitive alerts speak of an incident: members without a usable key get
+// none. Others may go in plaintext where the list allows it.
+func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, fields map[string]string, now time.Time, sensitive bool) ([]queue.Msg, error) {
 	data := map[string]any{"Project": s.o.Project}
 	for k, v := range fields {
 		data[k] = v
@@ -298,7 +301,7 @@ func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, 
 	if err != nil {
 		return nil, err
 	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), sensitive)
 	var out []queue.Msg
 	for _, rc := range rcpts {
 		mid, err := s.newMessageID("alert", sec.Domain())

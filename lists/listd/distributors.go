@@ -61,7 +61,7 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 	if len(withheld) > 0 {
 		s.log.Warn("distributor copies withheld: no usable key", "incident", inc.ID, "count", len(withheld))
 		alerts, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "distributors-withheld",
-			map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}, now)
+			map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}, now, true)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +119,7 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 	sec := s.o.Roster.List(lists.Security)
 	refuse := func(text, alert string) (string, error, error) {
 		out, err := s.alertSRC(sec, &workflow.Incident{ID: "distributors"}, "distributors-refused",
-			map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}, now)
+			map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}, now, true)
 		if err == nil {
 			err = queue.Enqueue(tx, now, out...)
 		}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -53,6 +54,10 @@ type Options struct {
 	AnnounceKey     *keys.Key
 	Channels        []Channel
 	Announcer       Announcer
+	// TestPanic, when set, runs first on every message: the failpoint of the
+	// poison-message tests.
+	TestPanic func(raw []byte)
+
 	// LiftGrace is how long the announcement waits after the distributors
 	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
 	LiftGrace time.Duration
@@ -111,7 +116,51 @@ func (s *Service) Recipient(_ context.Context, _ string, rcpt string) error {
 }
 
 // Handle stores one accepted message and everything it causes.
-func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) error {
+func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
+	// A message that makes a parser panic must not crash-loop the daemon nor
+	// come back forever (threats.md A6): it is kept in quarantine, the SRC is
+	// told, and the sender gets 250. The log names the place, never content
+	// (G6): a panic value can quote the message.
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic while handling a message; quarantined", "session", env.SessionID, "size", len(raw), "stack", stackOnly())
+			err = s.quarantine(env, raw)
+		}
+	}()
+	if s.o.TestPanic != nil {
+		s.o.TestPanic(raw)
+	}
+	return s.handle(ctx, env, raw)
+}
+
+// quarantine keeps a message that could not be processed, with an alert.
+func (s *Service) quarantine(env Envelope, raw []byte) error {
+	now := s.o.Now().UTC()
+	sec := s.o.Roster.List(lists.Security)
+	sum := sha256.Sum256(raw)
+	return s.o.DB.Update(func(tx *bolt.Tx) error {
+		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: "poison"}, raw, sum); err != nil {
+			return err
+		}
+		out, err := s.alertSRC(sec, &workflow.Incident{ID: "quarantine"}, "quarantined",
+			map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}, now, false)
+		if err != nil {
+			return err
+		}
+		return queue.Enqueue(tx, now, out...)
+	})
+}
+
+// stackOnly is the goroutine's stack: function names and lines, no values.
+func stackOnly() string {
+	b := debug.Stack()
+	if len(b) > 4096 {
+		b = b[:4096]
+	}
+	return string(b)
+}
+
+func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
 	var targets []lists.Target
 	for _, r := range env.To {
 		t, err := s.o.Roster.Route(r)
