@@ -199,6 +199,28 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 		t.Errorf("history does not record who: %+v", inc.History)
 	}
 	canaryFree(t, f.h.rec.Messages()[3:], "heap overflow in the parser")
+
+	// Release now, then the retrospective closes the incident.
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	// receipt, bob's copy, "disclosed" to the reporter, the release pack to
+	// alice and bob; the keyless distributor gets neither "embargo lifted" nor
+	// the advisory, and alice and bob are told of each
+	msgs = f.next(9)
+	if r := f.receipt(f.alice, msgs, "alice@ex.test"); strings.Contains(r, "refused") {
+		t.Fatalf("/disclose now refused:\n%s", r)
+	}
+	var told bool
+	for _, m := range to(msgs, f.reporterAddr) {
+		told = told || strings.Contains(body(t, m), "was disclosed")
+	}
+	if !told {
+		t.Error("the reporter was not told of the disclosure")
+	}
+	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/retro\n"))
+	f.next(2)
+	if inc := f.incident(); inc.Phase != workflow.PhaseClosed || inc.Resolution != workflow.ResolutionFixed || inc.RetroAt.IsZero() {
+		t.Errorf("after /retro: phase %s resolution %v", inc.Phase, inc.Resolution)
+	}
 }
 
 // TestCommandAttacks: nothing may change (workflow issue, attack table),
