@@ -809,3 +809,26 @@ func TestLogsCarryIDsNotContent(t *testing.T) {
 		}
 	}
 }
+
+// A row with NotBefore waits until then (the announcement after "embargo
+// lifted"), and goes as soon as the clock reaches it.
+func TestNotBefore(t *testing.T) {
+	db := tempDB(t)
+	clock := newClock()
+	rec := queuetest.NewRecorder(t)
+	w := start(t, db, smtpRelayTo(t, rec), Options{Now: clock.Now})
+	later := testMsg(2, "b@dst.test")
+	later.NotBefore = clock.Now().Add(time.Minute)
+	enqueueNow(t, db, clock.Now(), testMsg(1, "a@dst.test"), later)
+	w.Kick()
+	rec.WaitFor(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if got := rec.Messages(); len(got) != 1 || got[0].To[0] != "a@dst.test" {
+		t.Fatalf("before NotBefore: %d messages, want only the first", len(got))
+	}
+	clock.Advance(time.Minute)
+	w.Kick()
+	if got := rec.WaitFor(2, 5*time.Second); len(got) != 2 || got[1].To[0] != "b@dst.test" {
+		t.Fatalf("after NotBefore: %d messages, want both", len(got))
+	}
+}
