@@ -1,0 +1,227 @@
+package announce
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+)
+
+// reply is one mail this package writes to a (would-be) subscriber. Every
+// header is set here through go-message, which refuses CR and LF in values
+// (threats.md B10); templates render the body only.
+type reply struct {
+	List      lists.List
+	Project   string
+	To        string
+	ReplyTo   string // "" for none
+	Subject   string
+	MessageID string
+	Date      time.Time
+	Body      string // LF line ends
+}
+
+func (r *reply) header() mail.Header {
+	var h mail.Header
+	// Set prepends: in reverse, so the usual fields come out first.
+	h.Set("X-Loop", r.List.Address)
+	h.Set("List-Id", listID(r.List))
+	// RFC 3834 §5: an automatic response to the request.
+	h.Set("Auto-Submitted", "auto-replied")
+	h.SetMessageID(r.MessageID)
+	if r.ReplyTo != "" {
+		h.SetAddressList("Reply-To", []*mail.Address{{Address: r.ReplyTo}})
+	}
+	h.SetDate(r.Date)
+	h.SetSubject(r.Subject)
+	h.SetAddressList("To", []*mail.Address{{Address: r.To}})
+	h.SetAddressList("From", []*mail.Address{{Name: displayName(r.Project, r.List), Address: r.List.Address}})
+	return h
+}
+
+// render builds the message: PGP/MIME-signed by key, or plain without one.
+func (r *reply) render(key *keys.Key, ko keys.Options) ([]byte, error) {
+	ent, err := textEntity(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	if key != nil {
+		out, err := keys.Sign(r.header(), ent, key, ko)
+		if err != nil {
+			return nil, fmt.Errorf("announce: sign: %w", err)
+		}
+		return checked(out)
+	}
+	var b bytes.Buffer
+	h := r.header()
+	if err := textproto.WriteHeader(&b, h.Header.Header); err != nil {
+		return nil, fmt.Errorf("announce: header: %w", err)
+	}
+	b.Truncate(b.Len() - 2) // the entity's fields follow
+	b.WriteString("MIME-Version: 1.0\r\n")
+	b.Write(ent)
+	return checked(b.Bytes())
+}
+
+// textEntity is a text/plain part, quoted-printable (7-bit, so it can be
+// signed as it is: RFC 3156 §3).
+func textEntity(body string) ([]byte, error) {
+	var h gomessage.Header
+	h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
+	h.Set("Content-Transfer-Encoding", "quoted-printable")
+	var b bytes.Buffer
+	w, err := gomessage.CreateWriter(&b, h)
+	if err != nil {
+		return nil, fmt.Errorf("announce: compose: %w", err)
+	}
+	if _, err := io.WriteString(w, strings.ReplaceAll(body, "\r\n", "\n")); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func displayName(project string, l lists.List) string {
+	if project == "" {
+		project = l.Domain()
+	}
+	return project + " Security Announcements"
+}
+
+// listID is the RFC 2919 List-Id: <announce.example.org>.
+func listID(l lists.List) string { return "<" + l.Local() + "." + l.Domain() + ">" }
+
+func newMessageID(rnd io.Reader, kind, domain string) (string, error) {
+	var b [12]byte
+	if _, err := io.ReadFull(rnd, b[:]); err != nil {
+		return "", fmt.Errorf("announce: random: %w", err)
+	}
+	return kind + "." + hex.EncodeToString(b[:]) + "@" + domain, nil
+}
+
+var errBareLine = errors.New("announce: rendered message has a bare CR or LF")
+
+func checked(b []byte) ([]byte, error) {
+	for i, c := range b {
+		switch c {
+		case '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				return nil, errBareLine
+			}
+		case '\n':
+			if i == 0 || b[i-1] != '\r' {
+				return nil, errBareLine
+			}
+		}
+	}
+	return b, nil
+}
+
+// Fields of the release header this package owns: removed from the
+// message it is given, then set as the list requires (RFC 2369, RFC 2919,
+// RFC 8058). Return-Path and the like belong to the receiving side.
+var ownedFields = []string{
+	"List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "List-Post", "List-Help",
+	"List-Subscribe", "List-Owner", "List-Archive", "Precedence", "X-Loop",
+	"Return-Path", "Delivered-To", "Bcc", "Cc",
+	// Receipt requests would tell each reader's client to write back (threats.md F3).
+	"Disposition-Notification-To", "Return-Receipt-To", "X-Confirm-Reading-To",
+}
+
+// prepared is a release message ready for the fan-out: body holds every
+// header field except List-Unsubscribe (and -Post), then the blank line and
+// the signed body, byte for byte as given; each copy is a List-Unsubscribe
+// prefix followed by body.
+type prepared struct {
+	body    []byte
+	generic []byte // the shared copy: generic List-Unsubscribe fields + body
+}
+
+// prepareRelease checks that msg is a complete, canonical message signed
+// by key (when key is set) and rewrites its list fields. The signature
+// covers the first part of the multipart/signed body only (RFC 3156 §5), so
+// the outer header can change, per release and per copy, without signing
+// again.
+func prepareRelease(msg []byte, l lists.List, key *keys.Key, o Options, now time.Time) ([]byte, error) {
+	if _, err := checked(msg); err != nil {
+		return nil, err
+	}
+	end := bytes.Index(msg, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil, errors.New("message has no header/body separator")
+	}
+	if key != nil {
+		if _, err := keys.Verify(msg, keys.NewKeyring(key), keys.Options{Now: func() time.Time { return now }}); err != nil {
+			return nil, fmt.Errorf("not signed by the announce key: %w", err)
+		}
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg[:end+4])))
+	if err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	for _, k := range []string{"From", "Message-Id", "Date", "Content-Type"} {
+		if !h.Has(k) {
+			return nil, fmt.Errorf("header has no %s field", k)
+		}
+	}
+	for _, k := range ownedFields {
+		h.Del(k)
+	}
+	// Add prepends: these come out first, in reverse order of the calls.
+	h.Add("X-Loop", l.Address)
+	h.Add("Precedence", "list")
+	h.Add("List-Post", "NO") // RFC 2369 §3.4: posting is not allowed
+	h.Add("List-Id", listID(l))
+	var b bytes.Buffer
+	if err := textproto.WriteHeader(&b, h); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	b.Truncate(b.Len() - 2) // our blank line; the original one follows
+	b.Write(msg[end+2:])
+	return checked(b.Bytes())
+}
+
+// genericUnsubscribe is the List-Unsubscribe field of the shared copy: the
+// mailto URI (a request that gets a confirmation, like announce+unsubscribe@
+// by hand) and, when configured, a generic page. No List-Unsubscribe-Post:
+// RFC 8058 §3.1 requires the URI to identify the recipient.
+func genericUnsubscribe(l lists.List, page string) ([]byte, error) {
+	v := "<mailto:" + l.SubAddress(lists.DetailUnsubscribe) + "?subject=unsubscribe>"
+	if page != "" {
+		v += ", <" + page + ">"
+	}
+	var h textproto.Header
+	h.Add("List-Unsubscribe", v)
+	return headerPrefix(h)
+}
+
+// oneClickUnsubscribe is the per-copy field pair of RFC 8058: an HTTPS URI
+// that names this subscriber, and List-Unsubscribe-Post.
+func oneClickUnsubscribe(l lists.List, base, token string) ([]byte, error) {
+	var h textproto.Header
+	h.Add("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+	h.Add("List-Unsubscribe", "<"+base+"/unsubscribe/"+token+">, <mailto:"+l.SubAddress(lists.DetailUnsubscribe)+"?subject=unsubscribe>")
+	return headerPrefix(h)
+}
+
+func headerPrefix(h textproto.Header) ([]byte, error) {
+	var b bytes.Buffer
+	if err := textproto.WriteHeader(&b, h); err != nil {
+		return nil, fmt.Errorf("announce: header: %w", err)
+	}
+	b.Truncate(b.Len() - 2)
+	return b.Bytes(), nil
+}

@@ -1,0 +1,68 @@
+// Package announce runs the announce list: the public, output-only list of
+// signed advisories (DESIGN.md §4). It owns the subscribers, subscription
+// by mail with double opt-in, and the fan-out of one release to every
+// subscriber; lists/listd routes the mail to it, lists/web calls
+// Unsubscribe for RFC 8058 one-click requests.
+//
+// # Subscribers
+//
+// One bbolt record per address (key: the address in lower case): state
+// pending, active or disabled, when it subscribed, its bounce count. Active
+// subscribers also sit in an index keyed by a sequence number assigned at
+// each activation, so a release walks them in a stable order (the order
+// they subscribed) with a cursor, whatever their number.
+//
+// # Subscription by mail
+//
+// A mail to announce+subscribe@ or announce+unsubscribe@ is answered with a
+// confirmation that asks for a reply: its Reply-To is
+// announce+confirm-<token>@. The token is 128 bits from crypto/rand, stored
+// only as a SHA-256 hash that includes its action, bound to the address it
+// was sent to, used once, valid 48 hours (threats.md F1). The confirmation
+// is the same whether or not the address is subscribed, so neither the
+// answer nor its absence says anything about the list (F3), and at most
+// three go to one address a day (F2). Confirmations and the result mails
+// come from the null sender with Auto-Submitted: auto-replied (RFC 3834);
+// automatic mail never gets one and never confirms anything.
+//
+// # Releases
+//
+// StartRelease stores one release: the advisory, already PGP/MIME-signed
+// with the announce key, stored once. At T the Fanout checks the signature
+// and sets the list fields in the outer header (List-Id, RFC 2919;
+// List-Unsubscribe, List-Post: NO, RFC 2369; Precedence: list; X-Loop):
+// the signature covers only the first body part (RFC 3156 §5), so the outer
+// header can change without signing again. It then walks the subscribers
+// active at that moment in batches of BatchSize: one SMTP transaction with
+// that many RCPTs, then one bbolt Update that moves the cursor, counts
+// refusals and adds recipients refused for now to a small retry set. A
+// crash between the relay's 250 and that Update sends the batch again: at
+// most one duplicate per recipient of that batch, with the same
+// Message-ID (threats.md A3).
+//
+// Nothing leaves before T. The Fanout persists a heartbeat of the wall
+// clock and compares the wall clock with the monotonic clock since then; a
+// forward jump of more than MaxClockJump holds (Held hook, Resume) every
+// job whose T falls inside the jump, also when the jump happened while the
+// daemon was down (threats.md G4).
+//
+// # List-Unsubscribe
+//
+// A transaction with many RCPTs has one body, so its List-Unsubscribe can
+// name nobody: the shared copy carries the mailto URI of
+// announce+unsubscribe@ (which answers with a confirmation) and, if
+// configured, a generic page, and no List-Unsubscribe-Post, because RFC
+// 8058 §3.1 wants a one-click URI to identify the recipient. With
+// OneClick, each copy goes in its own transaction with a per-subscriber
+// HTTPS URI and List-Unsubscribe-Post; the signed body is still shared.
+// The package benchmark measures both.
+//
+// # Bounces
+//
+// One return path per release, announce+bounces-<id>@ (VERP is impossible
+// with many RCPTs per transaction). HandleBounce parses the RFC 3464
+// delivery-status report and counts Action: failed per subscriber, once
+// per release; permanent RCPT refusals at the relay count the same way.
+// MaxBounces releases that failed disable the address until it subscribes
+// again.
+package announce
