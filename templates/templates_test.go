@@ -38,6 +38,18 @@ func advisorySample(extra map[string]any) map[string]any {
 	return m
 }
 
+// announceSample is the data lists/announce gives its subscription mails.
+func announceSample(extra map[string]any) map[string]any {
+	m := map[string]any{
+		"Project": "example.org", "ListAddress": "announce@example.org", "Address": "reader@example.net",
+		"SubscribeAddress": "announce+subscribe@example.org", "UnsubscribeAddress": "announce+unsubscribe@example.org",
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return m
+}
+
 var samples = map[string]map[string]any{
 	"quarantined":                {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)"},
 	"distributor-notice":         advisorySample(map[string]any{"Renotify": true, "PreviousNotice": "2026-11-30 16:00 UTC (Monday)"}),
@@ -63,7 +75,15 @@ var samples = map[string]map[string]any{
 	"canned-out-of-scope":        {"Project": "example.org", "id": "SEC-2026-0001"},
 	"embargo-break":              {"Project": "example.org", "id": "SEC-2026-0001", "by": "alice@example.org"},
 	"release-held":               {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)"},
-	"reminder":                   {"Project": "example.org", "id": "SEC-2026-0001", "what": "triage", "deadline": "2026-11-24 09:00 UTC (Tuesday)", "due": "1 working day after the report"},
+	"digest": {"Project": "example.org", "week": "2026-11-30 00:00 UTC (Monday)", "oncall": "bob@example.org (by handover)", "next": "alice@example.org",
+		"pending":   "carol@example.org",
+		"incidents": []string{"SEC-2026-0001  triage    unset     commander alice@example.org"},
+		"deadlines": []string{"SEC-2026-0001 triage  OVERDUE since 2026-11-24 08:00 UTC (Tuesday): first response by the on-call (1 working day)"},
+		"keys":      []string(nil)},
+	"oncall-request": {"Project": "example.org", "by": "alice@example.org", "to": "bob@example.org", "current": "alice@example.org", "until": "2026-11-30 00:00 UTC (Monday)"},
+	"oncall-change": {"Project": "example.org", "member": "bob@example.org", "previous": "alice@example.org", "since": "2026-11-24 12:00 UTC (Tuesday)",
+		"until": "2026-11-30 00:00 UTC (Monday)", "moved": "SEC-2026-0001, SEC-2026-0004"},
+	"reminder": {"Project": "example.org", "id": "SEC-2026-0001", "what": "triage", "deadline": "2026-11-24 09:00 UTC (Tuesday)", "due": "1 working day after the report"},
 	"ack": {"Project": "example.org", "ID": "SEC-2026-0001", "IncidentAddress": "security+SEC-2026-0001@example.org",
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"report": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Rep Orter <rep@out.test>", "Subject": "overflow",
@@ -71,6 +91,10 @@ var samples = map[string]map[string]any{
 		"Encrypted": true, "Withheld": []string{"bob@example.org (key expired)"}},
 	"reply": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Alice <alice@example.org>", "Text": "Confirmed.\n",
 		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false, "Encrypted": false, "Withheld": []string(nil)},
+	"announce-confirm-subscribe":   announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
+	"announce-confirm-unsubscribe": announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
+	"announce-subscribed":          announceSample(nil),
+	"announce-unsubscribed":        announceSample(nil),
 	"alert": {"Row": uint64(7), "Kind": "report-copy", "Incident": "SEC-2026-0001", "To": []string{"bob@example.org"},
 		"MessageID": "report.x@example.org", "Created": t0, "Attempts": 12, "Reason": "550 5.1.1 no such user"},
 }

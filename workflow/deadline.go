@@ -19,6 +19,13 @@ const (
 	MaxEmbargo         = 90 * 24 * time.Hour // T at most this far ahead of the /disclose command
 	SignatureMaxAge    = 24 * time.Hour      // a command signature older than this is refused
 	SignatureMaxSkew   = 5 * time.Minute     // … and one dated further ahead than this
+
+	// Reminders ahead of a deadline, and repeated nudges (Reminders).
+	NoticeRemindBefore   = NoticeBefore + 48*time.Hour // the Fix Lead is reminded of the distributor notice two days before it is due
+	ApprovalRemindBefore = 48 * time.Hour              // the SRC is reminded to approve the advisory at T-48 h
+	RetroRemindAfter     = RetroAfterMin               // the Fix Lead is reminded of the retrospective at T+1 d; the SRC at T+3 d
+	DeferredNudgeEvery   = 30 * 24 * time.Hour         // a deferred low-severity incident is nudged monthly
+	ASAPNudgeEvery       = 24 * time.Hour              // a public or broken incident is nudged daily while a deadline is open
 )
 
 // StaleAfter is how long an open incident of a severity may sit without a
@@ -32,6 +39,18 @@ func StaleAfter(s Severity) time.Duration {
 		return 7 * 24 * time.Hour
 	case SeverityMedium:
 		return 30 * 24 * time.Hour
+	}
+	return 0
+}
+
+// staleAfter is the staleness period of an incident: StaleAfter of its
+// severity, or DeferredNudgeEvery for a deferred (low-severity) one.
+func staleAfter(inc Incident) time.Duration {
+	if d := StaleAfter(inc.Severity()); d > 0 {
+		return d
+	}
+	if inc.Deferred {
+		return DeferredNudgeEvery
 	}
 	return 0
 }
@@ -135,8 +154,15 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 	if !inc.DisclosedAt.IsZero() {
 		add("retrospective", "retrospective (1–3 days after T)", inc.DisclosedAt.Add(RetroAfterMax), inc.RetroAt)
 	}
-	if d := StaleAfter(inc.Severity()); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) {
-		add("stale", "reminder to the Fix Lead if nothing changes", inc.Updated.Add(d), time.Time{})
+	// An approved advisory with its T set waits for the release: nothing is
+	// stale about it (the final notice, the hold and the release keep time).
+	waiting := inc.Approved && !inc.T.IsZero()
+	if d := staleAfter(inc); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) && !waiting {
+		what := "reminder to the Fix Lead if nothing changes"
+		if StaleAfter(inc.Severity()) == 0 {
+			what = "monthly reminder of the deferred incident to the Fix Lead"
+		}
+		add("stale", what, inc.Updated.Add(d), time.Time{})
 	}
 	if inc.ASAP() {
 		for i := range ds {

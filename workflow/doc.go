@@ -13,7 +13,9 @@
 //	                                               │ /reopen: back to the phase reached
 //
 // Tick is the scheduler's half: from the persisted incident and the time it
-// decides the final notice, the release at T (or holding it), and reminders.
+// decides the final notice, the release at T (or holding it), and reminders
+// (Reminders lists the timeline). The on-call (oncall.go: Rotation, OnCall,
+// /oncall) commands new incidents; WeeklyDigest is the Monday summary.
 //
 // A message's command block (Extract) is parsed against one table (Commands)
 // that also generates /help (HelpText) and docs/commands.md

@@ -122,6 +122,7 @@ func StatusText(inc Incident, now time.Time, holidays []time.Time) string {
 	fmt.Fprintf(&b, "%s, phase %s, as of %s\n\n", inc.ID, inc.Phase, FormatInstant(now))
 	line("reported", FormatInstant(inc.Opened)+" by "+inc.Reporter)
 	line("credit", inc.Advisory.Credit)
+	line("commander", inc.Commander)
 	line("fix lead", inc.FixLead)
 	line("fix team", strings.Join(inc.FixTeam, ", "))
 	sev := inc.Severity().String()

@@ -93,6 +93,10 @@ type Incident struct {
 	// People.
 	FixLead string   `json:"fix_lead,omitempty"`
 	FixTeam []string `json:"fix_team,omitempty"`
+	// Commander is the incident commander: the on-call when the report
+	// arrived (oncall.go); an acknowledged /oncall handover passes it on. The
+	// triage reminder goes to them. Empty without an on-call rotation.
+	Commander string `json:"commander,omitempty"`
 
 	Messages int `json:"messages"` // inbound messages archived for this incident
 

@@ -44,15 +44,22 @@ type Env struct {
 	LastLead  string      // the Fix Lead /accept assigned most recently, any incident (Result.RoundRobin)
 	Holidays  []time.Time // dates (UTC) that are no release slot and no working day
 	MessageID string      // of the message carrying the commands, for the history
+
+	// The on-call (oncall.go): the configured rotation and the persisted
+	// handover state; /oncall changes the state (Result.OnCall), Tick sends
+	// the triage reminder to the on-call.
+	Rotation    Rotation
+	OnCallState OnCallState
 }
 
 // Result is what Apply decided.
 type Result struct {
-	Incident   Incident // the incident after the message (unchanged unless Applied)
-	Actions    []Action // mail to send, in order
-	Receipt    Receipt  // for the signer, whatever happened (empty when the text held no commands)
-	Applied    bool     // the commands were applied, all of them
-	RoundRobin string   // the Fix Lead assigned round-robin, if any: the caller's next Env.LastLead
+	Incident   Incident     // the incident after the message (unchanged unless Applied)
+	Actions    []Action     // mail to send, in order
+	Receipt    Receipt      // for the signer, whatever happened (empty when the text held no commands)
+	Applied    bool         // the commands were applied, all of them
+	RoundRobin string       // the Fix Lead assigned round-robin, if any: the caller's next Env.LastLead
+	OnCall     *OnCallState // the new on-call handover state when /oncall changed it: the caller persists it
 }
 
 // Apply runs the commands of one signed message against an incident: text is
@@ -122,6 +129,9 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 		m.inc.Version = SchemaVersion
 	}
 	res.Incident, res.Actions, res.Applied, res.RoundRobin = m.inc, m.actions, true, m.roundRobin
+	if st := m.env.OnCallState; !st.equal(env.OnCallState) {
+		res.OnCall = &st
+	}
 	res.Receipt.Applied = true
 	return res, nil
 }
@@ -580,6 +590,9 @@ func (m *machine) apply(i int, c Command) (string, bool, error) {
 		was := inc.Resolution
 		inc.Resolution, inc.ClosedAt, inc.DuplicateOf, inc.HandedOffTo = ResolutionUnset, time.Time{}, "", ""
 		return fmt.Sprintf("reopened (was %s): phase %s", was, inc.Phase), true, nil
+
+	case "oncall":
+		return m.oncall(c)
 
 	case "status":
 		m.emit(StatusReply{Text: StatusText(*inc, m.now, m.env.Holidays)})

@@ -22,11 +22,15 @@ const FinalNoticeWindow = 25 * time.Hour
 //   - The release at T, when the advisory was approved by T-24 h (and, after a
 //     distributor notice, the final notice went out): Release, the reporter
 //     told, phase → disclosed.
-//   - Otherwise, from T-24 h, the release is held and the SRC alerted, once
+//   - Otherwise, at T-24 h, the release is held and the SRC alerted, once
 //     per T: never early, never silently late. A new T (/disclose) re-arms it.
-//   - A reminder to the SRC for every other deadline that fell due
-//     (Deadlines), once per due instant: triage, escalation, fix team, fix,
-//     notice, approval, retrospective, stale.
+//   - Every reminder of the timeline that fell due (Reminders), once per
+//     instant it fires at: to the incident commander (the on-call: triage),
+//     the Fix Lead, or the whole SRC (escalations). When several reminders
+//     about one deadline are due at once (the daemon was down), only the
+//     latest is sent: a careful coordinator would not send both.
+//
+// Tick never changes Updated: its own reminders do not reset staleness.
 func Tick(inc Incident, now time.Time, env Env) Result {
 	now = now.UTC()
 	n := inc.clone()
@@ -34,11 +38,7 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 	var what []string
 	note := func(w string) { what = append(what, w) }
 	alert := func(template string, kv ...string) {
-		f := map[string]string{"id": string(n.ID)}
-		for i := 0; i+1 < len(kv); i += 2 {
-			f[kv[i]] = kv[i+1]
-		}
-		actions = append(actions, AlertSRC{Template: template, Fields: f})
+		actions = append(actions, AlertSRC{Template: template, Fields: alertFields(n.ID, kv...)})
 	}
 	releasing := !n.T.IsZero() && (n.Phase == PhaseEmbargo || n.Phase == PhaseFix)
 	if releasing {
@@ -58,30 +58,57 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 			actions = append(actions, ReporterMail{Template: "disclosed", Fields: map[string]string{
 				"id": string(n.ID), "t": FormatInstant(n.T), "cve": strings.Join(n.CVEs, ", "), "summary": n.Advisory.Summary}})
 			note("released at T = " + FormatInstant(n.T) + "; phase → disclosed; reporter told")
-		case now.After(finalBy) && !inTime && n.HeldAt.IsZero():
+		case !now.Before(finalBy) && !inTime && n.HeldAt.IsZero():
 			n.HeldAt = now
 			alert("release-held", "t", FormatInstant(n.T))
 			note("release at T = " + FormatInstant(n.T) + " held: the advisory was not approved (and the final notice sent) by T-24 h; set a new T with /disclose")
 		}
 	}
-	for _, d := range Deadlines(n, env.Holidays) {
-		switch d.Name {
-		case "final-notice", "release":
-			continue // handled above
-		case "approval":
-			if !releasing || !n.HeldAt.IsZero() {
-				continue
-			}
-		}
-		if !d.Open() || now.Before(d.Due) || n.Reminded[d.Name].Equal(d.Due) {
+
+	// Reminders: collect what is due, then send the latest of each group.
+	var due []Reminder
+	for _, r := range Reminders(n, now, env.Holidays) {
+		if now.Before(r.At) || n.Reminded[r.Key].Equal(r.At) {
 			continue
 		}
+		if r.Key == "approval-soon" && !n.HeldAt.IsZero() {
+			continue
+		}
+		due = append(due, r)
+	}
+	for i, r := range due {
 		if n.Reminded == nil {
 			n.Reminded = make(map[string]time.Time)
 		}
-		n.Reminded[d.Name] = d.Due
-		alert("reminder", "deadline", d.Name, "what", d.What, "due", FormatInstant(d.Due))
-		note(fmt.Sprintf("reminder: %s (due %s)", d.Name, FormatInstant(d.Due)))
+		n.Reminded[r.Key] = r.At
+		superseded := false
+		for _, later := range due[i+1:] {
+			superseded = superseded || later.group == r.group
+		}
+		if superseded {
+			note(fmt.Sprintf("reminder %s (due %s) not sent: %s supersedes it", r.Key, FormatInstant(r.Due), groupLatest(due[i+1:], r.group)))
+			continue
+		}
+		f := alertFields(n.ID, "deadline", r.Deadline, "what", r.What, "due", FormatInstant(r.Due), "title", r.Title)
+		to, role := "", ""
+		switch r.To {
+		case RecipientCommander:
+			to, role = n.Commander, "incident commander"
+			if to == "" {
+				to, _ = OnCall(env.Rotation, env.OnCallState, now)
+				role = "on-call"
+			}
+		case RecipientFixLead:
+			to, role = n.FixLead, "Fix Lead"
+		}
+		if to == "" {
+			actions = append(actions, AlertSRC{Template: "reminder", Fields: f})
+			note(fmt.Sprintf("reminder to the SRC: %s (due %s)", r.Key, FormatInstant(r.Due)))
+			continue
+		}
+		f["role"] = role
+		actions = append(actions, Remind{To: to, Role: role, Fields: f})
+		note(fmt.Sprintf("reminder to %s (%s): %s (due %s)", to, role, r.Key, FormatInstant(r.Due)))
 	}
 	if len(what) == 0 {
 		return Result{Incident: inc}
@@ -91,4 +118,238 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 	}
 	n.Version = SchemaVersion
 	return Result{Incident: n, Actions: actions, Applied: true}
+}
+
+func alertFields(id ID, kv ...string) map[string]string {
+	f := map[string]string{"id": string(id)}
+	for i := 0; i+1 < len(kv); i += 2 {
+		f[kv[i]] = kv[i+1]
+	}
+	return f
+}
+
+func groupLatest(rs []Reminder, group string) string {
+	k := ""
+	for _, r := range rs {
+		if r.group == group {
+			k = r.Key
+		}
+	}
+	return k
+}
+
+// Remind sends a reminder to one committee member: the incident commander
+// (the on-call) or the Fix Lead (Tick). Fields are those of AlertSRC's
+// reminder template, with role; Role says why this member gets it.
+type Remind struct {
+	To     string
+	Role   string
+	Fields map[string]string
+}
+
+func (Remind) Kind() string { return "remind" }
+func (Remind) action()      {}
+
+// Recipient says who gets a reminder.
+type Recipient int
+
+// The recipients. The zero value means unset.
+const (
+	RecipientUnset     Recipient = iota
+	RecipientSRC                 // the whole committee (and the fix team): an escalation
+	RecipientCommander           // the incident commander (else the on-call, else the SRC)
+	RecipientFixLead             // the Fix Lead (else the SRC)
+)
+
+var recipientNames = [...]string{"unset", "src", "commander", "fix-lead"}
+
+func (r Recipient) String() string {
+	if r < 0 || int(r) >= len(recipientNames) {
+		return fmt.Sprintf("Recipient(%d)", int(r))
+	}
+	return recipientNames[r]
+}
+
+// Reminder is one nudge of the process timeline (process.md §3, §10; issue 6).
+type Reminder struct {
+	Key      string    // the marker in Incident.Reminded: a key fires once per At
+	Deadline string    // the deadline it is about (a Deadline name, or "asap")
+	Title    string    // a few words for the subject: "fix overdue (7 days)"
+	What     string    // what is due, for the message
+	Due      time.Time // the deadline's instant, for the message
+	At       time.Time // when it fires
+	To       Recipient
+	group    string // reminders of one group due together: only the latest is sent
+}
+
+// Reminders lists the reminders of an incident's timeline that apply in its
+// current state, sent or not, in the order they fire; now places the
+// repeating ones (the latest occurrence at or before now, else the next).
+//
+//	triage            report + 1 working day   the incident commander (on-call)
+//	triage-escalation report + 3 working days  the SRC
+//	fix-team          report + 24 h            the Fix Lead (no fix team yet)
+//	fix               report + 7 days          the SRC (not for a deferred incident)
+//	notice-soon       T - 9 days               the Fix Lead (CVE, no distributor notice yet)
+//	notice            T - 7 days               the SRC
+//	approval-soon     T - 48 h                 the SRC (advisory not approved; at T-24 h Tick holds the release)
+//	stale             every 2/7/30 days        the Fix Lead (critical/high/medium; deferred low: monthly) without a change
+//	retro-reminder    disclosure + 1 day       the Fix Lead
+//	retrospective     disclosure + 3 days      the SRC
+//	asap              every day                the SRC, while the incident is public or broken and a deadline is open
+//
+// Reminders before T (notice-soon, notice, approval-soon) are left out when
+// they fall before T was set: the /disclose receipt already states them.
+// When the incident is ASAP, the reminders of its ASAP deadlines give way to
+// the daily asap reminder, which starts a day after /public or
+// /embargo-break (the command itself is the first alert).
+func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
+	if inc.Phase == PhaseClosed || inc.Phase == PhaseUnset {
+		return nil
+	}
+	dl := map[string]Deadline{}
+	var asap []string
+	for _, d := range Deadlines(inc, holidays) {
+		dl[d.Name] = d
+		if d.Open() && d.ASAP {
+			asap = append(asap, d.Name)
+		}
+	}
+	var rs []Reminder
+	add := func(key, group, deadline string, at time.Time, to Recipient) {
+		d, ok := dl[deadline]
+		if !ok || !d.Open() || d.ASAP || at.IsZero() {
+			return
+		}
+		rs = append(rs, Reminder{Key: key, Deadline: deadline, What: d.What, Due: d.Due, At: at, To: to, group: group})
+	}
+	tSet := tSetAt(inc)
+	beforeT := func(key, group, deadline string, at time.Time, to Recipient) {
+		if !tSet.IsZero() && at.Before(tSet) {
+			return
+		}
+		add(key, group, deadline, at, to)
+	}
+	switch inc.Phase {
+	case PhaseTriage:
+		add("triage", "triage", "triage", dl["triage"].Due, RecipientCommander)
+		add("triage-escalation", "triage", "triage-escalation", dl["triage-escalation"].Due, RecipientSRC)
+	case PhaseFix, PhaseEmbargo:
+		add("fix-team", "fix-team", "fix-team", dl["fix-team"].Due, RecipientFixLead)
+		if !inc.Deferred {
+			add("fix", "fix", "fix", dl["fix"].Due, RecipientSRC)
+			if n := len(rs); n > 0 && rs[n-1].Key == "fix" {
+				rs[n-1].What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
+			}
+		}
+		if d, ok := dl["notice"]; ok {
+			beforeT("notice-soon", "notice", "notice", inc.T.Add(-NoticeRemindBefore), RecipientFixLead)
+			beforeT("notice", "notice", "notice", d.Due, RecipientSRC)
+		}
+		if !inc.T.IsZero() && !inc.Approved {
+			beforeT("approval-soon", "approval", "approval", inc.T.Add(-ApprovalRemindBefore), RecipientSRC)
+		}
+		if d, ok := dl["stale"]; ok {
+			rs = append(rs, Reminder{Key: "stale", Deadline: "stale", What: d.What, At: every(inc.Updated, staleAfter(inc), 1, now),
+				To: RecipientFixLead, group: "stale"})
+			rs[len(rs)-1].Due = rs[len(rs)-1].At
+		}
+	case PhaseDisclosed:
+		add("retro-reminder", "retrospective", "retrospective", inc.DisclosedAt.Add(RetroRemindAfter), RecipientFixLead)
+		add("retrospective", "retrospective", "retrospective", dl["retrospective"].Due, RecipientSRC)
+	}
+	if len(asap) > 0 && inc.Phase != PhaseDisclosed {
+		since := asapSince(inc)
+		why := "the issue is public"
+		if inc.EmbargoBroken {
+			why = "the embargo broke"
+		}
+		rs = append(rs, Reminder{Key: "asap", Deadline: "asap", At: every(since, ASAPNudgeEvery, 1, now), Due: since, To: RecipientSRC, group: "asap",
+			What: why + ": every open deadline is due as soon as possible: " + strings.Join(asap, ", ")})
+	}
+	for i := range rs {
+		rs[i].Title = reminderTitle(rs[i], inc)
+	}
+	sortReminders(rs)
+	return rs
+}
+
+// reminderTitle names a reminder in a few words, for the subject line.
+func reminderTitle(r Reminder, inc Incident) string {
+	switch r.Key {
+	case "triage":
+		return "triage due (1 working day)"
+	case "triage-escalation":
+		return "triage overdue (3 working days)"
+	case "fix-team":
+		return "fix team not formed (24 h)"
+	case "fix":
+		return "fix overdue (7 days)"
+	case "notice-soon":
+		return "distributor notice due " + FormatInstant(r.Due)
+	case "notice":
+		return "distributor notice overdue (T-7 days)"
+	case "approval-soon":
+		return "advisory not approved (T-48 h)"
+	case "stale":
+		return fmt.Sprintf("no change for %d days", int(staleAfter(inc)/(24*time.Hour)))
+	case "retro-reminder":
+		return "retrospective due (T+1 day)"
+	case "retrospective":
+		return "retrospective overdue (T+3 days)"
+	case "asap":
+		return "every deadline is ASAP"
+	}
+	return r.Deadline
+}
+
+// every returns the occurrence base + k·period, k ≥ min, that is the latest
+// at or before now, or the first one after it.
+func every(base time.Time, period time.Duration, min int, now time.Time) time.Time {
+	k := min
+	if n := int(now.Sub(base) / period); n > k {
+		k = n
+	}
+	return base.Add(time.Duration(k) * period)
+}
+
+// tSetAt is when the current T was set: the last /disclose DATE applied.
+func tSetAt(inc Incident) time.Time {
+	for i := len(inc.History) - 1; i >= 0; i-- {
+		if c := inc.History[i].Command; strings.HasPrefix(c, "/disclose ") && !strings.HasPrefix(c, "/disclose now") {
+			return inc.History[i].At
+		}
+	}
+	return time.Time{}
+}
+
+// asapSince is when the incident became ASAP: the first /public or
+// /embargo-break applied (else its last change).
+func asapSince(inc Incident) time.Time {
+	for _, h := range inc.History {
+		if h.Command == "/public" || h.Command == "/embargo-break" {
+			return h.At
+		}
+	}
+	return inc.Updated
+}
+
+func missingForFix(inc Incident) string {
+	var m []string
+	if inc.Severity() == SeverityUnset {
+		m = append(m, "CVSS or severity (/cvss)")
+	}
+	if len(inc.CVEs) == 0 {
+		m = append(m, "CVE (/cve)")
+	}
+	m = append(m, "fix (/fixed)")
+	return strings.Join(m, ", ")
+}
+
+func sortReminders(rs []Reminder) {
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j].At.Before(rs[j-1].At); j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
 }

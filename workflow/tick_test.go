@@ -13,6 +13,8 @@ func tickNames(as []Action) []string {
 		switch a := a.(type) {
 		case AlertSRC:
 			out = append(out, "alert:"+a.Template+":"+a.Fields["deadline"])
+		case Remind:
+			out = append(out, "remind:"+a.To+":"+a.Fields["deadline"])
 		case DistributorNotice:
 			if a.Final {
 				out = append(out, "final-notice")
@@ -37,7 +39,7 @@ func TestTickRelease(t *testing.T) {
 	for now := mon; now.Before(T.Add(3 * time.Hour)); now = now.Add(time.Hour) {
 		r := Tick(inc, now, env)
 		for _, a := range tickNames(r.Actions) {
-			if !strings.HasPrefix(a, "alert:reminder") {
+			if !strings.HasPrefix(a, "alert:reminder") && !strings.HasPrefix(a, "remind:") {
 				got = append(got, a)
 				when = append(when, FormatInstant(now))
 			}

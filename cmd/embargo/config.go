@@ -42,6 +42,10 @@ type Config struct {
 	Relay  RelayConfig           `toml:"relay"`
 	Intake IntakeConfig          `toml:"intake"`
 	Lists  map[string]ListConfig `toml:"lists"`
+	OnCall OnCallConfig          `toml:"oncall"` // tick.go
+	LMTP   LMTPConfig            `toml:"lmtp"`   // lmtp.go
+	DKIM   DKIMConfig            `toml:"dkim"`   // dkim.go
+	HTTP   HTTPConfig            `toml:"http"`   // web.go
 
 	Members []MemberConfig `toml:"members"`
 
@@ -65,6 +69,10 @@ type SMTPConfig struct {
 	MaxConnectionsPerIP    int    `toml:"max_connections_per_ip"`
 	SessionLifetimeMinutes int    `toml:"session_lifetime_minutes"`
 	MaxErrors              int    `toml:"max_errors"`
+	// TLSCert and TLSKey are PEM files; set, they enable STARTTLS (tls.go).
+	// SIGHUP reloads them.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 }
 
 // RelayConfig says where outbound mail goes.
@@ -350,6 +358,11 @@ func (c *Config) validate() []string {
 			add("%s: fingerprint %q must be the full primary key fingerprint, 40 hex digits (v4) or 64 (v6): see `gpg --with-colons --fingerprint %s`", where, m.Fingerprint, m.Email)
 		}
 	}
+	p = append(p, c.validateTLS()...)
+	p = append(p, c.validateOnCall()...)
+	p = append(p, c.validateLMTP()...)
+	p = append(p, c.validateDKIM()...)
+	p = append(p, c.validateHTTP()...)
 	return p
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/smtpd/queue"
 )
 
 // The control socket lets admin commands read the store while the daemon holds
@@ -29,7 +31,7 @@ type ctlRequest struct {
 }
 
 // serveCtl answers control requests until ctx is done.
-func serveCtl(ctx context.Context, dir string, db *bolt.DB, log *slog.Logger) (func(), error) {
+func serveCtl(ctx context.Context, dir string, db *bolt.DB, w *queue.Worker, log *slog.Logger) (func(), error) {
 	path := filepath.Join(dir, ctlSocket)
 	// A socket left by a killed daemon: we hold the store lock, so it is stale.
 	_ = os.Remove(path)
@@ -47,13 +49,13 @@ func serveCtl(ctx context.Context, dir string, db *bolt.DB, log *slog.Logger) (f
 			if err != nil {
 				return
 			}
-			go handleCtl(c, db, log)
+			go handleCtl(c, db, w, log)
 		}
 	}()
 	return func() { l.Close(); os.Remove(path) }, nil
 }
 
-func handleCtl(c net.Conn, db *bolt.DB, log *slog.Logger) {
+func handleCtl(c net.Conn, db *bolt.DB, w *queue.Worker, log *slog.Logger) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	var req ctlRequest
@@ -63,6 +65,11 @@ func handleCtl(c net.Conn, db *bolt.DB, log *slog.Logger) {
 	}
 	if err != nil {
 		fmt.Fprintf(c, "ERR bad request\n")
+		return
+	}
+	// Commands that write or stream (queue retry/drop, backup): ctlx.go.
+	if h, ok := ctlHandlers[req.Cmd]; ok {
+		h(c, ctlEnv{db: db, worker: w, log: log}, req.Args)
 		return
 	}
 	cmd, ok := storeCommands[req.Cmd]

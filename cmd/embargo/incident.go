@@ -25,6 +25,8 @@ var storeCommands = map[string]storeCommand{
 	"incident list":   incidentList,
 	"incident show":   incidentShow,
 	"incident export": incidentExport,
+	"queue list":      queueList,   // queuecmd.go
+	"status":          statusQuery, // status.go
 }
 
 func incidentList(tx *bolt.Tx, args []string, w io.Writer) error {

@@ -31,6 +31,13 @@ Usage:
   embargo incident list|show ID|export ID [--config FILE] [--data DIR]
   embargo keys export LIST [--config FILE] [--data DIR]
   embargo cvss [VECTOR...]          (or one vector per line on stdin)
+  embargo drill [--scenario FILE] [--config FILE]   (rehearse an incident on a virtual clock)
+  embargo init DIR [--domain DOMAIN] [--data DIR] [--demo]
+  embargo status [--config FILE] [--data DIR] [--json]
+  embargo queue list|retry ID|drop ID [--config FILE] [--data DIR]
+  embargo backup FILE [--config FILE] [--data DIR]
+  embargo restore FILE [--config FILE] [--data DIR]
+  embargo healthcheck [--config FILE] [--addr HOST:PORT]
   embargo version
 
 Run "embargo COMMAND --help" for a command's flags and examples.
@@ -62,14 +69,28 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdIncident(args[1:], stdout)
 	case "keys":
 		err = cmdKeys(args[1:], stdout)
+	case "drill":
+		err = cmdDrill(args[1:], stdout, stderr) // drill.go
 	case "cvss":
 		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
 			fmt.Fprint(stdout, cvssHelp)
 			return 0
 		}
 		err = cmdCVSS(args[1:], stdin, stdout, stderr)
+	case "init":
+		err = cmdInit(args[1:], stdout)
+	case "status":
+		err = cmdStatus(args[1:], stdout)
+	case "queue":
+		err = cmdQueue(args[1:], stdout)
+	case "backup":
+		err = cmdBackup(args[1:], stdout)
+	case "restore":
+		err = cmdRestore(args[1:], stdout)
+	case "healthcheck":
+		err = cmdHealthcheck(args[1:], stdout)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "embargo %s\n", version)
+		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -160,7 +181,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	d.waitSignals(ctx) // until SIGINT/SIGTERM; SIGHUP reloads (tls.go)
 	return d.Stop()
 }
 
@@ -207,7 +228,11 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if bad > 0 {
 		return fmt.Errorf("%d member key problem(s); see above", bad)
 	}
+	if err := checkOps(cfg, stdout); err != nil { // checkops.go: TLS, LMTP, DKIM
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: configuration is valid (%d members, lists %s)\n", cfg.source, len(cfg.Members), listSummary(cfg))
+	printDNS(cfg, stdout) // dkim.go
 	return nil
 }
 

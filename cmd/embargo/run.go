@@ -16,6 +16,7 @@ import (
 
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/listd"
+	"github.com/embargo-project/embargo/lists/web"
 	"github.com/embargo-project/embargo/smtpd"
 	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/templates"
@@ -31,6 +32,14 @@ type daemon struct {
 	smtp   *smtpd.Server
 	addr   net.Addr // where SMTP listens
 
+	lmtp     *smtpd.Server // nil without [lmtp] (lmtp.go)
+	lmtpAddr net.Addr
+	certs    *certHolder // nil without smtp.tls_cert (tls.go)
+
+	web      *web.Server  // nil without http.listen (web.go)
+	httpAddr net.Addr     // where HTTP listens
+	ops      *opsCounters // counters for /metrics (web.go)
+
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeCtl func()
@@ -43,6 +52,11 @@ type startOptions struct {
 	backoff      time.Duration // queue minimum backoff
 	liftGrace    time.Duration // announcement delay after "embargo lifted"
 	testPanic    func([]byte)  // poison-message failpoint
+	// The scheduler (tick.go) and the drill (drill.go).
+	noTick      bool        // no cron loop: the caller calls svc.Tick itself
+	tickSpec    string      // cron spec of the tick; default every minute
+	relay       queue.Relay // replaces the configured relay
+	concurrency int         // queue deliveries at once; default 4
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {
@@ -80,6 +94,14 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	if err != nil {
 		return nil, err
 	}
+	if so.relay != nil {
+		relay = so.relay
+	}
+	if relay, err = withDKIM(cfg, relay, log); err != nil {
+		return nil, err
+	}
+	d.ops = newOpsCounters() // web.go: delivery attempts by result
+	relay = d.ops.relay(relay)
 	ks, err := loadKeys(cfg, so.now(), true)
 	if err != nil {
 		return nil, err
@@ -99,6 +121,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		LiftGrace:       so.liftGrace,
 		TestPanic:       so.testPanic,
 		Holidays:        cfg.HolidayDates(),
+		Rotation:        rotation(cfg), // tick.go
 		Members:         ks.members,
 		DB:              db,
 		Roster:          roster,
@@ -111,15 +134,20 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		BeforeCommit:    so.beforeCommit,
 	})
 	d.worker = queue.New(db, relay, queue.Options{
-		Now:        so.now,
-		Lifetime:   time.Duration(cfg.Relay.QueueLifetimeHours) * time.Hour,
-		MinBackoff: so.backoff,
-		Failed:     d.svc.Alert,
-		Logger:     log.With("component", "queue"),
+		Now:         so.now,
+		Lifetime:    time.Duration(cfg.Relay.QueueLifetimeHours) * time.Hour,
+		MinBackoff:  so.backoff,
+		Concurrency: so.concurrency,
+		Failed:      d.svc.Alert,
+		Logger:      log.With("component", "queue"),
 	})
 
 	s := cfg.SMTP
+	if err := d.loadTLS(); err != nil {
+		return nil, err
+	}
 	d.smtp = smtpd.New(smtpd.Options{
+		TLSConfig:           d.tlsConfig(),
 		Domain:              cfg.Domain,
 		MaxMessageBytes:     s.MaxMessageBytes,
 		MaxRecipients:       s.MaxRecipients,
@@ -130,7 +158,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
 		SessionLifetime:     time.Duration(s.SessionLifetimeMinutes) * time.Minute,
 		MaxErrors:           s.MaxErrors,
-	}, handler{d.svc}, log.With("component", "smtpd"))
+	}, d.ops.handler(handler{d.svc}), log.With("component", "smtpd"))
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -141,8 +169,9 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 			log.Error("delivery worker stopped", "err", err)
 		}
 	}()
+	d.startTick(runCtx, so) // tick.go: reminders, final notice, release at T, digest
 
-	if d.closeCtl, err = serveCtl(runCtx, cfg.DataDir, db, log.With("component", "ctl")); err != nil {
+	if d.closeCtl, err = serveCtl(runCtx, cfg.DataDir, db, d.worker, log.With("component", "ctl")); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("tcp", s.Listen)
@@ -157,6 +186,12 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 			log.Error("smtp server stopped", "err", err)
 		}
 	}()
+	if err := d.startLMTP(d.ops.handler(handler{d.svc})); err != nil {
+		return nil, err
+	}
+	if err := d.startHTTP(ks, tmpl, so.now); err != nil { // web.go
+		return nil, err
+	}
 	log.Info("embargo started", "version", version, "config", cfg.source, "data", cfg.DataDir,
 		"smtp", "smtp://"+l.Addr().String(), "relay", relayName(cfg))
 	ok = true
@@ -171,12 +206,18 @@ func (d *daemon) Stop() error {
 
 func (d *daemon) shutdown() error {
 	var errs []error
+	if err := d.stopHTTP(); err != nil { // web.go: before the store closes
+		errs = append(errs, err)
+	}
 	if d.smtp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := d.smtp.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 		cancel()
+	}
+	if err := d.stopLMTP(); err != nil {
+		errs = append(errs, err)
 	}
 	if d.cancel != nil {
 		d.cancel()

@@ -99,7 +99,8 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
 	}
-	env := workflow.Env{SRC: src, LastLead: incidentdb.Meta(tx, "last_lead"), Holidays: s.o.Holidays, MessageID: msg.MessageID}
+	env := workflow.Env{SRC: src, LastLead: incidentdb.Meta(tx, "last_lead"), Holidays: s.o.Holidays, MessageID: msg.MessageID,
+		Rotation: s.o.Rotation, OnCallState: s.onCallState(tx)}
 	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
 	var res workflow.Result
 	var applyErr error
@@ -138,6 +139,13 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	}
 	for _, a := range res.Actions {
 		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now, res.Actions)
+		if err != nil {
+			return inc, nil, err
+		}
+		out = append(out, msgs...)
+	}
+	if res.OnCall != nil { // /oncall (tick.go)
+		msgs, err := s.onCallChanged(tx, sec, *res.OnCall, &res.Incident, mem, now)
 		if err != nil {
 			return inc, nil, err
 		}

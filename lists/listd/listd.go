@@ -48,6 +48,9 @@ type Options struct {
 
 	// Holidays are dates that are no working day and no release slot.
 	Holidays []time.Time
+	// Rotation is the on-call rotation (tick.go): the on-call commands new
+	// incidents and gets their triage reminder.
+	Rotation workflow.Rotation
 
 	// The other lists' keys, the outside channels and the announce fan-out.
 	DistributorsKey *keys.Key
@@ -433,6 +436,12 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	if lookErr != nil {
 		return workflow.Received{}, lookErr
 	}
+	if inc == nil {
+		// Signed /oncall commands outside any thread are no report (tick.go).
+		if took, err := s.onCallMessage(tx, sec, msg, sig, now); took || err != nil {
+			return workflow.Received{}, err
+		}
+	}
 	var id workflow.ID
 	if inc == nil {
 		var err error
@@ -441,6 +450,9 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 		}
 	}
 	r := workflow.Receive(inc, id, in, now)
+	if r.New {
+		r.Incident.Commander = s.onCallNow(tx, now) // the on-call is the default incident commander
+	}
 	var cmdMail []queue.Msg
 	if !r.New {
 		// Signed commands in the thread (DESIGN.md §3): applied with the

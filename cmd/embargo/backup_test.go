@@ -1,0 +1,102 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// counts reads what the harness store holds (the daemon must be stopped).
+func storeCounts(t *testing.T, dir string) storeSummary {
+	t.Helper()
+	db, err := openStore(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var s storeSummary
+	if err := db.View(func(tx *bolt.Tx) error {
+		var err error
+		s, err = summarize(tx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestBackupRestore: an online backup through the running daemon, then the
+// store is deleted, restored from the backup, and holds the same; the daemon
+// starts on it and goes on numbering incidents. threats.md A5's E test.
+func TestBackupRestore(t *testing.T) {
+	h := newHarness(t, "", startOptions{})
+	cfg := h.configFile()
+	for i := range 3 {
+		h.mustSend("reporter@example.net", []string{"security@ex.test"}, report("reporter@example.net", "report "+string(rune('A'+i)), "steps"))
+	}
+	h.waitMail(1 + 3*2) // one ack (one per sender and day) and two committee copies per report
+	backup := filepath.Join(t.TempDir(), "embargo-backup.db")
+
+	out := mustCLI(t, "backup", backup, "--config", cfg)
+	mustContain(t, "backup output", out, "through the running daemon", "3 incidents, 3 archived messages")
+	fi, err := os.Stat(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup has mode %v, want 0600", fi.Mode().Perm())
+	}
+	want, err := describeStore(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCLI(t, "restore", backup, "--config", cfg); code != 1 || !strings.Contains(errOut, "stop it first") {
+		t.Errorf("restore while the daemon runs: exit %d, %q; want a refusal", code, errOut)
+	}
+
+	h.stop()
+	before := storeCounts(t, h.dir)
+	if before.Incidents != 3 {
+		t.Fatalf("store holds %v, want 3 incidents", before)
+	}
+	// An offline backup reads the file itself and says so.
+	mustContain(t, "offline backup", mustCLI(t, "backup", filepath.Join(t.TempDir(), "offline.db"), "--config", cfg), "no daemon running", before.String())
+
+	if err := os.Remove(filepath.Join(h.dir, dbFile)); err != nil {
+		t.Fatal(err)
+	}
+	out = mustCLI(t, "restore", backup, "--config", cfg)
+	mustContain(t, "restore output", out, want.String())
+	// The backup may hold rows that were being delivered when it was taken:
+	// the restored daemon sends them again (at-least-once), never loses one.
+	if after := storeCounts(t, h.dir); after != want {
+		t.Errorf("restored store holds %v, want %v as in the backup", after, want)
+	}
+	fi, err = os.Stat(filepath.Join(h.dir, dbFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("restored store: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+
+	// The daemon starts on the restored store; the next report is number 4.
+	h.start()
+	h.mustSend("other@example.net", []string{"security@ex.test"}, report("other@example.net", "report D", "steps"))
+	h.waitMail(7 + want.QueueRows + 3)
+	mustContain(t, "incident list", mustCLI(t, "incident", "list", "--config", cfg), "SEC-", "0004")
+
+	// Restoring over an existing store keeps the old one aside.
+	h.stop()
+	out = mustCLI(t, "restore", backup, "--config", cfg)
+	mustContain(t, "second restore", out, "previous store is kept as")
+	// A file that is not a store is refused and changes nothing.
+	junk := filepath.Join(t.TempDir(), "junk.db")
+	writeFile(t, junk, "not a bbolt file")
+	if code, _, errOut := runCLI(t, "restore", junk, "--config", cfg); code != 1 || !strings.Contains(errOut, "not a usable backup") {
+		t.Errorf("restore of junk: exit %d, %q", code, errOut)
+	}
+	if after := storeCounts(t, h.dir); after != want {
+		t.Errorf("after the refused restore the store holds %v, want %v", after, want)
+	}
+}

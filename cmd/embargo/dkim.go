@@ -1,0 +1,261 @@
+package main
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/embargo-project/embargo/smtpd/queue"
+)
+
+// DKIMConfig turns on DKIM signing of outbound mail (RFC 6376) for the list
+// domain. Signing is on when Selector is set.
+type DKIMConfig struct {
+	// Selector names the key in DNS: <selector>._domainkey.<domain>.
+	Selector string `toml:"selector"`
+	// KeyFile is the PEM private key (RSA of at least 2048 bits, or Ed25519;
+	// PKCS #1 or PKCS #8), mode 0600. Default <data_dir>/keys/dkim.key, which
+	// embargo generates (RSA-2048) at the first start if it does not exist.
+	KeyFile string `toml:"key_file"`
+}
+
+// dkimRSABits is the size of generated keys: RFC 8301 §3.2 asks signers for at
+// least 2048 bits, and 2048 still fits a TXT record every DNS host accepts.
+const dkimRSABits = 2048
+
+var dkimSelector = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+func (c *Config) validateDKIM() []string {
+	d := c.DKIM
+	var p []string
+	if d.Selector == "" {
+		if d.KeyFile != "" {
+			p = append(p, `dkim.key_file is set but dkim.selector is not: set selector = "embargo" to sign, or remove the [dkim] table`)
+		}
+		return p
+	}
+	if !dkimSelector.MatchString(d.Selector) {
+		p = append(p, fmt.Sprintf("dkim.selector %q is not a DNS label: use letters, digits and hyphens, e.g. \"embargo\" or \"embargo2026\"", d.Selector))
+	}
+	if d.KeyFile != "" && !filepath.IsAbs(d.KeyFile) {
+		p = append(p, fmt.Sprintf("dkim.key_file %q must be an absolute path", d.KeyFile))
+	}
+	return p
+}
+
+// dkimKeyPath is where the DKIM key lives; "" when signing is off.
+func dkimKeyPath(cfg *Config) string {
+	if cfg.DKIM.Selector == "" {
+		return ""
+	}
+	if cfg.DKIM.KeyFile != "" {
+		return cfg.DKIM.KeyFile
+	}
+	return filepath.Join(cfg.DataDir, "keys", "dkim.key")
+}
+
+// loadDKIMKey reads the configured key. With generate, a missing key at the
+// default path is created; a missing key named by key_file is an error, as a
+// typing mistake there must not silently replace the published key.
+func loadDKIMKey(cfg *Config, generate bool) (signer crypto.Signer, created bool, err error) {
+	path := dkimKeyPath(cfg)
+	if path == "" {
+		return nil, false, errors.New("dkim: no selector configured")
+	}
+	_, err = os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) && generate && cfg.DKIM.KeyFile == "" {
+		k, err := generateDKIMKey(path)
+		return k, err == nil, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("dkim key: %w", err)
+	}
+	k, err := readDKIMKey(path)
+	return k, false, err
+}
+
+// generateDKIMKey writes a new RSA key as PKCS #8 PEM, mode 0600.
+func generateDKIMKey(path string) (crypto.Signer, error) {
+	k, err := rsa.GenerateKey(rand.Reader, dkimRSABits)
+	if err != nil {
+		return nil, fmt.Errorf("dkim: generate key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("dkim: encode key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("dkim key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("dkim key: %w", err)
+	}
+	err = pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("dkim key: %w", err)
+	}
+	return k, nil
+}
+
+// readDKIMKey reads a PEM private key and refuses a weak or exposed one.
+func readDKIMKey(path string) (crypto.Signer, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("dkim key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		// threats.md D10: whoever reads this key can sign mail as the lists.
+		return nil, fmt.Errorf("dkim key %s is readable by group or others (mode %04o): run `chmod 600 %s`", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dkim key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("dkim key %s is not PEM: expected a -----BEGIN PRIVATE KEY----- block (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048)", path)
+	}
+	var key any
+	switch blk.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	default:
+		return nil, fmt.Errorf("dkim key %s: PEM block %q is not a private key", path, blk.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dkim key %s: %w", path, err)
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < dkimRSABits {
+			return nil, fmt.Errorf("dkim key %s has %d bits: RFC 8301 wants at least 2048; generate a new one and publish it under a new selector", path, k.N.BitLen())
+		}
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("dkim key %s: %T keys are not supported: use RSA (2048 bits) or Ed25519", path, key)
+}
+
+// withDKIM wraps relay in a signing relay when [dkim] is configured.
+func withDKIM(cfg *Config, relay queue.Relay, log *slog.Logger) (queue.Relay, error) {
+	if cfg.DKIM.Selector == "" {
+		return relay, nil
+	}
+	k, created, err := loadDKIMKey(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Warn("dkim key generated: publish its DNS record (embargo check prints it) or receivers will fail the signatures",
+			"path", dkimKeyPath(cfg), "record", cfg.DKIM.Selector+"._domainkey."+cfg.Domain)
+	}
+	r, err := queue.NewDKIMRelay(relay, queue.DKIMOptions{Domain: cfg.Domain, Selector: cfg.DKIM.Selector, Signer: k})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("dkim signing on", "domain", cfg.Domain, "selector", cfg.DKIM.Selector)
+	return r, nil
+}
+
+// dkimRecord returns the TXT value that publishes k's public half (RFC 6376
+// §3.6.1).
+func dkimRecord(k crypto.Signer) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		return "", err
+	}
+	alg := "rsa"
+	if _, ok := k.Public().(ed25519.PublicKey); ok {
+		// RFC 8463 §4.2: the bare 32-byte key, not SubjectPublicKeyInfo.
+		alg = "ed25519"
+		der = k.Public().(ed25519.PublicKey)
+	}
+	return "v=DKIM1; k=" + alg + "; p=" + base64.StdEncoding.EncodeToString(der), nil
+}
+
+// txtStrings splits a TXT value into quoted strings of at most 255 bytes (RFC
+// 1035 §3.3.14): a 2048-bit key does not fit in one.
+func txtStrings(v string) string {
+	var parts []string
+	for len(v) > 255 {
+		parts = append(parts, `"`+v[:255]+`"`)
+		v = v[255:]
+	}
+	parts = append(parts, `"`+v+`"`)
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "( " + strings.Join(parts, "\n\t\t\t\t") + " )"
+}
+
+// printDNS writes, in zone-file syntax, the records the operator publishes so
+// that mail for the lists arrives and mail from them passes SPF, DKIM and DMARC
+// at receivers. It reads the DKIM key but never creates it.
+func printDNS(cfg *Config, w io.Writer) {
+	d := cfg.Domain + "."
+	host, guessed := cfg.Relay.Helo, false
+	if host == "" {
+		host, guessed = "mail."+cfg.Domain, true
+	}
+	fmt.Fprintf(w, "\nDNS records to publish for %s (zone-file syntax; merge with what the domain already has):\n\n", cfg.Domain)
+	fmt.Fprintf(w, "; MX: the host that receives mail for the list addresses (Postfix in front of embargo, or embargo on port 25).\n")
+	if guessed {
+		fmt.Fprintf(w, "; %s is a placeholder: set relay.helo to this host's public name to print it here.\n", host)
+	}
+	fmt.Fprintf(w, "%s\tIN MX 10 %s.\n\n", d, host)
+	fmt.Fprintf(w, "; SPF (RFC 7208): the hosts that send for the domain. One SPF record per name: if one exists, add \"mx\" to it.\n")
+	if t, err := parseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" && cfg.Relay.URL != "" {
+		if h := relayHost(cfg.Relay.URL); h != "" && !isLoopbackHost(h) {
+			fmt.Fprintf(w, "; Mail leaves through %s: add that provider's mechanism too (often include:…).\n", h)
+		}
+	}
+	fmt.Fprintf(w, "%s\tIN TXT \"v=spf1 mx -all\"\n\n", d)
+	fmt.Fprintf(w, "; DKIM (RFC 6376): the public key embargo signs outbound mail with.\n")
+	if path := dkimKeyPath(cfg); path == "" {
+		fmt.Fprintf(w, "; not configured: add [dkim] selector = \"embargo\" to sign (embargo init does), or let the relaying MTA sign.\n\n")
+	} else if k, err := readDKIMKey(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) && cfg.DKIM.KeyFile == "" {
+			fmt.Fprintf(w, "; the key %s does not exist yet: embargo serve generates it at its first start; run check again then.\n\n", path)
+		} else {
+			fmt.Fprintf(w, "; cannot read the key: %v\n\n", err)
+		}
+	} else if rec, err := dkimRecord(k); err == nil {
+		fmt.Fprintf(w, "%s._domainkey.%s\tIN TXT %s\n\n", cfg.DKIM.Selector, d, txtStrings(rec))
+	}
+	fmt.Fprintf(w, "; DMARC (RFC 7489): receivers reject mail that claims the domain without an aligned SPF or DKIM pass.\n")
+	fmt.Fprintf(w, "; Only if everything else that sends as @%s passes too; otherwise start with p=none and a rua= address.\n", cfg.Domain)
+	fmt.Fprintf(w, "_dmarc.%s\tIN TXT \"v=DMARC1; p=reject; adkim=s; aspf=r\"\n", d)
+}
+
+// relayHost is the host of an smtp relay URL, without credentials or port.
+func relayHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/embargo-project/embargo/smtpd"
+)
+
+// LMTPConfig is the LMTP listener (RFC 2033) for running behind an MTA such as
+// Postfix, as Mailman 3 does: the MTA takes mail from the Internet (TLS,
+// rate limits, SPF and DMARC checks, its own queue) and hands the list
+// addresses to embargo, which answers per recipient.
+type LMTPConfig struct {
+	// Listen is "unix:/run/embargo/lmtp.sock" or "127.0.0.1:8024". Empty: no
+	// LMTP listener.
+	Listen string `toml:"listen"`
+}
+
+// lmtpSocketMode lets the MTA's delivery agent (Postfix's lmtp runs as user
+// postfix and drops supplementary groups) connect. LMTP grants nothing that
+// the SMTP port does not: every check of the SMTP path applies. Narrow it with
+// the mode of the socket's directory if other local users must not connect.
+const lmtpSocketMode fs.FileMode = 0o666
+
+// lmtpAddr splits Listen into a network and an address.
+func lmtpAddr(listen string) (network, addr string) {
+	if p, ok := strings.CutPrefix(listen, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", listen
+}
+
+func (c *Config) validateLMTP() []string {
+	l := c.LMTP.Listen
+	if l == "" {
+		return nil
+	}
+	network, addr := lmtpAddr(l)
+	if network == "unix" {
+		if !filepath.IsAbs(addr) {
+			return []string{fmt.Sprintf("lmtp.listen %q: a unix socket needs an absolute path, e.g. \"unix:/run/embargo/lmtp.sock\"", l)}
+		}
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return []string{fmt.Sprintf("lmtp.listen %q is neither \"unix:/path/to/socket\" nor HOST:PORT, e.g. \"127.0.0.1:8024\"", l)}
+	}
+	if l == c.SMTP.Listen && port != "0" {
+		return []string{fmt.Sprintf("lmtp.listen %q is also smtp.listen: give LMTP its own port (Mailman 3 uses 8024)", l)}
+	}
+	return nil
+}
+
+// lmtpWarnings are for embargo check.
+func lmtpWarnings(cfg *Config) []string {
+	network, addr := lmtpAddr(cfg.LMTP.Listen)
+	if cfg.LMTP.Listen == "" || network != "tcp" {
+		return nil
+	}
+	if h, _, err := net.SplitHostPort(addr); err == nil && !isLoopbackHost(h) {
+		return []string{fmt.Sprintf("lmtp.listen %q is not a loopback address: LMTP is meant for the MTA on this host, and it has no per-IP connection limit", cfg.LMTP.Listen)}
+	}
+	return nil
+}
+
+// startLMTP opens the LMTP listener, if configured, with the SMTP limits. The
+// per-IP cap is off: the one peer is the local MTA, which opens up to its
+// destination concurrency limit at once.
+func (d *daemon) startLMTP(h smtpd.Handler) error {
+	if d.cfg.LMTP.Listen == "" {
+		return nil
+	}
+	network, addr := lmtpAddr(d.cfg.LMTP.Listen)
+	l, err := listenLMTP(network, addr)
+	if err != nil {
+		return fmt.Errorf("lmtp listener: %w", err)
+	}
+	s := d.cfg.SMTP
+	d.lmtp = smtpd.New(smtpd.Options{
+		LMTP:                true,
+		Domain:              d.cfg.Domain,
+		MaxMessageBytes:     s.MaxMessageBytes,
+		MaxRecipients:       s.MaxRecipients,
+		MaxLineLength:       s.MaxLineLength,
+		ReadTimeout:         time.Duration(s.ReadTimeoutMinutes) * time.Minute,
+		WriteTimeout:        time.Duration(s.WriteTimeoutMinutes) * time.Minute,
+		MaxConnections:      s.MaxConnections,
+		MaxConnectionsPerIP: -1,
+		SessionLifetime:     time.Duration(s.SessionLifetimeMinutes) * time.Minute,
+		MaxErrors:           s.MaxErrors,
+	}, h, d.log.With("component", "lmtp"))
+	d.lmtpAddr = l.Addr()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.lmtp.Serve(l); err != nil && !errors.Is(err, smtpd.ErrServerClosed) {
+			d.log.Error("lmtp server stopped", "err", err)
+		}
+	}()
+	url := "lmtp://" + l.Addr().String()
+	if network == "unix" {
+		url = "unix://" + addr
+	}
+	d.log.Info("lmtp listening", "lmtp", url)
+	return nil
+}
+
+// listenLMTP listens on TCP, or on a unix socket that it (re)creates with
+// lmtpSocketMode. A socket left behind by a killed daemon is removed; any
+// other file at the path is not touched.
+func listenLMTP(network, addr string) (net.Listener, error) {
+	if network != "unix" {
+		return net.Listen(network, addr)
+	}
+	if fi, err := os.Lstat(addr); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another path", addr)
+		}
+		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process (another embargo?)", addr)
+		}
+		os.Remove(addr)
+	}
+	if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(addr, lmtpSocketMode); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// stopLMTP finishes the LMTP sessions in flight, like the SMTP listener's.
+func (d *daemon) stopLMTP() error {
+	if d.lmtp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.lmtp.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}

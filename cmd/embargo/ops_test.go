@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var updateContrib = flag.Bool("update-contrib", false, "rewrite contrib/embargo.toml from embargo.toml.tmpl")
+
+// runCLI runs an embargo command line in-process.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("embargo %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// TestInitPassesCheck: what embargo init writes is a configuration embargo
+// check accepts, with and without --demo, and it prints the DNS records.
+func TestInitPassesCheck(t *testing.T) {
+	for _, demo := range []bool{false, true} {
+		name := "production"
+		if demo {
+			name = "demo"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "etc")
+			args := []string{"init", dir, "--domain", "example.net"}
+			if demo {
+				args = append(args, "--demo")
+			}
+			out := mustCLI(t, args...)
+			cfgPath := filepath.Join(dir, "embargo.toml")
+			mustContain(t, "init output", out, "Wrote "+cfgPath, "Generated the security list key", "Generated the DKIM key")
+			for _, p := range []string{cfgPath, filepath.Join(dir, "data", "keys", "dkim.key"), filepath.Join(dir, "data", "keys", "security.key.asc")} {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+				}
+			}
+			check := mustCLI(t, "check", "--config", cfgPath)
+			mustContain(t, "check output", check, "configuration is valid",
+				"example.net.\tIN MX 10 ", `"v=spf1 mx -all"`, "embargo._domainkey.example.net.\tIN TXT", "v=DKIM1; k=rsa; p=", "_dmarc.example.net.\tIN TXT \"v=DMARC1;")
+			if strings.Contains(check, "key: ") {
+				t.Errorf("check reports key problems:\n%s", check)
+			}
+			if demo {
+				mustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
+				mustContain(t, "check of the demo", check, "(3 members,")
+				if strings.Contains(check, "warning") {
+					t.Errorf("demo check warns:\n%s", check)
+				}
+			}
+			// A second init refuses to overwrite the configuration.
+			if code, _, errOut := runCLI(t, args...); code != 1 || !strings.Contains(errOut, "--force") {
+				t.Errorf("second init: exit %d, %q; want 1 and a hint about --force", code, errOut)
+			}
+		})
+	}
+}
+
+// TestContribConfig keeps contrib/embargo.toml equal to what init writes for
+// a production host, valid, and covering every key config.go knows.
+func TestContribConfig(t *testing.T) {
+	want, err := renderConfig(contribVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("..", "..", "contrib", "embargo.toml")
+	if *updateContrib {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("contrib/embargo.toml differs from embargo.toml.tmpl rendered for production: run go test ./cmd/embargo -run TestContribConfig -update-contrib")
+	}
+	if _, err := ParseConfig(got, path); err != nil {
+		t.Fatalf("contrib/embargo.toml does not validate: %v", err)
+	}
+	shown := shownKeys(string(got))
+	for _, key := range tomlKeys(reflect.TypeFor[Config](), "") {
+		if !shown[key] {
+			t.Errorf("contrib/embargo.toml does not show the key %s (set, or commented out under its table)", key)
+		}
+	}
+}
+
+// shownKeys lists the keys a commented TOML file sets or shows commented out,
+// dotted with their table; the name of a map's entry ([lists.security]) is
+// left out, as in tomlKeys.
+func shownKeys(text string) map[string]bool {
+	header := regexp.MustCompile(`^#? *\[\[?([a-z_.]+)\]\]?\s*$`)
+	key := regexp.MustCompile(`^#? *([a-z_]+) *=`)
+	keys := map[string]bool{}
+	table := ""
+	for line := range strings.Lines(text) {
+		if m := header.FindStringSubmatch(line); m != nil {
+			table, _, _ = strings.Cut(m[1], ".")
+			table += "."
+			continue
+		}
+		if m := key.FindStringSubmatch(line); m != nil {
+			keys[strings.TrimPrefix(table+m[1], ".")] = true
+		}
+	}
+	return keys
+}
+
+// tomlKeys lists the TOML keys of a configuration type, dotted.
+func tomlKeys(typ reflect.Type, prefix string) []string {
+	var out []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map || ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.PkgPath() != "time" {
+			out = append(out, tomlKeys(ft, prefix+tag+".")...)
+			continue
+		}
+		out = append(out, prefix+tag)
+	}
+	return out
+}
+
+// TestCommandHelp: every command has --help with examples, exit status 0.
+func TestCommandHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve"}, {"check"}, {"incident"}, {"keys"}, {"cvss"}, {"init"}, {"status"},
+		{"queue"}, {"backup"}, {"restore"}, {"healthcheck"}, {"version"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			t.Parallel()
+			// flag writes usage to os.Stderr: run the real process.
+			cmd := exec.Command(os.Args[0], append(args, "--help")...)
+			cmd.Env = append(os.Environ(), "EMBARGO_TEST_MAIN=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Errorf("embargo %s --help: %v", args[0], err)
+			}
+			if help := string(out); !strings.Contains(help, "Examples:") || !strings.Contains(help, "embargo "+args[0]) {
+				t.Errorf("embargo %s --help has no examples:\n%s", args[0], help)
+			}
+		})
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	out := mustCLI(t, "version")
+	if !regexp.MustCompile(`^embargo \S+ \(go1\.[0-9.]+.*\)\n$`).MatchString(out) {
+		t.Errorf("embargo version = %q", out)
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	h := newHarness(t, "", startOptions{})
+	out := mustCLI(t, "healthcheck", "--addr", h.addr(), "--timeout", "2s")
+	mustContain(t, "healthcheck", out, "ok: 220 ")
+	addr := h.addr()
+	h.stop()
+	if code, _, errOut := runCLI(t, "healthcheck", "--addr", addr, "--timeout", "1s"); code != 1 {
+		t.Errorf("healthcheck on a stopped daemon: exit %d (%s), want 1", code, errOut)
+	}
+	for listen, want := range map[string]string{"0.0.0.0:25": "127.0.0.1:25", "[::]:25": "[::1]:25", "192.0.2.1:25": "192.0.2.1:25"} {
+		if got := dialable(listen); got != want {
+			t.Errorf("dialable(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}
+
+// TestStatusCommand: status through the running daemon and on the file, in
+// text and JSON.
+func TestStatusCommand(t *testing.T) {
+	h := newHarness(t, "", startOptions{})
+	cfg := h.configFile()
+	h.rec.FailRcpt("bob@ex.test", 550)
+	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "x", "y"))
+	h.settle(3)
+	out := mustCLI(t, "status", "--config", cfg)
+	mustContain(t, "status", out, "Daemon:", "running", "Queue:", "failed", "queue retry", "Incidents:", "1 open (triage 1), 0 closed",
+		"Next release:", "none scheduled", "Next deadlines:", "SEC-", "triage-escalation")
+	h.stop()
+	out = mustCLI(t, "status", "--config", cfg, "--json")
+	var st statusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if st.Daemon || st.Open["triage"] != 1 || st.Queue.Failed == 0 || len(st.Deadlines) < 2 || st.Deadlines[0].Name != "triage" {
+		t.Errorf("status --json = %+v", st)
+	}
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/smtpd/queue"
+)
+
+const queueHelp = `Usage: embargo queue list|retry ID|drop ID [--config FILE] [--data DIR]
+
+Shows and manages the outbound queue: one row per message and recipient.
+Works with the daemon running (through its control socket) or stopped.
+
+  list        every row: state, kind, incident, recipients, attempts, next
+              attempt and last error (never the message itself)
+  retry ID    make a queued or failed row due now, with a fresh attempt count
+              and a fresh queue lifetime (after fixing the relay, a member's
+              key, ...). A row being delivered at that moment is refused: try
+              again when the attempt has ended.
+  drop ID     delete a row for good, in any state. If it is being delivered
+              at that moment, that one attempt may still reach the recipient.
+
+Examples:
+  embargo queue list
+  embargo queue retry 42
+  embargo queue drop 42 --config /etc/embargo/embargo.toml
+
+Flags:
+`
+
+func cmdQueue(args []string, stdout io.Writer) error {
+	var cf commonFlags
+	fs := newFlagSet("queue", queueHelp, &cf, false)
+	if len(args) == 0 {
+		fs.Usage()
+		return usageError("queue needs a subcommand: list, retry or drop")
+	}
+	sub := args[0]
+	if sub == "-h" || sub == "--help" {
+		fs.Usage()
+		return nil
+	}
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		return runStoreCommand(cfg.DataDir, "queue list", pos, stdout)
+	case "retry", "drop":
+		if _, err := queueArg(pos); err != nil {
+			return err
+		}
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		out, err := queueWrite(cfg.DataDir, sub, pos)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, out)
+		return err
+	}
+	return usageError(fmt.Sprintf("unknown queue subcommand %q: use list, retry or drop", sub))
+}
+
+func queueArg(args []string) (uint64, error) {
+	if len(args) != 1 {
+		return 0, usageError("usage: embargo queue retry|drop ID, with ID from `embargo queue list`")
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil || id == 0 {
+		return 0, usageError(fmt.Sprintf("%q is not a queue row ID; `embargo queue list` shows them", args[0]))
+	}
+	return id, nil
+}
+
+// queueWrite runs retry or drop through the daemon, or on the store file when
+// no daemon runs.
+func queueWrite(dataDir, sub string, args []string) (string, error) {
+	if c := ctlDial(dataDir); c != nil {
+		defer c.Close()
+		_, br, err := ctlSend(c, "queue "+sub, args)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(br)
+		return string(b), err
+	}
+	id, _ := queueArg(args)
+	db, err := openStore(dataDir, false)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if sub == "retry" {
+		err = db.Update(func(tx *bolt.Tx) error { return queue.Retry(tx, id, time.Now()) })
+		return queueResult(id, "is due now; the daemon sends it when it starts\n", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return queue.Drop(tx, id) })
+	return queueResult(id, "dropped\n", err)
+}
+
+func queueRetryOnline(w *queue.Worker, id uint64) (string, error) {
+	return queueResult(id, "is due now and handed to the delivery worker\n", w.Retry(id))
+}
+
+func queueDropOnline(w *queue.Worker, id uint64) (string, error) {
+	return queueResult(id, "dropped\n", w.Drop(id))
+}
+
+// queueResult turns the queue's errors into sentences an operator can act on.
+func queueResult(id uint64, done string, err error) (string, error) {
+	switch {
+	case err == nil:
+		return fmt.Sprintf("row %d %s", id, done), nil
+	case errors.Is(err, queue.ErrNotFound):
+		return "", fmt.Errorf("no queue row %d; `embargo queue list` shows them", id)
+	case errors.Is(err, queue.ErrSending):
+		return "", fmt.Errorf("row %d is being delivered right now: wait for the attempt to end (`embargo queue list`) and retry it then if it failed", id)
+	}
+	return "", err
+}
+
+// queueList is the storeCommand behind `embargo queue list`.
+func queueList(tx *bolt.Tx, args []string, w io.Writer) error {
+	if len(args) != 0 {
+		return usageError("embargo queue list takes no arguments")
+	}
+	rows, err := queue.List(tx)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		_, err := io.WriteString(w, "The queue is empty.\n")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tINCIDENT\tTO\tSIZE\tCREATED (UTC)\tATTEMPTS\tNEXT ATTEMPT (UTC)\tLAST ERROR")
+	for _, r := range rows {
+		next := "-"
+		if r.State != queue.StateFailed && !r.NextAttempt.IsZero() {
+			next = r.NextAttempt.UTC().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.ID, r.State, orDash(r.Kind), orDash(r.Incident),
+			strings.Join(r.To, ","), r.Size, r.Created.UTC().Format(time.DateTime), r.Attempts, next, orDash(oneLine(r.LastError, 80)))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine keeps a relay's reply on one table row.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/incidentdb"
+)
+
+const statusHelp = `Usage: embargo status [--config FILE] [--data DIR] [--json]
+
+Says whether the daemon runs and summarises the store: the outbound queue
+(depth by state, oldest row, next attempt), open incidents by phase, the next
+deadlines of every open incident (overdue ones first) and the next release.
+Works with the daemon running (through its control socket) or stopped.
+
+Examples:
+  embargo status
+  embargo status --config /etc/embargo/embargo.toml
+  embargo status --json | jq .queue
+
+Flags:
+`
+
+// statusData is what the store says; the command adds the clock and the
+// holidays from the configuration.
+type statusData struct {
+	Queue       queue.Counts        `json:"queue"`
+	NextAttempt time.Time           `json:"next_attempt,omitzero"` // earliest among queued rows
+	Incidents   []workflow.Incident `json:"incidents"`             // those not closed
+	Closed      int                 `json:"closed"`
+}
+
+// statusQuery is the storeCommand behind `embargo status`: JSON, so the
+// client renders it with its own configuration (holidays) and clock.
+func statusQuery(tx *bolt.Tx, args []string, w io.Writer) error {
+	var s statusData
+	var err error
+	if s.Queue, err = queue.Stats(tx); err != nil {
+		return err
+	}
+	rows, err := queue.List(tx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.State == queue.StateQueued && (s.NextAttempt.IsZero() || r.NextAttempt.Before(s.NextAttempt)) {
+			s.NextAttempt = r.NextAttempt
+		}
+	}
+	incs, err := incidentdb.List(tx)
+	if err != nil {
+		return err
+	}
+	for _, inc := range incs {
+		if inc.Phase == workflow.PhaseClosed {
+			s.Closed++
+			continue
+		}
+		s.Incidents = append(s.Incidents, inc)
+	}
+	return json.NewEncoder(w).Encode(s)
+}
+
+// statusJSON is the output of --json.
+type statusJSON struct {
+	Daemon      bool             `json:"daemon_running"`
+	Queue       queue.Counts     `json:"queue"`
+	NextAttempt time.Time        `json:"next_attempt,omitzero"`
+	Open        map[string]int   `json:"open_incidents"`
+	Closed      int              `json:"closed_incidents"`
+	Deadlines   []statusDeadline `json:"next_deadlines"`
+	Release     *statusDeadline  `json:"next_release,omitempty"`
+}
+
+type statusDeadline struct {
+	Incident string    `json:"incident"`
+	Name     string    `json:"name"`
+	What     string    `json:"what"`
+	Due      time.Time `json:"due,omitzero"`
+	ASAP     bool      `json:"asap,omitempty"`
+	Overdue  bool      `json:"overdue,omitempty"`
+}
+
+// maxStatusDeadlines bounds the list; `embargo incident show` has the rest.
+const maxStatusDeadlines = 10
+
+func cmdStatus(args []string, stdout io.Writer) error {
+	var cf commonFlags
+	fs := newFlagSet("status", statusHelp, &cf, false)
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError("status takes no arguments; see embargo status --help")
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	running := false
+	if c := ctlDial(cfg.DataDir); c != nil {
+		c.Close()
+		running = true
+	}
+	var buf bytes.Buffer
+	if err := runStoreCommand(cfg.DataDir, "status", nil, &buf); err != nil {
+		return err
+	}
+	var sd statusData
+	if err := json.Unmarshal(buf.Bytes(), &sd); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	st := buildStatus(sd, cfg.HolidayDates(), time.Now())
+	st.Daemon = running
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return writeStatus(stdout, st, cfg, time.Now())
+}
+
+func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON {
+	st := statusJSON{Queue: sd.Queue, NextAttempt: sd.NextAttempt, Open: map[string]int{}, Closed: sd.Closed}
+	var all []statusDeadline
+	for _, inc := range sd.Incidents {
+		st.Open[inc.Phase.String()]++
+		for _, d := range workflow.Deadlines(inc, holidays) {
+			if !d.Open() || (d.Due.IsZero() && !d.ASAP) {
+				continue
+			}
+			sdl := statusDeadline{Incident: string(inc.ID), Name: d.Name, What: d.What, Due: d.Due, ASAP: d.ASAP,
+				Overdue: !d.Due.IsZero() && d.Due.Before(now)}
+			all = append(all, sdl)
+			if d.Name == "release" && (st.Release == nil || d.Due.Before(st.Release.Due)) {
+				r := sdl
+				st.Release = &r
+			}
+		}
+	}
+	// ASAP and overdue first, then by due time.
+	slices.SortStableFunc(all, func(a, b statusDeadline) int {
+		ua, ub := a.ASAP || a.Overdue, b.ASAP || b.Overdue
+		if ua != ub {
+			if ua {
+				return -1
+			}
+			return 1
+		}
+		return a.Due.Compare(b.Due)
+	})
+	if len(all) > maxStatusDeadlines {
+		all = all[:maxStatusDeadlines]
+	}
+	st.Deadlines = all
+	return st
+}
+
+func writeStatus(w io.Writer, st statusJSON, cfg *Config, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if st.Daemon {
+		fmt.Fprintf(tw, "Daemon:\trunning (%s)\n", cfg.DataDir)
+	} else {
+		fmt.Fprintf(tw, "Daemon:\tnot running (read from %s)\n", cfg.DataDir)
+	}
+	q := st.Queue
+	line := fmt.Sprintf("%d queued, %d sending, %d failed", q.Queued, q.Sending, q.Failed)
+	if !q.Oldest.IsZero() {
+		line += fmt.Sprintf("; oldest from %s (%s ago)", q.Oldest.UTC().Format("2006-01-02 15:04 UTC"), ago(now.Sub(q.Oldest)))
+	}
+	if !st.NextAttempt.IsZero() {
+		if st.NextAttempt.After(now) {
+			line += fmt.Sprintf("; next attempt in %s", ago(st.NextAttempt.Sub(now)))
+		} else {
+			line += "; next attempt due now"
+		}
+	}
+	fmt.Fprintf(tw, "Queue:\t%s\n", line)
+	if q.Failed > 0 {
+		fmt.Fprintf(tw, "\t`embargo queue list` shows why rows failed; `embargo queue retry ID` sends one again\n")
+	}
+	open := 0
+	var phases []string
+	for _, p := range []workflow.Phase{workflow.PhaseTriage, workflow.PhaseFix, workflow.PhaseEmbargo, workflow.PhaseDisclosed} {
+		if n := st.Open[p.String()]; n > 0 {
+			open += n
+			phases = append(phases, fmt.Sprintf("%s %d", p, n))
+		}
+	}
+	inc := fmt.Sprintf("%d open", open)
+	if len(phases) > 0 {
+		inc += " (" + strings.Join(phases, ", ") + ")"
+	}
+	fmt.Fprintf(tw, "Incidents:\t%s, %d closed\n", inc, st.Closed)
+	if st.Release != nil {
+		fmt.Fprintf(tw, "Next release:\t%s at %s%s\n", st.Release.Incident, workflow.FormatInstant(st.Release.Due), inWhen(st.Release.Due, now))
+	} else {
+		fmt.Fprintf(tw, "Next release:\tnone scheduled\n")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Deadlines) == 0 {
+		_, err := io.WriteString(w, "Next deadlines: none\n")
+		return err
+	}
+	io.WriteString(w, "Next deadlines:\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, d := range st.Deadlines {
+		due := workflow.FormatInstant(d.Due)
+		switch {
+		case d.ASAP:
+			due = "ASAP"
+		case d.Overdue:
+			due += " OVERDUE"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", due, d.Incident, d.Name, d.What)
+	}
+	return tw.Flush()
+}
+
+func inWhen(t, now time.Time) string {
+	if t.Before(now) {
+		return fmt.Sprintf(" (%s ago)", ago(now.Sub(t)))
+	}
+	return fmt.Sprintf(" (in %s)", ago(t.Sub(now)))
+}
+
+// ago renders a duration the way people read it: 3d4h, 5h12m, 40s.
+func ago(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/lists/web"
+	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/incidentdb"
+)
+
+// httpHarness starts the daemon with the HTTP listener on 127.0.0.1:0.
+func httpHarness(t *testing.T) (*harness, string) {
+	t.Helper()
+	h := newHarnessConfig(t, harnessConfig{extra: "\n[http]\nlisten = \"127.0.0.1:0\"\n"}, startOptions{})
+	if h.d.httpAddr == nil {
+		t.Fatalf("http listener not started:\n%s", h.logs)
+	}
+	return h, "http://" + h.d.httpAddr.String()
+}
+
+type httpResult struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+// fetch GETs url over real HTTP, following no redirect.
+func fetch(t *testing.T, url string) httpResult {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return httpResult{res.StatusCode, res.Header, string(b)}
+}
+
+// TestHTTPEndToEnd: the wired daemon answers /healthz, /metrics (with the
+// report just received counted) and serves the security list key by WKD, over
+// real HTTP; the start-up log names the listener as a URL.
+func TestHTTPEndToEnd(t *testing.T) {
+	h, base := httpHarness(t)
+	if !strings.Contains(h.logs.String(), "http=http://127.0.0.1:") {
+		t.Errorf("start-up log does not name the HTTP listener as a URL:\n%s", h.logs)
+	}
+
+	if r := fetch(t, base+"/healthz"); r.code != 200 || r.body != "ok\n" {
+		t.Errorf("GET /healthz = %d %q", r.code, r.body)
+	}
+
+	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "parser crash", "CANARY-http-report"))
+	h.waitMail(3) // the acknowledgement and the copies to alice and bob
+	var r httpResult
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r = fetch(t, base+"/metrics")
+		if strings.Contains(r.body, `embargo_deliveries_total{result="delivered"} 3`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r.code != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("GET /metrics = %d %q", r.code, r.header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		"embargo_store_up 1",
+		"embargo_messages_received_total 1",
+		"embargo_messages_sent_total 3",
+		`embargo_deliveries_total{result="delivered"} 3`,
+		`embargo_incidents_open{phase="triage"} 1`,
+		`embargo_incidents_open{phase="embargo"} 0`,
+		`embargo_queue_messages{state="queued"} 0`,
+		`embargo_http_requests_total{route="healthz",code="200"} 1`,
+	} {
+		if !strings.Contains(r.body, want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, r.body)
+		}
+	}
+	if strings.Contains(r.body, "CANARY") {
+		t.Errorf("metrics carry message content")
+	}
+
+	// WKD: the security list key, binary, by the direct and advanced methods.
+	for _, path := range []string{
+		"/.well-known/openpgpkey/hu/" + web.WKDHash("security@ex.test") + "?l=security",
+		"/.well-known/openpgpkey/ex.test/hu/" + web.WKDHash("security@ex.test"),
+	} {
+		r := fetch(t, base+path)
+		if r.code != 200 || r.header.Get("Content-Type") != "application/octet-stream" {
+			t.Fatalf("GET %s = %d %q", path, r.code, r.header.Get("Content-Type"))
+		}
+		ring, err := openpgp.ReadKeyRing(bytes.NewReader([]byte(r.body)))
+		if err != nil || len(ring) != 1 {
+			t.Fatalf("WKD key does not parse as one binary key: %v (%d keys)", err, len(ring))
+		}
+		found := false
+		for _, id := range ring[0].Identities {
+			found = found || strings.Contains(id.Name, "<security@ex.test>")
+		}
+		if !found || ring[0].PrivateKey != nil {
+			t.Errorf("WKD key: identities %v, private part %v", ring[0].Identities, ring[0].PrivateKey != nil)
+		}
+	}
+	if r := fetch(t, base+"/.well-known/openpgpkey/policy"); r.code != 200 {
+		t.Errorf("GET policy = %d", r.code)
+	}
+	// Unsubscribe: no subscription store yet, so every POST is 503 alike,
+	// and a GET never acts.
+	if r := fetch(t, base+"/unsubscribe/sometoken"); r.code != 200 || !strings.Contains(r.body, "<form") {
+		t.Errorf("GET /unsubscribe = %d", r.code)
+	}
+	res, err := http.Post(base+"/unsubscribe/sometoken", "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("POST /unsubscribe = %d, want 503 until the subscription store exists", res.StatusCode)
+	}
+	if strings.Contains(h.logs.String(), "sometoken") || strings.Contains(h.logs.String(), "CANARY-http-report") {
+		t.Errorf("the log carries a token or message content")
+	}
+}
+
+// canaryIncident fills every text field of an incident, its advisory and its
+// history with a canary naming the field.
+func canaryIncident(id workflow.ID, tag string, phase workflow.Phase, opened time.Time) workflow.Incident {
+	c := func(field string) string { return "CANARY-" + tag + "-" + field }
+	inc := workflow.Incident{
+		Version: workflow.SchemaVersion, ID: id, Phase: phase,
+		Opened: opened, Updated: opened,
+		Reporter: c("reporter") + "@out.test", Subject: c("subject"), RootMsg: "<" + c("root") + "@ex.test>",
+		FixLead: c("lead") + "@ex.test", FixTeam: []string{c("team") + "@ex.test"},
+		CVSSVector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+		CVEs:       []string{"CVE-2026-99" + tag[len(tag)-3:]},
+		Approved:   true, ApprovedAt: opened,
+		HandedOffTo: c("handoff"),
+		History:     []workflow.Change{{At: opened, Email: c("signer"), Command: "/set summary " + c("history"), What: c("what")}},
+	}
+	v := reflect.ValueOf(&inc.Advisory).Elem()
+	for i := range v.NumField() {
+		if v.Field(i).Kind() == reflect.String {
+			v.Field(i).SetString(c(v.Type().Field(i).Name))
+		}
+	}
+	inc.Advisory.IssueURL = "https://example.test/" + c("issue") + "/issues/7"
+	return inc
+}
+
+// TestHTTPNothingEmbargoedReachable is issue 7's proof over the wired daemon:
+// incidents in triage, fix and embargo (and the inconsistent or unfinished
+// cases next to them) carry a canary in every field; crawling every link of
+// the index, the pages and the feeds, and guessing every path their IDs and
+// CVEs could have, finds none, while the one disclosed incident is there.
+func TestHTTPNothingEmbargoedReachable(t *testing.T) {
+	h, base := httpHarness(t)
+	now := time.Now().UTC()
+	opened := now.Add(-30 * 24 * time.Hour)
+
+	var hidden []workflow.Incident
+	add := func(inc workflow.Incident, mod func(*workflow.Incident)) {
+		if mod != nil {
+			mod(&inc)
+		}
+		hidden = append(hidden, inc)
+	}
+	add(canaryIncident("SEC-2026-0101", "triage-101", workflow.PhaseTriage, opened), nil)
+	add(canaryIncident("SEC-2026-0102", "fix-102", workflow.PhaseFix, opened), nil)
+	add(canaryIncident("SEC-2026-0103", "embargo-103", workflow.PhaseEmbargo, opened), func(i *workflow.Incident) {
+		i.T = now.Add(14 * 24 * time.Hour)
+		i.NotifiedAt = now.Add(-time.Hour)
+	})
+	// Inconsistent: a disclosure time in the past but not disclosed.
+	add(canaryIncident("SEC-2026-0104", "embargo-104", workflow.PhaseEmbargo, opened), func(i *workflow.Incident) {
+		i.T = now.Add(time.Hour)
+		i.DisclosedAt = now.Add(-time.Hour)
+	})
+	add(canaryIncident("SEC-2026-0105", "triage-105", workflow.PhaseTriage, opened), func(i *workflow.Incident) {
+		i.DisclosedAt = now.Add(-time.Hour)
+	})
+	// Disclosed, but the disclosure instant is still ahead of the clock.
+	add(canaryIncident("SEC-2026-0106", "future-106", workflow.PhaseDisclosed, opened), func(i *workflow.Incident) {
+		i.T = now.Add(time.Hour)
+		i.DisclosedAt = now.Add(time.Hour)
+	})
+	// Closed without a disclosure: not a vulnerability.
+	add(canaryIncident("SEC-2026-0107", "closed-107", workflow.PhaseClosed, opened), func(i *workflow.Incident) {
+		i.Resolution = workflow.ResolutionNotAVulnerability
+		i.ClosedAt = now.Add(-time.Hour)
+	})
+
+	pub := workflow.Incident{
+		Version: workflow.SchemaVersion, ID: "SEC-2026-0001", Phase: workflow.PhaseDisclosed,
+		Opened: opened, Updated: now.Add(-time.Hour), Reporter: "PRIVATE-reporter@out.test", Subject: "PRIVATE-subject",
+		CVSSVector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", CVEs: []string{"CVE-2026-10001"},
+		Advisory: workflow.Advisory{Summary: "Published parser overflow", Actor: "a remote attacker", Impact: "crash the parser",
+			Affected: "parser < 1.2.3", Fixed: "parser 1.2.3", Credit: "Jane Reporter"},
+		Approved: true, T: now.Add(-2 * time.Hour), DisclosedAt: now.Add(-2 * time.Hour),
+	}
+	if err := h.d.db.Update(func(tx *bolt.Tx) error {
+		for i := range hidden {
+			if err := incidentdb.Put(tx, &hidden[i]); err != nil {
+				return err
+			}
+		}
+		return incidentdb.Put(tx, &pub)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	leak := regexp.MustCompile(`CANARY|PRIVATE|CVE-2026-99|SEC-2026-01`)
+	check := func(url string, r httpResult) {
+		t.Helper()
+		if m := leak.FindString(r.body + r.header.Get("Location")); m != "" {
+			t.Errorf("GET %s (%d) reveals %q:\n%.2000s", url, r.code, m, r.body)
+		}
+	}
+
+	// Guessed paths: every ID and CVE, in the forms a person would try.
+	for _, inc := range hidden {
+		for _, name := range append([]string{string(inc.ID)}, inc.CVEs...) {
+			for _, v := range []string{name, strings.ToLower(name)} {
+				for _, p := range []string{"/advisories/" + v, "/advisories/" + v + ".osv.json", "/advisories/" + v + "/", "/" + v} {
+					r := fetch(t, base+p)
+					check(p, r)
+					if r.code != 404 {
+						t.Errorf("GET %s = %d, want 404", p, r.code)
+					}
+				}
+			}
+		}
+	}
+
+	// Crawl from the index and the feeds, plus the other routes.
+	link := regexp.MustCompile(`(?:href="|"url": "|"external_url": "|<id>)([^"<]+)`)
+	seen := map[string]bool{}
+	queue := []string{"/advisories/", "/advisories/feed.atom", "/advisories/feed.json", "/healthz", "/metrics",
+		"/.well-known/openpgpkey/policy", "/unsubscribe/x"}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		r := fetch(t, base+p)
+		check(p, r)
+		if r.code != 200 {
+			t.Errorf("GET %s = %d", p, r.code)
+		}
+		for _, m := range link.FindAllStringSubmatch(r.body, -1) {
+			l := strings.TrimPrefix(m[1], base)
+			if strings.HasPrefix(l, "/") && !seen[l] {
+				queue = append(queue, l)
+			}
+		}
+	}
+	for _, want := range []string{"/advisories/SEC-2026-0001", "/advisories/SEC-2026-0001.osv.json"} {
+		if !seen[want] {
+			t.Errorf("the crawl never reached %s: %v", want, seen)
+		}
+	}
+
+	// The disclosed incident is published, with the advisory text as mailed.
+	r := fetch(t, base+"/advisories/CVE-2026-10001")
+	if r.code != 200 || !strings.Contains(r.body, "Published parser overflow") ||
+		!strings.Contains(r.body, "a remote attacker may be able to") || !strings.Contains(r.body, "Critical") {
+		t.Errorf("GET the published advisory = %d:\n%s", r.code, r.body)
+	}
+	var osv map[string]any
+	r = fetch(t, base+"/advisories/SEC-2026-0001.osv.json")
+	if err := json.Unmarshal([]byte(r.body), &osv); err != nil {
+		t.Fatalf("OSV: %v", err)
+	}
+	if osv["id"] != "SEC-2026-0001" || fmt.Sprint(osv["aliases"]) != "[CVE-2026-10001]" ||
+		osv["published"] != pub.DisclosedAt.Format(time.RFC3339) {
+		t.Errorf("OSV = %v", osv)
+	}
+	// /metrics counts the hidden incidents by phase, and says nothing else.
+	m := fetch(t, base+"/metrics").body
+	for _, want := range []string{`embargo_incidents_open{phase="triage"} 2`, `embargo_incidents_open{phase="embargo"} 2`, `embargo_incidents_open{phase="disclosed"} 2`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, m)
+		}
+	}
+}
+
+// TestHTTPOffByDefaultInHarness: without [http] no listener opens.
+func TestHTTPOffWithoutConfig(t *testing.T) {
+	h := newHarness(t, "", startOptions{})
+	if h.d.httpAddr != nil || h.d.web != nil {
+		t.Errorf("HTTP listener opened without http.listen")
+	}
+}
+
+func TestHTTPConfig(t *testing.T) {
+	tests := []struct {
+		name, toml, want string
+	}{
+		{"valid", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://security.example.org\"\nmetrics_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n", ""},
+		{"bad listen", "[http]\nlisten = \"8025\"\n", "http.listen"},
+		{"base url with a path", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://example.org/sec\"\n", "http.base_url"},
+		{"base url scheme", "[http]\nbase_url = \"ftp://example.org\"\n", "http.base_url"},
+		{"metrics_from", "[http]\nmetrics_from = [\"nonsense\"]\n", "http.metrics_from"},
+		{"unknown key", "[http]\nlisten = \"127.0.0.1:8025\"\nport = 1\n", "unknown key \"http.port\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ParseConfig() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseConfig() = %v, want an error naming %q", err, tt.want)
+			}
+		})
+	}
+	// The development default has HTTP on.
+	cfg, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:8025" {
+		t.Errorf("default http.listen = %q, want 127.0.0.1:8025", cfg.HTTP.Listen)
+	}
+}
