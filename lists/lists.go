@@ -170,7 +170,7 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 			if !hasDetail {
 				return Target{}, &Refusal{Code: 550, Enhanced: "5.7.1", Text: "The announce list is output only; to subscribe, write to " + l.SubAddress(DetailSubscribe)}
 			}
-			if d != DetailSubscribe && d != DetailUnsubscribe && d != DetailBounces && !strings.HasPrefix(d, "confirm-") {
+			if d != DetailSubscribe && d != DetailUnsubscribe && d != DetailBounces && !strings.HasPrefix(d, "confirm-") && !strings.HasPrefix(d, DetailBounces+"-") {
 				return Target{}, unknown
 			}
 			t.Detail = d

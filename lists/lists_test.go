@@ -35,6 +35,8 @@ func TestRoute(t *testing.T) {
 		{"announce+subscribe@ex.org", Target{List: Announce, Detail: DetailSubscribe}, 0, ""},
 		{"announce+unsubscribe@ex.org", Target{List: Announce, Detail: DetailUnsubscribe}, 0, ""},
 		{"announce@ex.org", Target{}, 550, "5.7.1"},
+		{"announce+bounces-SEC-2026-0001@ex.org", Target{List: Announce, Detail: "bounces-sec-2026-0001"}, 0, ""},
+		{"announce+confirm-abc123@ex.org", Target{List: Announce, Detail: "confirm-abc123"}, 0, ""},
 		{"announce+post@ex.org", Target{}, 550, "5.1.1"},
 		{"distributors@ex.org", Target{List: Distributors}, 0, ""},
 		{"postmaster@ex.org", Target{}, 550, "5.1.1"},

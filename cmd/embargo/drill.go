@@ -326,6 +326,12 @@ func (c *vclock) Now() time.Time {
 	return c.t
 }
 
+// mono is the virtual monotonic clock: it moves with the virtual wall clock,
+// so the fan-out's clock-jump guard sees no jump where there is none.
+func (c *vclock) mono() time.Duration {
+	return c.Now().Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
 func (c *vclock) set(t time.Time) {
 	c.mu.Lock()
 	c.t = t
@@ -454,7 +460,7 @@ func newDrill(base *Config, sc *scenario, dir string, log *slog.Logger) (*drill,
 }
 
 func (dr *drill) up(ctx context.Context) error {
-	d, err := startWith(ctx, dr.cfg, dr.log, startOptions{now: dr.clk.Now, noTick: dr.tickSpec == "", tickSpec: dr.tickSpec, relay: dr.relay, concurrency: 1})
+	d, err := startWith(ctx, dr.cfg, dr.log, startOptions{now: dr.clk.Now, mono: dr.clk.mono, noTick: dr.tickSpec == "", tickSpec: dr.tickSpec, relay: dr.relay, concurrency: 1})
 	if err != nil {
 		return err
 	}

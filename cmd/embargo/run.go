@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/announce"
 	"github.com/embargo-project/embargo/lists/listd"
 	"github.com/embargo-project/embargo/lists/web"
 	"github.com/embargo-project/embargo/smtpd"
@@ -39,6 +40,7 @@ type daemon struct {
 	web      *web.Server  // nil without http.listen (web.go)
 	httpAddr net.Addr     // where HTTP listens
 	ops      *opsCounters // counters for /metrics (web.go)
+	now      func() time.Time
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -49,9 +51,10 @@ type daemon struct {
 type startOptions struct {
 	now          func() time.Time
 	beforeCommit func(*bolt.Tx) error
-	backoff      time.Duration // queue minimum backoff
-	liftGrace    time.Duration // announcement delay after "embargo lifted"
-	testPanic    func([]byte)  // poison-message failpoint
+	backoff      time.Duration        // queue minimum backoff
+	liftGrace    time.Duration        // announcement delay after "embargo lifted"
+	testPanic    func([]byte)         // poison-message failpoint
+	mono         func() time.Duration // a virtual monotonic clock to go with now (drills)
 	// The scheduler (tick.go) and the drill (drill.go).
 	noTick      bool        // no cron loop: the caller calls svc.Tick itself
 	tickSpec    string      // cron spec of the tick; default every minute
@@ -112,8 +115,16 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	for _, p := range ks.problemLines() {
 		log.Warn("member key problem: " + p)
 	}
+	d.now = so.now
 	roster := buildRoster(cfg)
+	annOpts := announceOptions(cfg, roster, ks.lists["announce"], tmpl, so.now, log.With("component", "announce"))
+	annOpts.Mono = so.mono
+	var fanout *announce.Fanout
 	d.svc = listd.New(listd.Options{
+		AnnounceOptions: &annOpts,
+		Announcer: announcerFunc(func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
+			return fanout.Release(tx, id, msg, notBefore)
+		}),
 		ListKey:         ks.lists["security"],
 		DistributorsKey: ks.lists["distributors"],
 		AnnounceKey:     ks.lists["announce"],
@@ -129,7 +140,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		Project:         cfg.Domain,
 		AcksPerDay:      cfg.Intake.AcksPerSenderPerDay,
 		Now:             so.now,
-		Kick:            func() { d.worker.Kick() },
+		Kick:            func() { d.worker.Kick(); fanout.Kick() },
 		Logger:          log.With("component", "listd"),
 		BeforeCommit:    so.beforeCommit,
 	})
@@ -169,6 +180,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 			log.Error("delivery worker stopped", "err", err)
 		}
 	}()
+	fanout = d.startFanout(runCtx, relay, annOpts)
 	d.startTick(runCtx, so) // tick.go: reminders, final notice, release at T, digest
 
 	if d.closeCtl, err = serveCtl(runCtx, cfg.DataDir, db, d.worker, log.With("component", "ctl")); err != nil {
@@ -280,6 +292,13 @@ func newRelay(cfg *Config) (queue.Relay, error) {
 		helo = cfg.Domain
 	}
 	return queue.NewRelay(u, queue.RelayOptions{HeloName: helo})
+}
+
+// announcerFunc adapts the fan-out, made after the service, to listd.Announcer.
+type announcerFunc func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error)
+
+func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
+	return f(tx, id, msg, notBefore)
 }
 
 // handler adapts listd to smtpd's Handler: smtpd declares its types with the

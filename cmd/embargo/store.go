@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/embargo-project/embargo/lists/announce"
 	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
@@ -82,6 +83,9 @@ func openStore(dir string, readOnly bool) (db *bolt.DB, err error) {
 	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if err := incidentdb.Init(tx); err != nil {
+			return err
+		}
+		if err := announce.Init(tx); err != nil {
 			return err
 		}
 		return queue.Init(tx)

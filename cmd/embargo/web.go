@@ -213,19 +213,6 @@ func (d *daemon) stopHTTP() error {
 	return d.web.Shutdown(ctx)
 }
 
-// errNoSubscriptionStore answers every one-click unsubscribe until the
-// subscription store (double opt-in, DESIGN.md §1 "subscribers") exists.
-var errNoSubscriptionStore = errors.New("unsubscribe: not available: no subscription store yet")
-
-// unsubscribeByToken is the hook for the subscription store: it must remove
-// the subscription an RFC 8058 token names, returning nil, or
-// web.ErrUnknownToken for a token that names none. Until that store exists it
-// answers errNoSubscriptionStore, which the web package turns into a 503 for
-// every token alike.
-func (d *daemon) unsubscribeByToken(ctx context.Context, token string) error {
-	return errNoSubscriptionStore
-}
-
 // storeHealth is /healthz: the store answers a read transaction (bbolt
 // refuses one once the database is closed).
 func (d *daemon) storeHealth(ctx context.Context) error {

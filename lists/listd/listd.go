@@ -25,6 +25,7 @@ import (
 
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/announce"
 	"github.com/embargo-project/embargo/smtpd/message"
 	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/templates"
@@ -57,6 +58,10 @@ type Options struct {
 	AnnounceKey     *keys.Key
 	Channels        []Channel
 	Announcer       Announcer
+	// AnnounceOptions, when set, opens subscription by mail on the announce
+	// list (lists/announce).
+	AnnounceOptions *announce.Options
+
 	// TestPanic, when set, runs first on every message: the failpoint of the
 	// poison-message tests.
 	TestPanic func(raw []byte)
@@ -136,6 +141,41 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 	return s.handle(ctx, env, raw)
 }
 
+// announceRequest handles the announce list's sub-addresses: subscription
+// requests and confirmations, and the bounces of a release (lists/announce).
+func (s *Service) announceRequest(env Envelope, t lists.Target, raw []byte) error {
+	if s.o.AnnounceOptions == nil {
+		return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open on this list"}
+	}
+	now := s.o.Now().UTC()
+	lim := s.o.Limits
+	lim.AllowUTF8 = env.SMTPUTF8
+	msg, err := message.Parse(raw, lim)
+	if err != nil {
+		return err
+	}
+	ann := s.o.Roster.List(lists.Announce)
+	o := *s.o.AnnounceOptions
+	o.Now = func() time.Time { return now }
+	err = s.o.DB.Update(func(tx *bolt.Tx) error {
+		if strings.HasPrefix(t.Detail, lists.DetailBounces+"-") {
+			_, err := announce.HandleBounce(tx, t.Detail, raw, now, o)
+			return err
+		}
+		out, err := announce.HandleRequest(tx, ann, t.Detail, env.From, msg, now, o)
+		if err != nil {
+			return err
+		}
+		return queue.Enqueue(tx, now, out...)
+	})
+	if err != nil {
+		return fmt.Errorf("listd: announce request: %w", err)
+	}
+	s.log.Info("announce request handled", "session", env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
+	s.o.Kick()
+	return nil
+}
+
 // quarantine keeps a message that could not be processed, with an alert.
 func (s *Service) quarantine(env Envelope, raw []byte) error {
 	now := s.o.Now().UTC()
@@ -174,7 +214,7 @@ func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
 	}
 	for _, t := range targets {
 		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
-			return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open yet on this list"}
+			return s.announceRequest(env, t, raw)
 		}
 	}
 	now := s.o.Now().UTC()

@@ -11,6 +11,7 @@ import (
 	"github.com/embargo-project/embargo/smtpd/message"
 	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // Announcer fans one signed advisory out to the announce list's subscribers:
@@ -160,4 +161,21 @@ func (s *Service) announceMail(ann lists.List, subject, body, mid string, now ti
 			{"List-Post", "NO"},
 		},
 	}
+}
+
+// AlertRelease tells the SRC that the announce fan-out of an incident's
+// release is held (a clock jump, a message the list key did not sign), in the
+// transaction that holds it.
+func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error {
+	now := s.o.Now().UTC()
+	inc := &workflow.Incident{ID: id}
+	if p, err := incidentdb.Get(tx, id); err == nil {
+		inc = p
+	}
+	out, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "release-held",
+		map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}, now, true)
+	if err != nil {
+		return err
+	}
+	return queue.Enqueue(tx, now, out...)
 }

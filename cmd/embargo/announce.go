@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/announce"
+	"github.com/embargo-project/embargo/lists/web"
+	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// announceOptions configures the announce list: subscription by mail and the
+// fan-out of releases.
+func announceOptions(cfg *Config, roster *lists.Roster, key *keys.Key, tmpl *templates.Set, now func() time.Time, log *slog.Logger) announce.Options {
+	o := announce.Options{
+		List:    roster.List(lists.Announce),
+		Project: cfg.Domain,
+		Key:     key,
+		Render:  tmpl.Render,
+		IsOurs:  roster.IsOurs,
+		Now:     now,
+		Logger:  log,
+	}
+	if cfg.HTTP.BaseURL != "" {
+		o.UnsubscribeURL = cfg.HTTP.BaseURL + "/unsubscribe/"
+	}
+	return o
+}
+
+// startFanout runs the announce fan-out worker until runCtx ends. A release
+// it holds (a clock jump, a refused message) alerts the SRC.
+func (d *daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
+	o.Held = func(tx *bolt.Tx, j announce.Job, reason string) error {
+		d.log.Warn("announce release held", "release", j.ID, "reason", reason)
+		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
+	}
+	f := announce.New(d.db, relay, o)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := f.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("announce fan-out stopped", "err", err)
+		}
+	}()
+	return f
+}
+
+// unsubscribeByToken serves the RFC 8058 one-click endpoint from the
+// subscription store.
+func (d *daemon) unsubscribeByToken(ctx context.Context, token string) error {
+	now := d.now()
+	var unknown bool
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		err := announce.Unsubscribe(tx, token, now)
+		if errors.Is(err, announce.ErrUnknownToken) {
+			// Commit the clean-up; answer like any other token outside.
+			unknown = true
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if unknown {
+		return web.ErrUnknownToken
+	}
+	return nil
+}
