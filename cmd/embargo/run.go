@@ -122,6 +122,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	var fanout *announce.Fanout
 	d.svc = listd.New(listd.Options{
 		AnnounceOptions: &annOpts,
+		Mono:            so.mono,
 		Announcer: announcerFunc(func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
 			return fanout.Release(tx, id, msg, notBefore)
 		}),

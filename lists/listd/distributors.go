@@ -22,6 +22,9 @@ import (
 // nothing, and the SRC is told who and why. There is no plaintext path.
 func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subject, body string, attach []message.Attachment, now time.Time) ([]queue.Msg, error) {
 	dl := s.o.Roster.List(lists.Distributors)
+	if len(s.o.Roster.WithRole(workflow.RoleDistributor)) == 0 {
+		return nil, nil
+	}
 	if s.o.DistributorsKey == nil {
 		return nil, fmt.Errorf("listd: no distributors list key")
 	}

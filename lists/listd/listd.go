@@ -62,6 +62,11 @@ type Options struct {
 	// list (lists/announce).
 	AnnounceOptions *announce.Options
 
+	// Mono is a monotonic clock (elapsed time since an arbitrary origin)
+	// that Tick compares with Now to see a jumping wall clock. Default: Go's
+	// monotonic clock since New; drills give a virtual one.
+	Mono func() time.Duration
+
 	// TestPanic, when set, runs first on every message: the failpoint of the
 	// poison-message tests.
 	TestPanic func(raw []byte)
@@ -84,6 +89,12 @@ type Options struct {
 type Service struct {
 	o   Options
 	log *slog.Logger
+
+	// The clock check of Tick (one tick at a time: the cron loop skips a
+	// tick while the previous one runs).
+	lastMono time.Duration
+	haveMono bool
+	jumpFrom time.Time // the heartbeat before a jump seen by this tick
 }
 
 // New returns a Service.
@@ -105,6 +116,10 @@ func New(o Options) *Service {
 	}
 	if o.LiftGrace == 0 {
 		o.LiftGrace = time.Minute
+	}
+	if o.Mono == nil {
+		start := time.Now()
+		o.Mono = func() time.Duration { return time.Since(start) }
 	}
 	return &Service{o: o, log: o.Logger}
 }

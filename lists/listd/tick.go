@@ -52,6 +52,9 @@ const KeyExpiryWarning = 30 * 24 * time.Hour
 // reported in the returned error; the others still go out.
 func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	now = now.UTC()
+	if err := s.checkClock(now); err != nil {
+		return fmt.Errorf("listd: tick: %w", err)
+	}
 	var due []workflow.ID
 	err := s.o.DB.View(func(tx *bolt.Tx) error {
 		env := s.tickEnv(tx)
@@ -112,10 +115,17 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 		if !r.Applied {
 			return nil
 		}
+		sec := s.o.Roster.List(lists.Security)
+		if releases(r.Actions) {
+			held, out, err := s.holdSuspectRelease(tx, sec, inc, now)
+			if err != nil || held {
+				n = len(out)
+				return err
+			}
+		}
 		if err := incidentdb.Put(tx, &r.Incident); err != nil {
 			return err
 		}
-		sec := s.o.Roster.List(lists.Security)
 		var out []queue.Msg
 		for _, a := range r.Actions {
 			kinds = append(kinds, a.Kind())
@@ -490,4 +500,63 @@ func (s *Service) keyLines(now time.Time) []string {
 		}
 	}
 	return out
+}
+
+// maxClockJump is how far the wall clock may move beyond the monotonic clock
+// between two ticks before a release it would trigger is held (threats.md G4).
+const maxClockJump = 10 * time.Minute
+
+// checkClock compares the wall clock with the persisted heartbeat of the last
+// tick and the monotonic clock of this process. A forward gap larger than
+// maxClockJump that the monotonic clock did not see is a jump; after a start
+// there is no monotonic reading to compare, so a gap that large cannot be
+// told from a jump and counts as one. It persists the new heartbeat.
+func (s *Service) checkClock(now time.Time) error {
+	mono := s.o.Mono()
+	return s.o.DB.Update(func(tx *bolt.Tx) error {
+		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, "tick_heartbeat"))
+		s.jumpFrom = time.Time{}
+		if gap := now.Sub(hb); !hb.IsZero() && gap > maxClockJump {
+			if !s.haveMono || gap-(mono-s.lastMono) > maxClockJump {
+				s.jumpFrom = hb
+				s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", gap.Round(time.Second).String())
+			}
+		}
+		s.lastMono, s.haveMono = mono, true
+		return incidentdb.SetMeta(tx, "tick_heartbeat", now.Format(time.RFC3339Nano))
+	})
+}
+
+func releases(as []workflow.Action) bool {
+	for _, a := range as {
+		if _, ok := a.(workflow.Release); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// holdSuspectRelease keeps a release at T from going out when T fell inside
+// a clock jump (or a downtime), until the SRC confirms with /disclose now or
+// sets a new date: never early, never silently late (threats.md G4). The
+// hold is persisted, so the next, plausible tick does not release either.
+func (s *Service) holdSuspectRelease(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, now time.Time) (bool, []queue.Msg, error) {
+	key := "release_hold/" + string(inc.ID)
+	mark := inc.T.Format(time.RFC3339)
+	if incidentdb.Meta(tx, key) == mark {
+		return true, nil, nil
+	}
+	if s.jumpFrom.IsZero() || !inc.T.After(s.jumpFrom) {
+		return false, nil, nil
+	}
+	if err := incidentdb.SetMeta(tx, key, mark); err != nil {
+		return false, nil, err
+	}
+	s.log.Warn("release held: the clock jumped across T", "incident", inc.ID)
+	out, err := s.alertSRC(sec, inc, "release-held", map[string]string{"id": string(inc.ID),
+		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}, now, true)
+	if err != nil {
+		return false, nil, err
+	}
+	return true, out, queue.Enqueue(tx, now, out...)
 }

@@ -176,3 +176,59 @@ func BenchmarkTick(b *testing.B) {
 		})
 	}
 }
+
+// TestReleaseHeldOnClockJump: a release whose T falls inside a forward jump of
+// the wall clock is held and the SRC alerted, also on the next, plausible
+// tick; a clock that walks to T releases (threats.md G4).
+func TestReleaseHeldOnClockJump(t *testing.T) {
+	T := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
+	ready := workflow.Incident{Version: workflow.SchemaVersion, ID: "SEC-2026-0001", Phase: workflow.PhaseFix, Opened: mon, Updated: mon,
+		Reporter: "rep@out.test", T: T, Approved: true, ApprovedAt: T.Add(-72 * time.Hour),
+		Advisory: workflow.Advisory{Summary: "s", Actor: "a", Impact: "i", Affected: "x", Fixed: "y"}}
+	kinds := func(db *bolt.DB) string {
+		var k []string
+		for _, r := range queued(t, db) {
+			k = append(k, r.Kind)
+		}
+		return strings.Join(k, " ")
+	}
+	ctx := context.Background()
+
+	t.Run("jump", func(t *testing.T) {
+		s, db := tickService(t)
+		put(t, db, ready)
+		if err := s.Tick(ctx, T.Add(-5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		before := len(queued(t, db))
+		// The wall clock leaps 30 days; the monotonic clock saw 1 minute.
+		for i := 0; i < 2; i++ {
+			if err := s.Tick(ctx, T.Add(30*24*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var inc *workflow.Incident
+		db.View(func(tx *bolt.Tx) error { inc, _ = incidentdb.Get(tx, ready.ID); return nil })
+		if inc.Phase == workflow.PhaseDisclosed {
+			t.Fatal("released across a clock jump")
+		}
+		_ = before
+		if got := kinds(db); strings.Count(got, "alert-release-held") != 2 || strings.Contains(got, "release-pack") {
+			t.Errorf("queue after the jump: %q, want one held-release alert per member, once, and no release", got)
+		}
+	})
+	t.Run("walk", func(t *testing.T) {
+		s, db := tickService(t)
+		put(t, db, ready)
+		for m := -3; m <= 0; m++ {
+			if err := s.Tick(ctx, T.Add(time.Duration(m)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var inc *workflow.Incident
+		db.View(func(tx *bolt.Tx) error { inc, _ = incidentdb.Get(tx, ready.ID); return nil })
+		if inc.Phase != workflow.PhaseDisclosed {
+			t.Errorf("phase %s at T on a walking clock, want disclosed", inc.Phase)
+		}
+	})
+}
