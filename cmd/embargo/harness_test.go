@@ -126,34 +126,9 @@ func (h *harness) send(from string, to []string, raw string) error {
 	return sendSMTP(h.addr(), from, to, []byte(strings.ReplaceAll(raw, "\n", "\r\n")))
 }
 
+// sendSMTP is the drill's client (drill.go): one real SMTP transaction.
 func sendSMTP(addr, from string, to []string, data []byte) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return err
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return err
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(data); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return drillSend(addr, from, to, data)
 }
 
 // code returns the SMTP reply code of err, 0 for nil, -1 for a non-SMTP error.

@@ -310,30 +310,5 @@ func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, 
 		return nil, err
 	}
 	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), sensitive)
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID("alert", sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:       s.listAddress(sec),
-			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:    fmt.Sprintf("[%s] %s", inc.ID, tmpl),
-			MessageID:  mid,
-			Date:       now,
-			AutoSubmit: "auto-generated",
-			XLoop:      sec.Address,
-			Body:       body,
-		}
-		if inc.RootMsg != "" {
-			om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "alert-" + tmpl, Incident: string(inc.ID)})
-	}
-	return out, nil
+	return s.sealedEach(sec, rcpts, inc.RootMsg, fmt.Sprintf("[%s] %s", inc.ID, tmpl), body, "alert-"+tmpl, string(inc.ID), now)
 }
