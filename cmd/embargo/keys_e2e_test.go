@@ -244,3 +244,41 @@ func TestKeysExportAndCheck(t *testing.T) {
 		t.Errorf("keys export of an unknown list: exit %d, want 2", rc)
 	}
 }
+
+// TestCiphertextResubmission (threats.md D3): the same ciphertext sent again
+// by someone else joins the first incident, flagged to the SRC; its sender is
+// not made a reporter and gets nothing, so the report's content never
+// reaches them.
+func TestCiphertextResubmission(t *testing.T) {
+	f := newKeysFixture(t, "")
+	const canary = "CANARY-d3-oracle"
+	ct := f.reporter.must([]byte("Secret details "+canary+"\n"), "--encrypt", "--armor", "-r", f.secFpr)
+	f.h.mustSend("rep@out.test", []string{"security@ex.test"}, "From: rep@out.test\nSubject: report\nMessage-ID: <d3a@out.test>\n\n"+string(ct))
+	f.h.settle(2) // ack + alice (bob has no key)
+	f.h.mustSend("mallory@evil.test", []string{"security@ex.test"}, "From: mallory@evil.test\nSubject: new report\nMessage-ID: <d3b@evil.test>\n\n"+string(ct))
+	msgs := f.h.settle(3) // only alice's flagged copy
+	if n := len(to(msgs, "mallory@evil.test")); n != 0 {
+		t.Fatalf("the resubmitter got %d messages", n)
+	}
+	plain, _ := f.alice.decryptMIME(msgs[2].Data)
+	mustContain(t, "alice's copy of the resubmission", mimeText(plain), "first received from rep@out.test", "mallory@evil.test")
+	var n int
+	f.h.d.db.View(func(tx *bolt.Tx) error {
+		incs, _ := incidentdb.List(tx)
+		n = len(incs)
+		if n == 1 && incs[0].Reporter != "rep@out.test" {
+			t.Errorf("reporter became %s", incs[0].Reporter)
+		}
+		return nil
+	})
+	if n != 1 {
+		t.Errorf("%d incidents, want 1", n)
+	}
+	for _, m := range msgs {
+		for _, r := range m.To {
+			if r == "mallory@evil.test" && bytes.Contains(m.Data, []byte(canary)) {
+				t.Error("the canary reached the resubmitter")
+			}
+		}
+	}
+}

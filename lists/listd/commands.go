@@ -22,6 +22,9 @@ import (
 type signed struct {
 	v   *keys.Verified // nil: no signature that counts
 	err error          // why a present signature did not count
+	// cipher is the hash of the encrypted data when the message arrived
+	// encrypted (keys.Decrypted.CiphertextHash), for threats.md D3.
+	cipher *[32]byte
 }
 
 // commandText returns the text commands are read from: the text/plain content

@@ -378,7 +378,7 @@ func (s *Service) open(raw []byte, env Envelope, key *keys.Key, now time.Time) (
 	if inner.Subject != "" {
 		msg.Subject = inner.Subject // a protected header (the outer one is often generic)
 	}
-	return msg, true, signed{v: dec.Signature, err: dec.SignatureErr}, nil
+	return msg, true, signed{v: dec.Signature, err: dec.SignatureErr, cipher: &dec.CiphertextHash}, nil
 }
 
 // verify checks a plaintext message's signature against the pinned member
@@ -491,6 +491,28 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	if lookErr != nil {
 		return workflow.Received{}, lookErr
 	}
+	// threats.md D3: a captured ciphertext resubmitted by someone else is no
+	// new report. It joins the incident it first arrived on, flagged to the
+	// SRC; its sender is not made a reporter and gets nothing back, so no
+	// automatic mail can become a decryption oracle.
+	var firstSeen bool
+	if sig.cipher != nil {
+		if first, ok, err := incidentdb.Ciphertext(tx, *sig.cipher); err != nil {
+			return workflow.Received{}, err
+		} else if ok {
+			firstSeen = true
+			if !strings.EqualFold(first.Sender, msg.From) {
+				if orig, err := incidentdb.Get(tx, first.Incident); err == nil {
+					inc = orig
+					in.Auto = true
+					msg.Text = fmt.Sprintf("[embargo] This encrypted message was first received from %s on %s; it came again from %s, "+
+						"who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).\n\n%s",
+						first.Sender, workflow.FormatInstant(first.At), msg.From, msg.Text)
+					s.log.Warn("resubmitted ciphertext flagged", "incident", orig.ID)
+				}
+			}
+		}
+	}
 	if inc == nil {
 		// Signed /oncall commands outside any thread are no report (tick.go).
 		if took, err := s.onCallMessage(tx, sec, msg, sig, now); took || err != nil {
@@ -507,6 +529,11 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	r := workflow.Receive(inc, id, in, now)
 	if r.New {
 		r.Incident.Commander = s.onCallNow(tx, now) // the on-call is the default incident commander
+	}
+	if sig.cipher != nil && !firstSeen {
+		if err := incidentdb.SetCiphertext(tx, *sig.cipher, r.Incident.ID, msg.From, now); err != nil {
+			return r, err
+		}
 	}
 	var cmdMail []queue.Msg
 	if !r.New {

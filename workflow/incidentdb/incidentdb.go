@@ -292,13 +292,14 @@ func ReporterKey(tx *bolt.Tx, id workflow.ID) ([]byte, bool) {
 
 // Seen signatures (threats.md E3) and small settings live in their own buckets.
 var (
-	bucketReplay = []byte("replay") // replay key → expiry (unix seconds, big-endian)
-	bucketMeta   = []byte("meta")   // name → value
+	bucketReplay = []byte("replay")      // replay key → expiry (unix seconds, big-endian)
+	bucketMeta   = []byte("meta")        // name → value
+	bucketCipher = []byte("ciphertexts") // sha256 of encrypted data → first arrival (threats.md D3)
 )
 
 // initCommands creates the buckets the command path needs. Init calls it.
 func initCommands(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketReplay, bucketMeta} {
+	for _, b := range [][]byte{bucketReplay, bucketMeta, bucketCipher} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
 		}
@@ -345,4 +346,33 @@ func Meta(tx *bolt.Tx, name string) string {
 // SetMeta writes a small named value.
 func SetMeta(tx *bolt.Tx, name, value string) error {
 	return tx.Bucket(bucketMeta).Put([]byte(name), []byte(value))
+}
+
+// FirstArrival is where and from whom an encrypted message first came.
+type FirstArrival struct {
+	Incident workflow.ID `json:"incident"`
+	Sender   string      `json:"sender"`
+	At       time.Time   `json:"at"`
+}
+
+// Ciphertext returns the first arrival of an encrypted payload, if any.
+func Ciphertext(tx *bolt.Tx, sum [32]byte) (FirstArrival, bool, error) {
+	v := tx.Bucket(bucketCipher).Get(sum[:])
+	if v == nil {
+		return FirstArrival{}, false, nil
+	}
+	var f FirstArrival
+	if err := json.Unmarshal(v, &f); err != nil {
+		return f, false, fmt.Errorf("incidentdb: decode ciphertext record: %w", err)
+	}
+	return f, true, nil
+}
+
+// SetCiphertext records the first arrival of an encrypted payload.
+func SetCiphertext(tx *bolt.Tx, sum [32]byte, id workflow.ID, sender string, at time.Time) error {
+	v, err := json.Marshal(FirstArrival{Incident: id, Sender: strings.ToLower(sender), At: at.UTC()})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketCipher).Put(sum[:], v)
 }
