@@ -349,17 +349,8 @@ Flags:
 func cmdIncident(args []string, stdout io.Writer) error {
 	var cf commonFlags
 	fs := newFlagSet("incident", incidentHelp, &cf, false)
-	if len(args) == 0 {
-		fs.Usage()
-		return usageError("incident needs a subcommand: list, show or export")
-	}
-	sub := args[0]
-	if sub == "-h" || sub == "--help" {
-		fs.Usage()
-		return nil
-	}
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
+	sub, pos, err := subcommand(fs, args, "incident needs a subcommand: list, show or export")
+	if sub == "" || err != nil {
 		return err
 	}
 	name := "incident " + sub
@@ -371,6 +362,22 @@ func cmdIncident(args []string, stdout io.Writer) error {
 		return err
 	}
 	return runStoreCommand(cfg.DataDir, name, pos, stdout)
+}
+
+// subcommand splits "SUB [ARGS] [FLAGS]" for commands with subcommands. With
+// no arguments it prints the usage and returns need as a usage error; for -h
+// or --help it prints the usage and returns an empty sub and no error.
+func subcommand(fs *flag.FlagSet, args []string, need string) (sub string, pos []string, err error) {
+	if len(args) == 0 {
+		fs.Usage()
+		return "", nil, usageError(need)
+	}
+	if args[0] == "-h" || args[0] == "--help" {
+		fs.Usage()
+		return "", nil, nil
+	}
+	pos, err = parseInterspersed(fs, args[1:])
+	return args[0], pos, err
 }
 
 // parseInterspersed lets flags follow positional arguments

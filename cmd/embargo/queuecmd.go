@@ -39,17 +39,8 @@ Flags:
 func cmdQueue(args []string, stdout io.Writer) error {
 	var cf commonFlags
 	fs := newFlagSet("queue", queueHelp, &cf, false)
-	if len(args) == 0 {
-		fs.Usage()
-		return usageError("queue needs a subcommand: list, retry or drop")
-	}
-	sub := args[0]
-	if sub == "-h" || sub == "--help" {
-		fs.Usage()
-		return nil
-	}
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
+	sub, pos, err := subcommand(fs, args, "queue needs a subcommand: list, retry or drop")
+	if sub == "" || err != nil {
 		return err
 	}
 	switch sub {

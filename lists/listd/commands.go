@@ -275,28 +275,7 @@ func (s *Service) toMember(sec lists.List, mem lists.Member, subject, body, thre
 		s.log.Info("no usable key for a reply to a member", "kind", kind)
 		return nil, nil
 	}
-	mid, err := s.newMessageID(kind, sec.Domain())
-	if err != nil {
-		return nil, err
-	}
-	om := outMail{
-		From:       s.listAddress(sec),
-		To:         []*mail.Address{{Name: mem.Name, Address: mem.Email}},
-		Subject:    subject,
-		MessageID:  mid,
-		Date:       now,
-		AutoSubmit: "auto-replied",
-		XLoop:      sec.Address,
-		Body:       body,
-	}
-	if thread != "" {
-		om.InReplyTo, om.References = thread, []string{thread}
-	}
-	data, err := om.sealed(s.outerHeader(sec, &om), key, s.o.ListKey, s.keyOptions())
-	if err != nil {
-		return nil, err
-	}
-	return []queue.Msg{{From: "", To: []string{mem.Email}, Data: data, MessageID: mid, Kind: kind}}, nil
+	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, thread, subject, body, kind, "", "auto-replied", now)
 }
 
 // alertSRC renders an alert template to every committee member, sealed.
@@ -313,5 +292,5 @@ func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, 
 		return nil, err
 	}
 	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), sensitive)
-	return s.sealedEach(sec, rcpts, inc.RootMsg, fmt.Sprintf("[%s] %s", inc.ID, tmpl), body, "alert-"+tmpl, string(inc.ID), now)
+	return s.sealedEach(sec, rcpts, inc.RootMsg, fmt.Sprintf("[%s] %s", inc.ID, tmpl), body, "alert-"+tmpl, string(inc.ID), "auto-generated", now)
 }

@@ -192,12 +192,13 @@ func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f ma
 		}
 		rcpts, _ = s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
 	}
-	return s.sealedEach(sec, rcpts, inc.RootMsg, subject, body, "reminder", string(inc.ID), now)
+	return s.sealedEach(sec, rcpts, inc.RootMsg, subject, body, "reminder", string(inc.ID), "auto-generated", now)
 }
 
 // sealedEach makes one copy per recipient, encrypted to their key and signed
-// by the list, from the list address, as an automatic message.
-func (s *Service) sealedEach(sec lists.List, rcpts []recipient, thread, subject, body, kind, incident string, now time.Time) ([]queue.Msg, error) {
+// by the list, from the list address, as an automatic message (RFC 3834 §5:
+// auto is "auto-generated", or "auto-replied" for answers to a message).
+func (s *Service) sealedEach(sec lists.List, rcpts []recipient, thread, subject, body, kind, incident, auto string, now time.Time) ([]queue.Msg, error) {
 	var out []queue.Msg
 	for _, rc := range rcpts {
 		mid, err := s.newMessageID(kind, sec.Domain())
@@ -210,7 +211,7 @@ func (s *Service) sealedEach(sec lists.List, rcpts []recipient, thread, subject,
 			Subject:    subject,
 			MessageID:  mid,
 			Date:       now,
-			AutoSubmit: "auto-generated",
+			AutoSubmit: auto,
 			XLoop:      sec.Address,
 			Body:       body,
 		}
@@ -280,7 +281,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on-call handover to "+st.Pending+" requested", body, "oncall", "", now)
+		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on-call handover to "+st.Pending+" requested", body, "oncall", "", "auto-generated", now)
 		if err != nil {
 			return nil, err
 		}
@@ -321,7 +322,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on call: "+st.Member, body, "oncall", "", now)
+		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on call: "+st.Member, body, "oncall", "", "auto-generated", now)
 		if err != nil {
 			return nil, err
 		}
@@ -447,7 +448,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 			return err
 		}
 		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-		out, err := s.sealedEach(sec, rcpts, "", "[embargo] weekly digest, week of "+dg.Week.Format(time.DateOnly), body, "digest", "", now)
+		out, err := s.sealedEach(sec, rcpts, "", "[embargo] weekly digest, week of "+dg.Week.Format(time.DateOnly), body, "digest", "", "auto-generated", now)
 		if err != nil {
 			return err
 		}
