@@ -15,7 +15,7 @@ var t0 = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
 
 // samples gives every template its data; a new template without a sample
 // fails TestEveryTemplateHasGolden.
-// advisorySample is the data the advisory templates read (lists/listd builds
+// advisorySample is the data the advisory templates read (daemon/listd builds
 // it from an incident). Its mitigation carries an armor line and its summary a
 // bidi control, as an attacker-influenced field might: the data builder makes
 // them inert before rendering (listd.safeText), here they show the raw case.
@@ -38,7 +38,7 @@ func advisorySample(extra map[string]any) map[string]any {
 	return m
 }
 
-// announceSample is the data lists/announce gives its subscription mails.
+// announceSample is the data daemon/announce gives its subscription mails.
 func announceSample(extra map[string]any) map[string]any {
 	m := map[string]any{
 		"Project": "example.org", "ListAddress": "announce@example.org", "Address": "reader@example.net",

@@ -9,7 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/lists/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 )
 
 var confirmAddr = regexp.MustCompile(`announce\+confirm-[a-z0-9]+@ex\.test`)

@@ -9,9 +9,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // cmdFixture is a committee of two signing members and a reporter.

@@ -13,9 +13,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 // TestCrashLoop is the kill -9 loop of docs/threats.md §2.4: the daemon runs

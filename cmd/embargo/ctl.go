@@ -17,7 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 // The control socket lets admin commands read the store while the daemon holds

@@ -14,7 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 // Commands that change the store, or stream it, through the control socket.

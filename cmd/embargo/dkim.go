@@ -18,7 +18,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 // DKIMConfig turns on DKIM signing of outbound mail (RFC 6376) for the list

@@ -18,7 +18,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-smtp"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 // harness runs the real daemon in-process on loopback with a recording relay

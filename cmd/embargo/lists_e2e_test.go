@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/workflow"
 )
 

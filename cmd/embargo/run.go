@@ -14,12 +14,12 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/lists/announce"
-	"github.com/embargo-project/embargo/lists/listd"
-	"github.com/embargo-project/embargo/lists/web"
 	"github.com/embargo-project/embargo/smtpd"
-	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/templates"
 )
 

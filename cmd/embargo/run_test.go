@@ -12,8 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 var idRE = regexp.MustCompile(`SEC-\d{4}-\d{4}`)

@@ -10,9 +10,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/embargo-project/embargo/lists/announce"
-	"github.com/embargo-project/embargo/smtpd/queue"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 const dbFile = "embargo.db"

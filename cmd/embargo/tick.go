@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/cron"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/cron"
 )
 
 // OnCallConfig is [oncall]: the rotation of SRC members, one week each from
@@ -52,7 +52,7 @@ func rotation(cfg *Config) workflow.Rotation {
 	return r
 }
 
-// startTick runs the scheduler's tick (workflow/cron) until the daemon stops:
+// startTick runs the scheduler's tick (daemon/cron) until the daemon stops:
 // once at start (what fell due while it was down goes out at once), then
 // every minute, each sweep at so.now. Stop waits for a sweep in progress
 // before the store closes.

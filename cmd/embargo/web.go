@@ -16,15 +16,15 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/lists/web"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/smtpd"
-	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
-// HTTPConfig is the optional HTTP listener (issue 7 item 3, lists/web):
+// HTTPConfig is the optional HTTP listener (issue 7 item 3, daemon/web):
 // /healthz, /metrics, WKD, RFC 8058 one-click unsubscribe and the published
 // advisories. An empty listen turns it off.
 type HTTPConfig struct {

@@ -15,9 +15,9 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/lists/web"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // httpHarness starts the daemon with the HTTP listener on 127.0.0.1:0.

@@ -12,9 +12,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/keys"
-	"github.com/embargo-project/embargo/smtpd/queue"
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
 )
 
 // runUntil runs f until cond holds (checked on each relay transaction and

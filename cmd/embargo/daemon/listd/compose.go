@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/embargo-project/embargo/keys"
-	"github.com/embargo-project/embargo/smtpd/message"
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 // outMail is one message embargo writes. Every header is set here through

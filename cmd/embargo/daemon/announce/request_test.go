@@ -9,9 +9,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 func reqOptions(t testing.TB) Options {

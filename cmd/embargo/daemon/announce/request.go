@@ -10,9 +10,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 // Sub-address details handled here, besides lists.DetailSubscribe and
@@ -222,7 +222,7 @@ func confirm(b *buckets, tok string, now time.Time, o Options) ([]queue.Msg, err
 }
 
 // Unsubscribe removes the subscription named by an RFC 8058 one-click token
-// (the lists/web endpoint calls it on POST). A token that names no
+// (the daemon/web endpoint calls it on POST). A token that names no
 // subscription gives ErrUnknownToken, which the endpoint answers exactly
 // like success. A token does nothing else: it cannot confirm a request,
 // and a confirmation token cannot be used here (each action has its own

@@ -14,7 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 var errRollback = errors.New("roll back")

@@ -7,11 +7,11 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // Announcer fans one signed advisory out to the announce list's subscribers:

@@ -1,7 +1,7 @@
 // Package announce runs the announce list: the public, output-only list of
 // signed advisories (DESIGN.md §4). It owns the subscribers, subscription
 // by mail with double opt-in, and the fan-out of one release to every
-// subscriber; lists/listd routes the mail to it, lists/web calls
+// subscriber; daemon/listd routes the mail to it, daemon/web calls
 // Unsubscribe for RFC 8058 one-click requests.
 //
 // # Subscribers

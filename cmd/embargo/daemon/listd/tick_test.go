@@ -10,12 +10,12 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/queue"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // Monday 2026-11-23 09:00 UTC.

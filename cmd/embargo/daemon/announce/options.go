@@ -77,7 +77,7 @@ type Options struct {
 	UnsubscribeURL string
 	// OneClickBase, if set together with OneClick, is the origin of the
 	// RFC 8058 one-click URIs: <OneClickBase>/unsubscribe/<token>
-	// (lists/web serves them).
+	// (daemon/web serves them).
 	OneClickBase string
 	// OneClick sends every copy in its own SMTP transaction with a
 	// per-subscriber one-click List-Unsubscribe URI and

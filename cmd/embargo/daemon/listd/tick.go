@@ -13,12 +13,12 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // Meta entries (incidentdb.Meta) the tick and the on-call keep.

@@ -7,7 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 // BenchmarkDeliver pushes b.N committed rows through the worker to the

@@ -10,7 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 // openDB opens (or reopens) a bbolt file with the queue's buckets. NoSync is

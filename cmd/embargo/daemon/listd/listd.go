@@ -23,14 +23,14 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/lists/announce"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
-	"github.com/embargo-project/embargo/workflow/incidentdb"
 )
 
 // Options configures a Service.
@@ -59,7 +59,7 @@ type Options struct {
 	Channels        []Channel
 	Announcer       Announcer
 	// AnnounceOptions, when set, opens subscription by mail on the announce
-	// list (lists/announce).
+	// list (daemon/announce).
 	AnnounceOptions *announce.Options
 
 	// Mono is a monotonic clock (elapsed time since an arbitrary origin)
@@ -157,7 +157,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 }
 
 // announceRequest handles the announce list's sub-addresses: subscription
-// requests and confirmations, and the bounces of a release (lists/announce).
+// requests and confirmations, and the bounces of a release (daemon/announce).
 func (s *Service) announceRequest(env Envelope, t lists.Target, raw []byte) error {
 	if s.o.AnnounceOptions == nil {
 		return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open on this list"}

@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 // Fanout delivers releases: for each job at its T, one stored message to

@@ -8,10 +8,10 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
 )
 

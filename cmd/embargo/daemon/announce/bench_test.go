@@ -12,7 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/smtpd/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
 // sink is a discarding SMTP server on loopback: it reads every message and
@@ -75,7 +75,7 @@ const benchSubscribers = 10_000
 //     commit per batch (the default is 100);
 //   - oneclick: the fan-out with a per-subscriber RFC 8058 header, one
 //     transaction per subscriber, one commit per 100;
-//   - queue-rows: the reference, one smtpd/queue row per subscriber
+//   - queue-rows: the reference, one daemon/queue row per subscriber
 //     (written in one Update, then delivered by the queue worker, 4 at a
 //     time, each outcome in its own commit).
 //

@@ -14,11 +14,11 @@ import (
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/smtpd/message"
-	"github.com/embargo-project/embargo/smtpd/queue"
-	"github.com/embargo-project/embargo/smtpd/queue/queuetest"
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 var testList = lists.List{Name: lists.Announce, Address: "announce@example.org"}
@@ -131,7 +131,7 @@ func inbound(t testing.TB, from string, extra ...string) *message.Message {
 	return m
 }
 
-// advisory is a release message as lists/listd builds it: signed by key.
+// advisory is a release message as daemon/listd builds it: signed by key.
 func advisory(t testing.TB, key *keys.Key, now time.Time) []byte {
 	t.Helper()
 	var h mail.Header

@@ -18,7 +18,7 @@ var phaseField = []byte(`,"phase":"`)
 
 // OpenIncidents returns the incidents that are not closed, oldest first,
 // without decoding the closed ones: the tick sweeps this once a minute
-// (lists/listd Service.Tick), and closed incidents pile up. A record whose
+// (daemon/listd Service.Tick), and closed incidents pile up. A record whose
 // phase cannot be found where expected is decoded: when in doubt, read.
 func OpenIncidents(tx *bolt.Tx) ([]workflow.Incident, error) {
 	var out []workflow.Incident

@@ -1,6 +1,6 @@
 // Package incidentdb keeps incidents and the archive of every inbound message in
 // the bbolt file. Every function takes the caller's transaction, so that a
-// message, the incident change it causes and the mail it triggers (smtpd/queue)
+// message, the incident change it causes and the mail it triggers (daemon/queue)
 // commit together or not at all (docs/threats.md A1, A2).
 package incidentdb
 
