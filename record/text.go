@@ -251,31 +251,9 @@ func codeSpan(s string) string {
 	return fence + s + fence
 }
 
-// clause trims white space and a final full stop, so a field reads inside a
-// sentence.
-func clause(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return strings.TrimRight(s, ".")
-}
+func clause(s string) string { return workflow.Clause(s) }
 
-// leadWords are the first words of an actor that are lower case inside a
-// sentence ("A remote attacker" → "allows a remote attacker"). Other words
-// keep their case: they may be names ("GitHub Actions", "Kubernetes admins").
-var leadWords = map[string]bool{"a": true, "an": true, "the": true, "any": true, "some": true, "every": true,
-	"each": true, "all": true, "anyone": true, "someone": true, "users": true, "attackers": true, "clients": true,
-	"remote": true, "local": true, "authenticated": true, "unauthenticated": true, "malicious": true,
-	"privileged": true, "unprivileged": true, "low-privileged": true}
-
-func lowerLead(s string) string {
-	w, rest, found := strings.Cut(s, " ")
-	switch {
-	case !leadWords[strings.ToLower(w)]:
-		return s
-	case found:
-		return strings.ToLower(w) + " " + rest
-	}
-	return strings.ToLower(w)
-}
+func lowerLead(s string) string { return workflow.InSentence(s) }
 
 // truncate cuts s to n runes at most.
 func truncate(s string, n int) string {

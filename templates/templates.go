@@ -15,6 +15,9 @@ import (
 	"strings"
 	"text/template"
 	"time"
+	"unicode/utf8"
+
+	"github.com/embargo-project/embargo/workflow"
 )
 
 //go:embed mail/*.txt
@@ -43,6 +46,39 @@ var funcs = template.FuncMap{
 		return strings.Join(lines, "\n")
 	},
 	"join": strings.Join,
+	// The advisory's sentences are built from fields, so their length is
+	// unknown: wrap reflows one paragraph at width columns, never inside a
+	// word, instead of a hard line break at a fixed place in the template.
+	"wrap": wrap,
+	// clause makes a field read inside a sentence (no final full stop),
+	// insentence lower-cases an actor's common first word ("A remote
+	// attacker" → "a remote attacker"), and capfirst starts a sentence with
+	// a field (workflow.Clause, InSentence, SentenceStart).
+	"clause":     workflow.Clause,
+	"insentence": workflow.InSentence,
+	"capfirst":   workflow.SentenceStart,
+}
+
+// wrap reflows text as one paragraph of lines at most width runes long
+// (longer words, such as URLs, stand alone on their line).
+func wrap(width int, text string) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range strings.Fields(text) {
+		l := utf8.RuneCountInString(w)
+		switch {
+		case n == 0:
+		case n+1+l > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += l
+	}
+	return b.String()
 }
 
 // New parses the embedded templates, then any *.txt file in dir (if dir is not

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // This file holds what the /set fields need beyond "a line" or "an https
@@ -197,3 +199,44 @@ func ParseReferences(s string) ([]Reference, error) {
 	}
 	return out, nil
 }
+
+// Clause makes a field read inside a sentence: white space runs become one
+// space and a final full stop goes ("to read any secret." → "to read any
+// secret"), so "…, only if " + Clause(condition) + "." ends once.
+func Clause(s string) string {
+	return strings.TrimRight(strings.Join(strings.Fields(s), " "), ".")
+}
+
+// InSentence lower-cases the first word of an actor when it is a common word
+// ("A remote attacker" → "a remote attacker", as in "allows a remote
+// attacker to …"). Other words keep their case: they may be names ("GitHub
+// Actions", "Kubernetes admins").
+func InSentence(actor string) string {
+	actor = Clause(actor)
+	w, rest, found := strings.Cut(actor, " ")
+	switch {
+	case !leadWords[strings.ToLower(w)]:
+		return actor
+	case found:
+		return strings.ToLower(w) + " " + rest
+	}
+	return strings.ToLower(w)
+}
+
+// SentenceStart upper-cases the first letter of a field that starts a
+// sentence ("an authenticated user may be able to …"), unless its first word
+// looks like an identifier ("kube-apiserver", "etcd.io").
+func SentenceStart(s string) string {
+	s = Clause(s)
+	w, _, _ := strings.Cut(s, " ")
+	if s == "" || strings.ContainsAny(w, "-./_:") || w != strings.ToLower(w) && w[1:] != strings.ToLower(w[1:]) {
+		return s
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+var leadWords = map[string]bool{"a": true, "an": true, "the": true, "any": true, "some": true, "every": true,
+	"each": true, "all": true, "anyone": true, "someone": true, "users": true, "attackers": true, "clients": true,
+	"remote": true, "local": true, "authenticated": true, "unauthenticated": true, "malicious": true,
+	"privileged": true, "unprivileged": true, "low-privileged": true}
