@@ -15,7 +15,6 @@ import (
 	"strings"
 	"text/template"
 	"time"
-	"unicode/utf8"
 
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -46,10 +45,12 @@ var funcs = template.FuncMap{
 		return strings.Join(lines, "\n")
 	},
 	"join": strings.Join,
-	// The advisory's sentences are built from fields, so their length is
-	// unknown: wrap reflows one paragraph at width columns, never inside a
-	// word, instead of a hard line break at a fixed place in the template.
-	"wrap": wrap,
+	// The advisory's sentences are built from fields, each paragraph one
+	// line: a break at a fixed place in the template fell mid-sentence
+	// whatever the fields held, while mail clients and the advisory page
+	// (white-space: pre-wrap) wrap a long line at the reader's width, and
+	// the body is quoted-printable, so no line is too long for SMTP.
+	//
 	// clause makes a field read inside a sentence (no final full stop),
 	// insentence lower-cases an actor's common first word ("A remote
 	// attacker" → "a remote attacker"), and capfirst starts a sentence with
@@ -57,28 +58,6 @@ var funcs = template.FuncMap{
 	"clause":     workflow.Clause,
 	"insentence": workflow.InSentence,
 	"capfirst":   workflow.SentenceStart,
-}
-
-// wrap reflows text as one paragraph of lines at most width runes long
-// (longer words, such as URLs, stand alone on their line).
-func wrap(width int, text string) string {
-	var b strings.Builder
-	n := 0
-	for _, w := range strings.Fields(text) {
-		l := utf8.RuneCountInString(w)
-		switch {
-		case n == 0:
-		case n+1+l > width:
-			b.WriteByte('\n')
-			n = 0
-		default:
-			b.WriteByte(' ')
-			n++
-		}
-		b.WriteString(w)
-		n += l
-	}
-	return b.String()
 }
 
 // New parses the embedded templates, then any *.txt file in dir (if dir is not
