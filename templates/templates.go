@@ -15,6 +15,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/embargo-project/embargo/workflow"
 )
 
 //go:embed mail/*.txt
@@ -43,6 +45,19 @@ var funcs = template.FuncMap{
 		return strings.Join(lines, "\n")
 	},
 	"join": strings.Join,
+	// The advisory's sentences are built from fields, each paragraph one
+	// line: a break at a fixed place in the template fell mid-sentence
+	// whatever the fields held, while mail clients and the advisory page
+	// (white-space: pre-wrap) wrap a long line at the reader's width, and
+	// the body is quoted-printable, so no line is too long for SMTP.
+	//
+	// clause makes a field read inside a sentence (no final full stop),
+	// insentence lower-cases an actor's common first word ("A remote
+	// attacker" → "a remote attacker"), and capfirst starts a sentence with
+	// a field (workflow.Clause, InSentence, SentenceStart).
+	"clause":     workflow.Clause,
+	"insentence": workflow.InSentence,
+	"capfirst":   workflow.SentenceStart,
 }
 
 // New parses the embedded templates, then any *.txt file in dir (if dir is not

@@ -21,7 +21,7 @@ var t0 = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
 // them inert before rendering (listd.safeText), here they show the raw case.
 func advisorySample(extra map[string]any) map[string]any {
 	m := map[string]any{
-		"Project": "example.org", "ID": "SEC-2026-0001", "CVE": "CVE-2026-12345", "Summary": "heap overflow in the parser",
+		"Project": "Example", "ID": "SEC-2026-0001", "CVE": "CVE-2026-12345", "Summary": "heap overflow in the parser",
 		"Actor": "A remote attacker", "Impact": "execute code as the server", "Condition": "the parser is enabled",
 		"Severity": "Critical", "Score": "9.8", "Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
 		"CalculatorURL": "https://www.first.org/cvss/calculator/3.1#CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
@@ -170,5 +170,33 @@ func TestQuoteNeutralisesCommands(t *testing.T) {
 	got := funcs["quote"].(func(string) string)("/disclose now\nok")
 	if got != "> /disclose now\n> ok" {
 		t.Errorf("quote = %q", got)
+	}
+}
+
+// TestAdvisorySentences: the advisory's first sentence reads whole, whatever
+// the fields hold: one line with no break at a fixed place, no "where A
+// remote attacker", no doubled full stop, names keep their case.
+func TestAdvisorySentences(t *testing.T) {
+	s, _ := New("")
+	for _, tt := range []struct {
+		actor, impact, condition, want string
+	}{
+		{"A remote attacker", "execute code as the server", "", "where a remote attacker may be able to execute code as the server."},
+		{"GitHub Actions workflows", "read secrets.", "the cache is shared.", "where GitHub Actions workflows may be able to read secrets, only if the cache is shared."},
+		{"an authenticated user", "escalate\nto cluster-admin", "", "where an authenticated user may be able to escalate to cluster-admin."},
+	} {
+		data := advisorySample(map[string]any{"Project": "The Example Project With A Long Name", "Actor": tt.actor, "Impact": tt.impact, "Condition": tt.condition})
+		got, err := s.Render("advisory", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		para := strings.SplitN(got, "\n\n", 3)[1]
+		if strings.Contains(para, "\n") || !strings.HasSuffix(para, tt.want) || !strings.HasPrefix(para, "A security issue was discovered in The Example Project With A Long Name ") {
+			t.Errorf("first paragraph = %q, want one line ending %q", para, tt.want)
+		}
+		notice, _ := s.Render("distributor-notice", data)
+		if want := strings.ToUpper(tt.actor[:1]) + tt.actor[1:]; !strings.Contains(notice, "\n"+want+" may be able to") {
+			t.Errorf("distributor notice does not start the sentence with %q:\n%s", want, notice)
+		}
 	}
 }

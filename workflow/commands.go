@@ -136,8 +136,8 @@ func Commands() []Spec {
 			Help:     "Set the incident's CVE IDs (replacing any before). With a CVE, distributors must be notified at least 7 days before T.",
 			Examples: []string{"/cve CVE-2026-12345", "/cve CVE-2026-1001 CVE-2026-1002"}, Parse: parseCVE},
 		{Name: "set", Usage: "/set FIELD VALUE | /set FIELD <<END … END", WhoCanUse: everyone | WhoFixTeam,
-			Help:     "Set an advisory field. FIELD: " + strings.Join(fieldNames(), ", ") + ". A one-line value may follow FIELD; otherwise give a here-document: <<END, the lines (blank lines allowed), then END alone on a line. An empty here-document clears the field. Refused while the advisory is approved (/approve withdraw first).",
-			Examples: []string{"/set summary Node authorizer bypass via crafted requests", "/set mitigation <<END\nDisable the NodeRestriction feature gate:\n\n  --feature-gates=NodeRestriction=false\nEND", "/set affected <<END\nkubelet v1.30.0 - v1.30.4\nkubelet <= v1.29.8\nEND"}, Parse: parseSet},
+			Help:     setHelp,
+			Examples: setExamples, Parse: parseSet},
 		{Name: "fixed", Usage: "/fixed", WhoCanUse: everyone | WhoFixTeam,
 			Help:     "Mark the fix ready (all commits approved by their owners). The reporter is told.",
 			Examples: []string{"/fixed"}, Parse: noArgs("fixed")},
@@ -408,7 +408,7 @@ type field struct {
 }
 
 func fields() []field {
-	return []field{
+	return append([]field{
 		{"summary", "one line, the subject of every advisory", true, false, func(a *Advisory) *string { return &a.Summary }},
 		{"actor", "who can exploit it: \"$ACTOR may be able to …\"", true, false, func(a *Advisory) *string { return &a.Actor }},
 		{"impact", "what they can do: \"… may be able to $DO_SOMETHING\"", false, false, func(a *Advisory) *string { return &a.Impact }},
@@ -422,7 +422,7 @@ func fields() []field {
 		{"upgrade-docs", "the upgrade documentation (https URL)", true, true, func(a *Advisory) *string { return &a.UpgradeDocs }},
 		{"issue-url", "the public tracking issue (https URL)", true, true, func(a *Advisory) *string { return &a.IssueURL }},
 		{"credit", "how the reporter is credited", true, false, func(a *Advisory) *string { return &a.Credit }},
-	}
+	}, newFields...)
 }
 
 func fieldNames() []string {
@@ -473,6 +473,10 @@ func parseSet(l Line) (Command, error) {
 		if f.url && !urlPattern.MatchString(value) {
 			return Command{}, argErr(ErrSyntax, "%s takes an https URL", f.name)
 		}
+	}
+	value, err := checkField(f.name, value)
+	if err != nil {
+		return Command{}, err
 	}
 	return Command{Name: "set", Args: []string{f.name}, Value: value}, nil
 }

@@ -69,7 +69,7 @@ func TestParse(t *testing.T) {
 		{"value twice", "/set summary x <<END\ny\nEND\n", "", "line 1: /set: give the value on the line or as a here-document, not both; example: /set summary Node authorizer bypass via crafted requests"},
 		{"summary one line", "/set summary <<END\na\nb\nEND\n", "", "line 1: /set: summary takes one line; example: /set summary Node authorizer bypass via crafted requests"},
 		{"url", "/set issue-url http://example.org/1\n", "", "line 1: /set: issue-url takes an https URL; example: /set summary Node authorizer bypass via crafted requests"},
-		{"unknown field", "/set colour red\n", "", "line 1: /set: unknown FIELD \"colour\" (want summary, actor, impact, condition, affected, fixed, mitigation, action-required, fix-impact, detection, upgrade-docs, issue-url, credit); example: /set summary Node authorizer bypass via crafted requests"},
+		{"unknown field", "/set colour red\n", "", "line 1: /set: unknown FIELD \"colour\" (want summary, actor, impact, condition, affected, fixed, mitigation, action-required, fix-impact, detection, upgrade-docs, issue-url, credit, component, cwe, references); example: /set summary Node authorizer bypass via crafted requests"},
 		{"set without value", "/set summary\n", "", "line 1: /set: value missing (an empty here-document clears the field); example: /set summary Node authorizer bypass via crafted requests"},
 		{"date with zone", "/disclose 2026-12-03T16:00+01:00\n", "", "line 1: /disclose: \"2026-12-03T16:00+01:00\": want YYYY-MM-DD (16:00 UTC) or YYYY-MM-DDTHH:MMZ, in UTC; example: /disclose 2026-12-03"},
 		{"bad date", "/disclose 2026-02-30\n", "", "line 1: /disclose: \"2026-02-30\": want YYYY-MM-DD (16:00 UTC) or YYYY-MM-DDTHH:MMZ, in UTC; example: /disclose 2026-12-03"},

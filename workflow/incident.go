@@ -153,9 +153,10 @@ type Incident struct {
 
 // SchemaVersion is the version of the stored Incident record that Apply
 // writes. Version 1 (intake only) lacks everything after Messages; version 2
-// adds the fields the commands maintain. Changes are additive: an older record
+// adds the fields the commands maintain; version 3 adds the advisory's
+// component, CWE IDs and references. Changes are additive: an older record
 // reads with the new fields at their zero values.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Advisory holds the fields every outgoing message is rendered from
 // (process.md §7.1–§7.6, §10). The names after each field are the /set FIELD
@@ -174,6 +175,12 @@ type Advisory struct {
 	UpgradeDocs    string `json:"upgrade_docs,omitempty"`    // upgrade-docs: an https URL
 	IssueURL       string `json:"issue_url,omitempty"`       // issue-url: an https URL
 	Credit         string `json:"credit,omitempty"`          // credit: how the reporter wants to be credited
+
+	// Schema version 3. The CVE and OSV records read these, with Affected
+	// and Fixed as version ranges (ReadVersions).
+	Component  string `json:"component,omitempty"`  // component: the affected component, e.g. "kube-apiserver"
+	CWE        string `json:"cwe,omitempty"`        // cwe: "CWE-79 CWE-200" (ParseCWEs)
+	References string `json:"references,omitempty"` // references: https URLs, one a line (ParseReferences)
 }
 
 // Resolution is how an incident was closed. The zero value means open.

@@ -469,14 +469,7 @@ func (m *machine) apply(i int, c Command) (string, bool, error) {
 			return f.name + " unchanged", false, nil
 		}
 		*p = c.Value
-		switch n := strings.Count(c.Value, "\n") + 1; {
-		case c.Value == "":
-			return f.name + " cleared", true, nil
-		case n == 1:
-			return f.name + " set: " + c.Value, true, nil
-		default:
-			return fmt.Sprintf("%s set (%d lines)", f.name, n), true, nil
-		}
+		return setResult(f.name, c.Value), true, nil
 
 	case "fixed":
 		if err := m.inPhase("fixed", PhaseFix, PhaseEmbargo); err != nil {
