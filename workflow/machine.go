@@ -148,10 +148,12 @@ func CheckSignatureTime(signedAt, now time.Time) error {
 	return nil
 }
 
-// ReplayKey is the replay-cache key of a signature: the hex SHA-256 of its
-// packet bytes. The caller refuses a message whose key it has seen, and keeps
-// each key until ReplayExpiry; past that, CheckSignatureTime refuses the
-// signature anyway.
+// ReplayKey is the replay-cache key of a signature: the hex SHA-256 of the
+// bytes that identify it (the daemon passes the signer's fingerprint, the
+// signature's creation time and the signed bytes, so one signature over the
+// same text counts once). The caller refuses a message whose key it has
+// seen, and keeps each key until ReplayExpiry; past that, CheckSignatureTime
+// refuses the signature anyway.
 func ReplayKey(signature []byte) string {
 	h := sha256.Sum256(signature)
 	return hex.EncodeToString(h[:])

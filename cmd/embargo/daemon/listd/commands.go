@@ -1,8 +1,7 @@
 package listd
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,6 +49,19 @@ func hasCommandLines(text string) bool {
 	return false
 }
 
+// replayRefusal is the receipt of a signed message seen before.
+const replayRefusal = "this signed message was already processed (a replay); nothing applied"
+
+var errReplay = errors.New("replay")
+
+// seenSignature records a verified signature in the replay cache and reports
+// whether it was there already (threats.md E3): the same signer's signature,
+// made at the same second over the same bytes, counts once.
+func seenSignature(tx *bolt.Tx, v *keys.Verified, now time.Time) (bool, error) {
+	id := append(fmt.Appendf(nil, "%s|%d|", v.Fingerprint, v.Signed.Unix()), v.Bytes...)
+	return incidentdb.SeenSignature(tx, workflow.ReplayKey(id), workflow.ReplayExpiry(v.Signed), now)
+}
+
 // memberByFingerprint finds the roster member a verified signature belongs to.
 func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
 	for _, m := range s.o.Roster.Members {
@@ -91,10 +103,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	if err != nil || !hasCommandLines(text) {
 		return inc, nil, nil
 	}
-	// Replay cache (threats.md E3): the same signature over the same bytes
-	// counts once.
-	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s|%d|", sig.v.Fingerprint, sig.v.Signed.Unix())), sig.v.Bytes...))
-	replayed, err := incidentdb.SeenSignature(tx, hex.EncodeToString(sum[:]), workflow.ReplayExpiry(sig.v.Signed), now)
+	replayed, err := seenSignature(tx, sig.v, now)
 	if err != nil {
 		return inc, nil, err
 	}
@@ -108,9 +117,8 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	var res workflow.Result
 	var applyErr error
 	if replayed {
-		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now,
-			Refused: "this signed message was already processed (a replay); nothing applied"}}
-		applyErr = fmt.Errorf("replay")
+		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now, Refused: replayRefusal}}
+		applyErr = errReplay
 	} else {
 		res, applyErr = workflow.Apply(inc, text, signer, now, env)
 	}

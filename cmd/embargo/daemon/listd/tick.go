@@ -2,8 +2,6 @@ package listd
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -366,8 +364,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 	if !isOnCall {
 		return false, nil
 	}
-	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s|%d|", sig.v.Fingerprint, sig.v.Signed.Unix())), sig.v.Bytes...))
-	replayed, err := incidentdb.SeenSignature(tx, hex.EncodeToString(sum[:]), workflow.ReplayExpiry(sig.v.Signed), now)
+	replayed, err := seenSignature(tx, sig.v, now)
 	if err != nil {
 		return true, err
 	}
@@ -376,9 +373,8 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 	var res workflow.Result
 	var applyErr error
 	if replayed {
-		res = workflow.Result{Receipt: workflow.Receipt{Incident: workflow.OnCallThread, Signer: mem.Email, At: now,
-			Refused: "this signed message was already processed (a replay); nothing applied"}}
-		applyErr = errors.New("replay")
+		res = workflow.Result{Receipt: workflow.Receipt{Incident: workflow.OnCallThread, Signer: mem.Email, At: now, Refused: replayRefusal}}
+		applyErr = errReplay
 	} else {
 		res, applyErr = workflow.ApplyOnCall(text, signer, now, env)
 	}
