@@ -92,7 +92,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		body := fmt.Sprintf("Your message on %s started with command lines, but nothing was applied:\n%s.\n\n"+
 			"Commands count only when the message is signed with your pinned OpenPGP key\n(%s).\n"+
 			"Sign it (PGP/MIME, or gpg --clearsign) and, better, encrypt it to the list key.\n", inc.ID, reason, orNone(mem.Fingerprint))
-		out, err := s.toMember(sec, mem, "["+string(inc.ID)+"] commands not applied", body, inc.RootMsg, now, "refusal")
+		out, err := s.toMember(sec, mem, notice{Subject: "[" + string(inc.ID) + "] commands not applied", Body: body, Kind: "refusal", Thread: inc.RootMsg}, now)
 		return inc, out, err
 	}
 	mem, ok := s.memberByFingerprint(sig.v.Fingerprint)
@@ -139,7 +139,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		status = "applied"
 	}
 	if len(res.Receipt.Lines) > 0 || res.Receipt.Refused != "" {
-		rc, err := s.toMember(sec, mem, fmt.Sprintf("[%s] receipt: %s", inc.ID, status), res.Receipt.Text(), inc.RootMsg, now, "receipt")
+		rc, err := s.toMember(sec, mem, notice{Subject: fmt.Sprintf("[%s] receipt: %s", inc.ID, status), Body: res.Receipt.Text(), Kind: "receipt", Thread: inc.RootMsg}, now)
 		if err != nil {
 			return inc, nil, err
 		}
@@ -190,11 +190,11 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 	case workflow.ReporterMail:
 		return s.toReporter(tx, sec, inc, a, now)
 	case workflow.AlertSRC:
-		return s.alertSRC(sec, inc, a.Template, a.Fields, now, true)
+		return s.alertSRC(inc, a, now)
 	case workflow.StatusReply:
-		return s.toMember(sec, by, "["+string(inc.ID)+"] status", a.Text, inc.RootMsg, now, "status")
+		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] status", Body: a.Text, Kind: "status", Thread: inc.RootMsg}, now)
 	case workflow.HelpReply:
-		return s.toMember(sec, by, "["+string(inc.ID)+"] help", a.Text, inc.RootMsg, now, "help")
+		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] help", Body: a.Text, Kind: "help", Thread: inc.RootMsg}, now)
 	case workflow.DistributorNotice:
 		return s.distributorNotice(tx, inc, a, now)
 	case workflow.EmbargoLifted:
@@ -218,11 +218,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	if tmpl == "reply" {
 		tmpl = "reporter-reply" // "reply" is the committee copy of a reply
 	}
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range a.Fields {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render(tmpl, data)
+	body, err := s.renderFields(tmpl, a.Fields)
 	if err != nil {
 		return nil, err
 	}
@@ -272,33 +268,4 @@ func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) 
 		return nil
 	}
 	return ks[0]
-}
-
-// toMember sends one message to one committee member, encrypted to their key
-// (receipts, refusals, /status and /help answers). A member without a usable
-// key gets nothing: these messages talk about the incident.
-func (s *Service) toMember(sec lists.List, mem lists.Member, subject, body, thread string, now time.Time, kind string) ([]queue.Msg, error) {
-	key, err := s.memberKey(mem)
-	if err != nil || s.o.ListKey == nil {
-		s.log.Info("no usable key for a reply to a member", "kind", kind)
-		return nil, nil
-	}
-	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, thread, subject, body, kind, "", "auto-replied", now)
-}
-
-// alertSRC renders an alert template to every committee member, sealed.
-//
-// sensitive alerts speak of an incident: members without a usable key get
-// none. Others may go in plaintext where the list allows it.
-func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, fields map[string]string, now time.Time, sensitive bool) ([]queue.Msg, error) {
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range fields {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render(tmpl, data)
-	if err != nil {
-		return nil, err
-	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), sensitive)
-	return s.sealedEach(sec, rcpts, inc.RootMsg, fmt.Sprintf("[%s] %s", inc.ID, tmpl), body, "alert-"+tmpl, string(inc.ID), "auto-generated", now)
 }

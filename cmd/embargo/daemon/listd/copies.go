@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
@@ -12,6 +13,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // recipient is one committee copy to make: the member and, if usable, their key.
@@ -111,29 +113,129 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	if err != nil {
 		return err
 	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole("src"), false)
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID("alert", sec.Domain())
-		if err != nil {
-			return err
-		}
-		om := outMail{
-			From:       &mail.Address{Name: s.o.Project + " embargo", Address: sec.Address},
-			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:    "[embargo] delivery failed",
-			MessageID:  mid,
-			Date:       now,
-			AutoSubmit: "auto-generated",
-			XLoop:      sec.Address,
-			Body:       body,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "alert", Incident: r.Incident, NoAlert: true})
+	// It says nothing of an incident: plaintext where the list allows it.
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
+	om := outMail{
+		From:       &mail.Address{Name: s.o.Project + " embargo", Address: sec.Address},
+		Subject:    "[embargo] delivery failed",
+		Date:       now,
+		AutoSubmit: "auto-generated",
+		XLoop:      sec.Address,
+		Body:       body,
+	}
+	out, err := s.copyEach(sec, rcpts, "alert", om, queue.Msg{Kind: "alert", Incident: r.Incident, NoAlert: true})
+	if err != nil {
+		return err
 	}
 	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
 	return queue.Enqueue(tx, now, out...)
+}
+
+// committee is the SRC as recipients of mail that speaks of an incident:
+// members without a usable key get none.
+func (s *Service) committee() []recipient {
+	rcpts, _ := s.sealRecipients(s.o.Roster.List(lists.Security), s.o.Roster.WithRole(workflow.RoleSRC), true)
+	return rcpts
+}
+
+// copyEach makes one copy of om for each recipient: To that recipient alone,
+// under its own random Message-ID (idKind names it), sealed to the
+// recipient's key (seal). Each becomes a copy of row with To, Data and
+// MessageID set. It is the one loop behind every per-member copy.
+func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
+	var out []queue.Msg
+	for _, rc := range rcpts {
+		mid, err := s.newMessageID(idKind, sec.Domain())
+		if err != nil {
+			return nil, err
+		}
+		c := om
+		c.To, c.MessageID = []*mail.Address{{Name: rc.Name, Address: rc.Email}}, mid
+		data, err := s.seal(sec, &c, rc.key)
+		if err != nil {
+			return nil, err
+		}
+		q := row
+		q.To, q.Data, q.MessageID = []string{rc.Email}, data, mid
+		out = append(out, q)
+	}
+	return out, nil
+}
+
+// notice is an automatic message from the security list to committee
+// members: a receipt, an alert, a reminder, a digest.
+type notice struct {
+	Subject string
+	Body    string
+	Kind    string // the queue row's kind, and the Message-ID's prefix
+	// Incident names the incident on the queue row; receipts and answers
+	// to a member leave it empty.
+	Incident workflow.ID
+	// Thread is the Message-ID the notice is filed under (an incident's
+	// root message), or "".
+	Thread string
+	// Reply marks an answer to the member's own message (RFC 3834 §5:
+	// Auto-Submitted auto-replied, else auto-generated).
+	Reply bool
+}
+
+// sealedEach sends n to each recipient from the list address, each copy
+// encrypted to its recipient and signed by the list (copyEach).
+func (s *Service) sealedEach(sec lists.List, rcpts []recipient, n notice, now time.Time) ([]queue.Msg, error) {
+	om := outMail{
+		From:       s.listAddress(sec),
+		Subject:    n.Subject,
+		Date:       now,
+		AutoSubmit: "auto-generated",
+		XLoop:      sec.Address,
+		Body:       n.Body,
+	}
+	if n.Reply {
+		om.AutoSubmit = "auto-replied"
+	}
+	if n.Thread != "" {
+		om.InReplyTo, om.References = n.Thread, []string{n.Thread}
+	}
+	return s.copyEach(sec, rcpts, n.Kind, om, queue.Msg{Kind: n.Kind, Incident: string(n.Incident)})
+}
+
+// toMember answers one committee member, encrypted to their key (receipts,
+// refusals, /status and /help). A member without a usable key gets nothing:
+// these messages talk about the incident.
+func (s *Service) toMember(sec lists.List, mem lists.Member, n notice, now time.Time) ([]queue.Msg, error) {
+	key, err := s.memberKey(mem)
+	if err != nil || s.o.ListKey == nil {
+		s.log.Info("no usable key for a reply to a member", "kind", n.Kind)
+		return nil, nil
+	}
+	n.Reply, n.Incident = true, ""
+	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, n, now)
+}
+
+// alertSRC renders an alert template to the committee, sealed. Alerts speak
+// of an incident (inc; a placeholder such as "distributors" for list-wide
+// ones): members without a usable key get none.
+func (s *Service) alertSRC(inc *workflow.Incident, a workflow.AlertSRC, now time.Time) ([]queue.Msg, error) {
+	return s.alertTo(s.committee(), inc, a, now)
+}
+
+// alertTo renders an alert template to rcpts, sealed, in the incident's thread.
+func (s *Service) alertTo(rcpts []recipient, inc *workflow.Incident, a workflow.AlertSRC, now time.Time) ([]queue.Msg, error) {
+	body, err := s.renderFields(a.Template, a.Fields)
+	if err != nil {
+		return nil, err
+	}
+	return s.sealedEach(s.o.Roster.List(lists.Security), rcpts, notice{
+		Subject: fmt.Sprintf("[%s] %s", inc.ID, a.Template), Body: body,
+		Kind: "alert-" + a.Template, Incident: inc.ID, Thread: inc.RootMsg,
+	}, now)
+}
+
+// renderFields renders a template whose data is the project's name and fields.
+func (s *Service) renderFields(tmpl string, fields map[string]string) (string, error) {
+	data := map[string]any{"Project": s.o.Project}
+	for k, v := range fields {
+		data[k] = v
+	}
+	return s.o.Templates.Render(tmpl, data)
 }

@@ -63,8 +63,8 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 	}
 	if len(withheld) > 0 {
 		s.log.Warn("distributor copies withheld: no usable key", "incident", inc.ID, "count", len(withheld))
-		alerts, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "distributors-withheld",
-			map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}, now, true)
+		alerts, err := s.alertSRC(inc, workflow.AlertSRC{Template: "distributors-withheld",
+			Fields: map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -121,8 +121,8 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
 	refuse := func(text, alert string) (string, error, error) {
-		out, err := s.alertSRC(sec, &workflow.Incident{ID: "distributors"}, "distributors-refused",
-			map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}, now, true)
+		out, err := s.alertSRC(&workflow.Incident{ID: "distributors"}, workflow.AlertSRC{Template: "distributors-refused",
+			Fields: map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}}, now)
 		if err == nil {
 			err = queue.Enqueue(tx, now, out...)
 		}
@@ -174,33 +174,26 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 		}
 	}
 	// The committee sees every post (a distributor's goes to it alone).
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-	for _, rc := range rcpts {
-		if strings.EqualFold(rc.Email, author.Email) {
-			continue
+	var rcpts []recipient
+	for _, rc := range s.committee() {
+		if !strings.EqualFold(rc.Email, author.Email) {
+			rcpts = append(rcpts, rc)
 		}
-		mid, err := s.newMessageID("distributors-copy", sec.Domain())
-		if err != nil {
-			return "", nil, err
-		}
-		om := outMail{
-			From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			ReplyTo:     &mail.Address{Address: dl.Address},
-			Subject:     "[distributors] " + subject,
-			MessageID:   mid,
-			Date:        now,
-			ListID:      listID(dl),
-			XLoop:       dl.Address,
-			Body:        body,
-			Attachments: inner.Attachments,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return "", nil, err
-		}
-		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "distributors-copy"})
 	}
+	copies, err := s.copyEach(sec, rcpts, "distributors-copy", outMail{
+		From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
+		ReplyTo:     &mail.Address{Address: dl.Address},
+		Subject:     "[distributors] " + subject,
+		Date:        now,
+		ListID:      listID(dl),
+		XLoop:       dl.Address,
+		Body:        body,
+		Attachments: inner.Attachments,
+	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: "distributors-copy"})
+	if err != nil {
+		return "", nil, err
+	}
+	out = append(out, copies...)
 	return "distributors", nil, queue.Enqueue(tx, now, out...)
 }
 

@@ -291,33 +291,18 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 	if who == "" {
 		who = msg.From
 	}
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID(m.Template, sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
-			Subject:     subject,
-			MessageID:   mid,
-			References:  []string{inc.RootMsg},
-			InReplyTo:   inc.RootMsg,
-			Date:        now,
-			ListID:      listID(sec),
-			XLoop:       sec.Address,
-			Body:        body,
-			Attachments: msg.Attachments,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: m.Template + "-copy", Incident: string(inc.ID)})
-	}
-	return out, nil
+	return s.copyEach(sec, rcpts, m.Template, outMail{
+		From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
+		ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
+		Subject:     subject,
+		References:  []string{inc.RootMsg},
+		InReplyTo:   inc.RootMsg,
+		Date:        now,
+		ListID:      listID(sec),
+		XLoop:       sec.Address,
+		Body:        body,
+		Attachments: msg.Attachments,
+	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: m.Template + "-copy", Incident: string(inc.ID)})
 }
 
 func containsMember(ms []lists.Member, addr string) bool {

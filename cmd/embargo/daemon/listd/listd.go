@@ -198,8 +198,10 @@ func (s *Service) quarantine(env Envelope, raw []byte) error {
 		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: "poison"}, raw, sum); err != nil {
 			return err
 		}
-		out, err := s.alertSRC(sec, &workflow.Incident{ID: "quarantine"}, "quarantined",
-			map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}, now, false)
+		// The alert says nothing of the message: plaintext where the list allows it.
+		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
+		out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: "quarantined",
+			Fields: map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}}, now)
 		if err != nil {
 			return err
 		}

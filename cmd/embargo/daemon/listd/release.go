@@ -115,32 +115,23 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
 		{Name: "cve-record.json", Type: "application/json", Data: cve},
 	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID("release", sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:        s.listAddress(sec),
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
-			MessageID:   mid,
-			Date:        now,
-			AutoSubmit:  "auto-generated",
-			XLoop:       sec.Address,
-			Body:        pack,
-			Attachments: attach,
-		}
-		if inc.RootMsg != "" {
-			om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "release-pack", Incident: string(inc.ID)})
+	om := outMail{
+		From:        s.listAddress(sec),
+		Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
+		Date:        now,
+		AutoSubmit:  "auto-generated",
+		XLoop:       sec.Address,
+		Body:        pack,
+		Attachments: attach,
 	}
+	if inc.RootMsg != "" {
+		om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
+	}
+	packs, err := s.copyEach(sec, s.committee(), "release", om, queue.Msg{Kind: "release-pack", Incident: string(inc.ID)})
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, packs...)
 	s.log.Info("advisory released", "incident", inc.ID, "subscribers", d.Subscribers, "channels", d.Channels, "distributors", d.Distributors)
 	return out, nil
 }
@@ -172,8 +163,8 @@ func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error
 	if p, err := incidentdb.Get(tx, id); err == nil {
 		inc = p
 	}
-	out, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "release-held",
-		map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}, now, true)
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held",
+		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}}, now)
 	if err != nil {
 		return err
 	}

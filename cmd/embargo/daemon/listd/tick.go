@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
@@ -165,11 +164,7 @@ func (s *Service) tickAction(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 // key, or to the whole SRC when to is empty or has no usable key. Reminders
 // speak of an incident: members without a usable key get none.
 func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f map[string]string, now time.Time) ([]queue.Msg, error) {
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range f {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render("reminder", data)
+	body, err := s.renderFields("reminder", f)
 	if err != nil {
 		return nil, err
 	}
@@ -188,41 +183,9 @@ func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f ma
 		if to != "" {
 			s.log.Info("reminder to the SRC instead of one member: no usable key", "incident", inc.ID)
 		}
-		rcpts, _ = s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+		rcpts = s.committee()
 	}
-	return s.sealedEach(sec, rcpts, inc.RootMsg, subject, body, "reminder", string(inc.ID), "auto-generated", now)
-}
-
-// sealedEach makes one copy per recipient, encrypted to their key and signed
-// by the list, from the list address, as an automatic message (RFC 3834 §5:
-// auto is "auto-generated", or "auto-replied" for answers to a message).
-func (s *Service) sealedEach(sec lists.List, rcpts []recipient, thread, subject, body, kind, incident, auto string, now time.Time) ([]queue.Msg, error) {
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID(kind, sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:       s.listAddress(sec),
-			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:    subject,
-			MessageID:  mid,
-			Date:       now,
-			AutoSubmit: auto,
-			XLoop:      sec.Address,
-			Body:       body,
-		}
-		if thread != "" {
-			om.InReplyTo, om.References = thread, []string{thread}
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: kind, Incident: incident})
-	}
-	return out, nil
+	return s.sealedEach(sec, rcpts, notice{Subject: subject, Body: body, Kind: "reminder", Incident: inc.ID, Thread: inc.RootMsg}, now)
 }
 
 // tickEnv is what workflow needs beyond the incident: the SRC, the holidays
@@ -270,7 +233,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		return nil, err
 	}
 	until := workflow.FormatInstant(st.Shift.Add(workflow.ShiftLength))
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	rcpts := s.committee()
 	var out []queue.Msg
 	if st.Pending != "" && (st.Pending != old.Pending || !st.PendingAt.Equal(old.PendingAt)) {
 		current, _ := workflow.OnCall(s.o.Rotation, st, now)
@@ -279,7 +242,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on-call handover to "+st.Pending+" requested", body, "oncall", "", "auto-generated", now)
+		msgs, err := s.sealedEach(sec, rcpts, notice{Subject: "[embargo] on-call handover to " + st.Pending + " requested", Body: body, Kind: "oncall"}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -320,7 +283,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on call: "+st.Member, body, "oncall", "", "auto-generated", now)
+		msgs, err := s.sealedEach(sec, rcpts, notice{Subject: "[embargo] on call: " + st.Member, Body: body, Kind: "oncall"}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -383,7 +346,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 		status = "refused"
 		s.log.Info("on-call commands refused", "signer", sig.v.Fingerprint, "reason", res.Receipt.Refused)
 	}
-	out, err := s.toMember(sec, mem, "[on-call] receipt: "+status, res.Receipt.Text(), "", now, "receipt")
+	out, err := s.toMember(sec, mem, notice{Subject: "[on-call] receipt: " + status, Body: res.Receipt.Text(), Kind: "receipt"}, now)
 	if err != nil {
 		return true, err
 	}
@@ -443,8 +406,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-		out, err := s.sealedEach(sec, rcpts, "", "[embargo] weekly digest, week of "+dg.Week.Format(time.DateOnly), body, "digest", "", "auto-generated", now)
+		out, err := s.sealedEach(sec, s.committee(), notice{Subject: "[embargo] weekly digest, week of " + dg.Week.Format(time.DateOnly), Body: body, Kind: "digest"}, now)
 		if err != nil {
 			return err
 		}
@@ -550,8 +512,8 @@ func (s *Service) holdSuspectRelease(tx *bolt.Tx, sec lists.List, inc *workflow.
 		return false, nil, err
 	}
 	s.log.Warn("release held: the clock jumped across T", "incident", inc.ID)
-	out, err := s.alertSRC(sec, inc, "release-held", map[string]string{"id": string(inc.ID),
-		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}, now, true)
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held", Fields: map[string]string{"id": string(inc.ID),
+		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}}, now)
 	if err != nil {
 		return false, nil, err
 	}
