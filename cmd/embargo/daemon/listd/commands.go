@@ -240,15 +240,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 		XLoop:     sec.Address,
 		Body:      body,
 	}
-	var out []byte
-	switch rk := s.pinnedReporterKey(tx, inc.ID, now); {
-	case s.o.ListKey == nil:
-		out, err = om.plain()
-	case rk != nil:
-		out, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
-	default:
-		out, err = om.signed(s.o.ListKey, s.keyOptions())
-	}
+	out, err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +250,21 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	return []queue.Msg{{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, Data: out, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}}, nil
 }
 
+// reporterCopy renders a message from the security list to to: encrypted
+// to the reporter's key pinned to the incident and signed by the list when
+// to is the reporter and a usable key is pinned, else signed only (plain
+// without a list key, in development).
+func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time) ([]byte, error) {
+	if s.o.ListKey == nil {
+		return om.plain()
+	}
+	if rk := s.pinnedReporterKey(tx, inc.ID, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
+		return om.sealed(s.outerHeader(sec, om), rk, s.o.ListKey, s.keyOptions())
+	}
+	return om.signed(s.o.ListKey, s.keyOptions())
+}
+
+// pinnedReporterKey is the reporter's key pinned to the incident, if usable now.
 func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) *keys.Key {
 	pub, ok := incidentdb.ReporterKey(tx, id)
 	if !ok {

@@ -1,7 +1,6 @@
 package listd
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
-	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
@@ -205,23 +203,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	if msg.MessageID != "" {
 		om.References = []string{msg.MessageID}
 	}
-	var data []byte
-	switch {
-	case s.o.ListKey == nil:
-		data, err = om.plain()
-	default:
-		var rk *keys.Key
-		if pub, ok := incidentdb.ReporterKey(tx, inc.ID); ok {
-			if ks, err := keys.ReadPublicKeys(bytes.NewReader(pub)); err == nil && len(ks) > 0 && ks[0].Check(now) == nil {
-				rk = ks[0]
-			}
-		}
-		if rk != nil && strings.EqualFold(to, inc.Reporter) {
-			data, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
-		} else {
-			data, err = om.signed(s.o.ListKey, s.keyOptions())
-		}
-	}
+	data, err := s.reporterCopy(tx, sec, inc, &om, to, now)
 	if err != nil {
 		return nil, err
 	}
