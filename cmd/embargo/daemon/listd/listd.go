@@ -90,9 +90,8 @@ type Service struct {
 
 	// The clock check of Tick (one tick at a time: the cron loop skips a
 	// tick while the previous one runs).
-	lastMono time.Duration
-	haveMono bool
-	jumpFrom time.Time // the heartbeat before a jump seen by this tick
+	clock    workflow.ClockCheck
+	jumpFrom time.Time // where the wall clock stopped being trusted, for this tick
 }
 
 // New returns a Service.

@@ -22,6 +22,8 @@ import (
 const (
 	metaOnCall = "oncall"      // workflow.OnCallState, JSON
 	metaDigest = "digest_week" // RFC 3339 instant of the last week (Monday 00:00 UTC) the digest went out for
+	// metaHeartbeat is the wall clock of the last tick (RFC 3339, nanoseconds).
+	metaHeartbeat = "tick_heartbeat"
 )
 
 // KeyExpiryWarning is how far ahead the Monday digest lists member keys that
@@ -461,29 +463,28 @@ func (s *Service) keyLines(now time.Time) []string {
 	return out
 }
 
-// maxClockJump is how far the wall clock may move beyond the monotonic clock
-// between two ticks before a release it would trigger is held (threats.md G4).
-const maxClockJump = 10 * time.Minute
-
 // checkClock compares the wall clock with the persisted heartbeat of the last
-// tick and the monotonic clock of this process. A forward gap larger than
-// maxClockJump that the monotonic clock did not see is a jump; after a start
-// there is no monotonic reading to compare, so a gap that large cannot be
+// tick and the monotonic clock of this process (workflow.ClockCheck): a
+// forward jump of more than workflow.MaxClockJump holds the releases it made
+// due; after a start, a gap that large since the stored heartbeat cannot be
 // told from a jump and counts as one. It persists the new heartbeat.
 func (s *Service) checkClock(now time.Time) error {
 	mono := s.o.Mono()
-	return s.o.DB.Update(func(tx *bolt.Tx) error {
-		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, "tick_heartbeat"))
-		s.jumpFrom = time.Time{}
-		if gap := now.Sub(hb); !hb.IsZero() && gap > maxClockJump {
-			if !s.haveMono || gap-(mono-s.lastMono) > maxClockJump {
-				s.jumpFrom = hb
-				s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", gap.Round(time.Second).String())
-			}
-		}
-		s.lastMono, s.haveMono = mono, true
-		return incidentdb.SetMeta(tx, "tick_heartbeat", now.Format(time.RFC3339Nano))
+	var from time.Time
+	err := s.o.DB.Update(func(tx *bolt.Tx) error {
+		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, metaHeartbeat))
+		from, _ = s.clock.Check(now, mono, hb)
+		return incidentdb.SetMeta(tx, metaHeartbeat, now.Format(time.RFC3339Nano))
 	})
+	if err != nil {
+		return err
+	}
+	s.clock.Beat(now, mono)
+	s.jumpFrom = from
+	if !from.IsZero() {
+		s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", now.Sub(from).Round(time.Second).String())
+	}
+	return nil
 }
 
 func releases(as []workflow.Action) bool {
