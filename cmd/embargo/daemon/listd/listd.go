@@ -65,10 +65,6 @@ type Options struct {
 	// monotonic clock since New; drills give a virtual one.
 	Mono func() time.Duration
 
-	// TestPanic, when set, runs first on every message: the failpoint of the
-	// poison-message tests.
-	TestPanic func(raw []byte)
-
 	// LiftGrace is how long the announcement waits after the distributors
 	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
 	LiftGrace time.Duration
@@ -77,10 +73,6 @@ type Options struct {
 	Rand   io.Reader
 	Kick   func() // wakes the delivery worker after a commit
 	Logger *slog.Logger
-
-	// BeforeCommit, when set, runs at the end of each message's transaction; an
-	// error rolls it back. It is the failpoint the storage-failure tests use.
-	BeforeCommit func(tx *bolt.Tx) error
 }
 
 // Service handles mail for the lists.
@@ -92,6 +84,8 @@ type Service struct {
 	// tick while the previous one runs).
 	clock    workflow.ClockCheck
 	jumpFrom time.Time // where the wall clock stopped being trusted, for this tick
+
+	hooks TestHooks // failpoints, set by tests alone (testhooks.go)
 }
 
 // New returns a Service.
@@ -147,8 +141,8 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 			err = s.quarantine(env, raw)
 		}
 	}()
-	if s.o.TestPanic != nil {
-		s.o.TestPanic(raw)
+	if s.hooks.Panic != nil {
+		s.hooks.Panic(raw)
 	}
 	return s.handle(ctx, env, raw)
 }
@@ -296,8 +290,8 @@ func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
 		if _, err := incidentdb.AddMessage(tx, rec, raw, sum); err != nil {
 			return err
 		}
-		if s.o.BeforeCommit != nil {
-			return s.o.BeforeCommit(tx)
+		if s.hooks.BeforeCommit != nil {
+			return s.hooks.BeforeCommit(tx)
 		}
 		return nil
 	})
