@@ -196,9 +196,9 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 	case workflow.HelpReply:
 		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] help", Body: a.Text, Kind: "help", Thread: inc.RootMsg}, now)
 	case workflow.DistributorNotice:
-		return s.distributorNotice(tx, inc, a, now)
+		return s.distributorNotice(inc, a, now)
 	case workflow.EmbargoLifted:
-		return s.embargoLifted(tx, inc, a, now)
+		return s.embargoLifted(inc, a, now)
 	case workflow.Release:
 		notBefore := now
 		for _, o := range all {

@@ -54,8 +54,8 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		if err != nil {
 			return nil, err
 		}
-		om := s.announceMail(ann, subject, text, mid, now)
-		om.To = []*mail.Address{{Address: ann.Address}}
+		om := s.announceMail(ann, subject, text, now)
+		om.To, om.MessageID = []*mail.Address{{Address: ann.Address}}, mid
 		data, err := om.signed(s.o.AnnounceKey, s.keyOptions())
 		if err != nil {
 			return nil, err
@@ -73,8 +73,8 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 			if err != nil {
 				return nil, err
 			}
-			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, cmid, now)
-			cm.To = []*mail.Address{{Address: ch.Address}}
+			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, now)
+			cm.To, cm.MessageID = []*mail.Address{{Address: ch.Address}}, cmid
 			cdata, err := cm.signed(s.o.AnnounceKey, s.keyOptions())
 			if err != nil {
 				return nil, err
@@ -85,7 +85,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	}
 
 	// The distributors: the public version, still only encrypted.
-	dist, err := s.toDistributors(tx, inc, "advisory-distributors", subject, text, nil, now)
+	dist, err := s.toDistributors(inc, distMail{Kind: "advisory-distributors", Subject: subject, Body: text}, now)
 	if err != nil {
 		return nil, err
 	}
@@ -137,16 +137,16 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 }
 
 // announceMail is a message from the announce list with the list fields of
-// RFC 2369 and RFC 2919; it is signed, never encrypted.
-func (s *Service) announceMail(ann lists.List, subject, body, mid string, now time.Time) outMail {
+// RFC 2369 and RFC 2919; it is signed, never encrypted. The caller sets To
+// and the Message-ID.
+func (s *Service) announceMail(ann lists.List, subject, body string, now time.Time) outMail {
 	return outMail{
-		From:      &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
-		Subject:   subject,
-		MessageID: mid,
-		Date:      now,
-		ListID:    listID(ann),
-		XLoop:     ann.Address,
-		Body:      body,
+		From:    &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
+		Subject: subject,
+		Date:    now,
+		ListID:  listID(ann),
+		XLoop:   ann.Address,
+		Body:    body,
 		Extra: [][2]string{
 			{"List-Unsubscribe", "<mailto:" + ann.SubAddress(lists.DetailUnsubscribe) + ">"},
 			{"List-Post", "NO"},
