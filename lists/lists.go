@@ -41,6 +41,10 @@ func (l List) Local() string { l1, _, _ := strings.Cut(l.Address, "@"); return l
 // Domain returns the domain of the list address.
 func (l List) Domain() string { _, d, _ := strings.Cut(l.Address, "@"); return d }
 
+// ListID is the list's List-Id field value (RFC 2919 §2), e.g.
+// "<security.example.org>".
+func (l List) ListID() string { return "<" + l.Local() + "." + l.Domain() + ">" }
+
 // SubAddress returns local+detail@domain.
 func (l List) SubAddress(detail string) string {
 	return l.Local() + "+" + detail + "@" + l.Domain()

@@ -79,8 +79,6 @@ func (s *Service) listAddress(sec lists.List) *mail.Address {
 	return &mail.Address{Name: s.o.Project + " Security Response", Address: sec.Address}
 }
 
-func listID(sec lists.List) string { return "<" + sec.Local() + "." + sec.Domain() + ">" }
-
 func (s *Service) random(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(s.o.Rand, b); err != nil {

@@ -280,7 +280,7 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		References:  []string{inc.RootMsg},
 		InReplyTo:   inc.RootMsg,
 		Date:        now,
-		ListID:      listID(sec),
+		ListID:      sec.ListID(),
 		XLoop:       sec.Address,
 		Body:        body,
 		Attachments: msg.Attachments,

@@ -144,7 +144,7 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 		From:    &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
 		Subject: subject,
 		Date:    now,
-		ListID:  listID(ann),
+		ListID:  ann.ListID(),
 		XLoop:   ann.Address,
 		Body:    body,
 		Extra: [][2]string{
