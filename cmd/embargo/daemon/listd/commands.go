@@ -107,12 +107,8 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	if err != nil {
 		return inc, nil, err
 	}
-	var src []string
-	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
-		src = append(src, m.Email)
-	}
-	env := workflow.Env{SRC: src, LastLead: incidentdb.Meta(tx, "last_lead"), Holidays: s.o.Holidays, MessageID: msg.MessageID,
-		Rotation: s.o.Rotation, OnCallState: s.onCallState(tx)}
+	env := s.workflowEnv(tx)
+	env.LastLead, env.MessageID = incidentdb.Meta(tx, "last_lead"), msg.MessageID
 	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
 	var res workflow.Result
 	var applyErr error

@@ -56,7 +56,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	}
 	var due []workflow.ID
 	err := s.o.DB.View(func(tx *bolt.Tx) error {
-		env := s.tickEnv(tx)
+		env := s.workflowEnv(tx)
 		incs, err := incidentdb.OpenIncidents(tx)
 		if err != nil {
 			return err
@@ -110,7 +110,7 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		r := workflow.Tick(*inc, now, s.tickEnv(tx))
+		r := workflow.Tick(*inc, now, s.workflowEnv(tx))
 		if !r.Applied {
 			return nil
 		}
@@ -190,9 +190,9 @@ func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f ma
 	return s.sealedEach(sec, rcpts, notice{Subject: subject, Body: body, Kind: "reminder", Incident: inc.ID, Thread: inc.RootMsg}, now)
 }
 
-// tickEnv is what workflow needs beyond the incident: the SRC, the holidays
-// and the on-call.
-func (s *Service) tickEnv(tx *bolt.Tx) workflow.Env {
+// workflowEnv is what workflow needs beyond the incident: the SRC, the
+// holidays and the on-call.
+func (s *Service) workflowEnv(tx *bolt.Tx) workflow.Env {
 	var src []string
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
@@ -333,7 +333,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 	if err != nil {
 		return true, err
 	}
-	env := s.tickEnv(tx)
+	env := s.workflowEnv(tx)
 	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
 	var res workflow.Result
 	var applyErr error
@@ -398,7 +398,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		dg := workflow.WeeklyDigest(incs, now, s.tickEnv(tx))
+		dg := workflow.WeeklyDigest(incs, now, s.workflowEnv(tx))
 		sec := s.o.Roster.List(lists.Security)
 		body, err := s.o.Templates.Render("digest", map[string]any{
 			"Project": s.o.Project, "week": workflow.FormatInstant(dg.Week),
