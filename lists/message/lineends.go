@@ -3,7 +3,7 @@ package message
 // CleanLineEnds reports whether every CR in b is followed by LF and every LF
 // preceded by CR: the only line end a message may have (RFC 5322 §2.3). The
 // list daemons check what they render with it, so that no bare CR or LF
-// reaches a relay (threats.md B2).
+// reaches a relay (docs/threat-model.md B2).
 func CleanLineEnds(b []byte) bool {
 	for i, c := range b {
 		switch c {

@@ -112,7 +112,7 @@ func newMessageID(rnd io.Reader, kind, domain string) (string, error) {
 
 var errBareLine = errors.New("announce: rendered message has a bare CR or LF")
 
-// checked refuses a message that is not clean CRLF (threats.md B2).
+// checked refuses a message that is not clean CRLF (docs/threat-model.md B2).
 func checked(b []byte) ([]byte, error) {
 	if !message.CleanLineEnds(b) {
 		return nil, errBareLine

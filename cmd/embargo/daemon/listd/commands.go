@@ -55,7 +55,7 @@ const replayRefusal = "this signed message was already processed (a replay); not
 var errReplay = errors.New("replay")
 
 // seenSignature records a verified signature in the replay cache and reports
-// whether it was there already (threats.md E3): the same signer's signature,
+// whether it was there already (docs/threat-model.md E3): the same signer's signature,
 // made at the same second over the same bytes, counts once.
 func seenSignature(tx *bolt.Tx, v *keys.Verified, now time.Time) (bool, error) {
 	id := append(fmt.Appendf(nil, "%s|%d|", v.Fingerprint, v.Signed.Unix()), v.Bytes...)
