@@ -41,6 +41,10 @@ func (l List) Local() string { l1, _, _ := strings.Cut(l.Address, "@"); return l
 // Domain returns the domain of the list address.
 func (l List) Domain() string { _, d, _ := strings.Cut(l.Address, "@"); return d }
 
+// ListID is the list's List-Id field value (RFC 2919 §2), e.g.
+// "<security.example.org>".
+func (l List) ListID() string { return "<" + l.Local() + "." + l.Domain() + ">" }
+
 // SubAddress returns local+detail@domain.
 func (l List) SubAddress(detail string) string {
 	return l.Local() + "+" + detail + "@" + l.Domain()
@@ -107,19 +111,31 @@ func (r *Roster) IsOurs(addr string) bool {
 	return err == nil || strings.HasSuffix(strings.ToLower(addr), "@"+r.List(Security).Domain())
 }
 
-// Refusal is a policy refusal with the SMTP status the sender should see.
+// Refusal refuses an SMTP transaction on purpose: the reply code, the RFC
+// 3463 enhanced status code and a sentence the sender should read. Routing
+// (Route), parsing (lists/message) and the list daemon return it. smtpd
+// answers with any error that has SMTPStatus (smtpd/reply.go), so it needs
+// no import of this package; listd keeps any error that is Permanent from
+// being taken for a storage failure.
 type Refusal struct {
-	Code     int
-	Enhanced string
-	Text     string
+	Code     int    // RFC 5321 §4.2 reply code, 4xx or 5xx
+	Enhanced string // RFC 3463 enhanced status code, e.g. "5.7.1"
+	Text     string // one line of ASCII for the sender
 }
+
+// The methods smtpd and listd look for (errors.As).
+var _ interface {
+	error
+	SMTPStatus() (code int, enhanced string)
+	Permanent() bool
+} = (*Refusal)(nil)
 
 func (e *Refusal) Error() string { return e.Text }
 
 // SMTPStatus gives the reply code and RFC 3463 enhanced status code.
 func (e *Refusal) SMTPStatus() (int, string) { return e.Code, e.Enhanced }
 
-// Permanent reports whether retrying cannot help.
+// Permanent reports whether retrying the same message cannot help.
 func (e *Refusal) Permanent() bool { return e.Code >= 500 }
 
 // Target is where one recipient address leads.

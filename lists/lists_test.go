@@ -78,3 +78,10 @@ func TestRoster(t *testing.T) {
 		t.Errorf("SubAddress = %q", got)
 	}
 }
+
+func TestListID(t *testing.T) {
+	l := List{Name: Security, Address: "security@example.org"}
+	if got, want := l.ListID(), "<security.example.org>"; got != want {
+		t.Errorf("ListID() = %q, want %q", got, want)
+	}
+}

@@ -40,9 +40,66 @@ var cvss40Distance = map[string]map[string]float64{
 // 1e-6, so that a tie such as 6.85, computed as 6.8499999999999996, rounds to
 // 6.9 as in the reference. get returns a metric's value ("X" when not given).
 func score40(get func(string) string) float64 {
-	// m is the value that counts: a modified metric when given, X threat and
-	// requirement metrics at their worst case.
-	m := func(metric string) string {
+	m := cvss40Values(get)
+	if m("VC") == "N" && m("VI") == "N" && m("VA") == "N" && m("SC") == "N" && m("SI") == "N" && m("SA") == "N" {
+		return 0
+	}
+	eq := cvss40MacroVector(m)
+	value := cvss40MacroScore(eq)
+	// 1.a The score of the next lower MacroVector in each EQ (NaN if none).
+	nextEQ1, nextEQ2, nextEQ36, nextEQ4, nextEQ5 := cvss40LowerScores(eq)
+
+	// 1.b The severity distance to the first highest severity vector of the
+	// MacroVector that is not less severe in any metric.
+	l1, l2 := cvss40EQLevels[1][eq[1]], cvss40EQLevels[2][eq[2]]
+	l4, l5 := cvss40EQLevels[4][eq[4]], cvss40EQLevels[5][eq[5]]
+	l36 := cvss40EQ36Levels[string([]byte{byte('0' + eq[3]), byte('0' + eq[6])})]
+	dist := cvss40Distances(m, l1, l2, l36, l4, l5)
+	curEQ1 := dist["AV"] + dist["PR"] + dist["UI"]
+	curEQ2 := dist["AC"] + dist["AT"]
+	curEQ36 := dist["VC"] + dist["VI"] + dist["VA"] + dist["CR"] + dist["IR"] + dist["AR"]
+	curEQ4 := dist["SC"] + dist["SI"] + dist["SA"]
+
+	// 1.c, 1.d The available distance, scaled by the proportion of the depth.
+	const step = 0.1
+	n := 0
+	var norm1, norm2, norm36, norm4, norm5 float64
+	if avail := value - nextEQ1; !math.IsNaN(avail) {
+		n++
+		norm1 = avail * (curEQ1 / (l1.depth * step))
+	}
+	if avail := value - nextEQ2; !math.IsNaN(avail) {
+		n++
+		norm2 = avail * (curEQ2 / (l2.depth * step))
+	}
+	if avail := value - nextEQ36; !math.IsNaN(avail) {
+		n++
+		norm36 = avail * (curEQ36 / (l36.depth * step))
+	}
+	if avail := value - nextEQ4; !math.IsNaN(avail) {
+		n++
+		norm4 = avail * (curEQ4 / (l4.depth * step))
+	}
+	if avail := value - nextEQ5; !math.IsNaN(avail) {
+		n++ // EQ5 has one metric: its proportion is always 0
+		norm5 = avail * 0
+	}
+
+	// 2, 3 The mean of the proportional distances, taken off the MacroVector
+	// score, rounded as the reference does.
+	mean := 0.0
+	if n != 0 {
+		mean = (norm1 + norm2 + norm36 + norm4 + norm5) / float64(n)
+	}
+	value -= mean
+	value = math.Max(0, math.Min(10, value))
+	return math.Floor((value+1e-6)*10+0.5) / 10
+}
+
+// cvss40Values returns the value of a metric that counts: a modified metric
+// when given, X threat and requirement metrics at their worst case.
+func cvss40Values(get func(string) string) func(string) string {
+	return func(metric string) string {
 		v := get(metric)
 		switch metric {
 		case "E":
@@ -61,12 +118,11 @@ func score40(get func(string) string) float64 {
 		}
 		return v
 	}
-	if m("VC") == "N" && m("VI") == "N" && m("VA") == "N" && m("SC") == "N" && m("SI") == "N" && m("SA") == "N" {
-		return 0
-	}
+}
 
-	// The MacroVector: the level of each equivalence set (§8.1).
-	var eq [7]int // eq[1] … eq[6]
+// cvss40MacroVector is the level of each equivalence set (§8.1): eq[1] … eq[6].
+func cvss40MacroVector(m func(string) string) [7]int {
+	var eq [7]int
 	av, pr, ui := m("AV"), m("PR"), m("UI")
 	switch {
 	case av == "N" && pr == "N" && ui == "N":
@@ -107,29 +163,31 @@ func score40(get func(string) string) float64 {
 	if !((m("CR") == "H" && vc == "H") || (m("IR") == "H" && vi == "H") || (m("AR") == "H" && va == "H")) {
 		eq[6] = 1
 	}
-	key := func(e [7]int) string {
-		var b [6]byte
-		for i := 1; i <= 6; i++ {
-			b[i-1] = byte('0' + e[i])
-		}
-		return string(b[:])
-	}
-	lookup := func(e [7]int) float64 {
-		if s, ok := cvss40MacroScores[key(e)]; ok {
-			return s
-		}
-		return math.NaN()
-	}
-	value := lookup(eq)
+	return eq
+}
 
-	// 1.a The score of the next lower MacroVector in each EQ (NaN if none).
+// cvss40MacroScore is the score of a MacroVector, NaN for one that does not
+// exist.
+func cvss40MacroScore(e [7]int) float64 {
+	var b [6]byte
+	for i := 1; i <= 6; i++ {
+		b[i-1] = byte('0' + e[i])
+	}
+	if s, ok := cvss40MacroScores[string(b[:])]; ok {
+		return s
+	}
+	return math.NaN()
+}
+
+// cvss40LowerScores are the scores of the next lower MacroVector in each EQ
+// (NaN where there is none); EQ3 and EQ6 step together.
+func cvss40LowerScores(eq [7]int) (nextEQ1, nextEQ2, nextEQ36, nextEQ4, nextEQ5 float64) {
 	lower := func(i int) float64 {
 		e := eq
 		e[i]++
-		return lookup(e)
+		return cvss40MacroScore(e)
 	}
-	nextEQ1, nextEQ2, nextEQ4, nextEQ5 := lower(1), lower(2), lower(4), lower(5)
-	var nextEQ36 float64
+	nextEQ1, nextEQ2, nextEQ4, nextEQ5 = lower(1), lower(2), lower(4), lower(5)
 	switch {
 	case eq[3] == 0 && eq[6] == 0: // 00 → 01 or 10, whichever scores higher
 		left, right := lower(6), lower(3)
@@ -145,82 +203,39 @@ func score40(get func(string) string) float64 {
 	default: // 01 → 11, 11 → 21
 		nextEQ36 = lower(3)
 	}
+	return nextEQ1, nextEQ2, nextEQ36, nextEQ4, nextEQ5
+}
 
-	// 1.b The severity distance to the first highest severity vector of the
-	// MacroVector that is not less severe in any metric.
-	l1, l2 := cvss40EQLevels[1][eq[1]], cvss40EQLevels[2][eq[2]]
-	l4, l5 := cvss40EQLevels[4][eq[4]], cvss40EQLevels[5][eq[5]]
-	l36 := cvss40EQ36Levels[string([]byte{byte('0' + eq[3]), byte('0' + eq[6])})]
+// cvss40Distances is each metric's severity distance to the first highest
+// severity vector of the MacroVector (the levels' max vectors, combined in
+// the reference's order) that is not less severe in any metric.
+func cvss40Distances(m func(string) string, l1, l2, l36, l4, l5 cvss40Level) map[string]float64 {
 	order := []string{"AV", "PR", "UI", "AC", "AT", "VC", "VI", "VA", "SC", "SI", "SA", "CR", "IR", "AR"}
-	var dist map[string]float64
-	try := func(maxVector string) bool {
+	try := func(maxVector string) map[string]float64 {
 		mx := parseMetrics(maxVector)
 		dd := make(map[string]float64, len(order))
 		for _, k := range order {
 			dd[k] = cvss40Distance[k][m(k)] - cvss40Distance[k][mx[k]]
 			if dd[k] < 0 {
-				return false
+				return nil
 			}
 		}
-		dist = dd
-		return true
+		return dd
 	}
-search:
 	for _, a := range l1.max {
 		for _, b := range l2.max {
 			for _, c := range l36.max {
 				for _, d := range l4.max {
 					for _, e := range l5.max {
-						if try(a + "/" + b + "/" + c + "/" + d + "/" + e) {
-							break search
+						if dd := try(a + "/" + b + "/" + c + "/" + d + "/" + e); dd != nil {
+							return dd
 						}
 					}
 				}
 			}
 		}
 	}
-	if dist == nil { // cannot happen for a valid vector; keep the MacroVector score
-		dist = map[string]float64{}
-	}
-	curEQ1 := dist["AV"] + dist["PR"] + dist["UI"]
-	curEQ2 := dist["AC"] + dist["AT"]
-	curEQ36 := dist["VC"] + dist["VI"] + dist["VA"] + dist["CR"] + dist["IR"] + dist["AR"]
-	curEQ4 := dist["SC"] + dist["SI"] + dist["SA"]
-
-	// 1.c, 1.d The available distance, scaled by the proportion of the depth.
-	const step = 0.1
-	n := 0
-	var norm1, norm2, norm36, norm4, norm5 float64
-	if avail := value - nextEQ1; !math.IsNaN(avail) {
-		n++
-		norm1 = avail * (curEQ1 / (l1.depth * step))
-	}
-	if avail := value - nextEQ2; !math.IsNaN(avail) {
-		n++
-		norm2 = avail * (curEQ2 / (l2.depth * step))
-	}
-	if avail := value - nextEQ36; !math.IsNaN(avail) {
-		n++
-		norm36 = avail * (curEQ36 / (l36.depth * step))
-	}
-	if avail := value - nextEQ4; !math.IsNaN(avail) {
-		n++
-		norm4 = avail * (curEQ4 / (l4.depth * step))
-	}
-	if avail := value - nextEQ5; !math.IsNaN(avail) {
-		n++ // EQ5 has one metric: its proportion is always 0
-		norm5 = avail * 0
-	}
-
-	// 2, 3 The mean of the proportional distances, taken off the MacroVector
-	// score, rounded as the reference does.
-	mean := 0.0
-	if n != 0 {
-		mean = (norm1 + norm2 + norm36 + norm4 + norm5) / float64(n)
-	}
-	value -= mean
-	value = math.Max(0, math.Min(10, value))
-	return math.Floor((value+1e-6)*10+0.5) / 10
+	return map[string]float64{} // cannot happen for a valid vector; keep the MacroVector score
 }
 
 // parseMetrics reads "AV:N/PR:N/…" into a map.

@@ -131,7 +131,6 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		AnnounceKey:     ks.lists["announce"],
 		Channels:        channels(cfg),
 		LiftGrace:       so.liftGrace,
-		TestPanic:       so.testPanic,
 		Holidays:        cfg.HolidayDates(),
 		Rotation:        rotation(cfg), // tick.go
 		Members:         ks.members,
@@ -143,8 +142,10 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		Now:             so.now,
 		Kick:            func() { d.worker.Kick(); fanout.Kick() },
 		Logger:          log.With("component", "listd"),
-		BeforeCommit:    so.beforeCommit,
 	})
+	if so.testPanic != nil || so.beforeCommit != nil { // tests alone set them (run_test.go)
+		d.svc.SetTestHooks(listd.TestHooks{Panic: so.testPanic, BeforeCommit: so.beforeCommit})
+	}
 	d.worker = queue.New(db, relay, queue.Options{
 		Now:         so.now,
 		Lifetime:    time.Duration(cfg.Relay.QueueLifetimeHours) * time.Hour,

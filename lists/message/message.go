@@ -23,6 +23,8 @@ import (
 	gomessage "github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // legacy charsets (threats.md C3)
 	"github.com/emersion/go-message/mail"
+
+	"github.com/embargo-project/embargo/lists"
 )
 
 // Limits bound what Parse accepts. Zero fields take the defaults of threats.md §4.
@@ -54,25 +56,12 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Error is a refusal the sender should read. It carries its SMTP status so the one
-// mapping function in smtpd can answer with it without knowing this package.
-type Error struct {
-	Code     int
-	Enhanced string
-	Text     string
-}
-
-func (e *Error) Error() string { return e.Text }
-
-// SMTPStatus gives the reply code and RFC 3463 enhanced code.
-func (e *Error) SMTPStatus() (int, string) { return e.Code, e.Enhanced }
-
-// Permanent reports whether the sender should not retry the same message.
-func (e *Error) Permanent() bool { return e.Code >= 500 }
-
-func mediaError(format string, args ...any) *Error {
+// mediaError refuses a message Parse cannot read safely. Parse's refusals are
+// *lists.Refusal values: a sentence for the sender with its SMTP status,
+// which smtpd answers with.
+func mediaError(format string, args ...any) *lists.Refusal {
 	// RFC 3463 section 3.7: X.6.0 other or undefined media error.
-	return &Error{Code: 554, Enhanced: "5.6.0", Text: fmt.Sprintf(format, args...)}
+	return &lists.Refusal{Code: 554, Enhanced: "5.6.0", Text: fmt.Sprintf(format, args...)}
 }
 
 // Attachment is a non-text part of the message, decoded.
@@ -103,7 +92,8 @@ type Message struct {
 // fields let us and the member's client see different authors).
 var singletons = []string{"From", "To", "Subject", "Date", "Message-Id", "Content-Type", "Sender", "Reply-To", "In-Reply-To", "References"}
 
-// Parse reads raw (CRLF line ends, as received) within limits.
+// Parse reads raw (CRLF line ends, as received) within limits. A message it
+// refuses gets a *lists.Refusal (5xx) the sender can read.
 func Parse(raw []byte, lim Limits) (*Message, error) {
 	lim = lim.withDefaults()
 	hdrEnd := bytes.Index(raw, []byte("\r\n\r\n"))
@@ -112,7 +102,7 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 		headerLen = len(raw)
 	}
 	if headerLen > lim.MaxHeaderBytes {
-		return nil, &Error{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("Message header is larger than %d bytes", lim.MaxHeaderBytes)}
+		return nil, &lists.Refusal{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("Message header is larger than %d bytes", lim.MaxHeaderBytes)}
 	}
 	if err := check8bit(raw[:headerLen], lim.AllowUTF8); err != nil {
 		return nil, err
@@ -318,7 +308,7 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 		return nil
 	})
 	if err != nil {
-		var me *Error
+		var me *lists.Refusal
 		if errors.As(err, &me) {
 			return me
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/lists"
 )
 
 func crlf(s string) []byte { return []byte(strings.ReplaceAll(s, "\n", "\r\n")) }
@@ -114,9 +116,9 @@ func TestParseRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse(crlf(tt.raw), Limits{})
-			var e *Error
+			var e *lists.Refusal
 			if !errors.As(err, &e) {
-				t.Fatalf("Parse = %v, want *Error %d", err, tt.code)
+				t.Fatalf("Parse = %v, want *lists.Refusal %d", err, tt.code)
 			}
 			if c, enh := e.SMTPStatus(); c != tt.code || enh != tt.enhanced {
 				t.Errorf("Parse status = %d %s (%q), want %d %s", c, enh, e.Text, tt.code, tt.enhanced)
@@ -180,9 +182,9 @@ func FuzzParseMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := Parse(raw, Limits{})
 		if err != nil {
-			var e *Error
+			var e *lists.Refusal
 			if !errors.As(err, &e) {
-				t.Fatalf("Parse error %v is not an *Error", err)
+				t.Fatalf("Parse error %v is not a *lists.Refusal", err)
 			}
 			return
 		}

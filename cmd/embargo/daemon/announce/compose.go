@@ -16,6 +16,7 @@ import (
 
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 // reply is one mail this package writes to a (would-be) subscriber. Every
@@ -36,7 +37,7 @@ func (r *reply) header() mail.Header {
 	var h mail.Header
 	// Set prepends: in reverse, so the usual fields come out first.
 	h.Set("X-Loop", r.List.Address)
-	h.Set("List-Id", listID(r.List))
+	h.Set("List-Id", r.List.ListID())
 	// RFC 3834 §5: an automatic response to the request.
 	h.Set("Auto-Submitted", "auto-replied")
 	h.SetMessageID(r.MessageID)
@@ -101,9 +102,6 @@ func displayName(project string, l lists.List) string {
 	return project + " Security Announcements"
 }
 
-// listID is the RFC 2919 List-Id: <announce.example.org>.
-func listID(l lists.List) string { return "<" + l.Local() + "." + l.Domain() + ">" }
-
 func newMessageID(rnd io.Reader, kind, domain string) (string, error) {
 	var b [12]byte
 	if _, err := io.ReadFull(rnd, b[:]); err != nil {
@@ -114,18 +112,10 @@ func newMessageID(rnd io.Reader, kind, domain string) (string, error) {
 
 var errBareLine = errors.New("announce: rendered message has a bare CR or LF")
 
+// checked refuses a message that is not clean CRLF (docs/threat-model.md B2).
 func checked(b []byte) ([]byte, error) {
-	for i, c := range b {
-		switch c {
-		case '\r':
-			if i+1 >= len(b) || b[i+1] != '\n' {
-				return nil, errBareLine
-			}
-		case '\n':
-			if i == 0 || b[i-1] != '\r' {
-				return nil, errBareLine
-			}
-		}
+	if !message.CleanLineEnds(b) {
+		return nil, errBareLine
 	}
 	return b, nil
 }
@@ -184,7 +174,7 @@ func prepareRelease(msg []byte, l lists.List, key *keys.Key, o Options, now time
 	h.Add("X-Loop", l.Address)
 	h.Add("Precedence", "list")
 	h.Add("List-Post", "NO") // RFC 2369 §3.4: posting is not allowed
-	h.Add("List-Id", listID(l))
+	h.Add("List-Id", l.ListID())
 	var b bytes.Buffer
 	if err := textproto.WriteHeader(&b, h); err != nil {
 		return nil, fmt.Errorf("header: %w", err)

@@ -17,6 +17,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // Fanout delivers releases: for each job at its T, one stored message to
@@ -32,9 +33,7 @@ type Fanout struct {
 	running atomic.Bool
 
 	// Run's own state; no other goroutine touches it.
-	hbLocal   bool          // this process wrote the heartbeat below
-	hbWall    time.Time     // wall clock of the last heartbeat written
-	hbMono    time.Duration // monotonic clock at that moment
+	clock     workflow.ClockCheck // the heartbeats this process wrote
 	cache     map[string]*prepared
 	fails     map[string]int       // job key → consecutive failed transactions
 	failUntil map[string]time.Time // job key → no transaction before then
@@ -53,6 +52,7 @@ func New(db *bolt.DB, relay queue.Relay, o Options) *Fanout {
 	o = o.withDefaults()
 	return &Fanout{
 		db: db, relay: relay, o: o, log: o.Logger,
+		clock:     workflow.ClockCheck{Max: o.MaxClockJump},
 		kick:      make(chan struct{}, 1),
 		cache:     make(map[string]*prepared),
 		fails:     make(map[string]int),
@@ -170,7 +170,8 @@ func (f *Fanout) step(ctx context.Context) (time.Duration, error) {
 		return 0, nil
 	}
 	now := f.o.Now()
-	wait := f.o.Heartbeat - (f.o.Mono() - f.hbMono)
+	since, _ := f.clock.SinceBeat(f.o.Mono())
+	wait := f.o.Heartbeat - since
 	for _, t := range []time.Time{wake, next} {
 		if !t.IsZero() {
 			wait = min(wait, t.Sub(now))
@@ -217,7 +218,8 @@ func (f *Fanout) tick() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if f.hbLocal && !due && mono-f.hbMono < f.o.Heartbeat {
+	since, local := f.clock.SinceBeat(mono)
+	if local && !due && since < f.o.Heartbeat {
 		return next, nil
 	}
 
@@ -226,22 +228,17 @@ func (f *Fanout) tick() (time.Time, error) {
 		if err != nil {
 			return err
 		}
-		jumped, basis := false, time.Time{}
-		if f.hbLocal {
-			expected := f.hbWall.Add(mono - f.hbMono)
-			if now.Sub(expected) > f.o.MaxClockJump {
-				jumped, basis = true, expected
-			} else if expected.Sub(now) > f.o.MaxClockJump {
-				f.log.Warn("announce: wall clock went back", "by", expected.Sub(now).Round(time.Second))
-			}
-		} else if v := b.meta.Get(metaHeartbeat); len(v) == 8 {
-			last := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-			if now.Sub(last) > f.o.MaxClockJump {
-				jumped, basis = true, last
-			}
+		var last time.Time // the stored heartbeat, which counts just after a start
+		if v := b.meta.Get(metaHeartbeat); len(v) == 8 {
+			last = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		basis, back := f.clock.Check(now, mono, last)
+		jumped := !basis.IsZero()
+		if back > 0 {
+			f.log.Warn("announce: wall clock went back", "by", back.Round(time.Second))
 		}
 		if jumped {
-			f.log.Warn("announce: wall clock ahead of the last heartbeat", "by", now.Sub(basis).Round(time.Second), "after_start", !f.hbLocal)
+			f.log.Warn("announce: wall clock ahead of the last heartbeat", "by", now.Sub(basis).Round(time.Second), "after_start", !local)
 		}
 		var keys [][]byte
 		if err := b.openjobs.ForEach(func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil }); err != nil {
@@ -276,7 +273,7 @@ func (f *Fanout) tick() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	f.hbLocal, f.hbWall, f.hbMono = true, now, mono
+	f.clock.Beat(now, mono)
 	return next, nil
 }
 

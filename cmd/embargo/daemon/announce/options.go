@@ -13,6 +13,7 @@ import (
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // Defaults of Options.
@@ -21,7 +22,7 @@ const (
 	DefaultTokenLifetime       = 48 * time.Hour
 	DefaultMaxBounces          = 3
 	DefaultBatchSize           = 100
-	DefaultMaxClockJump        = 10 * time.Minute
+	DefaultMaxClockJump        = workflow.MaxClockJump
 	DefaultHeartbeat           = time.Minute
 	DefaultMinBackoff          = time.Minute
 	DefaultMaxBackoff          = time.Hour

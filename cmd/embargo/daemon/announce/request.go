@@ -153,10 +153,10 @@ func request(b *buckets, action, addr string, now time.Time, o Options) ([]queue
 		name, subject = "announce-confirm-unsubscribe", "Confirm: unsubscribe from "+l.Address
 	}
 	confirmAddr := l.SubAddress(DetailConfirmPrefix + tok)
-	m, err := compose(name, subject, a, confirmAddr, KindConfirm, map[string]any{
+	m, err := compose(answer{Template: name, Subject: subject, To: a, ReplyTo: confirmAddr, Kind: KindConfirm, Data: map[string]any{
 		"Expires":        formatInstant(expires),
 		"ConfirmAddress": confirmAddr,
-	}, now, o)
+	}}, now, o)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func confirm(b *buckets, tok string, now time.Time, o Options) ([]queue.Msg, err
 			}
 		}
 	}
-	m, err := compose(name, subject, rec.Address, "", KindResult, map[string]any{}, now, o)
+	m, err := compose(answer{Template: name, Subject: subject, To: rec.Address, Kind: KindResult}, now, o)
 	if err != nil {
 		return nil, err
 	}
@@ -254,19 +254,33 @@ func Unsubscribe(tx *bolt.Tx, token string, now time.Time) error {
 	return b.remove(string(bytes.Clone(key)), r)
 }
 
-// compose renders one reply from the list to addr.
-func compose(name, subject, addr, replyTo, kind string, data map[string]any, now time.Time, o Options) (queue.Msg, error) {
+// answer is one reply of the list to a (would-be) subscriber.
+type answer struct {
+	Template string         // the body's template
+	Data     map[string]any // its data beyond the list's own fields, which compose adds
+	Subject  string
+	To       string // the subscriber's address
+	ReplyTo  string // "" for none
+	Kind     string // the queue kind: KindConfirm or KindResult
+}
+
+// compose renders one reply from the list.
+func compose(a answer, now time.Time, o Options) (queue.Msg, error) {
 	l := o.List
 	project := o.Project
 	if project == "" {
 		project = l.Domain()
 	}
+	data := map[string]any{}
+	for k, v := range a.Data {
+		data[k] = v
+	}
 	data["Project"] = project
 	data["ListAddress"] = l.Address
-	data["Address"] = addr
+	data["Address"] = a.To
 	data["SubscribeAddress"] = l.SubAddress(lists.DetailSubscribe)
 	data["UnsubscribeAddress"] = l.SubAddress(lists.DetailUnsubscribe)
-	body, err := o.Render(name, data)
+	body, err := o.Render(a.Template, data)
 	if err != nil {
 		return queue.Msg{}, err
 	}
@@ -274,14 +288,14 @@ func compose(name, subject, addr, replyTo, kind string, data map[string]any, now
 	if err != nil {
 		return queue.Msg{}, err
 	}
-	r := reply{List: l, Project: o.Project, To: addr, ReplyTo: replyTo, Subject: subject, MessageID: mid, Date: now, Body: body}
+	r := reply{List: l, Project: o.Project, To: a.To, ReplyTo: a.ReplyTo, Subject: a.Subject, MessageID: mid, Date: now, Body: body}
 	out, err := r.render(o.Key, o.keyOptions(now))
 	if err != nil {
 		return queue.Msg{}, err
 	}
 	// From the null sender: an automatic reply must not draw one (RFC 3834
 	// §4), and nothing bounces back to the list.
-	return queue.Msg{From: "", To: []string{addr}, Data: out, MessageID: mid, Kind: kind, NoAlert: true}, nil
+	return queue.Msg{From: "", To: []string{a.To}, Data: out, MessageID: mid, Kind: a.Kind, NoAlert: true}, nil
 }
 
 // isListAddress reports whether key is the list address or a sub-address of it.

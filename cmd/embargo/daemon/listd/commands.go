@@ -1,8 +1,7 @@
 package listd
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,6 +49,19 @@ func hasCommandLines(text string) bool {
 	return false
 }
 
+// replayRefusal is the receipt of a signed message seen before.
+const replayRefusal = "this signed message was already processed (a replay); nothing applied"
+
+var errReplay = errors.New("replay")
+
+// seenSignature records a verified signature in the replay cache and reports
+// whether it was there already (docs/threat-model.md E3): the same signer's signature,
+// made at the same second over the same bytes, counts once.
+func seenSignature(tx *bolt.Tx, v *keys.Verified, now time.Time) (bool, error) {
+	id := append(fmt.Appendf(nil, "%s|%d|", v.Fingerprint, v.Signed.Unix()), v.Bytes...)
+	return incidentdb.SeenSignature(tx, workflow.ReplayKey(id), workflow.ReplayExpiry(v.Signed), now)
+}
+
 // memberByFingerprint finds the roster member a verified signature belongs to.
 func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
 	for _, m := range s.o.Roster.Members {
@@ -80,7 +92,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		body := fmt.Sprintf("Your message on %s started with command lines, but nothing was applied:\n%s.\n\n"+
 			"Commands count only when the message is signed with your pinned OpenPGP key\n(%s).\n"+
 			"Sign it (PGP/MIME, or gpg --clearsign) and, better, encrypt it to the list key.\n", inc.ID, reason, orNone(mem.Fingerprint))
-		out, err := s.toMember(sec, mem, "["+string(inc.ID)+"] commands not applied", body, inc.RootMsg, now, "refusal")
+		out, err := s.toMember(sec, mem, notice{Subject: "[" + string(inc.ID) + "] commands not applied", Body: body, Kind: "refusal", Thread: inc.RootMsg}, now)
 		return inc, out, err
 	}
 	mem, ok := s.memberByFingerprint(sig.v.Fingerprint)
@@ -91,26 +103,18 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	if err != nil || !hasCommandLines(text) {
 		return inc, nil, nil
 	}
-	// Replay cache (threats.md E3): the same signature over the same bytes
-	// counts once.
-	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s|%d|", sig.v.Fingerprint, sig.v.Signed.Unix())), sig.v.Bytes...))
-	replayed, err := incidentdb.SeenSignature(tx, hex.EncodeToString(sum[:]), workflow.ReplayExpiry(sig.v.Signed), now)
+	replayed, err := seenSignature(tx, sig.v, now)
 	if err != nil {
 		return inc, nil, err
 	}
-	var src []string
-	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
-		src = append(src, m.Email)
-	}
-	env := workflow.Env{SRC: src, LastLead: incidentdb.Meta(tx, "last_lead"), Holidays: s.o.Holidays, MessageID: msg.MessageID,
-		Rotation: s.o.Rotation, OnCallState: s.onCallState(tx)}
+	env := s.workflowEnv(tx)
+	env.LastLead, env.MessageID = incidentdb.Meta(tx, "last_lead"), msg.MessageID
 	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
 	var res workflow.Result
 	var applyErr error
 	if replayed {
-		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now,
-			Refused: "this signed message was already processed (a replay); nothing applied"}}
-		applyErr = fmt.Errorf("replay")
+		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now, Refused: replayRefusal}}
+		applyErr = errReplay
 	} else {
 		res, applyErr = workflow.Apply(inc, text, signer, now, env)
 	}
@@ -131,7 +135,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		status = "applied"
 	}
 	if len(res.Receipt.Lines) > 0 || res.Receipt.Refused != "" {
-		rc, err := s.toMember(sec, mem, fmt.Sprintf("[%s] receipt: %s", inc.ID, status), res.Receipt.Text(), inc.RootMsg, now, "receipt")
+		rc, err := s.toMember(sec, mem, notice{Subject: fmt.Sprintf("[%s] receipt: %s", inc.ID, status), Body: res.Receipt.Text(), Kind: "receipt", Thread: inc.RootMsg}, now)
 		if err != nil {
 			return inc, nil, err
 		}
@@ -182,15 +186,15 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 	case workflow.ReporterMail:
 		return s.toReporter(tx, sec, inc, a, now)
 	case workflow.AlertSRC:
-		return s.alertSRC(sec, inc, a.Template, a.Fields, now, true)
+		return s.alertSRC(inc, a, now)
 	case workflow.StatusReply:
-		return s.toMember(sec, by, "["+string(inc.ID)+"] status", a.Text, inc.RootMsg, now, "status")
+		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] status", Body: a.Text, Kind: "status", Thread: inc.RootMsg}, now)
 	case workflow.HelpReply:
-		return s.toMember(sec, by, "["+string(inc.ID)+"] help", a.Text, inc.RootMsg, now, "help")
+		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] help", Body: a.Text, Kind: "help", Thread: inc.RootMsg}, now)
 	case workflow.DistributorNotice:
-		return s.distributorNotice(tx, inc, a, now)
+		return s.distributorNotice(inc, a, now)
 	case workflow.EmbargoLifted:
-		return s.embargoLifted(tx, inc, a, now)
+		return s.embargoLifted(inc, a, now)
 	case workflow.Release:
 		notBefore := now
 		for _, o := range all {
@@ -210,11 +214,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	if tmpl == "reply" {
 		tmpl = "reporter-reply" // "reply" is the committee copy of a reply
 	}
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range a.Fields {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render(tmpl, data)
+	body, err := s.renderFields(tmpl, a.Fields)
 	if err != nil {
 		return nil, err
 	}
@@ -236,15 +236,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 		XLoop:     sec.Address,
 		Body:      body,
 	}
-	var out []byte
-	switch rk := s.pinnedReporterKey(tx, inc.ID, now); {
-	case s.o.ListKey == nil:
-		out, err = om.plain()
-	case rk != nil:
-		out, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
-	default:
-		out, err = om.signed(s.o.ListKey, s.keyOptions())
-	}
+	out, err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +246,21 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	return []queue.Msg{{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, Data: out, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}}, nil
 }
 
+// reporterCopy renders a message from the security list to to: encrypted
+// to the reporter's key pinned to the incident and signed by the list when
+// to is the reporter and a usable key is pinned, else signed only (plain
+// without a list key, in development).
+func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time) ([]byte, error) {
+	if s.o.ListKey == nil {
+		return om.plain()
+	}
+	if rk := s.pinnedReporterKey(tx, inc.ID, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
+		return om.sealed(s.outerHeader(sec, om), rk, s.o.ListKey, s.keyOptions())
+	}
+	return om.signed(s.o.ListKey, s.keyOptions())
+}
+
+// pinnedReporterKey is the reporter's key pinned to the incident, if usable now.
 func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) *keys.Key {
 	pub, ok := incidentdb.ReporterKey(tx, id)
 	if !ok {
@@ -264,33 +271,4 @@ func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) 
 		return nil
 	}
 	return ks[0]
-}
-
-// toMember sends one message to one committee member, encrypted to their key
-// (receipts, refusals, /status and /help answers). A member without a usable
-// key gets nothing: these messages talk about the incident.
-func (s *Service) toMember(sec lists.List, mem lists.Member, subject, body, thread string, now time.Time, kind string) ([]queue.Msg, error) {
-	key, err := s.memberKey(mem)
-	if err != nil || s.o.ListKey == nil {
-		s.log.Info("no usable key for a reply to a member", "kind", kind)
-		return nil, nil
-	}
-	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, thread, subject, body, kind, "", "auto-replied", now)
-}
-
-// alertSRC renders an alert template to every committee member, sealed.
-//
-// sensitive alerts speak of an incident: members without a usable key get
-// none. Others may go in plaintext where the list allows it.
-func (s *Service) alertSRC(sec lists.List, inc *workflow.Incident, tmpl string, fields map[string]string, now time.Time, sensitive bool) ([]queue.Msg, error) {
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range fields {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render(tmpl, data)
-	if err != nil {
-		return nil, err
-	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), sensitive)
-	return s.sealedEach(sec, rcpts, inc.RootMsg, fmt.Sprintf("[%s] %s", inc.ID, tmpl), body, "alert-"+tmpl, string(inc.ID), "auto-generated", now)
 }

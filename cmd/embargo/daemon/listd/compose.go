@@ -205,26 +205,10 @@ func (o *outMail) sealed(outer mail.Header, to, signer *keys.Key, ko keys.Option
 	return checked(out)
 }
 
+// checked refuses a rendered message that is not clean CRLF.
 func checked(b []byte) ([]byte, error) {
-	if !cleanCRLF(b) {
+	if !message.CleanLineEnds(b) {
 		return nil, errBareLine
 	}
 	return b, nil
-}
-
-// cleanCRLF reports whether every CR is followed by LF and every LF preceded by CR.
-func cleanCRLF(b []byte) bool {
-	for i, c := range b {
-		switch c {
-		case '\r':
-			if i+1 >= len(b) || b[i+1] != '\n' {
-				return false
-			}
-		case '\n':
-			if i == 0 || b[i-1] != '\r' {
-				return false
-			}
-		}
-	}
-	return true
 }

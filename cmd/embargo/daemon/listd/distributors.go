@@ -15,12 +15,20 @@ import (
 	"github.com/embargo-project/embargo/workflow"
 )
 
+// distMail is one message to every distributor.
+type distMail struct {
+	Kind        string // the queue rows' kind, and the Message-IDs' prefix
+	Subject     string // the real Subject, inside the encryption
+	Body        string
+	Attachments []message.Attachment
+}
+
 // toDistributors sends one body to every distributor, each copy rebuilt and
 // encrypted to exactly that distributor's pinned key, signed by the
 // distributors list key, To: the list address only, under the generic outer
 // Subject (threats.md D6, D7, G1). A distributor without a usable key gets
 // nothing, and the SRC is told who and why. There is no plaintext path.
-func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subject, body string, attach []message.Attachment, now time.Time) ([]queue.Msg, error) {
+func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Time) ([]queue.Msg, error) {
 	dl := s.o.Roster.List(lists.Distributors)
 	if len(s.o.Roster.WithRole(workflow.RoleDistributor)) == 0 {
 		return nil, nil
@@ -36,7 +44,7 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 			withheld = append(withheld, fmt.Sprintf("%s (%v)", d.Email, err))
 			continue
 		}
-		mid, err := s.newMessageID(kind, dl.Domain())
+		mid, err := s.newMessageID(m.Kind, dl.Domain())
 		if err != nil {
 			return nil, err
 		}
@@ -44,14 +52,14 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 			From:        &mail.Address{Name: s.o.Project + " Security Response", Address: dl.Address},
 			To:          []*mail.Address{{Address: dl.Address}},
 			ReplyTo:     &mail.Address{Address: dl.Address},
-			Subject:     subject,
+			Subject:     m.Subject,
 			MessageID:   mid,
 			Date:        now,
 			AutoSubmit:  "auto-generated",
-			ListID:      listID(dl),
+			ListID:      dl.ListID(),
 			XLoop:       dl.Address,
-			Body:        body,
-			Attachments: attach,
+			Body:        m.Body,
+			Attachments: m.Attachments,
 		}
 		outer := om.header()
 		outer.SetSubject(dl.OuterSubject)
@@ -59,12 +67,12 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, queue.Msg{From: dl.SubAddress(lists.DetailBounces), To: []string{d.Email}, Data: data, MessageID: mid, Kind: kind, Incident: string(inc.ID)})
+		out = append(out, queue.Msg{From: dl.SubAddress(lists.DetailBounces), To: []string{d.Email}, Data: data, MessageID: mid, Kind: m.Kind, Incident: string(inc.ID)})
 	}
 	if len(withheld) > 0 {
 		s.log.Warn("distributor copies withheld: no usable key", "incident", inc.ID, "count", len(withheld))
-		alerts, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "distributors-withheld",
-			map[string]string{"id": string(inc.ID), "kind": kind, "names": strings.Join(withheld, "\n")}, now, true)
+		alerts, err := s.alertSRC(inc, workflow.AlertSRC{Template: "distributors-withheld",
+			Fields: map[string]string{"id": string(inc.ID), "kind": m.Kind, "names": strings.Join(withheld, "\n")}}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -76,7 +84,7 @@ func (s *Service) toDistributors(tx *bolt.Tx, inc *workflow.Incident, kind, subj
 // distributorNotice renders and sends a DistributorNotice action: the
 // embargoed notice (process.md §7.1), a re-notification, or the final notice
 // with the public text (§7.2).
-func (s *Service) distributorNotice(tx *bolt.Tx, inc *workflow.Incident, a workflow.DistributorNotice, now time.Time) ([]queue.Msg, error) {
+func (s *Service) distributorNotice(inc *workflow.Incident, a workflow.DistributorNotice, now time.Time) ([]queue.Msg, error) {
 	d := s.advisory(inc)
 	d.T = workflow.FormatInstant(a.T)
 	if a.Renotify && !a.Previous.IsZero() {
@@ -95,19 +103,19 @@ func (s *Service) distributorNotice(tx *bolt.Tx, inc *workflow.Incident, a workf
 	if err != nil {
 		return nil, err
 	}
-	return s.toDistributors(tx, inc, kind, subject, body, nil, now)
+	return s.toDistributors(inc, distMail{Kind: kind, Subject: subject, Body: body}, now)
 }
 
 // embargoLifted tells the distributors first, before any announcement
 // (threats.md G5).
-func (s *Service) embargoLifted(tx *bolt.Tx, inc *workflow.Incident, a workflow.EmbargoLifted, now time.Time) ([]queue.Msg, error) {
+func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted, now time.Time) ([]queue.Msg, error) {
 	d := s.advisory(inc)
 	d.At = workflow.FormatInstant(a.At)
 	body, err := s.o.Templates.Render("embargo-lifted", d)
 	if err != nil {
 		return nil, err
 	}
-	return s.toDistributors(tx, inc, "embargo-lifted", "EMBARGO LIFTED "+d.CVE+": "+d.Summary, body, nil, now)
+	return s.toDistributors(inc, distMail{Kind: "embargo-lifted", Subject: "EMBARGO LIFTED " + d.CVE + ": " + d.Summary, Body: body}, now)
 }
 
 // distributorPost handles mail to distributors@. A refusal is returned
@@ -121,8 +129,8 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
 	refuse := func(text, alert string) (string, error, error) {
-		out, err := s.alertSRC(sec, &workflow.Incident{ID: "distributors"}, "distributors-refused",
-			map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}, now, true)
+		out, err := s.alertSRC(&workflow.Incident{ID: "distributors"}, workflow.AlertSRC{Template: "distributors-refused",
+			Fields: map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}}, now)
 		if err == nil {
 			err = queue.Enqueue(tx, now, out...)
 		}
@@ -168,39 +176,32 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 	inc := &workflow.Incident{ID: "distributors"}
 	var out []queue.Msg
 	if author.Has(workflow.RoleSRC) {
-		out, err = s.toDistributors(tx, inc, "distributors-post", subject, body, inner.Attachments, now)
+		out, err = s.toDistributors(inc, distMail{Kind: "distributors-post", Subject: subject, Body: body, Attachments: inner.Attachments}, now)
 		if err != nil {
 			return "", nil, err
 		}
 	}
 	// The committee sees every post (a distributor's goes to it alone).
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-	for _, rc := range rcpts {
-		if strings.EqualFold(rc.Email, author.Email) {
-			continue
+	var rcpts []recipient
+	for _, rc := range s.committee() {
+		if !strings.EqualFold(rc.Email, author.Email) {
+			rcpts = append(rcpts, rc)
 		}
-		mid, err := s.newMessageID("distributors-copy", sec.Domain())
-		if err != nil {
-			return "", nil, err
-		}
-		om := outMail{
-			From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			ReplyTo:     &mail.Address{Address: dl.Address},
-			Subject:     "[distributors] " + subject,
-			MessageID:   mid,
-			Date:        now,
-			ListID:      listID(dl),
-			XLoop:       dl.Address,
-			Body:        body,
-			Attachments: inner.Attachments,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return "", nil, err
-		}
-		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "distributors-copy"})
 	}
+	copies, err := s.copyEach(sec, rcpts, "distributors-copy", outMail{
+		From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
+		ReplyTo:     &mail.Address{Address: dl.Address},
+		Subject:     "[distributors] " + subject,
+		Date:        now,
+		ListID:      dl.ListID(),
+		XLoop:       dl.Address,
+		Body:        body,
+		Attachments: inner.Attachments,
+	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: "distributors-copy"})
+	if err != nil {
+		return "", nil, err
+	}
+	out = append(out, copies...)
 	return "distributors", nil, queue.Enqueue(tx, now, out...)
 }
 

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
@@ -67,10 +65,6 @@ type Options struct {
 	// monotonic clock since New; drills give a virtual one.
 	Mono func() time.Duration
 
-	// TestPanic, when set, runs first on every message: the failpoint of the
-	// poison-message tests.
-	TestPanic func(raw []byte)
-
 	// LiftGrace is how long the announcement waits after the distributors
 	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
 	LiftGrace time.Duration
@@ -79,10 +73,6 @@ type Options struct {
 	Rand   io.Reader
 	Kick   func() // wakes the delivery worker after a commit
 	Logger *slog.Logger
-
-	// BeforeCommit, when set, runs at the end of each message's transaction; an
-	// error rolls it back. It is the failpoint the storage-failure tests use.
-	BeforeCommit func(tx *bolt.Tx) error
 }
 
 // Service handles mail for the lists.
@@ -92,9 +82,10 @@ type Service struct {
 
 	// The clock check of Tick (one tick at a time: the cron loop skips a
 	// tick while the previous one runs).
-	lastMono time.Duration
-	haveMono bool
-	jumpFrom time.Time // the heartbeat before a jump seen by this tick
+	clock    workflow.ClockCheck
+	jumpFrom time.Time // where the wall clock stopped being trusted, for this tick
+
+	hooks TestHooks // failpoints, set by tests alone (testhooks.go)
 }
 
 // New returns a Service.
@@ -150,8 +141,8 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 			err = s.quarantine(env, raw)
 		}
 	}()
-	if s.o.TestPanic != nil {
-		s.o.TestPanic(raw)
+	if s.hooks.Panic != nil {
+		s.hooks.Panic(raw)
 	}
 	return s.handle(ctx, env, raw)
 }
@@ -200,8 +191,10 @@ func (s *Service) quarantine(env Envelope, raw []byte) error {
 		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: "poison"}, raw, sum); err != nil {
 			return err
 		}
-		out, err := s.alertSRC(sec, &workflow.Incident{ID: "quarantine"}, "quarantined",
-			map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}, now, false)
+		// The alert says nothing of the message: plaintext where the list allows it.
+		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
+		out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: "quarantined",
+			Fields: map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}}, now)
 		if err != nil {
 			return err
 		}
@@ -297,8 +290,8 @@ func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
 		if _, err := incidentdb.AddMessage(tx, rec, raw, sum); err != nil {
 			return err
 		}
-		if s.o.BeforeCommit != nil {
-			return s.o.BeforeCommit(tx)
+		if s.hooks.BeforeCommit != nil {
+			return s.hooks.BeforeCommit(tx)
 		}
 		return nil
 	})
@@ -463,439 +456,4 @@ func (s *Service) reporterKey(msg *message.Message, now time.Time) []byte {
 		}
 	}
 	return nil
-}
-
-// intake applies a message for security@ to its incident and queues the mail.
-func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, sig signed, detail string, now time.Time) (workflow.Received, error) {
-	in := workflow.Inbound{
-		Sender:    msg.From,
-		Detail:    detail,
-		Subject:   msg.Subject,
-		MessageID: msg.MessageID,
-		Refs:      msg.Refs,
-		Auto:      msg.Auto || env.From == "" || s.o.Roster.IsOurs(env.From),
-	}
-	var lookErr error
-	look := workflow.Lookup{
-		Incident: func(id workflow.ID) (*workflow.Incident, bool) {
-			inc, err := incidentdb.Get(tx, id)
-			if err != nil && !errors.Is(err, incidentdb.ErrNotFound) {
-				lookErr = err
-			}
-			return inc, err == nil
-		},
-		MessageID: func(id string) (workflow.ID, bool) { return incidentdb.IncidentOf(tx, id) },
-		IsSRC:     s.o.Roster.IsCommittee,
-	}
-	inc := workflow.Thread(in, look)
-	if lookErr != nil {
-		return workflow.Received{}, lookErr
-	}
-	// threats.md D3: a captured ciphertext resubmitted by someone else is no
-	// new report. It joins the incident it first arrived on, flagged to the
-	// SRC; its sender is not made a reporter and gets nothing back, so no
-	// automatic mail can become a decryption oracle.
-	var firstSeen bool
-	if sig.cipher != nil {
-		if first, ok, err := incidentdb.Ciphertext(tx, *sig.cipher); err != nil {
-			return workflow.Received{}, err
-		} else if ok {
-			firstSeen = true
-			if !strings.EqualFold(first.Sender, msg.From) {
-				if orig, err := incidentdb.Get(tx, first.Incident); err == nil {
-					inc = orig
-					in.Auto = true
-					msg.Text = fmt.Sprintf("[embargo] This encrypted message was first received from %s on %s; it came again from %s, "+
-						"who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).\n\n%s",
-						first.Sender, workflow.FormatInstant(first.At), msg.From, msg.Text)
-					s.log.Warn("resubmitted ciphertext flagged", "incident", orig.ID)
-				}
-			}
-		}
-	}
-	if inc == nil {
-		// Signed /oncall commands outside any thread are no report (tick.go).
-		if took, err := s.onCallMessage(tx, sec, msg, sig, now); took || err != nil {
-			return workflow.Received{}, err
-		}
-	}
-	var id workflow.ID
-	if inc == nil {
-		var err error
-		if id, err = incidentdb.NextID(tx, now.Year()); err != nil {
-			return workflow.Received{}, err
-		}
-	}
-	r := workflow.Receive(inc, id, in, now)
-	if r.New {
-		r.Incident.Commander = s.onCallNow(tx, now) // the on-call is the default incident commander
-	}
-	if sig.cipher != nil && !firstSeen {
-		if err := incidentdb.SetCiphertext(tx, *sig.cipher, r.Incident.ID, msg.From, now); err != nil {
-			return r, err
-		}
-	}
-	var cmdMail []queue.Msg
-	if !r.New {
-		// Signed commands in the thread (DESIGN.md §3): applied with the
-		// message, in its transaction.
-		after, msgs, err := s.commands(tx, sec, r.Incident, msg, sig, now)
-		if err != nil {
-			return r, err
-		}
-		r.Incident, cmdMail = after, msgs
-	}
-	if r.New {
-		// A random anchor: threading headers name no incident (threats.md D7).
-		tok, err := s.random(12)
-		if err != nil {
-			return r, err
-		}
-		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
-	}
-	if err := incidentdb.Put(tx, &r.Incident); err != nil {
-		return r, err
-	}
-	if strings.EqualFold(msg.From, r.Incident.Reporter) {
-		if pub := s.reporterKey(msg, now); pub != nil {
-			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
-				return r, err
-			}
-		}
-	}
-	var out []queue.Msg
-	for _, m := range r.Mail {
-		msgs, err := s.render(tx, sec, &r.Incident, m, env, msg, encrypted, now)
-		if err != nil {
-			return r, err
-		}
-		out = append(out, msgs...)
-	}
-	out = append(out, cmdMail...)
-	for _, q := range out {
-		if err := incidentdb.IndexMessageID(tx, q.MessageID, r.Incident.ID); err != nil {
-			return r, err
-		}
-	}
-	if err := queue.Enqueue(tx, now, out...); err != nil {
-		return r, err
-	}
-	return r, nil
-}
-
-// render turns one workflow mail action into queue rows, one per recipient.
-func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
-	switch m.To {
-	case workflow.AudienceReporter:
-		return s.renderAck(tx, sec, inc, m, env, msg, now)
-	case workflow.AudienceSRC:
-		return s.renderCopies(sec, inc, m, msg, encrypted, now)
-	}
-	return nil, fmt.Errorf("listd: no recipients for audience %d", m.To)
-}
-
-// renderAck answers the reporter: signed by the list key, with the key
-// attached, and encrypted to the reporter's own key when one is pinned to the
-// incident.
-func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, now time.Time) ([]queue.Msg, error) {
-	// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
-	to := env.From
-	if to == "" || s.o.Roster.IsOurs(to) {
-		return nil, nil
-	}
-	ok, err := incidentdb.AllowAck(tx, to, now, s.o.AcksPerDay)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		s.log.Info("acknowledgement suppressed by rate limit", "incident", inc.ID)
-		return nil, nil
-	}
-	incAddr := sec.SubAddress(string(inc.ID))
-	fpr := ""
-	var attach []message.Attachment
-	if s.o.ListKey != nil {
-		fpr = s.o.ListKey.Fingerprint()
-		pub, err := s.o.ListKey.ArmoredPublic()
-		if err != nil {
-			return nil, err
-		}
-		attach = append(attach, message.Attachment{Name: "security-key.asc", Type: "application/pgp-keys", Data: pub})
-	}
-	body, err := s.o.Templates.Render(m.Template, map[string]any{
-		"Project":         s.o.Project,
-		"ID":              inc.ID,
-		"IncidentAddress": incAddr,
-		"ListAddress":     sec.Address,
-		"KeyFingerprint":  fpr,
-	})
-	if err != nil {
-		return nil, err
-	}
-	mid, err := s.newMessageID("ack", sec.Domain())
-	if err != nil {
-		return nil, err
-	}
-	om := outMail{
-		From:        s.listAddress(sec),
-		To:          []*mail.Address{{Address: to}},
-		ReplyTo:     &mail.Address{Address: incAddr},
-		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
-		MessageID:   mid,
-		InReplyTo:   msg.MessageID, // RFC 3834 §3.1.5
-		Date:        now,
-		AutoSubmit:  "auto-replied", // RFC 3834 §5.2
-		XLoop:       sec.Address,
-		Body:        body,
-		Attachments: attach,
-	}
-	if msg.MessageID != "" {
-		om.References = []string{msg.MessageID}
-	}
-	var data []byte
-	switch {
-	case s.o.ListKey == nil:
-		data, err = om.plain()
-	default:
-		var rk *keys.Key
-		if pub, ok := incidentdb.ReporterKey(tx, inc.ID); ok {
-			if ks, err := keys.ReadPublicKeys(bytes.NewReader(pub)); err == nil && len(ks) > 0 && ks[0].Check(now) == nil {
-				rk = ks[0]
-			}
-		}
-		if rk != nil && strings.EqualFold(to, inc.Reporter) {
-			data, err = om.sealed(s.outerHeader(sec, &om), rk, s.o.ListKey, s.keyOptions())
-		} else {
-			data, err = om.signed(s.o.ListKey, s.keyOptions())
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
-	return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}}, nil
-}
-
-// recipient is one committee copy to make: the member and, if usable, their key.
-type recipient struct {
-	lists.Member
-	key *keys.Key
-}
-
-// sealRecipients splits members into those who get a copy and those who do
-// not. A member without a usable key gets no copy when the list requires
-// encryption or the content arrived encrypted: what a reporter encrypted is
-// never re-sent in plaintext.
-func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bool) (send []recipient, skipped []string) {
-	for _, mem := range ms {
-		k, err := s.memberKey(mem)
-		if err != nil && (sec.EncryptionRequired() || sensitive) {
-			skipped = append(skipped, fmt.Sprintf("%s (%v)", mem.Email, err))
-			continue
-		}
-		send = append(send, recipient{Member: mem, key: k})
-	}
-	return send, skipped
-}
-
-// renderCopies makes one copy per committee member (and fix-team member),
-// each encrypted to that member's pinned key where one is usable.
-func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflow.Mail, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
-	var members []lists.Member
-	for _, mem := range s.o.Roster.WithRole("src") {
-		if !strings.EqualFold(mem.Email, m.Except) {
-			members = append(members, mem)
-		}
-	}
-	for _, a := range inc.FixTeam {
-		if !strings.EqualFold(a, m.Except) && !containsMember(members, a) {
-			mem, ok := s.o.Roster.Member(a)
-			if !ok {
-				mem = lists.Member{Email: a}
-			}
-			members = append(members, mem)
-		}
-	}
-	rcpts, skipped := s.sealRecipients(sec, members, encrypted)
-	if len(skipped) > 0 {
-		s.log.Warn("committee copies withheld: no usable key", "incident", inc.ID, "count", len(skipped))
-	}
-	var names []string
-	for _, a := range msg.Attachments {
-		n := a.Name
-		if n == "" {
-			n = "(unnamed " + a.Type + ")"
-		}
-		names = append(names, n)
-	}
-	sender := msg.From
-	if msg.FromName != "" {
-		sender = msg.FromName + " <" + msg.From + ">"
-	}
-	date := "(none)"
-	if !msg.Date.IsZero() {
-		date = msg.Date.Format(time.RFC1123Z)
-	}
-	body, err := s.o.Templates.Render(m.Template, map[string]any{
-		"ID":           inc.ID,
-		"Received":     now,
-		"SenderLine":   sender,
-		"Subject":      msg.Subject,
-		"DateLine":     date,
-		"Text":         msg.Text,
-		"HTMLOmitted":  msg.HTMLOmitted,
-		"Attachments":  names,
-		"FromReporter": strings.EqualFold(msg.From, inc.Reporter),
-		"Encrypted":    encrypted,
-		"Withheld":     skipped,
-	})
-	if err != nil {
-		return nil, err
-	}
-	subject := msg.Subject
-	if _, tagged := workflow.SubjectTag(subject); !tagged {
-		subject = "[" + string(inc.ID) + "] " + subject
-	}
-	who := msg.FromName
-	if who == "" {
-		who = msg.From
-	}
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID(m.Template, sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
-			Subject:     subject,
-			MessageID:   mid,
-			References:  []string{inc.RootMsg},
-			InReplyTo:   inc.RootMsg,
-			Date:        now,
-			ListID:      listID(sec),
-			XLoop:       sec.Address,
-			Body:        body,
-			Attachments: msg.Attachments,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{rc.Email}, Data: data, MessageID: mid, Kind: m.Template + "-copy", Incident: string(inc.ID)})
-	}
-	return out, nil
-}
-
-// seal renders a committee copy: encrypted to key and signed by the list when
-// key is set, else plaintext (only where the list allows it).
-func (s *Service) seal(sec lists.List, om *outMail, key *keys.Key) ([]byte, error) {
-	if key == nil || s.o.ListKey == nil {
-		if sec.EncryptionRequired() {
-			return nil, errors.New("listd: plaintext copy on a list that requires encryption")
-		}
-		return om.plain()
-	}
-	return om.sealed(s.outerHeader(sec, om), key, s.o.ListKey, s.keyOptions())
-}
-
-// outerHeader is what relays see of an encrypted message: the list address,
-// the recipient, a generic subject, random identifiers. Reply-To is the plain
-// list address: replies thread by In-Reply-To, and the incident ID stays
-// inside (threats.md D7).
-func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
-	outer := outMail{
-		From:       s.listAddress(sec),
-		To:         om.To,
-		ReplyTo:    &mail.Address{Address: sec.Address},
-		Subject:    sec.OuterSubject,
-		MessageID:  om.MessageID,
-		InReplyTo:  om.InReplyTo,
-		References: om.References,
-		Date:       om.Date,
-		AutoSubmit: om.AutoSubmit,
-		ListID:     om.ListID,
-		XLoop:      om.XLoop,
-	}
-	if om.AutoSubmit == "auto-replied" {
-		// The reporter's own Message-ID is not ours to repeat in clear.
-		outer.InReplyTo, outer.References = "", nil
-	}
-	return outer.header()
-}
-
-func (s *Service) listAddress(sec lists.List) *mail.Address {
-	return &mail.Address{Name: s.o.Project + " Security Response", Address: sec.Address}
-}
-
-func listID(sec lists.List) string { return "<" + sec.Local() + "." + sec.Domain() + ">" }
-
-func containsMember(ms []lists.Member, addr string) bool {
-	for _, m := range ms {
-		if strings.EqualFold(m.Email, addr) {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Service) random(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := io.ReadFull(s.o.Rand, b); err != nil {
-		return "", fmt.Errorf("listd: random: %w", err)
-	}
-	return hex.EncodeToString(b), nil
-}
-
-// newMessageID makes a random Message-ID: nothing in it links copies to one
-// another or to the reporter's identifiers (threats.md D7).
-func (s *Service) newMessageID(kind, domain string) (string, error) {
-	r, err := s.random(12)
-	if err != nil {
-		return "", err
-	}
-	return kind + "." + r + "@" + domain, nil
-}
-
-// Alert queues a notice to the committee that a message could not be delivered.
-// The delivery worker calls it inside the transaction that marks the row failed.
-// It is never sent to the author of the triggering mail (threats.md B8), and
-// failures of alerts raise no further alerts.
-func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
-	sec := s.o.Roster.List(lists.Security)
-	now := s.o.Now().UTC()
-	body, err := s.o.Templates.Render("alert", map[string]any{
-		"Row": r.ID, "Kind": r.Kind, "Incident": r.Incident, "To": r.To, "MessageID": r.MessageID,
-		"Created": r.Created, "Attempts": r.Attempts, "Reason": reason,
-	})
-	if err != nil {
-		return err
-	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole("src"), false)
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID("alert", sec.Domain())
-		if err != nil {
-			return err
-		}
-		om := outMail{
-			From:       &mail.Address{Name: s.o.Project + " embargo", Address: sec.Address},
-			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:    "[embargo] delivery failed",
-			MessageID:  mid,
-			Date:       now,
-			AutoSubmit: "auto-generated",
-			XLoop:      sec.Address,
-			Body:       body,
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "alert", Incident: r.Incident, NoAlert: true})
-	}
-	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
-	return queue.Enqueue(tx, now, out...)
 }

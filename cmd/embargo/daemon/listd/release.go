@@ -54,8 +54,8 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		if err != nil {
 			return nil, err
 		}
-		om := s.announceMail(ann, subject, text, mid, now)
-		om.To = []*mail.Address{{Address: ann.Address}}
+		om := s.announceMail(ann, subject, text, now)
+		om.To, om.MessageID = []*mail.Address{{Address: ann.Address}}, mid
 		data, err := om.signed(s.o.AnnounceKey, s.keyOptions())
 		if err != nil {
 			return nil, err
@@ -73,8 +73,8 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 			if err != nil {
 				return nil, err
 			}
-			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, cmid, now)
-			cm.To = []*mail.Address{{Address: ch.Address}}
+			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, now)
+			cm.To, cm.MessageID = []*mail.Address{{Address: ch.Address}}, cmid
 			cdata, err := cm.signed(s.o.AnnounceKey, s.keyOptions())
 			if err != nil {
 				return nil, err
@@ -85,7 +85,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	}
 
 	// The distributors: the public version, still only encrypted.
-	dist, err := s.toDistributors(tx, inc, "advisory-distributors", subject, text, nil, now)
+	dist, err := s.toDistributors(inc, distMail{Kind: "advisory-distributors", Subject: subject, Body: text}, now)
 	if err != nil {
 		return nil, err
 	}
@@ -115,47 +115,38 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
 		{Name: "cve-record.json", Type: "application/json", Data: cve},
 	}
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID("release", sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:        s.listAddress(sec),
-			To:          []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
-			MessageID:   mid,
-			Date:        now,
-			AutoSubmit:  "auto-generated",
-			XLoop:       sec.Address,
-			Body:        pack,
-			Attachments: attach,
-		}
-		if inc.RootMsg != "" {
-			om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: "release-pack", Incident: string(inc.ID)})
+	om := outMail{
+		From:        s.listAddress(sec),
+		Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
+		Date:        now,
+		AutoSubmit:  "auto-generated",
+		XLoop:       sec.Address,
+		Body:        pack,
+		Attachments: attach,
 	}
+	if inc.RootMsg != "" {
+		om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
+	}
+	packs, err := s.copyEach(sec, s.committee(), "release", om, queue.Msg{Kind: "release-pack", Incident: string(inc.ID)})
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, packs...)
 	s.log.Info("advisory released", "incident", inc.ID, "subscribers", d.Subscribers, "channels", d.Channels, "distributors", d.Distributors)
 	return out, nil
 }
 
 // announceMail is a message from the announce list with the list fields of
-// RFC 2369 and RFC 2919; it is signed, never encrypted.
-func (s *Service) announceMail(ann lists.List, subject, body, mid string, now time.Time) outMail {
+// RFC 2369 and RFC 2919; it is signed, never encrypted. The caller sets To
+// and the Message-ID.
+func (s *Service) announceMail(ann lists.List, subject, body string, now time.Time) outMail {
 	return outMail{
-		From:      &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
-		Subject:   subject,
-		MessageID: mid,
-		Date:      now,
-		ListID:    listID(ann),
-		XLoop:     ann.Address,
-		Body:      body,
+		From:    &mail.Address{Name: s.o.Project + " Security Announcements", Address: ann.Address},
+		Subject: subject,
+		Date:    now,
+		ListID:  ann.ListID(),
+		XLoop:   ann.Address,
+		Body:    body,
 		Extra: [][2]string{
 			{"List-Unsubscribe", "<mailto:" + ann.SubAddress(lists.DetailUnsubscribe) + ">"},
 			{"List-Post", "NO"},
@@ -172,8 +163,8 @@ func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error
 	if p, err := incidentdb.Get(tx, id); err == nil {
 		inc = p
 	}
-	out, err := s.alertSRC(s.o.Roster.List(lists.Security), inc, "release-held",
-		map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}, now, true)
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held",
+		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}}, now)
 	if err != nil {
 		return err
 	}

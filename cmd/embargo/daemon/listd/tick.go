@@ -2,15 +2,12 @@ package listd
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
@@ -25,6 +22,8 @@ import (
 const (
 	metaOnCall = "oncall"      // workflow.OnCallState, JSON
 	metaDigest = "digest_week" // RFC 3339 instant of the last week (Monday 00:00 UTC) the digest went out for
+	// metaHeartbeat is the wall clock of the last tick (RFC 3339, nanoseconds).
+	metaHeartbeat = "tick_heartbeat"
 )
 
 // KeyExpiryWarning is how far ahead the Monday digest lists member keys that
@@ -57,7 +56,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	}
 	var due []workflow.ID
 	err := s.o.DB.View(func(tx *bolt.Tx) error {
-		env := s.tickEnv(tx)
+		env := s.workflowEnv(tx)
 		incs, err := incidentdb.OpenIncidents(tx)
 		if err != nil {
 			return err
@@ -111,7 +110,7 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		r := workflow.Tick(*inc, now, s.tickEnv(tx))
+		r := workflow.Tick(*inc, now, s.workflowEnv(tx))
 		if !r.Applied {
 			return nil
 		}
@@ -167,11 +166,7 @@ func (s *Service) tickAction(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 // key, or to the whole SRC when to is empty or has no usable key. Reminders
 // speak of an incident: members without a usable key get none.
 func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f map[string]string, now time.Time) ([]queue.Msg, error) {
-	data := map[string]any{"Project": s.o.Project}
-	for k, v := range f {
-		data[k] = v
-	}
-	body, err := s.o.Templates.Render("reminder", data)
+	body, err := s.renderFields("reminder", f)
 	if err != nil {
 		return nil, err
 	}
@@ -190,46 +185,14 @@ func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f ma
 		if to != "" {
 			s.log.Info("reminder to the SRC instead of one member: no usable key", "incident", inc.ID)
 		}
-		rcpts, _ = s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+		rcpts = s.committee()
 	}
-	return s.sealedEach(sec, rcpts, inc.RootMsg, subject, body, "reminder", string(inc.ID), "auto-generated", now)
+	return s.sealedEach(sec, rcpts, notice{Subject: subject, Body: body, Kind: "reminder", Incident: inc.ID, Thread: inc.RootMsg}, now)
 }
 
-// sealedEach makes one copy per recipient, encrypted to their key and signed
-// by the list, from the list address, as an automatic message (RFC 3834 §5:
-// auto is "auto-generated", or "auto-replied" for answers to a message).
-func (s *Service) sealedEach(sec lists.List, rcpts []recipient, thread, subject, body, kind, incident, auto string, now time.Time) ([]queue.Msg, error) {
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		mid, err := s.newMessageID(kind, sec.Domain())
-		if err != nil {
-			return nil, err
-		}
-		om := outMail{
-			From:       s.listAddress(sec),
-			To:         []*mail.Address{{Name: rc.Name, Address: rc.Email}},
-			Subject:    subject,
-			MessageID:  mid,
-			Date:       now,
-			AutoSubmit: auto,
-			XLoop:      sec.Address,
-			Body:       body,
-		}
-		if thread != "" {
-			om.InReplyTo, om.References = thread, []string{thread}
-		}
-		data, err := s.seal(sec, &om, rc.key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, queue.Msg{From: "", To: []string{rc.Email}, Data: data, MessageID: mid, Kind: kind, Incident: incident})
-	}
-	return out, nil
-}
-
-// tickEnv is what workflow needs beyond the incident: the SRC, the holidays
-// and the on-call.
-func (s *Service) tickEnv(tx *bolt.Tx) workflow.Env {
+// workflowEnv is what workflow needs beyond the incident: the SRC, the
+// holidays and the on-call.
+func (s *Service) workflowEnv(tx *bolt.Tx) workflow.Env {
 	var src []string
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
@@ -272,7 +235,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		return nil, err
 	}
 	until := workflow.FormatInstant(st.Shift.Add(workflow.ShiftLength))
-	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
+	rcpts := s.committee()
 	var out []queue.Msg
 	if st.Pending != "" && (st.Pending != old.Pending || !st.PendingAt.Equal(old.PendingAt)) {
 		current, _ := workflow.OnCall(s.o.Rotation, st, now)
@@ -281,7 +244,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on-call handover to "+st.Pending+" requested", body, "oncall", "", "auto-generated", now)
+		msgs, err := s.sealedEach(sec, rcpts, notice{Subject: "[embargo] on-call handover to " + st.Pending + " requested", Body: body, Kind: "oncall"}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -322,7 +285,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := s.sealedEach(sec, rcpts, "", "[embargo] on call: "+st.Member, body, "oncall", "", "auto-generated", now)
+		msgs, err := s.sealedEach(sec, rcpts, notice{Subject: "[embargo] on call: " + st.Member, Body: body, Kind: "oncall"}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -366,19 +329,17 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 	if !isOnCall {
 		return false, nil
 	}
-	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s|%d|", sig.v.Fingerprint, sig.v.Signed.Unix())), sig.v.Bytes...))
-	replayed, err := incidentdb.SeenSignature(tx, hex.EncodeToString(sum[:]), workflow.ReplayExpiry(sig.v.Signed), now)
+	replayed, err := seenSignature(tx, sig.v, now)
 	if err != nil {
 		return true, err
 	}
-	env := s.tickEnv(tx)
+	env := s.workflowEnv(tx)
 	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
 	var res workflow.Result
 	var applyErr error
 	if replayed {
-		res = workflow.Result{Receipt: workflow.Receipt{Incident: workflow.OnCallThread, Signer: mem.Email, At: now,
-			Refused: "this signed message was already processed (a replay); nothing applied"}}
-		applyErr = errors.New("replay")
+		res = workflow.Result{Receipt: workflow.Receipt{Incident: workflow.OnCallThread, Signer: mem.Email, At: now, Refused: replayRefusal}}
+		applyErr = errReplay
 	} else {
 		res, applyErr = workflow.ApplyOnCall(text, signer, now, env)
 	}
@@ -387,7 +348,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Messag
 		status = "refused"
 		s.log.Info("on-call commands refused", "signer", sig.v.Fingerprint, "reason", res.Receipt.Refused)
 	}
-	out, err := s.toMember(sec, mem, "[on-call] receipt: "+status, res.Receipt.Text(), "", now, "receipt")
+	out, err := s.toMember(sec, mem, notice{Subject: "[on-call] receipt: " + status, Body: res.Receipt.Text(), Kind: "receipt"}, now)
 	if err != nil {
 		return true, err
 	}
@@ -437,7 +398,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		dg := workflow.WeeklyDigest(incs, now, s.tickEnv(tx))
+		dg := workflow.WeeklyDigest(incs, now, s.workflowEnv(tx))
 		sec := s.o.Roster.List(lists.Security)
 		body, err := s.o.Templates.Render("digest", map[string]any{
 			"Project": s.o.Project, "week": workflow.FormatInstant(dg.Week),
@@ -447,8 +408,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), true)
-		out, err := s.sealedEach(sec, rcpts, "", "[embargo] weekly digest, week of "+dg.Week.Format(time.DateOnly), body, "digest", "", "auto-generated", now)
+		out, err := s.sealedEach(sec, s.committee(), notice{Subject: "[embargo] weekly digest, week of " + dg.Week.Format(time.DateOnly), Body: body, Kind: "digest"}, now)
 		if err != nil {
 			return err
 		}
@@ -503,29 +463,28 @@ func (s *Service) keyLines(now time.Time) []string {
 	return out
 }
 
-// maxClockJump is how far the wall clock may move beyond the monotonic clock
-// between two ticks before a release it would trigger is held (threats.md G4).
-const maxClockJump = 10 * time.Minute
-
 // checkClock compares the wall clock with the persisted heartbeat of the last
-// tick and the monotonic clock of this process. A forward gap larger than
-// maxClockJump that the monotonic clock did not see is a jump; after a start
-// there is no monotonic reading to compare, so a gap that large cannot be
+// tick and the monotonic clock of this process (workflow.ClockCheck): a
+// forward jump of more than workflow.MaxClockJump holds the releases it made
+// due; after a start, a gap that large since the stored heartbeat cannot be
 // told from a jump and counts as one. It persists the new heartbeat.
 func (s *Service) checkClock(now time.Time) error {
 	mono := s.o.Mono()
-	return s.o.DB.Update(func(tx *bolt.Tx) error {
-		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, "tick_heartbeat"))
-		s.jumpFrom = time.Time{}
-		if gap := now.Sub(hb); !hb.IsZero() && gap > maxClockJump {
-			if !s.haveMono || gap-(mono-s.lastMono) > maxClockJump {
-				s.jumpFrom = hb
-				s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", gap.Round(time.Second).String())
-			}
-		}
-		s.lastMono, s.haveMono = mono, true
-		return incidentdb.SetMeta(tx, "tick_heartbeat", now.Format(time.RFC3339Nano))
+	var from time.Time
+	err := s.o.DB.Update(func(tx *bolt.Tx) error {
+		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, metaHeartbeat))
+		from, _ = s.clock.Check(now, mono, hb)
+		return incidentdb.SetMeta(tx, metaHeartbeat, now.Format(time.RFC3339Nano))
 	})
+	if err != nil {
+		return err
+	}
+	s.clock.Beat(now, mono)
+	s.jumpFrom = from
+	if !from.IsZero() {
+		s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", now.Sub(from).Round(time.Second).String())
+	}
+	return nil
 }
 
 func releases(as []workflow.Action) bool {
@@ -554,8 +513,8 @@ func (s *Service) holdSuspectRelease(tx *bolt.Tx, sec lists.List, inc *workflow.
 		return false, nil, err
 	}
 	s.log.Warn("release held: the clock jumped across T", "incident", inc.ID)
-	out, err := s.alertSRC(sec, inc, "release-held", map[string]string{"id": string(inc.ID),
-		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}, now, true)
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held", Fields: map[string]string{"id": string(inc.ID),
+		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}}, now)
 	if err != nil {
 		return false, nil, err
 	}

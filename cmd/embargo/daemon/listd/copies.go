@@ -1,0 +1,239 @@
+package listd
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// recipient is one committee copy to make: the member and, if usable, their key.
+type recipient struct {
+	lists.Member
+	key *keys.Key
+}
+
+// sealRecipients splits members into those who get a copy and those who do
+// not. A member without a usable key gets no copy when the list requires
+// encryption or the content arrived encrypted: what a reporter encrypted is
+// never re-sent in plaintext.
+func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bool) (send []recipient, skipped []string) {
+	for _, mem := range ms {
+		k, err := s.memberKey(mem)
+		if err != nil && (sec.EncryptionRequired() || sensitive) {
+			skipped = append(skipped, fmt.Sprintf("%s (%v)", mem.Email, err))
+			continue
+		}
+		send = append(send, recipient{Member: mem, key: k})
+	}
+	return send, skipped
+}
+
+// seal renders a committee copy: encrypted to key and signed by the list when
+// key is set, else plaintext (only where the list allows it).
+func (s *Service) seal(sec lists.List, om *outMail, key *keys.Key) ([]byte, error) {
+	if key == nil || s.o.ListKey == nil {
+		if sec.EncryptionRequired() {
+			return nil, errors.New("listd: plaintext copy on a list that requires encryption")
+		}
+		return om.plain()
+	}
+	return om.sealed(s.outerHeader(sec, om), key, s.o.ListKey, s.keyOptions())
+}
+
+// outerHeader is what relays see of an encrypted message: the list address,
+// the recipient, a generic subject, random identifiers. Reply-To is the plain
+// list address: replies thread by In-Reply-To, and the incident ID stays
+// inside (threats.md D7).
+func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
+	outer := outMail{
+		From:       s.listAddress(sec),
+		To:         om.To,
+		ReplyTo:    &mail.Address{Address: sec.Address},
+		Subject:    sec.OuterSubject,
+		MessageID:  om.MessageID,
+		InReplyTo:  om.InReplyTo,
+		References: om.References,
+		Date:       om.Date,
+		AutoSubmit: om.AutoSubmit,
+		ListID:     om.ListID,
+		XLoop:      om.XLoop,
+	}
+	if om.AutoSubmit == "auto-replied" {
+		// The reporter's own Message-ID is not ours to repeat in clear.
+		outer.InReplyTo, outer.References = "", nil
+	}
+	return outer.header()
+}
+
+func (s *Service) listAddress(sec lists.List) *mail.Address {
+	return &mail.Address{Name: s.o.Project + " Security Response", Address: sec.Address}
+}
+
+func (s *Service) random(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.o.Rand, b); err != nil {
+		return "", fmt.Errorf("listd: random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// newMessageID makes a random Message-ID: nothing in it links copies to one
+// another or to the reporter's identifiers (threats.md D7).
+func (s *Service) newMessageID(kind, domain string) (string, error) {
+	r, err := s.random(12)
+	if err != nil {
+		return "", err
+	}
+	return kind + "." + r + "@" + domain, nil
+}
+
+// Alert queues a notice to the committee that a message could not be delivered.
+// The delivery worker calls it inside the transaction that marks the row failed.
+// It is never sent to the author of the triggering mail (threats.md B8), and
+// failures of alerts raise no further alerts.
+func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
+	sec := s.o.Roster.List(lists.Security)
+	now := s.o.Now().UTC()
+	body, err := s.o.Templates.Render("alert", map[string]any{
+		"Row": r.ID, "Kind": r.Kind, "Incident": r.Incident, "To": r.To, "MessageID": r.MessageID,
+		"Created": r.Created, "Attempts": r.Attempts, "Reason": reason,
+	})
+	if err != nil {
+		return err
+	}
+	// It says nothing of an incident: plaintext where the list allows it.
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
+	om := outMail{
+		From:       &mail.Address{Name: s.o.Project + " embargo", Address: sec.Address},
+		Subject:    "[embargo] delivery failed",
+		Date:       now,
+		AutoSubmit: "auto-generated",
+		XLoop:      sec.Address,
+		Body:       body,
+	}
+	out, err := s.copyEach(sec, rcpts, "alert", om, queue.Msg{Kind: "alert", Incident: r.Incident, NoAlert: true})
+	if err != nil {
+		return err
+	}
+	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
+	return queue.Enqueue(tx, now, out...)
+}
+
+// committee is the SRC as recipients of mail that speaks of an incident:
+// members without a usable key get none.
+func (s *Service) committee() []recipient {
+	rcpts, _ := s.sealRecipients(s.o.Roster.List(lists.Security), s.o.Roster.WithRole(workflow.RoleSRC), true)
+	return rcpts
+}
+
+// copyEach makes one copy of om for each recipient: To that recipient alone,
+// under its own random Message-ID (idKind names it), sealed to the
+// recipient's key (seal). Each becomes a copy of row with To, Data and
+// MessageID set. It is the one loop behind every per-member copy.
+func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
+	var out []queue.Msg
+	for _, rc := range rcpts {
+		mid, err := s.newMessageID(idKind, sec.Domain())
+		if err != nil {
+			return nil, err
+		}
+		c := om
+		c.To, c.MessageID = []*mail.Address{{Name: rc.Name, Address: rc.Email}}, mid
+		data, err := s.seal(sec, &c, rc.key)
+		if err != nil {
+			return nil, err
+		}
+		q := row
+		q.To, q.Data, q.MessageID = []string{rc.Email}, data, mid
+		out = append(out, q)
+	}
+	return out, nil
+}
+
+// notice is an automatic message from the security list to committee
+// members: a receipt, an alert, a reminder, a digest.
+type notice struct {
+	Subject string
+	Body    string
+	Kind    string // the queue row's kind, and the Message-ID's prefix
+	// Incident names the incident on the queue row; receipts and answers
+	// to a member leave it empty.
+	Incident workflow.ID
+	// Thread is the Message-ID the notice is filed under (an incident's
+	// root message), or "".
+	Thread string
+	// Reply marks an answer to the member's own message (RFC 3834 §5:
+	// Auto-Submitted auto-replied, else auto-generated).
+	Reply bool
+}
+
+// sealedEach sends n to each recipient from the list address, each copy
+// encrypted to its recipient and signed by the list (copyEach).
+func (s *Service) sealedEach(sec lists.List, rcpts []recipient, n notice, now time.Time) ([]queue.Msg, error) {
+	om := outMail{
+		From:       s.listAddress(sec),
+		Subject:    n.Subject,
+		Date:       now,
+		AutoSubmit: "auto-generated",
+		XLoop:      sec.Address,
+		Body:       n.Body,
+	}
+	if n.Reply {
+		om.AutoSubmit = "auto-replied"
+	}
+	if n.Thread != "" {
+		om.InReplyTo, om.References = n.Thread, []string{n.Thread}
+	}
+	return s.copyEach(sec, rcpts, n.Kind, om, queue.Msg{Kind: n.Kind, Incident: string(n.Incident)})
+}
+
+// toMember answers one committee member, encrypted to their key (receipts,
+// refusals, /status and /help). A member without a usable key gets nothing:
+// these messages talk about the incident.
+func (s *Service) toMember(sec lists.List, mem lists.Member, n notice, now time.Time) ([]queue.Msg, error) {
+	key, err := s.memberKey(mem)
+	if err != nil || s.o.ListKey == nil {
+		s.log.Info("no usable key for a reply to a member", "kind", n.Kind)
+		return nil, nil
+	}
+	n.Reply, n.Incident = true, ""
+	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, n, now)
+}
+
+// alertSRC renders an alert template to the committee, sealed. Alerts speak
+// of an incident (inc; a placeholder such as "distributors" for list-wide
+// ones): members without a usable key get none.
+func (s *Service) alertSRC(inc *workflow.Incident, a workflow.AlertSRC, now time.Time) ([]queue.Msg, error) {
+	return s.alertTo(s.committee(), inc, a, now)
+}
+
+// alertTo renders an alert template to rcpts, sealed, in the incident's thread.
+func (s *Service) alertTo(rcpts []recipient, inc *workflow.Incident, a workflow.AlertSRC, now time.Time) ([]queue.Msg, error) {
+	body, err := s.renderFields(a.Template, a.Fields)
+	if err != nil {
+		return nil, err
+	}
+	return s.sealedEach(s.o.Roster.List(lists.Security), rcpts, notice{
+		Subject: fmt.Sprintf("[%s] %s", inc.ID, a.Template), Body: body,
+		Kind: "alert-" + a.Template, Incident: inc.ID, Thread: inc.RootMsg,
+	}, now)
+}
+
+// renderFields renders a template whose data is the project's name and fields.
+func (s *Service) renderFields(tmpl string, fields map[string]string) (string, error) {
+	data := map[string]any{"Project": s.o.Project}
+	for k, v := range fields {
+		data[k] = v
+	}
+	return s.o.Templates.Render(tmpl, data)
+}

@@ -1,0 +1,297 @@
+package listd
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/message"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// intake applies a message for security@ to its incident and queues the mail.
+func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, sig signed, detail string, now time.Time) (workflow.Received, error) {
+	in := workflow.Inbound{
+		Sender:    msg.From,
+		Detail:    detail,
+		Subject:   msg.Subject,
+		MessageID: msg.MessageID,
+		Refs:      msg.Refs,
+		Auto:      msg.Auto || env.From == "" || s.o.Roster.IsOurs(env.From),
+	}
+	var lookErr error
+	look := workflow.Lookup{
+		Incident: func(id workflow.ID) (*workflow.Incident, bool) {
+			inc, err := incidentdb.Get(tx, id)
+			if err != nil && !errors.Is(err, incidentdb.ErrNotFound) {
+				lookErr = err
+			}
+			return inc, err == nil
+		},
+		MessageID: func(id string) (workflow.ID, bool) { return incidentdb.IncidentOf(tx, id) },
+		IsSRC:     s.o.Roster.IsCommittee,
+	}
+	inc := workflow.Thread(in, look)
+	if lookErr != nil {
+		return workflow.Received{}, lookErr
+	}
+	// threats.md D3: a captured ciphertext resubmitted by someone else is no
+	// new report. It joins the incident it first arrived on, flagged to the
+	// SRC; its sender is not made a reporter and gets nothing back, so no
+	// automatic mail can become a decryption oracle.
+	var firstSeen bool
+	if sig.cipher != nil {
+		if first, ok, err := incidentdb.Ciphertext(tx, *sig.cipher); err != nil {
+			return workflow.Received{}, err
+		} else if ok {
+			firstSeen = true
+			if !strings.EqualFold(first.Sender, msg.From) {
+				if orig, err := incidentdb.Get(tx, first.Incident); err == nil {
+					inc = orig
+					in.Auto = true
+					msg.Text = fmt.Sprintf("[embargo] This encrypted message was first received from %s on %s; it came again from %s, "+
+						"who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).\n\n%s",
+						first.Sender, workflow.FormatInstant(first.At), msg.From, msg.Text)
+					s.log.Warn("resubmitted ciphertext flagged", "incident", orig.ID)
+				}
+			}
+		}
+	}
+	if inc == nil {
+		// Signed /oncall commands outside any thread are no report (tick.go).
+		if took, err := s.onCallMessage(tx, sec, msg, sig, now); took || err != nil {
+			return workflow.Received{}, err
+		}
+	}
+	var id workflow.ID
+	if inc == nil {
+		var err error
+		if id, err = incidentdb.NextID(tx, now.Year()); err != nil {
+			return workflow.Received{}, err
+		}
+	}
+	r := workflow.Receive(inc, id, in, now)
+	if r.New {
+		r.Incident.Commander = s.onCallNow(tx, now) // the on-call is the default incident commander
+	}
+	if sig.cipher != nil && !firstSeen {
+		if err := incidentdb.SetCiphertext(tx, *sig.cipher, r.Incident.ID, msg.From, now); err != nil {
+			return r, err
+		}
+	}
+	var cmdMail []queue.Msg
+	if !r.New {
+		// Signed commands in the thread (DESIGN.md §3): applied with the
+		// message, in its transaction.
+		after, msgs, err := s.commands(tx, sec, r.Incident, msg, sig, now)
+		if err != nil {
+			return r, err
+		}
+		r.Incident, cmdMail = after, msgs
+	}
+	if r.New {
+		// A random anchor: threading headers name no incident (threats.md D7).
+		tok, err := s.random(12)
+		if err != nil {
+			return r, err
+		}
+		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
+	}
+	if err := incidentdb.Put(tx, &r.Incident); err != nil {
+		return r, err
+	}
+	if strings.EqualFold(msg.From, r.Incident.Reporter) {
+		if pub := s.reporterKey(msg, now); pub != nil {
+			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
+				return r, err
+			}
+		}
+	}
+	var out []queue.Msg
+	for _, m := range r.Mail {
+		msgs, err := s.render(tx, sec, &r.Incident, m, env, msg, encrypted, now)
+		if err != nil {
+			return r, err
+		}
+		out = append(out, msgs...)
+	}
+	out = append(out, cmdMail...)
+	for _, q := range out {
+		if err := incidentdb.IndexMessageID(tx, q.MessageID, r.Incident.ID); err != nil {
+			return r, err
+		}
+	}
+	if err := queue.Enqueue(tx, now, out...); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// render turns one workflow mail action into queue rows, one per recipient.
+func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
+	switch m.To {
+	case workflow.AudienceReporter:
+		return s.renderAck(tx, sec, inc, m, env, msg, now)
+	case workflow.AudienceSRC:
+		return s.renderCopies(sec, inc, m, msg, encrypted, now)
+	}
+	return nil, fmt.Errorf("listd: no recipients for audience %d", m.To)
+}
+
+// renderAck answers the reporter: signed by the list key, with the key
+// attached, and encrypted to the reporter's own key when one is pinned to the
+// incident.
+func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, now time.Time) ([]queue.Msg, error) {
+	// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
+	to := env.From
+	if to == "" || s.o.Roster.IsOurs(to) {
+		return nil, nil
+	}
+	ok, err := incidentdb.AllowAck(tx, to, now, s.o.AcksPerDay)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		s.log.Info("acknowledgement suppressed by rate limit", "incident", inc.ID)
+		return nil, nil
+	}
+	incAddr := sec.SubAddress(string(inc.ID))
+	fpr := ""
+	var attach []message.Attachment
+	if s.o.ListKey != nil {
+		fpr = s.o.ListKey.Fingerprint()
+		pub, err := s.o.ListKey.ArmoredPublic()
+		if err != nil {
+			return nil, err
+		}
+		attach = append(attach, message.Attachment{Name: "security-key.asc", Type: "application/pgp-keys", Data: pub})
+	}
+	body, err := s.o.Templates.Render(m.Template, map[string]any{
+		"Project":         s.o.Project,
+		"ID":              inc.ID,
+		"IncidentAddress": incAddr,
+		"ListAddress":     sec.Address,
+		"KeyFingerprint":  fpr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mid, err := s.newMessageID("ack", sec.Domain())
+	if err != nil {
+		return nil, err
+	}
+	om := outMail{
+		From:        s.listAddress(sec),
+		To:          []*mail.Address{{Address: to}},
+		ReplyTo:     &mail.Address{Address: incAddr},
+		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
+		MessageID:   mid,
+		InReplyTo:   msg.MessageID, // RFC 3834 §3.1.5
+		Date:        now,
+		AutoSubmit:  "auto-replied", // RFC 3834 §5.2
+		XLoop:       sec.Address,
+		Body:        body,
+		Attachments: attach,
+	}
+	if msg.MessageID != "" {
+		om.References = []string{msg.MessageID}
+	}
+	data, err := s.reporterCopy(tx, sec, inc, &om, to, now)
+	if err != nil {
+		return nil, err
+	}
+	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
+	return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}}, nil
+}
+
+// renderCopies makes one copy per committee member (and fix-team member),
+// each encrypted to that member's pinned key where one is usable.
+func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflow.Mail, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
+	var members []lists.Member
+	for _, mem := range s.o.Roster.WithRole("src") {
+		if !strings.EqualFold(mem.Email, m.Except) {
+			members = append(members, mem)
+		}
+	}
+	for _, a := range inc.FixTeam {
+		if !strings.EqualFold(a, m.Except) && !containsMember(members, a) {
+			mem, ok := s.o.Roster.Member(a)
+			if !ok {
+				mem = lists.Member{Email: a}
+			}
+			members = append(members, mem)
+		}
+	}
+	rcpts, skipped := s.sealRecipients(sec, members, encrypted)
+	if len(skipped) > 0 {
+		s.log.Warn("committee copies withheld: no usable key", "incident", inc.ID, "count", len(skipped))
+	}
+	var names []string
+	for _, a := range msg.Attachments {
+		n := a.Name
+		if n == "" {
+			n = "(unnamed " + a.Type + ")"
+		}
+		names = append(names, n)
+	}
+	sender := msg.From
+	if msg.FromName != "" {
+		sender = msg.FromName + " <" + msg.From + ">"
+	}
+	date := "(none)"
+	if !msg.Date.IsZero() {
+		date = msg.Date.Format(time.RFC1123Z)
+	}
+	body, err := s.o.Templates.Render(m.Template, map[string]any{
+		"ID":           inc.ID,
+		"Received":     now,
+		"SenderLine":   sender,
+		"Subject":      msg.Subject,
+		"DateLine":     date,
+		"Text":         msg.Text,
+		"HTMLOmitted":  msg.HTMLOmitted,
+		"Attachments":  names,
+		"FromReporter": strings.EqualFold(msg.From, inc.Reporter),
+		"Encrypted":    encrypted,
+		"Withheld":     skipped,
+	})
+	if err != nil {
+		return nil, err
+	}
+	subject := msg.Subject
+	if _, tagged := workflow.SubjectTag(subject); !tagged {
+		subject = "[" + string(inc.ID) + "] " + subject
+	}
+	who := msg.FromName
+	if who == "" {
+		who = msg.From
+	}
+	return s.copyEach(sec, rcpts, m.Template, outMail{
+		From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
+		ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
+		Subject:     subject,
+		References:  []string{inc.RootMsg},
+		InReplyTo:   inc.RootMsg,
+		Date:        now,
+		ListID:      sec.ListID(),
+		XLoop:       sec.Address,
+		Body:        body,
+		Attachments: msg.Attachments,
+	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: m.Template + "-copy", Incident: string(inc.ID)})
+}
+
+func containsMember(ms []lists.Member, addr string) bool {
+	for _, m := range ms {
+		if strings.EqualFold(m.Email, addr) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,20 @@
+package listd
+
+import bolt "go.etcd.io/bbolt"
+
+// TestHooks are failpoints for tests, which set them with SetTestHooks. They
+// are not part of Options: no configuration of a running daemon can carry
+// them, and production code never sets them.
+type TestHooks struct {
+	// Panic runs first on every message Handle gets: the failpoint of the
+	// poison-message tests (its panic must quarantine the message).
+	Panic func(raw []byte)
+	// BeforeCommit runs at the end of each message's transaction; an error
+	// rolls the transaction back. It is the failpoint of the
+	// storage-failure tests (smtpd must answer 451, never 250).
+	BeforeCommit func(tx *bolt.Tx) error
+}
+
+// SetTestHooks installs failpoints, for tests only. Call it before the
+// Service handles any mail.
+func (s *Service) SetTestHooks(h TestHooks) { s.hooks = h }
