@@ -94,7 +94,7 @@ type Message struct {
 	Auto        bool        // automatic or list mail (RFC 3834 section 2, RFC 2369, RFC 2919)
 	XLoop       []string    // X-Loop values, lower-cased
 	Received    int         // number of Received fields (hop count)
-	Text        string      // the text/plain parts, decoded to UTF-8, LF line ends
+	Text        string      // the text/plain parts, decoded to UTF-8 (format=flowed undone, RFC 3676), LF line ends
 	HTMLOmitted int         // text/html parts that had no text alternative and were left out
 	Attachments []Attachment
 }
@@ -103,8 +103,21 @@ type Message struct {
 // fields let us and the member's client see different authors).
 var singletons = []string{"From", "To", "Subject", "Date", "Message-Id", "Content-Type", "Sender", "Reply-To", "In-Reply-To", "References"}
 
-// Parse reads raw (CRLF line ends, as received) within limits.
+// Parse reads raw (CRLF line ends, as received) within limits: the header
+// facts and the body's text and attachments.
 func Parse(raw []byte, lim Limits) (*Message, error) {
+	return parse(raw, lim, true)
+}
+
+// ParseHeader reads only the top-level header of raw, within the same limits
+// as Parse, and leaves Text, HTMLOmitted and Attachments empty: for a message
+// whose content is read from another entity (the decrypted or the signed
+// one), so that the outer body is not walked for nothing.
+func ParseHeader(raw []byte, lim Limits) (*Message, error) {
+	return parse(raw, lim, false)
+}
+
+func parse(raw []byte, lim Limits, body bool) (*Message, error) {
 	lim = lim.withDefaults()
 	hdrEnd := bytes.Index(raw, []byte("\r\n\r\n"))
 	headerLen := hdrEnd + 4
@@ -132,6 +145,9 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 	}
 	if err := m.readHeader(lim); err != nil {
 		return nil, err
+	}
+	if !body {
+		return m, nil
 	}
 	if err := m.walk(ent, lim); err != nil {
 		return nil, err
@@ -309,7 +325,11 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 				text.WriteString("\n")
 			}
 			textSeen = true
-			text.WriteString(strings.ReplaceAll(string(body), "\r\n", "\n"))
+			t := strings.ReplaceAll(string(body), "\r\n", "\n")
+			if strings.EqualFold(params["format"], "flowed") {
+				t = DecodeFlowed(t, strings.EqualFold(params["delsp"], "yes"))
+			}
+			text.WriteString(t)
 		case mt == "text/html" && disp != "attachment":
 			htmlSeen++
 		default:
