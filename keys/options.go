@@ -90,11 +90,11 @@ func (o Options) config() *packet.Config {
 	salt := false
 	return &packet.Config{
 		NonDeterministicSignaturesViaNotation: &salt,
-		Rand:                       o.rand(),
-		Time:                       o.now,
-		DefaultHash:                crypto.SHA256,
-		DefaultCipher:              packet.CipherAES256,
-		DefaultCompressionAlgo:     packet.CompressionNone,
-		MaxDecompressedMessageSize: &limit,
+		Rand:                                  o.rand(),
+		Time:                                  o.now,
+		DefaultHash:                           crypto.SHA256,
+		DefaultCipher:                         packet.CipherAES256,
+		DefaultCompressionAlgo:                packet.CompressionNone,
+		MaxDecompressedMessageSize:            &limit,
 	}
 }
