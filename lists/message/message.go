@@ -97,6 +97,9 @@ type Message struct {
 	Text        string      // the text/plain parts, decoded to UTF-8 (format=flowed undone, RFC 3676), LF line ends
 	HTMLOmitted int         // text/html parts that had no text alternative and were left out
 	Attachments []Attachment
+
+	unread *gomessage.Entity // the body ParseHeader left for ParseBody
+	lim    Limits
 }
 
 // singletons may appear at most once (RFC 5322 section 3.6, and threats.md C6: two From
@@ -111,10 +114,23 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 
 // ParseHeader reads only the top-level header of raw, within the same limits
 // as Parse, and leaves Text, HTMLOmitted and Attachments empty: for a message
-// whose content is read from another entity (the decrypted or the signed
-// one), so that the outer body is not walked for nothing.
+// whose content may be read from another entity (the decrypted or the signed
+// one), so that the outer body is walked only if it is the content
+// (ParseBody), and its header is parsed once either way.
 func ParseHeader(raw []byte, lim Limits) (*Message, error) {
 	return parse(raw, lim, false)
+}
+
+// ParseBody reads the body of a message that ParseHeader returned (Text,
+// HTMLOmitted, Attachments) within the same limits; Parse is ParseHeader
+// then ParseBody. It reads the body once: a second call is an error.
+func (m *Message) ParseBody() error {
+	if m.unread == nil {
+		return errors.New("message: the body was read already")
+	}
+	ent := m.unread
+	m.unread = nil
+	return m.walk(ent, m.lim)
 }
 
 func parse(raw []byte, lim Limits, body bool) (*Message, error) {
@@ -147,6 +163,7 @@ func parse(raw []byte, lim Limits, body bool) (*Message, error) {
 		return nil, err
 	}
 	if !body {
+		m.unread, m.lim = ent, lim
 		return m, nil
 	}
 	if err := m.walk(ent, lim); err != nil {

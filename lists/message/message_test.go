@@ -215,8 +215,17 @@ func TestParseHeader(t *testing.T) {
 	if _, err := Parse(crlf(broken), Limits{}); err == nil {
 		t.Fatal("Parse accepted an unterminated multipart")
 	}
-	if _, err := ParseHeader(crlf(broken), Limits{}); err != nil {
+	bh, err := ParseHeader(crlf(broken), Limits{})
+	if err != nil {
 		t.Errorf("ParseHeader walked the body: %v", err)
+	} else if err := bh.ParseBody(); err == nil {
+		t.Error("ParseBody accepted an unterminated multipart")
+	}
+	if err := h.ParseBody(); err != nil || h.Text != full.Text {
+		t.Errorf("ParseBody = %v, Text %q; want %q", err, h.Text, full.Text)
+	}
+	if err := h.ParseBody(); err == nil {
+		t.Error("ParseBody read the body twice")
 	}
 	twoFrom := "From: a@out.test\nFrom: b@out.test\n\nx\n"
 	if _, err := ParseHeader(crlf(twoFrom), Limits{}); err == nil {
