@@ -2,8 +2,9 @@
 // hard limits, and rejects what it cannot read safely.
 //
 // It follows RFC 5322 (message format), RFC 2045–2047 (MIME, encoded words),
-// RFC 2046 section 5.1.1 (boundaries), RFC 3834 (automatic responses) and RFC 2369/2919
-// (list headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
+// RFC 2046 section 5.1.1 (boundaries), RFC 3676 (format=flowed, undone in the
+// text it hands out), RFC 3834 (automatic responses) and RFC 2369/2919 (list
+// headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
 // fields, MIME depth, part count. A message that breaks them is refused at the end
 // of DATA with a 5xx, so the sender learns at once instead of via a bounce.
 package message
