@@ -54,16 +54,39 @@ func IsEncrypted(msg []byte) bool {
 	if err != nil {
 		return false
 	}
-	_, block, _, err := encryptedPayload(e)
+	_, err = classify(e)
+	return err == nil
+}
+
+// ciphertext is the payload of a message whose whole top level is
+// encrypted.
+type ciphertext struct {
+	format  string // FormatPGPMIME or FormatInline
+	charset string // of an inline text/plain body
+	bin     []byte // the dearmored OpenPGP message
+	sum     [32]byte
+	// noMDC is set (ErrNoIntegrity) for a tag-9 ciphertext: it is wholly
+	// encrypted, and refused when it comes to decrypting it.
+	noMDC error
+}
+
+// classify finds the ciphertext of a wholly encrypted message (threats D2,
+// D9), or says why e is not one: ErrNotEncrypted, ErrPartiallyEncrypted,
+// ErrUnsupportedProtocol or ErrMalformed.
+func classify(e *entity) (*ciphertext, error) {
+	format, block, charset, err := encryptedPayload(e)
 	if err != nil {
-		return false
+		return nil, err
 	}
 	bin, err := dearmorMessage(block)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	_, err = checkCiphertext(bin)
-	return err == nil || errors.Is(err, ErrNoIntegrity)
+	sum, err := checkCiphertext(bin)
+	if err != nil && !errors.Is(err, ErrNoIntegrity) {
+		return nil, err
+	}
+	return &ciphertext{format: format, charset: charset, bin: bin, sum: sum, noMDC: err}, nil
 }
 
 // Decrypt decrypts msg with the list key. Only a message whose whole top
@@ -79,32 +102,35 @@ func IsEncrypted(msg []byte) bool {
 //
 // A signature inside the encryption is checked against trusted as Verify
 // does; see Decrypted.Signature and SignatureErr. An unknown signer does not
-// count.
+// count. Open does all of this and the signature check of plain mail in one
+// pass.
 func Decrypt(msg []byte, list *Key, trusted *Keyring, o Options) (*Decrypted, error) {
 	if list == nil || !list.HasSecret() {
 		return nil, fmt.Errorf("%w: list key", ErrNoSecretKey)
 	}
-	msg = toCRLF(msg)
-	e, err := parseEntity(msg)
+	e, err := parseEntity(toCRLF(msg))
 	if err != nil {
 		return nil, err
 	}
-	format, block, charset, err := encryptedPayload(e)
+	ct, err := classify(e)
 	if err != nil {
 		return nil, err
 	}
-	bin, err := dearmorMessage(block)
-	if err != nil {
-		return nil, err
-	}
-	sum, err := checkCiphertext(bin)
-	if err != nil {
-		return nil, err
-	}
+	return decryptCiphertext(ct, list, trusted, o, nil)
+}
 
+// decryptCiphertext decrypts a classified ciphertext and checks the
+// signatures inside it; the decrypted entity is parsed once, counted in st.
+func decryptCiphertext(ct *ciphertext, list *Key, trusted *Keyring, o Options, st *parseStats) (*Decrypted, error) {
+	if list == nil || !list.HasSecret() {
+		return nil, fmt.Errorf("%w: list key", ErrNoSecretKey)
+	}
+	if ct.noMDC != nil {
+		return nil, ct.noMDC
+	}
 	keyring := append(openpgp.EntityList{list.e}, trusted.entities()...)
 	cfg := o.config()
-	md, err := openpgp.ReadMessage(bytes.NewReader(bin), keyring, nil, cfg)
+	md, err := openpgp.ReadMessage(bytes.NewReader(ct.bin), keyring, nil, cfg)
 	if err != nil {
 		return nil, decryptError(err)
 	}
@@ -125,11 +151,11 @@ func Decrypt(msg []byte, list *Key, trusted *Keyring, o Options) (*Decrypted, er
 	}
 	plaintext := buf.Bytes()
 
-	d := &Decrypted{Format: format, CiphertextHash: sum}
-	if format == FormatPGPMIME {
+	d := &Decrypted{Format: ct.format, CiphertextHash: ct.sum}
+	if ct.format == FormatPGPMIME {
 		d.Inner = toCRLF(plaintext)
 	} else {
-		d.Inner = textEntity(plaintext, charset)
+		d.Inner = textEntity(plaintext, ct.charset)
 	}
 
 	outerSigned := md.IsSigned || md.Signature != nil || len(md.UnverifiedSignatures) > 0
@@ -143,7 +169,7 @@ func Decrypt(msg []byte, list *Key, trusted *Keyring, o Options) (*Decrypted, er
 		}
 	}
 	// RFC 3156 §6.1: signed, then encrypted as a whole.
-	if ie, err := parseEntity(d.Inner); err == nil && innerSignaturePresent(ie) {
+	if ie, err := parseEntityIn(d.Inner, st); err == nil && innerSignaturePresent(ie) {
 		if outerSigned {
 			d.Signature = nil
 			d.SignatureErr = fmt.Errorf("%w: signed inside and outside the encryption", ErrMultipleSignatures)
@@ -219,7 +245,7 @@ func encryptedPayload(e *entity) (format string, block []byte, charset string, e
 		if p := strings.ToLower(e.params["protocol"]); p != "application/pgp-encrypted" {
 			return "", nil, "", fmt.Errorf("%w: multipart/encrypted protocol %q", ErrUnsupportedProtocol, e.params["protocol"])
 		}
-		mp, err := splitMultipart(e.body, e.params["boundary"])
+		mp, err := e.strictMultipart()
 		if err != nil {
 			return "", nil, "", err
 		}
@@ -229,14 +255,14 @@ func encryptedPayload(e *entity) (format string, block []byte, charset string, e
 		case len(mp.parts) < 2:
 			return "", nil, "", fmt.Errorf("%w: multipart/encrypted with %d parts", ErrMalformed, len(mp.parts))
 		}
-		p1, err := parseEntity(mp.parts[0])
+		p1, err := e.part(0)
 		if err != nil {
 			return "", nil, "", err
 		}
 		if p1.mediaType != "application/pgp-encrypted" {
 			return "", nil, "", fmt.Errorf("%w: first part is %s", ErrMalformed, p1.mediaType)
 		}
-		p2, err := parseEntity(mp.parts[1])
+		p2, err := e.part(1)
 		if err != nil {
 			return "", nil, "", err
 		}

@@ -86,6 +86,9 @@ func TestDecryptGPG(t *testing.T) {
 					t.Errorf("Signature = %s over %q", d.Signature.Fingerprint, d.Signature.Bytes)
 				}
 			})
+			t.Run(name+" Open", func(t *testing.T) {
+				checkOpenDecrypts(t, msg, list, trusted, member, tc.format, tc.inner, tc.signed, tc.signBytes)
+			})
 		}
 	}
 
@@ -197,5 +200,38 @@ func TestDecryptAEAD(t *testing.T) {
 		if _, err := Decrypt(flipMessage(t, msg, pos), k.list, nil, fixedOpts(0)); !errors.Is(err, ErrTampered) {
 			t.Errorf("flipped byte %d: err = %v, want ErrTampered", pos, err)
 		}
+	}
+}
+
+// checkOpenDecrypts: Open finds what Decrypt finds, in one pass.
+func checkOpenDecrypts(t *testing.T, msg []byte, list *Key, trusted *Keyring, signer, format string, inner []byte, signed bool, signBytes []byte) {
+	t.Helper()
+	m, err := Open(msg, list, trusted, Options{})
+	if err != nil {
+		t.Fatalf("Open = %v", err)
+	}
+	d, err := Decrypt(msg, list, trusted, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, ok := m.CiphertextHash()
+	if !m.Encrypted() || m.Format() != format || m.NotDecrypted() != nil || !ok || sum != d.CiphertextHash {
+		t.Errorf("Open: encrypted %v, format %q, not decrypted %v, hash %v", m.Encrypted(), m.Format(), m.NotDecrypted(), ok)
+	}
+	if !bytes.Equal(m.Inner(), d.Inner) || (inner != nil && !bytes.Equal(m.Inner(), inner)) {
+		t.Errorf("Open: Inner = %q", m.Inner())
+	}
+	v := m.Signature()
+	if !signed {
+		if v.Status != SigNone || !errors.Is(v.Err, ErrNotSigned) || !bytes.Equal(m.Content(), m.Inner()) {
+			t.Errorf("Open: signature %v (%v), want none; content is the decrypted entity", v.Status, v.Err)
+		}
+		return
+	}
+	if !v.OK() || v.Err != nil || v.Fingerprint != signer || !bytes.Equal(v.SignedBytes(), signBytes) || v.Signed.IsZero() || v.Hash == 0 {
+		t.Fatalf("Open: signature %v (%v) by %s over %q", v.Status, v.Err, v.Fingerprint, v.SignedBytes())
+	}
+	if !bytes.Equal(m.Content(), v.Entity()) || !bytes.Equal(v.Entity(), d.Signature.Entity) {
+		t.Errorf("Open: Content = %q, want the signed entity %q", m.Content(), d.Signature.Entity)
 	}
 }

@@ -25,6 +25,12 @@
 // with its integrity check passed (see Decrypt). Decrypted content is
 // returned alone, never merged with the parts around it (EFAIL).
 //
+// Inbound mail is opened once (Open): one call classifies the message,
+// decrypts it when its whole top level is encrypted to the list key, and
+// checks the one signature that may count, parsing each MIME entity once.
+// Its result says why a message was not decrypted and, with a SigStatus of
+// its own for each case, why a signature does not count.
+//
 // Outgoing mail is encrypted to exactly one recipient key per message
 // (AES-256, SEIPD v1 with MDC, no AEAD and no v6 keys, so that GnuPG 2.2
 // reads it), optionally signed inside by a list key; there is no plaintext

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
@@ -184,4 +186,52 @@ func TestFuzzSeeds(t *testing.T) {
 			write("FuzzDecrypt", name, s.msg)
 		}
 	}
+}
+
+// FuzzOpen: Open never panics and agrees with IsEncrypted, Decrypt and
+// Verify on every input: it refuses exactly the wholly encrypted messages
+// Decrypt refuses, decrypts the others to the same entity, and counts a
+// signature exactly when they do. Its seeds are the other targets' corpora.
+func FuzzOpen(f *testing.F) {
+	k, trusted, o := fuzzEnv(f)
+	for _, target := range []string{"FuzzVerify", "FuzzDecrypt"} {
+		files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", target, "*"))
+		for _, name := range files {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			_, lit, ok := strings.Cut(strings.TrimSpace(string(b)), "\n[]byte(")
+			msg, err := strconv.Unquote(strings.TrimSuffix(lit, ")"))
+			if !ok || err != nil {
+				f.Fatalf("%s: not a corpus file", name)
+			}
+			f.Add([]byte(msg))
+		}
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		m, err := Open(msg, k.list, trusted, o)
+		d, derr := Decrypt(msg, k.list, trusted, o)
+		enc := IsEncrypted(msg)
+		if err != nil {
+			if m != nil || !enc || derr == nil || derr.Error() != err.Error() {
+				t.Fatalf("Open refused (%v); IsEncrypted %v, Decrypt %v", err, enc, derr)
+			}
+			return
+		}
+		if m.Encrypted() != enc || m.Encrypted() != (derr == nil) {
+			t.Fatalf("Open encrypted %v; IsEncrypted %v, Decrypt %v", m.Encrypted(), enc, derr)
+		}
+		v := m.Signature()
+		if m.Encrypted() {
+			if !bytes.Equal(m.Inner(), d.Inner) || v.OK() != (d.Signature != nil) {
+				t.Fatalf("Open and Decrypt differ: signature %v vs %v", v.Status, d.SignatureErr)
+			}
+		} else if _, verr := Verify(msg, trusted, o); v.OK() != (verr == nil) {
+			t.Fatalf("Open and Verify differ: %v vs %v", v.Status, verr)
+		}
+		if v.OK() != (v.Err == nil) || v.OK() && v.Fingerprint != k.member.Fingerprint() {
+			t.Fatalf("verdict %v, err %v, by %s", v.Status, v.Err, v.Fingerprint)
+		}
+	})
 }

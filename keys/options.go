@@ -83,12 +83,18 @@ func (o Options) config() *packet.Config {
 	// reports ErrTooLarge; the library limit stays as a backstop (threats C5).
 	limit := o.maxPlaintext()
 	limit += limit/64 + 64<<10
+	// go-crypto salts every v4 signature with a random notation
+	// (salt@notations.openpgpjs.org) by default; GnuPG shows it, and mutt
+	// with GPGME prints its binary value as junk under every message we
+	// sign. Message signatures go out without it, as GnuPG makes them.
+	salt := false
 	return &packet.Config{
-		Rand:                       o.rand(),
-		Time:                       o.now,
-		DefaultHash:                crypto.SHA256,
-		DefaultCipher:              packet.CipherAES256,
-		DefaultCompressionAlgo:     packet.CompressionNone,
-		MaxDecompressedMessageSize: &limit,
+		NonDeterministicSignaturesViaNotation: &salt,
+		Rand:                                  o.rand(),
+		Time:                                  o.now,
+		DefaultHash:                           crypto.SHA256,
+		DefaultCipher:                         packet.CipherAES256,
+		DefaultCompressionAlgo:                packet.CompressionNone,
+		MaxDecompressedMessageSize:            &limit,
 	}
 }

@@ -44,18 +44,50 @@ func toCRLF(b []byte) []byte {
 
 // entity is one MIME entity (RFC 2045 §2.4) cut from CRLF-canonical bytes,
 // keeping the raw bytes so that signed parts are checked exactly as sent.
+//
+// What is derived from an entity (its decoded body, its parts, the message
+// inside a message/rfc822) is computed once and kept, so that classifying,
+// decrypting and verifying one message parses each of its entities once
+// (docs/design.md §1: a message is opened once). An entity belongs to one
+// call and is never shared between goroutines.
 type entity struct {
 	raw       []byte // header, blank line and body, as received
 	header    textproto.Header
 	body      []byte // the body, still transfer-encoded
 	mediaType string // lower case; "text/plain" when absent (RFC 2045 §5.2)
 	params    map[string]string
+
+	stats *parseStats // shared by the entities of one message; may be nil
+
+	decDone bool
+	dec     []byte
+	decErr  error
+
+	mpDone  bool
+	mp      *multipart
+	mpErr   error
+	kids    []*entity
+	kidErrs []error
+
+	embDone bool
+	emb     *entity
+	embErr  error
 }
+
+// parseStats counts the entities parsed for one message: a test holds Open
+// to one parse per entity.
+type parseStats struct{ entities int }
 
 // parseEntity splits b (CRLF-canonical) into header and body. Duplicate
 // Content-Type or Content-Transfer-Encoding fields are refused: two readers
 // could pick different ones (threats C6).
-func parseEntity(b []byte) (*entity, error) {
+func parseEntity(b []byte) (*entity, error) { return parseEntityIn(b, nil) }
+
+// parseEntityIn is parseEntity, counted in st (nil: not counted).
+func parseEntityIn(b []byte, st *parseStats) (*entity, error) {
+	if st != nil {
+		st.entities++
+	}
 	var hdr, body []byte
 	switch {
 	case bytes.HasPrefix(b, []byte("\r\n")):
@@ -79,7 +111,7 @@ func parseEntity(b []byte) (*entity, error) {
 			return nil, fmt.Errorf("%w: duplicate %s", ErrMalformed, k)
 		}
 	}
-	e := &entity{raw: b, header: h, body: body, mediaType: "text/plain", params: map[string]string{}}
+	e := &entity{raw: b, header: h, body: body, mediaType: "text/plain", params: map[string]string{}, stats: st}
 	if ct := h.Get("Content-Type"); strings.TrimSpace(ct) != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil {
@@ -90,9 +122,69 @@ func parseEntity(b []byte) (*entity, error) {
 	return e, nil
 }
 
-// decodedBody undoes the Content-Transfer-Encoding (RFC 2045 §6). Charsets
-// are not converted: signed bytes must stay the bytes that were signed.
+// decodedBody undoes the Content-Transfer-Encoding (RFC 2045 §6), once.
+// Charsets are not converted: signed bytes must stay the bytes that were
+// signed.
 func (e *entity) decodedBody() ([]byte, error) {
+	if !e.decDone {
+		e.dec, e.decErr = e.decode()
+		e.decDone = true
+	}
+	return e.dec, e.decErr
+}
+
+// multipart returns e's body cut at its delimiters, once. It is lenient: a
+// missing close delimiter leaves closed false (see strictMultipart).
+func (e *entity) multipart() (*multipart, error) {
+	if !e.mpDone {
+		e.mp, e.mpErr = cutMultipart(e.body, e.params["boundary"], true)
+		if e.mpErr == nil {
+			e.kids = make([]*entity, len(e.mp.parts))
+			e.kidErrs = make([]error, len(e.mp.parts))
+		}
+		e.mpDone = true
+	}
+	return e.mp, e.mpErr
+}
+
+// strictMultipart is multipart for what is verified or decrypted, which
+// must be complete: a missing close delimiter means a truncated message.
+func (e *entity) strictMultipart() (*multipart, error) {
+	mp, err := e.multipart()
+	if err != nil {
+		return nil, err
+	}
+	if !mp.closed {
+		return nil, fmt.Errorf("%w: multipart without closing delimiter", ErrMalformed)
+	}
+	return mp, nil
+}
+
+// part parses part i of e's multipart body, once.
+func (e *entity) part(i int) (*entity, error) {
+	mp, err := e.multipart()
+	if err != nil {
+		return nil, err
+	}
+	if e.kids[i] == nil && e.kidErrs[i] == nil {
+		e.kids[i], e.kidErrs[i] = parseEntityIn(mp.parts[i], e.stats)
+	}
+	return e.kids[i], e.kidErrs[i]
+}
+
+// embedded parses the message inside a message/rfc822 entity, once.
+func (e *entity) embedded() (*entity, error) {
+	if !e.embDone {
+		inner, err := e.decodedBody()
+		if err == nil {
+			e.emb, err = parseEntityIn(inner, e.stats)
+		}
+		e.embErr, e.embDone = err, true
+	}
+	return e.emb, e.embErr
+}
+
+func (e *entity) decode() ([]byte, error) {
 	switch cte := strings.ToLower(strings.TrimSpace(e.header.Get("Content-Transfer-Encoding"))); cte {
 	case "", "7bit", "8bit", "binary":
 		return e.body, nil
@@ -127,6 +219,7 @@ type multipart struct {
 	preamble []byte
 	parts    [][]byte
 	epilogue []byte
+	closed   bool // the close delimiter was there
 }
 
 // splitMultipart cuts body (CRLF-canonical) at the delimiter lines of
@@ -183,6 +276,7 @@ func cutMultipart(body []byte, boundary string, lenient bool) (*multipart, error
 					if next <= len(body) {
 						m.epilogue = body[next:]
 					}
+					m.closed = true
 					return m, nil
 				}
 				if next > len(body) {
@@ -319,12 +413,12 @@ func scan(e *entity) (pgpMarkers, error) {
 		}
 		switch {
 		case strings.HasPrefix(e.mediaType, "multipart/"):
-			mp, err := cutMultipart(e.body, e.params["boundary"], true)
+			mp, err := e.multipart()
 			if err != nil {
 				return err
 			}
-			for _, p := range mp.parts {
-				pe, err := parseEntity(p)
+			for i := range mp.parts {
+				pe, err := e.part(i)
 				if err != nil {
 					return err
 				}
@@ -334,11 +428,7 @@ func scan(e *entity) (pgpMarkers, error) {
 			}
 			return nil
 		case e.mediaType == "message/rfc822", e.mediaType == "message/global":
-			inner, err := e.decodedBody()
-			if err != nil {
-				return err
-			}
-			pe, err := parseEntity(inner)
+			pe, err := e.embedded()
 			if err != nil {
 				return err
 			}

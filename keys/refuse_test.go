@@ -157,6 +157,7 @@ func TestRefusals(t *testing.T) {
 			}
 			mustErrIs(t, tt.name, err, tt.want, refusalSentinels)
 			t.Logf("refused: %v", err)
+			checkOpenRefuses(t, tt.name, tt.msg, list, trusted, o, tt.op == decrypt, tt.want)
 		})
 	}
 
@@ -401,4 +402,41 @@ func bombMessage(t testing.TB, to *Key) []byte {
 	w.Write(comp.Bytes())
 	w.Close()
 	return encryptedMIME(armorMsg(t, bin.Bytes()), "bomb")
+}
+
+// checkOpenRefuses: Open refuses what Decrypt and Verify refuse, each for
+// the same reason. A wholly encrypted message that cannot be used is an
+// error; a message read as plaintext (not encrypted, EFAIL layouts,
+// malformed ciphertext) has its reason in NotDecrypted; a signature that
+// does not count has its reason and status in the verdict.
+func checkOpenRefuses(t *testing.T, name string, msg []byte, list *Key, trusted *Keyring, o Options, decrypting bool, want error) {
+	t.Helper()
+	m, err := Open(msg, list, trusted, o)
+	switch {
+	case decrypting && IsEncrypted(msg):
+		if m != nil {
+			t.Fatalf("Open returned a result for a refused ciphertext: %+v", m)
+		}
+		mustErrIs(t, name+" (Open)", err, want, refusalSentinels)
+	case decrypting:
+		if err != nil || m.Encrypted() || m.Inner() != nil {
+			t.Fatalf("Open = %v, encrypted %v; want plaintext", err, m != nil && m.Encrypted())
+		}
+		mustErrIs(t, name+" (Open, not decrypted)", m.NotDecrypted(), want, refusalSentinels)
+		if m.Signature().OK() {
+			t.Errorf("Open counted a signature")
+		}
+	default:
+		if err != nil {
+			t.Fatalf("Open = %v", err)
+		}
+		v := m.Signature()
+		if v.OK() || v.Status != statusOf(want) || v.Status == SigUnreadable && !errorsIsAny(want, ErrMalformed, ErrUnsupportedProtocol) {
+			t.Errorf("Open: verdict %v, want %v", v.Status, statusOf(want))
+		}
+		mustErrIs(t, name+" (Open)", v.Err, want, refusalSentinels)
+		if !bytes.Equal(m.Content(), toCRLF(msg)) || v.SignedBytes() != nil || v.Verified() != nil {
+			t.Errorf("Open: content is not the whole message after a refused signature")
+		}
+	}
 }

@@ -144,3 +144,54 @@ func publicCopy(t testing.TB, k *Key) *openpgp.Entity {
 	}
 	return ks[0].e
 }
+
+// TestSignaturesCarryNoNotation: go-crypto's default salt notation
+// (salt@notations.openpgpjs.org) is left out of every message signature, as
+// gpg sees it: no NOTATION_NAME status when it verifies, and no notation
+// subpacket in --list-packets.
+func TestSignaturesCarryNoNotation(t *testing.T) {
+	g := newGPG(t)
+	list, err := GenerateListKey("Announce", "announce@example.org", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := list.ArmoredPublic()
+	g.importKey(pub)
+	secret, err := list.ArmoredPrivate(nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.importKey(secret) // to decrypt what Encrypt makes for the list key itself
+
+	signed, err := Sign(testOuter(t, "advisory"), []byte(innerText), list, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := cutParts(t, signed)
+	sigBody := parts[1][bytes.Index(parts[1], []byte("\r\n\r\n"))+4:]
+	out, errs, err := g.run(nil, "--verify", g.tmpFile("sig.asc", sigBody), g.tmpFile("part1", parts[0]))
+	if err != nil || !statusHas(out, "GOODSIG") {
+		t.Fatalf("gpg --verify: %v\n%s\n%s", err, out, errs)
+	}
+	if statusHas(out, "NOTATION_NAME") {
+		t.Errorf("gpg --verify reports a notation on Sign's signature:\n%s", out)
+	}
+	packets := g.must(sigBody, "--list-packets")
+	if strings.Contains(strings.ToLower(packets), "notation") {
+		t.Errorf("signature packet carries a notation:\n%s", packets)
+	}
+
+	enc, err := Encrypt(testOuter(t, "x"), []byte(innerText), list, list, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armored := cutParts(t, enc)[1]
+	armored = armored[bytes.Index(armored, []byte("\r\n\r\n"))+4:]
+	out, errs, err = g.run(armored, "--decrypt")
+	if err != nil || !statusHas(out, "GOODSIG") {
+		t.Fatalf("gpg --decrypt: %v\n%s\n%s", err, out, errs)
+	}
+	if statusHas(out, "NOTATION_NAME") {
+		t.Errorf("gpg --decrypt reports a notation on the signature inside Encrypt's message:\n%s", out)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"github.com/emersion/go-message/charset"
 )
 
 // Verified is a signature that counts: one good signature, by a trusted
@@ -73,14 +74,58 @@ func verifyEntity(e *entity, trusted *Keyring, o Options) (*Verified, error) {
 		if err != nil {
 			return nil, err
 		}
-		if i := bytes.Index(body, markClearsign); i >= 0 {
-			if !isBlank(body[:i]) {
-				return nil, fmt.Errorf("%w: text before the clear-signed block", ErrPartiallySigned)
-			}
-			return verifyClearsigned(body[i:], e.params["charset"], trusted, o)
-		}
+		return verifyInline(e, body, trusted, o)
 	}
 	return nil, unsignedReason(e)
+}
+
+// verifyInline checks a text/plain body, already decoded from its transfer
+// encoding (K-9 Mail and OpenKeychain send inline signatures in
+// quoted-printable, 8bit and base64 bodies), that must be one clear-signed
+// block. The charset is undone when it hides the block (a charset that is
+// not ASCII-compatible) or when a client re-encoded the text after it was
+// signed: then the UTF-8 form is what the signature covers.
+func verifyInline(e *entity, body []byte, trusted *Keyring, o Options) (*Verified, error) {
+	cs := e.params["charset"]
+	i := bytes.Index(body, markClearsign)
+	if i < 0 {
+		u, ok := toUTF8(body, cs)
+		if !ok || bytes.Index(u, markClearsign) < 0 {
+			return nil, unsignedReason(e)
+		}
+		body, cs, i = u, "utf-8", bytes.Index(u, markClearsign)
+	}
+	if !isBlank(body[:i]) {
+		return nil, fmt.Errorf("%w: text before the clear-signed block", ErrPartiallySigned)
+	}
+	v, err := verifyClearsigned(body[i:], cs, trusted, o)
+	if errors.Is(err, ErrBadSignature) {
+		if u, ok := toUTF8(body[i:], cs); ok {
+			if uv, uerr := verifyClearsigned(u, "utf-8", trusted, o); uerr == nil {
+				return uv, nil
+			}
+		}
+	}
+	return v, err
+}
+
+// toUTF8 converts text from charset cs to UTF-8. ok is false when there is
+// nothing to convert (UTF-8 or US-ASCII already, or no change) or the
+// charset is unknown.
+func toUTF8(text []byte, cs string) ([]byte, bool) {
+	switch strings.ToLower(strings.TrimSpace(cs)) {
+	case "", "utf-8", "utf8", "us-ascii", "ascii":
+		return nil, false
+	}
+	r, err := charset.Reader(cs, bytes.NewReader(text))
+	if err != nil {
+		return nil, false
+	}
+	out, err := io.ReadAll(r)
+	if err != nil || bytes.Equal(out, text) {
+		return nil, false
+	}
+	return out, true
 }
 
 // unsignedReason tells apart an unsigned message, one whose signed part sits
@@ -108,7 +153,7 @@ func verifyPGPMIME(e *entity, trusted *Keyring, o Options) (*Verified, error) {
 	if p := strings.ToLower(e.params["protocol"]); p != "application/pgp-signature" {
 		return nil, fmt.Errorf("%w: multipart/signed protocol %q", ErrUnsupportedProtocol, e.params["protocol"])
 	}
-	mp, err := splitMultipart(e.body, e.params["boundary"])
+	mp, err := e.strictMultipart()
 	if err != nil {
 		return nil, err
 	}
@@ -119,10 +164,10 @@ func verifyPGPMIME(e *entity, trusted *Keyring, o Options) (*Verified, error) {
 		return nil, fmt.Errorf("%w: multipart/signed with %d parts", ErrMalformed, len(mp.parts))
 	}
 	signed := mp.parts[0]
-	if _, err := parseEntity(signed); err != nil {
+	if _, err := e.part(0); err != nil {
 		return nil, err
 	}
-	sp, err := parseEntity(mp.parts[1])
+	sp, err := e.part(1)
 	if err != nil {
 		return nil, err
 	}

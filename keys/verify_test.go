@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,21 @@ func TestVerifyGPG(t *testing.T) {
 				}
 				if _, err := parseEntity(v.Entity); err != nil {
 					t.Errorf("Entity does not parse: %v", err)
+				}
+				// Open finds the same, with or without a list key.
+				for _, list := range []*Key{nil, detKeys(t).list} {
+					m, err := Open(msg, list, trusted, Options{})
+					if err != nil {
+						t.Fatalf("Open = %v", err)
+					}
+					sv := m.Signature()
+					if !sv.OK() || sv.Fingerprint != fpr || !sv.Signed.Equal(v.Signed) || sv.Hash != v.Hash ||
+						!bytes.Equal(sv.SignedBytes(), tc.want) || !bytes.Equal(m.Content(), v.Entity) {
+						t.Errorf("Open: %v (%v) by %s over %q, content %q", sv.Status, sv.Err, sv.Fingerprint, sv.SignedBytes(), m.Content())
+					}
+					if m.Encrypted() || !errors.Is(m.NotDecrypted(), ErrNotEncrypted) {
+						t.Errorf("Open: encrypted %v, not decrypted %v", m.Encrypted(), m.NotDecrypted())
+					}
 				}
 			})
 		}

@@ -41,7 +41,7 @@ func TestParse(t *testing.T) {
 		{"quoted command alone", "> /disclose now\n", "", ""},
 		{"signature ends the block", "/accept\n-- \n/disclose now\n", "/accept\n", ""},
 		{"stripped signature ends the block", "/accept\n--\n/disclose now\n", "/accept\n", ""},
-		{"blank line ends the block", "/accept\n\n/disclose now\n", "/accept\n", ""},
+		{"blank line ends the block", "/accept\n\n/disclose now\n", "", "line 3: /disclose: two command blocks: lines 1 and 3; put all commands in one block"},
 		{"indented is not a command", " /accept\n", "", ""},
 		{"tab separates", "/set\tsummary\tHeap overflow\n", "/set summary Heap overflow\n", ""},
 		{"here-document", "/set mitigation <<END\nDisable it:   \n\n  --feature-gates=Foo=false\n/not a command\n> not a quote\nEND\n/fixed\n", "/set mitigation <<END\nDisable it:\n\n  --feature-gates=Foo=false\n/not a command\n> not a quote\nEND\n/fixed\n", ""},

@@ -9,12 +9,17 @@ import (
 
 // grammarText explains where commands go; /help and docs/commands.md start
 // with it.
-const grammarText = `Commands are lines that start with "/" at the very top of a reply in the
-incident's thread, one per line, then a blank line; anything after that blank
-line, quoted (">") text and the signature ("-- ") never count. The message
-must be signed (OpenPGP) with your pinned key, within the last 24 hours, and
-must not name another incident. All commands apply, or none; you get a signed
-receipt quoting each command with its result. Verbs are case-insensitive.
+const grammarText = `Commands are lines that start with "/", one per line, in one block of a
+signed reply in the incident's thread. The block is the first paragraph that
+starts with a "/" line outside quoted (">") text: at the top of the reply or
+below the quote. It ends at a blank line, quoted text or the signature
+("-- "). Quoted text, the signature, a forwarded message and a "/" line in
+the middle of prose never count; two command blocks in one message are
+refused (put all commands in one block). Soft line breaks of mail clients
+(format=flowed) are undone first. The message must be signed (OpenPGP) with
+your pinned key, within the last 24 hours, and must not name another
+incident. All commands apply, or none; you get a signed receipt quoting each
+command with its result. Verbs are case-insensitive.
 
 A multi-line value is a here-document: end the command line with <<END, write
 the lines (blank lines allowed), then END alone on a line. Mail clients that

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 	"unicode"
@@ -26,13 +27,34 @@ type Line struct {
 // heredoc matches a here-document opener: the last word of a command line.
 var heredoc = regexp.MustCompile(`^<<([A-Za-z][A-Za-z0-9_-]*)$`)
 
-// Extract finds the command block of a message: the lines that start with "/"
-// at column 0 at the top of the verified text/plain part (leading blank lines
-// aside), each optionally followed by a here-document (DESIGN.md §3,
-// threats.md E5). The block ends at the first blank line, quoted (">") line or
-// signature separator ("-- ", or "--" once a mail client stripped the space)
-// after a command; nothing after it ever counts. A text whose first non-blank
-// line is not a command has no commands. Lines end in LF or CRLF.
+// forwardMarker matches the line a mail client puts above a message it
+// forwards or quotes without ">" marks (Thunderbird "-------- Forwarded
+// Message --------", Gmail "---------- Forwarded message ---------", Outlook
+// "-----Original Message-----", Apple Mail "Begin forwarded message:"):
+// what follows is someone else's text, as if quoted.
+var forwardMarker = regexp.MustCompile(`(?i)^\s*(-{2,}\s*(original|forwarded)\s+message\s*-{2,}|begin forwarded message:)\s*$`)
+
+// ErrCommandBlocks classifies the error of a message with more than one
+// command block: which one was meant is not guessed.
+var ErrCommandBlocks = errors.New("workflow: more than one command block")
+
+// Extract finds the command block of a message text (the verified text/plain,
+// format=flowed already decoded) and lexes it (docs/design.md §3,
+// docs/threat-model.md E5).
+//
+// The command block is the first paragraph that starts with a command line
+// ("/" at column 0) outside quoted text: at the top of the text, or below the
+// quoted text of a reply, or after prose and a blank line. A paragraph starts
+// at the top of the text, after a blank line or after quoted (">") text. The
+// block ends at the first blank line, quoted line or signature separator
+// ("-- ", or "--" once a mail client stripped the space) after a command.
+// Quoted text never counts, and neither does anything after the signature
+// separator or after a line that introduces a forwarded or original message
+// without quote marks ("-------- Forwarded Message --------", "-----Original
+// Message-----", "Begin forwarded message:"). A "/" line in the middle of a
+// prose paragraph is prose. A text with no such paragraph has no commands.
+// Two command blocks are an error that names both lines: put all commands in
+// one block. Lines end in LF or CRLF.
 //
 // A here-document carries a multi-line value, immune to the wrapping at 72
 // columns and the trailing-space stripping of mail clients:
@@ -46,28 +68,108 @@ var heredoc = regexp.MustCompile(`^<<([A-Za-z][A-Za-z0-9_-]*)$`)
 // The delimiter is any word (letters, digits, "_", "-", starting with a
 // letter); the body ends at the first line that is the delimiter alone
 // (surrounding white space ignored). Inside, every line counts as text: blank
-// lines, "/" and ">" lines too. Trailing white space on each line and blank
-// lines at either end of the body are dropped.
+// lines, "/", ">" and "-- " lines too. Trailing white space on each line and
+// blank lines at either end of the body are dropped.
 //
 // Errors (a *CommandError) name the line: a command line that is not a
 // command, text right after a command (a line wrapped by a mail client, or a
 // missing blank line: rejecting it is safer than silently dropping half a
-// value), an unclosed here-document, control characters, invalid UTF-8, or
-// more than MaxCommands commands.
+// value), an unclosed here-document, control characters, invalid UTF-8, more
+// than MaxCommands commands, or a second command block (ErrCommandBlocks).
 func Extract(text string) ([]Line, error) {
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
 		lines[i] = strings.TrimSuffix(l, "\r")
 	}
-	i := 0
-	for i < len(lines) && isBlank(lines[i]) {
-		i++
+	starts := blockStarts(lines)
+	switch len(starts) {
+	case 0:
+		return nil, nil
+	case 1:
+		return lexBlock(lines, starts[0])
 	}
+	first, second := starts[0]+1, starts[1]+1
+	return nil, &CommandError{Line: second, Verb: verbOf(lines[starts[1]]), Err: argErr(ErrCommandBlocks,
+		"two command blocks: lines %d and %d; put all commands in one block", first, second)}
+}
+
+// blockStarts returns the index of the first line of every command block,
+// in order: "/" lines that start a paragraph outside quoted text, before
+// the signature and any forwarded message. Here-document bodies are skipped
+// as the lexer reads them, so a "/" or blank line inside one is text.
+func blockStarts(lines []string) []int {
+	var starts []int
+	paraStart := true
+	for i := 0; i < len(lines); {
+		l := lines[i]
+		switch {
+		case isSignature(l) || forwardMarker.MatchString(l):
+			return starts
+		case isBlank(l) || isQuoted(l):
+			paraStart = true
+			i++
+		case paraStart && strings.HasPrefix(l, "/"):
+			starts = append(starts, i)
+			i = skipBlock(lines, i)
+			paraStart = false
+		default:
+			paraStart = false
+			i++
+		}
+	}
+	return starts
+}
+
+// skipBlock returns the index of the first line after the command lines and
+// here-documents that start at lines[i].
+func skipBlock(lines []string, i int) int {
+	for i < len(lines) && strings.HasPrefix(lines[i], "/") {
+		_, args := splitCommand(lines[i])
+		i++
+		if delim, _, ok := heredocOf(args); ok {
+			for i < len(lines) && strings.TrimSpace(lines[i]) != delim {
+				i++
+			}
+			i++ // the delimiter line
+		}
+	}
+	return i
+}
+
+func isQuoted(l string) bool    { return strings.HasPrefix(l, ">") }
+func isSignature(l string) bool { return l == "-- " || l == "--" }
+
+// splitCommand splits a command line into its verb (as written) and the
+// rest of the line.
+func splitCommand(l string) (verb, args string) {
+	verb = strings.TrimPrefix(l, "/")
+	if j := strings.IndexFunc(verb, unicode.IsSpace); j >= 0 {
+		verb, args = verb[:j], verb[j:]
+	}
+	return verb, args
+}
+
+// heredocOf reports whether args end with a here-document opener and
+// returns its delimiter and the arguments before it.
+func heredocOf(args string) (delim, rest string, ok bool) {
+	f := strings.Fields(args)
+	if len(f) == 0 {
+		return "", "", false
+	}
+	m := heredoc.FindStringSubmatch(f[len(f)-1])
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(args), f[len(f)-1])), true
+}
+
+// lexBlock lexes the command block that starts at lines[i].
+func lexBlock(lines []string, i int) ([]Line, error) {
 	var out []Line
 	for i < len(lines) {
 		l := lines[i]
 		if !strings.HasPrefix(l, "/") {
-			if len(out) == 0 || isBlank(l) || strings.HasPrefix(l, ">") || l == "-- " || l == "--" {
+			if isBlank(l) || isQuoted(l) || isSignature(l) || forwardMarker.MatchString(l) {
 				break
 			}
 			return nil, &CommandError{Line: i + 1, Verb: out[len(out)-1].Verb, Err: argErr(ErrSyntax,
@@ -79,40 +181,34 @@ func Extract(text string) ([]Line, error) {
 		if err := checkText(l); err != nil {
 			return nil, &CommandError{Line: i + 1, Verb: verbOf(l), Err: err}
 		}
-		verb, args := l[1:], ""
-		if j := strings.IndexFunc(verb, unicode.IsSpace); j >= 0 {
-			verb, args = verb[:j], verb[j:]
-		}
+		verb, args := splitCommand(l)
 		if !validVerb(verb) { // ASCII only: no Unicode case folding into a verb
 			return nil, &CommandError{Line: i + 1, Verb: verb, Err: argErr(ErrUnknownCommand, "not a command; send /help for the list")}
 		}
 		verb = strings.ToLower(verb)
 		cmd := Line{N: i + 1, Verb: verb, Args: strings.TrimSpace(args)}
 		i++
-		if f := strings.Fields(cmd.Args); len(f) > 0 {
-			if m := heredoc.FindStringSubmatch(f[len(f)-1]); m != nil {
-				cmd.Doc = true
-				cmd.Args = strings.TrimSpace(strings.TrimSuffix(cmd.Args, f[len(f)-1]))
-				var body []string
-				closed := false
-				for ; i < len(lines); i++ {
-					if strings.TrimSpace(lines[i]) == m[1] {
-						closed = true
-						i++
-						break
-					}
-					if err := checkText(lines[i]); err != nil {
-						return nil, &CommandError{Line: i + 1, Verb: verb, Err: err}
-					}
-					body = append(body, lines[i])
+		if delim, rest, ok := heredocOf(args); ok {
+			cmd.Doc, cmd.Args = true, rest
+			var body []string
+			closed := false
+			for ; i < len(lines); i++ {
+				if strings.TrimSpace(lines[i]) == delim {
+					closed = true
+					i++
+					break
 				}
-				if !closed {
-					return nil, &CommandError{Line: cmd.N, Verb: verb, Err: argErr(ErrSyntax, "here-document <<%s not closed: end it with a line %s", m[1], m[1])}
+				if err := checkText(lines[i]); err != nil {
+					return nil, &CommandError{Line: i + 1, Verb: verb, Err: err}
 				}
-				cmd.Value = canonicalBody(body)
-				if len(cmd.Value) > MaxValueBytes {
-					return nil, &CommandError{Line: cmd.N, Verb: verb, Err: argErr(ErrSyntax, "value longer than %d bytes", MaxValueBytes)}
-				}
+				body = append(body, lines[i])
+			}
+			if !closed {
+				return nil, &CommandError{Line: cmd.N, Verb: verb, Err: argErr(ErrSyntax, "here-document <<%s not closed: end it with a line %s", delim, delim)}
+			}
+			cmd.Value = canonicalBody(body)
+			if len(cmd.Value) > MaxValueBytes {
+				return nil, &CommandError{Line: cmd.N, Verb: verb, Err: argErr(ErrSyntax, "value longer than %d bytes", MaxValueBytes)}
 			}
 		}
 		out = append(out, cmd)

@@ -359,7 +359,7 @@ func TestAttacks(t *testing.T) {
 		{"quoted disclose", "> /disclose now\n", alice, time.Time{}, nil},
 		{"quoted after prose", "I agree.\n\n> /disclose now\n", alice, time.Time{}, nil},
 		{"after signature", "-- \n/disclose now\n", alice, time.Time{}, nil},
-		{"after blank line", "/status\n\n/disclose now\n", alice, time.Time{}, nil},
+		{"second block after a blank line", "/status\n\n/disclose now\n", alice, time.Time{}, ErrCommandBlocks},
 		{"unknown next to valid", "/disclose now\n/frobnicate\n", alice, time.Time{}, ErrUnknownCommand},
 		{"malformed next to valid", "/disclose now\n/cvss CVSS:3.1/AV:N\n", alice, time.Time{}, ErrBadCVSS},
 		{"signature 25 h old", "/disclose now\n", alice, mon.Add(-25 * time.Hour), ErrStaleSignature},
@@ -382,12 +382,6 @@ func TestAttacks(t *testing.T) {
 				sig = mon
 			}
 			r, err := Apply(inc, tt.text, at(tt.by, sig), mon, env)
-			if tt.name == "after blank line" { // /status ran; /disclose did not
-				if err != nil || len(r.Receipt.Lines) != 1 || !reflect.DeepEqual(describe(r.Actions), []string{"status"}) || !reflect.DeepEqual(r.Incident, inc) {
-					t.Errorf("Apply(%q) = %v, %v, %v", tt.text, describe(r.Actions), r.Receipt.Lines, err)
-				}
-				return
-			}
 			if tt.err == nil {
 				if err != nil || r.Applied || len(r.Receipt.Lines) != 0 || len(r.Actions) != 0 || !reflect.DeepEqual(r.Incident, inc) {
 					t.Fatalf("Apply(%q) = applied %v, %v: a text without commands must change nothing", tt.text, r.Applied, err)

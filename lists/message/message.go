@@ -2,8 +2,9 @@
 // hard limits, and rejects what it cannot read safely.
 //
 // It follows RFC 5322 (message format), RFC 2045–2047 (MIME, encoded words),
-// RFC 2046 section 5.1.1 (boundaries), RFC 3834 (automatic responses) and RFC 2369/2919
-// (list headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
+// RFC 2046 section 5.1.1 (boundaries), RFC 3676 (format=flowed, undone in the
+// text it hands out), RFC 3834 (automatic responses) and RFC 2369/2919 (list
+// headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
 // fields, MIME depth, part count. A message that breaks them is refused at the end
 // of DATA with a 5xx, so the sender learns at once instead of via a bounce.
 package message
@@ -83,18 +84,47 @@ type Message struct {
 	Auto        bool        // automatic or list mail (RFC 3834 section 2, RFC 2369, RFC 2919)
 	XLoop       []string    // X-Loop values, lower-cased
 	Received    int         // number of Received fields (hop count)
-	Text        string      // the text/plain parts, decoded to UTF-8, LF line ends
+	Text        string      // the text/plain parts, decoded to UTF-8 (format=flowed undone, RFC 3676), LF line ends
 	HTMLOmitted int         // text/html parts that had no text alternative and were left out
 	Attachments []Attachment
+
+	unread *gomessage.Entity // the body ParseHeader left for ParseBody
+	lim    Limits
 }
 
 // singletons may appear at most once (RFC 5322 section 3.6, and threats.md C6: two From
 // fields let us and the member's client see different authors).
 var singletons = []string{"From", "To", "Subject", "Date", "Message-Id", "Content-Type", "Sender", "Reply-To", "In-Reply-To", "References"}
 
-// Parse reads raw (CRLF line ends, as received) within limits. A message it
-// refuses gets a *lists.Refusal (5xx) the sender can read.
+// Parse reads raw (CRLF line ends, as received) within limits: the header
+// facts and the body's text and attachments. A message it refuses gets a
+// *lists.Refusal (5xx) the sender can read.
 func Parse(raw []byte, lim Limits) (*Message, error) {
+	return parse(raw, lim, true)
+}
+
+// ParseHeader reads only the top-level header of raw, within the same limits
+// as Parse, and leaves Text, HTMLOmitted and Attachments empty: for a message
+// whose content may be read from another entity (the decrypted or the signed
+// one), so that the outer body is walked only if it is the content
+// (ParseBody), and its header is parsed once either way.
+func ParseHeader(raw []byte, lim Limits) (*Message, error) {
+	return parse(raw, lim, false)
+}
+
+// ParseBody reads the body of a message that ParseHeader returned (Text,
+// HTMLOmitted, Attachments) within the same limits; Parse is ParseHeader
+// then ParseBody. It reads the body once: a second call is an error.
+func (m *Message) ParseBody() error {
+	if m.unread == nil {
+		return errors.New("message: the body was read already")
+	}
+	ent := m.unread
+	m.unread = nil
+	return m.walk(ent, m.lim)
+}
+
+func parse(raw []byte, lim Limits, body bool) (*Message, error) {
 	lim = lim.withDefaults()
 	hdrEnd := bytes.Index(raw, []byte("\r\n\r\n"))
 	headerLen := hdrEnd + 4
@@ -122,6 +152,10 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 	}
 	if err := m.readHeader(lim); err != nil {
 		return nil, err
+	}
+	if !body {
+		m.unread, m.lim = ent, lim
+		return m, nil
 	}
 	if err := m.walk(ent, lim); err != nil {
 		return nil, err
@@ -299,7 +333,11 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 				text.WriteString("\n")
 			}
 			textSeen = true
-			text.WriteString(strings.ReplaceAll(string(body), "\r\n", "\n"))
+			t := strings.ReplaceAll(string(body), "\r\n", "\n")
+			if strings.EqualFold(params["format"], "flowed") {
+				t = DecodeFlowed(t, strings.EqualFold(params["delsp"], "yes"))
+			}
+			text.WriteString(t)
 		case mt == "text/html" && disp != "attachment":
 			htmlSeen++
 		default:

@@ -193,3 +193,44 @@ func FuzzParseMessage(f *testing.F) {
 		}
 	})
 }
+
+// TestParseHeader reads the same facts as Parse and never the body: a body
+// that Parse refuses does not matter to it, a header that Parse refuses is
+// refused the same way.
+func TestParseHeader(t *testing.T) {
+	full, err := Parse(crlf(simple), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ParseHeader(crlf(simple), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.From != full.From || h.Subject != full.Subject || h.MessageID != full.MessageID ||
+		fmt.Sprint(h.Refs) != fmt.Sprint(full.Refs) || !h.Date.Equal(full.Date) {
+		t.Errorf("ParseHeader = %+v, want the facts of %+v", h, full)
+	}
+	if h.Text != "" || h.Attachments != nil {
+		t.Errorf("ParseHeader read the body: %q", h.Text)
+	}
+	broken := "From: a@out.test\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nunterminated\n"
+	if _, err := Parse(crlf(broken), Limits{}); err == nil {
+		t.Fatal("Parse accepted an unterminated multipart")
+	}
+	bh, err := ParseHeader(crlf(broken), Limits{})
+	if err != nil {
+		t.Errorf("ParseHeader walked the body: %v", err)
+	} else if err := bh.ParseBody(); err == nil {
+		t.Error("ParseBody accepted an unterminated multipart")
+	}
+	if err := h.ParseBody(); err != nil || h.Text != full.Text {
+		t.Errorf("ParseBody = %v, Text %q; want %q", err, h.Text, full.Text)
+	}
+	if err := h.ParseBody(); err == nil {
+		t.Error("ParseBody read the body twice")
+	}
+	twoFrom := "From: a@out.test\nFrom: b@out.test\n\nx\n"
+	if _, err := ParseHeader(crlf(twoFrom), Limits{}); err == nil {
+		t.Error("ParseHeader accepted two From fields")
+	}
+}

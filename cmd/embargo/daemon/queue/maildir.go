@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,13 @@ import (
 // development default (./embargo-data/outbox/) and a way to read what the
 // daemon would have sent. Each recipient gets its own file, like an MDA
 // delivering to per-user mailboxes, headed by Return-Path and Delivered-To
-// lines that keep the envelope; the message bytes follow unchanged.
+// lines that keep the envelope; the message follows with LF line ends.
+//
+// A Maildir holds mail in the local text convention, LF, as Postfix's local
+// delivery and every MDA write it; mutt shows a stray CR as "^M". The SMTP
+// form (CRLF, RFC 5321 §2.3.8) is only for the wire. Signed PGP/MIME parts
+// still verify: a reader canonicalises line ends to CRLF before checking a
+// signature (RFC 3156 §5, RFC 2046 §4.1.1).
 //
 // Delivery follows the Maildir protocol: write into tmp/, fsync, then rename
 // into new/ and fsync the directory, so a reader never sees a partial file and
@@ -59,12 +66,15 @@ func (m *Maildir) Send(ctx context.Context, from string, to []string, data []byt
 	if err := checkData(data); err != nil {
 		return err
 	}
+	// checkData guarantees every LF follows a CR and no CR stands alone,
+	// so dropping each CR of a CRLF pair is the whole conversion.
+	lf := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	for _, rcpt := range to {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		head := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", from, rcpt)
-		if err := m.deliver(head, data); err != nil {
+		head := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", from, rcpt)
+		if err := m.deliver(head, lf); err != nil {
 			return err
 		}
 	}

@@ -66,8 +66,12 @@ func TestMaildirRelay(t *testing.T) {
 		}
 		delivered = append(delivered, msg.Header.Get("Delivered-To"))
 		body, _ := io.ReadAll(msg.Body)
-		if !bytes.HasSuffix(raw, m.Data) || !bytes.HasSuffix(m.Data, body) {
-			t.Errorf("%s: the message bytes changed", f.Name())
+		lf := bytes.ReplaceAll(m.Data, []byte("\r\n"), []byte("\n"))
+		if !bytes.HasSuffix(raw, lf) || !bytes.HasSuffix(lf, body) {
+			t.Errorf("%s: the message changed beyond its line ends", f.Name())
+		}
+		if bytes.IndexByte(raw, '\r') >= 0 {
+			t.Errorf("%s: a CR in the Maildir file; mail in a Maildir has LF line ends", f.Name())
 		}
 	}
 	slices.Sort(delivered)
