@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,9 @@ func TestBadInput(t *testing.T) {
 		{name: "sender with two at signs", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<"a@c"@b.test>`) }, code: 553, enhanced: "5.1.7"},
 		{name: "sender without dot in domain", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<a@b>`) }, code: 553, enhanced: "5.1.7"},
 		{name: "non-ASCII sender without SMTPUTF8", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<j\u00fcrgen@b.test>") }, code: 553, enhanced: "5.1.7"},
+		// RFC 4954 §5, RFC 5321 §4.1.1.11: no AUTH is offered, so its parameter is unknown.
+		{name: "AUTH=<> without AUTH", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@b.test> AUTH=<>") }, code: 555, enhanced: "5.5.4"},
+		{name: "AUTH=mailbox without AUTH", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@b.test> AUTH=a@b.test") }, code: 555, enhanced: "5.5.4"},
 		{name: "null sender", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<>") }, code: 250, enhanced: "2.0.0"},
 		{name: "sender address literal", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@[192.0.2.1]>") }, code: 250, enhanced: "2.0.0"},
 
@@ -106,6 +110,13 @@ func TestBadInput(t *testing.T) {
 		{name: "bare LF in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\ndy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
 		{name: "bare CR in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\rdy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
 		{name: "CR at end of BDAT", run: inBDAT("Subject: x\r\n\r\nbody\r"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+
+		// A message without any header field (RFC 5322 §3.6).
+		{name: "empty message in DATA", run: inData(""), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "empty message in BDAT", run: inBDAT(""), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "body without header in DATA", run: inData("\r\nbody\r\n"), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "body without header in BDAT", run: inBDAT("\r\nbody\r\n"), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "header without body", run: inData("Subject: x\r\n"), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
 
 		// Sequence errors: go-smtp answers 502 5.5.1 (RFC 5321 §4.2.2 would say 503).
 		{name: "DATA before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
@@ -128,8 +139,8 @@ func TestBadInput(t *testing.T) {
 		// Line length: go-smtp's 500 5.4.0 for commands; smtpd matches it inside DATA.
 		{name: "long line in DATA", run: inData(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
 		{name: "long command line", run: func(t testing.TB, c *rawConn) response { return c.cmd("NOOP " + strings.Repeat("a", 2500)) }, code: 500, enhanced: "5.4.0"},
-		// go-smtp lifts the line limit while it copies a chunk, but bytes that arrived in
-		// the same read as the BDAT command line were already checked (observed).
+		// go-smtp lifts the line limit while it copies a chunk; smtpd checks the lines of
+		// the message, whether or not they arrived with the command.
 		{name: "long line in BDAT sent with the command", run: inBDAT(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
 		{name: "long line in BDAT sent after the command", run: func(t testing.TB, c *rawConn) response {
 			begin(t, c)
@@ -137,7 +148,9 @@ func TestBadInput(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // let go-smtp read the command alone
 			c.send(long)
 			return c.read()
-		}, code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		}, code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "line of MaxLineLength in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 98) + "\r\n"), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "line of MaxLineLength+1 in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 99) + "\r\n"), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
 
 		// Mail loops (threats.md B9).
 		{name: "51 Received fields", run: inData(received(51) + simpleMsg), code: 554, enhanced: "5.4.6", offered: "security@ex.org"},
@@ -231,5 +244,64 @@ func TestBDATChunks(t *testing.T) {
 	got := rec.delivered()
 	if len(got) != 1 || string(got[0].msg) != strings.Join(parts, "") {
 		t.Fatalf("deliveries = %+v, want only %q", got, strings.Join(parts, ""))
+	}
+}
+
+// TestHelo: the EHLO name is echoed by go-smtp ("250 Hello <name>"), so a name with
+// control characters is refused before it can be; an unknown command word is echoed
+// too, and conn.Write replaces its control characters. No reply carries one.
+func TestHelo(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string // after the greeting, each answered
+		codes []int
+		open  bool // the connection stays open
+	}{
+		{"NUL in EHLO", []string{"EHLO a\x00b.test", "EHLO c.test"}, []int{501, 250}, true},
+		{"ESC in HELO", []string{"HELO \x1b[31mred.test", "HELO c.test"}, []int{501, 250}, true},
+		{"C1 control in EHLO", []string{"EHLO a\u0085b.test"}, []int{501}, true},
+		{"invalid UTF-8 in EHLO", []string{"EHLO a\xffb.test"}, []int{501}, true},
+		{"UTF-8 name is not refused", []string{"EHLO b\u00fccher.test"}, []int{250}, true},
+		{"NUL in a repeated EHLO", []string{"EHLO c.test", "EHLO a\x00b.test"}, []int{250, 421}, false},
+		{"control characters in an unknown command", []string{"\x01\x02\x7f\x04 x"}, []int{500}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, addr := startServer(t, Options{}, &recorder{})
+			c := dialRaw(t, addr)
+			if r := c.read(); r.code != 220 {
+				t.Fatalf("greeting = %v", r)
+			}
+			var codes []int
+			for _, l := range tc.lines {
+				c.send(l + "\r\n")
+				// Read the raw reply lines, to see the bytes themselves.
+				for {
+					line, err := c.tp.ReadLine()
+					if err != nil {
+						codes = append(codes, 0)
+						break
+					}
+					if i := strings.IndexFunc(line, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }); i >= 0 {
+						t.Errorf("reply line %q has a control character at %d", line, i)
+					}
+					if len(line) > 3 && line[3] == ' ' {
+						code, _ := strconv.Atoi(line[:3])
+						codes = append(codes, code)
+						break
+					}
+				}
+			}
+			if fmt.Sprint(codes) != fmt.Sprint(tc.codes) {
+				t.Errorf("replies = %v, want %v", codes, tc.codes)
+			}
+			if tc.open {
+				if r := c.cmd("NOOP"); r.code != 250 {
+					t.Errorf("NOOP after the replies = %v, want 250 (connection open)", r)
+				}
+			} else if !c.closed() {
+				t.Error("connection open, want it closed after the 421")
+			}
+		})
 	}
 }
