@@ -56,24 +56,36 @@ const (
 
 func TestSmuggling(t *testing.T) {
 	for _, v := range smugglingVariants {
-		for _, mode := range []string{"DATA", "BDAT"} {
+		// "DATA pipelined" sends the message in the same write as MAIL, RCPT and DATA,
+		// as an attacker may: go-smtp must not have read the message before Data runs.
+		for _, mode := range []string{"DATA", "DATA pipelined", "BDAT"} {
 			t.Run(mode+" "+v.name, func(t *testing.T) {
 				rec := &recorder{}
 				_, addr := startServer(t, Options{}, rec)
 				c := dialRaw(t, addr)
 				c.greet()
-				begin(t, c)
 
 				payload := smuggleFirst + v.eod + smuggled
 				var r response
 				want := v.dataCode
-				if mode == "DATA" {
+				switch mode {
+				case "DATA":
+					begin(t, c)
 					if r := c.cmd("DATA"); r.code != 354 {
 						t.Fatalf("DATA = %v, want 354", r)
 					}
 					c.send(payload) // one write
 					r = c.read()
-				} else {
+				case "DATA pipelined":
+					c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<security@ex.org>\r\nDATA\r\n" + payload)
+					for _, code := range []int{250, 250, 354} {
+						if r := c.read(); r.code != code {
+							t.Fatalf("reply = %v, want %d", r, code)
+						}
+					}
+					r = c.read()
+				default:
+					begin(t, c)
 					want = v.bdatCode
 					c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(payload), payload))
 					r = c.read()
