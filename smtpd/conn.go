@@ -36,10 +36,11 @@ type connState struct {
 	// dotCR is set when "LF . CR x" (x not LF) passed while a message was received:
 	// go-smtp's DATA reader drops the dot and the CR, so Data never sees the bare CR.
 	dotCR atomic.Bool
-	// timedOut holds the reply for a read that timed out. The connection is then
-	// finished: reads fail at once and the next reply is replaced by this one and
-	// followed by the close.
-	timedOut atomic.Pointer[replyError]
+	// finish holds the reply for a read that timed out, or that met the client's EOF
+	// in the middle of a command line. The connection is then finished: reads fail at
+	// once, the session refuses everything, and in plain text the next reply is
+	// replaced by this one and followed by the close.
+	finish atomic.Pointer[replyError]
 }
 
 func newConnState() *connState {
@@ -51,7 +52,7 @@ func newConnState() *connState {
 // closingReply is the reply for a command that arrives on a connection smtpd is
 // closing: the timeout's, or the error limit's.
 func (st *connState) closingReply() error {
-	if r := st.timedOut.Load(); r != nil {
+	if r := st.finish.Load(); r != nil {
 		return r.reply()
 	}
 	return errTooManyErrors.reply()
@@ -155,6 +156,11 @@ func (c *conn) readSocket(b []byte) (int, error) {
 	}
 	if err == io.EOF {
 		c.state.eof.Store(true)
+		if c.line.open() && c.state.inData.Load() == 0 {
+			// bufio would hand the partial line to go-smtp as a command.
+			c.state.finish.Store(errPartialLine)
+			c.state.closing.Store(true)
+		}
 		return 0, err
 	}
 	if errors.Is(err, net.ErrClosed) {
@@ -184,7 +190,7 @@ func (c *conn) readFailed(err error) error {
 	case c.line.open():
 		r = errPartialLine
 	}
-	c.state.timedOut.Store(r)
+	c.state.finish.Store(r)
 	c.state.closing.Store(true)
 	c.log.Info("smtpd: read timed out, closing connection", "session", c.state.id, "reason", r)
 	if c.state.inData.Load() > 0 {
@@ -207,7 +213,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	out := b
 	plain := !c.state.tls.Load()
 	if plain {
-		if r := c.state.timedOut.Load(); r != nil {
+		if r := c.state.finish.Load(); r != nil {
 			out = []byte(replyLine(r))
 		} else {
 			out = sanitizeReplyBytes(b)

@@ -365,3 +365,26 @@ func TestTruncatedBDAT(t *testing.T) {
 		})
 	}
 }
+
+// TestPartialLineAtEOF: a command line cut off by the client's close is not run either
+// (bufio hands it over without the EOF).
+func TestPartialLineAtEOF(t *testing.T) {
+	rec := &recorder{}
+	_, addr := startServer(t, Options{}, rec)
+	c := dialRaw(t, addr)
+	c.greet()
+	c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<security@ex.org>")
+	c.nc.(*net.TCPConn).CloseWrite()
+	if r := c.read(); r.code != 250 {
+		t.Fatalf("MAIL = %v, want 250", r)
+	}
+	if r := c.read(); r.code != 421 || !strings.Contains(r.text, "not ended with CRLF") {
+		t.Errorf("reply to the cut-off line = %v, want 421 saying why", r)
+	}
+	if !c.closed() {
+		t.Error("connection open")
+	}
+	if got := rec.offered(); len(got) != 0 {
+		t.Errorf("Recipient called with %q, want nothing", got)
+	}
+}

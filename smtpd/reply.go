@@ -69,9 +69,9 @@ var (
 	// RFC 3463 X.4.2: bad connection. The connection closes after each of these.
 	errTimeout     = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout during message transfer, closing connection"}
 	errIdleTimeout = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout waiting for a command, closing connection"}
-	// RFC 5321 §2.3.8: a command line ends with CRLF; one still open at the timeout is
-	// not run.
-	errPartialLine = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout: command line not ended with CRLF, closing connection"}
+	// RFC 5321 §2.3.8: a command line ends with CRLF; one still open at the timeout or
+	// at the client's EOF is not run.
+	errPartialLine = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Command line not ended with CRLF, closing connection"}
 	errLifetime    = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Session lifetime over, closing connection"}
 	// A read failed during a message (reset, broken connection).
 	errConnection = &replyError{421, smtp.EnhancedCode{4, 4, 0}, "Connection error during message transfer, closing connection"}
