@@ -18,6 +18,13 @@ import (
 // fills it, and go-smtp takes it a line at a time (conn.Read).
 const readBufferSize = 4096
 
+// lingerTimeout and lingerBytes bound how long and how much conn reads and drops
+// after the reply that closes a connection (shutdown).
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 1 << 20
+)
+
 // startTLSReady is go-smtp's reply to STARTTLS (conn.go handleStartTLS), written just
 // before the handshake.
 const startTLSReady = "220 2.0.0 Ready to start TLS\r\n"
@@ -77,8 +84,10 @@ type conn struct {
 	line    lineState
 	readErr error // sticky: once a read timed out, every read fails with this
 
-	closeOnce sync.Once
-	closeErr  error
+	shutdownOnce sync.Once
+	lingering    atomic.Bool // shutdown's goroutine owns the close
+	closeOnce    sync.Once
+	closeErr     error
 }
 
 // stateOf finds smtpd's per-connection state under go-smtp's net.Conn, which after
@@ -226,7 +235,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		c.buf = c.buf[:0]
 	}
 	if c.state.closing.Load() {
-		c.Close()
+		c.shutdown()
 	}
 	if err != nil {
 		return 0, err
@@ -234,7 +243,42 @@ func (c *conn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// shutdown ends a connection smtpd closes on purpose without losing the reply that
+// says so. A client that pipelines (RFC 2920) has sent more by then, and a close with
+// unread input makes the kernel answer with RST and throw away the replies not yet
+// delivered, the 421 among them. So conn sends FIN after the reply, stops giving
+// go-smtp input, and in the background reads and drops what still arrives for a
+// bounded time before it closes.
+func (c *conn) shutdown() {
+	c.shutdownOnce.Do(func() {
+		if c.readErr == nil {
+			c.readErr = net.ErrClosed // go-smtp ends the session quietly
+		}
+		cw, ok := c.Conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
+			c.forceClose()
+			return
+		}
+		c.lingering.Store(true)
+		go func() {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+			_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
+			c.forceClose()
+		}()
+	})
+}
+
+// Close is go-smtp's close at the end of a session. During shutdown's linger it
+// leaves the socket to the lingering goroutine, which closes it within lingerTimeout.
 func (c *conn) Close() error {
+	if c.lingering.Load() {
+		return nil
+	}
+	return c.forceClose()
+}
+
+// forceClose closes the socket and frees the connection's slot, once.
+func (c *conn) forceClose() error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.Conn.Close()
 		c.lim.release(c.key, c)

@@ -87,7 +87,7 @@ func (l *connLimiter) closeAll() {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		c.Close() // takes l.mu via release
+		c.forceClose() // takes l.mu via release
 	}
 }
 

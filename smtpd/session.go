@@ -74,9 +74,11 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 func (s *session) Reset() {
 	if h := s.conn.Hostname(); !validHelo(h) {
 		s.log.Info("smtpd: greeting refused, closing connection", "reason", "control characters in the HELO name", "len", len(h))
+		// closing makes conn.Write end the connection after this reply; go-smtp's own
+		// reply then finds it shut.
+		s.state.closing.Store(true)
 		_ = s.conn.Conn().SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
 		_, _ = io.WriteString(s.conn.Conn(), replyLine(errBadHeloClosing))
-		_ = s.conn.Conn().Close()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
