@@ -6,9 +6,9 @@ package smtpd
 //
 //	smuggling, 13 end-of-data variants × DATA, pipelined DATA, BDAT   TestSmuggling, TestSmugglingOverTLS
 //	BDAT: chunks, RSET/EHLO mid-transfer, pipelining, truncation     TestBDATLastReply, TestBDATResetPipelined, TestBDATChunks, TestTruncatedBDAT
-//	recipients: address tricks, limit                                TestBadInput, TestErrorLimit
-//	size, line length, empty or headerless messages, loops           TestBadInput
-//	AUTH parameter, EHLO names and echoed control characters         TestBadInput, TestHelo, TestTLSGuards
+//	recipients: address tricks, limit                                TestBadEnvelope, TestErrorLimit
+//	size, line length, empty or headerless messages, loops           TestBadMessage
+//	AUTH parameter, EHLO names and echoed control characters         TestBadEnvelope, TestHelo, TestTLSGuards
 //	errors: every refusal counts, 421 at MaxErrors, pipelined        TestErrorLimit, TestErrorLimitPipelined
 //	connections, per IP, silent peers                                TestConnectionCaps, TestSessionLifetimeBeforeEHLO
 //	timeouts, partial lines, slow drips, data rate, lifetime         TestReadTimeout, TestPartialLineAtEOF, TestSessionLifetime
