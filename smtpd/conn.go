@@ -365,38 +365,3 @@ func next(ch, want byte, then lineState) lineState {
 
 // open reports whether part of a line has been read without its LF.
 func (l lineState) open() bool { return l != lineStart }
-
-// replyLine formats an smtpd reply as go-smtp would write it.
-func replyLine(e *replyError) string {
-	r := e.reply()
-	return formatReplyLine(r.Code, formatEnhanced(r.EnhancedCode), r.Message)
-}
-
-// sanitizeReplyBytes returns b with every control character other than HT and a
-// final CRLF replaced by '?'. It returns b itself when there is none.
-func sanitizeReplyBytes(b []byte) []byte {
-	body := b
-	if bytes.HasSuffix(body, []byte("\r\n")) {
-		body = body[:len(body)-2]
-	}
-	clean := true
-	for _, ch := range body {
-		if isControl(ch) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return b
-	}
-	out := make([]byte, len(b))
-	copy(out, b)
-	for i, ch := range out[:len(body)] {
-		if isControl(ch) {
-			out[i] = '?'
-		}
-	}
-	return out
-}
-
-func isControl(ch byte) bool { return ch < 0x20 && ch != '\t' || ch == 0x7f }

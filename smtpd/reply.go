@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -75,8 +76,9 @@ var (
 	errLifetime    = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Session lifetime over, closing connection"}
 	// A read failed during a message (reset, broken connection).
 	errConnection = &replyError{421, smtp.EnhancedCode{4, 4, 0}, "Connection error during message transfer, closing connection"}
-	// The transfer broke off (connection lost, RSET during BDAT); the reply most likely
-	// goes nowhere, but it must still be a temporary one.
+	// The transfer broke off (connection lost); the reply most likely goes nowhere, but
+	// it must still be a temporary one. A BDAT transfer cut off by RSET gets no reply
+	// at all (session.go abandonTransfer).
 	errTransfer = &replyError{451, smtp.EnhancedCode{4, 4, 2}, "Message transfer failed, please try again"}
 	// RFC 5321 §3.8 and §4.2.2: 421 announces that the server closes the channel.
 	errTooManyErrors = &replyError{421, smtp.EnhancedCode{4, 7, 0}, "Too many errors, closing connection"}
@@ -228,3 +230,38 @@ func sanitizeText(s string) string {
 	}
 	return b.String()
 }
+
+// replyLine formats an smtpd reply as go-smtp would write it.
+func replyLine(e *replyError) string {
+	r := e.reply()
+	return formatReplyLine(r.Code, formatEnhanced(r.EnhancedCode), r.Message)
+}
+
+// sanitizeReplyBytes returns b with every control character other than HT and a
+// final CRLF replaced by '?'. It returns b itself when there is none.
+func sanitizeReplyBytes(b []byte) []byte {
+	body := b
+	if bytes.HasSuffix(body, []byte("\r\n")) {
+		body = body[:len(body)-2]
+	}
+	clean := true
+	for _, ch := range body {
+		if isControl(ch) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return b
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	for i, ch := range out[:len(body)] {
+		if isControl(ch) {
+			out[i] = '?'
+		}
+	}
+	return out
+}
+
+func isControl(ch byte) bool { return ch < 0x20 && ch != '\t' || ch == 0x7f }
