@@ -195,9 +195,13 @@ func (s *session) envelope() Envelope {
 // deliver reads, checks and hands over one message. It returns nil only when the
 // Handler has stored the message (RFC 5321 §6.1), else an *smtp.SMTPError.
 func (s *session) deliver(env Envelope, r io.Reader) error {
-	// dotCR must be clear before the first byte of this message is read: conn.Read
-	// gives go-smtp one line at a time, so nothing of it has been read yet.
-	s.state.dotCR.Store(false)
+	_, bdat := r.(*io.PipeReader) // BDAT: Data runs in a goroutine of its own
+	if !bdat {
+		// dotCR must be clear before the first byte of this message is read: conn.Read
+		// gives go-smtp one line at a time, so nothing of it has been read yet. (A BDAT
+		// goroutine may start late, during a later DATA: it leaves the flag alone.)
+		s.state.dotCR.Store(false)
+	}
 	s.state.inData.Add(1)
 	defer s.state.inData.Add(-1)
 	if s.state.closing.Load() {
@@ -208,7 +212,6 @@ func (s *session) deliver(env Envelope, r io.Reader) error {
 	s.mu.Unlock()
 
 	msg, err := readMessage(r, s.srv.opts.MaxMessageBytes, hint)
-	_, bdat := r.(*io.PipeReader)
 	if bdat && errors.Is(err, smtp.ErrDataReset) {
 		abandonTransfer(s.log)
 	}
