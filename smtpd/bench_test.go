@@ -27,7 +27,20 @@ func (discardHandler) Recipient(context.Context, string, string) error { return 
 func (discardHandler) Handle(context.Context, Envelope, []byte) error  { return nil }
 
 // benchSend sends b.N messages over one connection and reports msgs/s.
-func benchSend(b *testing.B, addr string) {
+// bigMsg is a 1 MiB message of 72-byte lines, where smtpd's line-at-a-time reader
+// (conn.Read) and its checks cost the most per byte.
+var bigMsg = func() string {
+	var b strings.Builder
+	b.WriteString("From: a@b.test\r\nTo: security@ex.org\r\nSubject: bench\r\n\r\n")
+	for b.Len() < 1<<20 {
+		b.WriteString("0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 01234\r\n")
+	}
+	return b.String()
+}()
+
+func benchSend(b *testing.B, addr string) { benchSendMsg(b, addr, benchMsg) }
+
+func benchSendMsg(b *testing.B, addr, msg string) {
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		b.Fatal(err)
@@ -36,10 +49,10 @@ func benchSend(b *testing.B, addr string) {
 	if err := c.Hello("client.test"); err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(len(benchMsg)))
+	b.SetBytes(int64(len(msg)))
 	b.ResetTimer()
 	for range b.N {
-		if err := sendMessage(c, "a@b.test", []string{"security@ex.org"}, benchMsg); err != nil {
+		if err := sendMessage(c, "a@b.test", []string{"security@ex.org"}, msg); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -58,6 +71,19 @@ func BenchmarkAccept(b *testing.B) {
 	go srv.Serve(l)
 	defer srv.Close()
 	benchSend(b, l.Addr().String())
+}
+
+// BenchmarkAcceptLarge is BenchmarkAccept with 1 MiB messages; compare with
+// BenchmarkAcceptLargeRawGoSMTP.
+func BenchmarkAcceptLarge(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := New(Options{Domain: "mx.test"}, discardHandler{}, slog.New(slog.DiscardHandler))
+	go srv.Serve(l)
+	defer srv.Close()
+	benchSendMsg(b, l.Addr().String(), bigMsg)
 }
 
 // rawSession is the smallest go-smtp backend: it reads and discards.
@@ -88,4 +114,19 @@ func BenchmarkAcceptRawGoSMTP(b *testing.B) {
 	go s.Serve(l)
 	defer s.Close()
 	benchSend(b, l.Addr().String())
+}
+
+func BenchmarkAcceptLargeRawGoSMTP(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return rawSession{}, nil }))
+	s.Domain = "mx.test"
+	s.MaxMessageBytes = DefaultMaxMessageBytes
+	s.ReadTimeout = DefaultReadTimeout
+	s.WriteTimeout = DefaultWriteTimeout
+	go s.Serve(l)
+	defer s.Close()
+	benchSendMsg(b, l.Addr().String(), bigMsg)
 }

@@ -73,6 +73,22 @@ func bareLineEnd(msg []byte) int {
 	return -1
 }
 
+// longestLine returns the length of msg's longest line, CRLF included. go-smtp lifts
+// its line limit while it copies a BDAT chunk (conn.go handleBdat), so smtpd applies
+// MaxLineLength to the message itself (RFC 5321 §4.5.3.1.6).
+func longestLine(msg []byte) int {
+	longest := 0
+	for len(msg) > 0 {
+		n := bytes.IndexByte(msg, '\n') + 1
+		if n == 0 {
+			n = len(msg)
+		}
+		longest = max(longest, n)
+		msg = msg[n:]
+	}
+	return longest
+}
+
 // countReceived counts the Received trace fields (RFC 5322 §3.6.7) in the header
 // section, stopping early once more than limit were seen. msg has CRLF line ends only.
 // The header ends at the first empty line; a field name may be followed by white space

@@ -224,7 +224,8 @@ func TestRunScript(t *testing.T) {
 		{"BDAT", head + "BDAT 20 LAST\r\nSubject: x\r\n\r\nbody\r\nQUIT\r\n", 1},
 		{"storage error", head + "DATA\r\nSubject: FAIL\r\n\r\n.\r\n", 0},
 		{"smuggling", head + "DATA\r\n" + smuggleFirst + "\n.\n" + smuggled + "QUIT\r\n", 0},
-		{"two messages", head + "DATA\r\n.\r\n" + head[len("EHLO c.test\r\n"):] + "DATA\r\n.\r\n", 2},
+		{"two messages", head + "DATA\r\nSubject: 1\r\n.\r\n" + head[len("EHLO c.test\r\n"):] + "DATA\r\nSubject: 2\r\n.\r\n", 2},
+		{"empty message", head + "DATA\r\n.\r\n", 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

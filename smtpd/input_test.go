@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,111 +40,44 @@ func received(n int) string {
 	return strings.Repeat("Received: from relay.test by mx.test; Tue, 1 Jul 2025 10:00:00 +0000\r\n", n)
 }
 
-// TestBadInput runs each refusal through a real session and checks its exact reply
-// code and whether the Handler saw anything.
-func TestBadInput(t *testing.T) {
-	const cyrillic = "\u0455ecurity@ex.org" // U+0455 CYRILLIC SMALL LETTER DZE looks like 's'
+// inputCase is one row of the bad-input tables: a dialogue after EHLO, the reply to
+// its last command, and what reached the Handler.
+type inputCase struct {
+	name     string
+	opts     Options
+	run      func(testing.TB, *rawConn) response
+	code     int
+	enhanced string
+	// offered is what must reach Handler.Recipient ("" in a row: nothing).
+	offered string
+	handled int
+}
 
-	rcpt := func(addr string) func(testing.TB, *rawConn) response {
-		return func(t testing.TB, c *rawConn) response {
-			if r := c.cmd("MAIL FROM:<a@b.test>"); r.code != 250 {
-				t.Fatalf("MAIL = %v, want 250", r)
-			}
-			return c.cmd("RCPT TO:<" + addr + ">")
+// rcpt, inData and inBDAT build the dialogues of the tables.
+func rcpt(addr string) func(testing.TB, *rawConn) response {
+	return func(t testing.TB, c *rawConn) response {
+		if r := c.cmd("MAIL FROM:<a@b.test>"); r.code != 250 {
+			t.Fatalf("MAIL = %v, want 250", r)
 		}
+		return c.cmd("RCPT TO:<" + addr + ">")
 	}
-	inData := func(body string) func(testing.TB, *rawConn) response {
-		return func(t testing.TB, c *rawConn) response { begin(t, c); return data(t, c, body) }
-	}
-	inBDAT := func(chunk string) func(testing.TB, *rawConn) response {
-		return func(t testing.TB, c *rawConn) response { begin(t, c); return bdat(c, chunk) }
-	}
-	long := "Subject: x\r\n\r\n" + strings.Repeat("a", 2500) + "\r\n"
+}
 
-	tests := []struct {
-		name     string
-		opts     Options
-		run      func(testing.TB, *rawConn) response
-		code     int
-		enhanced string
-		// offered is what must reach Handler.Recipient ("" in a row: nothing).
-		offered string
-		handled int
-	}{
-		{name: "accepted message", run: inData(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
-		{name: "accepted message via BDAT", run: inBDAT(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+func inData(body string) func(testing.TB, *rawConn) response {
+	return func(t testing.TB, c *rawConn) response { begin(t, c); return data(t, c, body) }
+}
 
-		// Recipients (threats.md B3). The Handler accepts only security@ex.org.
-		{name: "unknown recipient", run: rcpt("victim@gmail.com"), code: 550, enhanced: "5.1.1", offered: "victim@gmail.com"},
-		{name: "quoted local part hiding an address", run: rcpt(`"security@ex.org"@evil.com`), code: 550, enhanced: "5.1.1"},
-		{name: "two at signs", run: rcpt("security@ex.org@evil.com"), code: 550, enhanced: "5.1.1"},
-		// go-smtp strips the source route: the Handler sees victim@evil.com and refuses it.
-		{name: "source route", run: rcpt("@ex.org:victim@evil.com"), code: 550, enhanced: "5.1.1", offered: "victim@evil.com"},
-		{name: "percent hack", run: rcpt("security%evil.com@ex.org"), code: 550, enhanced: "5.1.1"},
-		{name: "bang path", run: rcpt("evil.com!security@ex.org"), code: 550, enhanced: "5.1.1"},
-		{name: "trailing dot", run: rcpt("security@ex.org."), code: 550, enhanced: "5.1.1"},
-		{name: "address literal", run: rcpt("security@[192.0.2.1]"), code: 550, enhanced: "5.1.1"},
-		{name: "cyrillic homograph", run: rcpt(cyrillic), code: 550, enhanced: "5.1.1"},
-		{name: "single-label domain", run: rcpt("security@localhost"), code: 550, enhanced: "5.1.1"},
-		{name: "upper case reaches handler with domain lower-cased", run: rcpt("SECURITY@EX.ORG"), code: 250, enhanced: "2.0.0", offered: "SECURITY@ex.org"},
+func inBDAT(chunk string) func(testing.TB, *rawConn) response {
+	return func(t testing.TB, c *rawConn) response { begin(t, c); return bdat(c, chunk) }
+}
 
-		// Senders.
-		{name: "sender with quoted local part", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<"a b"@b.test>`) }, code: 553, enhanced: "5.1.7"},
-		{name: "sender with two at signs", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<"a@c"@b.test>`) }, code: 553, enhanced: "5.1.7"},
-		{name: "sender without dot in domain", run: func(t testing.TB, c *rawConn) response { return c.cmd(`MAIL FROM:<a@b>`) }, code: 553, enhanced: "5.1.7"},
-		{name: "non-ASCII sender without SMTPUTF8", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<j\u00fcrgen@b.test>") }, code: 553, enhanced: "5.1.7"},
-		{name: "null sender", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<>") }, code: 250, enhanced: "2.0.0"},
-		{name: "sender address literal", run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@[192.0.2.1]>") }, code: 250, enhanced: "2.0.0"},
+func command(line string) func(testing.TB, *rawConn) response {
+	return func(t testing.TB, c *rawConn) response { return c.cmd(line) }
+}
 
-		// Size (RFC 1870, go-smtp's reader, BDAT sizes).
-		{name: "oversize in DATA", opts: Options{MaxMessageBytes: 1024}, run: inData("Subject: x\r\n\r\n" + strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
-		{name: "oversize announced by SIZE", opts: Options{MaxMessageBytes: 1024}, run: func(t testing.TB, c *rawConn) response { return c.cmd("MAIL FROM:<a@b.test> SIZE=2048") }, code: 552, enhanced: "5.3.4"},
-		{name: "oversize in BDAT", opts: Options{MaxMessageBytes: 1024}, run: inBDAT(strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
-
-		// Bare line ends (threats.md B1).
-		{name: "bare LF in DATA", run: inData("Subject: x\n\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
-		{name: "bare CR in DATA", run: inData("Subject: x\r\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
-		{name: "bare LF in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\ndy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
-		{name: "bare CR in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\rdy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
-		{name: "CR at end of BDAT", run: inBDAT("Subject: x\r\n\r\nbody\r"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
-
-		// Sequence errors: go-smtp answers 502 5.5.1 (RFC 5321 §4.2.2 would say 503).
-		{name: "DATA before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
-		{name: "DATA before MAIL", run: func(t testing.TB, c *rawConn) response { return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
-		{name: "BDAT before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return bdat(c, simpleMsg) }, code: 502, enhanced: "5.5.1"},
-		{name: "nested MAIL", run: func(t testing.TB, c *rawConn) response { begin(t, c); return c.cmd("MAIL FROM:<b@b.test>") }, code: 503, enhanced: "5.5.1", offered: "security@ex.org"},
-		{name: "RCPT before MAIL", run: func(t testing.TB, c *rawConn) response { return c.cmd("RCPT TO:<security@ex.org>") }, code: 502, enhanced: "5.5.1"},
-
-		// Recipient limit (go-smtp, RFC 5321 §4.5.3.1.8).
-		{name: "too many recipients", run: func(t testing.TB, c *rawConn) response {
-			c.cmd("MAIL FROM:<a@b.test>")
-			for i := range DefaultMaxRecipients {
-				if r := c.cmd(fmt.Sprintf("RCPT TO:<r%d@ex.org>", i)); r.code != 250 {
-					t.Fatalf("RCPT %d = %v, want 250", i, r)
-				}
-			}
-			return c.cmd("RCPT TO:<one-too-many@ex.org>")
-		}, code: 452, enhanced: "4.5.3", offered: "r0@ex.org r1@ex.org r2@ex.org r3@ex.org r4@ex.org r5@ex.org r6@ex.org r7@ex.org r8@ex.org r9@ex.org"},
-
-		// Line length: go-smtp's 500 5.4.0 for commands; smtpd matches it inside DATA.
-		{name: "long line in DATA", run: inData(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
-		{name: "long command line", run: func(t testing.TB, c *rawConn) response { return c.cmd("NOOP " + strings.Repeat("a", 2500)) }, code: 500, enhanced: "5.4.0"},
-		// go-smtp lifts the line limit while it copies a chunk, but bytes that arrived in
-		// the same read as the BDAT command line were already checked (observed).
-		{name: "long line in BDAT sent with the command", run: inBDAT(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
-		{name: "long line in BDAT sent after the command", run: func(t testing.TB, c *rawConn) response {
-			begin(t, c)
-			c.send(fmt.Sprintf("BDAT %d LAST\r\n", len(long)))
-			time.Sleep(100 * time.Millisecond) // let go-smtp read the command alone
-			c.send(long)
-			return c.read()
-		}, code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
-
-		// Mail loops (threats.md B9).
-		{name: "51 Received fields", run: inData(received(51) + simpleMsg), code: 554, enhanced: "5.4.6", offered: "security@ex.org"},
-		{name: "50 Received fields", run: inData(received(50) + simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
-		{name: "Received in the body does not count", run: inData(simpleMsg + received(60)), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
-	}
+// runInput runs each case through a real session and checks its exact reply code
+// and whether the Handler saw anything.
+func runInput(t *testing.T, tests []inputCase) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{accept: onlySecurity}
@@ -169,6 +103,108 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBadEnvelope: recipients, senders, MAIL parameters and the order of commands.
+func TestBadEnvelope(t *testing.T) {
+	const cyrillic = "\u0455ecurity@ex.org" // U+0455 CYRILLIC SMALL LETTER DZE looks like 's'
+	runInput(t, []inputCase{
+		// Recipients (threats.md B3). The Handler accepts only security@ex.org.
+		{name: "unknown recipient", run: rcpt("victim@gmail.com"), code: 550, enhanced: "5.1.1", offered: "victim@gmail.com"},
+		{name: "quoted local part hiding an address", run: rcpt(`"security@ex.org"@evil.com`), code: 550, enhanced: "5.1.1"},
+		{name: "two at signs", run: rcpt("security@ex.org@evil.com"), code: 550, enhanced: "5.1.1"},
+		// go-smtp strips the source route: the Handler sees victim@evil.com and refuses it.
+		{name: "source route", run: rcpt("@ex.org:victim@evil.com"), code: 550, enhanced: "5.1.1", offered: "victim@evil.com"},
+		{name: "percent hack", run: rcpt("security%evil.com@ex.org"), code: 550, enhanced: "5.1.1"},
+		{name: "bang path", run: rcpt("evil.com!security@ex.org"), code: 550, enhanced: "5.1.1"},
+		{name: "trailing dot", run: rcpt("security@ex.org."), code: 550, enhanced: "5.1.1"},
+		{name: "address literal", run: rcpt("security@[192.0.2.1]"), code: 550, enhanced: "5.1.1"},
+		{name: "cyrillic homograph", run: rcpt(cyrillic), code: 550, enhanced: "5.1.1"},
+		{name: "single-label domain", run: rcpt("security@localhost"), code: 550, enhanced: "5.1.1"},
+		{name: "upper case reaches handler with domain lower-cased", run: rcpt("SECURITY@EX.ORG"), code: 250, enhanced: "2.0.0", offered: "SECURITY@ex.org"},
+
+		// Senders.
+		{name: "sender with quoted local part", run: command(`MAIL FROM:<"a b"@b.test>`), code: 553, enhanced: "5.1.7"},
+		{name: "sender with two at signs", run: command(`MAIL FROM:<"a@c"@b.test>`), code: 553, enhanced: "5.1.7"},
+		{name: "sender without dot in domain", run: command(`MAIL FROM:<a@b>`), code: 553, enhanced: "5.1.7"},
+		{name: "non-ASCII sender without SMTPUTF8", run: command("MAIL FROM:<j\u00fcrgen@b.test>"), code: 553, enhanced: "5.1.7"},
+		// RFC 4954 §5, RFC 5321 §4.1.1.11: no AUTH is offered, so its parameter is unknown.
+		{name: "AUTH=<> without AUTH", run: command("MAIL FROM:<a@b.test> AUTH=<>"), code: 555, enhanced: "5.5.4"},
+		{name: "AUTH=mailbox without AUTH", run: command("MAIL FROM:<a@b.test> AUTH=a@b.test"), code: 555, enhanced: "5.5.4"},
+		{name: "null sender", run: command("MAIL FROM:<>"), code: 250, enhanced: "2.0.0"},
+		{name: "sender address literal", run: command("MAIL FROM:<a@[192.0.2.1]>"), code: 250, enhanced: "2.0.0"},
+		// go-smtp v0.26.0 passes <Postmaster> without a domain (RFC 5321 §4.1.1.3); the
+		// strict parser refuses it like any address without "@".
+		{name: "Postmaster without a domain", run: rcpt("Postmaster"), code: 550, enhanced: "5.1.1"},
+
+		// Sequence errors: go-smtp answers 502 5.5.1 (RFC 5321 §4.2.2 would say 503).
+		{name: "DATA before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return c.cmd("DATA") }, code: 502, enhanced: "5.5.1"},
+		{name: "DATA before MAIL", run: command("DATA"), code: 502, enhanced: "5.5.1"},
+		{name: "BDAT before RCPT", run: func(t testing.TB, c *rawConn) response { c.cmd("MAIL FROM:<a@b.test>"); return bdat(c, simpleMsg) }, code: 502, enhanced: "5.5.1"},
+		{name: "nested MAIL", run: func(t testing.TB, c *rawConn) response { begin(t, c); return c.cmd("MAIL FROM:<b@b.test>") }, code: 503, enhanced: "5.5.1", offered: "security@ex.org"},
+		{name: "RCPT before MAIL", run: command("RCPT TO:<security@ex.org>"), code: 502, enhanced: "5.5.1"},
+
+		// Recipient limit (RFC 5321 §4.5.3.1.8), enforced by smtpd.
+		{name: "too many recipients", run: func(t testing.TB, c *rawConn) response {
+			c.cmd("MAIL FROM:<a@b.test>")
+			for i := range DefaultMaxRecipients {
+				if r := c.cmd(fmt.Sprintf("RCPT TO:<r%d@ex.org>", i)); r.code != 250 {
+					t.Fatalf("RCPT %d = %v, want 250", i, r)
+				}
+			}
+			return c.cmd("RCPT TO:<one-too-many@ex.org>")
+		}, code: 452, enhanced: "4.5.3", offered: "r0@ex.org r1@ex.org r2@ex.org r3@ex.org r4@ex.org r5@ex.org r6@ex.org r7@ex.org r8@ex.org r9@ex.org"},
+	})
+}
+
+// TestBadMessage: size, bare line ends, headerless messages, line length and loops,
+// in DATA and in BDAT.
+func TestBadMessage(t *testing.T) {
+	long := "Subject: x\r\n\r\n" + strings.Repeat("a", 2500) + "\r\n"
+	runInput(t, []inputCase{
+		{name: "accepted message", run: inData(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "accepted message via BDAT", run: inBDAT(simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+
+		// Size (RFC 1870, go-smtp's reader, BDAT sizes).
+		{name: "oversize in DATA", opts: Options{MaxMessageBytes: 1024}, run: inData("Subject: x\r\n\r\n" + strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
+		{name: "oversize announced by SIZE", opts: Options{MaxMessageBytes: 1024}, run: command("MAIL FROM:<a@b.test> SIZE=2048"), code: 552, enhanced: "5.3.4"},
+		{name: "oversize in BDAT", opts: Options{MaxMessageBytes: 1024}, run: inBDAT(strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
+
+		// Bare line ends (threats.md B1).
+		{name: "bare LF in DATA", run: inData("Subject: x\n\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare CR in DATA", run: inData("Subject: x\r\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare LF in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\ndy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "bare CR in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\rdy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+		{name: "CR at end of BDAT", run: inBDAT("Subject: x\r\n\r\nbody\r"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
+
+		// A message without any header field (RFC 5322 §3.6).
+		{name: "empty message in DATA", run: inData(""), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "empty message in BDAT", run: inBDAT(""), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "body without header in DATA", run: inData("\r\nbody\r\n"), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "body without header in BDAT", run: inBDAT("\r\nbody\r\n"), code: 554, enhanced: "5.6.0", offered: "security@ex.org"},
+		{name: "header without body", run: inData("Subject: x\r\n"), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+
+		// Line length: go-smtp's 500 5.4.0 for commands and DATA; smtpd matches it in BDAT.
+		{name: "long line in DATA", run: inData(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "long command line", run: func(t testing.TB, c *rawConn) response { return c.cmd("NOOP " + strings.Repeat("a", 2500)) }, code: 500, enhanced: "5.4.0"},
+		// go-smtp lifts the line limit while it copies a chunk; smtpd checks the lines of
+		// the message, whether or not they arrived with the command.
+		{name: "long line in BDAT sent with the command", run: inBDAT(long), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "long line in BDAT sent after the command", run: func(t testing.TB, c *rawConn) response {
+			begin(t, c)
+			c.send(fmt.Sprintf("BDAT %d LAST\r\n", len(long)))
+			time.Sleep(100 * time.Millisecond) // let go-smtp read the command alone
+			c.send(long)
+			return c.read()
+		}, code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+		{name: "line of MaxLineLength in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 98) + "\r\n"), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "line of MaxLineLength+1 in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 99) + "\r\n"), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
+
+		// Mail loops (threats.md B9).
+		{name: "51 Received fields", run: inData(received(51) + simpleMsg), code: 554, enhanced: "5.4.6", offered: "security@ex.org"},
+		{name: "50 Received fields", run: inData(received(50) + simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+		{name: "Received in the body does not count", run: inData(simpleMsg + received(60)), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
+	})
 }
 
 // TestAfterRefusalSessionGoesOn checks that a refused message leaves the session usable
@@ -231,5 +267,64 @@ func TestBDATChunks(t *testing.T) {
 	got := rec.delivered()
 	if len(got) != 1 || string(got[0].msg) != strings.Join(parts, "") {
 		t.Fatalf("deliveries = %+v, want only %q", got, strings.Join(parts, ""))
+	}
+}
+
+// TestHelo: the EHLO name is echoed by go-smtp ("250 Hello <name>"), so a name with
+// control characters is refused before it can be; an unknown command word is echoed
+// too, and conn.Write replaces its control characters. No reply carries one.
+func TestHelo(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string // after the greeting, each answered
+		codes []int
+		open  bool // the connection stays open
+	}{
+		{"NUL in EHLO", []string{"EHLO a\x00b.test", "EHLO c.test"}, []int{501, 250}, true},
+		{"ESC in HELO", []string{"HELO \x1b[31mred.test", "HELO c.test"}, []int{501, 250}, true},
+		{"C1 control in EHLO", []string{"EHLO a\u0085b.test"}, []int{501}, true},
+		{"invalid UTF-8 in EHLO", []string{"EHLO a\xffb.test"}, []int{501}, true},
+		{"UTF-8 name is not refused", []string{"EHLO b\u00fccher.test"}, []int{250}, true},
+		{"NUL in a repeated EHLO", []string{"EHLO c.test", "EHLO a\x00b.test"}, []int{250, 421}, false},
+		{"control characters in an unknown command", []string{"\x01\x02\x7f\x04 x"}, []int{500}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, addr := startServer(t, Options{}, &recorder{})
+			c := dialRaw(t, addr)
+			if r := c.read(); r.code != 220 {
+				t.Fatalf("greeting = %v", r)
+			}
+			var codes []int
+			for _, l := range tc.lines {
+				c.send(l + "\r\n")
+				// Read the raw reply lines, to see the bytes themselves.
+				for {
+					line, err := c.tp.ReadLine()
+					if err != nil {
+						codes = append(codes, 0)
+						break
+					}
+					if i := strings.IndexFunc(line, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }); i >= 0 {
+						t.Errorf("reply line %q has a control character at %d", line, i)
+					}
+					if len(line) > 3 && line[3] == ' ' {
+						code, _ := strconv.Atoi(line[:3])
+						codes = append(codes, code)
+						break
+					}
+				}
+			}
+			if fmt.Sprint(codes) != fmt.Sprint(tc.codes) {
+				t.Errorf("replies = %v, want %v", codes, tc.codes)
+			}
+			if tc.open {
+				if r := c.cmd("NOOP"); r.code != 250 {
+					t.Errorf("NOOP after the replies = %v, want 250 (connection open)", r)
+				}
+			} else if !c.closed() {
+				t.Error("connection open, want it closed after the 421")
+			}
+		})
 	}
 }

@@ -105,25 +105,48 @@ func TestIPKey(t *testing.T) {
 	}
 }
 
+// TestErrorLimit: every kind of refusal by smtpd or the Handler counts towards
+// MaxErrors, and the refusal that reaches it is answered 421 4.7.0 and closes.
 func TestErrorLimit(t *testing.T) {
+	mail := func(c *rawConn) { c.cmd("MAIL FROM:<a@b.test>") }
+	greeted := func(c *rawConn) { c.greet() }
+	inMail := func(c *rawConn) { c.greet(); mail(c) }
 	tests := []struct {
 		name    string
+		opts    Options
+		setup   func(c *rawConn) // from the connection's start
 		refuse  func(c *rawConn) response
+		code    int // the reply to each refusal before the limit
 		offered int // Recipient calls per refusal
 	}{
-		{"refused by the handler", func(c *rawConn) response { return c.cmd("RCPT TO:<victim@gmail.com>") }, 1},
-		{"refused by the parser", func(c *rawConn) response { return c.cmd("RCPT TO:<security%evil.com@ex.org>") }, 0},
+		{name: "refused by the handler", setup: inMail, refuse: func(c *rawConn) response { return c.cmd("RCPT TO:<victim@gmail.com>") }, code: 550, offered: 1},
+		{name: "refused by the parser", setup: inMail, refuse: func(c *rawConn) response { return c.cmd("RCPT TO:<security%evil.com@ex.org>") }, code: 550},
+		// go-smtp's own 452 never reached the session: 10,000 RCPTs never ended.
+		{name: "too many recipients", opts: Options{MaxRecipients: 1},
+			setup:  func(c *rawConn) { inMail(c); c.cmd("RCPT TO:<security@ex.org>") },
+			refuse: func(c *rawConn) response { return c.cmd("RCPT TO:<security@ex.org>") }, code: 452},
+		{name: "AUTH parameter", setup: greeted,
+			refuse: func(c *rawConn) response { return c.cmd("MAIL FROM:<a@b.test> AUTH=<>") }, code: 555},
+		{name: "empty message", setup: greeted, refuse: func(c *rawConn) response {
+			mail(c)
+			c.cmd("RCPT TO:<security@ex.org>")
+			c.cmd("DATA")
+			return c.cmd(".")
+		}, code: 554, offered: 1},
+		{name: "control character in EHLO", setup: func(c *rawConn) { c.read() },
+			refuse: func(c *rawConn) response { return c.cmd("EHLO a\x00b") }, code: 501},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{accept: onlySecurity}
-			_, addr := startServer(t, Options{MaxErrors: 3}, rec)
+			tc.opts.MaxErrors = 3
+			_, addr := startServer(t, tc.opts, rec)
 			c := dialRaw(t, addr)
-			c.greet()
-			c.cmd("MAIL FROM:<a@b.test>")
+			tc.setup(c)
+			before := len(rec.offered())
 			for i := 1; i <= 2; i++ {
-				if r := tc.refuse(c); r.code != 550 {
-					t.Fatalf("refusal %d = %v, want 550", i, r)
+				if r := tc.refuse(c); r.code != tc.code {
+					t.Fatalf("refusal %d = %v, want %d", i, r, tc.code)
 				}
 			}
 			if r := tc.refuse(c); r.code != 421 || r.enhanced != "4.7.0" {
@@ -132,8 +155,11 @@ func TestErrorLimit(t *testing.T) {
 			if !c.closed() {
 				t.Fatal("connection open after the error limit")
 			}
-			if got := len(rec.offered()); got != 3*tc.offered {
+			if got := len(rec.offered()) - before; got != 3*tc.offered {
 				t.Errorf("Recipient called %d times, want %d", got, 3*tc.offered)
+			}
+			if got := len(rec.delivered()); got != 0 {
+				t.Errorf("Handle called %d times, want 0", got)
 			}
 		})
 	}
@@ -227,49 +253,92 @@ func TestSessionLifetimeBeforeEHLO(t *testing.T) {
 	}
 }
 
+// TestReadTimeout: a client that stalls gets one 421 4.4.2 at the read timeout and
+// the connection closes. A command line without its CRLF is not run: bufio hands a
+// partial line to go-smtp without the timeout error, and go-smtp used to run it and
+// wait another timeout, so a byte per timeout kept a session alive until its lifetime.
 func TestReadTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
 	tests := []struct {
-		name string
-		run  func(t *testing.T, c *rawConn)
+		name    string
+		run     func(t *testing.T, c *rawConn)
+		text    string // in the 421's text
+		offered int    // Recipient calls in all
 	}{
-		{"idle after EHLO", func(t *testing.T, c *rawConn) {}},
+		{"idle after EHLO", func(t *testing.T, c *rawConn) {}, "waiting for a command", 0},
+		{"partial NOOP", func(t *testing.T, c *rawConn) { c.send("NOOP") }, "not ended with CRLF", 0},
+		{"partial RCPT", func(t *testing.T, c *rawConn) {
+			c.cmd("MAIL FROM:<a@b.test>")
+			c.send("RCPT TO:<security@ex.org>")
+		}, "not ended with CRLF", 0},
+		{"partial DATA", func(t *testing.T, c *rawConn) { begin(t, c); c.send("DATA") }, "not ended with CRLF", 1},
+		{"partial BDAT", func(t *testing.T, c *rawConn) { begin(t, c); c.send("BDAT 4 LAST") }, "not ended with CRLF", 1},
+		{"partial QUIT", func(t *testing.T, c *rawConn) { c.send("QUIT") }, "not ended with CRLF", 0},
+		{"byte drip", func(t *testing.T, c *rawConn) { drip(t, c, "NOOP", timeout/8) }, "not ended with CRLF", 0},
 		{"stalled inside DATA", func(t *testing.T, c *rawConn) {
 			begin(t, c)
 			if r := c.cmd("DATA"); r.code != 354 {
 				t.Fatalf("DATA = %v", r)
 			}
 			c.send("Subject: slow\r\n")
-		}},
+		}, "message transfer", 1},
+		// go-smtp sets the deadline at the DATA line and does not extend it: the whole
+		// message must arrive within the timeout, a floor on the data rate.
+		{"drip inside DATA", func(t *testing.T, c *rawConn) {
+			begin(t, c)
+			if r := c.cmd("DATA"); r.code != 354 {
+				t.Fatalf("DATA = %v", r)
+			}
+			drip(t, c, "Subject: slow\r\n", timeout/8)
+		}, "message transfer", 1},
 		{"stalled inside BDAT", func(t *testing.T, c *rawConn) {
 			begin(t, c)
 			c.send("BDAT 100 LAST\r\nSubject: slow\r\n")
-		}},
+		}, "message transfer", 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{}
-			_, addr := startServer(t, Options{ReadTimeout: 200 * time.Millisecond}, rec)
+			_, addr := startServer(t, Options{ReadTimeout: timeout}, rec)
 			c := dialRaw(t, addr)
 			c.greet()
-			tc.run(t, c)
 			start := time.Now()
+			tc.run(t, c)
 			r := c.read()
-			if r.code != 421 || !strings.HasPrefix(r.enhanced, "4.4.") {
-				t.Errorf("reply after the stall = %v, want 421 4.4.x", r)
+			took := time.Since(start)
+			if r.code != 421 || r.enhanced != "4.4.2" || !strings.Contains(r.text, tc.text) {
+				t.Errorf("reply after the stall = %v, want 421 4.4.2 with %q", r, tc.text)
 			}
-			if took := time.Since(start); took > 3*time.Second {
-				t.Errorf("stalled client answered after %v, want about 200ms", took)
+			if !c.closed() {
+				t.Error("connection open after the timeout's 421")
 			}
-			for {
-				if _, err := c.tryRead(); err != nil {
-					break
-				}
+			if took > 3*timeout {
+				t.Errorf("stalled client answered after %v, want about %v", took, timeout)
+			}
+			if got := len(rec.offered()); got != tc.offered {
+				t.Errorf("Recipient called %d times, want %d", got, tc.offered)
 			}
 			if got := len(rec.delivered()); got != 0 {
 				t.Errorf("Handle called %d times, want 0", got)
 			}
 		})
 	}
+}
+
+// drip writes one byte of s every interval, over and over, in the background until
+// the server closes the connection or 5 s pass: a client that is never idle.
+func drip(t *testing.T, c *rawConn, s string, every time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; time.Duration(i)*every < 5*time.Second; i++ {
+			if _, err := c.nc.Write([]byte{s[i%len(s)]}); err != nil {
+				return // the server closed: expected
+			}
+			time.Sleep(every)
+		}
+	}()
+	t.Cleanup(func() { c.nc.Close(); <-done })
 }
 
 // TestTruncatedBDAT: a client announcing a chunk and closing early must not have the
@@ -294,5 +363,28 @@ func TestTruncatedBDAT(t *testing.T) {
 				t.Errorf("Handle got %q, want nothing from a truncated chunk", got[0].msg)
 			}
 		})
+	}
+}
+
+// TestPartialLineAtEOF: a command line cut off by the client's close is not run either
+// (bufio hands it over without the EOF).
+func TestPartialLineAtEOF(t *testing.T) {
+	rec := &recorder{}
+	_, addr := startServer(t, Options{}, rec)
+	c := dialRaw(t, addr)
+	c.greet()
+	c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<security@ex.org>")
+	c.nc.(*net.TCPConn).CloseWrite()
+	if r := c.read(); r.code != 250 {
+		t.Fatalf("MAIL = %v, want 250", r)
+	}
+	if r := c.read(); r.code != 421 || !strings.Contains(r.text, "not ended with CRLF") {
+		t.Errorf("reply to the cut-off line = %v, want 421 saying why", r)
+	}
+	if !c.closed() {
+		t.Error("connection open")
+	}
+	if got := rec.offered(); len(got) != 0 {
+		t.Errorf("Recipient called with %q, want nothing", got)
 	}
 }

@@ -1,15 +1,10 @@
 package smtpd
 
 import (
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/hex"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -92,7 +87,7 @@ func (l *connLimiter) closeAll() {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		c.Close() // takes l.mu via release
+		c.forceClose() // takes l.mu via release
 	}
 }
 
@@ -164,120 +159,4 @@ func refuse(nc net.Conn) {
 	_ = nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
 	_, _ = io.WriteString(nc, tooManyConnections)
 	_ = nc.Close()
-}
-
-// connState is what smtpd keeps per connection. It outlives go-smtp's sessions, which
-// are recreated after STARTTLS, so the error count and the ID hold for the connection.
-type connState struct {
-	id      string
-	errors  atomic.Int64
-	closing atomic.Bool  // close right after the next reply is written
-	inData  atomic.Int32 // Session.Data calls running
-	eof     atomic.Bool  // the client closed its side
-}
-
-func newConnState() *connState {
-	var b [6]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
-	return &connState{id: hex.EncodeToString(b[:])}
-}
-
-// conn tracks one accepted connection: it holds a slot in the limiter until it is
-// closed, keeps go-smtp's deadlines within the session lifetime, and closes the
-// connection after the reply that announced the close (the error limit).
-type conn struct {
-	net.Conn
-	state   *connState
-	lim     *connLimiter
-	key     string
-	opened  time.Time
-	expires time.Time // zero: no lifetime
-	log     *slog.Logger
-
-	closeOnce sync.Once
-	closeErr  error
-}
-
-// stateOf finds smtpd's per-connection state under go-smtp's net.Conn, which after
-// STARTTLS is a *tls.Conn around ours. A connection smtpd did not accept gets fresh
-// state, so the session still works, without caps.
-func stateOf(nc net.Conn) *connState {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	if c, ok := nc.(*conn); ok {
-		return c.state
-	}
-	return newConnState()
-}
-
-// Read records the client's EOF and, while a message is being received, turns read
-// errors into replies. go-smtp copies BDAT chunks straight from the connection and
-// answers a failed copy with the error's text as a permanent 554 (conn.go handleBdat,
-// dataErrorToStatus), e.g. "554 5.0.0 Error: transaction failed: read tcp
-// 127.0.0.1:25->...: i/o timeout". Outside a message go-smtp needs the net.Error to
-// answer an idle client "421 4.4.2", and net.ErrClosed to end quietly.
-func (c *conn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	switch {
-	case err == nil:
-	case err == io.EOF:
-		c.state.eof.Store(true)
-	case c.state.inData.Load() > 0 && !errors.Is(err, net.ErrClosed):
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return n, errTimeout.reply()
-		}
-		return n, errConnection.reply()
-	}
-	return n, err
-}
-
-// Write closes the connection once the reply announcing the close is out: go-smtp
-// writes each reply with a single flushed Write, and would otherwise go on serving a
-// client that has used up its errors.
-func (c *conn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if c.state.closing.Load() {
-		c.Close()
-	}
-	return n, err
-}
-
-func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
-		c.closeErr = c.Conn.Close()
-		c.lim.release(c.key, c)
-		c.log.Debug("smtpd: connection closed", "session", c.state.id, "duration", time.Since(c.opened).Round(time.Millisecond), "errors", c.state.errors.Load())
-	})
-	return c.closeErr
-}
-
-// SetDeadline, SetReadDeadline and SetWriteDeadline keep every deadline go-smtp sets
-// (per command, per reply) within the session lifetime. A zero time, "no deadline",
-// becomes the lifetime's end. Writes get a short grace so the final 421 gets out.
-func (c *conn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
-}
-
-func (c *conn) SetReadDeadline(t time.Time) error {
-	return c.Conn.SetReadDeadline(c.clamp(t, 0))
-}
-
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	return c.Conn.SetWriteDeadline(c.clamp(t, lifetimeWriteGrace))
-}
-
-func (c *conn) clamp(t time.Time, grace time.Duration) time.Time {
-	if c.expires.IsZero() {
-		return t
-	}
-	limit := c.expires.Add(grace)
-	if t.IsZero() || t.After(limit) {
-		return limit
-	}
-	return t
 }

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -49,14 +50,35 @@ var (
 	// RFC 5321 §6.3 loop detection by counting Received fields; RFC 3463 X.4.6 routing loop.
 	errLoop = &replyError{554, smtp.EnhancedCode{5, 4, 6}, "Too many Received headers: mail loop?"}
 	// go-smtp answers an overlong command line with 500 5.4.0 and closes; a line in
-	// DATA gets the same code so both paths agree.
+	// DATA or BDAT gets the same code so all paths agree.
 	errLineTooLong = &replyError{500, smtp.EnhancedCode{5, 4, 0}, "Line too long"}
-	// RFC 3463 X.4.2: bad connection. go-smtp closes the connection after it.
-	errTimeout = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout during message transfer, closing connection"}
+	// RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452, RFC 3463 X.5.3.
+	// smtpd enforces MaxRecipients itself so that the refusal counts towards MaxErrors.
+	errTooManyRecipients = &replyError{452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients; send the others in another transaction"}
+	// RFC 5321 §4.1.1.11: a MAIL parameter of an extension not offered gets 555; AUTH
+	// (RFC 4954 §5) is never offered on this listener. RFC 3463 X.5.4: bad arguments.
+	errAuthParam = &replyError{555, smtp.EnhancedCode{5, 5, 4}, "MAIL FROM parameter AUTH not recognised: this server offers no AUTH"}
+	// RFC 5321 §4.1.1.1: the EHLO argument is a domain or an address literal, so a
+	// control character is a syntax error (RFC 3463 X.5.2). Never echoed.
+	errBadHelo = &replyError{501, smtp.EnhancedCode{5, 5, 2}, "HELO/EHLO name must be a domain or address literal without control characters"}
+	// A repeated EHLO is answered by go-smtp with the name in it before smtpd can
+	// refuse, so smtpd closes the connection instead (RFC 5321 §3.8 allows 421 only).
+	errBadHeloClosing = &replyError{421, smtp.EnhancedCode{4, 5, 2}, "HELO/EHLO name must be a domain or address literal without control characters, closing connection"}
+	// RFC 5322 §3.6: a message has at least the From and Date header fields; one with
+	// no header at all is no message. RFC 3463 X.6.0: other media error.
+	errNoHeader = &replyError{554, smtp.EnhancedCode{5, 6, 0}, "Message has no header; it must start with header fields such as From and Date (RFC 5322 section 3.6)"}
+	// RFC 3463 X.4.2: bad connection. The connection closes after each of these.
+	errTimeout     = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout during message transfer, closing connection"}
+	errIdleTimeout = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Timeout waiting for a command, closing connection"}
+	// RFC 5321 §2.3.8: a command line ends with CRLF; one still open at the timeout or
+	// at the client's EOF is not run.
+	errPartialLine = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Command line not ended with CRLF, closing connection"}
+	errLifetime    = &replyError{421, smtp.EnhancedCode{4, 4, 2}, "Session lifetime over, closing connection"}
 	// A read failed during a message (reset, broken connection).
 	errConnection = &replyError{421, smtp.EnhancedCode{4, 4, 0}, "Connection error during message transfer, closing connection"}
-	// The transfer broke off (connection lost, RSET during BDAT); the reply most likely
-	// goes nowhere, but it must still be a temporary one.
+	// The transfer broke off (connection lost); the reply most likely goes nowhere, but
+	// it must still be a temporary one. A BDAT transfer cut off by RSET gets no reply
+	// at all (session.go abandonTransfer).
 	errTransfer = &replyError{451, smtp.EnhancedCode{4, 4, 2}, "Message transfer failed, please try again"}
 	// RFC 5321 §3.8 and §4.2.2: 421 announces that the server closes the channel.
 	errTooManyErrors = &replyError{421, smtp.EnhancedCode{4, 7, 0}, "Too many errors, closing connection"}
@@ -174,6 +196,11 @@ func parseEnhanced(s string) (smtp.EnhancedCode, bool) {
 	return ec, true
 }
 
+// formatReplyLine writes one reply line as go-smtp does (conn.go writeResponse).
+func formatReplyLine(code int, enhanced, text string) string {
+	return strconv.Itoa(code) + " " + enhanced + " " + text + "\r\n"
+}
+
 func formatEnhanced(ec smtp.EnhancedCode) string {
 	return strconv.Itoa(ec[0]) + "." + strconv.Itoa(ec[1]) + "." + strconv.Itoa(ec[2])
 }
@@ -203,3 +230,38 @@ func sanitizeText(s string) string {
 	}
 	return b.String()
 }
+
+// replyLine formats an smtpd reply as go-smtp would write it.
+func replyLine(e *replyError) string {
+	r := e.reply()
+	return formatReplyLine(r.Code, formatEnhanced(r.EnhancedCode), r.Message)
+}
+
+// sanitizeReplyBytes returns b with every control character other than HT and a
+// final CRLF replaced by '?'. It returns b itself when there is none.
+func sanitizeReplyBytes(b []byte) []byte {
+	body := b
+	if bytes.HasSuffix(body, []byte("\r\n")) {
+		body = body[:len(body)-2]
+	}
+	clean := true
+	for _, ch := range body {
+		if isControl(ch) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return b
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	for i, ch := range out[:len(body)] {
+		if isControl(ch) {
+			out[i] = '?'
+		}
+	}
+	return out
+}
+
+func isControl(ch byte) bool { return ch < 0x20 && ch != '\t' || ch == 0x7f }

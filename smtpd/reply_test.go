@@ -87,6 +87,10 @@ func TestReplyOnTheWire(t *testing.T) {
 		{name: "policy refusal at RCPT", rcptErr: refusal(550, "5.7.1", "announce@ex.org is output-only"), code: 550, enhanced: "5.7.1", wantInText: "output-only"},
 		{name: "policy text with CR LF at DATA", handleErr: refusal(550, "5.7.1", "refused\r\n250 2.0.0 OK"), code: 550, enhanced: "5.7.1", wantInText: "refused"},
 		{name: "policy text with CR LF at RCPT", rcptErr: refusal(550, "5.1.1", "refused\r\n250 2.0.0 OK"), code: 550, enhanced: "5.1.1", wantInText: "refused"},
+		// Header limits and malformed headers are the domain layer's: its refusal
+		// reaches the client with its code and sentence.
+		{name: "oversize header refused by the handler", handleErr: refusal(552, "5.3.4", "Header too large: at most 100 KiB"), code: 552, enhanced: "5.3.4", wantInText: "Header too large"},
+		{name: "malformed header refused by the handler", handleErr: refusal(554, "5.6.0", "Duplicate From field; send one From"), code: 554, enhanced: "5.6.0", wantInText: "Duplicate From"},
 		{name: "handler deadline", opts: Options{WriteTimeout: 100 * time.Millisecond}, delay: 5 * time.Second, code: 451, enhanced: "4.4.5", wantInText: "ref "},
 	}
 	for _, tc := range tests {

@@ -46,11 +46,13 @@ type Options struct {
 
 	// MaxMessageBytes caps a message, advertised as SIZE (RFC 1870). Beyond: 552 5.3.4.
 	MaxMessageBytes int64
-	// MaxRecipients caps RCPT per transaction (RFC 5321 §4.5.3.1.8). Beyond: 452 4.5.3.
+	// MaxRecipients caps RCPT per transaction (RFC 5321 §4.5.3.1.8). Beyond: 452 4.5.3,
+	// which counts towards MaxErrors. smtpd enforces it, not go-smtp, so it is not
+	// advertised as LIMITS RCPTMAX (RFC 9422 makes that optional).
 	MaxRecipients int
-	// MaxLineLength caps command lines and DATA lines, CRLF included; go-smtp answers
-	// 500 5.4.0 and closes. go-smtp lifts it while copying a BDAT chunk, but chunk
-	// bytes that arrive in the same read as the BDAT command line are still checked.
+	// MaxLineLength caps command lines and message lines, CRLF included: 500 5.4.0.
+	// go-smtp enforces it on commands and DATA, and closes; it lifts it while copying
+	// a BDAT chunk, so smtpd checks the lines of a BDAT message itself.
 	MaxLineLength int
 	// ReadTimeout bounds the wait for each command, and for the whole DATA transfer:
 	// go-smtp does not extend it while data arrives. WriteTimeout bounds each reply
@@ -161,9 +163,9 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 	ss.Addr = opts.Addr
 	ss.Domain = opts.Domain
 	ss.LMTP = opts.LMTP
-	ss.TLSConfig = opts.TLSConfig
+	ss.TLSConfig = markTLS(opts.TLSConfig)
 	ss.MaxMessageBytes = opts.MaxMessageBytes
-	ss.MaxRecipients = opts.MaxRecipients
+	ss.MaxRecipients = 0 // enforced by session.Rcpt, so that the 452 counts as an error
 	ss.MaxLineLength = opts.MaxLineLength
 	ss.ReadTimeout = opts.ReadTimeout
 	ss.WriteTimeout = opts.WriteTimeout
@@ -173,6 +175,27 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 	ss.ErrorLog = errorLog{log}
 	s.smtp = ss
 	return s
+}
+
+// markTLS returns a copy of cfg that marks a connection as encrypted when the
+// handshake starts, before any TLS record is written: from then on conn passes bytes
+// through untouched. nil stays nil (no STARTTLS).
+func markTLS(cfg *tls.Config) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	cfg = cfg.Clone()
+	next := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if c, ok := hello.Conn.(*conn); ok {
+			c.state.tls.Store(true)
+		}
+		if next != nil {
+			return next(hello)
+		}
+		return nil, nil
+	}
+	return cfg
 }
 
 // Serve accepts connections on l until Close or Shutdown, then returns ErrServerClosed.

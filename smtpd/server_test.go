@@ -95,17 +95,34 @@ func onlySecurity(rcpt string) error {
 	return refusal(550, "5.1.1", "No such recipient here")
 }
 
-// testLogger writes smtpd's log to the test log, so failures show the session.
+// testLogger writes smtpd's log to the test log, so failures show the session. It
+// stops when the test ends: goroutines of a closed connection (an abandoned BDAT
+// transfer, a lingering close) may still log, and t.Log after the end is an error.
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &testWriter{t: t}
+	t.Cleanup(w.stop) // registered before startServer's: runs after the server closed
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t testing.TB }
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
 }
 
 // startServer runs a Server for h on 127.0.0.1:0 and returns its address.

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,4 +109,108 @@ func TestSTARTTLSDelivery(t *testing.T) {
 	if got := rec.delivered(); len(got) != 1 || got[0].env.Helo != "client.test" {
 		t.Fatalf("deliveries = %+v, want one with Helo client.test", got)
 	}
+}
+
+// dialTLS connects, greets, starts TLS and greets again over it.
+func dialTLS(t *testing.T, addr string, clientCfg *tls.Config) *rawConn {
+	t.Helper()
+	c := dialRaw(t, addr)
+	c.greet()
+	if r := c.cmd("STARTTLS"); r.code != 220 {
+		t.Fatalf("STARTTLS = %v, want 220", r)
+	}
+	tc := tls.Client(c.nc, clientCfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	c = newRaw(t, tc)
+	if r := c.cmd("EHLO client.test"); r.code != 250 {
+		t.Fatalf("EHLO over TLS = %v, want 250", r)
+	}
+	return c
+}
+
+// TestSmugglingOverTLS: after STARTTLS conn sees ciphertext, and go-smtp's DATA reader
+// drops "." and the CR of "CRLF . CR x" unseen. The message is still exactly one, ended
+// only by CRLF.CRLF, and the "smuggled" transaction is text in its body: nothing runs.
+// BDAT has no dot-stuffing, and every other variant keeps its bare CR or LF, so they
+// are refused over TLS as in plain text.
+func TestSmugglingOverTLS(t *testing.T) {
+	serverCfg, clientCfg := selfSigned(t)
+	for _, v := range smugglingVariants {
+		for _, mode := range []string{"DATA", "BDAT"} {
+			t.Run(mode+" "+v.name, func(t *testing.T) {
+				rec := &recorder{}
+				_, addr := startServer(t, Options{TLSConfig: serverCfg}, rec)
+				c := dialTLS(t, addr, clientCfg)
+				begin(t, c)
+				payload := smuggleFirst + v.eod + smuggled
+				want, stored := v.bdatCode, payload
+				var r response
+				if mode == "DATA" {
+					want, stored = v.dataCode, v.stored
+					if v.eod == "\r\n.\r" || v.eod == "\r\n.\r\r\n" {
+						want, stored = 250, smuggleFirst+"\r\n"+v.eod[len("\r\n.\r"):]+smuggledBody
+					}
+					r = data(t, c, payload[:len(payload)-len(".\r\n")])
+				} else {
+					r = bdat(c, payload)
+				}
+				if r.code != want {
+					t.Errorf("reply to the message = %v, want %d", r, want)
+				}
+				if r := c.cmd("RCPT TO:<security@ex.org>"); r.code != 502 {
+					t.Errorf("RCPT after the message = %v, want 502 (no transaction)", r)
+				}
+				got := rec.delivered()
+				if len(got) != map[bool]int{true: 1, false: 0}[want == 250] {
+					t.Fatalf("Handle called %d times, want 1 exactly when 250", len(got))
+				}
+				if len(got) == 1 && string(got[0].msg) != stored {
+					t.Errorf("Handler got %q, want exactly %q", got[0].msg, stored)
+				}
+			})
+		}
+	}
+}
+
+// TestTLSGuards: the guards that do not depend on seeing plain text hold over TLS.
+func TestTLSGuards(t *testing.T) {
+	serverCfg, clientCfg := selfSigned(t)
+	t.Run("NUL in a repeated EHLO", func(t *testing.T) {
+		_, addr := startServer(t, Options{TLSConfig: serverCfg}, &recorder{})
+		c := dialTLS(t, addr, clientCfg)
+		c.send("EHLO a\x00b.test\r\n")
+		line, err := c.tp.ReadLine()
+		if err != nil || line != replyLine(errBadHeloClosing)[:len(line)] || strings.ContainsRune(line, 0) {
+			t.Errorf("reply = %q, %v, want %q", line, err, replyLine(errBadHeloClosing))
+		}
+		if !c.closed() {
+			t.Error("connection open after the 421")
+		}
+	})
+	t.Run("partial RCPT at the timeout", func(t *testing.T) {
+		rec := &recorder{}
+		_, addr := startServer(t, Options{TLSConfig: serverCfg, ReadTimeout: 300 * time.Millisecond}, rec)
+		c := dialTLS(t, addr, clientCfg)
+		c.cmd("MAIL FROM:<a@b.test>")
+		start := time.Now()
+		c.send("RCPT TO:<security@ex.org>")
+		// Through TLS go-smtp's own reply to the partial line gets out (conn.Write
+		// cannot replace ciphertext), but the session refuses it, and the connection
+		// closes at the timeout.
+		r := c.read()
+		if r.code != 421 {
+			t.Errorf("reply = %v, want 421", r)
+		}
+		if !c.closed() {
+			t.Error("connection open after the timeout")
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("closed after %v, want about 300ms", took)
+		}
+		if got := rec.offered(); len(got) != 0 {
+			t.Errorf("Recipient called with %q, want nothing", got)
+		}
+	})
 }
