@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"log/slog"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 
 // announceOptions configures the announce list: subscription by mail and the
 // fan-out of releases.
-func announceOptions(cfg *Config, roster *lists.Roster, key *keys.Key, tmpl *templates.Set, now func() time.Time, log *slog.Logger) announce.Options {
+func announceOptions(cfg *config.Config, roster *lists.Roster, key *keys.Key, tmpl *templates.Set, now func() time.Time, log *slog.Logger) announce.Options {
 	o := announce.Options{
 		List:    roster.List(lists.Announce),
 		Project: cfg.Domain,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"net"
 	"sync"
@@ -127,7 +128,7 @@ func newBenchHarness(b *testing.B) *harness {
 	rec := newBenchRelay(b)
 	h.toml = fmt.Sprintf("data_dir = %q\n", h.dir) + baseTOML + "max_connections_per_ip = 50\n[intake]\nacks_per_sender_per_day = 1000000\n" +
 		fmt.Sprintf("[relay]\nurl = \"smtp://%s\"\n", rec)
-	cfg, err := ParseConfig([]byte(h.toml), "bench.toml")
+	cfg, err := config.Parse([]byte(h.toml), "bench.toml")
 	if err != nil {
 		b.Fatal(err)
 	}

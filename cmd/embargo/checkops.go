@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
-	"net"
 	"os"
 	"time"
 )
@@ -12,7 +12,7 @@ import (
 // checkOps is embargo check's part for the listeners and outbound signing: it
 // loads the TLS certificate and the DKIM key as the daemon would, without
 // creating anything, and prints warnings for what is valid but risky.
-func checkOps(cfg *Config, w io.Writer) error {
+func checkOps(cfg *config.Config, w io.Writer) error {
 	var errs []error
 	if cfg.SMTP.TLSCert != "" {
 		c, err := loadCertificate(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
@@ -24,13 +24,8 @@ func checkOps(cfg *Config, w io.Writer) error {
 				fmt.Fprintf(w, "warning: %s\n", m)
 			}
 		}
-	} else if host, _, _ := net.SplitHostPort(cfg.SMTP.Listen); !isLoopbackHost(host) {
-		fmt.Fprintf(w, "warning: smtp.listen %s takes mail from other hosts without STARTTLS: set smtp.tls_cert and smtp.tls_key\n", cfg.SMTP.Listen)
 	}
-	for _, m := range lmtpWarnings(cfg) {
-		fmt.Fprintf(w, "warning: %s\n", m)
-	}
-	if path := dkimKeyPath(cfg); path != "" {
+	if path := cfg.DKIMKeyPath(); path != "" {
 		_, err := readDKIMKey(path)
 		switch {
 		case err == nil:

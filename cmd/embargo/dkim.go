@@ -10,68 +10,26 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
-// DKIMConfig turns on DKIM signing of outbound mail (RFC 6376) for the list
-// domain. Signing is on when Selector is set.
-type DKIMConfig struct {
-	// Selector names the key in DNS: <selector>._domainkey.<domain>.
-	Selector string `toml:"selector"`
-	// KeyFile is the PEM private key (RSA of at least 2048 bits, or Ed25519;
-	// PKCS #1 or PKCS #8), mode 0600. Default <data_dir>/keys/dkim.key, which
-	// embargo generates (RSA-2048) at the first start if it does not exist.
-	KeyFile string `toml:"key_file"`
-}
-
 // dkimRSABits is the size of generated keys: RFC 8301 §3.2 asks signers for at
 // least 2048 bits, and 2048 still fits a TXT record every DNS host accepts.
 const dkimRSABits = 2048
 
-var dkimSelector = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-
-func (c *Config) validateDKIM() []string {
-	d := c.DKIM
-	var p []string
-	if d.Selector == "" {
-		if d.KeyFile != "" {
-			p = append(p, `dkim.key_file is set but dkim.selector is not: set selector = "embargo" to sign, or remove the [dkim] table`)
-		}
-		return p
-	}
-	if !dkimSelector.MatchString(d.Selector) {
-		p = append(p, fmt.Sprintf("dkim.selector %q is not a DNS label: use letters, digits and hyphens, e.g. \"embargo\" or \"embargo2026\"", d.Selector))
-	}
-	if d.KeyFile != "" && !filepath.IsAbs(d.KeyFile) {
-		p = append(p, fmt.Sprintf("dkim.key_file %q must be an absolute path", d.KeyFile))
-	}
-	return p
-}
-
-// dkimKeyPath is where the DKIM key lives; "" when signing is off.
-func dkimKeyPath(cfg *Config) string {
-	if cfg.DKIM.Selector == "" {
-		return ""
-	}
-	if cfg.DKIM.KeyFile != "" {
-		return cfg.DKIM.KeyFile
-	}
-	return filepath.Join(cfg.DataDir, "keys", "dkim.key")
-}
-
 // loadDKIMKey reads the configured key. With generate, a missing key at the
 // default path is created; a missing key named by key_file is an error, as a
 // typing mistake there must not silently replace the published key.
-func loadDKIMKey(cfg *Config, generate bool) (signer crypto.Signer, created bool, err error) {
-	path := dkimKeyPath(cfg)
+func loadDKIMKey(cfg *config.Config, generate bool) (signer crypto.Signer, created bool, err error) {
+	path := cfg.DKIMKeyPath()
 	if path == "" {
 		return nil, false, errors.New("dkim: no selector configured")
 	}
@@ -161,7 +119,7 @@ func readDKIMKey(path string) (crypto.Signer, error) {
 }
 
 // withDKIM wraps relay in a signing relay when [dkim] is configured.
-func withDKIM(cfg *Config, relay queue.Relay, log *slog.Logger) (queue.Relay, error) {
+func withDKIM(cfg *config.Config, relay queue.Relay, log *slog.Logger) (queue.Relay, error) {
 	if cfg.DKIM.Selector == "" {
 		return relay, nil
 	}
@@ -171,7 +129,7 @@ func withDKIM(cfg *Config, relay queue.Relay, log *slog.Logger) (queue.Relay, er
 	}
 	if created {
 		log.Warn("dkim key generated: publish its DNS record (embargo check prints it) or receivers will fail the signatures",
-			"path", dkimKeyPath(cfg), "record", cfg.DKIM.Selector+"._domainkey."+cfg.Domain)
+			"path", cfg.DKIMKeyPath(), "record", cfg.DKIM.Selector+"._domainkey."+cfg.Domain)
 	}
 	r, err := queue.NewDKIMRelay(relay, queue.DKIMOptions{Domain: cfg.Domain, Selector: cfg.DKIM.Selector, Signer: k})
 	if err != nil {
@@ -215,7 +173,7 @@ func txtStrings(v string) string {
 // printDNS writes, in zone-file syntax, the records the operator publishes so
 // that mail for the lists arrives and mail from them passes SPF, DKIM and DMARC
 // at receivers. It reads the DKIM key but never creates it.
-func printDNS(cfg *Config, w io.Writer) {
+func printDNS(cfg *config.Config, w io.Writer) {
 	d := cfg.Domain + "."
 	host, guessed := cfg.Relay.Helo, false
 	if host == "" {
@@ -228,14 +186,14 @@ func printDNS(cfg *Config, w io.Writer) {
 	}
 	fmt.Fprintf(w, "%s\tIN MX 10 %s.\n\n", d, host)
 	fmt.Fprintf(w, "; SPF (RFC 7208): the hosts that send for the domain. One SPF record per name: if one exists, add \"mx\" to it.\n")
-	if t, err := parseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" && cfg.Relay.URL != "" {
-		if h := relayHost(cfg.Relay.URL); h != "" && !isLoopbackHost(h) {
+	if t, err := config.ParseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" && cfg.Relay.URL != "" {
+		if h := relayHost(cfg.Relay.URL); h != "" && !config.IsLoopbackHost(h) {
 			fmt.Fprintf(w, "; Mail leaves through %s: add that provider's mechanism too (often include:…).\n", h)
 		}
 	}
 	fmt.Fprintf(w, "%s\tIN TXT \"v=spf1 mx -all\"\n\n", d)
 	fmt.Fprintf(w, "; DKIM (RFC 6376): the public key embargo signs outbound mail with.\n")
-	if path := dkimKeyPath(cfg); path == "" {
+	if path := cfg.DKIMKeyPath(); path == "" {
 		fmt.Fprintf(w, "; not configured: add [dkim] selector = \"embargo\" to sign (embargo init does), or let the relaying MTA sign.\n\n")
 	} else if k, err := readDKIMKey(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) && cfg.DKIM.KeyFile == "" {

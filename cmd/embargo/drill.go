@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"log/slog"
 	"mime/quotedprintable"
@@ -110,12 +111,12 @@ func cmdDrill(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var base *Config
+	var base *config.Config
 	if cf.config != "" {
-		if base, err = LoadConfig(cf.config); err != nil {
+		if base, err = config.Load(cf.config); err != nil {
 			return err
 		}
-	} else if base, err = ParseConfig([]byte(drillConfig), "built-in drill roster"); err != nil {
+	} else if base, err = config.Parse([]byte(drillConfig), "built-in drill roster"); err != nil {
 		return err
 	}
 	logw := io.Discard
@@ -382,7 +383,7 @@ var _ queue.Relay = (*drillRelay)(nil)
 // drill runs a scenario against a daemon.
 type drill struct {
 	sc      *scenario
-	cfg     *Config
+	cfg     *config.Config
 	log     *slog.Logger
 	clk     *vclock
 	relay   *drillRelay
@@ -417,10 +418,10 @@ type drillRow struct {
 // newDrill prepares the configuration: the base roster and rules, with a
 // temporary data directory, a loopback listener, keys made for the drill,
 // and nothing of the base's listeners, relay or templates directory.
-func newDrill(base *Config, sc *scenario, dir string, log *slog.Logger) (*drill, error) {
+func newDrill(base *config.Config, sc *scenario, dir string, log *slog.Logger) (*drill, error) {
 	dr := &drill{sc: sc, log: log, clk: &vclock{t: sc.start}, members: map[string]*keys.Key{}}
-	cfg := &Config{Domain: base.Domain, Holidays: base.Holidays, Lists: base.Lists, Channels: base.Channels,
-		OnCall: base.OnCall, Intake: base.Intake, TemplatesDir: base.TemplatesDir, LogLevel: "debug", source: "drill"}
+	cfg := &config.Config{Domain: base.Domain, Holidays: base.Holidays, Lists: base.Lists, Channels: base.Channels,
+		OnCall: base.OnCall, Intake: base.Intake, TemplatesDir: base.TemplatesDir, LogLevel: "debug", Source: "drill"}
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.KeysDir = filepath.Join(dir, "keys")
 	cfg.SMTP.Listen = "127.0.0.1:0"
@@ -447,9 +448,8 @@ func newDrill(base *Config, sc *scenario, dir string, log *slog.Logger) (*drill,
 			dr.src = append(dr.src, m.Email)
 		}
 	}
-	cfg.applyDefaults()
-	if probs := cfg.validate(); len(probs) > 0 {
-		return nil, &ConfigError{Source: "drill", Problems: probs}
+	if err := cfg.Complete(); err != nil {
+		return nil, err
 	}
 	if err := cfg.Resolve(); err != nil {
 		return nil, err
@@ -474,8 +474,8 @@ func (dr *drill) up(ctx context.Context) error {
 			return err
 		}
 		var ks []*keys.Key
-		for _, n := range knownLists {
-			f, err := os.Open(listKeyPath(dr.cfg.DataDir, n))
+		for _, n := range config.ListNames() {
+			f, err := os.Open(dr.cfg.ListKeyPath(n))
 			if err != nil {
 				return err
 			}
@@ -907,7 +907,7 @@ func (dr *drill) label(r drillRow) string {
 			src = append(src, a)
 		case ok && m.Has("distributor"):
 			dist++
-		case slices.ContainsFunc(dr.cfg.Channels, func(c ChannelConfig) bool { return strings.EqualFold(c.Address, a) }):
+		case slices.ContainsFunc(dr.cfg.Channels, func(c config.Channel) bool { return strings.EqualFold(c.Address, a) }):
 			other = append(other, "channel "+a)
 		case strings.HasPrefix(r.kind, "reporter-") || r.kind == "ack":
 			other = append(other, "reporter")
@@ -930,13 +930,13 @@ func (dr *drill) label(r drillRow) string {
 	return strings.Join(parts, " + ")
 }
 
-func (dr *drill) memberConfig(addr string) (MemberConfig, bool) {
+func (dr *drill) memberConfig(addr string) (config.Member, bool) {
 	for _, m := range dr.cfg.Members {
 		if m.Email == addr {
 			return m, true
 		}
 	}
-	return MemberConfig{}, false
+	return config.Member{}, false
 }
 
 // print writes the timeline.
@@ -948,7 +948,11 @@ func (dr *drill) print(w io.Writer) error {
 	}
 	hol := "none"
 	if len(dr.cfg.Holidays) > 0 {
-		hol = strings.Join(dr.cfg.Holidays, ", ")
+		var hs []string
+		for _, h := range dr.cfg.Holidays {
+			hs = append(hs, h.String())
+		}
+		hol = strings.Join(hs, ", ")
 	}
 	fmt.Fprintf(w, "domain %s; SRC %s; on-call rotation %s; holidays %s\n\n", dr.cfg.Domain, strings.Join(dr.src, ", "), rot, hol)
 	var table bytes.Buffer

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func runDrill(t *testing.T, text string) *drill {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := ParseConfig([]byte(drillConfig), "drill")
+	base, err := config.Parse([]byte(drillConfig), "drill")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestReminderReadsInGnuPG(t *testing.T) {
 // wall clock) sweeps at the injected clock, and stops with the daemon.
 func TestDaemonTicks(t *testing.T) {
 	sc, _ := parseScenario([]byte("start 2026-11-23 09:00\n"), "t")
-	base, _ := ParseConfig([]byte(drillConfig), "drill")
+	base, _ := config.Parse([]byte(drillConfig), "drill")
 	logs := &syncBuffer{}
 	dr, err := newDrill(base, sc, t.TempDir(), newLogger("debug", logs))
 	if err != nil {
@@ -297,7 +298,7 @@ func TestOnCallConfig(t *testing.T) {
 		{"rotation = [\"alice@ex.test\", \"alice@ex.test\"]\n", "listed twice"},
 		{"rotation = [\"alice@ex.test\"]\nstart = \"monday\"\n", `oncall.start: "monday" is not a date`},
 	} {
-		cfg, err := ParseConfig([]byte(base+"[oncall]\n"+tt.oncall), "t.toml")
+		cfg, err := config.Parse([]byte(base+"[oncall]\n"+tt.oncall), "t.toml")
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%q: %v", tt.oncall, err)

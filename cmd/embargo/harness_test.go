@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"net"
 	"net/textproto"
@@ -89,9 +90,9 @@ func newHarnessConfig(t *testing.T, hc harnessConfig, so startOptions) *harness 
 	return h
 }
 
-func (h *harness) config() *Config {
+func (h *harness) config() *config.Config {
 	h.t.Helper()
-	cfg, err := ParseConfig([]byte(h.toml), "harness.toml")
+	cfg, err := config.Parse([]byte(h.toml), "harness.toml")
 	if err != nil {
 		h.t.Fatalf("harness config: %v\n%s", err, h.toml)
 	}

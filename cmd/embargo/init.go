@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"flag"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,7 +27,7 @@ var configTemplate string
 type configVars struct {
 	Domain, DataDir, KeysDir string
 	Demo                     bool
-	Members                  []MemberConfig
+	Members                  []config.Member
 }
 
 func renderConfig(v configVars) ([]byte, error) {
@@ -46,7 +47,7 @@ func renderConfig(v configVars) ([]byte, error) {
 var contribVars = configVars{Domain: "example.org", DataDir: "/var/lib/embargo", KeysDir: "/etc/embargo/keys"}
 
 // demoMembers are the key pairs `embargo init --demo` makes.
-var demoMembers = []MemberConfig{
+var demoMembers = []config.Member{
 	{Email: "alice", Name: "Alice Example", Roles: []string{"src"}},
 	{Email: "bob", Name: "Bob Example", Roles: []string{"src"}},
 	{Email: "packager", Name: "Demo Distribution", Roles: []string{"distributor"}},
@@ -101,7 +102,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 		return err
 	}
 	v := configVars{Domain: strings.ToLower(*domain), DataDir: *data, KeysDir: filepath.Join(dir, "keys"), Demo: *demo}
-	if !ldhDomain.MatchString(v.Domain) {
+	if !config.ValidDomain(v.Domain) {
 		return usageError(fmt.Sprintf("--domain %q is not a domain name like example.org", *domain))
 	}
 	cfgPath := filepath.Join(dir, "embargo.toml")
@@ -136,7 +137,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ParseConfig(text, cfgPath)
+	cfg, err := config.Parse(text, cfgPath)
 	if err != nil {
 		return fmt.Errorf("init: the generated configuration does not validate (a bug): %w", err)
 	}
@@ -152,21 +153,21 @@ func cmdInit(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range knownLists {
+	for _, name := range config.ListNames() {
 		verb := "Kept"
 		for _, c := range ks.created {
 			if c == name {
 				verb = "Generated"
 			}
 		}
-		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.lists[name].Fingerprint(), listKeyPath(cfg.DataDir, name))
+		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.lists[name].Fingerprint(), cfg.ListKeyPath(name))
 	}
 	if _, created, err := loadDKIMKey(cfg, true); err != nil {
 		return err
 	} else if created {
-		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", dkimKeyPath(cfg), dkimRSABits)
+		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", cfg.DKIMKeyPath(), dkimRSABits)
 	} else {
-		fmt.Fprintf(stdout, "Kept the DKIM key %s\n", dkimKeyPath(cfg))
+		fmt.Fprintf(stdout, "Kept the DKIM key %s\n", cfg.DKIMKeyPath())
 	}
 
 	if *demo {
@@ -196,7 +197,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 
 // demoKeyPair makes a member key pair: the public key into keysDir, the
 // secret key into secretDir. It returns the fingerprint and the secret file.
-func demoKeyPair(m MemberConfig, keysDir, secretDir string) (fpr, secretFile string, err error) {
+func demoKeyPair(m config.Member, keysDir, secretDir string) (fpr, secretFile string, err error) {
 	k, err := keys.GenerateListKey(m.Name, m.Email, keys.Options{})
 	if err != nil {
 		return "", "", err

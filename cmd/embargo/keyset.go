@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func listKeyPath(dataDir, list string) string {
 
 // passphrase reads the list keys' passphrase from the configured file or
 // EMBARGO_KEY_PASSPHRASE. nil means the keys are not passphrase-protected.
-func passphrase(cfg *Config) ([]byte, error) {
+func passphrase(cfg *config.Config) ([]byte, error) {
 	if cfg.KeyPassphraseFile != "" {
 		b, err := os.ReadFile(cfg.KeyPassphraseFile)
 		if err != nil {
@@ -47,7 +48,7 @@ func passphrase(cfg *Config) ([]byte, error) {
 }
 
 // loadKeys loads (or generates) the list keys and the pinned member keys.
-func loadKeys(cfg *Config, now time.Time, generate bool) (*keyset, error) {
+func loadKeys(cfg *config.Config, now time.Time, generate bool) (*keyset, error) {
 	pass, err := passphrase(cfg)
 	if err != nil {
 		return nil, err
@@ -58,8 +59,8 @@ func loadKeys(cfg *Config, now time.Time, generate bool) (*keyset, error) {
 			return nil, fmt.Errorf("keys directory: %w", err)
 		}
 	}
-	for _, name := range knownLists {
-		path := listKeyPath(cfg.DataDir, name)
+	for _, name := range config.ListNames() {
+		path := cfg.ListKeyPath(name)
 		if !generate {
 			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 				continue

@@ -8,69 +8,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/embargo-project/embargo/smtpd"
 )
-
-// LMTPConfig is the LMTP listener (RFC 2033) for running behind an MTA such as
-// Postfix, as Mailman 3 does: the MTA takes mail from the Internet (TLS,
-// rate limits, SPF and DMARC checks, its own queue) and hands the list
-// addresses to embargo, which answers per recipient.
-type LMTPConfig struct {
-	// Listen is "unix:/run/embargo/lmtp.sock" or "127.0.0.1:8024". Empty: no
-	// LMTP listener.
-	Listen string `toml:"listen"`
-}
 
 // lmtpSocketMode lets the MTA's delivery agent (Postfix's lmtp runs as user
 // postfix and drops supplementary groups) connect. LMTP grants nothing that
 // the SMTP port does not: every check of the SMTP path applies. Narrow it with
 // the mode of the socket's directory if other local users must not connect.
 const lmtpSocketMode fs.FileMode = 0o666
-
-// lmtpAddr splits Listen into a network and an address.
-func lmtpAddr(listen string) (network, addr string) {
-	if p, ok := strings.CutPrefix(listen, "unix:"); ok {
-		return "unix", p
-	}
-	return "tcp", listen
-}
-
-func (c *Config) validateLMTP() []string {
-	l := c.LMTP.Listen
-	if l == "" {
-		return nil
-	}
-	network, addr := lmtpAddr(l)
-	if network == "unix" {
-		if !filepath.IsAbs(addr) {
-			return []string{fmt.Sprintf("lmtp.listen %q: a unix socket needs an absolute path, e.g. \"unix:/run/embargo/lmtp.sock\"", l)}
-		}
-		return nil
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return []string{fmt.Sprintf("lmtp.listen %q is neither \"unix:/path/to/socket\" nor HOST:PORT, e.g. \"127.0.0.1:8024\"", l)}
-	}
-	if l == c.SMTP.Listen && port != "0" {
-		return []string{fmt.Sprintf("lmtp.listen %q is also smtp.listen: give LMTP its own port (Mailman 3 uses 8024)", l)}
-	}
-	return nil
-}
-
-// lmtpWarnings are for embargo check.
-func lmtpWarnings(cfg *Config) []string {
-	network, addr := lmtpAddr(cfg.LMTP.Listen)
-	if cfg.LMTP.Listen == "" || network != "tcp" {
-		return nil
-	}
-	if h, _, err := net.SplitHostPort(addr); err == nil && !isLoopbackHost(h) {
-		return []string{fmt.Sprintf("lmtp.listen %q is not a loopback address: LMTP is meant for the MTA on this host, and it has no per-IP connection limit", cfg.LMTP.Listen)}
-	}
-	return nil
-}
 
 // startLMTP opens the LMTP listener, if configured, with the SMTP limits. The
 // per-IP cap is off: the one peer is the local MTA, which opens up to its
@@ -79,7 +26,7 @@ func (d *daemon) startLMTP(h smtpd.Handler) error {
 	if d.cfg.LMTP.Listen == "" {
 		return nil
 	}
-	network, addr := lmtpAddr(d.cfg.LMTP.Listen)
+	network, addr := d.cfg.LMTP.Addr()
 	l, err := listenLMTP(network, addr)
 	if err != nil {
 		return fmt.Errorf("lmtp listener: %w", err)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"path/filepath"
 	"slices"
 	"time"
@@ -131,8 +132,8 @@ func newFlagSet(name, help string, cf *commonFlags, withListen bool) *flag.FlagS
 	return fs
 }
 
-func (cf *commonFlags) load() (*Config, error) {
-	cfg, err := LoadConfig(cf.config)
+func (cf *commonFlags) load() (*config.Config, error) {
+	cfg, err := config.Load(cf.config)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +207,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	warnings := checkWarnings(cfg)
+	warnings := cfg.Report().Warnings
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
@@ -231,35 +232,17 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err := checkOps(cfg, stdout); err != nil { // checkops.go: TLS, LMTP, DKIM
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: configuration is valid (%d members, lists %s)\n", cfg.source, len(cfg.Members), listSummary(cfg))
+	fmt.Fprintf(stdout, "%s: configuration is valid (%d members, lists %s)\n", cfg.Source, len(cfg.Members), listSummary(cfg))
 	printDNS(cfg, stdout) // dkim.go
 	return nil
 }
 
-func listSummary(cfg *Config) string {
+func listSummary(cfg *config.Config) string {
 	var s []string
-	for _, n := range knownLists {
+	for _, n := range config.ListNames() {
 		s = append(s, cfg.Lists[n].Address)
 	}
 	return strings.Join(s, ", ")
-}
-
-// checkWarnings lists what is valid but probably not what the operator wants.
-func checkWarnings(cfg *Config) []string {
-	var w []string
-	src := 0
-	for _, m := range cfg.Members {
-		if m.Has("src") {
-			src++
-		}
-		if m.Fingerprint == "" {
-			w = append(w, fmt.Sprintf("member %s has no fingerprint: no signed commands from them will count, and their copies are not encrypted", m.Email))
-		}
-	}
-	if src == 0 {
-		w = append(w, "no member has the role \"src\": reports will be stored but reach nobody")
-	}
-	return w
 }
 
 const cvssHelp = `Usage: embargo cvss [VECTOR...]
@@ -304,8 +287,8 @@ func cmdKeys(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || !slices.Contains(knownLists, pos[0]) {
-		return usageError("usage: embargo keys export LIST, where LIST is one of " + strings.Join(knownLists, ", "))
+	if len(pos) != 1 || !slices.Contains(config.ListNames(), pos[0]) {
+		return usageError("usage: embargo keys export LIST, where LIST is one of " + strings.Join(config.ListNames(), ", "))
 	}
 	cfg, err := cf.load()
 	if err != nil {
@@ -318,7 +301,7 @@ func cmdKeys(args []string, stdout io.Writer) error {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "keys"), 0o700); err != nil {
 		return err
 	}
-	k, _, err := keys.LoadOrCreateListKey(listKeyPath(cfg.DataDir, pos[0]), cfg.Domain+" "+pos[0]+" list", cfg.Lists[pos[0]].Address, pass, keys.Options{})
+	k, _, err := keys.LoadOrCreateListKey(cfg.ListKeyPath(pos[0]), cfg.Domain+" "+pos[0]+" list", cfg.Lists[pos[0]].Address, pass, keys.Options{})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"log/slog"
 	"net"
@@ -25,7 +26,7 @@ import (
 
 // daemon is a running embargo: the one place where concrete types meet.
 type daemon struct {
-	cfg    *Config
+	cfg    *config.Config
 	log    *slog.Logger
 	db     *bolt.DB
 	svc    *listd.Service
@@ -69,11 +70,11 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 }
 
 // start opens the store, checks it, and brings up delivery and the listeners.
-func start(ctx context.Context, cfg *Config, log *slog.Logger) (*daemon, error) {
+func start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*daemon, error) {
 	return startWith(ctx, cfg, log, startOptions{})
 }
 
-func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptions) (*daemon, error) {
+func startWith(ctx context.Context, cfg *config.Config, log *slog.Logger, so startOptions) (*daemon, error) {
 	if so.now == nil {
 		so.now = time.Now
 	}
@@ -132,7 +133,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		Channels:        channels(cfg),
 		LiftGrace:       so.liftGrace,
 		TestPanic:       so.testPanic,
-		Holidays:        cfg.HolidayDates(),
+		Holidays:        cfg.HolidayTimes(),
 		Rotation:        rotation(cfg), // tick.go
 		Members:         ks.members,
 		DB:              db,
@@ -205,7 +206,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 	if err := d.startHTTP(ks, tmpl, so.now); err != nil { // web.go
 		return nil, err
 	}
-	log.Info("embargo started", "version", version, "config", cfg.source, "data", cfg.DataDir,
+	log.Info("embargo started", "version", version, "config", cfg.Source, "data", cfg.DataDir,
 		"smtp", "smtp://"+l.Addr().String(), "relay", relayName(cfg))
 	ok = true
 	return d, nil
@@ -245,7 +246,7 @@ func (d *daemon) shutdown() error {
 	return errors.Join(errs...)
 }
 
-func channels(cfg *Config) []listd.Channel {
+func channels(cfg *config.Config) []listd.Channel {
 	var out []listd.Channel
 	for _, ch := range cfg.Channels {
 		tag := ch.SubjectTag
@@ -257,9 +258,9 @@ func channels(cfg *Config) []listd.Channel {
 	return out
 }
 
-func buildRoster(cfg *Config) *lists.Roster {
+func buildRoster(cfg *config.Config) *lists.Roster {
 	r := &lists.Roster{}
-	for _, n := range knownLists {
+	for _, n := range config.ListNames() {
 		l := cfg.Lists[n]
 		r.Lists = append(r.Lists, lists.List{Name: lists.Name(n), Address: l.Address, Encryption: l.Encryption, OuterSubject: l.OuterSubject})
 	}
@@ -269,12 +270,12 @@ func buildRoster(cfg *Config) *lists.Roster {
 	return r
 }
 
-func relayName(cfg *Config) string {
+func relayName(cfg *config.Config) string {
 	if cfg.Relay.URL == "" {
 		return "maildir://" + filepath.Join(cfg.DataDir, "outbox")
 	}
 	// Never log credentials.
-	if t, err := parseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" {
+	if t, err := config.ParseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" {
 		if i := strings.Index(cfg.Relay.URL, "@"); i >= 0 {
 			scheme, _, _ := strings.Cut(cfg.Relay.URL, "://")
 			return scheme + "://" + cfg.Relay.URL[i+1:]
@@ -283,7 +284,7 @@ func relayName(cfg *Config) string {
 	return cfg.Relay.URL
 }
 
-func newRelay(cfg *Config) (queue.Relay, error) {
+func newRelay(cfg *config.Config) (queue.Relay, error) {
 	u := cfg.Relay.URL
 	if u == "" {
 		u = "maildir://" + filepath.Join(cfg.DataDir, "outbox")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"slices"
 	"strings"
@@ -122,7 +123,7 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if err := json.Unmarshal(buf.Bytes(), &sd); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	st := buildStatus(sd, cfg.HolidayDates(), time.Now())
+	st := buildStatus(sd, cfg.HolidayTimes(), time.Now())
 	st.Daemon = running
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -168,7 +169,7 @@ func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON 
 	return st
 }
 
-func writeStatus(w io.Writer, st statusJSON, cfg *Config, now time.Time) error {
+func writeStatus(w io.Writer, st statusJSON, cfg *config.Config, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if st.Daemon {
 		fmt.Fprintf(tw, "Daemon:\trunning (%s)\n", cfg.DataDir)

@@ -2,54 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"strings"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"time"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/cron"
 	"github.com/embargo-project/embargo/workflow"
 )
 
-// OnCallConfig is [oncall]: the rotation of SRC members, one week each from
-// Monday 00:00 UTC (workflow/oncall.go).
-type OnCallConfig struct {
-	Rotation []string `toml:"rotation"` // SRC members' addresses, in order
-	// Start is a date (YYYY-MM-DD) in the week of the first member's shift;
-	// empty counts weeks from 1970-01-05.
-	Start string `toml:"start"`
-}
-
-func (c *Config) validateOnCall() []string {
-	var p []string
-	seen := map[string]bool{}
-	for i, a := range c.OnCall.Rotation {
-		a = strings.ToLower(strings.TrimSpace(a))
-		c.OnCall.Rotation[i] = a
-		ok := slices.ContainsFunc(c.Members, func(m MemberConfig) bool { return m.Email == a && m.Has("src") })
-		switch {
-		case !ok:
-			p = append(p, fmt.Sprintf("oncall.rotation: %q is not a member with the role \"src\": list [[members]] emails with roles = [\"src\"]", a))
-		case seen[a]:
-			p = append(p, fmt.Sprintf("oncall.rotation: %q is listed twice; each member takes one week of the rotation", a))
-		}
-		seen[a] = true
-	}
-	if c.OnCall.Start != "" {
-		if _, err := time.Parse(time.DateOnly, c.OnCall.Start); err != nil {
-			p = append(p, fmt.Sprintf("oncall.start: %q is not a date like \"2026-01-05\"", c.OnCall.Start))
-		}
-	}
-	return p
-}
-
 // rotation is the configured on-call rotation for listd.
-func rotation(cfg *Config) workflow.Rotation {
-	r := workflow.Rotation{Members: cfg.OnCall.Rotation}
-	if t, err := time.Parse(time.DateOnly, cfg.OnCall.Start); err == nil {
-		r.Start = t.UTC()
-	}
-	return r
+func rotation(cfg *config.Config) workflow.Rotation {
+	return workflow.Rotation{Members: cfg.OnCall.Rotation, Start: cfg.OnCall.Start.Time}
 }
 
 // startTick runs the scheduler's tick (daemon/cron) until the daemon stops:

@@ -102,14 +102,6 @@ func certWarning(c *tls.Certificate, now time.Time) string {
 	return ""
 }
 
-func (c *Config) validateTLS() []string {
-	s := c.SMTP
-	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return []string{"smtp.tls_cert and smtp.tls_key go together: set both (PEM files) to offer STARTTLS, or neither"}
-	}
-	return nil
-}
-
 // loadTLS loads the SMTP certificate if one is configured.
 func (d *daemon) loadTLS() error {
 	if d.cfg.SMTP.TLSCert == "" {

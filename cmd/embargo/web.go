@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,60 +22,6 @@ import (
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
 )
-
-// HTTPConfig is the optional HTTP listener (issue 7 item 3, daemon/web):
-// /healthz, /metrics, WKD, RFC 8058 one-click unsubscribe and the published
-// advisories. An empty listen turns it off.
-type HTTPConfig struct {
-	Listen string `toml:"listen"` // e.g. "127.0.0.1:8025"
-	// BaseURL is the public origin that feeds link to, e.g.
-	// "https://security.example.org" behind a reverse proxy. Default:
-	// http://<the address listened on>.
-	BaseURL string `toml:"base_url"`
-	// MetricsFrom lists the networks (CIDR or single addresses) that may
-	// read /metrics. Default: loopback only. Never through a proxy.
-	MetricsFrom []string `toml:"metrics_from"`
-}
-
-func (c *Config) validateHTTP() []string {
-	var p []string
-	h := c.HTTP
-	if h.Listen != "" {
-		if _, _, err := net.SplitHostPort(h.Listen); err != nil {
-			p = append(p, fmt.Sprintf("http.listen %q is not HOST:PORT, e.g. \"127.0.0.1:8025\" (or leave it empty to turn HTTP off)", h.Listen))
-		}
-	}
-	if h.BaseURL != "" {
-		u, err := url.Parse(h.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
-			p = append(p, fmt.Sprintf("http.base_url %q must be an origin like \"https://security.example.org\": scheme and host, no path", h.BaseURL))
-		}
-	}
-	if _, err := metricsPrefixes(h.MetricsFrom); err != nil {
-		p = append(p, fmt.Sprintf("http.metrics_from: %v", err))
-	}
-	return p
-}
-
-// metricsPrefixes parses metrics_from; nil means the web default (loopback).
-func metricsPrefixes(list []string) ([]netip.Prefix, error) {
-	if len(list) == 0 {
-		return nil, nil
-	}
-	out := []netip.Prefix{}
-	for _, s := range list {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is neither a network like \"10.0.0.0/8\" nor an address", s)
-		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
 
 // opsCounters are the process-lifetime counters of /metrics that the store
 // does not keep: messages accepted, and delivery attempts by result.
@@ -146,12 +91,9 @@ func (d *daemon) startHTTP(ks *keyset, tmpl *templates.Set, now func() time.Time
 	if h.Listen == "" {
 		return nil
 	}
-	prefixes, err := metricsPrefixes(h.MetricsFrom)
-	if err != nil {
-		return err
-	}
+	prefixes := config.Prefixes(h.MetricsFrom)
 	keyMap := map[string][]byte{}
-	for _, name := range knownLists {
+	for _, name := range config.ListNames() {
 		k := ks.lists[name]
 		if k == nil {
 			continue
@@ -163,7 +105,7 @@ func (d *daemon) startHTTP(ks *keyset, tmpl *templates.Set, now func() time.Time
 		keyMap[d.cfg.Lists[name].Address] = arm
 	}
 	l, err := net.Listen("tcp", h.Listen)
-	if err != nil && d.cfg.source == "embedded default" {
+	if err != nil && d.cfg.Source == "embedded default" {
 		// The development default's fixed port may be taken (a second
 		// dev daemon, or tests running side by side): HTTP is optional, so
 		// the daemon goes on without it. A configured listener must bind.
@@ -177,7 +119,7 @@ func (d *daemon) startHTTP(ks *keyset, tmpl *templates.Set, now func() time.Time
 	if base == "" {
 		base = "http://" + l.Addr().String()
 	}
-	holidays := d.cfg.HolidayDates()
+	holidays := d.cfg.HolidayTimes()
 	d.web = web.New(web.Options{
 		Logger:      d.log.With("component", "http"),
 		Now:         now,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"net/http"
 	"reflect"
@@ -320,20 +321,20 @@ func TestHTTPConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
+			_, err := config.Parse([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
 			if tt.want == "" {
 				if err != nil {
-					t.Fatalf("ParseConfig() = %v, want nil", err)
+					t.Fatalf("config.Parse() = %v, want nil", err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("ParseConfig() = %v, want an error naming %q", err, tt.want)
+				t.Errorf("config.Parse() = %v, want an error naming %q", err, tt.want)
 			}
 		})
 	}
 	// The development default has HTTP on.
-	cfg, err := LoadConfig("")
+	cfg, err := config.Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
