@@ -3,14 +3,16 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 func TestCheckCommand(t *testing.T) {
 	dir := t.TempDir()
 	good := dir + "/good.toml"
 	bad := dir + "/bad.toml"
-	writeFile(t, good, "domain = \"example.org\"\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n")
-	writeFile(t, bad, "domain = \"example.org\"\nbogus = 1\n")
+	daemontest.WriteFile(t, good, "domain = \"example.org\"\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n")
+	daemontest.WriteFile(t, bad, "domain = \"example.org\"\nbogus = 1\n")
 	var out, errb strings.Builder
 	if code := run([]string{"check", "--config", good}, &out, &errb); code != 0 {
 		t.Errorf("check good config: exit %d, stderr %q", code, errb.String())

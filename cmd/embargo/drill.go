@@ -25,9 +25,9 @@ import (
 
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-smtp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
@@ -88,7 +88,7 @@ Examples:
 Flags:
 `
 
-func cmdDrill(args []string, stdout, stderr io.Writer) error {
+func cmdDrill(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("drill", drillHelp, &cf, false)
 	scenario := fs.String("scenario", "", "scenario file; default: the built-in scenario")
@@ -121,21 +121,21 @@ func cmdDrill(args []string, stdout, stderr io.Writer) error {
 	}
 	logw := io.Discard
 	if *verbose {
-		logw = stderr
+		logw = s.err
 	}
 	dir, err := os.MkdirTemp("", "embargo-drill-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	dr, err := newDrill(base, sc, dir, newLogger("debug", logw))
+	dr, err := newDrill(base, sc, dir, daemon.NewLogger("debug", logw))
 	if err != nil {
 		return err
 	}
 	if err := dr.run(context.Background()); err != nil {
 		return err
 	}
-	return dr.print(stdout)
+	return dr.print(s.out)
 }
 
 // A scenario is a list of timed events on a virtual clock.
@@ -342,10 +342,10 @@ func (c *vclock) set(t time.Time) {
 // drillRelay keeps what the daemon sends, with the virtual time of sending
 // and the queue row's kind and incident.
 type drillRelay struct {
-	clk *vclock
-	mu  sync.Mutex
-	db  *bolt.DB
-	out []sent
+	clk  *vclock
+	mu   sync.Mutex
+	view func(func(*bolt.Tx) error) error // the running daemon's store; nil while down
+	out  []sent
 }
 
 type sent struct {
@@ -362,9 +362,9 @@ func (r *drillRelay) Send(_ context.Context, _ string, to []string, data []byte)
 	s := sent{at: r.clk.Now(), to: append([]string(nil), to...), data: bytes.Clone(data)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m := msgIDHeader.FindSubmatch(data); m != nil && r.db != nil {
+	if m := msgIDHeader.FindSubmatch(data); m != nil && r.view != nil {
 		// The row is "sending" while the relay has it.
-		r.db.View(func(tx *bolt.Tx) error {
+		r.view(func(tx *bolt.Tx) error {
 			rows, _ := queue.List(tx)
 			for _, row := range rows {
 				if row.MessageID == string(m[1]) {
@@ -387,9 +387,10 @@ type drill struct {
 	log     *slog.Logger
 	clk     *vclock
 	relay   *drillRelay
-	d       *daemon // nil while down
+	d       *daemon.Daemon // nil while down
 	members map[string]*keys.Key
 	lists   *keys.Keyring // the list keys, to check signatures
+	ring    *keys.Keyring // the members' keys, handed to the daemon
 	src     []string
 	ids     []workflow.ID // incidents in the order the drill saw them
 	rows    []drillRow
@@ -423,22 +424,11 @@ func newDrill(base *config.Config, sc *scenario, dir string, log *slog.Logger) (
 	cfg := &config.Config{Domain: base.Domain, Holidays: base.Holidays, Lists: base.Lists, Channels: base.Channels,
 		OnCall: base.OnCall, Intake: base.Intake, TemplatesDir: base.TemplatesDir, LogLevel: "debug", Source: "drill"}
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.KeysDir = filepath.Join(dir, "keys")
 	cfg.SMTP.Listen = "127.0.0.1:0"
-	if err := os.MkdirAll(cfg.KeysDir, 0o700); err != nil {
-		return nil, err
-	}
 	ko := keys.Options{Now: func() time.Time { return sc.start.Add(-time.Hour) }}
 	for _, m := range base.Members {
 		k, err := keys.GenerateListKey(m.Name, m.Email, ko)
 		if err != nil {
-			return nil, err
-		}
-		pub, err := k.ArmoredPublic()
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(cfg.KeysDir, m.Email+".asc"), pub, 0o600); err != nil {
 			return nil, err
 		}
 		m.Fingerprint = k.Fingerprint()
@@ -456,38 +446,25 @@ func newDrill(base *config.Config, sc *scenario, dir string, log *slog.Logger) (
 	}
 	dr.cfg = cfg
 	dr.relay = &drillRelay{clk: dr.clk}
+	var ks []*keys.Key
+	for _, m := range cfg.Members {
+		ks = append(ks, dr.members[m.Email])
+	}
+	dr.ring = keys.NewKeyring(ks...)
 	return dr, nil
 }
 
 func (dr *drill) up(ctx context.Context) error {
-	d, err := startWith(ctx, dr.cfg, dr.log, startOptions{now: dr.clk.Now, mono: dr.clk.mono, noTick: dr.tickSpec == "", tickSpec: dr.tickSpec, relay: dr.relay, concurrency: 1})
-	if err != nil {
+	d := daemon.New(dr.cfg, daemon.Options{Logger: dr.log, Now: dr.clk.Now, Mono: dr.clk.mono, NoTick: dr.tickSpec == "",
+		TickSpec: dr.tickSpec, Relay: dr.relay, MemberKeys: dr.ring, Concurrency: 1})
+	if err := d.Start(ctx); err != nil {
 		return err
 	}
 	dr.d = d
 	dr.relay.mu.Lock()
-	dr.relay.db = d.db
+	dr.relay.view = d.View
 	dr.relay.mu.Unlock()
-	if dr.lists == nil {
-		pass, err := passphrase(dr.cfg)
-		if err != nil {
-			return err
-		}
-		var ks []*keys.Key
-		for _, n := range config.ListNames() {
-			f, err := os.Open(dr.cfg.ListKeyPath(n))
-			if err != nil {
-				return err
-			}
-			k, err := keys.ReadListKey(f, pass)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			ks = append(ks, k)
-		}
-		dr.lists = keys.NewKeyring(ks...)
-	}
+	dr.lists = d.ListKeys()
 	return nil
 }
 
@@ -496,9 +473,9 @@ func (dr *drill) down() error {
 		return nil
 	}
 	dr.relay.mu.Lock()
-	dr.relay.db = nil
+	dr.relay.view = nil
 	dr.relay.mu.Unlock()
-	err := dr.d.Stop()
+	err := dr.d.Stop(context.Background())
 	dr.d = nil
 	return err
 }
@@ -525,7 +502,7 @@ func (dr *drill) run(ctx context.Context) error {
 			continue
 		}
 		dr.clk.set(m)
-		if err := dr.d.svc.Tick(ctx, m); err != nil {
+		if err := dr.d.Tick(ctx, m); err != nil {
 			return fmt.Errorf("tick at %s: %w", workflow.FormatInstant(m), err)
 		}
 		if err := dr.settle(); err != nil {
@@ -610,7 +587,7 @@ func (dr *drill) event(ctx context.Context, ev drillEvent) error {
 		return err
 	}
 	known := len(dr.ids)
-	if err := drillSend(dr.d.addr.String(), from, row.to, raw); err != nil {
+	if err := daemon.Submit(dr.d.Addr().String(), from, row.to, raw); err != nil {
 		return fmt.Errorf("the daemon refused the message: %w", err)
 	}
 	// The incident it went to: a new one, or the thread it names.
@@ -623,7 +600,7 @@ func (dr *drill) event(ctx context.Context, ev drillEvent) error {
 		row.incident = string(dr.ids[len(dr.ids)-1])
 	}
 	if row.incident != "" {
-		dr.d.db.View(func(tx *bolt.Tx) error {
+		dr.d.View(func(tx *bolt.Tx) error {
 			if inc, err := incidentdb.Get(tx, workflow.ID(row.incident)); err == nil {
 				row.phase = inc.Phase.String()
 			}
@@ -636,7 +613,7 @@ func (dr *drill) event(ctx context.Context, ev drillEvent) error {
 
 // learnIncidents records incident IDs in the order they appear.
 func (dr *drill) learnIncidents() error {
-	return dr.d.db.View(func(tx *bolt.Tx) error {
+	return dr.d.View(func(tx *bolt.Tx) error {
 		incs, err := incidentdb.List(tx)
 		if err != nil {
 			return err
@@ -772,7 +749,7 @@ func (dr *drill) settle() error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		pending := false
-		err := dr.d.db.View(func(tx *bolt.Tx) error {
+		err := dr.d.View(func(tx *bolt.Tx) error {
 			rows, err := queue.List(tx)
 			for _, r := range rows {
 				if r.State == queue.StateSending || (r.State == queue.StateQueued && !r.NextAttempt.After(now)) {
@@ -790,7 +767,7 @@ func (dr *drill) settle() error {
 		if time.Now().After(deadline) {
 			return errors.New("the delivery queue did not drain within a minute")
 		}
-		dr.d.worker.Kick()
+		dr.d.Kick()
 		time.Sleep(time.Millisecond)
 	}
 	return dr.collect()
@@ -810,7 +787,7 @@ func (dr *drill) collect() error {
 		return err
 	}
 	phases := map[string]string{}
-	dr.d.db.View(func(tx *bolt.Tx) error {
+	dr.d.View(func(tx *bolt.Tx) error {
 		for _, id := range dr.ids {
 			if inc, err := incidentdb.Get(tx, id); err == nil {
 				phases[string(id)] = inc.Phase.String()
@@ -901,7 +878,7 @@ func (dr *drill) label(r drillRow) string {
 	dist := 0
 	for _, a := range r.to {
 		a = strings.ToLower(a)
-		m, ok := dr.memberConfig(a)
+		m, ok := dr.cfg.Member(a)
 		switch {
 		case ok && m.Has("src"):
 			src = append(src, a)
@@ -928,15 +905,6 @@ func (dr *drill) label(r drillRow) string {
 	}
 	parts = append(parts, other...)
 	return strings.Join(parts, " + ")
-}
-
-func (dr *drill) memberConfig(addr string) (config.Member, bool) {
-	for _, m := range dr.cfg.Members {
-		if m.Email == addr {
-			return m, true
-		}
-	}
-	return config.Member{}, false
 }
 
 // print writes the timeline.
@@ -992,35 +960,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// drillSend delivers one message to the daemon with a real SMTP client.
-func drillSend(addr, from string, to []string, data []byte) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("drill.localhost"); err != nil {
-		return err
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return err
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return err
-		}
-	}
-	wc, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := wc.Write(data); err != nil {
-		return err
-	}
-	if err := wc.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
 }

@@ -3,15 +3,16 @@ package main
 import (
 	"bytes"
 	"flag"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/keys"
-	"github.com/embargo-project/embargo/workflow"
 )
 
 var updateDrill = flag.Bool("update-drill", false, "rewrite testdata/drill.golden")
@@ -87,8 +88,8 @@ func runDrill(t *testing.T, text string) *drill {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	dr, err := newDrill(base, sc, t.TempDir(), newLogger("debug", logs))
+	logs := &daemontest.SyncBuffer{}
+	dr, err := newDrill(base, sc, t.TempDir(), daemon.NewLogger("debug", logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestReminderReadsInGnuPG(t *testing.T) {
 	if bytes.Contains(raw, []byte("triage due")) || bytes.Contains(raw, []byte("SEC-2026-0001")) {
 		t.Error("the reminder's subject or incident shows outside the encryption")
 	}
-	g := newGPG(t)
+	g := daemontest.NewGPG(t)
 	// The keys are made at the drill's virtual time, ahead of the wall clock:
 	// gpg runs at that time too.
 	at := "--faked-system-time=" + dr.clk.Now().Format("20060102T150405") + "!"
@@ -194,19 +195,19 @@ func TestReminderReadsInGnuPG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.must(sec, at, "--import")
+	g.Must(sec, at, "--import")
 	for _, k := range dr.lists.Keys() {
 		pub, _ := k.ArmoredPublic()
-		g.must(pub, at, "--import")
+		g.Must(pub, at, "--import")
 	}
-	out, st, err := g.run(armorBlock.Find(raw), at, "--decrypt")
+	out, st, err := g.Run(daemontest.ArmorBlock.Find(raw), at, "--decrypt")
 	if err != nil {
 		t.Fatalf("gpg --decrypt: %v\n%s", err, st)
 	}
 	plain, status := out, string(st)
-	mustContain(t, "gpg status", status, "DECRYPTION_OKAY", "GOODSIG")
-	mustContain(t, "decrypted reminder", string(plain), "Subject: [SEC-2026-0001] reminder: triage due (1 working day)")
-	mustContain(t, "decrypted reminder", mimeText(plain), "Reminder for SEC-2026-0001", "2026-11-24 09:00 UTC (Tuesday)")
+	daemontest.MustContain(t, "gpg status", status, "DECRYPTION_OKAY", "GOODSIG")
+	daemontest.MustContain(t, "decrypted reminder", string(plain), "Subject: [SEC-2026-0001] reminder: triage due (1 working day)")
+	daemontest.MustContain(t, "decrypted reminder", daemontest.MIMEText(plain), "Reminder for SEC-2026-0001", "2026-11-24 09:00 UTC (Tuesday)")
 }
 
 // TestDaemonTicks: the daemon's own cron loop (every second here, on the
@@ -214,8 +215,8 @@ func TestReminderReadsInGnuPG(t *testing.T) {
 func TestDaemonTicks(t *testing.T) {
 	sc, _ := parseScenario([]byte("start 2026-11-23 09:00\n"), "t")
 	base, _ := config.Parse([]byte(drillConfig), "drill")
-	logs := &syncBuffer{}
-	dr, err := newDrill(base, sc, t.TempDir(), newLogger("debug", logs))
+	logs := &daemontest.SyncBuffer{}
+	dr, err := newDrill(base, sc, t.TempDir(), daemon.NewLogger("debug", logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestDaemonTicks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dr.down()
-	if err := drillSend(dr.d.addr.String(), "rep@example.net", []string{"security@example.test"},
+	if err := daemon.Submit(dr.d.Addr().String(), "rep@example.net", []string{"security@example.test"},
 		[]byte("From: rep@example.net\r\nTo: security@example.test\r\nSubject: x\r\nMessage-ID: <1@example.net>\r\n\r\nDetails.\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -289,30 +290,6 @@ func TestScenarioErrors(t *testing.T) {
 	}
 }
 
-// TestOnCallConfig: [oncall] names SRC members once each.
-func TestOnCallConfig(t *testing.T) {
-	base := "domain = \"ex.test\"\n" + defaultMembers
-	for _, tt := range []struct{ oncall, want string }{
-		{"rotation = [\"alice@ex.test\", \"BOB@ex.test\"]\nstart = \"2026-11-23\"\n", ""},
-		{"rotation = [\"dist@vendor.test\"]\n", `"dist@vendor.test" is not a member with the role "src"`},
-		{"rotation = [\"alice@ex.test\", \"alice@ex.test\"]\n", "listed twice"},
-		{"rotation = [\"alice@ex.test\"]\nstart = \"monday\"\n", `oncall.start: "monday" is not a date`},
-	} {
-		cfg, err := config.Parse([]byte(base+"[oncall]\n"+tt.oncall), "t.toml")
-		switch {
-		case tt.want == "" && err != nil:
-			t.Errorf("%q: %v", tt.oncall, err)
-		case tt.want == "":
-			r := rotation(cfg)
-			if got, _ := workflow.OnCall(r, workflow.OnCallState{}, time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)); got != "bob@ex.test" {
-				t.Errorf("on call the week after start: %q", got)
-			}
-		case err == nil || !strings.Contains(err.Error(), tt.want):
-			t.Errorf("%q: error %v, want %q", tt.oncall, err, tt.want)
-		}
-	}
-}
-
 // TestOnCallHandoverEndToEnd: a report in bob's week is his; he hands over,
 // and nothing changes until alice acknowledges; then the incident is hers and
 // so is its triage reminder. A command that is not /oncall, outside a thread,
@@ -366,15 +343,15 @@ Details.
 					if err != nil {
 						t.Fatal(err)
 					}
-					return mimeText(dec.Inner)
+					return daemontest.MIMEText(dec.Inner)
 				}
 			}
 		}
 		t.Fatalf("no message %q", subject)
 		return ""
 	}
-	mustContain(t, "in-thread /oncall receipt", body("[SEC-2026-0001] receipt: applied"),
+	daemontest.MustContain(t, "in-thread /oncall receipt", body("[SEC-2026-0001] receipt: applied"),
 		"on call: bob@example.test, by the rotation, until 2026-12-07 00:00 UTC (Monday); handover to alice@example.test pending")
-	mustContain(t, "handover notice", body("[embargo] on call: alice@example.test"),
+	daemontest.MustContain(t, "handover notice", body("[embargo] on call: alice@example.test"),
 		"taking over from bob@example.test", "alice@example.test is now the incident commander of SEC-2026-0001")
 }

@@ -13,6 +13,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/keys"
 )
 
@@ -73,7 +74,8 @@ Examples:
 Flags:
 `
 
-func cmdInit(args []string, stdout io.Writer) error {
+func cmdInit(args []string, s stdio) error {
+	stdout := s.out
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	domain := fs.String("domain", "example.org", "the domain of the list addresses")
 	data := fs.String("data", "", "data directory (data_dir); default DIR/data")
@@ -149,50 +151,56 @@ func cmdInit(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "Wrote %s\n", cfgPath)
 
-	ks, err := loadKeys(cfg, time.Now(), true)
+	ks, err := daemon.LoadKeys(cfg, time.Now(), true)
 	if err != nil {
 		return err
 	}
 	for _, name := range config.ListNames() {
 		verb := "Kept"
-		for _, c := range ks.created {
+		for _, c := range ks.Created {
 			if c == name {
 				verb = "Generated"
 			}
 		}
-		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.lists[name].Fingerprint(), cfg.ListKeyPath(name))
+		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.Lists[name].Fingerprint(), cfg.ListKeyPath(name))
 	}
-	if _, created, err := loadDKIMKey(cfg, true); err != nil {
+	if _, created, err := daemon.LoadDKIMKey(cfg, true); err != nil {
 		return err
 	} else if created {
-		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", cfg.DKIMKeyPath(), dkimRSABits)
+		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", cfg.DKIMKeyPath(), daemon.DKIMRSABits)
 	} else {
 		fmt.Fprintf(stdout, "Kept the DKIM key %s\n", cfg.DKIMKeyPath())
 	}
 
-	if *demo {
-		fmt.Fprintf(stdout, "\nDemo members (public keys in %s, secret keys in %s, mode 0600):\n", v.KeysDir, filepath.Join(dir, "demo"))
+	printNext(stdout, v, cfgPath, secrets)
+	return nil
+}
+
+// printNext tells what init made and what to do next: for a demo, how to
+// sign commands as its members.
+func printNext(stdout io.Writer, v configVars, cfgPath string, secrets []string) {
+	if v.Demo {
+		fmt.Fprintf(stdout, "\nDemo members (public keys in %s, secret keys in %s, mode 0600):\n", v.KeysDir, filepath.Dir(secrets[0]))
 		for _, m := range v.Members {
 			fmt.Fprintf(stdout, "  %-28s %s  %s\n", m.Email, m.Fingerprint, strings.Join(m.Roles, ","))
 		}
 		fmt.Fprintf(stdout, "\nTo sign commands as a demo member, import their secret key into gpg\n(a throw-away GNUPGHOME keeps your own keyring clean):\n\n")
 		fmt.Fprintf(stdout, "  export GNUPGHOME=$(mktemp -d)\n")
-		for _, s := range secrets {
-			fmt.Fprintf(stdout, "  gpg --batch --import %s\n", s)
+		for _, f := range secrets {
+			fmt.Fprintf(stdout, "  gpg --batch --import %s\n", f)
 		}
 		fmt.Fprintf(stdout, "  embargo keys export security --config %s | gpg --import\n", cfgPath)
 		fmt.Fprintf(stdout, "  gpg --clearsign -u %s commands.txt\n", v.Members[0].Email)
 	}
 	fmt.Fprintf(stdout, "\nNext:\n")
 	step := 1
-	if !*demo {
+	if !v.Demo {
 		fmt.Fprintf(stdout, "  %d. edit %s: members and their fingerprints (keys in %s), relay\n", step, cfgPath, v.KeysDir)
 		step++
 	}
 	fmt.Fprintf(stdout, "  %d. embargo check --config %s   (validates it and prints the DNS records to publish)\n", step, cfgPath)
 	fmt.Fprintf(stdout, "  %d. embargo serve --config %s\n", step+1, cfgPath)
 	fmt.Fprintf(stdout, "  %d. publish the security key for reporters: embargo keys export security --config %s\n", step+2, cfgPath)
-	return nil
 }
 
 // demoKeyPair makes a member key pair: the public key into keysDir, the

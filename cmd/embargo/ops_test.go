@@ -5,7 +5,6 @@ import (
 	"encoding"
 	"encoding/json"
 	"flag"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 var updateContrib = flag.Bool("update-contrib", false, "rewrite contrib/embargo.toml from embargo.toml.tmpl")
@@ -50,7 +53,7 @@ func TestInitPassesCheck(t *testing.T) {
 			}
 			out := mustCLI(t, args...)
 			cfgPath := filepath.Join(dir, "embargo.toml")
-			mustContain(t, "init output", out, "Wrote "+cfgPath, "Generated the security list key", "Generated the DKIM key")
+			daemontest.MustContain(t, "init output", out, "Wrote "+cfgPath, "Generated the security list key", "Generated the DKIM key")
 			for _, p := range []string{cfgPath, filepath.Join(dir, "data", "keys", "dkim.key"), filepath.Join(dir, "data", "keys", "security.key.asc")} {
 				fi, err := os.Stat(p)
 				if err != nil {
@@ -61,14 +64,14 @@ func TestInitPassesCheck(t *testing.T) {
 				}
 			}
 			check := mustCLI(t, "check", "--config", cfgPath)
-			mustContain(t, "check output", check, "configuration is valid",
+			daemontest.MustContain(t, "check output", check, "configuration is valid",
 				"example.net.\tIN MX 10 ", `"v=spf1 mx -all"`, "embargo._domainkey.example.net.\tIN TXT", "v=DKIM1; k=rsa; p=", "_dmarc.example.net.\tIN TXT \"v=DMARC1;")
 			if strings.Contains(check, "key: ") {
 				t.Errorf("check reports key problems:\n%s", check)
 			}
 			if demo {
-				mustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
-				mustContain(t, "check of the demo", check, "(3 members,")
+				daemontest.MustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
+				daemontest.MustContain(t, "check of the demo", check, "(3 members,")
 				if strings.Contains(check, "warning") {
 					t.Errorf("demo check warns:\n%s", check)
 				}
@@ -186,11 +189,11 @@ func TestVersionCommand(t *testing.T) {
 }
 
 func TestHealthcheck(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	out := mustCLI(t, "healthcheck", "--addr", h.addr(), "--timeout", "2s")
-	mustContain(t, "healthcheck", out, "ok: 220 ")
-	addr := h.addr()
-	h.stop()
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	out := mustCLI(t, "healthcheck", "--addr", h.Addr(), "--timeout", "2s")
+	daemontest.MustContain(t, "healthcheck", out, "ok: 220 ")
+	addr := h.Addr()
+	h.Stop()
 	if code, _, errOut := runCLI(t, "healthcheck", "--addr", addr, "--timeout", "1s"); code != 1 {
 		t.Errorf("healthcheck on a stopped daemon: exit %d (%s), want 1", code, errOut)
 	}
@@ -204,15 +207,15 @@ func TestHealthcheck(t *testing.T) {
 // TestStatusCommand: status through the running daemon and on the file, in
 // text and JSON.
 func TestStatusCommand(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	cfg := h.configFile()
-	h.rec.FailRcpt("bob@ex.test", 550)
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "x", "y"))
-	h.settle(3)
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	cfg := h.ConfigFile()
+	h.Rec.FailRcpt("bob@ex.test", 550)
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "x", "y"))
+	h.Settle(3)
 	out := mustCLI(t, "status", "--config", cfg)
-	mustContain(t, "status", out, "Daemon:", "running", "Queue:", "failed", "queue retry", "Incidents:", "1 open (triage 1), 0 closed",
+	daemontest.MustContain(t, "status", out, "Daemon:", "running", "Queue:", "failed", "queue retry", "Incidents:", "1 open (triage 1), 0 closed",
 		"Next release:", "none scheduled", "Next deadlines:", "SEC-", "triage-escalation")
-	h.stop()
+	h.Stop()
 	out = mustCLI(t, "status", "--config", cfg, "--json")
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); err != nil {

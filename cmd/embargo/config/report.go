@@ -10,6 +10,7 @@ import (
 // what loading its keys and certificate says (daemon.Check).
 type Report struct {
 	Source  string
+	Domain  string
 	Members int
 	Lists   []string // the list addresses, in ListNames order
 
@@ -41,7 +42,7 @@ type DNSRecord struct {
 
 // Report checks what the configuration alone can tell: the warnings.
 func (c *Config) Report() *Report {
-	r := &Report{Source: c.Source, Members: len(c.Members)}
+	r := &Report{Source: c.Source, Domain: c.Domain, Members: len(c.Members)}
 	for _, n := range ListNames() {
 		r.Lists = append(r.Lists, c.Lists[n].Address)
 	}

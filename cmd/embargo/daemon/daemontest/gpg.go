@@ -1,11 +1,9 @@
-package main
+package daemontest
 
 import (
 	"bytes"
-	"io"
-
 	"fmt"
-	gomessage "github.com/emersion/go-message"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,16 +11,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gomessage "github.com/emersion/go-message"
 )
 
-// gpgHome is a throw-away GnuPG home: the person at the other end of the
+// GPG is a throw-away GnuPG home: the person at the other end of the
 // mail, with nothing but gpg (docs/threats.md §2.1).
-type gpgHome struct {
-	t   *testing.T
+type GPG struct {
+	t   testing.TB
 	dir string
 }
 
-func newGPG(t *testing.T) *gpgHome {
+// NewGPG makes a GPG home; it skips the test where gpg is not installed.
+func NewGPG(t testing.TB) *GPG {
 	t.Helper()
 	if _, err := exec.LookPath("gpg"); err != nil {
 		t.Skip("gpg not installed (.ci/run installs it)")
@@ -33,7 +34,7 @@ func newGPG(t *testing.T) *gpgHome {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o700)
-	g := &gpgHome{t: t, dir: dir}
+	g := &GPG{t: t, dir: dir}
 	t.Cleanup(func() {
 		exec.Command("gpgconf", "--homedir", dir, "--kill", "all").Run()
 		os.RemoveAll(dir)
@@ -41,7 +42,8 @@ func newGPG(t *testing.T) *gpgHome {
 	return g
 }
 
-func (g *gpgHome) run(stdin []byte, args ...string) ([]byte, []byte, error) {
+// Run runs gpg in the home and returns its output and status lines.
+func (g *GPG) Run(stdin []byte, args ...string) ([]byte, []byte, error) {
 	g.t.Helper()
 	full := append([]string{"--homedir", g.dir, "--batch", "--no-tty", "--status-fd", "2", "--trust-model", "always", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)
 	cmd := exec.Command("gpg", full...)
@@ -52,9 +54,10 @@ func (g *gpgHome) run(stdin []byte, args ...string) ([]byte, []byte, error) {
 	return out.Bytes(), errb.Bytes(), err
 }
 
-func (g *gpgHome) must(stdin []byte, args ...string) []byte {
+// Must is Run, failing the test on an error.
+func (g *GPG) Must(stdin []byte, args ...string) []byte {
 	g.t.Helper()
-	out, status, err := g.run(stdin, args...)
+	out, status, err := g.Run(stdin, args...)
 	if err != nil {
 		g.t.Fatalf("gpg %v: %v\n%s", args, err, status)
 	}
@@ -63,46 +66,56 @@ func (g *gpgHome) must(stdin []byte, args ...string) []byte {
 
 var fprLine = regexp.MustCompile(`(?m)^fpr:+([0-9A-F]{40}):`)
 
-// genKey makes an ed25519 signing key with a cv25519 encryption subkey.
-func (g *gpgHome) genKey(uid string) string {
+// GenKey makes an ed25519 signing key with a cv25519 encryption subkey.
+func (g *GPG) GenKey(uid string) string {
 	g.t.Helper()
 	// Made three days ago, so tests can sign "in the past" with
 	// --faked-system-time.
 	past := fmt.Sprintf("%d!", time.Now().Add(-72*time.Hour).Unix())
-	g.must(nil, "--faked-system-time", past, "--quick-gen-key", uid, "ed25519", "sign,cert", "1y")
-	out := g.must(nil, "--with-colons", "--fingerprint", uid)
+	g.Must(nil, "--faked-system-time", past, "--quick-gen-key", uid, "ed25519", "sign,cert", "1y")
+	fpr := g.Fingerprint(uid)
+	g.Must(nil, "--faked-system-time", past, "--quick-add-key", fpr, "cv25519", "encr", "1y")
+	return fpr
+}
+
+// Fingerprint is the fingerprint of the key with user ID uid in the home.
+func (g *GPG) Fingerprint(uid string) string {
+	g.t.Helper()
+	out := g.Must(nil, "--with-colons", "--fingerprint", uid)
 	m := fprLine.FindStringSubmatch(string(out))
 	if m == nil {
 		g.t.Fatalf("no fingerprint for %s:\n%s", uid, out)
 	}
-	g.must(nil, "--faked-system-time", past, "--quick-add-key", m[1], "cv25519", "encr", "1y")
 	return m[1]
 }
 
-func (g *gpgHome) export(fpr string) []byte { return g.must(nil, "--armor", "--export", fpr) }
+// Export is the armored public key of fpr.
+func (g *GPG) Export(fpr string) []byte { return g.Must(nil, "--armor", "--export", fpr) }
 
-func (g *gpgHome) importKey(armored []byte) { g.must(armored, "--import") }
+// ImportKey imports an armored key.
+func (g *GPG) ImportKey(armored []byte) { g.Must(armored, "--import") }
 
-var armorBlock = regexp.MustCompile(`(?s)-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----`)
+// ArmorBlock finds an armored PGP message.
+var ArmorBlock = regexp.MustCompile(`(?s)-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----`)
 
-// decryptMIME decrypts the armored block of a PGP/MIME message and returns the
+// DecryptMIME decrypts the armored block of a PGP/MIME message and returns the
 // plaintext and gpg's status lines.
-func (g *gpgHome) decryptMIME(msg []byte) ([]byte, string) {
+func (g *GPG) DecryptMIME(msg []byte) ([]byte, string) {
 	g.t.Helper()
-	block := armorBlock.Find(msg)
+	block := ArmorBlock.Find(msg)
 	if block == nil {
 		g.t.Fatalf("no armored PGP message in:\n%s", msg)
 	}
-	out, status, err := g.run(block, "--decrypt")
+	out, status, err := g.Run(block, "--decrypt")
 	if err != nil {
 		g.t.Fatalf("gpg --decrypt: %v\n%s", err, status)
 	}
 	return out, string(status)
 }
 
-// verifySigned checks a multipart/signed message with gpg: part 1 cut out
+// VerifySigned checks a multipart/signed message with gpg: part 1 cut out
 // byte for byte (RFC 3156 §5) against the detached signature.
-func (g *gpgHome) verifySigned(msg []byte) string {
+func (g *GPG) VerifySigned(msg []byte) string {
 	g.t.Helper()
 	m := regexp.MustCompile(`boundary="?([^";\r\n]+)"?`).FindSubmatch(msg)
 	if m == nil {
@@ -119,15 +132,15 @@ func (g *gpgHome) verifySigned(msg []byte) string {
 	dir := g.t.TempDir()
 	os.WriteFile(filepath.Join(dir, "part1"), part1, 0o600)
 	os.WriteFile(filepath.Join(dir, "sig.asc"), sig, 0o600)
-	_, status, err := g.run(nil, "--verify", filepath.Join(dir, "sig.asc"), filepath.Join(dir, "part1"))
+	_, status, err := g.Run(nil, "--verify", filepath.Join(dir, "sig.asc"), filepath.Join(dir, "part1"))
 	if err != nil {
 		g.t.Fatalf("gpg --verify: %v\n%s", err, status)
 	}
 	return string(status)
 }
 
-// keysDir writes armored public keys into a keys_dir for the daemon.
-func keysDir(t *testing.T, keys map[string][]byte) string {
+// KeysDir writes armored public keys into a keys_dir for the daemon.
+func KeysDir(t testing.TB, keys map[string][]byte) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, k := range keys {
@@ -138,22 +151,14 @@ func keysDir(t *testing.T, keys map[string][]byte) string {
 	return dir
 }
 
-func tomlMember(email, fpr string) string {
+// TOMLMember is a [[members]] entry of an SRC member with a pinned key.
+func TOMLMember(email, fpr string) string {
 	return fmt.Sprintf("[[members]]\nemail = %q\nroles = [\"src\"]\nfingerprint = %q\n", email, fpr)
 }
 
-func mustContain(t *testing.T, what, s string, subs ...string) {
-	t.Helper()
-	for _, sub := range subs {
-		if !strings.Contains(s, sub) {
-			t.Errorf("%s lacks %q:\n%s", what, sub, s)
-		}
-	}
-}
-
-// mimeText decodes the text parts of a MIME entity (such as a decrypted
+// MIMEText decodes the text parts of a MIME entity (such as a decrypted
 // PGP/MIME payload) so tests read what the recipient's client would show.
-func mimeText(b []byte) string {
+func MIMEText(b []byte) string {
 	e, _ := gomessage.Read(bytes.NewReader(b)) // an unknown charset still reads
 	if e == nil {
 		return string(b)

@@ -1,10 +1,9 @@
-package main
+package daemon_test
 
 import (
-	"context"
 	"fmt"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 // benchClients is the number of parallel SMTP clients in the intake benchmarks.
@@ -89,7 +91,7 @@ func BenchmarkIntake(b *testing.B) {
 	h := newBenchHarness(b)
 	b.ResetTimer()
 	start := time.Now()
-	n := loadReports(b, h.addr(), b.N)
+	n := loadReports(b, h.Addr(), b.N)
 	el := time.Since(start)
 	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
 }
@@ -120,26 +122,15 @@ func (discardSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (discardSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (discardSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
 
-// newBenchHarness starts the daemon like newHarness, for a benchmark. The
-// acknowledgement limit is raised so every report causes the same work.
-func newBenchHarness(b *testing.B) *harness {
+// newBenchHarness starts the daemon like the tests' harness, on a discarding
+// relay, quiet. The acknowledgement limit is raised so every report causes
+// the same work.
+func newBenchHarness(b *testing.B) *daemontest.Harness {
 	b.Helper()
-	h := &harness{dir: b.TempDir(), logs: &syncBuffer{}}
-	rec := newBenchRelay(b)
-	h.toml = fmt.Sprintf("data_dir = %q\n", h.dir) + baseTOML + "max_connections_per_ip = 50\n[intake]\nacks_per_sender_per_day = 1000000\n" +
-		fmt.Sprintf("[relay]\nurl = \"smtp://%s\"\n", rec)
-	cfg, err := config.Parse([]byte(h.toml), "bench.toml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Resolve()
-	d, err := startWith(context.Background(), cfg, newLogger("error", io.Discard), startOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	h.d = d
-	b.Cleanup(func() { d.Stop() })
-	return h
+	return daemontest.New(b, daemontest.Config{
+		Extra: "max_connections_per_ip = 50\n[intake]\nacks_per_sender_per_day = 1000000\n",
+		Relay: newBenchRelay(b),
+	}, daemon.Options{Logger: slog.New(slog.DiscardHandler)})
 }
 
 // newBenchRelay is a discarding relay for the delivery worker.

@@ -1,4 +1,4 @@
-package main
+package daemon_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/workflow"
@@ -17,7 +19,7 @@ import (
 // cmdFixture is a committee of two signing members and a reporter.
 type cmdFixture struct {
 	*keysFixture
-	bob          *gpgHome
+	bob          *daemontest.GPG
 	afpr, bfpr   string
 	id           string
 	seen         int // relay messages already looked at
@@ -32,50 +34,48 @@ func newCmdFixture(t *testing.T) *cmdFixture {
 // distributor is a distributors-list member with GnuPG.
 type distributor struct {
 	addr string
-	g    *gpgHome
+	g    *daemontest.GPG
 	fpr  string
 }
 
 // newCmdFixtureWith adds distributors (each with a key) and extra TOML tables.
 func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFixture {
 	t.Helper()
-	alice, bob := newGPG(t), newGPG(t)
-	afpr := alice.genKey("Alice <alice@ex.test>")
-	bfpr := bob.genKey("Bob <bob@ex.test>")
-	keyFiles := map[string][]byte{"alice": alice.export(afpr), "bob": bob.export(bfpr)}
-	members := tomlMember("alice@ex.test", afpr) + tomlMember("bob@ex.test", bfpr)
+	alice, bob := daemontest.NewGPG(t), daemontest.NewGPG(t)
+	afpr := alice.GenKey("Alice <alice@ex.test>")
+	bfpr := bob.GenKey("Bob <bob@ex.test>")
+	keyFiles := map[string][]byte{"alice": alice.Export(afpr), "bob": bob.Export(bfpr)}
+	members := daemontest.TOMLMember("alice@ex.test", afpr) + daemontest.TOMLMember("bob@ex.test", bfpr)
 	for i, d := range dists {
-		d.g = newGPG(t)
-		d.fpr = d.g.genKey("D <" + d.addr + ">")
-		keyFiles[fmt.Sprintf("dist%d", i)] = d.g.export(d.fpr)
+		d.g = daemontest.NewGPG(t)
+		d.fpr = d.g.GenKey("D <" + d.addr + ">")
+		keyFiles[fmt.Sprintf("dist%d", i)] = d.g.Export(d.fpr)
 		members += fmt.Sprintf("[[members]]\nemail = %q\nroles = [\"distributor\"]\nfingerprint = %q\n", d.addr, d.fpr)
 	}
 	if len(dists) == 0 {
 		members += "[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
 	}
-	kd := keysDir(t, keyFiles)
-	h := newHarnessConfig(t, harnessConfig{top: fmt.Sprintf("keys_dir = %q\n", kd), members: members, extra: extra}, startOptions{})
-	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: newGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
-	var pub strings.Builder
-	run([]string{"keys", "export", "security", "--config", h.configFile()}, &pub, nil)
-	for _, g := range []*gpgHome{f.reporter, alice, bob} {
-		g.importKey([]byte(pub.String()))
+	kd := daemontest.KeysDir(t, keyFiles)
+	h := daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\n", kd), Members: members, Extra: extra}, daemon.Options{})
+	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: daemontest.NewGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
+	pub := exportListKey(t, h, "security")
+	for _, g := range []*daemontest.GPG{f.reporter, alice, bob} {
+		g.ImportKey(pub)
 	}
 	for _, name := range []string{"distributors", "announce"} {
-		var k strings.Builder
-		run([]string{"keys", "export", name, "--config", h.configFile()}, &k, nil)
+		k := exportListKey(t, h, name)
 		for _, d := range dists {
-			d.g.importKey([]byte(k.String()))
+			d.g.ImportKey(k)
 		}
-		for _, g := range []*gpgHome{f.reporter, alice, bob} {
-			g.importKey([]byte(k.String()))
+		for _, g := range []*daemontest.GPG{f.reporter, alice, bob} {
+			g.ImportKey(k)
 		}
 	}
-	f.secFpr = fprLine.FindStringSubmatch(string(alice.must(nil, "--with-colons", "--fingerprint", "security@ex.test")))[1]
+	f.secFpr = alice.Fingerprint("security@ex.test")
 
-	h.mustSend(f.reporterAddr, []string{"security@ex.test"}, report(f.reporterAddr, "parser overflow", "CANARY-cmd details"))
+	h.MustSend(f.reporterAddr, []string{"security@ex.test"}, daemontest.Report(f.reporterAddr, "parser overflow", "CANARY-cmd details"))
 	msgs := f.next(3) // ack, alice, bob
-	ack := to(msgs, f.reporterAddr)[0]
+	ack := daemontest.To(msgs, f.reporterAddr)[0]
 	f.id = idRE.FindString(string(ack.Data))
 	if f.id == "" {
 		t.Fatal("no incident ID in the acknowledgement")
@@ -85,40 +85,42 @@ func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFix
 
 // next waits for n more relay messages and returns them.
 func (f *cmdFixture) next(n int) []queuetest.Message {
-	f.h.t.Helper()
-	all := f.h.settle(f.seen + n)
+	f.h.T.Helper()
+	all := f.h.Settle(f.seen + n)
 	out := all[f.seen:]
 	f.seen = len(all)
 	return out
 }
 
 // clearsigned returns a message from a member whose body is clear-signed text.
-func (f *cmdFixture) clearsigned(g *gpgHome, fpr, from, text string, extra ...string) string {
+func (f *cmdFixture) clearsigned(g *daemontest.GPG, fpr, from, text string, extra ...string) string {
 	args := append(extra, "--clearsign", "-u", fpr)
-	signed := g.must([]byte(text), args...)
+	signed := g.Must([]byte(text), args...)
 	return fmt.Sprintf("From: %s\nTo: security+%s@ex.test\nSubject: Re: [%s]\nMessage-ID: <%d@ex.test>\n\n%s",
 		from, f.id, f.id, time.Now().UnixNano(), strings.ReplaceAll(string(signed), "\r\n", "\n"))
 }
 
 // receipt decrypts the one receipt among msgs addressed to a member.
-func (f *cmdFixture) receipt(g *gpgHome, msgs []queuetest.Message, addr string) string {
-	f.h.t.Helper()
-	for _, m := range to(msgs, addr) {
-		plain, _ := g.decryptMIME(m.Data)
-		if text := mimeText(plain); strings.Contains(string(plain), "receipt:") || strings.Contains(text, "Commands for") {
+func (f *cmdFixture) receipt(g *daemontest.GPG, msgs []queuetest.Message, addr string) string {
+	t := f.h.T
+	t.Helper()
+	for _, m := range daemontest.To(msgs, addr) {
+		plain, _ := g.DecryptMIME(m.Data)
+		if text := daemontest.MIMEText(plain); strings.Contains(string(plain), "receipt:") || strings.Contains(text, "Commands for") {
 			return text
 		}
 	}
-	f.h.t.Fatalf("no receipt for %s among %d messages:\n%s", addr, len(msgs), summary(msgs))
+	t.Fatalf("no receipt for %s among %d messages:\n%s", addr, len(msgs), daemontest.Summary(msgs))
 	return ""
 }
 
 func (f *cmdFixture) incident() workflow.Incident {
+	t := f.h.T
 	var inc workflow.Incident
-	f.h.d.db.View(func(tx *bolt.Tx) error {
+	f.h.D.View(func(tx *bolt.Tx) error {
 		p, err := incidentdb.Get(tx, workflow.ID(f.id))
 		if err != nil {
-			f.h.t.Fatal(err)
+			t.Fatal(err)
 		}
 		inc = *p
 		return nil
@@ -134,22 +136,22 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 
 	// /accept with Alice as lead: receipt to Alice, update to the reporter,
 	// Alice's message forwarded to Bob.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/lead me\n\nTaking this one.\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/lead me\n\nTaking this one.\n"))
 	msgs := f.next(3)
 	r := f.receipt(f.alice, msgs, "alice@ex.test")
-	mustContain(t, "receipt", r, "> /accept", "> /lead me")
+	daemontest.MustContain(t, "receipt", r, "> /accept", "> /lead me")
 	if strings.Contains(r, "refused") {
 		t.Fatalf("accept refused:\n%s", r)
 	}
-	up := to(msgs, f.reporterAddr)
+	up := daemontest.To(msgs, f.reporterAddr)
 	if len(up) != 1 {
 		t.Fatalf("reporter got %d updates", len(up))
 	}
-	st := f.reporter.verifySigned(up[0].Data)
-	mustContain(t, "reporter update signature", st, "GOODSIG")
-	mustContain(t, "reporter update", body(t, up[0]), "confirmed", f.id)
-	fwd, _ := f.bob.decryptMIME(to(msgs, "bob@ex.test")[0].Data)
-	mustContain(t, "bob's copy of alice's message", string(fwd), "Taking this one.")
+	st := f.reporter.VerifySigned(up[0].Data)
+	daemontest.MustContain(t, "reporter update signature", st, "GOODSIG")
+	daemontest.MustContain(t, "reporter update", daemontest.Body(t, up[0]), "confirmed", f.id)
+	fwd, _ := f.bob.DecryptMIME(daemontest.To(msgs, "bob@ex.test")[0].Data)
+	daemontest.MustContain(t, "bob's copy of alice's message", string(fwd), "Taking this one.")
 	if inc := f.incident(); inc.Phase != workflow.PhaseFix || inc.FixLead != "alice@ex.test" {
 		t.Fatalf("after /accept: phase %s lead %q", inc.Phase, inc.FixLead)
 	}
@@ -161,17 +163,17 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 		"/set impact <<END\nexecute code\nEND\n/set affected <<END\nparser v1.0.0 - v1.4.2\nEND\n" +
 		"/set fixed <<END\nparser v1.4.3\nEND\n/set mitigation <<END\nDisable the parser.\nEND\n" +
 		"/fixed\n/disclose " + T.Format("2006-01-02") + "\n"
-	enc := f.alice.must([]byte(cmds), "--sign", "--encrypt", "--armor", "-u", f.afpr, "-r", f.secFpr)
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, fmt.Sprintf("From: alice@ex.test\nSubject: Encrypted message\nMessage-ID: <c2@ex.test>\nTo: security+%s@ex.test\n\n%s", f.id, enc))
+	enc := f.alice.Must([]byte(cmds), "--sign", "--encrypt", "--armor", "-u", f.afpr, "-r", f.secFpr)
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, fmt.Sprintf("From: alice@ex.test\nSubject: Encrypted message\nMessage-ID: <c2@ex.test>\nTo: security+%s@ex.test\n\n%s", f.id, enc))
 	msgs = f.next(4) // receipt, fixed + date to the reporter, bob's copy
 	r = f.receipt(f.alice, msgs, "alice@ex.test")
-	mustContain(t, "receipt", r, workflow.FormatInstant(T), "9.8")
+	daemontest.MustContain(t, "receipt", r, workflow.FormatInstant(T), "9.8")
 	if strings.Contains(r, "refused") {
 		t.Fatalf("commands refused:\n%s", r)
 	}
 	var sawDate bool
-	for _, m := range to(msgs, f.reporterAddr) {
-		if strings.Contains(body(t, m), workflow.FormatInstant(T)) {
+	for _, m := range daemontest.To(msgs, f.reporterAddr) {
+		if strings.Contains(daemontest.Body(t, m), workflow.FormatInstant(T)) {
 			sawDate = true
 		}
 	}
@@ -180,7 +182,7 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 	}
 
 	// Notify and approve.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n/approve\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n/approve\n"))
 	// receipt, bob's copy, and to both: the distributor has no key, so no
 	// notice, and the SRC is told
 	msgs = f.next(4)
@@ -188,7 +190,7 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 	if strings.Contains(r, "refused") {
 		t.Fatalf("/notify /approve refused:\n%s", r)
 	}
-	if len(to(msgs, "dist@vendor.test")) != 0 {
+	if len(daemontest.To(msgs, "dist@vendor.test")) != 0 {
 		t.Error("a distributor without a key got a notice")
 	}
 	inc := f.incident()
@@ -198,10 +200,10 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 	if len(inc.History) == 0 || inc.History[len(inc.History)-1].Email != "alice@ex.test" {
 		t.Errorf("history does not record who: %+v", inc.History)
 	}
-	canaryFree(t, f.h.rec.Messages()[3:], "heap overflow in the parser")
+	canaryFree(t, f.h.Rec.Messages()[3:], "heap overflow in the parser")
 
 	// Release now, then the retrospective closes the incident.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
 	// receipt, bob's copy, "disclosed" to the reporter, the release pack to
 	// alice and bob; the keyless distributor gets neither "embargo lifted" nor
 	// the advisory, and alice and bob are told of each
@@ -210,13 +212,13 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 		t.Fatalf("/disclose now refused:\n%s", r)
 	}
 	var told bool
-	for _, m := range to(msgs, f.reporterAddr) {
-		told = told || strings.Contains(body(t, m), "was disclosed")
+	for _, m := range daemontest.To(msgs, f.reporterAddr) {
+		told = told || strings.Contains(daemontest.Body(t, m), "was disclosed")
 	}
 	if !told {
 		t.Error("the reporter was not told of the disclosure")
 	}
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/retro\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/retro\n"))
 	f.next(2)
 	if inc := f.incident(); inc.Phase != workflow.PhaseClosed || inc.Resolution != workflow.ResolutionFixed || inc.RetroAt.IsZero() {
 		t.Errorf("after /retro: phase %s resolution %v", inc.Phase, inc.Resolution)
@@ -238,13 +240,13 @@ func TestCommandAttacks(t *testing.T) {
 
 	// An unsigned command from a member's exact address: nothing applied; the
 	// member is told, encrypted.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, "From: alice@ex.test\nSubject: x\nMessage-ID: <u1@ex.test>\n\n/accept\n")
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, "From: alice@ex.test\nSubject: x\nMessage-ID: <u1@ex.test>\n\n/accept\n")
 	msgs := f.next(2) // bob's copy and the refusal to alice
 	unchanged("an unsigned /accept")
 	got := false
-	for _, m := range to(msgs, "alice@ex.test") {
-		plain, _ := f.alice.decryptMIME(m.Data)
-		if strings.Contains(mimeText(plain), "nothing was applied") {
+	for _, m := range daemontest.To(msgs, "alice@ex.test") {
+		plain, _ := f.alice.DecryptMIME(m.Data)
+		if strings.Contains(daemontest.MIMEText(plain), "nothing was applied") {
 			got = true
 		}
 	}
@@ -254,46 +256,46 @@ func TestCommandAttacks(t *testing.T) {
 
 	// A signature 25 hours old.
 	old := time.Now().Add(-25 * time.Hour).Unix()
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"},
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"},
 		f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n", "--faked-system-time", fmt.Sprintf("%d!", old)))
 	r := f.receipt(f.alice, f.next(2), "alice@ex.test")
-	mustContain(t, "receipt of an old signature", r, "24")
+	daemontest.MustContain(t, "receipt of an old signature", r, "24")
 	unchanged("a 25-hour-old signature")
 
 	// A signed text naming another incident.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n\nAbout SEC-2020-0001 really.\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n\nAbout SEC-2020-0001 really.\n"))
 	f.receipt(f.alice, f.next(2), "alice@ex.test")
 	unchanged("a text naming another incident")
 
 	// An unknown command next to a valid one.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/frobnicate\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n/frobnicate\n"))
 	r = f.receipt(f.alice, f.next(2), "alice@ex.test")
-	mustContain(t, "receipt of an unknown command", r, "frobnicate")
+	daemontest.MustContain(t, "receipt of an unknown command", r, "frobnicate")
 	unchanged("an unknown command")
 
 	// A quoted command only.
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "> /accept\nquoted\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "> /accept\nquoted\n"))
 	f.next(1) // only bob's copy: no commands, no receipt
 	unchanged("a quoted command")
 
 	// A valid one, then its byte-identical replay.
 	good := f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/accept\n")
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, good)
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, good)
 	f.next(3) // receipt, reporter update, bob
 	after := f.incident()
 	if after.Phase != workflow.PhaseFix {
 		t.Fatalf("valid /accept not applied: %s", after.Phase)
 	}
 	replay := strings.Replace(good, "Message-ID: <", "Message-ID: <replay", 1)
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, replay)
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, replay)
 	r = f.receipt(f.alice, f.next(2), "alice@ex.test")
-	mustContain(t, "receipt of a replay", r, "replay")
+	daemontest.MustContain(t, "receipt of a replay", r, "replay")
 	if inc := f.incident(); len(inc.History) != len(after.History) {
 		t.Error("a replayed signature changed the incident")
 	}
 
 	// A distributor's signed command: not a committee member, nothing happens.
-	if !bytes.Contains([]byte(f.h.logs.String()), []byte("commands refused")) {
+	if !bytes.Contains([]byte(f.h.Logs.String()), []byte("commands refused")) {
 		t.Error("refusals are not logged")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon_test
 
 import (
 	"errors"
@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
@@ -21,18 +24,18 @@ var idRE = regexp.MustCompile(`SEC-\d{4}-\d{4}`)
 // TestReportEndToEnd is the first user journey: a report in, the reporter
 // acknowledged at once, every SRC member with a copy, threaded replies.
 func TestReportEndToEnd(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	const canary = "CANARY-7f3a-report-body"
 	raw := "From: Rep Orter <rep@out.test>\nTo: security@ex.test\nSubject: heap overflow " + canary + "\nMessage-ID: <r1@out.test>\n\nSteps: " + canary + "\n"
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, raw)
-	msgs := h.settle(3) // ack + alice + bob
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, raw)
+	msgs := h.Settle(3) // ack + alice + bob
 
-	acks := to(msgs, "rep@out.test")
+	acks := daemontest.To(msgs, "rep@out.test")
 	if len(acks) != 1 {
 		t.Fatalf("reporter got %d messages, want 1 acknowledgement", len(acks))
 	}
 	ack := acks[0]
-	ah := header(t, ack)
+	ah := daemontest.Header(t, ack)
 	id := idRE.FindString(ah.Get("Subject"))
 	if id != fmt.Sprintf("SEC-%d-0001", time.Now().UTC().Year()) {
 		t.Errorf("ack subject %q, want the new incident ID", ah.Get("Subject"))
@@ -48,7 +51,7 @@ func TestReportEndToEnd(t *testing.T) {
 	if strings.Contains(string(ack.Data), canary) || strings.Contains(string(ack.Data), "heap overflow") {
 		t.Error("the acknowledgement quotes the report")
 	}
-	ab := body(t, ack)
+	ab := daemontest.Body(t, ack)
 	for _, want := range []string{id, "3 working days", "security+" + id + "@ex.test"} {
 		if !strings.Contains(ab, want) {
 			t.Errorf("ack body lacks %q:\n%s", want, ab)
@@ -56,11 +59,11 @@ func TestReportEndToEnd(t *testing.T) {
 	}
 
 	for _, member := range []string{"alice@ex.test", "bob@ex.test"} {
-		got := to(msgs, member)
+		got := daemontest.To(msgs, member)
 		if len(got) != 1 {
 			t.Fatalf("%s got %d messages, want 1", member, len(got))
 		}
-		mh := header(t, got[0])
+		mh := daemontest.Header(t, got[0])
 		if s := mh.Get("Subject"); !strings.HasPrefix(s, "["+id+"] heap overflow") {
 			t.Errorf("%s copy subject %q", member, s)
 		}
@@ -70,60 +73,60 @@ func TestReportEndToEnd(t *testing.T) {
 		if mh.Get("Message-Id") == "" || mh.Get("References") == "" || mh.Get("List-Id") == "" {
 			t.Errorf("%s copy lacks Message-ID/References/List-Id", member)
 		}
-		if !strings.Contains(body(t, got[0]), "Steps: "+canary) {
+		if !strings.Contains(daemontest.Body(t, got[0]), "Steps: "+canary) {
 			t.Errorf("%s copy lacks the report text", member)
 		}
 		if got[0].From != "security+bounces@ex.test" {
 			t.Errorf("copy envelope sender %q, want our bounce address", got[0].From)
 		}
 	}
-	if len(to(msgs, "dist@vendor.test")) != 0 {
+	if len(daemontest.To(msgs, "dist@vendor.test")) != 0 {
 		t.Error("a distributor got the report")
 	}
 	// Logs carry IDs, never bodies or subjects.
-	if strings.Contains(h.logs.String(), canary) {
+	if strings.Contains(h.Logs.String(), canary) {
 		t.Error("the canary reached the logs")
 	}
 
 	// Alice answers by replying to her copy (In-Reply-To its Message-ID): Bob
 	// gets it, the reporter does not, Alice does not get her own mail back.
-	aliceCopy := header(t, to(msgs, "alice@ex.test")[0])
+	aliceCopy := daemontest.Header(t, daemontest.To(msgs, "alice@ex.test")[0])
 	mid := strings.Trim(aliceCopy.Get("Message-Id"), "<>")
-	h.mustSend("alice@ex.test", []string{"security@ex.test"},
+	h.MustSend("alice@ex.test", []string{"security@ex.test"},
 		"From: Alice <alice@ex.test>\nTo: security@ex.test\nSubject: Re: heap overflow\nIn-Reply-To: <"+mid+">\nMessage-ID: <a1@ex.test>\n\nConfirmed on main.\n")
-	msgs = h.settle(4)
+	msgs = h.Settle(4)
 	reply := msgs[3]
 	if len(reply.To) != 1 || reply.To[0] != "bob@ex.test" {
 		t.Fatalf("Alice's reply went to %v, want only bob", reply.To)
 	}
-	rh := header(t, reply)
-	if !strings.Contains(body(t, reply), "Confirmed on main.") || !strings.Contains(rh.Get("Subject"), id) {
-		t.Errorf("reply copy: subject %q body %q", rh.Get("Subject"), body(t, reply))
+	rh := daemontest.Header(t, reply)
+	if !strings.Contains(daemontest.Body(t, reply), "Confirmed on main.") || !strings.Contains(rh.Get("Subject"), id) {
+		t.Errorf("reply copy: subject %q body %q", rh.Get("Subject"), daemontest.Body(t, reply))
 	}
 
 	// The reporter answers the acknowledgement (subject tag): both members get it.
-	h.mustSend("rep@out.test", []string{"security@ex.test"},
+	h.MustSend("rep@out.test", []string{"security@ex.test"},
 		"From: rep@out.test\nTo: security@ex.test\nSubject: Re: ["+id+"] Vulnerability report received\nMessage-ID: <r2@out.test>\n\nMore details.\n")
-	msgs = h.settle(6)
+	msgs = h.Settle(6)
 	for _, m := range msgs[4:] {
 		if m.To[0] != "alice@ex.test" && m.To[0] != "bob@ex.test" {
 			t.Errorf("reporter reply went to %v", m.To)
 		}
-		if !strings.Contains(body(t, m), "(the reporter)") {
+		if !strings.Contains(daemontest.Body(t, m), "(the reporter)") {
 			t.Errorf("reporter reply copy does not say it is from the reporter")
 		}
 	}
 
 	// Bob writes to the incident address directly.
-	h.mustSend("bob@ex.test", []string{"security+" + id + "@ex.test"}, "From: bob@ex.test\nSubject: fix idea\nMessage-ID: <b1@ex.test>\n\nPatch attached soon.\n")
-	msgs = h.settle(7)
+	h.MustSend("bob@ex.test", []string{"security+" + id + "@ex.test"}, "From: bob@ex.test\nSubject: fix idea\nMessage-ID: <b1@ex.test>\n\nPatch attached soon.\n")
+	msgs = h.Settle(7)
 	if msgs[6].To[0] != "alice@ex.test" {
 		t.Errorf("Bob's mail went to %v, want alice", msgs[6].To)
 	}
 
 	// All four messages sit on one incident.
 	var n int
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		n = len(incs)
 		recs, _ := incidentdb.Messages(tx, incs[0].ID)
@@ -141,27 +144,27 @@ func TestReportEndToEnd(t *testing.T) {
 // citing its messages, is a new report, and the answer is the same as for any
 // new report (DESIGN.md §2).
 func TestStrangerCannotJoinThread(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "bug", "details"))
-	msgs := h.settle(3)
-	rh := header(t, to(msgs, "rep@out.test")[0])
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "bug", "details"))
+	msgs := h.Settle(3)
+	rh := daemontest.Header(t, daemontest.To(msgs, "rep@out.test")[0])
 	id := idRE.FindString(rh.Get("Subject"))
-	ch := header(t, to(msgs, "alice@ex.test")[0])
+	ch := daemontest.Header(t, daemontest.To(msgs, "alice@ex.test")[0])
 	copyID := ch.Get("Message-Id")
 
-	h.mustSend("mallory@evil.test", []string{"security+" + id + "@ex.test"},
+	h.MustSend("mallory@evil.test", []string{"security+" + id + "@ex.test"},
 		"From: mallory@evil.test\nSubject: Re: ["+id+"] bug\nIn-Reply-To: "+copyID+"\nMessage-ID: <m1@evil.test>\n\nlet me in\n")
-	msgs = h.settle(6)
-	ack := to(msgs, "mallory@evil.test")
+	msgs = h.Settle(6)
+	ack := daemontest.To(msgs, "mallory@evil.test")
 	if len(ack) != 1 {
 		t.Fatalf("stranger got %d messages, want one acknowledgement of a new report", len(ack))
 	}
-	sh := header(t, ack[0])
+	sh := daemontest.Header(t, ack[0])
 	if got := idRE.FindString(sh.Get("Subject")); got == id || got == "" {
 		t.Errorf("stranger's mail joined %q, want a new incident", got)
 	}
 	var inc int
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		inc = len(incs)
 		return nil
@@ -173,25 +176,25 @@ func TestStrangerCannotJoinThread(t *testing.T) {
 
 // TestAcknowledgementRules covers RFC 3834 and threats.md B8.
 func TestAcknowledgementRules(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	// Automatic mail: the SRC gets it, nobody is answered.
-	h.mustSend("bot@out.test", []string{"security@ex.test"}, "From: bot@out.test\nAuto-Submitted: auto-generated\nSubject: scan\n\nx\n")
-	h.mustSend("list@out.test", []string{"security@ex.test"}, "From: list@out.test\nList-Id: <l.out.test>\nSubject: digest\n\nx\n")
-	h.mustSend("", []string{"security@ex.test"}, "From: mailer-daemon@out.test\nSubject: failure\n\nx\n")
+	h.MustSend("bot@out.test", []string{"security@ex.test"}, "From: bot@out.test\nAuto-Submitted: auto-generated\nSubject: scan\n\nx\n")
+	h.MustSend("list@out.test", []string{"security@ex.test"}, "From: list@out.test\nList-Id: <l.out.test>\nSubject: digest\n\nx\n")
+	h.MustSend("", []string{"security@ex.test"}, "From: mailer-daemon@out.test\nSubject: failure\n\nx\n")
 	// Flooding from one address: one acknowledgement a day.
 	for i := 0; i < 5; i++ {
-		h.mustSend("flood@out.test", []string{"security@ex.test"}, report("flood@out.test", fmt.Sprintf("n%d", i), "x"))
+		h.MustSend("flood@out.test", []string{"security@ex.test"}, daemontest.Report("flood@out.test", fmt.Sprintf("n%d", i), "x"))
 	}
-	msgs := h.settle(3*2 + 5*2 + 1)
+	msgs := h.Settle(3*2 + 5*2 + 1)
 	for _, a := range []string{"bot@out.test", "list@out.test", "mailer-daemon@out.test"} {
-		if n := len(to(msgs, a)); n != 0 {
+		if n := len(daemontest.To(msgs, a)); n != 0 {
 			t.Errorf("%s got %d replies, want 0", a, n)
 		}
 	}
-	if n := len(to(msgs, "flood@out.test")); n != 1 {
+	if n := len(daemontest.To(msgs, "flood@out.test")); n != 1 {
 		t.Errorf("flood@out.test got %d acknowledgements, want 1", n)
 	}
-	if n := len(to(msgs, "alice@ex.test")); n != 8 {
+	if n := len(daemontest.To(msgs, "alice@ex.test")); n != 8 {
 		t.Errorf("alice got %d copies, want all 8 reports", n)
 	}
 }
@@ -199,13 +202,13 @@ func TestAcknowledgementRules(t *testing.T) {
 // TestLoopAndDuplicate: our own mail coming back is kept but causes nothing
 // (threats.md B9); the same bytes twice (a lost 250, RFC 1047) are taken once.
 func TestLoopAndDuplicate(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.mustSend("x@out.test", []string{"security@ex.test"}, "From: x@out.test\nX-Loop: security@ex.test\nSubject: loop\n\nx\n")
-	dup := report("rep@out.test", "once", "x")
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, dup)
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, dup)
-	h.settle(3)
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.MustSend("x@out.test", []string{"security@ex.test"}, "From: x@out.test\nX-Loop: security@ex.test\nSubject: loop\n\nx\n")
+	dup := daemontest.Report("rep@out.test", "once", "x")
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, dup)
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, dup)
+	h.Settle(3)
+	h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		if len(incs) != 1 {
 			t.Errorf("%d incidents, want 1", len(incs))
@@ -217,7 +220,7 @@ func TestLoopAndDuplicate(t *testing.T) {
 // TestBadInputTable: each wrong input gets its exact reply code through the
 // whole daemon, and nothing is stored.
 func TestBadInputTable(t *testing.T) {
-	h := newHarness(t, "max_message_bytes = 200000\nmax_recipients = 3\n", startOptions{})
+	h := daemontest.New(t, daemontest.Config{Extra: "max_message_bytes = 200000\nmax_recipients = 3\n"}, daemon.Options{})
 	ok := "From: a@out.test\nSubject: s\n\nbody\n"
 	tests := []struct {
 		name     string
@@ -241,15 +244,15 @@ func TestBadInputTable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Raw bytes: go-smtp's client would turn a bare LF into CRLF.
-			err := sendRawSMTP(h.addr(), "a@out.test", tt.to, []byte(tt.data))
-			c, e := code(err)
+			err := daemontest.SendRawSMTP(h.Addr(), "a@out.test", tt.to, []byte(tt.data))
+			c, e := daemontest.Code(err)
 			if c != tt.code || e != tt.enhanced {
 				t.Errorf("send = %v (%d %s), want %d %s", err, c, e, tt.code, tt.enhanced)
 			}
 		})
 	}
 	t.Run("DATA before RCPT", func(t *testing.T) {
-		c, err := dialRaw(h.addr())
+		c, err := smtp.Dial(h.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,17 +264,17 @@ func TestBadInputTable(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Data()
-		if got, _ := code(err); got != 502 && got != 503 {
+		if got, _ := daemontest.Code(err); got != 502 && got != 503 {
 			t.Errorf("DATA before RCPT = %v, want 503 (bad sequence)", err)
 		}
 	})
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h.D.View(func(tx *bolt.Tx) error {
 		if incs, _ := incidentdb.List(tx); len(incs) != 0 {
 			t.Errorf("refused mail created %d incidents", len(incs))
 		}
 		return nil
 	})
-	if n := len(h.rec.Messages()); n != 0 {
+	if n := len(h.Rec.Messages()); n != 0 {
 		t.Errorf("refused mail caused %d outbound messages", n)
 	}
 }
@@ -282,15 +285,15 @@ func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 // and leaves nothing half-written; the sender's retry then succeeds once.
 func TestStorageFailure(t *testing.T) {
 	fail := true
-	h := newHarness(t, "", startOptions{beforeCommit: func(tx *bolt.Tx) error {
+	h := daemontest.New(t, daemontest.Config{}, daemon.WithBeforeCommit(daemon.Options{}, func(tx *bolt.Tx) error {
 		if fail {
 			return errors.New("bbolt: injected disk failure /var/lib/embargo/secret-path")
 		}
 		return nil
-	}})
-	raw := report("rep@out.test", "storage", "x")
-	err := h.send("rep@out.test", []string{"security@ex.test"}, raw)
-	c, e := code(err)
+	}))
+	raw := daemontest.Report("rep@out.test", "storage", "x")
+	err := h.Send("rep@out.test", []string{"security@ex.test"}, raw)
+	c, e := daemontest.Code(err)
 	if c != 451 || e != "4.3.0" {
 		t.Fatalf("send with failing commit = %v, want 451 4.3.0", err)
 	}
@@ -298,10 +301,10 @@ func TestStorageFailure(t *testing.T) {
 		t.Errorf("internal error text reached the client: %v", err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if n := len(h.rec.Messages()); n != 0 {
+	if n := len(h.Rec.Messages()); n != 0 {
 		t.Fatalf("%d messages left after a failed commit", n)
 	}
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		rows, _ := queue.List(tx)
 		if len(incs) != 0 || len(rows) != 0 {
@@ -310,9 +313,9 @@ func TestStorageFailure(t *testing.T) {
 		return nil
 	})
 	fail = false
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, raw)
-	h.settle(3)
-	h.d.db.View(func(tx *bolt.Tx) error {
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, raw)
+	h.Settle(3)
+	h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		if len(incs) != 1 || incs[0].ID[len(incs[0].ID)-4:] != "0001" {
 			t.Errorf("after retry: %v, want exactly incident 0001 (no ID burnt by the failure)", incs)
@@ -324,17 +327,17 @@ func TestStorageFailure(t *testing.T) {
 // TestRestartLosesNothing: stop while mail is queued (the relay refusing for
 // now), start again, and every copy is delivered once.
 func TestRestartLosesNothing(t *testing.T) {
-	h := newHarness(t, "", startOptions{backoff: 50 * time.Millisecond})
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{MinBackoff: 50 * time.Millisecond})
 	for _, a := range []string{"alice@ex.test", "bob@ex.test", "rep1@out.test", "rep2@out.test", "rep3@out.test"} {
-		h.rec.FailRcpt(a, 451)
+		h.Rec.FailRcpt(a, 451)
 	}
 	for i := 1; i <= 3; i++ {
-		h.mustSend(fmt.Sprintf("rep%d@out.test", i), []string{"security@ex.test"}, report(fmt.Sprintf("rep%d@out.test", i), "r", "x"))
+		h.MustSend(fmt.Sprintf("rep%d@out.test", i), []string{"security@ex.test"}, daemontest.Report(fmt.Sprintf("rep%d@out.test", i), "r", "x"))
 	}
 	time.Sleep(200 * time.Millisecond)
-	h.stop()
+	h.Stop()
 	var queued int
-	db, err := openStore(h.dir, true)
+	db, err := daemon.OpenStore(h.Dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,13 +347,13 @@ func TestRestartLosesNothing(t *testing.T) {
 		t.Fatalf("%d rows queued at stop, want 9", queued)
 	}
 	for _, a := range []string{"alice@ex.test", "bob@ex.test", "rep1@out.test", "rep2@out.test", "rep3@out.test"} {
-		h.rec.FailRcpt(a, 0)
+		h.Rec.FailRcpt(a, 0)
 	}
-	h.start()
-	msgs := h.settle(9)
+	h.Start()
+	msgs := h.Settle(9)
 	seen := map[string]int{}
 	for _, m := range msgs {
-		mh := header(t, m)
+		mh := daemontest.Header(t, m)
 		seen[mh.Get("Message-Id")]++
 	}
 	for id, n := range seen {
@@ -363,16 +366,16 @@ func TestRestartLosesNothing(t *testing.T) {
 // TestPermanentFailureAlertsSRC: a relay 5xx is reported to the SRC, never to
 // the sender of the triggering mail (threats.md B8, B11).
 func TestPermanentFailureAlertsSRC(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.rec.FailRcpt("bob@ex.test", 550)
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "x", "y"))
-	msgs := h.settle(3) // ack, alice's copy, alice's alert about bob
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.Rec.FailRcpt("bob@ex.test", 550)
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "x", "y"))
+	msgs := h.Settle(3) // ack, alice's copy, alice's alert about bob
 	alerts := 0
-	for _, m := range to(msgs, "alice@ex.test") {
-		mh := header(t, m)
+	for _, m := range daemontest.To(msgs, "alice@ex.test") {
+		mh := daemontest.Header(t, m)
 		if strings.Contains(mh.Get("Subject"), "delivery failed") {
 			alerts++
-			if b := body(t, m); !strings.Contains(b, "bob@ex.test") || !strings.Contains(b, "550") {
+			if b := daemontest.Body(t, m); !strings.Contains(b, "bob@ex.test") || !strings.Contains(b, "550") {
 				t.Errorf("alert body does not name the recipient and reason:\n%s", b)
 			}
 		}
@@ -380,57 +383,19 @@ func TestPermanentFailureAlertsSRC(t *testing.T) {
 	if alerts != 1 {
 		t.Errorf("alice got %d alerts, want 1", alerts)
 	}
-	if n := len(to(msgs, "rep@out.test")); n != 1 {
+	if n := len(daemontest.To(msgs, "rep@out.test")); n != 1 {
 		t.Errorf("the reporter got %d messages, want only the acknowledgement", n)
 	}
-}
-
-// TestIncidentCLI: list, show and export work with the daemon running (through
-// the control socket) and stopped (directly on the file).
-func TestIncidentCLI(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, "From: rep@out.test\nSubject: cli\nMessage-ID: <cli1@out.test>\n\nFrom the start\nline two\n")
-	h.settle(3)
-	id := fmt.Sprintf("SEC-%d-0001", time.Now().UTC().Year())
-	check := func(mode string) {
-		var out, errb strings.Builder
-		if rc := run([]string{"incident", "list", "--data", h.dir}, &out, &errb); rc != 0 || !strings.Contains(out.String(), id) || !strings.Contains(out.String(), "triage") {
-			t.Errorf("%s: incident list = %d %q %q", mode, rc, out.String(), errb.String())
-		}
-		out.Reset()
-		if rc := run([]string{"incident", "show", id, "--data", h.dir}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "rep@out.test") || !strings.Contains(out.String(), "<cli1@out.test>") {
-			t.Errorf("%s: incident show = %d %q %q", mode, rc, out.String(), errb.String())
-		}
-		out.Reset()
-		if rc := run([]string{"incident", "export", id, "--data", h.dir}, &out, &errb); rc != 0 {
-			t.Errorf("%s: incident export = %d %q", mode, rc, errb.String())
-		}
-		mbox := out.String()
-		if !strings.HasPrefix(mbox, "From rep@out.test ") || !strings.Contains(mbox, "\n>From the start\n") || strings.Contains(mbox, "\r") {
-			t.Errorf("%s: export is not an mboxrd with LF line ends:\n%s", mode, mbox)
-		}
-		out.Reset()
-		errb.Reset()
-		if rc := run([]string{"incident", "show", "SEC-2020-0042", "--data", h.dir}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "no incident SEC-2020-0042") {
-			t.Errorf("%s: show of a missing incident = %d %q", mode, rc, errb.String())
-		}
-	}
-	check("daemon running")
-	if _, err := os.Stat(filepath.Join(h.dir, ctlSocket)); err != nil {
-		t.Errorf("control socket missing while running: %v", err)
-	}
-	h.stop()
-	check("daemon stopped")
 }
 
 // TestCorruptStoreRefusesToStart: a damaged file stops start-up before any
 // listener opens, with a message that says how to restore (threats.md A5).
 func TestCorruptStoreRefusesToStart(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "x", "y"))
-	h.settle(3)
-	h.stop()
-	path := filepath.Join(h.dir, dbFile)
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "x", "y"))
+	h.Settle(3)
+	h.Stop()
+	path := filepath.Join(h.Dir, daemon.DBFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -445,7 +410,7 @@ func TestCorruptStoreRefusesToStart(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = startWith(t.Context(), h.config(), newLogger("error", h.logs), h.so)
+	err = daemontest.StartErr(t, h.Config(), h.Opts)
 	if err == nil {
 		t.Fatal("daemon started on a corrupt store")
 	}
@@ -458,10 +423,10 @@ func TestCorruptStoreRefusesToStart(t *testing.T) {
 
 // TestLooseStorePermissionsRefused: a group-readable store is refused (threats.md D10).
 func TestLooseStorePermissionsRefused(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.stop()
-	os.Chmod(filepath.Join(h.dir, dbFile), 0o644)
-	if _, err := startWith(t.Context(), h.config(), newLogger("error", h.logs), h.so); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.Stop()
+	os.Chmod(filepath.Join(h.Dir, daemon.DBFile), 0o644)
+	if err := daemontest.StartErr(t, h.Config(), h.Opts); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("start with a 0644 store = %v, want a refusal naming chmod 600", err)
 	}
 }
@@ -469,11 +434,11 @@ func TestLooseStorePermissionsRefused(t *testing.T) {
 // TestHeaderInjection: an encoded CR LF in a report's subject cannot add a
 // header to the copies we build (threats.md B10).
 func TestHeaderInjection(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	h.mustSend("rep@out.test", []string{"security@ex.test"},
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	h.MustSend("rep@out.test", []string{"security@ex.test"},
 		"From: Eve <rep@out.test>\nSubject: =?UTF-8?Q?x=0D=0ABcc:_a@evil.test?=\nMessage-ID: <inj@out.test>\n\nbody\n")
-	for _, m := range h.settle(3) {
-		mh := header(t, m)
+	for _, m := range h.Settle(3) {
+		mh := daemontest.Header(t, m)
 		if mh.Has("Bcc") || strings.Contains(string(m.Data), "\r\nBcc:") {
 			t.Errorf("message to %v gained a Bcc header:\n%s", m.To, m.Data)
 		}
@@ -489,16 +454,16 @@ func TestHeaderInjection(t *testing.T) {
 // (threats.md A6, G6).
 func TestPoisonMessage(t *testing.T) {
 	const canary = "CANARY-poison-7f3a"
-	h := newHarness(t, "", startOptions{testPanic: func(raw []byte) {
+	h := daemontest.New(t, daemontest.Config{}, daemon.WithPanic(daemon.Options{}, func(raw []byte) {
 		if strings.Contains(string(raw), canary) {
 			panic("parser exploded on: " + string(raw))
 		}
-	}})
-	if err := h.send("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "poison", canary)); err != nil {
+	}))
+	if err := h.Send("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "poison", canary)); err != nil {
 		t.Fatalf("poison message: %v, want 250 (quarantined)", err)
 	}
-	h.mustSend("rep2@out.test", []string{"security@ex.test"}, report("rep2@out.test", "fine", "x"))
-	msgs := h.settle(2 + 3) // the alert to alice and bob, then ack + 2 copies
+	h.MustSend("rep2@out.test", []string{"security@ex.test"}, daemontest.Report("rep2@out.test", "fine", "x"))
+	msgs := h.Settle(2 + 3) // the alert to alice and bob, then ack + 2 copies
 	alerts := 0
 	for _, m := range msgs {
 		if strings.Contains(string(m.Data), "quarantine") {
@@ -511,7 +476,7 @@ func TestPoisonMessage(t *testing.T) {
 	if alerts != 2 {
 		t.Errorf("%d quarantine alerts, want one per SRC member", alerts)
 	}
-	if strings.Contains(h.logs.String(), canary) {
+	if strings.Contains(h.Logs.String(), canary) {
 		t.Error("the panic put message content in the log")
 	}
 }

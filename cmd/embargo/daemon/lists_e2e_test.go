@@ -1,4 +1,4 @@
-package main
+package daemon_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -22,7 +23,7 @@ func (f *cmdFixture) prepare(t *testing.T) time.Time {
 		"/set impact <<END\nexecute code\nEND\n/set affected <<END\nparser v1.0.0 - v1.4.2\nEND\n" +
 		"/set fixed <<END\nparser v1.4.3\nEND\n/set mitigation <<END\nDisable the parser.\n-----BEGIN PGP SIGNATURE-----\nEND\n" +
 		"/fixed\n/disclose " + T.Format("2006-01-02") + "\n/approve\n"
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", cmds))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", cmds))
 	msgs := f.next(5) // receipt, accepted, fixed, date (reporter), bob's copy
 	if r := f.receipt(f.alice, msgs, "alice@ex.test"); strings.Contains(r, "refused") {
 		t.Fatalf("preparing commands refused:\n%s", r)
@@ -42,10 +43,10 @@ func TestDistributorNotice(t *testing.T) {
 	d1, d2 := &distributor{addr: "one@vendor1.test"}, &distributor{addr: "two@vendor2.test"}
 	f := newCmdFixtureWith(t, []*distributor{d1, d2}, "")
 	T := f.prepare(t)
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n"))
 	msgs := f.next(4) // receipt, bob's copy, two notices
 	for _, d := range []*distributor{d1, d2} {
-		got := to(msgs, d.addr)
+		got := daemontest.To(msgs, d.addr)
 		if len(got) != 1 {
 			t.Fatalf("%s got %d notices", d.addr, len(got))
 		}
@@ -58,22 +59,22 @@ func TestDistributorNotice(t *testing.T) {
 		if !strings.Contains(hdr, "To: <distributors@ex.test>") && !strings.Contains(hdr, "To: distributors@ex.test") {
 			t.Errorf("copy is not addressed To: the list:\n%s", hdr)
 		}
-		plain, st := d.g.decryptMIME(got[0].Data)
-		mustContain(t, d.addr+"'s decrypted notice", st, "DECRYPTION_OKAY", "GOODSIG")
-		text := mimeText(plain)
-		mustContain(t, d.addr+"'s decrypted notice", text, "EMBARGOED", "CVE-2026-12345", workflow.FormatInstant(T), "- -----BEGIN PGP SIGNATURE-----")
+		plain, st := d.g.DecryptMIME(got[0].Data)
+		daemontest.MustContain(t, d.addr+"'s decrypted notice", st, "DECRYPTION_OKAY", "GOODSIG")
+		text := daemontest.MIMEText(plain)
+		daemontest.MustContain(t, d.addr+"'s decrypted notice", text, "EMBARGOED", "CVE-2026-12345", workflow.FormatInstant(T), "- -----BEGIN PGP SIGNATURE-----")
 		other := d2
 		if d == d2 {
 			other = d1
 		}
-		if _, _, err := other.g.run(armorBlock.Find(got[0].Data), "--decrypt"); err == nil {
+		if _, _, err := other.g.Run(daemontest.ArmorBlock.Find(got[0].Data), "--decrypt"); err == nil {
 			t.Errorf("%s could decrypt %s's copy", other.addr, d.addr)
 		}
 		if strings.Contains(string(plain), other.addr) {
 			t.Errorf("%s's copy names the other distributor", d.addr)
 		}
 	}
-	canaryFree(t, f.h.rec.Messages(), distCanary)
+	canaryFree(t, f.h.Rec.Messages(), distCanary)
 }
 
 // TestDistributorsLeakGuard: a member's post to distributors@ with an outside
@@ -83,13 +84,11 @@ func TestDistributorNotice(t *testing.T) {
 func TestDistributorsLeakGuard(t *testing.T) {
 	d1 := &distributor{addr: "one@vendor1.test"}
 	f := newCmdFixtureWith(t, []*distributor{d1}, "")
-	var dk strings.Builder
-	run([]string{"keys", "export", "distributors", "--config", f.h.configFile()}, &dk, nil)
-	dfpr := fprLine.FindStringSubmatch(string(d1.g.must(nil, "--with-colons", "--fingerprint", "distributors@ex.test")))[1]
+	dfpr := d1.g.Fingerprint("distributors@ex.test")
 	const outside = "oss-security@lists.invalid"
-	post := d1.g.must([]byte("We see it too.\n"), "--sign", "--encrypt", "--armor", "-u", d1.fpr, "-r", dfpr)
-	err := f.h.send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nCc: "+outside+"\nSubject: x\n\n"+string(post))
-	if c, e := code(err); c != 550 || e != "5.7.1" {
+	post := d1.g.Must([]byte("We see it too.\n"), "--sign", "--encrypt", "--armor", "-u", d1.fpr, "-r", dfpr)
+	err := f.h.Send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nCc: "+outside+"\nSubject: x\n\n"+string(post))
+	if c, e := daemontest.Code(err); c != 550 || e != "5.7.1" {
 		t.Fatalf("post with an outside Cc: %v, want 550 5.7.1", err)
 	}
 	msgs := f.next(2) // the encrypted alert to alice and bob
@@ -100,31 +99,31 @@ func TestDistributorsLeakGuard(t *testing.T) {
 		if bytes.Contains(m.Data, []byte(outside)) {
 			t.Error("the outside address appears in an outbound message")
 		}
-		plain, _ := f.alice.decryptMIME(to(msgs, "alice@ex.test")[0].Data)
+		plain, _ := f.alice.DecryptMIME(daemontest.To(msgs, "alice@ex.test")[0].Data)
 		if strings.Contains(string(plain), outside) {
 			t.Error("the outside address appears inside the alert")
 		}
 	}
 
 	// A plaintext reply carrying the canary: refused, the canary goes nowhere.
-	err = f.h.send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: x\n\nCANARY-plain-reply\n")
-	if c, _ := code(err); c != 550 {
+	err = f.h.Send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: x\n\nCANARY-plain-reply\n")
+	if c, _ := daemontest.Code(err); c != 550 {
 		t.Fatalf("plaintext post: %v, want 550", err)
 	}
 	f.next(2)
-	canaryFree(t, f.h.rec.Messages(), "CANARY-plain-reply")
+	canaryFree(t, f.h.Rec.Messages(), "CANARY-plain-reply")
 
 	// A distributor's good post (encrypted, signed, To: the list) reaches the
 	// SRC only.
-	f.h.mustSend(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: x\n\n"+string(post))
+	f.h.MustSend(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: x\n\n"+string(post))
 	msgs = f.next(2)
 	for _, m := range msgs {
 		if m.To[0] != "alice@ex.test" && m.To[0] != "bob@ex.test" {
 			t.Errorf("a distributor's post went to %v", m.To)
 		}
 	}
-	plain, _ := f.alice.decryptMIME(to(msgs, "alice@ex.test")[0].Data)
-	mustContain(t, "alice's copy of the distributor's post", mimeText(plain), "We see it too.", d1.addr)
+	plain, _ := f.alice.DecryptMIME(daemontest.To(msgs, "alice@ex.test")[0].Data)
+	daemontest.MustContain(t, "alice's copy of the distributor's post", daemontest.MIMEText(plain), "We see it too.", d1.addr)
 }
 
 // TestDiscloseNowOrder: /disclose now tells the distributors the embargo is
@@ -134,16 +133,16 @@ func TestDiscloseNowOrder(t *testing.T) {
 	d1 := &distributor{addr: "one@vendor1.test"}
 	f := newCmdFixtureWith(t, []*distributor{d1}, "\n[[channels]]\naddress = \"oss-security@lists.invalid\"\nsubject_tag = \"[example]\"\n")
 	f.prepare(t)
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n"))
 	f.next(3)
-	f.h.mustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
 	// receipt, bob's copy, lifted + public advisory to d1, channel, reporter, 2 packs
 	msgs := f.next(8)
 	var lifted, channel int = -1, -1
-	for i, m := range f.h.rec.Messages() {
+	for i, m := range f.h.Rec.Messages() {
 		if m.To[0] == d1.addr {
-			plain, _ := d1.g.decryptMIME(m.Data)
-			if strings.Contains(mimeText(plain), "EMBARGO LIFTED") && lifted < 0 {
+			plain, _ := d1.g.DecryptMIME(m.Data)
+			if strings.Contains(daemontest.MIMEText(plain), "EMBARGO LIFTED") && lifted < 0 {
 				lifted = i
 			}
 		}
@@ -154,21 +153,21 @@ func TestDiscloseNowOrder(t *testing.T) {
 	if lifted < 0 || channel < 0 || lifted > channel {
 		t.Errorf("order: embargo lifted at %d, channel copy at %d; the distributors must be told first", lifted, channel)
 	}
-	ch := to(msgs, "oss-security@lists.invalid")[0]
-	hd := header(t, ch)
+	ch := daemontest.To(msgs, "oss-security@lists.invalid")[0]
+	hd := daemontest.Header(t, ch)
 	if s := hd.Get("Subject"); !strings.HasPrefix(s, "[example] CVE-2026-12345: ") {
 		t.Errorf("channel subject %q", s)
 	}
-	st := f.reporter.verifySigned(ch.Data)
-	mustContain(t, "gpg --verify of the advisory", st, "GOODSIG", "VALIDSIG")
-	mustContain(t, "the advisory", body(t, ch), "Fixed versions", "parser v1.4.3")
+	st := f.reporter.VerifySigned(ch.Data)
+	daemontest.MustContain(t, "gpg --verify of the advisory", st, "GOODSIG", "VALIDSIG")
+	daemontest.MustContain(t, "the advisory", daemontest.Body(t, ch), "Fixed versions", "parser v1.4.3")
 	var pack string
-	for _, m := range to(msgs, "alice@ex.test") {
-		if p, _ := f.alice.decryptMIME(m.Data); strings.Contains(string(p), "released:") {
+	for _, m := range daemontest.To(msgs, "alice@ex.test") {
+		if p, _ := f.alice.DecryptMIME(m.Data); strings.Contains(string(p), "released:") {
 			pack = string(p)
 		}
 	}
-	mustContain(t, "release pack", pack, "tracking-issue.md", "cve-record.json", "chat.txt")
+	daemontest.MustContain(t, "release pack", pack, "tracking-issue.md", "cve-record.json", "chat.txt")
 	if inc := f.incident(); inc.Phase != workflow.PhaseDisclosed {
 		t.Errorf("after /disclose now: phase %s", inc.Phase)
 	}

@@ -1,7 +1,6 @@
-package main
+package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,16 +12,16 @@ import (
 	"github.com/embargo-project/embargo/smtpd"
 )
 
-// lmtpSocketMode lets the MTA's delivery agent (Postfix's lmtp runs as user
+// LMTPSocketMode lets the MTA's delivery agent (Postfix's lmtp runs as user
 // postfix and drops supplementary groups) connect. LMTP grants nothing that
 // the SMTP port does not: every check of the SMTP path applies. Narrow it with
 // the mode of the socket's directory if other local users must not connect.
-const lmtpSocketMode fs.FileMode = 0o666
+const LMTPSocketMode fs.FileMode = 0o666
 
 // startLMTP opens the LMTP listener, if configured, with the SMTP limits. The
 // per-IP cap is off: the one peer is the local MTA, which opens up to its
 // destination concurrency limit at once.
-func (d *daemon) startLMTP(h smtpd.Handler) error {
+func (d *Daemon) startLMTP() error {
 	if d.cfg.LMTP.Listen == "" {
 		return nil
 	}
@@ -31,20 +30,9 @@ func (d *daemon) startLMTP(h smtpd.Handler) error {
 	if err != nil {
 		return fmt.Errorf("lmtp listener: %w", err)
 	}
-	s := d.cfg.SMTP
-	d.lmtp = smtpd.New(smtpd.Options{
-		LMTP:                true,
-		Domain:              d.cfg.Domain,
-		MaxMessageBytes:     s.MaxMessageBytes,
-		MaxRecipients:       s.MaxRecipients,
-		MaxLineLength:       s.MaxLineLength,
-		ReadTimeout:         time.Duration(s.ReadTimeoutMinutes) * time.Minute,
-		WriteTimeout:        time.Duration(s.WriteTimeoutMinutes) * time.Minute,
-		MaxConnections:      s.MaxConnections,
-		MaxConnectionsPerIP: -1,
-		SessionLifetime:     time.Duration(s.SessionLifetimeMinutes) * time.Minute,
-		MaxErrors:           s.MaxErrors,
-	}, h, d.log.With("component", "lmtp"))
+	o := d.cfg.SMTP.ServerOptions()
+	o.LMTP, o.Domain, o.MaxConnectionsPerIP = true, d.cfg.Domain, -1
+	d.lmtp = smtpd.New(o, d.handler(), d.log.With("component", "lmtp"))
 	d.lmtpAddr = l.Addr()
 	d.wg.Add(1)
 	go func() {
@@ -62,7 +50,7 @@ func (d *daemon) startLMTP(h smtpd.Handler) error {
 }
 
 // listenLMTP listens on TCP, or on a unix socket that it (re)creates with
-// lmtpSocketMode. A socket left behind by a killed daemon is removed; any
+// LMTPSocketMode. A socket left behind by a killed daemon is removed; any
 // other file at the path is not touched.
 func listenLMTP(network, addr string) (net.Listener, error) {
 	if network != "unix" {
@@ -85,22 +73,9 @@ func listenLMTP(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(addr, lmtpSocketMode); err != nil {
+	if err := os.Chmod(addr, LMTPSocketMode); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return l, nil
-}
-
-// stopLMTP finishes the LMTP sessions in flight, like the SMTP listener's.
-func (d *daemon) stopLMTP() error {
-	if d.lmtp == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := d.lmtp.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
-	}
-	return nil
 }

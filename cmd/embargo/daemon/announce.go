@@ -1,18 +1,15 @@
-package main
+package daemon
 
 import (
 	"context"
 	"errors"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
-	"log/slog"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
-	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
@@ -20,25 +17,26 @@ import (
 
 // announceOptions configures the announce list: subscription by mail and the
 // fan-out of releases.
-func announceOptions(cfg *config.Config, roster *lists.Roster, key *keys.Key, tmpl *templates.Set, now func() time.Time, log *slog.Logger) announce.Options {
+func (d *Daemon) announceOptions(roster *lists.Roster, tmpl *templates.Set) announce.Options {
 	o := announce.Options{
 		List:    roster.List(lists.Announce),
-		Project: cfg.Domain,
-		Key:     key,
+		Project: d.cfg.Domain,
+		Key:     d.keys.Lists[config.Announce],
 		Render:  tmpl.Render,
 		IsOurs:  roster.IsOurs,
-		Now:     now,
-		Logger:  log,
+		Now:     d.o.Now,
+		Mono:    d.o.Mono,
+		Logger:  d.log.With("component", "announce"),
 	}
-	if cfg.HTTP.BaseURL != "" {
-		o.UnsubscribeURL = cfg.HTTP.BaseURL + "/unsubscribe/"
+	if d.cfg.HTTP.BaseURL != "" {
+		o.UnsubscribeURL = d.cfg.HTTP.BaseURL + "/unsubscribe/"
 	}
 	return o
 }
 
 // startFanout runs the announce fan-out worker until runCtx ends. A release
 // it holds (a clock jump, a refused message) alerts the SRC.
-func (d *daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
+func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
 	o.Held = func(tx *bolt.Tx, j announce.Job, reason string) error {
 		d.log.Warn("announce release held", "release", j.ID, "reason", reason)
 		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
@@ -56,8 +54,8 @@ func (d *daemon) startFanout(runCtx context.Context, relay queue.Relay, o announ
 
 // unsubscribeByToken serves the RFC 8058 one-click endpoint from the
 // subscription store.
-func (d *daemon) unsubscribeByToken(ctx context.Context, token string) error {
-	now := d.now()
+func (d *Daemon) unsubscribeByToken(ctx context.Context, token string) error {
+	now := d.o.Now()
 	var unknown bool
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		err := announce.Unsubscribe(tx, token, now)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"crypto"
@@ -10,25 +10,23 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
-	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
-// dkimRSABits is the size of generated keys: RFC 8301 §3.2 asks signers for at
+// DKIMRSABits is the size of generated keys: RFC 8301 §3.2 asks signers for at
 // least 2048 bits, and 2048 still fits a TXT record every DNS host accepts.
-const dkimRSABits = 2048
+const DKIMRSABits = 2048
 
-// loadDKIMKey reads the configured key. With generate, a missing key at the
+// LoadDKIMKey reads the configured key. With generate, a missing key at the
 // default path is created; a missing key named by key_file is an error, as a
 // typing mistake there must not silently replace the published key.
-func loadDKIMKey(cfg *config.Config, generate bool) (signer crypto.Signer, created bool, err error) {
+func LoadDKIMKey(cfg *config.Config, generate bool) (signer crypto.Signer, created bool, err error) {
 	path := cfg.DKIMKeyPath()
 	if path == "" {
 		return nil, false, errors.New("dkim: no selector configured")
@@ -47,7 +45,7 @@ func loadDKIMKey(cfg *config.Config, generate bool) (signer crypto.Signer, creat
 
 // generateDKIMKey writes a new RSA key as PKCS #8 PEM, mode 0600.
 func generateDKIMKey(path string) (crypto.Signer, error) {
-	k, err := rsa.GenerateKey(rand.Reader, dkimRSABits)
+	k, err := rsa.GenerateKey(rand.Reader, DKIMRSABits)
 	if err != nil {
 		return nil, fmt.Errorf("dkim: generate key: %w", err)
 	}
@@ -108,7 +106,7 @@ func readDKIMKey(path string) (crypto.Signer, error) {
 	}
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
-		if k.N.BitLen() < dkimRSABits {
+		if k.N.BitLen() < DKIMRSABits {
 			return nil, fmt.Errorf("dkim key %s has %d bits: RFC 8301 wants at least 2048; generate a new one and publish it under a new selector", path, k.N.BitLen())
 		}
 		return k, nil
@@ -123,7 +121,7 @@ func withDKIM(cfg *config.Config, relay queue.Relay, log *slog.Logger) (queue.Re
 	if cfg.DKIM.Selector == "" {
 		return relay, nil
 	}
-	k, created, err := loadDKIMKey(cfg, true)
+	k, created, err := LoadDKIMKey(cfg, true)
 	if err != nil {
 		return nil, err
 	}
@@ -170,50 +168,23 @@ func txtStrings(v string) string {
 	return "( " + strings.Join(parts, "\n\t\t\t\t") + " )"
 }
 
-// printDNS writes, in zone-file syntax, the records the operator publishes so
-// that mail for the lists arrives and mail from them passes SPF, DKIM and DMARC
-// at receivers. It reads the DKIM key but never creates it.
-func printDNS(cfg *config.Config, w io.Writer) {
-	d := cfg.Domain + "."
-	host, guessed := cfg.Relay.Helo, false
-	if host == "" {
-		host, guessed = "mail."+cfg.Domain, true
+// dkimDNS is the DKIM record to publish: the public half of the key, read
+// but never created (embargo serve generates a missing default key).
+func dkimDNS(cfg *config.Config) config.DNSRecord {
+	path := cfg.DKIMKeyPath()
+	if path == "" {
+		return config.DNSRecord{Notes: []string{`not configured: add [dkim] selector = "embargo" to sign (embargo init does), or let the relaying MTA sign.`}}
 	}
-	fmt.Fprintf(w, "\nDNS records to publish for %s (zone-file syntax; merge with what the domain already has):\n\n", cfg.Domain)
-	fmt.Fprintf(w, "; MX: the host that receives mail for the list addresses (Postfix in front of embargo, or embargo on port 25).\n")
-	if guessed {
-		fmt.Fprintf(w, "; %s is a placeholder: set relay.helo to this host's public name to print it here.\n", host)
+	k, err := readDKIMKey(path)
+	if errors.Is(err, os.ErrNotExist) && cfg.DKIM.KeyFile == "" {
+		return config.DNSRecord{Notes: []string{"the key " + path + " does not exist yet: embargo serve generates it at its first start; run check again then."}}
 	}
-	fmt.Fprintf(w, "%s\tIN MX 10 %s.\n\n", d, host)
-	fmt.Fprintf(w, "; SPF (RFC 7208): the hosts that send for the domain. One SPF record per name: if one exists, add \"mx\" to it.\n")
-	if t, err := config.ParseRelayURL(cfg.Relay.URL); err == nil && t.Maildir == "" && cfg.Relay.URL != "" {
-		if h := relayHost(cfg.Relay.URL); h != "" && !config.IsLoopbackHost(h) {
-			fmt.Fprintf(w, "; Mail leaves through %s: add that provider's mechanism too (often include:…).\n", h)
-		}
-	}
-	fmt.Fprintf(w, "%s\tIN TXT \"v=spf1 mx -all\"\n\n", d)
-	fmt.Fprintf(w, "; DKIM (RFC 6376): the public key embargo signs outbound mail with.\n")
-	if path := cfg.DKIMKeyPath(); path == "" {
-		fmt.Fprintf(w, "; not configured: add [dkim] selector = \"embargo\" to sign (embargo init does), or let the relaying MTA sign.\n\n")
-	} else if k, err := readDKIMKey(path); err != nil {
-		if errors.Is(err, os.ErrNotExist) && cfg.DKIM.KeyFile == "" {
-			fmt.Fprintf(w, "; the key %s does not exist yet: embargo serve generates it at its first start; run check again then.\n\n", path)
-		} else {
-			fmt.Fprintf(w, "; cannot read the key: %v\n\n", err)
-		}
-	} else if rec, err := dkimRecord(k); err == nil {
-		fmt.Fprintf(w, "%s._domainkey.%s\tIN TXT %s\n\n", cfg.DKIM.Selector, d, txtStrings(rec))
-	}
-	fmt.Fprintf(w, "; DMARC (RFC 7489): receivers reject mail that claims the domain without an aligned SPF or DKIM pass.\n")
-	fmt.Fprintf(w, "; Only if everything else that sends as @%s passes too; otherwise start with p=none and a rua= address.\n", cfg.Domain)
-	fmt.Fprintf(w, "_dmarc.%s\tIN TXT \"v=DMARC1; p=reject; adkim=s; aspf=r\"\n", d)
-}
-
-// relayHost is the host of an smtp relay URL, without credentials or port.
-func relayHost(raw string) string {
-	u, err := url.Parse(raw)
 	if err != nil {
-		return ""
+		return config.DNSRecord{Notes: []string{fmt.Sprintf("cannot read the key: %v", err)}}
 	}
-	return u.Hostname()
+	rec, err := dkimRecord(k)
+	if err != nil {
+		return config.DNSRecord{Notes: []string{fmt.Sprintf("cannot encode the key: %v", err)}}
+	}
+	return config.DNSRecord{Name: cfg.DKIM.Selector + "._domainkey." + cfg.Domain + ".", Type: "TXT", Value: txtStrings(rec)}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -15,16 +15,18 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
-const dbFile = "embargo.db"
+// DBFile is the store's file name in the data directory.
+const DBFile = "embargo.db"
 
-// errLocked means another process (a running daemon) holds the store.
-var errLocked = errors.New("the store is locked by another process (is `embargo serve` running?)")
+// ErrLocked means another process (a running daemon) holds the store.
+var ErrLocked = errors.New("the store is locked by another process (is `embargo serve` running?)")
 
-// openStore opens the bbolt file, verifies it and creates every package's
-// buckets in one transaction. It refuses a store that fails the consistency
-// check before any listener opens (docs/threats.md A5).
-func openStore(dir string, readOnly bool) (db *bolt.DB, err error) {
-	path := filepath.Join(dir, dbFile)
+// OpenStore opens the bbolt file in dir, verifies it and creates every
+// package's buckets in one transaction. It refuses a store that fails the
+// consistency check before any listener opens (docs/threat-model.md A5). The
+// admin commands open it read-only when no daemon runs.
+func OpenStore(dir string, readOnly bool) (db *bolt.DB, err error) {
+	path := filepath.Join(dir, DBFile)
 	if readOnly {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("no store at %s: %w", path, err)
@@ -49,7 +51,7 @@ func openStore(dir string, readOnly bool) (db *bolt.DB, err error) {
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: readOnly})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, errLocked
+			return nil, ErrLocked
 		}
 		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
 			return nil, corrupt(path, err)

@@ -1,4 +1,4 @@
-package main
+package daemon_test
 
 import (
 	"bytes"
@@ -13,6 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 )
 
 // postfixMasterCF runs a private Postfix with the services a local delivery
@@ -85,7 +91,7 @@ func needPostfix(t *testing.T) (postfixCmd, masterCmd string) {
 func startPostfix(t *testing.T, dir, lmtpNexthop string) *postfixInstance {
 	t.Helper()
 	postfixCmd, masterCmd := needPostfix(t)
-	p := &postfixInstance{dir: dir, smtpAddr: freePort(t)}
+	p := &postfixInstance{dir: dir, smtpAddr: daemontest.FreePort(t)}
 	etc, spool, data := filepath.Join(dir, "etc"), filepath.Join(dir, "spool"), filepath.Join(dir, "data")
 	for _, d := range []string{etc, spool, data} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -100,7 +106,7 @@ func startPostfix(t *testing.T, dir, lmtpNexthop string) *postfixInstance {
 	}
 
 	contrib := func(name string) string {
-		b, err := os.ReadFile(filepath.Join("..", "..", "contrib", "postfix", name))
+		b, err := os.ReadFile(filepath.Join("..", "..", "..", "contrib", "postfix", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,9 +134,9 @@ maillog_file = %[3]s/maillog
 maillog_file_prefixes = %[3]s
 smtp_dns_support_level = disabled
 `, spool, data, dir) + contrib("main.cf")
-	writeFile(t, filepath.Join(etc, "main.cf"), mainCF)
-	writeFile(t, filepath.Join(etc, "master.cf"), fmt.Sprintf(postfixMasterCF, p.smtpAddr)+contrib("master.cf"))
-	writeFile(t, filepath.Join(etc, "embargo_transport"), contrib("embargo_transport"))
+	daemontest.WriteFile(t, filepath.Join(etc, "main.cf"), mainCF)
+	daemontest.WriteFile(t, filepath.Join(etc, "master.cf"), fmt.Sprintf(postfixMasterCF, p.smtpAddr)+contrib("master.cf"))
+	daemontest.WriteFile(t, filepath.Join(etc, "embargo_transport"), contrib("embargo_transport"))
 	for _, f := range []string{"main.cf", "master.cf", "embargo_transport"} {
 		os.Chmod(filepath.Join(etc, f), 0o644)
 	}
@@ -187,36 +193,43 @@ func TestPostfixToLMTP(t *testing.T) {
 			if network == "unix" {
 				listen = "unix:" + filepath.Join(dir, "run", "lmtp.sock")
 			}
-			h := newHarness(t, fmt.Sprintf("\n[lmtp]\nlisten = %q\n", listen), startOptions{})
-			nexthop := "inet:" + h.d.lmtpAddr.String()
+			h := daemontest.New(t, daemontest.Config{Extra: fmt.Sprintf("\n[lmtp]\nlisten = %q\n", listen)}, daemon.Options{})
+			nexthop := "inet:" + h.D.LMTPAddr().String()
 			if network == "unix" {
 				nexthop = "unix:" + strings.TrimPrefix(listen, "unix:")
 			}
 			p := startPostfix(t, dir, nexthop)
 
 			// A report to the list, and a reply to an incident sub-address.
-			if err := sendSMTP(p.smtpAddr, "reporter@example.net", []string{"security@ex.test"},
-				[]byte(strings.ReplaceAll(report("reporter@example.net", "via postfix", "CANARY-postfix"), "\n", "\r\n"))); err != nil {
+			if err := daemontest.SendSMTP(p.smtpAddr, "reporter@example.net", []string{"security@ex.test"},
+				[]byte(strings.ReplaceAll(daemontest.Report("reporter@example.net", "via postfix", "CANARY-postfix"), "\n", "\r\n"))); err != nil {
 				t.Fatalf("send to Postfix: %v\n%s", err, p.log())
 			}
-			msgs := h.waitMail(3) // the acknowledgement and the two committee copies
-			mustContain(t, "a committee copy", string(to(msgs, "alice@ex.test")[0].Data), "CANARY-postfix")
-			if err := sendSMTP(p.smtpAddr, "alice@ex.test", []string{"security+SEC-2026-0001@ex.test"},
+			msgs := h.WaitMail(3) // the acknowledgement and the two committee copies
+			daemontest.MustContain(t, "a committee copy", string(daemontest.To(msgs, "alice@ex.test")[0].Data), "CANARY-postfix")
+			if err := daemontest.SendSMTP(p.smtpAddr, "alice@ex.test", []string{"security+SEC-2026-0001@ex.test"},
 				[]byte("From: alice@ex.test\r\nTo: security+SEC-2026-0001@ex.test\r\nSubject: Re: [SEC-2026-0001] via postfix\r\nMessage-ID: <r1@ex.test>\r\n\r\nConfirmed.\r\n")); err != nil {
 				t.Fatalf("send the reply to Postfix: %v", err)
 			}
-			h.waitMail(4) // the reply's copy to bob
+			h.WaitMail(4) // the reply's copy to bob
 			// An address embargo does not serve is refused by Postfix at RCPT.
-			err = sendSMTP(p.smtpAddr, "reporter@example.net", []string{"stranger@ex.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
-			if c, _ := code(err); c != 550 {
+			err = daemontest.SendSMTP(p.smtpAddr, "reporter@example.net", []string{"stranger@ex.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+			if c, _ := daemontest.Code(err); c != 550 {
 				t.Errorf("RCPT to stranger@ex.test via Postfix = %v, want 550", err)
 			}
 
 			// The archived report came through Postfix and LMTP.
-			cfg := h.configFile()
-			mbox := mustCLI(t, "incident", "export", "SEC-2026-0001", "--config", cfg)
-			mustContain(t, "archived report", mbox, "by mx.ex.test (Postfix)", "CANARY-postfix", "Confirmed.")
-			mustContain(t, "postfix log", p.log(), "relay=", "status=sent")
+			var archived strings.Builder
+			h.D.View(func(tx *bolt.Tx) error {
+				recs, err := incidentdb.Messages(tx, "SEC-2026-0001")
+				for _, r := range recs {
+					raw, _ := incidentdb.Raw(tx, r.Seq)
+					archived.Write(raw)
+				}
+				return err
+			})
+			daemontest.MustContain(t, "archived report", archived.String(), "by mx.ex.test (Postfix)", "CANARY-postfix", "Confirmed.")
+			daemontest.MustContain(t, "postfix log", p.log(), "relay=", "status=sent")
 			t.Logf("%s: delivered through Postfix to %s", network, nexthop)
 		})
 	}

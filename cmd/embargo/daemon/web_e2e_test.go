@@ -1,10 +1,9 @@
-package main
+package daemon_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"net/http"
 	"reflect"
@@ -16,19 +15,21 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/workflow"
 )
 
 // httpHarness starts the daemon with the HTTP listener on 127.0.0.1:0.
-func httpHarness(t *testing.T) (*harness, string) {
+func httpHarness(t *testing.T) (*daemontest.Harness, string) {
 	t.Helper()
-	h := newHarnessConfig(t, harnessConfig{extra: "\n[http]\nlisten = \"127.0.0.1:0\"\n"}, startOptions{})
-	if h.d.httpAddr == nil {
-		t.Fatalf("http listener not started:\n%s", h.logs)
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[http]\nlisten = \"127.0.0.1:0\"\n"}, daemon.Options{})
+	if h.D.HTTPAddr() == nil {
+		t.Fatalf("http listener not started:\n%s", h.Logs)
 	}
-	return h, "http://" + h.d.httpAddr.String()
+	return h, "http://" + h.D.HTTPAddr().String()
 }
 
 type httpResult struct {
@@ -55,16 +56,16 @@ func fetch(t *testing.T, url string) httpResult {
 // real HTTP; the start-up log names the listener as a URL.
 func TestHTTPEndToEnd(t *testing.T) {
 	h, base := httpHarness(t)
-	if !strings.Contains(h.logs.String(), "http=http://127.0.0.1:") {
-		t.Errorf("start-up log does not name the HTTP listener as a URL:\n%s", h.logs)
+	if !strings.Contains(h.Logs.String(), "http=http://127.0.0.1:") {
+		t.Errorf("start-up log does not name the HTTP listener as a URL:\n%s", h.Logs)
 	}
 
 	if r := fetch(t, base+"/healthz"); r.code != 200 || r.body != "ok\n" {
 		t.Errorf("GET /healthz = %d %q", r.code, r.body)
 	}
 
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "parser crash", "CANARY-http-report"))
-	h.waitMail(3) // the acknowledgement and the copies to alice and bob
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "parser crash", "CANARY-http-report"))
+	h.WaitMail(3) // the acknowledgement and the copies to alice and bob
 	var r httpResult
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -132,7 +133,7 @@ func TestHTTPEndToEnd(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("POST /unsubscribe with an unknown token = %d, want 200 like any token", res.StatusCode)
 	}
-	if strings.Contains(h.logs.String(), "sometoken") || strings.Contains(h.logs.String(), "CANARY-http-report") {
+	if strings.Contains(h.Logs.String(), "sometoken") || strings.Contains(h.Logs.String(), "CANARY-http-report") {
 		t.Errorf("the log carries a token or message content")
 	}
 }
@@ -212,7 +213,7 @@ func TestHTTPNothingEmbargoedReachable(t *testing.T) {
 			Affected: "parser < 1.2.3", Fixed: "parser 1.2.3", Credit: "Jane Reporter"},
 		Approved: true, T: now.Add(-2 * time.Hour), DisclosedAt: now.Add(-2 * time.Hour),
 	}
-	if err := h.d.db.Update(func(tx *bolt.Tx) error {
+	if err := daemon.DB(h.D).Update(func(tx *bolt.Tx) error {
 		for i := range hidden {
 			if err := incidentdb.Put(tx, &hidden[i]); err != nil {
 				return err
@@ -302,43 +303,8 @@ func TestHTTPNothingEmbargoedReachable(t *testing.T) {
 
 // TestHTTPOffByDefaultInHarness: without [http] no listener opens.
 func TestHTTPOffWithoutConfig(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	if h.d.httpAddr != nil || h.d.web != nil {
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
+	if h.D.HTTPAddr() != nil {
 		t.Errorf("HTTP listener opened without http.listen")
-	}
-}
-
-func TestHTTPConfig(t *testing.T) {
-	tests := []struct {
-		name, toml, want string
-	}{
-		{"valid", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://security.example.org\"\nmetrics_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n", ""},
-		{"bad listen", "[http]\nlisten = \"8025\"\n", "http.listen"},
-		{"base url with a path", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://example.org/sec\"\n", "http.base_url"},
-		{"base url scheme", "[http]\nbase_url = \"ftp://example.org\"\n", "http.base_url"},
-		{"metrics_from", "[http]\nmetrics_from = [\"nonsense\"]\n", "http.metrics_from"},
-		{"unknown key", "[http]\nlisten = \"127.0.0.1:8025\"\nport = 1\n", "unknown key \"http.port\""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := config.Parse([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("config.Parse() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("config.Parse() = %v, want an error naming %q", err, tt.want)
-			}
-		})
-	}
-	// The development default has HTTP on.
-	cfg, err := config.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.HTTP.Listen != "127.0.0.1:8025" {
-		t.Errorf("default http.listen = %q, want 127.0.0.1:8025", cfg.HTTP.Listen)
 	}
 }

@@ -1,15 +1,12 @@
-package main
+package daemon
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -103,7 +100,7 @@ func certWarning(c *tls.Certificate, now time.Time) string {
 }
 
 // loadTLS loads the SMTP certificate if one is configured.
-func (d *daemon) loadTLS() error {
+func (d *Daemon) loadTLS() error {
 	if d.cfg.SMTP.TLSCert == "" {
 		return nil
 	}
@@ -120,16 +117,16 @@ func (d *daemon) loadTLS() error {
 
 // tlsConfig is the SMTP listener's STARTTLS configuration; nil without a
 // certificate, which switches STARTTLS off.
-func (d *daemon) tlsConfig() *tls.Config {
+func (d *Daemon) tlsConfig() *tls.Config {
 	if d.certs == nil {
 		return nil
 	}
 	return d.certs.tlsConfig()
 }
 
-// reload is what SIGHUP does: it reloads the TLS certificate. A failure is
-// logged and the running configuration stays.
-func (d *daemon) reload() error {
+// Reload is what SIGHUP does: it reads the TLS certificate again. A failure
+// is logged and the certificate in use stays.
+func (d *Daemon) Reload() error {
 	var errs []error
 	if d.certs != nil {
 		if err := d.certs.reload(); err != nil {
@@ -144,20 +141,4 @@ func (d *daemon) reload() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// waitSignals blocks until ctx is done, reloading on each SIGHUP.
-func (d *daemon) waitSignals(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			d.log.Info("SIGHUP: reloading")
-			d.reload()
-		}
-	}
 }
