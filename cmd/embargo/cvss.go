@@ -49,6 +49,7 @@ func cmdCVSS(args []string, s stdio) error {
 	}
 	return nil
 }
+
 const cvssHelp = `Usage: embargo cvss [VECTOR...]
 
 Scores CVSS 3.1 and 4.0 vectors as the FIRST calculators do. Prints

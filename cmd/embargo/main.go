@@ -62,10 +62,13 @@ func commands() []command {
 // usage is the text of `embargo help`, made from the command table.
 func usage() string {
 	var b strings.Builder
-	b.WriteString("embargo — a security response process over email\n\nUsage:\n")
+	b.WriteString("embargo — a security response process over email\n\nCommands:\n")
 	for _, c := range commands() {
-		line := strings.TrimSpace("embargo " + c.name + " " + c.args)
-		fmt.Fprintf(&b, "  %-62s %s\n", line, c.synopsis)
+		fmt.Fprintf(&b, "  %-12s %s\n", c.name, c.synopsis)
+	}
+	b.WriteString("\nUsage:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %s\n", strings.TrimSpace("embargo "+c.name+" "+c.args))
 	}
 	b.WriteString(`
 Run "embargo COMMAND --help" for a command's flags and examples.

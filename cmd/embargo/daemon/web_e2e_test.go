@@ -163,16 +163,10 @@ func canaryIncident(id workflow.ID, tag string, phase workflow.Phase, opened tim
 	return inc
 }
 
-// TestHTTPNothingEmbargoedReachable is issue 7's proof over the wired daemon:
-// incidents in triage, fix and embargo (and the inconsistent or unfinished
-// cases next to them) carry a canary in every field; crawling every link of
-// the index, the pages and the feeds, and guessing every path their IDs and
-// CVEs could have, finds none, while the one disclosed incident is there.
-func TestHTTPNothingEmbargoedReachable(t *testing.T) {
-	h, base := httpHarness(t)
-	now := time.Now().UTC()
-	opened := now.Add(-30 * 24 * time.Hour)
-
+// hiddenIncidents are incidents nothing may publish: in triage, fix and
+// embargo, and the inconsistent or unfinished cases next to them, each with a
+// canary in every field.
+func hiddenIncidents(now, opened time.Time) []workflow.Incident {
 	var hidden []workflow.Incident
 	add := func(inc workflow.Incident, mod func(*workflow.Incident)) {
 		if mod != nil {
@@ -205,6 +199,50 @@ func TestHTTPNothingEmbargoedReachable(t *testing.T) {
 		i.ClosedAt = now.Add(-time.Hour)
 	})
 
+	return hidden
+}
+
+// crawl follows every link from the index, the feeds and the other routes,
+// checks each page, and returns the paths it saw.
+func crawl(t *testing.T, base string, check func(string, httpResult)) map[string]bool {
+	t.Helper()
+	link := regexp.MustCompile(`(?:href="|"url": "|"external_url": "|<id>)([^"<]+)`)
+	seen := map[string]bool{}
+	queue := []string{"/advisories/", "/advisories/feed.atom", "/advisories/feed.json", "/healthz", "/metrics",
+		"/.well-known/openpgpkey/policy", "/unsubscribe/x"}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		r := fetch(t, base+p)
+		check(p, r)
+		if r.code != 200 {
+			t.Errorf("GET %s = %d", p, r.code)
+		}
+		for _, m := range link.FindAllStringSubmatch(r.body, -1) {
+			l := strings.TrimPrefix(m[1], base)
+			if strings.HasPrefix(l, "/") && !seen[l] {
+				queue = append(queue, l)
+			}
+		}
+	}
+	return seen
+}
+
+// TestHTTPNothingEmbargoedReachable is issue 7's proof over the wired daemon:
+// incidents in triage, fix and embargo (and the inconsistent or unfinished
+// cases next to them) carry a canary in every field; crawling every link of
+// the index, the pages and the feeds, and guessing every path their IDs and
+// CVEs could have, finds none, while the one disclosed incident is there.
+func TestHTTPNothingEmbargoedReachable(t *testing.T) {
+	h, base := httpHarness(t)
+	now := time.Now().UTC()
+	opened := now.Add(-30 * 24 * time.Hour)
+
+	hidden := hiddenIncidents(now, opened)
 	pub := workflow.Incident{
 		Version: workflow.SchemaVersion, ID: "SEC-2026-0001", Phase: workflow.PhaseDisclosed,
 		Opened: opened, Updated: now.Add(-time.Hour), Reporter: "PRIVATE-reporter@out.test", Subject: "PRIVATE-subject",
@@ -247,30 +285,7 @@ func TestHTTPNothingEmbargoedReachable(t *testing.T) {
 		}
 	}
 
-	// Crawl from the index and the feeds, plus the other routes.
-	link := regexp.MustCompile(`(?:href="|"url": "|"external_url": "|<id>)([^"<]+)`)
-	seen := map[string]bool{}
-	queue := []string{"/advisories/", "/advisories/feed.atom", "/advisories/feed.json", "/healthz", "/metrics",
-		"/.well-known/openpgpkey/policy", "/unsubscribe/x"}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		r := fetch(t, base+p)
-		check(p, r)
-		if r.code != 200 {
-			t.Errorf("GET %s = %d", p, r.code)
-		}
-		for _, m := range link.FindAllStringSubmatch(r.body, -1) {
-			l := strings.TrimPrefix(m[1], base)
-			if strings.HasPrefix(l, "/") && !seen[l] {
-				queue = append(queue, l)
-			}
-		}
-	}
+	seen := crawl(t, base, check)
 	for _, want := range []string{"/advisories/SEC-2026-0001", "/advisories/SEC-2026-0001.osv.json"} {
 		if !seen[want] {
 			t.Errorf("the crawl never reached %s: %v", want, seen)
