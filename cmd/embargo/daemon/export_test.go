@@ -24,3 +24,15 @@ func WithPanic(o Options, f func(raw []byte)) Options {
 
 // DB is the daemon's store, for tests that write to it directly.
 func DB(d *Daemon) *bolt.DB { return d.db }
+
+// SampleCount is how many observations the histogram name holds, read from
+// the daemon's metrics registry as /metrics would.
+func SampleCount(d *Daemon, name string) uint64 {
+	fams, _ := d.metrics.reg.Gather()
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}

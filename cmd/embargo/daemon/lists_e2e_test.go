@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/workflow"
@@ -170,5 +171,12 @@ func TestDiscloseNowOrder(t *testing.T) {
 	daemontest.MustContain(t, "release pack", pack, "tracking-issue.md", "cve-record.json", "chat.txt")
 	if inc := f.incident(); inc.Phase != workflow.PhaseDisclosed {
 		t.Errorf("after /disclose now: phase %s", inc.Phase)
+	}
+	// The release was timed for /metrics, and so was every command message.
+	if n := daemon.SampleCount(f.h.D, "embargo_release_duration_seconds"); n != 1 {
+		t.Errorf("release duration observed %d times, want 1", n)
+	}
+	if n := daemon.SampleCount(f.h.D, "embargo_command_duration_seconds"); n == 0 {
+		t.Errorf("no command message was timed")
 	}
 }

@@ -64,6 +64,7 @@ func (d *Daemon) startHTTP() error {
 		Unsubscribe: d.unsubscribeByToken,
 		Advisories:  d.webAdvisories,
 		MetricsFrom: config.Prefixes(h.MetricsFrom),
+		Registry:    d.metrics.reg,
 	})
 	d.webAddr = l.Addr()
 	d.wg.Add(1)
@@ -83,7 +84,7 @@ func (d *Daemon) storeHealth(ctx context.Context) error {
 	return d.db.View(func(*bolt.Tx) error { return nil })
 }
 
-// webStats reads the numbers of /metrics from the store and the counters.
+// webStats reads the gauges of /metrics from the store.
 func (d *Daemon) webStats(ctx context.Context) (web.Snapshot, error) {
 	holidays := d.cfg.HolidayTimes()
 	var incs []workflow.Incident
@@ -101,13 +102,10 @@ func (d *Daemon) webStats(ctx context.Context) (web.Snapshot, error) {
 	}
 	t := d.o.Now()
 	snap := web.Snapshot{
-		MessagesIn:   d.metrics.in.Load(),
-		MessagesOut:  d.metrics.out.Load(),
 		Queued:       counts.Queued,
 		Sending:      counts.Sending,
 		Failed:       counts.Failed,
 		OldestQueued: counts.Oldest,
-		Deliveries:   map[string]uint64{},
 		// Every open phase is reported, zero included, so that the series
 		// do not come and go.
 		OpenIncidents:   map[string]int{},
@@ -116,11 +114,6 @@ func (d *Daemon) webStats(ctx context.Context) (web.Snapshot, error) {
 	for _, p := range []workflow.Phase{workflow.PhaseTriage, workflow.PhaseFix, workflow.PhaseEmbargo, workflow.PhaseDisclosed} {
 		snap.OpenIncidents[p.String()] = 0
 	}
-	d.metrics.mu.Lock()
-	for k, v := range d.metrics.deliveries {
-		snap.Deliveries[k] = v
-	}
-	d.metrics.mu.Unlock()
 	for _, inc := range incs {
 		if inc.Phase == workflow.PhaseClosed || inc.Phase == workflow.PhaseUnset {
 			continue

@@ -70,7 +70,10 @@ func TestHTTPEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r = fetch(t, base+"/metrics")
-		if strings.Contains(r.body, `embargo_deliveries_total{result="delivered"} 3`) || time.Now().After(deadline) {
+		// The latency is observed once each outcome is committed, just after
+		// the relay's answer is counted.
+		if strings.Contains(r.body, `embargo_deliveries_total{result="delivered"} 3`) &&
+			strings.Contains(r.body, "embargo_delivery_latency_seconds_count 3\n") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -86,7 +89,14 @@ func TestHTTPEndToEnd(t *testing.T) {
 		`embargo_incidents_open{phase="triage"} 1`,
 		`embargo_incidents_open{phase="embargo"} 0`,
 		`embargo_queue_messages{state="queued"} 0`,
-		`embargo_http_requests_total{route="healthz",code="200"} 1`,
+		`embargo_http_requests_total{code="200",route="healthz"} 1`,
+		`embargo_deliveries_total{result="refused"} 0`,
+		"embargo_delivery_latency_seconds_count 3",
+		"embargo_release_duration_seconds_count 0",
+		"embargo_command_duration_seconds_count 0",
+		"# TYPE embargo_delivery_latency_seconds histogram",
+		"# TYPE process_cpu_seconds_total counter",
+		"# TYPE go_goroutines gauge",
 	} {
 		if !strings.Contains(r.body, want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, r.body)

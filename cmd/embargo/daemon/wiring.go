@@ -93,6 +93,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Kick:            func() { d.worker.Kick(); fanout.Kick() },
 		Logger:          d.log.With("component", "listd"),
 		BeforeCommit:    d.o.hooks.beforeCommit,
+		Observe:         d.metrics.observe,
 	})
 	d.worker = queue.New(d.db, relay, queue.Options{
 		Now:         d.o.Now,
@@ -100,6 +101,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		MinBackoff:  d.o.MinBackoff,
 		Concurrency: d.o.Concurrency,
 		Failed:      d.svc.Alert,
+		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
 	})
 	d.wg.Add(1)

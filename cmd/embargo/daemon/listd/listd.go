@@ -83,6 +83,10 @@ type Options struct {
 	// BeforeCommit, when set, runs at the end of each message's transaction; an
 	// error rolls it back. It is the failpoint the storage-failure tests use.
 	BeforeCommit func(tx *bolt.Tx) error
+
+	// Observe, when set, is told how long each "command" message and each
+	// "release" took to handle (the daemon's metrics).
+	Observe func(event string, took time.Duration)
 }
 
 // Service handles mail for the lists.
