@@ -146,7 +146,7 @@ func cmdInit(args []string, s stdio) error {
 	if err := cfg.Resolve(); err != nil {
 		return err
 	}
-	if err := writeNew(cfgPath, text); err != nil {
+	if err := daemon.WriteFileAtomic(cfgPath, text); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Wrote %s\n", cfgPath)
@@ -220,37 +220,11 @@ func demoKeyPair(m config.Member, keysDir, secretDir string) (fpr, secretFile st
 	}
 	local, _, _ := strings.Cut(m.Email, "@")
 	secretFile = filepath.Join(secretDir, local+".secret.asc")
-	if err := writeNew(filepath.Join(keysDir, local+".asc"), pub); err != nil {
+	if err := daemon.WriteFileAtomic(filepath.Join(keysDir, local+".asc"), pub); err != nil {
 		return "", "", err
 	}
-	if err := writeNew(secretFile, sec); err != nil {
+	if err := daemon.WriteFileAtomic(secretFile, sec); err != nil {
 		return "", "", err
 	}
 	return k.Fingerprint(), secretFile, nil
-}
-
-// writeNew writes a file with mode 0600, replacing any file there atomically.
-func writeNew(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

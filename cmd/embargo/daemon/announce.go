@@ -42,13 +42,7 @@ func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announ
 		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
 	}
 	f := announce.New(d.db, relay, o)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := f.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("announce fan-out stopped", "err", err)
-		}
-	}()
+	d.goRun("announce fan-out", func() error { return f.Run(runCtx) }, context.Canceled)
 	return f
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -200,11 +201,17 @@ func copyToTemp(src, dir string) (string, error) {
 		return "", err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(dir, ".restore-*")
+	return writeTemp(dir, ".restore", in)
+}
+
+// writeTemp writes r to a new file in dir named after name, with mode 0600,
+// synced, and returns its path.
+func writeTemp(dir, name string, r io.Reader) (string, error) {
+	tmp, err := os.CreateTemp(dir, name+".tmp-*")
 	if err != nil {
 		return "", err
 	}
-	_, err = io.Copy(tmp, in)
+	_, err = io.Copy(tmp, r)
 	if err == nil {
 		err = tmp.Chmod(0o600)
 	}
@@ -219,6 +226,22 @@ func copyToTemp(src, dir string) (string, error) {
 		return "", err
 	}
 	return tmp.Name(), nil
+}
+
+// WriteFileAtomic writes data to path with mode 0600, synced, and replaces
+// any file there in one rename: a crash leaves the old file or the new one,
+// never a part. embargo init writes the configuration and keys with it.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := writeTemp(filepath.Dir(path), "."+filepath.Base(path), bytes.NewReader(data))
+	if err == nil {
+		if err = os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 // syncDir makes a rename in dir durable.

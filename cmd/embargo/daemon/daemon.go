@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -250,12 +249,24 @@ func (d *Daemon) startSMTP() error {
 		return fmt.Errorf("smtp listener: %w", err)
 	}
 	d.smtpAddr = l.Addr()
+	d.goRun("smtp server", func() error { return d.smtp.Serve(l) }, smtpd.ErrServerClosed, net.ErrClosed)
+	return nil
+}
+
+// goRun runs f until the daemon stops (Stop waits for it), and logs how it
+// ended unless that is one of the errors of a normal stop.
+func (d *Daemon) goRun(what string, f func() error, stopped ...error) {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		if err := d.smtp.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "closed") {
-			d.log.Error("smtp server stopped", "err", err)
+		err := f()
+		for _, s := range stopped {
+			if errors.Is(err, s) {
+				return
+			}
+		}
+		if err != nil {
+			d.log.Error(what+" stopped", "err", err)
 		}
 	}()
-	return nil
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -34,13 +33,7 @@ func (d *Daemon) startLMTP() error {
 	o.LMTP, o.Domain, o.MaxConnectionsPerIP = true, d.cfg.Domain, -1
 	d.lmtp = smtpd.New(o, d.handler(), d.log.With("component", "lmtp"))
 	d.lmtpAddr = l.Addr()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := d.lmtp.Serve(l); err != nil && !errors.Is(err, smtpd.ErrServerClosed) {
-			d.log.Error("lmtp server stopped", "err", err)
-		}
-	}()
+	d.goRun("lmtp server", func() error { return d.lmtp.Serve(l) }, smtpd.ErrServerClosed, net.ErrClosed)
 	url := "lmtp://" + l.Addr().String()
 	if network == "unix" {
 		url = "unix://" + addr

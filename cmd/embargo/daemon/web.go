@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -67,13 +66,7 @@ func (d *Daemon) startHTTP() error {
 		Registry:    d.metrics.reg,
 	})
 	d.webAddr = l.Addr()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := d.web.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http server stopped", "err", err)
-		}
-	}()
+	d.goRun("http server", func() error { return d.web.Serve(l) }, http.ErrServerClosed)
 	d.log.Info("http listening", "http", "http://"+l.Addr().String(), "base_url", base)
 	return nil
 }

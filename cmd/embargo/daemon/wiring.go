@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -104,13 +103,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
 	})
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := d.worker.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("delivery worker stopped", "err", err)
-		}
-	}()
+	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	fanout = d.startFanout(ctx, relay, annOpts)
 	d.startTick(ctx) // reminders, final notice, release at T, digest
 	return nil
