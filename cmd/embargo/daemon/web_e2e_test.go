@@ -242,7 +242,7 @@ func crawl(t *testing.T, base string, check func(string, httpResult)) map[string
 	return seen
 }
 
-// TestHTTPNothingEmbargoedReachable is issue 7's proof over the wired daemon:
+// TestHTTPNothingEmbargoedReachable is the proof over the wired daemon:
 // incidents in triage, fix and embargo (and the inconsistent or unfinished
 // cases next to them) carry a canary in every field; crawling every link of
 // the index, the pages and the feeds, and guessing every path their IDs and
