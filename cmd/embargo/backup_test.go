@@ -6,23 +6,15 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
-// counts reads what the harness store holds (the daemon must be stopped).
-func storeCounts(t *testing.T, dir string) storeSummary {
+// storeCounts reads what the harness store holds (the daemon must be stopped).
+func storeCounts(t *testing.T, dir string) daemon.StoreSummary {
 	t.Helper()
-	db, err := openStore(dir, true)
+	s, err := daemon.DescribeStore(filepath.Join(dir, daemon.DBFile))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var s storeSummary
-	if err := db.View(func(tx *bolt.Tx) error {
-		var err error
-		s, err = summarize(tx)
-		return err
-	}); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -32,16 +24,16 @@ func storeCounts(t *testing.T, dir string) storeSummary {
 // store is deleted, restored from the backup, and holds the same; the daemon
 // starts on it and goes on numbering incidents. threats.md A5's E test.
 func TestBackupRestore(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	cfg := h.configFile()
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	cfg := h.ConfigFile()
 	for i := range 3 {
-		h.mustSend("reporter@example.net", []string{"security@ex.test"}, report("reporter@example.net", "report "+string(rune('A'+i)), "steps"))
+		h.MustSend("reporter@example.net", []string{"security@ex.test"}, daemontest.Report("reporter@example.net", "report "+string(rune('A'+i)), "steps"))
 	}
-	h.waitMail(1 + 3*2) // one ack (one per sender and day) and two committee copies per report
+	h.WaitMail(1 + 3*2) // one ack (one per sender and day) and two committee copies per report
 	backup := filepath.Join(t.TempDir(), "embargo-backup.db")
 
 	out := mustCLI(t, "backup", backup, "--config", cfg)
-	mustContain(t, "backup output", out, "through the running daemon", "3 incidents, 3 archived messages")
+	daemontest.MustContain(t, "backup output", out, "through the running daemon", "3 incidents, 3 archived messages")
 	fi, err := os.Stat(backup)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +41,7 @@ func TestBackupRestore(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("backup has mode %v, want 0600", fi.Mode().Perm())
 	}
-	want, err := describeStore(backup)
+	want, err := daemon.DescribeStore(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,46 +49,46 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("restore while the daemon runs: exit %d, %q; want a refusal", code, errOut)
 	}
 
-	h.stop()
-	before := storeCounts(t, h.dir)
+	h.Stop()
+	before := storeCounts(t, h.Dir)
 	if before.Incidents != 3 {
 		t.Fatalf("store holds %v, want 3 incidents", before)
 	}
 	// An offline backup reads the file itself and says so.
-	mustContain(t, "offline backup", mustCLI(t, "backup", filepath.Join(t.TempDir(), "offline.db"), "--config", cfg), "no daemon running", before.String())
+	daemontest.MustContain(t, "offline backup", mustCLI(t, "backup", filepath.Join(t.TempDir(), "offline.db"), "--config", cfg), "no daemon running", before.String())
 
-	if err := os.Remove(filepath.Join(h.dir, dbFile)); err != nil {
+	if err := os.Remove(filepath.Join(h.Dir, daemon.DBFile)); err != nil {
 		t.Fatal(err)
 	}
 	out = mustCLI(t, "restore", backup, "--config", cfg)
-	mustContain(t, "restore output", out, want.String())
+	daemontest.MustContain(t, "restore output", out, want.String())
 	// The backup may hold rows that were being delivered when it was taken:
 	// the restored daemon sends them again (at-least-once), never loses one.
-	if after := storeCounts(t, h.dir); after != want {
+	if after := storeCounts(t, h.Dir); after != want {
 		t.Errorf("restored store holds %v, want %v as in the backup", after, want)
 	}
-	fi, err = os.Stat(filepath.Join(h.dir, dbFile))
+	fi, err = os.Stat(filepath.Join(h.Dir, daemon.DBFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("restored store: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
 
 	// The daemon starts on the restored store; the next report is number 4.
-	h.start()
-	h.mustSend("other@example.net", []string{"security@ex.test"}, report("other@example.net", "report D", "steps"))
-	h.waitMail(7 + want.QueueRows + 3)
-	mustContain(t, "incident list", mustCLI(t, "incident", "list", "--config", cfg), "SEC-", "0004")
+	h.Start()
+	h.MustSend("other@example.net", []string{"security@ex.test"}, daemontest.Report("other@example.net", "report D", "steps"))
+	h.WaitMail(7 + want.QueueRows + 3)
+	daemontest.MustContain(t, "incident list", mustCLI(t, "incident", "list", "--config", cfg), "SEC-", "0004")
 
 	// Restoring over an existing store keeps the old one aside.
-	h.stop()
+	h.Stop()
 	out = mustCLI(t, "restore", backup, "--config", cfg)
-	mustContain(t, "second restore", out, "previous store is kept as")
+	daemontest.MustContain(t, "second restore", out, "previous store is kept as")
 	// A file that is not a store is refused and changes nothing.
 	junk := filepath.Join(t.TempDir(), "junk.db")
-	writeFile(t, junk, "not a bbolt file")
+	daemontest.WriteFile(t, junk, "not a bbolt file")
 	if code, _, errOut := runCLI(t, "restore", junk, "--config", cfg); code != 1 || !strings.Contains(errOut, "not a usable backup") {
 		t.Errorf("restore of junk: exit %d, %q", code, errOut)
 	}
-	if after := storeCounts(t, h.dir); after != want {
+	if after := storeCounts(t, h.Dir); after != want {
 		t.Errorf("after the refused restore the store holds %v, want %v", after, want)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
@@ -34,9 +36,9 @@ func TestCrashLoop(t *testing.T) {
 	}
 	rec := queuetest.NewRecorder(t)
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := daemontest.FreePort(t)
 	cfg := filepath.Join(dir, "embargo.toml")
-	writeFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\n[relay]\nurl = \"smtp://%s\"\n",
+	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\n[relay]\nurl = \"smtp://%s\"\n",
 		filepath.Join(dir, "data"), addr, rec.Addr()))
 
 	var mu sync.Mutex
@@ -64,7 +66,7 @@ func TestCrashLoop(t *testing.T) {
 					from := fmt.Sprintf("rep%d@out.test", n)
 					mid := fmt.Sprintf("crash%d@out.test", n)
 					msg := fmt.Sprintf("From: %s\r\nSubject: report %d\r\nMessage-ID: <%s>\r\n\r\nbody %d\r\n", from, n, mid, n)
-					if err := sendSMTP(addr, from, []string{"security@ex.test"}, []byte(msg)); err == nil {
+					if err := daemontest.SendSMTP(addr, from, []string{"security@ex.test"}, []byte(msg)); err == nil {
 						mu.Lock()
 						accepted[mid] = from
 						mu.Unlock()
@@ -94,7 +96,7 @@ func TestCrashLoop(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 
-	db, err := openStore(filepath.Join(dir, "data"), true) // runs tx.Check (I2)
+	db, err := daemon.OpenStore(filepath.Join(dir, "data"), true) // runs tx.Check (I2)
 	if err != nil {
 		t.Fatalf("store after %d kills: %v", kills, err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/embargo-project/embargo/workflow"
@@ -15,29 +14,33 @@ import (
 // decimal and the severity None, Low, Medium, High or Critical (FIRST). A bad
 // vector gets a line on stderr naming the bad metric; after every line is
 // processed, the function returns an error if any vector was bad.
-func cmdCVSS(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func cmdCVSS(args []string, s stdio) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		_, err := fmt.Fprint(s.out, cvssHelp)
+		return err
+	}
 	bad := 0
 	score := func(v string) {
 		line, err := workflow.ScoreLine(v)
 		if err != nil {
 			bad++
-			fmt.Fprintln(stderr, "embargo cvss:", err)
+			fmt.Fprintln(s.err, "embargo cvss:", err)
 			return
 		}
-		fmt.Fprintln(stdout, line)
+		fmt.Fprintln(s.out, line)
 	}
 	if len(args) > 0 {
 		for _, v := range args {
 			score(v)
 		}
 	} else {
-		s := bufio.NewScanner(stdin)
-		for s.Scan() {
-			if v := strings.TrimSpace(s.Text()); v != "" && !strings.HasPrefix(v, "#") {
+		sc := bufio.NewScanner(s.in)
+		for sc.Scan() {
+			if v := strings.TrimSpace(sc.Text()); v != "" && !strings.HasPrefix(v, "#") {
 				score(v)
 			}
 		}
-		if err := s.Err(); err != nil {
+		if err := sc.Err(); err != nil {
 			return fmt.Errorf("cvss: read standard input: %w", err)
 		}
 	}
@@ -46,3 +49,15 @@ func cmdCVSS(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+const cvssHelp = `Usage: embargo cvss [VECTOR...]
+
+Scores CVSS 3.1 and 4.0 vectors as the FIRST calculators do. Prints
+VECTOR<TAB>SCORE<TAB>SEVERITY per vector; reads one vector per line from
+standard input when none is given. A bad vector gets a line on stderr naming
+the bad metric, and the exit status is 1.
+
+Examples:
+  embargo cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H
+  embargo cvss < vectors.txt
+`

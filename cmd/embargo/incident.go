@@ -11,22 +11,62 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/workflow"
 )
 
-// storeCommand is an admin command that reads the store. It runs in-process
-// when no daemon holds the file, or inside the daemon behind the control socket
-// (bbolt locks its file against a second opener).
-type storeCommand func(tx *bolt.Tx, args []string, w io.Writer) error
+const incidentHelp = `Usage: embargo incident list|show ID|export ID [--config FILE] [--data DIR]
 
-// storeCommands are the commands the control socket may run. Read-only.
-var storeCommands = map[string]storeCommand{
-	"incident list":   incidentList,
-	"incident show":   incidentShow,
-	"incident export": incidentExport,
-	"queue list":      queueList,   // queuecmd.go
-	"status":          statusQuery, // status.go
+Reads incidents from the store, through the running daemon if there is one.
+
+  list         one line per incident
+  show ID      the incident's fields and its messages
+  export ID    every message of the incident as an mbox on stdout
+
+Examples:
+  embargo incident list
+  embargo incident show SEC-2026-0001
+  embargo incident export SEC-2026-0001 > SEC-2026-0001.mbox
+
+Flags:
+`
+
+func cmdIncident(args []string, s stdio) error {
+	var cf commonFlags
+	fs := newFlagSet("incident", incidentHelp, &cf, false)
+	sub, pos, err := subcommand(fs, args, "incident needs a subcommand: list, show or export")
+	if sub == "" || err != nil {
+		return err
+	}
+	name := "incident " + sub
+	if _, ok := storeCommands()[name]; !ok {
+		return usageError(fmt.Sprintf("unknown incident subcommand %q: use list, show or export", sub))
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	return readStore(cfg.DataDir, name, pos, s.out)
+}
+
+// storeCommands are the admin commands that read the store. Each runs
+// in-process when no daemon holds the file, or inside the daemon behind its
+// control socket (bbolt locks its file against a second opener): serve hands
+// them to the daemon.
+func storeCommands() map[string]daemon.ReadCommand {
+	return map[string]daemon.ReadCommand{
+		"incident list":   incidentList,
+		"incident show":   incidentShow,
+		"incident export": incidentExport,
+		"queue list":      queueList,   // queuecmd.go
+		"status":          statusQuery, // status.go
+	}
+}
+
+// readStore runs one of storeCommands, through the daemon if it runs.
+func readStore(dataDir, name string, args []string, w io.Writer) error {
+	return daemon.Read(dataDir, storeCommands(), name, args, w)
 }
 
 func incidentList(tx *bolt.Tx, args []string, w io.Writer) error {
@@ -146,7 +186,3 @@ func incidentExport(tx *bolt.Tx, args []string, w io.Writer) error {
 func isFromLine(l []byte) bool {
 	return bytes.HasPrefix(bytes.TrimLeft(l, ">"), []byte("From "))
 }
-
-type usageError string
-
-func (e usageError) Error() string { return string(e) }

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"flag"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/keys"
 )
 
@@ -26,7 +28,7 @@ var configTemplate string
 type configVars struct {
 	Domain, DataDir, KeysDir string
 	Demo                     bool
-	Members                  []MemberConfig
+	Members                  []config.Member
 }
 
 func renderConfig(v configVars) ([]byte, error) {
@@ -46,7 +48,7 @@ func renderConfig(v configVars) ([]byte, error) {
 var contribVars = configVars{Domain: "example.org", DataDir: "/var/lib/embargo", KeysDir: "/etc/embargo/keys"}
 
 // demoMembers are the key pairs `embargo init --demo` makes.
-var demoMembers = []MemberConfig{
+var demoMembers = []config.Member{
 	{Email: "alice", Name: "Alice Example", Roles: []string{"src"}},
 	{Email: "bob", Name: "Bob Example", Roles: []string{"src"}},
 	{Email: "packager", Name: "Demo Distribution", Roles: []string{"distributor"}},
@@ -72,7 +74,8 @@ Examples:
 Flags:
 `
 
-func cmdInit(args []string, stdout io.Writer) error {
+func cmdInit(args []string, s stdio) error {
+	stdout := s.out
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	domain := fs.String("domain", "example.org", "the domain of the list addresses")
 	data := fs.String("data", "", "data directory (data_dir); default DIR/data")
@@ -101,7 +104,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 		return err
 	}
 	v := configVars{Domain: strings.ToLower(*domain), DataDir: *data, KeysDir: filepath.Join(dir, "keys"), Demo: *demo}
-	if !ldhDomain.MatchString(v.Domain) {
+	if !config.ValidDomain(v.Domain) {
 		return usageError(fmt.Sprintf("--domain %q is not a domain name like example.org", *domain))
 	}
 	cfgPath := filepath.Join(dir, "embargo.toml")
@@ -136,67 +139,73 @@ func cmdInit(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ParseConfig(text, cfgPath)
+	cfg, err := config.Parse(text, cfgPath)
 	if err != nil {
 		return fmt.Errorf("init: the generated configuration does not validate (a bug): %w", err)
 	}
 	if err := cfg.Resolve(); err != nil {
 		return err
 	}
-	if err := writeNew(cfgPath, text); err != nil {
+	if err := daemon.WriteFileAtomic(cfgPath, text); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Wrote %s\n", cfgPath)
 
-	ks, err := loadKeys(cfg, time.Now(), true)
+	ks, err := daemon.LoadKeys(cfg, time.Now(), true)
 	if err != nil {
 		return err
 	}
-	for _, name := range knownLists {
+	for _, name := range config.ListNames() {
 		verb := "Kept"
-		for _, c := range ks.created {
+		for _, c := range ks.Created {
 			if c == name {
 				verb = "Generated"
 			}
 		}
-		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.lists[name].Fingerprint(), listKeyPath(cfg.DataDir, name))
+		fmt.Fprintf(stdout, "%s the %s list key %s (%s)\n", verb, name, ks.Lists[name].Fingerprint(), cfg.ListKeyPath(name))
 	}
-	if _, created, err := loadDKIMKey(cfg, true); err != nil {
+	if _, created, err := daemon.LoadDKIMKey(cfg, true); err != nil {
 		return err
 	} else if created {
-		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", dkimKeyPath(cfg), dkimRSABits)
+		fmt.Fprintf(stdout, "Generated the DKIM key %s (RSA-%d)\n", cfg.DKIMKeyPath(), daemon.DKIMRSABits)
 	} else {
-		fmt.Fprintf(stdout, "Kept the DKIM key %s\n", dkimKeyPath(cfg))
+		fmt.Fprintf(stdout, "Kept the DKIM key %s\n", cfg.DKIMKeyPath())
 	}
 
-	if *demo {
-		fmt.Fprintf(stdout, "\nDemo members (public keys in %s, secret keys in %s, mode 0600):\n", v.KeysDir, filepath.Join(dir, "demo"))
+	printNext(stdout, v, cfgPath, secrets)
+	return nil
+}
+
+// printNext tells what init made and what to do next: for a demo, how to
+// sign commands as its members.
+func printNext(stdout io.Writer, v configVars, cfgPath string, secrets []string) {
+	if v.Demo {
+		fmt.Fprintf(stdout, "\nDemo members (public keys in %s, secret keys in %s, mode 0600):\n", v.KeysDir, filepath.Dir(secrets[0]))
 		for _, m := range v.Members {
 			fmt.Fprintf(stdout, "  %-28s %s  %s\n", m.Email, m.Fingerprint, strings.Join(m.Roles, ","))
 		}
 		fmt.Fprintf(stdout, "\nTo sign commands as a demo member, import their secret key into gpg\n(a throw-away GNUPGHOME keeps your own keyring clean):\n\n")
 		fmt.Fprintf(stdout, "  export GNUPGHOME=$(mktemp -d)\n")
-		for _, s := range secrets {
-			fmt.Fprintf(stdout, "  gpg --batch --import %s\n", s)
+		for _, f := range secrets {
+			fmt.Fprintf(stdout, "  gpg --batch --import %s\n", f)
 		}
 		fmt.Fprintf(stdout, "  embargo keys export security --config %s | gpg --import\n", cfgPath)
 		fmt.Fprintf(stdout, "  gpg --clearsign -u %s commands.txt\n", v.Members[0].Email)
 	}
 	fmt.Fprintf(stdout, "\nNext:\n")
 	step := 1
-	if !*demo {
+	if !v.Demo {
 		fmt.Fprintf(stdout, "  %d. edit %s: members and their fingerprints (keys in %s), relay\n", step, cfgPath, v.KeysDir)
 		step++
 	}
 	fmt.Fprintf(stdout, "  %d. embargo check --config %s   (validates it and prints the DNS records to publish)\n", step, cfgPath)
 	fmt.Fprintf(stdout, "  %d. embargo serve --config %s\n", step+1, cfgPath)
 	fmt.Fprintf(stdout, "  %d. publish the security key for reporters: embargo keys export security --config %s\n", step+2, cfgPath)
-	return nil
 }
 
 // demoKeyPair makes a member key pair: the public key into keysDir, the
 // secret key into secretDir. It returns the fingerprint and the secret file.
-func demoKeyPair(m MemberConfig, keysDir, secretDir string) (fpr, secretFile string, err error) {
+func demoKeyPair(m config.Member, keysDir, secretDir string) (fpr, secretFile string, err error) {
 	k, err := keys.GenerateListKey(m.Name, m.Email, keys.Options{})
 	if err != nil {
 		return "", "", err
@@ -211,37 +220,11 @@ func demoKeyPair(m MemberConfig, keysDir, secretDir string) (fpr, secretFile str
 	}
 	local, _, _ := strings.Cut(m.Email, "@")
 	secretFile = filepath.Join(secretDir, local+".secret.asc")
-	if err := writeNew(filepath.Join(keysDir, local+".asc"), pub); err != nil {
+	if err := daemon.WriteFileAtomic(filepath.Join(keysDir, local+".asc"), pub); err != nil {
 		return "", "", err
 	}
-	if err := writeNew(secretFile, sec); err != nil {
+	if err := daemon.WriteFileAtomic(secretFile, sec); err != nil {
 		return "", "", err
 	}
 	return k.Fingerprint(), secretFile, nil
-}
-
-// writeNew writes a file with mode 0600, replacing any file there atomically.
-func writeNew(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -24,6 +24,9 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 // writeCert writes a self-signed certificate for mx.ex.test with the given
@@ -51,8 +54,8 @@ func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certi
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
+	daemontest.WriteFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	daemontest.WriteFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
 	cert, _ := x509.ParseCertificate(der)
 	return cert
 }
@@ -73,7 +76,7 @@ func starttlsSerial(addr string, roots *x509.CertPool) (int64, error) {
 	if !ok || len(state.PeerCertificates) == 0 {
 		return 0, errors.New("no TLS after STARTTLS")
 	}
-	msg := strings.ReplaceAll(report("tls@example.net", "over tls", "steps"), "\n", "\r\n")
+	msg := strings.ReplaceAll(daemontest.Report("tls@example.net", "over tls", "steps"), "\n", "\r\n")
 	if err := c.SendMail("tls@example.net", []string{"security@ex.test"}, strings.NewReader(msg)); err != nil {
 		return 0, err
 	}
@@ -88,11 +91,11 @@ func TestSTARTTLSReload(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls", "cert.pem"), filepath.Join(dir, "tls", "key.pem")
 	c1 := writeCert(t, certFile, keyFile, 1)
-	addr := freePort(t)
+	addr := daemontest.FreePort(t)
 	cfgPath := filepath.Join(dir, "embargo.toml")
-	writeFile(t, cfgPath, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n%s[smtp]\nlisten = %q\ntls_cert = %q\ntls_key = %q\n[relay]\nurl = \"maildir://%s\"\n",
-		filepath.Join(dir, "data"), defaultMembers, addr, certFile, keyFile, filepath.Join(dir, "outbox")))
-	mustContain(t, "check", mustCLI(t, "check", "--config", cfgPath), "tls: STARTTLS with mx.ex.test #1")
+	daemontest.WriteFile(t, cfgPath, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n%s[smtp]\nlisten = %q\ntls_cert = %q\ntls_key = %q\n[relay]\nurl = \"maildir://%s\"\n",
+		filepath.Join(dir, "data"), daemontest.DefaultMembers, addr, certFile, keyFile, filepath.Join(dir, "outbox")))
+	daemontest.MustContain(t, "check", mustCLI(t, "check", "--config", cfgPath), "tls: STARTTLS with mx.ex.test #1")
 
 	cmd, out := embargoProcess(t, dir, "serve", "--config", cfgPath)
 	waitPort(t, addr, out)
@@ -107,16 +110,16 @@ func TestSTARTTLSReload(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new certificate after SIGHUP", func() bool {
+	daemontest.WaitFor(t, "the new certificate after SIGHUP", func() bool {
 		serial, err := starttlsSerial(addr, roots)
 		return err == nil && serial == 2
 	})
-	mustContain(t, "log", out.String(), "SIGHUP: reloading", "reload: certificate loaded", "mx.ex.test #2")
+	daemontest.MustContain(t, "log", out.String(), "SIGHUP: reloading", "reload: certificate loaded", "mx.ex.test #2")
 
 	// A broken certificate file: the reload fails and serial 2 stays.
-	writeFile(t, certFile, "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+	daemontest.WriteFile(t, certFile, "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the failed reload in the log", func() bool {
+	daemontest.WaitFor(t, "the failed reload in the log", func() bool {
 		return strings.Contains(out.String(), "reload: keeping the current certificate")
 	})
 	if serial, err := starttlsSerial(addr, roots); err != nil || serial != 2 {
@@ -141,7 +144,7 @@ func TestTLSConfigErrors(t *testing.T) {
 		{"swapped", "tls_cert = \"" + keyFile + "\"\ntls_key = \"" + certFile + "\"\n", "smtp.tls_cert/tls_key"},
 	} {
 		p := filepath.Join(dir, "c.toml")
-		writeFile(t, p, base+tc.smtp)
+		daemontest.WriteFile(t, p, base+tc.smtp)
 		code, _, errOut := runCLI(t, "check", "--config", p)
 		if code != 1 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%s: check exit %d, %q; want 1 and %q", tc.name, code, errOut, tc.want)
@@ -149,7 +152,7 @@ func TestTLSConfigErrors(t *testing.T) {
 	}
 	os.Chmod(keyFile, 0o644)
 	p := filepath.Join(dir, "c.toml")
-	writeFile(t, p, base+"tls_cert = \""+certFile+"\"\ntls_key = \""+keyFile+"\"\n")
+	daemontest.WriteFile(t, p, base+"tls_cert = \""+certFile+"\"\ntls_key = \""+keyFile+"\"\n")
 	if code, _, errOut := runCLI(t, "check", "--config", p); code != 1 || !strings.Contains(errOut, "readable by others") {
 		t.Errorf("world-readable key: check exit %d, %q", code, errOut)
 	}
@@ -168,11 +171,11 @@ func TestLMTPEndToEnd(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
 
-	h := newHarness(t, fmt.Sprintf("\n[lmtp]\nlisten = \"unix:%s\"\n", sock), startOptions{})
-	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != lmtpSocketMode {
-		t.Fatalf("socket: %v, mode %v; want %v", err, fi.Mode().Perm(), lmtpSocketMode)
+	h := daemontest.New(t, daemontest.Config{Extra: fmt.Sprintf("\n[lmtp]\nlisten = \"unix:%s\"\n", sock)}, daemon.Options{Commands: storeCommands()})
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != daemon.LMTPSocketMode {
+		t.Fatalf("socket: %v, mode %v; want %v", err, fi.Mode().Perm(), daemon.LMTPSocketMode)
 	}
-	mustContain(t, "log", h.logs.String(), "lmtp listening", "unix://"+sock)
+	daemontest.MustContain(t, "log", h.Logs.String(), "lmtp listening", "unix://"+sock)
 
 	nc, err := net.Dial("unix", sock)
 	if err != nil {
@@ -188,7 +191,7 @@ func TestLMTPEndToEnd(t *testing.T) {
 	}
 	if err := c.Rcpt("stranger@ex.test", nil); err == nil {
 		t.Error("RCPT stranger@ex.test over LMTP accepted")
-	} else if n, _ := code(err); n != 550 {
+	} else if n, _ := daemontest.Code(err); n != 550 {
 		t.Errorf("RCPT stranger@ex.test = %v, want 550", err)
 	}
 	for _, r := range []string{"security@ex.test", "SECURITY@ex.test"} {
@@ -200,7 +203,7 @@ func TestLMTPEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(w, strings.ReplaceAll(report("reporter@example.net", "over lmtp", "CANARY-lmtp"), "\n", "\r\n"))
+	io.WriteString(w, strings.ReplaceAll(daemontest.Report("reporter@example.net", "over lmtp", "CANARY-lmtp"), "\n", "\r\n"))
 	statuses, err := w.CloseWithLMTPResponse()
 	if err != nil {
 		t.Fatalf("LMTP DATA = %v", err)
@@ -209,17 +212,17 @@ func TestLMTPEndToEnd(t *testing.T) {
 		t.Errorf("got %d per-recipient replies, want 2: %v", len(statuses), statuses)
 	}
 	c.Quit()
-	msgs := h.settle(3) // the acknowledgement and two committee copies: one incident
-	mustContain(t, "alice's copy", string(to(msgs, "alice@ex.test")[0].Data), "CANARY-lmtp")
+	msgs := h.Settle(3) // the acknowledgement and two committee copies: one incident
+	daemontest.MustContain(t, "alice's copy", string(daemontest.To(msgs, "alice@ex.test")[0].Data), "CANARY-lmtp")
 
-	h.stop()
+	h.Stop()
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket after stop: %v, want it removed", err)
 	}
 	// Something else at the path is never removed.
-	writeFile(t, sock, "not a socket")
-	cfg := h.config()
-	if _, err := startWith(t.Context(), cfg, newLogger("error", io.Discard), h.so); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	daemontest.WriteFile(t, sock, "not a socket")
+	cfg := h.Config()
+	if err := daemontest.StartErr(t, cfg, h.Opts); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("start with a file at the socket path = %v, want a refusal", err)
 	}
 }
@@ -246,16 +249,16 @@ func dkimTXT(t *testing.T, checkOut, name string) string {
 // signature that go-msgauth's verifier accepts against the public key embargo
 // check prints; the key was generated at the first start with mode 0600.
 func TestDKIMSignedEndToEnd(t *testing.T) {
-	h := newHarness(t, "\n[dkim]\nselector = \"embargo\"\n", startOptions{})
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "signed", "steps"))
-	msgs := h.settle(3)
-	fi, err := os.Stat(filepath.Join(h.dir, "keys", "dkim.key"))
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[dkim]\nselector = \"embargo\"\n"}, daemon.Options{Commands: storeCommands()})
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "signed", "steps"))
+	msgs := h.Settle(3)
+	fi, err := os.Stat(filepath.Join(h.Dir, "keys", "dkim.key"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("dkim key: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
-	mustContain(t, "log", h.logs.String(), "dkim key generated", "dkim signing on")
+	daemontest.MustContain(t, "log", h.Logs.String(), "dkim key generated", "dkim signing on")
 
-	check := mustCLI(t, "check", "--config", h.configFile())
+	check := mustCLI(t, "check", "--config", h.ConfigFile())
 	record := dkimTXT(t, check, "embargo._domainkey.ex.test")
 	if !strings.HasPrefix(record, "v=DKIM1; k=rsa; p=") {
 		t.Fatalf("DKIM record = %q", record)
@@ -282,14 +285,14 @@ func TestDKIMSignedEndToEnd(t *testing.T) {
 	}
 
 	// A key readable by others, or a missing explicit key_file, is refused.
-	keyPath := filepath.Join(h.dir, "keys", "dkim.key")
-	h.stop()
+	keyPath := filepath.Join(h.Dir, "keys", "dkim.key")
+	h.Stop()
 	os.Chmod(keyPath, 0o640)
-	if _, err := startWith(t.Context(), h.config(), newLogger("error", io.Discard), h.so); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if err := daemontest.StartErr(t, h.Config(), h.Opts); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("start with a group-readable DKIM key = %v, want a refusal", err)
 	}
 	p := filepath.Join(t.TempDir(), "c.toml")
-	writeFile(t, p, "domain = \"ex.test\"\n[dkim]\nselector = \"embargo\"\nkey_file = \"/nonexistent/dkim.key\"\n")
+	daemontest.WriteFile(t, p, "domain = \"ex.test\"\n[dkim]\nselector = \"embargo\"\nkey_file = \"/nonexistent/dkim.key\"\n")
 	if code, _, errOut := runCLI(t, "check", "--config", p); code != 1 || !strings.Contains(errOut, "dkim key") {
 		t.Errorf("check with a missing key_file: exit %d, %q", code, errOut)
 	}

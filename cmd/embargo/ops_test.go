@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"flag"
 	"os"
@@ -11,6 +12,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 var updateContrib = flag.Bool("update-contrib", false, "rewrite contrib/embargo.toml from embargo.toml.tmpl")
@@ -48,7 +53,7 @@ func TestInitPassesCheck(t *testing.T) {
 			}
 			out := mustCLI(t, args...)
 			cfgPath := filepath.Join(dir, "embargo.toml")
-			mustContain(t, "init output", out, "Wrote "+cfgPath, "Generated the security list key", "Generated the DKIM key")
+			daemontest.MustContain(t, "init output", out, "Wrote "+cfgPath, "Generated the security list key", "Generated the DKIM key")
 			for _, p := range []string{cfgPath, filepath.Join(dir, "data", "keys", "dkim.key"), filepath.Join(dir, "data", "keys", "security.key.asc")} {
 				fi, err := os.Stat(p)
 				if err != nil {
@@ -59,14 +64,14 @@ func TestInitPassesCheck(t *testing.T) {
 				}
 			}
 			check := mustCLI(t, "check", "--config", cfgPath)
-			mustContain(t, "check output", check, "configuration is valid",
+			daemontest.MustContain(t, "check output", check, "configuration is valid",
 				"example.net.\tIN MX 10 ", `"v=spf1 mx -all"`, "embargo._domainkey.example.net.\tIN TXT", "v=DKIM1; k=rsa; p=", "_dmarc.example.net.\tIN TXT \"v=DMARC1;")
 			if strings.Contains(check, "key: ") {
 				t.Errorf("check reports key problems:\n%s", check)
 			}
 			if demo {
-				mustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
-				mustContain(t, "check of the demo", check, "(3 members,")
+				daemontest.MustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
+				daemontest.MustContain(t, "check of the demo", check, "(3 members,")
 				if strings.Contains(check, "warning") {
 					t.Errorf("demo check warns:\n%s", check)
 				}
@@ -99,11 +104,11 @@ func TestContribConfig(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("contrib/embargo.toml differs from embargo.toml.tmpl rendered for production: run go test ./cmd/embargo -run TestContribConfig -update-contrib")
 	}
-	if _, err := ParseConfig(got, path); err != nil {
+	if _, err := config.Parse(got, path); err != nil {
 		t.Fatalf("contrib/embargo.toml does not validate: %v", err)
 	}
 	shown := shownKeys(string(got))
-	for _, key := range tomlKeys(reflect.TypeFor[Config](), "") {
+	for _, key := range tomlKeys(reflect.TypeFor[config.Config](), "") {
 		if !shown[key] {
 			t.Errorf("contrib/embargo.toml does not show the key %s (set, or commented out under its table)", key)
 		}
@@ -144,7 +149,8 @@ func tomlKeys(typ reflect.Type, prefix string) []string {
 		for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map || ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
-		if ft.Kind() == reflect.Struct && ft.PkgPath() != "time" {
+		// A type that decodes itself from a string (config.Date) is a value.
+		if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
 			out = append(out, tomlKeys(ft, prefix+tag+".")...)
 			continue
 		}
@@ -154,11 +160,17 @@ func tomlKeys(typ reflect.Type, prefix string) []string {
 }
 
 // TestCommandHelp: every command has --help with examples, exit status 0.
+// The command table drives both the usage text and the dispatch.
 func TestCommandHelp(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve"}, {"check"}, {"incident"}, {"keys"}, {"cvss"}, {"init"}, {"status"},
-		{"queue"}, {"backup"}, {"restore"}, {"healthcheck"}, {"version"},
-	} {
+	var out, errb strings.Builder
+	if rc := run([]string{"help"}, &out, &errb); rc != 0 {
+		t.Fatalf("embargo help: exit %d", rc)
+	}
+	for _, c := range commands() {
+		args := []string{c.name}
+		if !strings.Contains(out.String(), "\n  embargo "+c.name) || !strings.Contains(out.String(), c.synopsis) {
+			t.Errorf("embargo help does not list %s:\n%s", c.name, out.String())
+		}
 		t.Run(args[0], func(t *testing.T) {
 			t.Parallel()
 			// flag writes usage to os.Stderr: run the real process.
@@ -183,11 +195,11 @@ func TestVersionCommand(t *testing.T) {
 }
 
 func TestHealthcheck(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	out := mustCLI(t, "healthcheck", "--addr", h.addr(), "--timeout", "2s")
-	mustContain(t, "healthcheck", out, "ok: 220 ")
-	addr := h.addr()
-	h.stop()
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	out := mustCLI(t, "healthcheck", "--addr", h.Addr(), "--timeout", "2s")
+	daemontest.MustContain(t, "healthcheck", out, "ok: 220 ")
+	addr := h.Addr()
+	h.Stop()
 	if code, _, errOut := runCLI(t, "healthcheck", "--addr", addr, "--timeout", "1s"); code != 1 {
 		t.Errorf("healthcheck on a stopped daemon: exit %d (%s), want 1", code, errOut)
 	}
@@ -201,15 +213,15 @@ func TestHealthcheck(t *testing.T) {
 // TestStatusCommand: status through the running daemon and on the file, in
 // text and JSON.
 func TestStatusCommand(t *testing.T) {
-	h := newHarness(t, "", startOptions{})
-	cfg := h.configFile()
-	h.rec.FailRcpt("bob@ex.test", 550)
-	h.mustSend("rep@out.test", []string{"security@ex.test"}, report("rep@out.test", "x", "y"))
-	h.settle(3)
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	cfg := h.ConfigFile()
+	h.Rec.FailRcpt("bob@ex.test", 550)
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "x", "y"))
+	h.Settle(3)
 	out := mustCLI(t, "status", "--config", cfg)
-	mustContain(t, "status", out, "Daemon:", "running", "Queue:", "failed", "queue retry", "Incidents:", "1 open (triage 1), 0 closed",
+	daemontest.MustContain(t, "status", out, "Daemon:", "running", "Queue:", "failed", "queue retry", "Incidents:", "1 open (triage 1), 0 closed",
 		"Next release:", "none scheduled", "Next deadlines:", "SEC-", "triage-escalation")
-	h.stop()
+	h.Stop()
 	out = mustCLI(t, "status", "--config", cfg, "--json")
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); err != nil {

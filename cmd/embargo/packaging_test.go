@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 // TestSystemdUnit checks that contrib/systemd/embargo.service carries the
@@ -44,7 +46,7 @@ func TestSystemdUnit(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := filepath.Join(dir, name)
-		writeFile(t, p, strings.ReplaceAll(string(b), "/usr/local/bin/embargo", self))
+		daemontest.WriteFile(t, p, strings.ReplaceAll(string(b), "/usr/local/bin/embargo", self))
 		units = append(units, p)
 	}
 	// verify prints unknown or misspelt directives but exits 0: any output fails.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
@@ -36,7 +36,7 @@ Examples:
 Flags:
 `
 
-func cmdQueue(args []string, stdout io.Writer) error {
+func cmdQueue(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("queue", queueHelp, &cf, false)
 	sub, pos, err := subcommand(fs, args, "queue needs a subcommand: list, retry or drop")
@@ -49,20 +49,26 @@ func cmdQueue(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return runStoreCommand(cfg.DataDir, "queue list", pos, stdout)
+		return readStore(cfg.DataDir, "queue list", pos, s.out)
 	case "retry", "drop":
-		if _, err := queueArg(pos); err != nil {
+		id, err := queueArg(pos)
+		if err != nil {
 			return err
 		}
 		cfg, err := cf.load()
 		if err != nil {
 			return err
 		}
-		out, err := queueWrite(cfg.DataDir, sub, pos)
+		var out string
+		if sub == "retry" {
+			out, err = daemon.QueueRetry(cfg.DataDir, id, time.Now())
+		} else {
+			out, err = daemon.QueueDrop(cfg.DataDir, id)
+		}
 		if err != nil {
 			return err
 		}
-		_, err = io.WriteString(stdout, out)
+		_, err = io.WriteString(s.out, out)
 		return err
 	}
 	return usageError(fmt.Sprintf("unknown queue subcommand %q: use list, retry or drop", sub))
@@ -77,53 +83,6 @@ func queueArg(args []string) (uint64, error) {
 		return 0, usageError(fmt.Sprintf("%q is not a queue row ID; `embargo queue list` shows them", args[0]))
 	}
 	return id, nil
-}
-
-// queueWrite runs retry or drop through the daemon, or on the store file when
-// no daemon runs.
-func queueWrite(dataDir, sub string, args []string) (string, error) {
-	if c := ctlDial(dataDir); c != nil {
-		defer c.Close()
-		_, br, err := ctlSend(c, "queue "+sub, args)
-		if err != nil {
-			return "", err
-		}
-		b, err := io.ReadAll(br)
-		return string(b), err
-	}
-	id, _ := queueArg(args)
-	db, err := openStore(dataDir, false)
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	if sub == "retry" {
-		err = db.Update(func(tx *bolt.Tx) error { return queue.Retry(tx, id, time.Now()) })
-		return queueResult(id, "is due now; the daemon sends it when it starts\n", err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return queue.Drop(tx, id) })
-	return queueResult(id, "dropped\n", err)
-}
-
-func queueRetryOnline(w *queue.Worker, id uint64) (string, error) {
-	return queueResult(id, "is due now and handed to the delivery worker\n", w.Retry(id))
-}
-
-func queueDropOnline(w *queue.Worker, id uint64) (string, error) {
-	return queueResult(id, "dropped\n", w.Drop(id))
-}
-
-// queueResult turns the queue's errors into sentences an operator can act on.
-func queueResult(id uint64, done string, err error) (string, error) {
-	switch {
-	case err == nil:
-		return fmt.Sprintf("row %d %s", id, done), nil
-	case errors.Is(err, queue.ErrNotFound):
-		return "", fmt.Errorf("no queue row %d; `embargo queue list` shows them", id)
-	case errors.Is(err, queue.ErrSending):
-		return "", fmt.Errorf("row %d is being delivered right now: wait for the attempt to end (`embargo queue list`) and retry it then if it failed", id)
-	}
-	return "", err
 }
 
 // queueList is the storeCommand behind `embargo queue list`.

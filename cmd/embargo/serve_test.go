@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 )
 
 // TestMain lets the test binary act as the embargo command, so tests can run
@@ -25,24 +27,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // embargoProcess starts `embargo ARGS…` as a child process.
-func embargoProcess(t *testing.T, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
+func embargoProcess(t *testing.T, dir string, args ...string) (*exec.Cmd, *daemontest.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "EMBARGO_TEST_MAIN=1")
 	cmd.Dir = dir
-	out := &syncBuffer{}
+	out := &daemontest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -51,7 +42,7 @@ func embargoProcess(t *testing.T, dir string, args ...string) (*exec.Cmd, *syncB
 	return cmd, out
 }
 
-func waitPort(t *testing.T, addr string, out *syncBuffer) {
+func waitPort(t *testing.T, addr string, out *daemontest.SyncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -95,7 +86,7 @@ func TestServeDevDefaultWithSwaks(t *testing.T) {
 		t.Skip("swaks not installed (.ci/run installs it)")
 	}
 	work := t.TempDir()
-	addr := freePort(t)
+	addr := daemontest.FreePort(t)
 	_, out := embargoProcess(t, work, "serve", "--listen", addr)
 	waitPort(t, addr, out)
 
@@ -138,7 +129,7 @@ func TestServeDevDefaultWithSwaks(t *testing.T) {
 // then the process closes the store and exits 0.
 func TestServeGracefulShutdown(t *testing.T) {
 	work := t.TempDir()
-	addr := freePort(t)
+	addr := daemontest.FreePort(t)
 	cmd, out := embargoProcess(t, work, "serve", "--listen", addr, "--data", filepath.Join(work, "state"))
 	waitPort(t, addr, out)
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/workflow"
@@ -95,7 +97,7 @@ type statusDeadline struct {
 // maxStatusDeadlines bounds the list; `embargo incident show` has the rest.
 const maxStatusDeadlines = 10
 
-func cmdStatus(args []string, stdout io.Writer) error {
+func cmdStatus(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("status", statusHelp, &cf, false)
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
@@ -109,27 +111,23 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	running := false
-	if c := ctlDial(cfg.DataDir); c != nil {
-		c.Close()
-		running = true
-	}
+	running := daemon.Running(cfg.DataDir)
 	var buf bytes.Buffer
-	if err := runStoreCommand(cfg.DataDir, "status", nil, &buf); err != nil {
+	if err := readStore(cfg.DataDir, "status", nil, &buf); err != nil {
 		return err
 	}
 	var sd statusData
 	if err := json.Unmarshal(buf.Bytes(), &sd); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	st := buildStatus(sd, cfg.HolidayDates(), time.Now())
+	st := buildStatus(sd, cfg.HolidayTimes(), time.Now())
 	st.Daemon = running
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(s.out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	return writeStatus(stdout, st, cfg, time.Now())
+	return writeStatus(s.out, st, cfg, time.Now())
 }
 
 func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON {
@@ -168,7 +166,7 @@ func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON 
 	return st
 }
 
-func writeStatus(w io.Writer, st statusJSON, cfg *Config, now time.Time) error {
+func writeStatus(w io.Writer, st statusJSON, cfg *config.Config, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if st.Daemon {
 		fmt.Fprintf(tw, "Daemon:\trunning (%s)\n", cfg.DataDir)

@@ -22,7 +22,7 @@ Examples:
   embargo version
 `
 
-func cmdVersion(args []string, stdout io.Writer) error {
+func cmdVersion(args []string, s stdio) error {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), versionHelp) }
 	if err := fs.Parse(args); err != nil {
@@ -31,7 +31,7 @@ func cmdVersion(args []string, stdout io.Writer) error {
 	if fs.NArg() != 0 {
 		return usageError("version takes no arguments")
 	}
-	_, err := fmt.Fprintln(stdout, versionString())
+	_, err := fmt.Fprintln(s.out, versionString())
 	return err
 }
 
@@ -78,7 +78,7 @@ Examples:
 Flags:
 `
 
-func cmdHealthcheck(args []string, stdout io.Writer) error {
+func cmdHealthcheck(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("healthcheck", healthcheckHelp, &cf, false)
 	addr := fs.String("addr", "", "SMTP address to dial; default smtp.listen")
@@ -100,7 +100,7 @@ func cmdHealthcheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("healthcheck: %s: %w", *addr, err)
 	}
-	fmt.Fprintf(stdout, "ok: %s\n", greeting)
+	fmt.Fprintf(s.out, "ok: %s\n", greeting)
 	return nil
 }
 

@@ -76,6 +76,7 @@ func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
 // the message's transaction, and queues the receipt and the mail the
 // commands cause. It returns the incident as it is afterwards.
 func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, msg *message.Message, sig signed, now time.Time) (workflow.Incident, []queue.Msg, error) {
+	defer s.observe("command", time.Now())
 	if sig.v == nil {
 		// Commands need a valid signature by a pinned key, never the From
 		// header (threats.md E1). A member who forgot to sign is told, in a

@@ -73,6 +73,10 @@ type Options struct {
 	Rand   io.Reader
 	Kick   func() // wakes the delivery worker after a commit
 	Logger *slog.Logger
+
+	// Observe, when set, is told how long each "command" message and each
+	// "release" took to handle (the daemon's metrics).
+	Observe func(event string, took time.Duration)
 }
 
 // Service handles mail for the lists.

@@ -38,6 +38,7 @@ type Channel struct {
 // notBefore holds the public copies back when the distributors are being told
 // "embargo lifted" in the same step, so that they hear first (threats.md G5).
 func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Release, now, notBefore time.Time) ([]queue.Msg, error) {
+	defer s.observe("release", time.Now())
 	d := s.advisory(inc)
 	d.T = workflow.FormatInstant(a.At)
 	text, err := s.o.Templates.Render("advisory", d)

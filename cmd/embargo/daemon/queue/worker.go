@@ -37,6 +37,10 @@ type Options struct {
 	Failed func(tx *bolt.Tx, r Row, reason string) error
 	// Logger receives one line per outcome, with IDs only, never message content.
 	Logger *slog.Logger
+	// Delivered, when set, is told of each row delivered to the relay (to
+	// all its recipients or some), at Now, once the outcome is recorded: the
+	// daemon's delivery-latency metric.
+	Delivered func(r Row, at time.Time)
 }
 
 // ReasonExpired is the reason given to Options.Failed for a row whose lifetime
@@ -333,6 +337,10 @@ func (w *Worker) deliver(ctx context.Context, r Row) {
 		// The row stays "sending" under its lease: it is sent again once the
 		// lease is over, or at the next start.
 		w.log.Error("outbound outcome not recorded", append(rowAttrs(r), "err", rerr)...)
+		return
+	}
+	if w.opts.Delivered != nil && (err == nil || errors.As(err, &rcptErr) && len(rcptErr.Failed) < len(r.To)) {
+		w.opts.Delivered(r, w.opts.Now())
 	}
 }
 

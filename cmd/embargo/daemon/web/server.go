@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures a Server. Every function may be nil: the endpoint then
@@ -37,8 +39,12 @@ type Options struct {
 
 	// Health says whether the store answers; nil error means healthy.
 	Health func(ctx context.Context) error
-	// Stats gives the daemon's counters and gauges for /metrics.
+	// Stats gives the store's gauges for /metrics.
 	Stats Stats
+	// Registry is what /metrics exposes: the daemon's collectors, to which
+	// the server adds its own (requests, build information, Stats).
+	// Default: a registry of the server's collectors alone.
+	Registry *prometheus.Registry
 	// Keys maps each list address to its public key, armored or binary,
 	// served by WKD.
 	Keys map[string][]byte
@@ -79,8 +85,8 @@ type Server struct {
 	srv     *http.Server
 	keys    *keyIndex
 
-	mu       sync.Mutex
-	requests map[requestKey]uint64 // embargo_http_requests_total
+	requests       *prometheus.CounterVec // embargo_http_requests_total
+	metricsHandler http.Handler
 
 	// The advisories as last read, for advisoryCacheFor: public pages must
 	// not turn every request into a scan of the store. Held while reading,
@@ -88,11 +94,6 @@ type Server struct {
 	advMu   sync.Mutex
 	advList []Advisory
 	advAt   time.Time
-}
-
-type requestKey struct {
-	route string
-	code  int
 }
 
 // New returns a Server; it listens only when Serve is called. Keys that do
@@ -114,7 +115,8 @@ func New(opts Options) *Server {
 		opts.UnsubscribeMinDuration = 250 * time.Millisecond
 	}
 	opts.BaseURL = strings.TrimRight(opts.BaseURL, "/")
-	s := &Server{o: opts, log: opts.Logger, requests: map[requestKey]uint64{}}
+	s := &Server{o: opts, log: opts.Logger}
+	s.initMetrics()
 	s.keys = newKeyIndex(opts.Keys, s.log)
 
 	mux := http.NewServeMux()
@@ -223,9 +225,7 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		if route == "" {
 			route = "none"
 		}
-		s.mu.Lock()
-		s.requests[requestKey{route, rw.code}]++
-		s.mu.Unlock()
+		s.countRequest(route, rw.code)
 		level := slog.LevelInfo
 		if route == "healthz" || route == "metrics" {
 			level = slog.LevelDebug // scraped every few seconds

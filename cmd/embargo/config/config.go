@@ -1,0 +1,326 @@
+// Package config is embargo's configuration: its types, the defaults (with
+// the embedded development default that `embargo serve` runs with no flags),
+// decoding with go-toml/v2 (unknown keys are errors that name their line),
+// validation, and what `embargo check` reports.
+//
+// It holds no global state: Load returns a fresh *Config each time, so that
+// a running daemon can read the file again and swap what it uses.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// defaultTOML is the development default: loopback only, a Maildir instead
+// of a relay, one demo committee member.
+//
+//go:embed default.toml
+var defaultTOML []byte
+
+// EmbeddedSource is the Source of the configuration Load reads without a path.
+const EmbeddedSource = "embedded default"
+
+// Config is the whole configuration file. Unknown keys are errors
+// (docs/design.md §5).
+type Config struct {
+	Domain       string `toml:"domain"`
+	DataDir      string `toml:"data_dir"`
+	KeysDir      string `toml:"keys_dir"`
+	TemplatesDir string `toml:"templates_dir"`
+	LogLevel     string `toml:"log_level"`
+	// KeyPassphraseFile holds the passphrase that protects the list keys'
+	// secret parts; the environment variable EMBARGO_KEY_PASSPHRASE is read
+	// when it is empty. No passphrase means the keys rest unprotected (0600).
+	KeyPassphraseFile string `toml:"key_passphrase_file"`
+	// Holidays are days (UTC) that are no working day and no disclosure slot.
+	Holidays []Date `toml:"holidays"`
+
+	SMTP   SMTP            `toml:"smtp"`
+	Relay  Relay           `toml:"relay"`
+	Intake Intake          `toml:"intake"`
+	Lists  map[string]List `toml:"lists"`
+	OnCall OnCall          `toml:"oncall"`
+	LMTP   LMTP            `toml:"lmtp"`
+	DKIM   DKIM            `toml:"dkim"`
+	HTTP   HTTP            `toml:"http"`
+
+	Members []Member `toml:"members"`
+
+	// Channels are outside lists (oss-security…) that get their own copy of
+	// every advisory at T (docs/process.md §7.4).
+	Channels []Channel `toml:"channels"`
+
+	// Source is the file name, or EmbeddedSource.
+	Source string `toml:"-"`
+}
+
+// SMTP sets the inbound listener. Zero values take smtpd's defaults, which
+// follow Postfix's (docs/threat-model.md §4).
+type SMTP struct {
+	Listen                 string `toml:"listen"`
+	MaxMessageBytes        int64  `toml:"max_message_bytes"`
+	MaxRecipients          int    `toml:"max_recipients"`
+	MaxLineLength          int    `toml:"max_line_length"`
+	ReadTimeoutMinutes     int    `toml:"read_timeout_minutes"`
+	WriteTimeoutMinutes    int    `toml:"write_timeout_minutes"`
+	MaxConnections         int    `toml:"max_connections"`
+	MaxConnectionsPerIP    int    `toml:"max_connections_per_ip"`
+	SessionLifetimeMinutes int    `toml:"session_lifetime_minutes"`
+	MaxErrors              int    `toml:"max_errors"`
+	// TLSCert and TLSKey are PEM files; set, they enable STARTTLS. SIGHUP
+	// reloads them.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+}
+
+// Relay says where outbound mail goes.
+type Relay struct {
+	// URL is smtp://host:port, smtp+starttls://user:pass@host:587,
+	// smtps://user:pass@host:465 or maildir:///path. Empty means a Maildir in
+	// <data_dir>/outbox.
+	URL                string `toml:"url"`
+	QueueLifetimeHours int    `toml:"queue_lifetime_hours"`
+	Helo               string `toml:"helo"`
+}
+
+// Intake tunes security@.
+type Intake struct {
+	// AcksPerSenderPerDay caps acknowledgements to one address
+	// (docs/threat-model.md B8: forged reports must not turn embargo into a
+	// spam cannon). Default 1.
+	AcksPerSenderPerDay int `toml:"acks_per_sender_per_day"`
+}
+
+// List is one of the three lists.
+type List struct {
+	Address    string `toml:"address"`
+	Encryption string `toml:"encryption"` // "optional" (default for security) or "required"
+	// OuterSubject is the Subject relays see on encrypted mail; the real one
+	// travels inside the encryption (docs/threat-model.md D7).
+	OuterSubject string `toml:"outer_subject"`
+}
+
+// Channel is one outside list.
+type Channel struct {
+	Address    string `toml:"address"`
+	SubjectTag string `toml:"subject_tag"` // default "[<domain>]"
+}
+
+// Member is a person and their pinned key.
+type Member struct {
+	Email       string   `toml:"email"`
+	Name        string   `toml:"name"`
+	Roles       []string `toml:"roles"`
+	Fingerprint string   `toml:"fingerprint"`
+}
+
+// Has reports whether the member holds role.
+func (m Member) Has(role string) bool { return slices.Contains(m.Roles, role) }
+
+// OnCall is [oncall]: the rotation of SRC members, one week each from
+// Monday 00:00 UTC.
+type OnCall struct {
+	Rotation []string `toml:"rotation"` // SRC members' addresses, in order
+	// Start is a day in the week of the first member's shift; zero counts
+	// weeks from 1970-01-05.
+	Start Date `toml:"start"`
+}
+
+// LMTP is the LMTP listener (RFC 2033) for running behind an MTA such as
+// Postfix, as Mailman 3 does: the MTA takes mail from the Internet (TLS,
+// rate limits, SPF and DMARC checks, its own queue) and hands the list
+// addresses to embargo, which answers per recipient.
+type LMTP struct {
+	// Listen is "unix:/run/embargo/lmtp.sock" or "127.0.0.1:8024". Empty: no
+	// LMTP listener.
+	Listen string `toml:"listen"`
+}
+
+// Addr splits Listen into a network and an address.
+func (l LMTP) Addr() (network, addr string) {
+	if p, ok := strings.CutPrefix(l.Listen, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", l.Listen
+}
+
+// DKIM turns on DKIM signing of outbound mail (RFC 6376) for the list
+// domain. Signing is on when Selector is set.
+type DKIM struct {
+	// Selector names the key in DNS: <selector>._domainkey.<domain>.
+	Selector string `toml:"selector"`
+	// KeyFile is the PEM private key (RSA of at least 2048 bits, or Ed25519;
+	// PKCS #1 or PKCS #8), mode 0600. Default <data_dir>/keys/dkim.key, which
+	// embargo generates (RSA-2048) at the first start if it does not exist.
+	KeyFile string `toml:"key_file"`
+}
+
+// HTTP is the optional HTTP listener: /healthz, /metrics, WKD, RFC 8058
+// one-click unsubscribe and the published advisories. An empty listen turns
+// it off.
+type HTTP struct {
+	Listen string `toml:"listen"` // e.g. "127.0.0.1:8025"
+	// BaseURL is the public origin that feeds link to, e.g.
+	// "https://security.example.org" behind a reverse proxy. Default:
+	// http://<the address listened on>.
+	BaseURL string `toml:"base_url"`
+	// MetricsFrom lists the networks that may read /metrics. Empty: loopback
+	// only. Never through a proxy.
+	MetricsFrom []Network `toml:"metrics_from"`
+}
+
+// The lists embargo runs.
+const (
+	Security     = "security"
+	Distributors = "distributors"
+	Announce     = "announce"
+)
+
+// ListNames are the lists embargo runs, in the order they are reported.
+func ListNames() []string { return []string{Security, Distributors, Announce} }
+
+// Roles are the roles a member can hold.
+func Roles() []string { return []string{"src", "associate", "release-manager", "distributor"} }
+
+// Error lists every problem found, so that an operator fixes them in one pass.
+type Error struct {
+	Source   string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problem(s):", e.Source, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// Load reads and validates a TOML file; with path "" it reads the embedded
+// development default. A configuration that does not validate is an *Error.
+func Load(path string) (*Config, error) {
+	data, source := defaultTOML, EmbeddedSource
+	if path != "" {
+		var err error
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		source = path
+	}
+	return Parse(data, source)
+}
+
+// Parse decodes, completes with the defaults and validates a configuration.
+func Parse(data []byte, source string) (*Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, &Error{Source: source, Problems: tomlProblems(err)}
+	}
+	c.Source = source
+	if err := c.Complete(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Complete applies the defaults to a configuration built in code (as the
+// drill builds its own) and validates it.
+func (c *Config) Complete() error {
+	c.applyDefaults()
+	if probs := c.Problems(); len(probs) > 0 {
+		return &Error{Source: c.Source, Problems: probs}
+	}
+	return nil
+}
+
+// IsEmbeddedDefault reports whether c is the development default.
+func (c *Config) IsEmbeddedDefault() bool { return c.Source == EmbeddedSource }
+
+func tomlProblems(err error) []string {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var out []string
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			out = append(out, fmt.Sprintf("line %d: unknown key %q: remove it or check its spelling against contrib/embargo.toml", row, strings.Join(e.Key(), ".")))
+		}
+		return out
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		if k := de.Key(); len(k) > 0 {
+			msg = strings.Join(k, ".") + ": " + msg
+		}
+		return []string{fmt.Sprintf("line %d, column %d: %s", row, col, msg)}
+	}
+	return []string{err.Error()}
+}
+
+// Resolve turns relative directories into absolute ones, after the command
+// line's overrides.
+func (c *Config) Resolve() error {
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if c.KeysDir != "" {
+		if c.KeysDir, err = filepath.Abs(c.KeysDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HolidayTimes returns the holidays as UTC midnights.
+func (c *Config) HolidayTimes() []time.Time {
+	out := make([]time.Time, 0, len(c.Holidays))
+	for _, h := range c.Holidays {
+		out = append(out, h.Time)
+	}
+	return out
+}
+
+// Member returns the member with the address addr.
+func (c *Config) Member(addr string) (Member, bool) {
+	for _, m := range c.Members {
+		if m.Email == addr {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// ListKeyPath is where a list's secret key lives: inside the data directory,
+// which is 0700 and holds nothing else readable by others
+// (docs/threat-model.md D10).
+func (c *Config) ListKeyPath(list string) string {
+	return filepath.Join(c.DataDir, "keys", list+".key.asc")
+}
+
+// DKIMKeyPath is where the DKIM key lives; "" when signing is off.
+func (c *Config) DKIMKeyPath() string {
+	if c.DKIM.Selector == "" {
+		return ""
+	}
+	if c.DKIM.KeyFile != "" {
+		return c.DKIM.KeyFile
+	}
+	return filepath.Join(c.DataDir, "keys", "dkim.key")
+}

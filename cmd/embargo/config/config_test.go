@@ -1,0 +1,202 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/embargo-project/embargo/smtpd"
+)
+
+func TestEmbeddedDefaultIsValid(t *testing.T) {
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatalf("embedded default: %v", err)
+	}
+	if cfg.SMTP.Listen != "127.0.0.1:2525" || cfg.Domain != "example.test" || cfg.DataDir != "./embargo-data" {
+		t.Errorf("default = %q %q %q, want 127.0.0.1:2525 example.test ./embargo-data", cfg.SMTP.Listen, cfg.Domain, cfg.DataDir)
+	}
+	for name, want := range map[string]string{"security": "security@example.test", "distributors": "distributors@example.test", "announce": "announce@example.test"} {
+		if got := cfg.Lists[name].Address; got != want {
+			t.Errorf("list %s = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := "domain = \"example.org\"\n"
+	tests := []struct {
+		name string
+		toml string
+		want []string // substrings of the error
+	}{
+		{"unknown top-level key", base + "dat_dir = \"/x\"\n", []string{"line 2", `unknown key "dat_dir"`}},
+		{"unknown nested key", base + "[smtp]\nlisten = \"0.0.0.0:25\"\nmax_msg = 3\n", []string{"line 4", `"smtp.max_msg"`}},
+		{"unknown member key", base + "[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\nfingerprnt = \"x\"\n", []string{"line 5", "fingerprnt"}},
+		{"missing domain", "[smtp]\nlisten = \"127.0.0.1:25\"\n", []string{"domain is missing"}},
+		{"bad listen", base + "[smtp]\nlisten = \"nope\"\n", []string{"smtp.listen", "HOST:PORT"}},
+		{"bad relay scheme", base + "[relay]\nurl = \"http://x:1\"\n", []string{"relay.url", "unknown scheme"}},
+		{"relay credentials in clear", base + "[relay]\nurl = \"smtp://u:p@host:25\"\n", []string{"smtp+starttls"}},
+		{"plaintext to another host", base + "[relay]\nurl = \"smtp://mail.example.org:25\"\n", []string{"only for an MTA on this host"}},
+		{"relative maildir", base + "[relay]\nurl = \"maildir://outbox\"\n", []string{"absolute path"}},
+		{"bad member address", base + "[[members]]\nemail = \"not-an-address\"\nroles = [\"src\"]\n", []string{"not-an-address"}},
+		{"unknown role", base + "[[members]]\nemail = \"a@example.org\"\nroles = [\"admin\"]\n", []string{`unknown role "admin"`, "src, associate"}},
+		{"short fingerprint", base + "[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\nfingerprint = \"ABCD\"\n", []string{"40 hex digits"}},
+		{"duplicate member", base + "[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[[members]]\nemail = \"A@example.org\"\nroles = [\"src\"]\n", []string{"listed twice"}},
+		{"unknown list", base + "[lists.secrity]\naddress = \"s@example.org\"\n", []string{"[lists.secrity]: unknown list"}},
+		{"same address twice", base + "[lists.security]\naddress = \"x@example.org\"\n[lists.announce]\naddress = \"x@example.org\"\n", []string{"also the address"}},
+		{"plaintext distributors", base + "[lists.distributors]\nencryption = \"optional\"\n", []string{`must be "required"`}},
+		{"bad holiday", "domain = \"example.org\"\nholidays = [\"25/12/2026\"]\n", []string{"holidays", "25/12/2026"}},
+		{"syntax error", base + "[smtp\n", []string{"line 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.toml), "test.toml")
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error, want one mentioning %q", tt.toml, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error = %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigIssueExample(t *testing.T) {
+	// The schema of the foundation issue, verbatim.
+	const example = `
+domain   = "example.org"
+data_dir = "/var/lib/embargo"
+keys_dir = "/etc/embargo/keys"   # members' armored public keys, *.asc
+
+[smtp]
+listen            = "0.0.0.0:25"
+max_message_bytes = 10485760
+
+[relay]
+url = "smtp://127.0.0.1:25"      # smtp+starttls://user:pass@host:587, or maildir:///path
+
+[lists.security]
+address = "security@example.org"
+[lists.distributors]
+address = "distributors@example.org"
+[lists.announce]
+address = "security-announce@example.org"
+
+[[members]]
+email       = "alice@example.org"
+name        = "Alice Example"
+roles       = ["src"]             # src, associate, release-manager, distributor
+fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567"
+`
+	cfg, err := Parse([]byte(example), "example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Lists["announce"].Address != "security-announce@example.org" || cfg.Members[0].Fingerprint != "0123456789ABCDEF0123456789ABCDEF01234567" {
+		t.Errorf("parsed %+v", cfg)
+	}
+}
+
+// TestHolidaysTyped: holidays and the on-call start are dates once decoded;
+// a bad one names its line and the key.
+func TestHolidaysTyped(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\nholidays = [\"2026-12-24\", \"2026-12-25\"]\n"+
+		"[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[oncall]\nrotation = [\"A@example.org\"]\nstart = \"2026-01-05\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Time{time.Date(2026, 12, 24, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 25, 0, 0, 0, 0, time.UTC)}
+	got := cfg.HolidayTimes()
+	if len(got) != 2 || !got[0].Equal(want[0]) || !got[1].Equal(want[1]) || got[0].Location() != time.UTC {
+		t.Errorf("HolidayTimes() = %v, want %v", got, want)
+	}
+	if s := cfg.OnCall.Start.String(); s != "2026-01-05" || cfg.OnCall.Rotation[0] != "a@example.org" {
+		t.Errorf("oncall = %+v", cfg.OnCall)
+	}
+	_, err = Parse([]byte("domain = \"example.org\"\n\nholidays = [\"2026-12-24\", \"2026-13-01\"]\n"), "t.toml")
+	if err == nil || !strings.Contains(err.Error(), `line 3, column 27: holidays: "2026-13-01" is not a date like "2026-12-25"`) {
+		t.Errorf("bad holiday: %v", err)
+	}
+}
+
+// TestSMTPDefaultsAreSmtpd's: the configuration's defaults are the
+// listener's own, so the two cannot drift apart.
+func TestSMTPDefaultsAreSmtpds(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.SMTP.ServerOptions()
+	if o.MaxMessageBytes != smtpd.DefaultMaxMessageBytes || o.MaxRecipients != smtpd.DefaultMaxRecipients ||
+		o.MaxLineLength != smtpd.DefaultMaxLineLength || o.ReadTimeout != smtpd.DefaultReadTimeout ||
+		o.WriteTimeout != smtpd.DefaultWriteTimeout || o.MaxConnections != smtpd.DefaultMaxConnections ||
+		o.MaxConnectionsPerIP != smtpd.DefaultMaxConnectionsPerIP || o.SessionLifetime != smtpd.DefaultSessionLifetime ||
+		o.MaxErrors != smtpd.DefaultMaxErrors {
+		t.Errorf("ServerOptions() = %+v, want smtpd's defaults", o)
+	}
+}
+
+// TestOnCallConfig: [oncall] names SRC members once each.
+func TestOnCallConfig(t *testing.T) {
+	base := "domain = \"ex.test\"\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[[members]]\nemail = \"bob@ex.test\"\nroles = [\"src\"]\n" +
+		"[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
+	for _, tt := range []struct{ oncall, want string }{
+		{"rotation = [\"alice@ex.test\", \"BOB@ex.test\"]\nstart = \"2026-11-23\"\n", ""},
+		{"rotation = [\"dist@vendor.test\"]\n", `"dist@vendor.test" is not a member with the role "src"`},
+		{"rotation = [\"alice@ex.test\", \"alice@ex.test\"]\n", "listed twice"},
+		{"rotation = [\"alice@ex.test\"]\nstart = \"monday\"\n", `oncall.start: "monday" is not a date`},
+	} {
+		cfg, err := Parse([]byte(base+"[oncall]\n"+tt.oncall), "t.toml")
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q: %v", tt.oncall, err)
+		case tt.want == "":
+			if r := cfg.OnCall.Rotation; len(r) != 2 || r[1] != "bob@ex.test" || cfg.OnCall.Start.String() != "2026-11-23" {
+				t.Errorf("%q: oncall = %+v", tt.oncall, cfg.OnCall)
+			}
+		case err == nil || !strings.Contains(err.Error(), tt.want):
+			t.Errorf("%q: error %v, want %q", tt.oncall, err, tt.want)
+		}
+	}
+}
+
+func TestHTTPConfig(t *testing.T) {
+	tests := []struct {
+		name, toml, want string
+	}{
+		{"valid", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://security.example.org\"\nmetrics_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n", ""},
+		{"bad listen", "[http]\nlisten = \"8025\"\n", "http.listen"},
+		{"base url with a path", "[http]\nlisten = \"127.0.0.1:8025\"\nbase_url = \"https://example.org/sec\"\n", "http.base_url"},
+		{"base url scheme", "[http]\nbase_url = \"ftp://example.org\"\n", "http.base_url"},
+		{"metrics_from", "[http]\nmetrics_from = [\"nonsense\"]\n", "http.metrics_from"},
+		{"unknown key", "[http]\nlisten = \"127.0.0.1:8025\"\nport = 1\n", "unknown key \"http.port\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Parse() = %v, want nil", err)
+				}
+				if p := Prefixes(cfg.HTTP.MetricsFrom); len(p) != 2 || p[0].String() != "10.0.0.0/8" || p[1].String() != "192.0.2.7/32" {
+					t.Errorf("metrics_from = %v", p)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse() = %v, want an error naming %q", err, tt.want)
+			}
+		})
+	}
+	// The development default has HTTP on.
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:8025" || !cfg.IsEmbeddedDefault() {
+		t.Errorf("default http.listen = %q, want 127.0.0.1:8025", cfg.HTTP.Listen)
+	}
+}

@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// announceOptions configures the announce list: subscription by mail and the
+// fan-out of releases.
+func (d *Daemon) announceOptions(roster *lists.Roster, tmpl *templates.Set) announce.Options {
+	o := announce.Options{
+		List:    roster.List(lists.Announce),
+		Project: d.cfg.Domain,
+		Key:     d.keys.Lists[config.Announce],
+		Render:  tmpl.Render,
+		IsOurs:  roster.IsOurs,
+		Now:     d.o.Now,
+		Mono:    d.o.Mono,
+		Logger:  d.log.With("component", "announce"),
+	}
+	if d.cfg.HTTP.BaseURL != "" {
+		o.UnsubscribeURL = d.cfg.HTTP.BaseURL + "/unsubscribe/"
+	}
+	return o
+}
+
+// startFanout runs the announce fan-out worker until runCtx ends. A release
+// it holds (a clock jump, a refused message) alerts the SRC.
+func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
+	o.Held = func(tx *bolt.Tx, j announce.Job, reason string) error {
+		d.log.Warn("announce release held", "release", j.ID, "reason", reason)
+		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
+	}
+	f := announce.New(d.db, relay, o)
+	d.goRun("announce fan-out", func() error { return f.Run(runCtx) }, context.Canceled)
+	return f
+}
+
+// unsubscribeByToken serves the RFC 8058 one-click endpoint from the
+// subscription store.
+func (d *Daemon) unsubscribeByToken(ctx context.Context, token string) error {
+	now := d.o.Now()
+	var unknown bool
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		err := announce.Unsubscribe(tx, token, now)
+		if errors.Is(err, announce.ErrUnknownToken) {
+			// Commit the clean-up; answer like any other token outside.
+			unknown = true
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if unknown {
+		return web.ErrUnknownToken
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+// Package daemon is the running embargo: it opens and checks the store, loads
+// the keys, and wires the SMTP and LMTP listeners, the delivery queue, the
+// announce fan-out, the scheduler's tick, the control socket and the HTTP
+// listener. It is the one place where the concrete types meet.
+//
+// A Daemon runs once: New, Start, Stop. The drill and the tests run several
+// one after the other on the same store, as a restart would.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/smtpd"
+)
+
+// Options are what the configuration file does not say: the clocks, and the
+// seams the drill uses to run the real daemon on a virtual clock. The zero
+// value is production.
+type Options struct {
+	// Logger receives the daemon's log. Default: discard.
+	Logger *slog.Logger
+	// Version names the running build in the log and in /metrics.
+	Version string
+
+	// Now is the wall clock. Default time.Now; the drill gives a virtual one.
+	Now func() time.Time
+	// Mono is a monotonic clock (elapsed time since any origin) that moves
+	// with Now: the tick compares the two to see a jumping wall clock.
+	// Default: Go's monotonic clock.
+	Mono func() time.Duration
+
+	// Relay replaces the configured relay: the drill keeps what is sent.
+	// DKIM signing, when configured, still applies.
+	Relay queue.Relay
+	// MemberKeys, when set, are the members' public keys, in place of those
+	// read from keys_dir (the drill makes a key pair for each member).
+	MemberKeys *keys.Keyring
+	// NoTick leaves the scheduler's tick to the caller (Tick); TickSpec is
+	// its cron schedule otherwise, default every minute.
+	NoTick   bool
+	TickSpec string
+	// Concurrency is how many deliveries run at once; default the queue's.
+	Concurrency int
+	// MinBackoff is the shortest retry interval of the queue, and LiftGrace
+	// how long the announcement waits after the distributors were told
+	// "embargo lifted"; zero takes the queue's and listd's defaults.
+	MinBackoff time.Duration
+	LiftGrace  time.Duration
+
+	// Commands are the read-only admin commands the control socket runs,
+	// each in one read transaction (the command line's listings).
+	Commands map[string]ReadCommand
+
+	// hooks are the failpoints of the tests (export_test.go): a field no
+	// other package can set.
+	hooks testHooks
+}
+
+// testHooks are failpoints for the end-to-end tests.
+type testHooks struct {
+	beforeCommit func(*bolt.Tx) error // runs before each inbound commit; an error rolls it back
+	panic        func(raw []byte)     // runs first on every inbound message
+}
+
+// Daemon is a running embargo.
+type Daemon struct {
+	cfg *config.Config
+	o   Options
+	log *slog.Logger
+
+	db      *bolt.DB
+	keys    *Keys
+	svc     *listd.Service
+	worker  *queue.Worker
+	metrics *metrics
+	certs   *certHolder // nil without smtp.tls_cert
+
+	smtp, lmtp                  *smtpd.Server // lmtp: nil without [lmtp]
+	web                         *web.Server   // nil without http.listen
+	smtpAddr, lmtpAddr, webAddr net.Addr
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeCtl func()
+}
+
+// New prepares a daemon for cfg, which must be complete and resolved
+// (config.Load, then Resolve). Nothing is opened before Start.
+func New(cfg *config.Config, o Options) *Daemon {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Daemon{cfg: cfg, o: o, log: o.Logger}
+}
+
+// NewLogger is the daemon's text log at a level name (debug, info, warn,
+// error; an unknown name is info).
+func NewLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// Start opens the store, checks it, and brings up delivery and the
+// listeners. On an error everything opened so far is closed again.
+func (d *Daemon) Start(ctx context.Context) (err error) {
+	if d.db != nil {
+		return errors.New("daemon: already started")
+	}
+	if d.db, err = OpenStore(d.cfg.DataDir, false); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.shutdown(context.Background())
+		}
+	}()
+	relay, err := d.relay()
+	if err != nil {
+		return err
+	}
+	if err := d.loadKeys(); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	if err := d.startService(runCtx, relay); err != nil {
+		return err
+	}
+	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, d.o.Commands, d.log.With("component", "ctl")); err != nil {
+		return err
+	}
+	if err := d.startSMTP(); err != nil {
+		return err
+	}
+	if err := d.startLMTP(); err != nil {
+		return err
+	}
+	if err := d.startHTTP(); err != nil {
+		return err
+	}
+	d.log.Info("embargo started", "version", d.o.Version, "config", d.cfg.Source, "data", d.cfg.DataDir,
+		"smtp", "smtp://"+d.smtpAddr.String(), "relay", d.cfg.RelayName())
+	return nil
+}
+
+// Run starts the daemon and stops it when ctx is done.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return d.Stop(stopCtx)
+}
+
+// Stop finishes in-flight SMTP sessions (until ctx is done), stops delivery
+// and closes the store.
+func (d *Daemon) Stop(ctx context.Context) error {
+	d.log.Info("embargo stopping")
+	return d.shutdown(ctx)
+}
+
+func (d *Daemon) shutdown(ctx context.Context) error {
+	var errs []error
+	if d.web != nil { // before the store closes
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs = append(errs, d.web.Shutdown(wctx))
+		cancel()
+	}
+	for _, s := range []*smtpd.Server{d.smtp, d.lmtp} {
+		if s == nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := s.Shutdown(sctx); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	if d.closeCtl != nil {
+		d.closeCtl()
+	}
+	if d.db != nil {
+		errs = append(errs, d.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Addr is where SMTP listens; LMTPAddr and HTTPAddr are nil when those
+// listeners are off.
+func (d *Daemon) Addr() net.Addr     { return d.smtpAddr }
+func (d *Daemon) LMTPAddr() net.Addr { return d.lmtpAddr }
+func (d *Daemon) HTTPAddr() net.Addr { return d.webAddr }
+
+// View runs fn in a read transaction on the store: observers such as the
+// drill read incidents and queue rows through it.
+func (d *Daemon) View(fn func(tx *bolt.Tx) error) error { return d.db.View(fn) }
+
+// Tick runs the scheduler's sweep at now, for a caller that set NoTick.
+func (d *Daemon) Tick(ctx context.Context, now time.Time) error { return d.svc.Tick(ctx, now) }
+
+// Kick wakes the delivery worker, which otherwise waits for its next timer.
+func (d *Daemon) Kick() { d.worker.Kick() }
+
+// ListKeys are the lists' key pairs, to check what the daemon signed.
+func (d *Daemon) ListKeys() *keys.Keyring {
+	var ks []*keys.Key
+	for _, n := range config.ListNames() {
+		if k := d.keys.Lists[n]; k != nil {
+			ks = append(ks, k)
+		}
+	}
+	return keys.NewKeyring(ks...)
+}
+
+// startSMTP opens the SMTP listener.
+func (d *Daemon) startSMTP() error {
+	if err := d.loadTLS(); err != nil {
+		return err
+	}
+	o := d.cfg.SMTP.ServerOptions()
+	o.Domain, o.TLSConfig = d.cfg.Domain, d.tlsConfig()
+	d.smtp = smtpd.New(o, d.handler(), d.log.With("component", "smtpd"))
+	l, err := net.Listen("tcp", d.cfg.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("smtp listener: %w", err)
+	}
+	d.smtpAddr = l.Addr()
+	d.goRun("smtp server", func() error { return d.smtp.Serve(l) }, smtpd.ErrServerClosed, net.ErrClosed)
+	return nil
+}
+
+// goRun runs f until the daemon stops (Stop waits for it), and logs how it
+// ended unless that is one of the errors of a normal stop.
+func (d *Daemon) goRun(what string, f func() error, stopped ...error) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		err := f()
+		for _, s := range stopped {
+			if errors.Is(err, s) {
+				return
+			}
+		}
+		if err != nil {
+			d.log.Error(what+" stopped", "err", err)
+		}
+	}()
+}

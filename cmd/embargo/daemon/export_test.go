@@ -1,0 +1,38 @@
+package daemon
+
+import (
+	bolt "go.etcd.io/bbolt"
+)
+
+// The failpoints of the end-to-end tests (package daemon_test). They exist in
+// the test build only: Options has no exported field for them, so no
+// deployment can switch one on.
+
+// WithBeforeCommit returns o with f run at the end of each inbound message's
+// transaction; an error from f rolls it back (the storage-failure tests).
+func WithBeforeCommit(o Options, f func(tx *bolt.Tx) error) Options {
+	o.hooks.beforeCommit = f
+	return o
+}
+
+// WithPanic returns o with f run first on every inbound message (the
+// poison-message tests).
+func WithPanic(o Options, f func(raw []byte)) Options {
+	o.hooks.panic = f
+	return o
+}
+
+// DB is the daemon's store, for tests that write to it directly.
+func DB(d *Daemon) *bolt.DB { return d.db }
+
+// SampleCount is how many observations the histogram name holds, read from
+// the daemon's metrics registry as /metrics would.
+func SampleCount(d *Daemon, name string) uint64 {
+	fams, _ := d.metrics.reg.Gather()
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}

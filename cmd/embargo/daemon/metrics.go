@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/smtpd"
+)
+
+// metrics are the daemon's Prometheus collectors, on a registry of its own
+// (one process may run several daemons: the drill, the tests). /metrics
+// exposes it, with the HTTP server's collectors and the store's gauges
+// (daemon/web). The library packages (queue, listd) know nothing of
+// Prometheus: they report through func fields of their Options, wired here.
+type metrics struct {
+	reg        *prometheus.Registry
+	received   prometheus.Counter
+	sent       prometheus.Counter
+	deliveries *prometheus.CounterVec
+	latency    prometheus.Histogram
+	release    prometheus.Histogram
+	command    prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "embargo_messages_received_total",
+			Help: "Inbound messages accepted since start (answered 250 after their commit).",
+		}),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "embargo_messages_sent_total",
+			Help: "Outbound messages delivered to the relay since start, wholly or to some recipients.",
+		}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_deliveries_total",
+			Help: "Delivery attempts since start, by result: delivered, partial, deferred, refused.",
+		}, []string{"result"}),
+		// From a few seconds (delivered at once) to the queue lifetime of days.
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "embargo_delivery_latency_seconds",
+			Help:    "Time from enqueueing an outbound message (or retrying it by hand) to its delivery to the relay.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 4, 12),
+		}),
+		release: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "embargo_release_duration_seconds",
+			Help:    "Time to compose a release at T (advisory, channels, distributors, the SRC's pack) in its transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		command: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "embargo_command_duration_seconds",
+			Help:    "Time to handle one signed command message: apply its commands and compose the receipt and what they cause.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	// Every result is reported from the start, zero included, so that the
+	// series do not come and go.
+	for _, r := range []string{"delivered", "partial", "deferred", "refused"} {
+		m.deliveries.WithLabelValues(r)
+	}
+	m.reg.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command,
+	)
+	return m
+}
+
+// observe is listd's Options.Observe: how long a command message or a
+// release took.
+func (m *metrics) observe(event string, took time.Duration) {
+	switch event {
+	case "command":
+		m.command.Observe(took.Seconds())
+	case "release":
+		m.release.Observe(took.Seconds())
+	}
+}
+
+// delivered is the queue's Options.Delivered: the row reached the relay at at.
+func (m *metrics) delivered(r queue.Row, at time.Time) {
+	since := r.Created
+	if r.Requeued.After(since) {
+		since = r.Requeued
+	}
+	m.latency.Observe(max(0, at.Sub(since).Seconds()))
+}
+
+// relay counts each delivery attempt of r by result.
+func (m *metrics) relay(r queue.Relay) queue.Relay { return countingRelay{r, m} }
+
+type countingRelay struct {
+	queue.Relay
+	m *metrics
+}
+
+func (r countingRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
+	err := r.Relay.Send(ctx, from, to, data)
+	var rcptErr *queue.RcptError
+	result := "deferred"
+	switch {
+	case err == nil:
+		result = "delivered"
+	case errors.As(err, &rcptErr) && len(rcptErr.Failed) < len(to):
+		result = "partial"
+	case queue.IsPermanent(err):
+		result = "refused"
+	}
+	if result == "delivered" || result == "partial" {
+		r.m.sent.Inc()
+	}
+	r.m.deliveries.WithLabelValues(result).Inc()
+	return err
+}
+
+// handler counts the messages h accepted (committed and answered 250).
+func (m *metrics) handler(h smtpd.Handler) smtpd.Handler { return countingHandler{h, m} }
+
+type countingHandler struct {
+	smtpd.Handler
+	m *metrics
+}
+
+func (h countingHandler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) error {
+	err := h.Handler.Handle(ctx, env, msg)
+	if err == nil {
+		h.m.received.Inc()
+	}
+	return err
+}
+
+var _ smtpd.Handler = countingHandler{}

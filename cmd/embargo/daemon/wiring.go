@@ -1,0 +1,166 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/smtpd"
+	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// relay is where outbound mail goes: the configured relay (or the drill's),
+// DKIM-signing when configured, counted for /metrics.
+func (d *Daemon) relay() (queue.Relay, error) {
+	d.metrics = newMetrics()
+	relay := d.o.Relay
+	if relay == nil {
+		var err error
+		if relay, err = queue.NewRelay(d.cfg.RelayURL(), queue.RelayOptions{HeloName: d.cfg.Helo()}); err != nil {
+			return nil, err
+		}
+	}
+	relay, err := withDKIM(d.cfg, relay, d.log)
+	if err != nil {
+		return nil, err
+	}
+	return d.metrics.relay(relay), nil
+}
+
+// loadKeys loads (or, at the first start, generates) the list keys and the
+// members' pinned keys, and logs what an operator should know.
+func (d *Daemon) loadKeys() error {
+	now := d.o.Now()
+	ks, err := loadListKeys(d.cfg, now, true)
+	if err != nil {
+		return err
+	}
+	if ks.Members = d.o.MemberKeys; ks.Members == nil {
+		if ks.Members, ks.Problems, err = loadMemberKeys(d.cfg, now); err != nil {
+			return err
+		}
+	}
+	for _, name := range ks.Created {
+		d.log.Info("list key generated", "list", name, "fingerprint", ks.Lists[name].Fingerprint())
+	}
+	for _, p := range ks.ProblemLines() {
+		d.log.Warn("member key problem: " + p)
+	}
+	d.keys = ks
+	return nil
+}
+
+// startService builds the list service, the delivery worker and the
+// announce fan-out, and starts the worker, the fan-out and the tick.
+func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
+	tmpl, err := templates.New(d.cfg.TemplatesDir)
+	if err != nil {
+		return err
+	}
+	roster := Roster(d.cfg)
+	annOpts := d.announceOptions(roster, tmpl)
+	var fanout *announce.Fanout
+	d.svc = listd.New(listd.Options{
+		AnnounceOptions: &annOpts,
+		Mono:            d.o.Mono,
+		Announcer: announcerFunc(func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
+			return fanout.Release(tx, id, msg, notBefore)
+		}),
+		ListKey:         d.keys.Lists[config.Security],
+		DistributorsKey: d.keys.Lists[config.Distributors],
+		AnnounceKey:     d.keys.Lists[config.Announce],
+		Channels:        channels(d.cfg),
+		LiftGrace:       d.o.LiftGrace,
+		Holidays:        d.cfg.HolidayTimes(),
+		Rotation:        Rotation(d.cfg),
+		Members:         d.keys.Members,
+		DB:              d.db,
+		Roster:          roster,
+		Templates:       tmpl,
+		Project:         d.cfg.Domain,
+		AcksPerDay:      d.cfg.Intake.AcksPerSenderPerDay,
+		Now:             d.o.Now,
+		Kick:            func() { d.worker.Kick(); fanout.Kick() },
+		Logger:          d.log.With("component", "listd"),
+		Observe:         d.metrics.observe,
+	})
+	if d.o.hooks.panic != nil || d.o.hooks.beforeCommit != nil { // only tests set them (export_test.go)
+		d.svc.SetTestHooks(listd.TestHooks{Panic: d.o.hooks.panic, BeforeCommit: d.o.hooks.beforeCommit})
+	}
+	d.worker = queue.New(d.db, relay, queue.Options{
+		Now:         d.o.Now,
+		Lifetime:    time.Duration(d.cfg.Relay.QueueLifetimeHours) * time.Hour,
+		MinBackoff:  d.o.MinBackoff,
+		Concurrency: d.o.Concurrency,
+		Failed:      d.svc.Alert,
+		Delivered:   d.metrics.delivered,
+		Logger:      d.log.With("component", "queue"),
+	})
+	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
+	fanout = d.startFanout(ctx, relay, annOpts)
+	d.startTick(ctx) // reminders, final notice, release at T, digest
+	return nil
+}
+
+// channels are the outside lists of the release, with their subject tags.
+func channels(cfg *config.Config) []listd.Channel {
+	var out []listd.Channel
+	for _, ch := range cfg.Channels {
+		tag := ch.SubjectTag
+		if tag == "" {
+			tag = "[" + cfg.Domain + "]"
+		}
+		out = append(out, listd.Channel{Address: strings.ToLower(ch.Address), Tag: tag})
+	}
+	return out
+}
+
+// Roster is the configuration's lists and members as the lists package
+// routes them.
+func Roster(cfg *config.Config) *lists.Roster {
+	r := &lists.Roster{}
+	for _, n := range config.ListNames() {
+		l := cfg.Lists[n]
+		r.Lists = append(r.Lists, lists.List{Name: lists.Name(n), Address: l.Address, Encryption: l.Encryption, OuterSubject: l.OuterSubject})
+	}
+	for _, m := range cfg.Members {
+		r.Members = append(r.Members, lists.Member{Email: m.Email, Name: m.Name, Roles: m.Roles, Fingerprint: m.Fingerprint})
+	}
+	return r
+}
+
+// Rotation is the configured on-call rotation.
+func Rotation(cfg *config.Config) workflow.Rotation {
+	return workflow.Rotation{Members: cfg.OnCall.Rotation, Start: cfg.OnCall.Start.Time}
+}
+
+// announcerFunc adapts the fan-out, made after the service, to listd.Announcer.
+type announcerFunc func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error)
+
+func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
+	return f(tx, id, msg, notBefore)
+}
+
+// handler is what the SMTP and LMTP listeners hand accepted mail to: listd,
+// counted for /metrics.
+func (d *Daemon) handler() smtpd.Handler { return d.metrics.handler(handler{d.svc}) }
+
+// handler adapts listd to smtpd's Handler: smtpd declares its types with the
+// standard library only, listd does not import smtpd.
+type handler struct{ svc *listd.Service }
+
+func (h handler) Recipient(ctx context.Context, from, rcpt string) error {
+	return h.svc.Recipient(ctx, from, rcpt)
+}
+
+func (h handler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) error {
+	return h.svc.Handle(ctx, listd.Envelope{From: env.From, To: env.To, SMTPUTF8: env.SMTPUTF8, SessionID: env.SessionID}, msg)
+}
