@@ -50,6 +50,12 @@ type Env struct {
 	// the triage reminder to the on-call.
 	Rotation    Rotation
 	OnCallState OnCallState
+
+	// Quorum is how many distinct SRC members must sign an irreversible
+	// command (/disclose now, /embargo-break, /public) before it runs
+	// (approval.go). The daemon sets it from [governance] quorum, whose
+	// default is 2; 0 (unset) and 1 mean one signature: the rule is off.
+	Quorum int
 }
 
 // Result is what Apply decided.
@@ -95,6 +101,18 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 	}
 	for _, c := range cmds {
 		res.Receipt.Lines = append(res.Receipt.Lines, ReceiptLine{Line: c.Line, Command: c.String()})
+	}
+	if scope, err := Classify(cmds); err != nil {
+		return refuse(err)
+	} else if scope == ScopeRoster {
+		c := cmds[0]
+		for _, x := range cmds {
+			if CommandScope(x.Name) == ScopeRoster {
+				c = x
+				break
+			}
+		}
+		return refuse(&CommandError{Line: c.Line, Verb: c.Name, Err: argErr(ErrScope, "roster commands are not incident commands: send them signed in a message of their own")})
 	}
 	if err := CheckSignatureTime(by.SignedAt, now); err != nil {
 		return refuse(err)
@@ -300,7 +318,7 @@ func (m *machine) reply(c Command) (string, bool, error) {
 }
 
 func (m *machine) status(Command) (string, bool, error) {
-	m.emit(StatusReply{Text: StatusText(m.inc, m.now, m.env.Holidays)})
+	m.emit(StatusReply{Text: statusText(m.inc, m.now, m.env)})
 	return "status sent", false, nil
 }
 
