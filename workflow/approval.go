@@ -163,6 +163,7 @@ func (m *machine) twoPerson(c Command) (done bool, what string, changed bool, er
 		"id": string(m.inc.ID), "command": key, "by": strings.ToLower(m.by.Email),
 		"signed": signedList(have), "needed": fmt.Sprint(q - len(have)), "quorum": fmt.Sprint(q),
 		"awaited": strings.Join(awaited(have, m.env.SRC), ", "), "expires": FormatInstant(a.Expires),
+		"how": "To complete it, send " + key + ", signed, in the thread of " + string(m.inc.ID) + " (reply to any of its messages); to stop it, do nothing.",
 	}})
 	return false, fmt.Sprintf("signature %d of %d recorded; nothing done yet: %s", len(have), q, awaiting(*a, q, m.env.SRC, have)), true, nil
 }
