@@ -48,9 +48,11 @@ type gov struct {
 	roster  bool // the effective roster changed
 }
 
-func (g *gov) emit(a ...Action)       { g.actions = append(g.actions, a...) }
-func (g *gov) effective() []Entry     { return Effective(g.cfg.File, g.st) }
-func (g *gov) isSRC(addr string) bool { return slices.Contains(src(g.effective()), strings.ToLower(addr)) }
+func (g *gov) emit(a ...Action)   { g.actions = append(g.actions, a...) }
+func (g *gov) effective() []Entry { return Effective(g.cfg.File, g.st) }
+func (g *gov) isSRC(addr string) bool {
+	return slices.Contains(src(g.effective()), strings.ToLower(addr))
+}
 
 // counted returns the approvals of p that count now: by members of the SRC
 // now, and for a removal never by the member concerned.

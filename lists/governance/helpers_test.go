@@ -31,7 +31,9 @@ func key(c byte, addr string) KeyVerdict {
 }
 
 // signer is the signature of the file member with key c, made at.
-func signer(c byte, at time.Time) workflow.Signer { return workflow.Signer{Fingerprint: fpr(c), SignedAt: at} }
+func signer(c byte, at time.Time) workflow.Signer {
+	return workflow.Signer{Fingerprint: fpr(c), SignedAt: at}
+}
 
 const applicationText = `Hello,
 
