@@ -82,7 +82,14 @@ type Result struct {
 // everything; role associate, only while the incident is rated Low or None or
 // is public, judged before the message; the incident's fix team, /set, /fixed,
 // /status and /help; anyone else, distributors and reporters included,
-// nothing). The caller keeps the replay cache (ReplayKey).
+// nothing). The caller keeps the replay cache (ReplayKey). A message with
+// roster commands (/member, /admit, /deny) is refused: those go to the
+// governance core (Classify).
+//
+// The irreversible commands (/disclose now, /embargo-break, /public) run
+// only once Env.Quorum distinct SRC members have signed them (approval.go);
+// until then the message applies with the signature recorded as a pending
+// approval, and the receipt says whose signature is awaited.
 //
 // Apply is pure: now is the time of processing.
 func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result, error) {

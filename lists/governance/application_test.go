@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -240,4 +241,21 @@ func TestParseApplication(t *testing.T) {
 	if got := workflow.NamedProposals("see gov-2026-0001 and GOV-2026-0002"); !reflect.DeepEqual(got, []string{"GOV-2026-0001", "GOV-2026-0002"}) {
 		t.Errorf("NamedProposals %v", got)
 	}
+}
+
+// FuzzParseApplication: the parser never panics, and what it keeps is inert:
+// no control or bidirectional formatting character in any field.
+func FuzzParseApplication(f *testing.F) {
+	f.Add(applicationText)
+	f.Add("Alias: a@b.c\nProduct: \u202eX\nMaintained:\x00\n -- \n")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, _ := ParseApplication(s)
+		for _, v := range []string{a.Alias, a.Product, a.Voucher, a.Maintained, a.Users, a.Record, a.NotARebuild, a.Community, a.Embargo, a.Contributes} {
+			for _, r := range v {
+				if r != '\n' && r != '\t' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
+					t.Fatalf("kept %U in %q", r, v)
+				}
+			}
+		}
+	})
 }

@@ -173,7 +173,7 @@ func (g *gov) run(c workflow.Command) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return g.approve(p)
+		return g.approve(p, false)
 	case "deny":
 		return g.denyCmd(c)
 	case "status":
@@ -218,22 +218,27 @@ func (g *gov) usableKey(addr string) (KeyVerdict, []string, error) {
 	return k, warnings, nil
 }
 
+// memberAdd runs /member add: a new member with the attached key, or new
+// roles for a member (no key needed; an attached one must be theirs).
 func (g *gov) memberAdd(c workflow.Command) (string, error) {
 	addr, roles := c.Args[1], strings.Split(c.Args[2], ",")
-	k, warnings, err := g.usableKey(addr)
-	if err != nil {
-		return "", err
-	}
 	if cur, ok := lookup(g.effective(), addr); ok {
-		if !strings.EqualFold(cur.Fingerprint, k.Fingerprint) {
-			return "", argErr(ErrConflict, "%s is a member with the key %s: change the key with /member key %s", addr, orNone(cur.Fingerprint), addr)
+		if len(g.keys) > 0 {
+			if k, err := g.key(); err != nil || !strings.EqualFold(cur.Fingerprint, k.Fingerprint) {
+				return "", argErr(ErrConflict, "%s is a member with the key %s: change the key with /member key %s", addr, orNone(cur.Fingerprint), addr)
+			}
 		}
 		if slices.Equal(cur.Roles, roles) {
-			return fmt.Sprintf("%s is already a member with the roles %s and this key; nothing to do", addr, c.Args[2]), nil
+			return fmt.Sprintf("%s is already a member with the roles %s; nothing to do", addr, c.Args[2]), nil
 		}
 		if err := g.srcGuard(cur); err != nil && !slices.Contains(roles, workflow.RoleSRC) {
 			return "", err
 		}
+		return g.propose(Proposal{Kind: KindAdd, Command: c.String(), Email: addr, Roles: roles}, nil)
+	}
+	k, warnings, err := g.usableKey(addr)
+	if err != nil {
+		return "", err
 	}
 	return g.propose(Proposal{Kind: KindAdd, Command: c.String(), Email: addr, Roles: roles, Key: &k}, warnings)
 }
@@ -298,13 +303,13 @@ func (g *gov) propose(np Proposal, warnings []string) (string, error) {
 		if !sameProposal(p, &np) {
 			return "", argErr(ErrConflict, "%s is open for %s (%s): sign the identical command (with the same key), or /deny it in its thread first", p.ID, p.Email, p.Command)
 		}
-		return g.approve(p)
+		return g.approve(p, false)
 	}
 	if g.cfg.Quorum > len(src(g.effective())) {
 		return "", argErr(workflow.ErrGuard, "a roster change needs %d SRC approvals, but the SRC has %d member(s): lower [governance] quorum", g.cfg.Quorum, len(src(g.effective())))
 	}
 	p := g.open(np)
-	what, err := g.approve(p)
+	what, err := g.approve(p, true)
 	if err != nil || p.Status != StatusOpen {
 		return what, err
 	}
@@ -348,11 +353,14 @@ func (g *gov) threadProposal(c workflow.Command) (*Proposal, error) {
 	return p, nil
 }
 
-// approve counts the signer's approval of p and decides it if it can.
-func (g *gov) approve(p *Proposal) (string, error) {
+// approve counts the signer's approval of p (opened: by this very
+// signature) and decides it if it can.
+func (g *gov) approve(p *Proposal, opened bool) (string, error) {
 	if !g.signerIsSRC() {
 		// A member proposing their own new key: the SRC decides.
-		g.pendingNotice(p)
+		if opened {
+			g.pendingNotice(p)
+		}
 		return g.awaiting(p), nil
 	}
 	if p.Kind == KindRemove && strings.EqualFold(p.Email, g.by.Email) {

@@ -279,3 +279,50 @@ func TestOneKeyOneMember(t *testing.T) {
 		}
 	}
 }
+
+// TestRoleChange: new roles for a member need no key; they need the quorum,
+// and the key stays.
+func TestRoleChange(t *testing.T) {
+	st := apply(t, State{}, "/member add ann@ex.org src\n", 'A', t0, "").State
+	if e, _ := member(st, "ann@ex.org"); e.Has("src") {
+		t.Fatal("one signature changed roles")
+	}
+	r := apply(t, st, "/member add ann@ex.org src\n", 'B', t0.Add(time.Minute), "", key('C', "ann@ex.org"))
+	e, _ := member(r.State, "ann@ex.org")
+	if !e.Has("src") || e.Fingerprint != fpr('C') || e.Change != "roles" || e.Origin != OriginFile {
+		t.Errorf("entry %+v", e)
+	}
+	if _, err := Apply(State{}, Request{Text: "/member add ann@ex.org src\n", Signer: signer('A', t0), Keys: []KeyVerdict{key('8', "ann@ex.org")}}, t0, cfg); !errors.Is(err, ErrConflict) {
+		t.Errorf("role change with another key: %v", err)
+	}
+	// A pending addition whose address joins meanwhile with another key
+	// is denied when it comes to pass: it never replaces a key.
+	st = apply(t, State{}, "/member add security@new-distro.test distributor\n", 'A', t0, "", key('7', "security@new-distro.test")).State
+	sub, _ := Submit(st, submission(), t0, cfg)
+	st = apply(t, sub.State, "/admit\n", 'A', t0.Add(time.Minute), "GOV-2026-0002").State
+	st = apply(t, st, "/admit\n", 'B', t0.Add(2*time.Minute), "GOV-2026-0002").State
+	r = apply(t, st, "/admit\n", 'B', t0.Add(3*time.Minute), "GOV-2026-0001")
+	if e, _ := member(r.State, "security@new-distro.test"); e.Fingerprint != fpr('1') {
+		t.Errorf("key replaced by an addition: %+v", e)
+	}
+	if p, _ := r.State.Proposal("GOV-2026-0001"); p.Status != StatusDenied {
+		t.Errorf("addition %s", p.Status)
+	}
+}
+
+// TestMemberGoneMeanwhile: a key or role change for someone removed while
+// it was open changes nothing when its votes arrive.
+func TestMemberGoneMeanwhile(t *testing.T) {
+	st := apply(t, State{}, "/member key security@old-distro.test\n", 'A', t0, "", key('9', "security@old-distro.test")).State
+	st = apply(t, st, "/member add security@old-distro.test distributor,associate\n", 'A', t0, "").State
+	st = apply(t, st, "/member remove me\n", 'E', t0.Add(time.Minute), "").State
+	for _, id := range []string{"GOV-2026-0001", "GOV-2026-0002"} {
+		r := apply(t, st, "/admit\n", 'B', t0.Add(2*time.Minute), id)
+		if _, ok := member(r.State, "security@old-distro.test"); ok || r.Roster {
+			t.Errorf("%s brought the member back", id)
+		}
+		if p, _ := r.State.Proposal(id); p.Status != StatusExpired {
+			t.Errorf("%s: %s %s", id, p.Status, p.Outcome)
+		}
+	}
+}

@@ -125,7 +125,10 @@ func (g *gov) srcGuard(e Entry) error {
 func (g *gov) pass(p *Proposal, how string) {
 	roster := g.effective()
 	cur, member := lookup(roster, p.Email)
-	if p.Kind == KindApplication && member {
+	if (p.Kind == KindApplication || p.Kind == KindAdd) && member && p.Key != nil {
+		// It joined meanwhile, or was a member all along: an addition
+		// never replaces a pinned key (that is /member key's, with its
+		// own votes).
 		g.deny(p, Vote{Reason: p.Email + " is already on the roster; a new key goes through /member key"}, "")
 		return
 	}
@@ -139,12 +142,12 @@ func (g *gov) pass(p *Proposal, how string) {
 			return
 		}
 	}
-	if p.Kind == KindRemove {
+	if p.Kind == KindRemove || p.Kind == KindKey || (p.Kind == KindAdd && p.Key == nil) {
 		if !member {
 			g.close(p, StatusExpired, p.Email+" is no longer on the roster")
 			return
 		}
-		if err := g.srcGuard(cur); err != nil {
+		if err := g.srcGuard(cur); err != nil && !(p.Kind == KindKey || slices.Contains(p.Roles, workflow.RoleSRC)) {
 			g.deny(p, Vote{Reason: err.Error()}, "")
 			return
 		}
