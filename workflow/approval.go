@@ -155,6 +155,7 @@ func (m *machine) twoPerson(c Command) (done bool, what string, changed bool, er
 		m.inc.Pending = dropApproval(m.inc.Pending, key)
 		return true, "", true, nil
 	}
+	m.waiting = true
 	if already {
 		// Nothing changed: the receipt still says what is awaited.
 		return false, "you already signed " + key + "; " + awaiting(*a, q, m.env.SRC, have), false, nil

@@ -51,7 +51,7 @@ func TestDiscloseNowNeedsTwo(t *testing.T) {
 		t.Errorf("pending notice fields %v", a.Fields)
 	}
 	rc := r.Receipt.Text()
-	for _, want := range []string{"signature 1 of 2 recorded; nothing done yet", "from bob@ex.org or dave@ex.org", "before 2026-11-24 10:00 UTC (Tuesday)", "signed by alice@ex.org"} {
+	for _, want := range []string{"pending: signature 1 of 2 recorded; nothing done yet", "Applied, except the 1 command(s) marked pending", "from bob@ex.org or dave@ex.org", "before 2026-11-24 10:00 UTC (Tuesday)", "signed by alice@ex.org"} {
 		if !strings.Contains(rc, want) {
 			t.Errorf("receipt lacks %q:\n%s", want, rc)
 		}

@@ -140,7 +140,7 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 			res.Receipt.Lines[i].Err = err.Error()
 			return refuse(&CommandError{Line: c.Line, Verb: c.Name, Err: err})
 		}
-		res.Receipt.Lines[i].Result = what
+		res.Receipt.Lines[i].Result, res.Receipt.Lines[i].Pending, m.waiting = what, m.waiting, false
 		if changed {
 			m.changed = true
 			m.inc.History = append(m.inc.History, Change{
@@ -252,6 +252,7 @@ type machine struct {
 	actions    []Action
 	changed    bool
 	roundRobin string
+	waiting    bool // the running command awaits more signatures (approval.go)
 }
 
 func (m *machine) emit(a ...Action) { m.actions = append(m.actions, a...) }
