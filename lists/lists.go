@@ -65,6 +65,12 @@ func (m Member) Has(role string) bool { return slices.Contains(m.Roles, role) }
 type Roster struct {
 	Lists   []List
 	Members []Member
+
+	// Governance routes the addresses of governance by mail
+	// (lists/governance): distributors+apply@ for applications and
+	// security+GOV-YYYY-NNNN@ for a proposal's thread. Off, they are
+	// unknown recipients, as for a daemon that does not handle them.
+	Governance bool
 }
 
 // List returns the list with that name.
@@ -149,6 +155,7 @@ const (
 	DetailBounces     = "bounces"     // envelope sender of our own mail
 	DetailSubscribe   = "subscribe"   // announce+subscribe@
 	DetailUnsubscribe = "unsubscribe" // announce+unsubscribe@
+	DetailApply       = "apply"       // distributors+apply@: applications to join the list (docs/process.md §5)
 )
 
 // Route maps a recipient to a list, or refuses it. RFC 5321 §3.3: the answer to
@@ -171,10 +178,11 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 		t := Target{List: l.Name, Detail: detail}
 		switch l.Name {
 		case Security:
-			// security+<incident>@ and our bounce address. Any well-formed
-			// incident ID is accepted whether or not it exists, so the answer
-			// reveals nothing (DESIGN.md §2).
-			if hasDetail && strings.ToLower(detail) != DetailBounces && !looksLikeID(detail) {
+			// security+<incident>@, security+<proposal>@ (a roster change
+			// or distributor application: GOV-YYYY-NNNN) and our bounce
+			// address. Any well-formed ID is accepted whether or not it
+			// exists, so the answer reveals nothing (docs/design.md §2).
+			if hasDetail && strings.ToLower(detail) != DetailBounces && !looksLikeID(detail) && !(r.Governance && looksLikeProposal(detail)) {
 				return Target{}, unknown
 			}
 			if strings.EqualFold(detail, DetailBounces) {
@@ -191,18 +199,26 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 			}
 			t.Detail = d
 		case Distributors:
-			if hasDetail && !strings.EqualFold(detail, DetailBounces) {
+			d := strings.ToLower(detail)
+			if hasDetail && d != DetailBounces && !(r.Governance && d == DetailApply) {
 				return Target{}, unknown
 			}
+			t.Detail = d
 		}
 		return t, nil
 	}
 	return Target{}, unknown
 }
 
-func looksLikeID(s string) bool {
+func looksLikeID(s string) bool { return looksLikeTagged(s, "SEC-") }
+
+// looksLikeProposal matches a roster proposal's ID, GOV-YYYY-NNNN (the
+// governance core's; workflow.ParseProposalID).
+func looksLikeProposal(s string) bool { return looksLikeTagged(s, "GOV-") }
+
+func looksLikeTagged(s, prefix string) bool {
 	s = strings.ToUpper(s)
-	if !strings.HasPrefix(s, "SEC-") || len(s) < len("SEC-2026-0001") || len(s) > 18 {
+	if !strings.HasPrefix(s, prefix) || len(s) < len("SEC-2026-0001") || len(s) > 18 {
 		return false
 	}
 	for i, c := range s[4:] {

@@ -18,6 +18,7 @@ func testRoster() *Roster {
 
 func TestRoute(t *testing.T) {
 	r := testRoster()
+	r.Governance = true
 	tests := []struct {
 		rcpt     string
 		want     Target
@@ -39,6 +40,14 @@ func TestRoute(t *testing.T) {
 		{"announce+confirm-abc123@ex.org", Target{List: Announce, Detail: "confirm-abc123"}, 0, ""},
 		{"announce+post@ex.org", Target{}, 550, "5.1.1"},
 		{"distributors@ex.org", Target{List: Distributors}, 0, ""},
+		{"distributors+apply@ex.org", Target{List: Distributors, Detail: DetailApply}, 0, ""},
+		{"Distributors+Apply@ex.org", Target{List: Distributors, Detail: DetailApply}, 0, ""},
+		{"distributors+bounces@ex.org", Target{List: Distributors, Detail: DetailBounces}, 0, ""},
+		{"distributors+join@ex.org", Target{}, 550, "5.1.1"},
+		{"distributors+GOV-2026-0001@ex.org", Target{}, 550, "5.1.1"},
+		{"security+GOV-2026-0003@ex.org", Target{List: Security, Detail: "GOV-2026-0003"}, 0, ""},
+		{"security+GOV-2026@ex.org", Target{}, 550, "5.1.1"},
+		{"security+XYZ-2026-0003@ex.org", Target{}, 550, "5.1.1"},
 		{"postmaster@ex.org", Target{}, 550, "5.1.1"},
 		{"security@other.org", Target{}, 550, "5.1.1"},
 		{"victim@gmail.com", Target{}, 550, "5.1.1"},
@@ -60,6 +69,17 @@ func TestRoute(t *testing.T) {
 				t.Errorf("Route(%q) status = %d %s, want %d %s", tt.rcpt, c, e, tt.code, tt.enhanced)
 			}
 		})
+	}
+}
+
+// TestRouteWithoutGovernance: until the daemon handles governance mail, its
+// addresses are unknown recipients, as before.
+func TestRouteWithoutGovernance(t *testing.T) {
+	r := testRoster()
+	for _, rcpt := range []string{"distributors+apply@ex.org", "security+GOV-2026-0003@ex.org"} {
+		if got, err := r.Route(rcpt); err == nil {
+			t.Errorf("Route(%q) = %+v without Governance; want a refusal", rcpt, got)
+		}
 	}
 }
 

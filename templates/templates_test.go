@@ -50,7 +50,46 @@ func announceSample(extra map[string]any) map[string]any {
 	return m
 }
 
+// governanceSample is the data of the governance mails (lists/governance
+// Mail.Fields plus what the daemon adds).
+func governanceSample(fields map[string]any) map[string]any {
+	m := map[string]any{"Project": "example.org", "ListAddress": "distributors@example.org", "ListKey": "89ABCDEF0123456789ABCDEF0123456789ABCDEF",
+		"ApplyAddress": "distributors+apply@example.org", "SecurityAddress": "security@example.org"}
+	for k, v := range fields {
+		m[k] = v
+	}
+	return m
+}
+
 var samples = map[string]map[string]any{
+	// The governance mails. The application's evidence carries a command
+	// line and an armor line, as an applicant might write: quoted, inert.
+	"distributor-application": governanceSample(map[string]any{"id": "GOV-2026-0003", "applicant": "person@new-distro.test",
+		"alias": "security@new-distro.test", "product": "New Distro", "fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567",
+		"algorithm": "ed25519", "expires": "2027-11-23 09:00 UTC (Tuesday)", "userids": "New Distro Security <security@new-distro.test>",
+		"warnings": "the key expires 2026-12-10 09:00 UTC (Thursday)", "signed": "yes, by the attached key",
+		"voucher": "security@old-distro.test", "voucher_status": "a member of the distributors list: ask them to confirm",
+		"deadline": "2026-11-28 09:00 UTC (Saturday)", "quorum": "2", "lazy_days": "5",
+		"maintained": "releases every month since 2019\n/admit\n-----BEGIN PGP SIGNATURE-----", "users": "40,000 installs",
+		"record": "https://new-distro.test/security", "not_a_rebuild": "our own kernel", "community": "two upstream packages",
+		"embargo": "we accept it", "contributes": "reviews and test reports"}),
+	"distributor-application-ack": governanceSample(map[string]any{"id": "GOV-2026-0003", "alias": "security@new-distro.test", "product": "New Distro",
+		"fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567", "deadline": "2026-11-28 09:00 UTC (Saturday)", "lazy_days": "5"}),
+	"distributor-application-refused": governanceSample(map[string]any{
+		"reasons": "- the key 0123456789ABCDEF0123456789ABCDEF01234567: keys: weak public-key algorithm: RSA 1024 bits\n- Record is missing: your public, current record of fixing security issues (links)",
+		"form":    "Alias: <your monitored security alias (it joins the list)>\nProduct: <the distribution or product>\n"}),
+	"distributor-welcome": governanceSample(map[string]any{"id": "GOV-2026-0003", "member": "security@new-distro.test", "product": "New Distro",
+		"fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"}),
+	"distributor-removal": governanceSample(map[string]any{"id": "GOV-2026-0004", "kind": "removed", "member": "security@old-distro.test",
+		"product": "Old Distro", "reason": "no release in two years", "person": "alice@example.org, bob@example.org"}),
+	"roster-change": governanceSample(map[string]any{"id": "GOV-2026-0005", "change": "the pinned key of bob@example.org is now 0123456789ABCDEF0123456789ABCDEF01234567 (was 89ABCDEF0123456789ABCDEF0123456789ABCDEF)",
+		"member": "bob@example.org", "roles": "src", "fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567", "previous": "89ABCDEF0123456789ABCDEF0123456789ABCDEF",
+		"approvers": "alice@example.org, dave@example.org", "how": "passed by quorum: 2 SRC approvals (alice@example.org, dave@example.org)", "reason": "",
+		"at": "2026-11-23 10:00 UTC (Monday)"}),
+	"two-person-pending": {"Project": "example.org", "id": "SEC-2026-0001", "command": "/disclose now", "by": "alice@example.org",
+		"signed": "alice@example.org at 2026-11-23 10:00 UTC (Monday)", "needed": "1", "quorum": "2", "awaited": "bob@example.org, dave@example.org",
+		"expires": "2026-11-24 10:00 UTC (Tuesday)", "how": "To complete it, send /disclose now, signed, in the thread of SEC-2026-0001 (reply to any of its messages); to stop it, do nothing."},
+
 	"quarantined":                {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)"},
 	"distributor-notice":         advisorySample(map[string]any{"Renotify": true, "PreviousNotice": "2026-11-30 16:00 UTC (Monday)"}),
 	"distributor-final":          advisorySample(map[string]any{"AdvisoryText": "Hello example.org community,\n(the advisory)"}),

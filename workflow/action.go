@@ -53,7 +53,9 @@ type Release struct{ At time.Time }
 
 // AlertSRC tells the whole committee (and the fix team) something that needs
 // attention. Templates and fields: embargo-break (id, by), release-held (id,
-// t), reminder (id, deadline, what, due: a Deadline fell due, Tick).
+// t), reminder (id, deadline, what, due: a Deadline fell due, Tick),
+// two-person-pending (id, command, by, signed, needed, quorum, awaited,
+// expires, how: an irreversible command awaits more signatures, approval.go).
 type AlertSRC struct {
 	Template string
 	Fields   map[string]string

@@ -73,6 +73,7 @@ const (
 	WhoSRC       Who = 1 << iota // role src: every command
 	WhoAssociate                 // role associate: only on low-severity (or None) or public incidents
 	WhoFixTeam                   // the incident's fix team
+	WhoSelf                      // any rostered member, about themself (/member remove me)
 )
 
 // String describes the grant for /help and docs/commands.md.
@@ -86,6 +87,9 @@ func (w Who) String() string {
 	}
 	if w&WhoFixTeam != 0 {
 		parts = append(parts, "the incident's fix team")
+	}
+	if w&WhoSelf != 0 {
+		parts = append(parts, "any member, to leave (/member remove me)")
 	}
 	return strings.Join(parts, ", ")
 }
@@ -148,7 +152,7 @@ func Commands() []Spec {
 			Help:     "Mark the fix ready (all commits approved by their owners). The reporter is told.",
 			Examples: []string{"/fixed"}, Parse: noArgs("fixed"), apply: (*machine).fixed},
 		{Name: "disclose", Usage: "/disclose YYYY-MM-DD[THH:MMZ]|now [emergency]", WhoCanUse: everyone,
-			Help:     "Set the public disclosure instant T. A date means 16:00 UTC that day; T snaps forward to 16:00 UTC on the next Monday–Thursday that is not a holiday, and the receipt states it. Never in the past, at most 90 days ahead. With a CVE, T must be at least 7 days after the distributor notice (or after now, before one), unless the incident is public or the embargo broke, or the command says emergency. Changing T after /notify re-notifies the distributors; the reporter is told. /disclose now releases at once (the advisory must be approved): distributors are told the embargo is lifted first, then the advisory goes out.",
+			Help:     "Set the public disclosure instant T. A date means 16:00 UTC that day; T snaps forward to 16:00 UTC on the next Monday–Thursday that is not a holiday, and the receipt states it. Never in the past, at most 90 days ahead. With a CVE, T must be at least 7 days after the distributor notice (or after now, before one), unless the incident is public or the embargo broke, or the command says emergency. Changing T after /notify re-notifies the distributors; the reporter is told. /disclose now releases at once (the advisory must be approved): distributors are told the embargo is lifted first, then the advisory goes out. With [governance] quorum above 1 /disclose now completes only when that many distinct SRC members sign it in the thread within 24 h of the first signature (the two-person rule): until then nothing happens, and the receipt and /status say whose signature is awaited and until when. With or without emergency it is the same command.",
 			Examples: []string{"/disclose 2026-12-03", "/disclose 2026-12-03T09:30Z emergency", "/disclose now"}, Parse: parseDisclose, apply: (*machine).disclose},
 		{Name: "notify", Usage: "/notify", WhoCanUse: everyone,
 			Help:     "Send the embargoed notice to the distributors (phase → embargo). Needs a severity, a fix or a mitigation, and T; with a CVE, T at least 7 days ahead (unless public, broken or emergency). Again in embargo, it re-sends the notice.",
@@ -157,10 +161,10 @@ func Commands() []Spec {
 			Help:     "Approve the advisory text and lock it: /set, /cvss, /severity and /cve are refused until /approve withdraw. Needs summary, actor, impact, affected, a severity, and fixed versions or a mitigation. The release at T is held unless the advisory is approved by T-24 h.",
 			Examples: []string{"/approve", "/approve withdraw"}, Parse: parseApprove, apply: (*machine).approve},
 		{Name: "public", Usage: "/public", WhoCanUse: everyone,
-			Help:     "Mark the issue as already publicly known: every deadline becomes ASAP and the 7-day notice rule no longer applies.",
+			Help:     "Mark the issue as already publicly known: every deadline becomes ASAP and the 7-day notice rule no longer applies. With [governance] quorum above 1 it completes only when that many distinct SRC members sign it in the thread within 24 h of the first signature (the two-person rule): until then nothing happens, and the receipt and /status say whose signature is awaited and until when.",
 			Examples: []string{"/public"}, Parse: noArgs("public"), apply: (*machine).public},
 		{Name: "embargo-break", Aliases: []string{"embargo-broken"}, Usage: "/embargo-break", WhoCanUse: everyone,
-			Help:     "Record that the embargo broke (a leak): every deadline becomes ASAP and the SRC is alerted. Pull T in with /disclose (biased to going public).",
+			Help:     "Record that the embargo broke (a leak): every deadline becomes ASAP and the SRC is alerted. Pull T in with /disclose (biased to going public). With [governance] quorum above 1 it completes only when that many distinct SRC members sign it in the thread within 24 h of the first signature (the two-person rule): until then nothing happens, and the receipt and /status say whose signature is awaited and until when.",
 			Examples: []string{"/embargo-break"}, Parse: noArgs("embargo-break"), apply: (*machine).embargoBreak},
 		{Name: "defer", Usage: "/defer", WhoCanUse: everyone,
 			Help:     "Slow a low-severity incident down (process.md §3a); refused unless the severity is Low or None.",
@@ -180,8 +184,17 @@ func Commands() []Spec {
 		{Name: "oncall", Aliases: []string{"on-call"}, Usage: "/oncall [ADDR|me|ack]", WhoCanUse: WhoSRC,
 			Help:     "Who is on call: the rotation gives each SRC member a week from Monday 00:00 UTC, and the on-call is the default incident commander of new reports (and gets their 1-working-day triage reminder). Without an argument, the receipt says who is on call until when. /oncall ADDR asks the SRC member ADDR to take over for the rest of this week's shift; it takes effect only when ADDR acknowledges with /oncall ack, and the open incidents of the member handing over then go to ADDR. /oncall me takes over at once. Works in any incident's thread, or in a signed message to the security list alone.",
 			Examples: []string{"/oncall", "/oncall bob@example.org", "/oncall ack"}, Parse: parseOnCall, apply: (*machine).oncall},
+		{Name: "member", Usage: "/member add ADDR ROLE | remove ADDR|me [REASON] | key ADDR|me | list", WhoCanUse: WhoSRC | WhoSelf,
+			Help: memberHelp, Examples: []string{"/member add security@vendor.example distributor", "/member add carol@example.org src,release-manager",
+				"/member remove security@vendor.example no longer maintained", "/member remove me", "/member key bob@example.org", "/member list"},
+			Parse: parseMember, apply: (*machine).elsewhere},
+		{Name: "admit", Usage: "/admit [GOV-ID]", WhoCanUse: WhoSRC,
+			Help: admitHelp, Examples: []string{"/admit", "/admit GOV-2026-0003"}, Parse: parseAdmit, apply: (*machine).elsewhere},
+		{Name: "deny", Usage: "/deny [GOV-ID] REASON", WhoCanUse: WhoSRC,
+			Help: denyHelp, Examples: []string{"/deny no public record of security fixes", "/deny GOV-2026-0003 a rebuild of another distribution"},
+			Parse: parseDeny, apply: (*machine).elsewhere},
 		{Name: "status", Usage: "/status", WhoCanUse: everyone | WhoFixTeam,
-			Help:     "Reply with the incident and every deadline, as absolute UTC instants.",
+			Help:     "Reply with the incident, the irreversible commands awaiting a second signature, and every deadline, as absolute UTC instants. In a proposal's thread, or with roster commands, reply with the open roster proposals instead.",
 			Examples: []string{"/status"}, Parse: noArgs("status"), apply: (*machine).status},
 		{Name: "help", Usage: "/help [COMMAND]", WhoCanUse: everyone | WhoFixTeam,
 			Help:     "Reply with this list, or the help of one command.",

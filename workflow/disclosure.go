@@ -49,6 +49,9 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 		if !inc.Approved {
 			return "", false, argErr(ErrGuard, "the advisory is not approved: /approve it first (in the same message if need be)")
 		}
+		if done, what, changed, err := m.twoPerson(c); !done {
+			return what, changed, err
+		}
 		var what []string
 		if !inc.NotifiedAt.IsZero() {
 			m.emit(EmbargoLifted{At: m.now})
@@ -139,23 +142,29 @@ func (m *machine) notify(Command) (string, bool, error) {
 	return "distributors notified again of T = " + FormatInstant(inc.T), true, nil
 }
 
-func (m *machine) public(Command) (string, bool, error) {
+func (m *machine) public(c Command) (string, bool, error) {
 	if err := m.open(); err != nil {
 		return "", false, err
 	}
 	if m.inc.Public {
 		return "already public", false, nil
 	}
+	if done, what, changed, err := m.twoPerson(c); !done {
+		return what, changed, err
+	}
 	m.inc.Public = true
 	return "marked public: every deadline is now ASAP; no 7-day notice rule", true, nil
 }
 
-func (m *machine) embargoBreak(Command) (string, bool, error) {
+func (m *machine) embargoBreak(c Command) (string, bool, error) {
 	if err := m.inPhase(PhaseFix, PhaseEmbargo); err != nil {
 		return "", false, err
 	}
 	if m.inc.EmbargoBroken {
 		return "embargo already recorded as broken", false, nil
+	}
+	if done, what, changed, err := m.twoPerson(c); !done {
+		return what, changed, err
 	}
 	m.inc.EmbargoBroken = true
 	m.emit(AlertSRC{Template: "embargo-break", Fields: map[string]string{"id": string(m.inc.ID), "by": m.by.Email}})

@@ -22,6 +22,12 @@
 // (CommandsMarkdown). Apply authenticates (signature age, incident ID named in
 // the signed text), authorises (roles), then applies all commands or none.
 //
+// The two-person rule (approval.go): /disclose now, /embargo-break and
+// /public complete only when Env.Quorum distinct SRC members sign them within
+// 24 h; the incident carries the pending approval meanwhile. The roster
+// commands (/member, /admit, /deny) share the table but not Apply: Classify
+// sends them to lists/governance.
+//
 // The advisory lock: /approve locks the advisory fields (/set, /cvss,
 // /severity, /cve are refused) until /approve withdraw; the release at T is
 // held unless the advisory is approved 24 h before T.

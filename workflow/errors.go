@@ -22,6 +22,7 @@ var (
 	ErrFutureSignature = errors.New("workflow: signature from the future")
 	ErrOtherIncident   = errors.New("workflow: signed text names another incident")
 	ErrNotAllowed      = errors.New("workflow: not allowed")
+	ErrScope           = errors.New("workflow: command in the wrong place")
 
 	// Guards: the command is well formed but the incident's state refuses it.
 	ErrPhase      = errors.New("workflow: wrong phase")

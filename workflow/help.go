@@ -90,7 +90,14 @@ func CommandsMarkdown() string {
 	b.WriteString("Who may run what: role `src` may run every command; role `associate` may run\n")
 	b.WriteString("them only on incidents rated Low (or None) or marked public; the incident's\n")
 	b.WriteString("fix team may run `/set`, `/fixed`, `/status` and `/help`; distributors,\n")
-	b.WriteString("reporters and unknown keys may run none.\n\n")
+	b.WriteString("reporters and unknown keys may run none, except that any member may leave\n")
+	b.WriteString("with `/member remove me`. `/disclose now`, `/embargo-break` and `/public`\n")
+	b.WriteString("need `[governance] quorum` SRC signatures (the two-person rule), and so does\n")
+	b.WriteString("every roster change.\n\n")
+	b.WriteString("`/member`, `/admit` and `/deny` change the roster, not an incident: send\n")
+	b.WriteString("them in a message of their own, to the security list alone, in any thread,\n")
+	b.WriteString("or (`/admit`, `/deny`: only there) in the proposal's thread\n")
+	b.WriteString("`security+GOV-YYYY-NNNN@`.\n\n")
 	b.WriteString("| command | what |\n|---|---|\n")
 	for _, s := range Commands() {
 		first, _, _ := strings.Cut(s.Help, ". ")
@@ -115,9 +122,16 @@ func CommandsMarkdown() string {
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 
-// StatusText is the /status reply: the incident and every deadline, as
-// absolute UTC instants.
+// StatusText is the /status reply: the incident, the irreversible commands
+// awaiting signatures, and every deadline, as absolute UTC instants.
 func StatusText(inc Incident, now time.Time, holidays []time.Time) string {
+	return statusText(inc, now, Env{Holidays: holidays})
+}
+
+// statusText is StatusText knowing the SRC and the quorum, so that a
+// pending approval names whose signature is awaited.
+func statusText(inc Incident, now time.Time, env Env) string {
+	holidays := env.Holidays
 	var b strings.Builder
 	line := func(k, v string) {
 		if v != "" {
@@ -176,6 +190,13 @@ func StatusText(inc Incident, now time.Time, holidays []time.Time) string {
 	}
 	line("advisory set", strings.Join(set, ", "))
 	line("advisory unset", strings.Join(unset, ", "))
+
+	if p := pendingLines(inc, now, env); len(p) > 0 {
+		b.WriteString("\nAwaiting signatures (two-person rule):\n")
+		for _, l := range p {
+			b.WriteString(indentWrap(l, "  ", 76))
+		}
+	}
 
 	b.WriteString("\nDeadlines:\n")
 	for _, d := range Deadlines(inc, holidays) {

@@ -147,6 +147,10 @@ type Incident struct {
 	// instant it reminded of, so that each is sent once.
 	Reminded map[string]time.Time `json:"reminded,omitempty"`
 
+	// Pending lists the irreversible commands signed by fewer SRC members
+	// than the quorum (approval.go); schema version 4.
+	Pending []Approval `json:"pending,omitempty"`
+
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
 }
@@ -154,9 +158,10 @@ type Incident struct {
 // SchemaVersion is the version of the stored Incident record that Apply
 // writes. Version 1 (intake only) lacks everything after Messages; version 2
 // adds the fields the commands maintain; version 3 adds the advisory's
-// component, CWE IDs and references. Changes are additive: an older record
-// reads with the new fields at their zero values.
-const SchemaVersion = 3
+// component, CWE IDs and references; version 4 the pending approvals of the
+// two-person rule. Changes are additive: an older record reads with the new
+// fields at their zero values.
+const SchemaVersion = 4
 
 // Advisory holds the fields every outgoing message is rendered from
 // (process.md §7.1–§7.6, §10). The names after each field are the /set FIELD
@@ -271,6 +276,11 @@ func (inc *Incident) clone() Incident {
 	n.FixTeam = append([]string(nil), inc.FixTeam...)
 	n.CVEs = append([]string(nil), inc.CVEs...)
 	n.History = append([]Change(nil), inc.History...)
+	n.Pending = nil
+	for _, a := range inc.Pending {
+		a.Signers = append([]Signature(nil), a.Signers...)
+		n.Pending = append(n.Pending, a)
+	}
 	if inc.Reminded != nil {
 		n.Reminded = make(map[string]time.Time, len(inc.Reminded))
 		for k, v := range inc.Reminded {

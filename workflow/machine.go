@@ -50,6 +50,12 @@ type Env struct {
 	// the triage reminder to the on-call.
 	Rotation    Rotation
 	OnCallState OnCallState
+
+	// Quorum is how many distinct SRC members must sign an irreversible
+	// command (/disclose now, /embargo-break, /public) before it runs
+	// (approval.go). The daemon sets it from [governance] quorum, whose
+	// default is 2; 0 (unset) and 1 mean one signature: the rule is off.
+	Quorum int
 }
 
 // Result is what Apply decided.
@@ -76,7 +82,14 @@ type Result struct {
 // everything; role associate, only while the incident is rated Low or None or
 // is public, judged before the message; the incident's fix team, /set, /fixed,
 // /status and /help; anyone else, distributors and reporters included,
-// nothing). The caller keeps the replay cache (ReplayKey).
+// nothing). The caller keeps the replay cache (ReplayKey). A message with
+// roster commands (/member, /admit, /deny) is refused: those go to the
+// governance core (Classify).
+//
+// The irreversible commands (/disclose now, /embargo-break, /public) run
+// only once Env.Quorum distinct SRC members have signed them (approval.go);
+// until then the message applies with the signature recorded as a pending
+// approval, and the receipt says whose signature is awaited.
 //
 // Apply is pure: now is the time of processing.
 func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result, error) {
@@ -95,6 +108,18 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 	}
 	for _, c := range cmds {
 		res.Receipt.Lines = append(res.Receipt.Lines, ReceiptLine{Line: c.Line, Command: c.String()})
+	}
+	if scope, err := Classify(cmds); err != nil {
+		return refuse(err)
+	} else if scope == ScopeRoster {
+		c := cmds[0]
+		for _, x := range cmds {
+			if CommandScope(x.Name) == ScopeRoster {
+				c = x
+				break
+			}
+		}
+		return refuse(&CommandError{Line: c.Line, Verb: c.Name, Err: argErr(ErrScope, "roster commands are not incident commands: send them signed in a message of their own")})
 	}
 	if err := CheckSignatureTime(by.SignedAt, now); err != nil {
 		return refuse(err)
@@ -115,7 +140,7 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 			res.Receipt.Lines[i].Err = err.Error()
 			return refuse(&CommandError{Line: c.Line, Verb: c.Name, Err: err})
 		}
-		res.Receipt.Lines[i].Result = what
+		res.Receipt.Lines[i].Result, res.Receipt.Lines[i].Pending, m.waiting = what, m.waiting, false
 		if changed {
 			m.changed = true
 			m.inc.History = append(m.inc.History, Change{
@@ -227,6 +252,7 @@ type machine struct {
 	actions    []Action
 	changed    bool
 	roundRobin string
+	waiting    bool // the running command awaits more signatures (approval.go)
 }
 
 func (m *machine) emit(a ...Action) { m.actions = append(m.actions, a...) }
@@ -300,7 +326,7 @@ func (m *machine) reply(c Command) (string, bool, error) {
 }
 
 func (m *machine) status(Command) (string, bool, error) {
-	m.emit(StatusReply{Text: StatusText(m.inc, m.now, m.env.Holidays)})
+	m.emit(StatusReply{Text: statusText(m.inc, m.now, m.env)})
 	return "status sent", false, nil
 }
 

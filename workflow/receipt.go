@@ -24,6 +24,10 @@ type ReceiptLine struct {
 	Command string // canonical form
 	Result  string // what changed, dates as absolute UTC instants; "" if not reached or failed
 	Err     string // why the command failed
+	// Pending marks an irreversible command that waits for more SRC
+	// signatures (the two-person rule): its signature was recorded, nothing
+	// else happened.
+	Pending bool
 }
 
 // Text renders the receipt body.
@@ -42,6 +46,8 @@ func (r Receipt) Text() string {
 		switch {
 		case l.Err != "":
 			fmt.Fprintf(&b, "error (line %d): %s\n", l.Line, l.Err)
+		case r.Applied && l.Pending:
+			fmt.Fprintf(&b, "pending: %s\n", l.Result)
 		case r.Applied:
 			fmt.Fprintf(&b, "ok: %s\n", l.Result)
 		default:
@@ -49,6 +55,16 @@ func (r Receipt) Text() string {
 		}
 	}
 	b.WriteString("\n")
+	pending := 0
+	for _, l := range r.Lines {
+		if l.Pending {
+			pending++
+		}
+	}
+	if r.Applied && pending > 0 {
+		fmt.Fprintf(&b, "Applied, except the %d command(s) marked pending: they wait for more SRC signatures, and nothing of them has happened yet.\n", pending)
+		return b.String()
+	}
 	if r.Applied {
 		if len(r.Lines) == 1 {
 			b.WriteString("The command was applied.\n")

@@ -177,7 +177,7 @@ func TestSetReceiptEchoesReading(t *testing.T) {
 			t.Errorf("receipt lacks %q:\n%s", want, receipt)
 		}
 	}
-	if res.Incident.Advisory.Affected != ">= 1.0.0, < 1.2.4\nbefore the fix" || res.Incident.Version != 3 {
+	if res.Incident.Advisory.Affected != ">= 1.0.0, < 1.2.4\nbefore the fix" || res.Incident.Version != SchemaVersion {
 		t.Errorf("stored %+v (version %d)", res.Incident.Advisory, res.Incident.Version)
 	}
 	for _, l := range strings.Split(receipt, "\n") {
