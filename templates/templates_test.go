@@ -33,6 +33,7 @@ func advisorySample(extra map[string]any) map[string]any {
 		"Subscribers": 10000, "Channels": 1, "Distributors": 3,
 		"CVEDraft": true, "OSVURL": "https://example.org/advisories/SEC-2026-0001.osv.json",
 		"RecordGaps": []string{"CVE (/set cwe): no CWE: the draft has no problemTypes."},
+		"ConfigGaps": []string{"OSV (osv.ecosystem, osv.package): not set: affected[] names no package."},
 	}
 	for k, v := range extra {
 		m[k] = v
@@ -207,7 +208,7 @@ func TestAdvisorySentences(t *testing.T) {
 // says why and which command to send; counts read as words.
 func TestReleasePackWithoutCVE(t *testing.T) {
 	s, _ := New("")
-	got, err := s.Render("release-pack", advisorySample(map[string]any{"CVEDraft": false, "RecordGaps": []string(nil), "OSVURL": "",
+	got, err := s.Render("release-pack", advisorySample(map[string]any{"CVEDraft": false, "RecordGaps": []string(nil), "ConfigGaps": []string(nil), "OSVURL": "",
 		"Subscribers": 1, "Channels": 0, "Distributors": 1}))
 	if err != nil {
 		t.Fatal(err)
@@ -220,5 +221,18 @@ func TestReleasePackWithoutCVE(t *testing.T) {
 	}
 	if strings.Contains(got, "cve-record.json") || strings.Contains(got, "lack") {
 		t.Errorf("release pack without a CVE names the draft or an empty gap list:\n%s", got)
+	}
+}
+
+// TestTrackingIssueLeavesOutEmptySections: a section without its field is
+// left out, not printed as a heading over nothing.
+func TestTrackingIssueLeavesOutEmptySections(t *testing.T) {
+	s, _ := New("")
+	got, err := s.Render("tracking-issue", advisorySample(map[string]any{"Detection": "", "Fixed": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "### Detection") || strings.Contains(got, "Fixed Versions") || !strings.Contains(got, "### Acknowledgements") {
+		t.Errorf("tracking issue:\n%s", got)
 	}
 }

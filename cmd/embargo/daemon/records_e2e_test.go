@@ -341,15 +341,15 @@ func TestReleaseRecordsEndToEnd(t *testing.T) {
 }
 
 // TestReleasePackWithoutCVE: an incident released without a CVE ID gets no
-// CVE draft; the pack says why, how to write /cve, and what else the
-// records lack (here the configuration's CNA keys and the incident's CWE);
-// the OSV record is still published, valid, with no aliases.
+// CVE draft; the pack says why, how to write /cve, and what the records
+// lack (here the incident's versions, written as prose, and the
+// configuration's CNA keys); the OSV record is still published, valid, with no aliases.
 func TestReleasePackWithoutCVE(t *testing.T) {
 	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
 	f := newRecordsFixture(t, start, "\n[http]\nlisten = \"127.0.0.1:0\"\n")
 	f.clk.set(start.Add(time.Hour))
 	f.command("/accept\n/lead me\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/set summary heap overflow in the parser\n" +
-		"/set actor A remote attacker\n/set impact execute code as the server\n/set affected < 1.2.4\n/set fixed 1.2.4\n" +
+		"/set actor A remote attacker\n/set impact execute code as the server\n/set affected every build before the 1.2.4 release\n/set fixed 1.2.4\n" +
 		"/set mitigation Disable the parser.\n/disclose 2026-11-26\n/notify\n/approve\n")
 	T := time.Date(2026, 11, 26, 16, 0, 0, 0, time.UTC)
 	f.tick(T.Add(-workflow.FinalNoticeBefore))
@@ -359,8 +359,12 @@ func TestReleasePackWithoutCVE(t *testing.T) {
 		t.Errorf("a CVE draft without a CVE ID was attached")
 	}
 	daemontest.MustContain(t, "release pack", text, "No CVE record draft is attached: SEC-2026-0001 has no CVE ID.",
-		"send /cve CVE-YYYY-NNNNN", "CVE (/set cwe): no CWE: the draft has no problemTypes.",
-		"(cve.org_id): not set", "(embargo check)", "publishes the OSV record at /advisories/SEC-2026-0001.osv.json; set http.base_url")
+		"send /cve CVE-YYYY-NNNNN", "What the records of SEC-2026-0001 lack, and how to fill it:", "- CVE and OSV (/set affected): a line is not a version range",
+		"What the configuration leaves out of every record (embargo check lists the same):", "- CVE (cve.org_id): not set",
+		"publishes the OSV record at /advisories/SEC-2026-0001.osv.json; set http.base_url")
+	if strings.Contains(text, "/set cwe") {
+		t.Errorf("without a CVE the pack lists what a CVE draft would lack:\n%s", text)
+	}
 	r := fetch(t, "http://"+f.h.D.HTTPAddr().String()+"/advisories/SEC-2026-0001.osv.json")
 	if err := recordtest.Load(t).OSV([]byte(r.body)); r.code != 200 || err != nil {
 		t.Errorf("OSV record without a CVE: %d, %v\n%s", r.code, err, r.body)

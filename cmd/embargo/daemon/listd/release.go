@@ -144,8 +144,8 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 
 // records drafts the CVE JSON 5 record of the release pack (nil without a
 // CVE ID: the pack says why) and fills what the pack says about the records:
-// what they lack, the incident's gaps first, then the configuration's, and
-// where the archive publishes the OSV record.
+// what the incident's records lack, what the configuration leaves out of
+// every record, and where the archive publishes the OSV record.
 func (s *Service) records(d *advisoryData, inc *workflow.Incident) ([]byte, error) {
 	p := s.o.Record.WithDefaults()
 	cve, err := record.CVEJSON(p, inc)
@@ -160,12 +160,14 @@ func (s *Service) records(d *advisoryData, inc *workflow.Incident) ([]byte, erro
 		return fmt.Sprintf("%s (%s): %s.", strings.ReplaceAll(g.Record, ", ", " and "), g.Key, g.Why)
 	}
 	for _, g := range record.Missing(p, inc) {
-		if g.Key != "/cve" { // the pack says so in its own words
+		// Without a CVE the pack says so in its own words, and what a draft
+		// would lack does not matter.
+		if cve != nil || g.Record != "CVE" {
 			d.RecordGaps = append(d.RecordGaps, gap(g))
 		}
 	}
 	for _, g := range p.Check() {
-		d.RecordGaps = append(d.RecordGaps, gap(g)+" (embargo check)")
+		d.ConfigGaps = append(d.ConfigGaps, gap(g))
 	}
 	if u := p.AdvisoryPage(string(inc.ID)); u != "" {
 		d.OSVURL = u + ".osv.json"
