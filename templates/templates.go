@@ -58,6 +58,14 @@ var funcs = template.FuncMap{
 	"clause":     workflow.Clause,
 	"insentence": workflow.InSentence,
 	"capfirst":   workflow.SentenceStart,
+	// count writes a number with its noun in the right number: "1 outside
+	// channel", "3 distributors".
+	"count": func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	},
 }
 
 // New parses the embedded templates, then any *.txt file in dir (if dir is not

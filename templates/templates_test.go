@@ -31,6 +31,9 @@ func advisorySample(extra map[string]any) map[string]any {
 		"T": "2026-12-03 16:00 UTC (Thursday)", "PreviousNotice": "", "At": "", "Person": "Alice Example",
 		"SecurityAddress": "security@example.org", "AdvisoryText": "", "Renotify": false,
 		"Subscribers": 10000, "Channels": 1, "Distributors": 3,
+		"CVEDraft": true, "OSVURL": "https://example.org/advisories/SEC-2026-0001.osv.json",
+		"RecordGaps": []string{"CVE (/set cwe): no CWE: the draft has no problemTypes."},
+		"ConfigGaps": []string{"OSV (osv.ecosystem, osv.package): not set: affected[] names no package."},
 	}
 	for k, v := range extra {
 		m[k] = v
@@ -237,5 +240,38 @@ func TestAdvisorySentences(t *testing.T) {
 		if want := strings.ToUpper(tt.actor[:1]) + tt.actor[1:]; !strings.Contains(notice, "\n"+want+" may be able to") {
 			t.Errorf("distributor notice does not start the sentence with %q:\n%s", want, notice)
 		}
+	}
+}
+
+// TestReleasePackWithoutCVE: without a CVE ID the pack attaches no draft and
+// says why and which command to send; counts read as words.
+func TestReleasePackWithoutCVE(t *testing.T) {
+	s, _ := New("")
+	got, err := s.Render("release-pack", advisorySample(map[string]any{"CVEDraft": false, "RecordGaps": []string(nil), "ConfigGaps": []string(nil), "OSVURL": "",
+		"Subscribers": 1, "Channels": 0, "Distributors": 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"No CVE record draft is attached: SEC-2026-0001 has no CVE ID.", "send /cve CVE-YYYY-NNNNN",
+		"(1 subscriber), to 0 outside channels and to 1 distributor.", "/advisories/SEC-2026-0001.osv.json; set http.base_url"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("release pack lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "cve-record.json") || strings.Contains(got, "lack") {
+		t.Errorf("release pack without a CVE names the draft or an empty gap list:\n%s", got)
+	}
+}
+
+// TestTrackingIssueLeavesOutEmptySections: a section without its field is
+// left out, not printed as a heading over nothing.
+func TestTrackingIssueLeavesOutEmptySections(t *testing.T) {
+	s, _ := New("")
+	got, err := s.Render("tracking-issue", advisorySample(map[string]any{"Detection": "", "Fixed": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "### Detection") || strings.Contains(got, "Fixed Versions") || !strings.Contains(got, "### Acknowledgements") {
+		t.Errorf("tracking issue:\n%s", got)
 	}
 }

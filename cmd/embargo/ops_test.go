@@ -69,6 +69,9 @@ func TestInitPassesCheck(t *testing.T) {
 			if strings.Contains(check, "key: ") {
 				t.Errorf("check reports key problems:\n%s", check)
 			}
+			// The records the configuration leaves incomplete are said, and
+			// do not fail the check.
+			daemontest.MustContain(t, "check output", check, "records: CVE records will be refused by their schema (cve.org_id): not set")
 			if demo {
 				daemontest.MustContain(t, "init --demo output", out, "gpg --batch --import "+filepath.Join(dir, "demo", "alice.secret.asc"), "alice@example.net")
 				daemontest.MustContain(t, "check of the demo", check, "(3 members,")

@@ -69,9 +69,10 @@ func cmdServe(args []string, s stdio) error {
 const checkHelp = `Usage: embargo check --config FILE
 
 Validates the whole configuration and says what is wrong and how to fix it:
-the file, the members' keys, the TLS certificate and the DKIM key. Then it
-prints the DNS records to publish. Exit status 0 when it is valid, 1
-otherwise.
+the file, the members' keys, the TLS certificate and the DKIM key. It says
+which release records (the CVE draft, the OSV record) the configuration
+leaves incomplete, and why, without failing. Then it prints the DNS records
+to publish. Exit status 0 when it is valid, 1 otherwise.
 
 Examples:
   embargo check --config /etc/embargo/embargo.toml
@@ -101,6 +102,9 @@ func cmdCheck(args []string, s stdio) error {
 func printReport(w io.Writer, r *config.Report) error {
 	for _, m := range r.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", m)
+	}
+	for _, line := range r.Records {
+		fmt.Fprintf(w, "records: %s\n", line)
 	}
 	for _, line := range r.Keys {
 		fmt.Fprintf(w, "key: %s\n", line)

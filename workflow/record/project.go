@@ -93,6 +93,15 @@ func (p Project) AdvisoryPage(id string) string {
 	return strings.TrimRight(p.AdvisoryURL, "/") + "/" + id
 }
 
+// ValidOrgID reports whether id has the form of a CNA's organisation ID: a
+// version 4 UUID, the CVE schema's uuidType.
+func ValidOrgID(id string) bool { return uuidPattern.MatchString(id) }
+
+// ValidIDPrefix reports whether an OSV id may start with prefix: "x_" and
+// letters, digits, ".", "_" or "-" (a local database), or a prefix OSV
+// registered for a database ("KUBE-").
+func ValidIDPrefix(prefix string) bool { return prefixPattern.MatchString(prefix) }
+
 // Gap is one reason a record will be incomplete or refused.
 type Gap struct {
 	Record  string // "CVE", "OSV" or "CVE, OSV"
@@ -157,9 +166,9 @@ func (p Project) Check() []Gap {
 	}
 	switch {
 	case p.AdvisoryURL == "":
-		add("CVE, OSV", "advisory_url", false, "not set: neither record links the published advisory, and a CVE draft without an issue URL or references then has no reference, which the CVE schema requires; set the https base URL of the advisory pages")
+		add("CVE, OSV", "http.base_url", false, "not set: neither record links the published advisory, and a CVE draft without an issue URL or references then has no reference, which the CVE schema requires; set http.listen and http.base_url, the public https origin that serves /advisories")
 	case !httpsURL.MatchString(p.AdvisoryURL):
-		add("CVE, OSV", "advisory_url", true, "%q is not an https URL", p.AdvisoryURL)
+		add("CVE, OSV", "http.base_url", true, "%q is not an https URL: the records link only https pages", p.AdvisoryURL)
 	}
 	if p.AnnounceURL != "" && !httpsURL.MatchString(p.AnnounceURL) {
 		add("CVE, OSV", "announce_url", true, "%q is not an https URL", p.AnnounceURL)
@@ -181,7 +190,7 @@ func Missing(p Project, inc *workflow.Incident) []Gap {
 		add("CVE", "/cve", true, "no CVE ID: there is no CVE record to draft")
 	}
 	if len(references(p, inc)) == 0 {
-		add("CVE", "/set references", true, "no reference: the CVE schema requires one; set issue-url or references (or advisory_url in the configuration)")
+		add("CVE", "/set references", true, "no reference: the CVE schema requires one; set issue-url or references (or http.base_url in the configuration)")
 	}
 	parsed := false
 	for _, g := range groups(a) {

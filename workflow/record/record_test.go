@@ -308,7 +308,7 @@ func TestProjectDefaultsAndCheck(t *testing.T) {
 		{Project{Domain: "e.org", OrgID: example.OrgID, IDPrefix: "SEC"}, "osv.id_prefix"},
 		{Project{Domain: "e.org", OrgID: example.OrgID, Ecosystem: "Go"}, "osv.ecosystem, osv.package"},
 		{Project{Domain: "e.org", OrgID: example.OrgID, Ecosystem: "Golang", Package: "x"}, "osv.ecosystem"},
-		{Project{Domain: "e.org", OrgID: example.OrgID, AdvisoryURL: "http://e.org/advisories"}, "advisory_url"},
+		{Project{Domain: "e.org", OrgID: example.OrgID, AdvisoryURL: "http://e.org/advisories"}, "http.base_url"},
 	} {
 		found := false
 		for _, g := range tt.p.Check() {

@@ -33,7 +33,11 @@ const EmbeddedSource = "embedded default"
 // Config is the whole configuration file. Unknown keys are errors
 // (docs/design.md §5).
 type Config struct {
-	Domain       string `toml:"domain"`
+	Domain string `toml:"domain"`
+	// Project is the project's name in every text: the advisories, their
+	// pages and feeds, the records, the mail's display names ("Kubernetes").
+	// Default: the domain.
+	Project      string `toml:"project"`
 	DataDir      string `toml:"data_dir"`
 	KeysDir      string `toml:"keys_dir"`
 	TemplatesDir string `toml:"templates_dir"`
@@ -53,6 +57,8 @@ type Config struct {
 	LMTP   LMTP            `toml:"lmtp"`
 	DKIM   DKIM            `toml:"dkim"`
 	HTTP   HTTP            `toml:"http"`
+	CVE    CVE             `toml:"cve"`
+	OSV    OSV             `toml:"osv"`
 
 	Members []Member `toml:"members"`
 
@@ -113,7 +119,7 @@ type List struct {
 // Channel is one outside list.
 type Channel struct {
 	Address    string `toml:"address"`
-	SubjectTag string `toml:"subject_tag"` // default "[<domain>]"
+	SubjectTag string `toml:"subject_tag"` // default "[<project>]"
 }
 
 // Member is a person and their pinned key.
@@ -177,6 +183,33 @@ type HTTP struct {
 	// MetricsFrom lists the networks that may read /metrics. Empty: loopback
 	// only. Never through a proxy.
 	MetricsFrom []Network `toml:"metrics_from"`
+}
+
+// CVE is [cve]: the CNA that assigns the project's CVE IDs, as the CVE JSON 5
+// draft of the release names it (docs/process.md §7.9).
+type CVE struct {
+	// OrgID is the CNA's organisation UUID (CVE Services: `cve org`), the
+	// draft's assignerOrgId and providerMetadata.orgId, which the CVE schema
+	// requires.
+	OrgID string `toml:"org_id"`
+	// ShortName is the CNA's short name (2–32 characters).
+	ShortName string `toml:"short_name"`
+	// Vendor and Product name the affected product. Default: project.
+	Vendor  string `toml:"vendor"`
+	Product string `toml:"product"`
+}
+
+// OSV is [osv]: the OSV records the advisory archive publishes.
+type OSV struct {
+	// IDPrefix starts every record's id. Default "x_" + the domain's first
+	// label upper-cased + "-" ("x_EXAMPLE-"): OSV's form for a local
+	// database; a prefix OSV registered for the project (KUBE-) also works.
+	IDPrefix string `toml:"id_prefix"`
+	// Ecosystem and Package name the package the project ships through
+	// ("Go", "k8s.io/kubernetes"), so that scanners match the records to
+	// what is installed. Empty: the records name no package.
+	Ecosystem string `toml:"ecosystem"`
+	Package   string `toml:"package"`
 }
 
 // The lists embargo runs.

@@ -21,6 +21,7 @@ func (c *Config) applyDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
+	c.applyRecordDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -66,6 +67,15 @@ func (c *Config) applyDefaults() {
 	for i, a := range c.OnCall.Rotation {
 		c.OnCall.Rotation[i] = strings.ToLower(strings.TrimSpace(a))
 	}
+}
+
+// applyRecordDefaults names the project and fills the record keys from it
+// (record.Project.WithDefaults holds the rules).
+func (c *Config) applyRecordDefaults() {
+	p := c.RecordProject().WithDefaults()
+	c.Project = p.Name
+	c.CVE.Vendor, c.CVE.Product = p.Vendor, p.Product
+	c.OSV.IDPrefix = p.IDPrefix
 }
 
 func orDefault[T int | int64](v *T, def T) {

@@ -16,6 +16,9 @@ type Report struct {
 
 	// Warnings are valid but probably not what the operator wants.
 	Warnings []string
+	// Records says which release records (the CVE draft, the OSV record)
+	// the configuration leaves incomplete or invalid, and why.
+	Records []string
 	// Keys describes the members' key problems, one line each; KeyErrors
 	// counts those that are errors rather than warnings.
 	Keys      []string
@@ -42,7 +45,7 @@ type DNSRecord struct {
 
 // Report checks what the configuration alone can tell: the warnings.
 func (c *Config) Report() *Report {
-	r := &Report{Source: c.Source, Domain: c.Domain, Members: len(c.Members)}
+	r := &Report{Source: c.Source, Domain: c.Domain, Members: len(c.Members), Records: c.RecordGaps()}
 	for _, n := range ListNames() {
 		r.Lists = append(r.Lists, c.Lists[n].Address)
 	}

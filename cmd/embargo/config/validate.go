@@ -62,6 +62,7 @@ func (c *Config) Problems() []string {
 	c.validateLMTP(&p)
 	c.validateDKIM(&p)
 	c.validateHTTP(&p)
+	c.validateRecords(&p)
 	return p
 }
 

@@ -20,7 +20,7 @@ import (
 func (d *Daemon) announceOptions(roster *lists.Roster, tmpl *templates.Set) announce.Options {
 	o := announce.Options{
 		List:    roster.List(lists.Announce),
-		Project: d.cfg.Domain,
+		Project: d.cfg.Project,
 		Key:     d.keys.Lists[config.Announce],
 		Render:  tmpl.Render,
 		IsOurs:  roster.IsOurs,

@@ -16,6 +16,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/record"
 )
 
 // startHTTP opens the HTTP listener when http.listen is set.
@@ -55,7 +56,7 @@ func (d *Daemon) startHTTP() error {
 		Logger:      d.log.With("component", "http"),
 		Now:         d.o.Now,
 		BaseURL:     base,
-		Project:     d.cfg.Domain,
+		Project:     d.cfg.Project,
 		Version:     d.o.Version,
 		Health:      d.storeHealth,
 		Stats:       d.webStats,
@@ -180,6 +181,14 @@ func (d *Daemon) toAdvisory(inc *workflow.Incident) web.Advisory {
 		d.log.Warn("advisory text not rendered", "incident", inc.ID, "err", err)
 	}
 	adv.Details = text
+	// The OSV record, from the same project metadata as the release's CVE
+	// draft (workflow/record).
+	p := d.cfg.RecordProject()
+	if adv.OSV, err = record.OSVJSON(p, inc); err != nil {
+		d.log.Warn("osv record not built", "incident", inc.ID, "err", err)
+		adv.OSV = nil
+	}
+	adv.OSVID = record.OSVID(p, inc.ID)
 	return adv
 }
 

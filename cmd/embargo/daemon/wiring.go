@@ -85,7 +85,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		DB:              d.db,
 		Roster:          roster,
 		Templates:       tmpl,
-		Project:         d.cfg.Domain,
+		Project:         d.cfg.Project,
+		Record:          d.cfg.RecordProject(),
 		AcksPerDay:      d.cfg.Intake.AcksPerSenderPerDay,
 		Now:             d.o.Now,
 		Kick:            func() { d.worker.Kick(); fanout.Kick() },
@@ -116,7 +117,7 @@ func channels(cfg *config.Config) []listd.Channel {
 	for _, ch := range cfg.Channels {
 		tag := ch.SubjectTag
 		if tag == "" {
-			tag = "[" + cfg.Domain + "]"
+			tag = "[" + cfg.Project + "]"
 		}
 		out = append(out, listd.Channel{Address: strings.ToLower(ch.Address), Tag: tag})
 	}

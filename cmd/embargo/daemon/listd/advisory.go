@@ -1,7 +1,6 @@
 package listd
 
 import (
-	"encoding/json"
 	"strings"
 	"unicode"
 
@@ -23,6 +22,14 @@ type advisoryData struct {
 	Person, SecurityAddress, AdvisoryText  string
 	Renotify                               bool
 	Subscribers, Channels, Distributors    int
+
+	// The release pack's records (release.go): whether the CVE JSON 5 draft
+	// is attached, what the incident's records lack (RecordGaps) and what
+	// the configuration leaves out of every record (ConfigGaps), and where
+	// the archive publishes the OSV record ("" without a public base URL).
+	CVEDraft               bool
+	RecordGaps, ConfigGaps []string
+	OSVURL                 string
 }
 
 // safeText keeps a field value inert inside a mail body: LF line ends only,
@@ -105,81 +112,4 @@ func (s *Service) advisory(inc *workflow.Incident) advisoryData {
 // advisorySubject is the public advisory's subject (process.md §7.3).
 func advisorySubject(d advisoryData) string {
 	return "[Security Advisory] " + d.CVE + ": " + d.Summary
-}
-
-// cveRecord drafts a CVE JSON 5 record (process.md §7.9) for the CNA member
-// to review and publish.
-func cveRecord(d advisoryData, inc *workflow.Incident) ([]byte, error) {
-	type text struct {
-		Lang  string `json:"lang"`
-		Value string `json:"value"`
-	}
-	type version struct {
-		Version     string `json:"version"`
-		Status      string `json:"status"`
-		VersionType string `json:"versionType,omitempty"`
-	}
-	type affected struct {
-		Vendor   string    `json:"vendor"`
-		Product  string    `json:"product"`
-		Versions []version `json:"versions"`
-	}
-	type ref struct {
-		URL  string   `json:"url"`
-		Tags []string `json:"tags,omitempty"`
-	}
-	var versions []version
-	for _, l := range strings.Split(d.Affected, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			versions = append(versions, version{Version: l, Status: "affected", VersionType: "custom"})
-		}
-	}
-	for _, l := range strings.Split(d.Fixed, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			versions = append(versions, version{Version: l, Status: "unaffected", VersionType: "custom"})
-		}
-	}
-	if len(versions) == 0 {
-		versions = []version{{Version: "0", Status: "affected", VersionType: "semver"}}
-	}
-	cna := map[string]any{
-		"title":        d.Summary,
-		"descriptions": []text{{"en", d.Actor + " may be able to " + d.Impact + "."}},
-		"affected":     []affected{{Vendor: d.Project, Product: d.Project, Versions: versions}},
-		"credits":      []map[string]string{{"lang": "en", "value": d.Credit, "type": "finder"}},
-		"source":       map[string]string{"discovery": "EXTERNAL"},
-	}
-	if d.Mitigation != "" {
-		cna["workarounds"] = []text{{"en", d.Mitigation}}
-	}
-	var refs []ref
-	if d.IssueURL != "" {
-		refs = append(refs, ref{URL: d.IssueURL, Tags: []string{"issue-tracking"}})
-	}
-	if len(refs) > 0 {
-		cna["references"] = refs
-	}
-	if c, ok := inc.CVSS(); ok {
-		sev := strings.ToUpper(c.Severity().String())
-		switch {
-		case strings.HasPrefix(c.Vector, "CVSS:3.1/"):
-			cna["metrics"] = []any{map[string]any{"cvssV3_1": map[string]any{"version": "3.1", "vectorString": c.Vector, "baseScore": c.Score, "baseSeverity": sev}}}
-		case strings.HasPrefix(c.Vector, "CVSS:4.0/"):
-			cna["metrics"] = []any{map[string]any{"cvssV4_0": map[string]any{"version": "4.0", "vectorString": c.Vector, "baseScore": c.Score, "baseSeverity": sev}}}
-		}
-	}
-	rec := map[string]any{
-		"dataType":    "CVE_RECORD",
-		"dataVersion": "5.1",
-		"cveMetadata": map[string]string{"cveId": firstCVE(inc), "assignerShortName": d.Project, "state": "PUBLISHED"},
-		"containers":  map[string]any{"cna": cna},
-	}
-	return json.MarshalIndent(rec, "", "  ")
-}
-
-func firstCVE(inc *workflow.Incident) string {
-	if len(inc.CVEs) > 0 {
-		return inc.CVEs[0]
-	}
-	return "CVE-RESERVE-ME"
 }

@@ -29,14 +29,18 @@ import (
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/record"
 )
 
 // Options configures a Service.
 type Options struct {
-	DB         *bolt.DB
-	Roster     *lists.Roster
-	Templates  *templates.Set
-	Project    string // the name used in mail, e.g. "example.org"
+	DB        *bolt.DB
+	Roster    *lists.Roster
+	Templates *templates.Set
+	Project   string // the name used in mail, e.g. "Kubernetes"
+	// Record is what the release records say about the project: the CVE
+	// JSON 5 draft of the release pack (release.go) is built from it.
+	Record     record.Project
 	Limits     message.Limits
 	AcksPerDay int // acknowledgements per sender address in 24 h (threats.md B8)
 

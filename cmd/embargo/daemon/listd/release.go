@@ -1,7 +1,9 @@
 package listd
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-message/mail"
@@ -12,6 +14,7 @@ import (
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
+	"github.com/embargo-project/embargo/workflow/record"
 )
 
 // Announcer fans one signed advisory out to the announce list's subscribers:
@@ -102,20 +105,22 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	if err != nil {
 		return nil, err
 	}
-	cve, err := cveRecord(d, inc)
+	attach := []message.Attachment{
+		{Name: "tracking-issue.md", Type: "text/markdown", Data: []byte(issue)},
+		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
+	}
+	cve, err := s.records(&d, inc)
 	if err != nil {
 		return nil, err
+	}
+	if cve != nil {
+		attach = append(attach, message.Attachment{Name: "cve-record.json", Type: "application/json", Data: cve})
 	}
 	pack, err := s.o.Templates.Render("release-pack", d)
 	if err != nil {
 		return nil, err
 	}
 	sec := s.o.Roster.List(lists.Security)
-	attach := []message.Attachment{
-		{Name: "tracking-issue.md", Type: "text/markdown", Data: []byte(issue)},
-		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
-		{Name: "cve-record.json", Type: "application/json", Data: cve},
-	}
 	om := outMail{
 		From:        s.listAddress(sec),
 		Subject:     fmt.Sprintf("[%s] released: %s", inc.ID, d.Summary),
@@ -135,6 +140,39 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	out = append(out, packs...)
 	s.log.Info("advisory released", "incident", inc.ID, "subscribers", d.Subscribers, "channels", d.Channels, "distributors", d.Distributors)
 	return out, nil
+}
+
+// records drafts the CVE JSON 5 record of the release pack (nil without a
+// CVE ID: the pack says why) and fills what the pack says about the records:
+// what the incident's records lack, what the configuration leaves out of
+// every record, and where the archive publishes the OSV record.
+func (s *Service) records(d *advisoryData, inc *workflow.Incident) ([]byte, error) {
+	p := s.o.Record.WithDefaults()
+	cve, err := record.CVEJSON(p, inc)
+	switch {
+	case errors.Is(err, record.ErrNoCVE):
+		cve = nil
+	case err != nil:
+		return nil, err
+	}
+	d.CVEDraft = cve != nil
+	gap := func(g record.Gap) string {
+		return fmt.Sprintf("%s (%s): %s.", strings.ReplaceAll(g.Record, ", ", " and "), g.Key, g.Why)
+	}
+	for _, g := range record.Missing(p, inc) {
+		// Without a CVE the pack says so in its own words, and what a draft
+		// would lack does not matter.
+		if cve != nil || g.Record != "CVE" {
+			d.RecordGaps = append(d.RecordGaps, gap(g))
+		}
+	}
+	for _, g := range p.Check() {
+		d.ConfigGaps = append(d.ConfigGaps, gap(g))
+	}
+	if u := p.AdvisoryPage(string(inc.ID)); u != "" {
+		d.OSVURL = u + ".osv.json"
+	}
+	return cve, nil
 }
 
 // announceMail is a message from the announce list with the list fields of

@@ -33,9 +33,16 @@ type Advisory struct {
 	Fixed     string    // fixed versions as written: "COMPONENT VERSION" per line
 	IssueURL  string    // the public tracking issue, https only
 	Credits   string    // how the reporter asked to be credited
+
+	// OSVID is the id of the advisory's OSV record ("x_EXAMPLE-2026-0001"),
+	// and OSV the record itself, built by workflow/record and served as it
+	// is at /advisories/<ID, CVE or OSVID>.osv.json. Nil: no OSV record.
+	OSVID string
+	OSV   []byte
 }
 
-// safeName is what an ID or a CVE must look like to get a URL of its own.
+// safeName is what an ID, a CVE or an OSV id ("x_EXAMPLE-2026-0001") must
+// look like to get a URL of its own.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 var cvePattern = regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,}$`)
@@ -80,6 +87,9 @@ func (s *Server) published(ctx context.Context) ([]Advisory, error) {
 			}
 		}
 		a.CVEs = cves
+		if !usableName(a.OSVID) || len(a.OSV) == 0 {
+			a.OSVID, a.OSV = "", nil
+		}
 		out = append(out, a)
 	}
 	slices.SortStableFunc(out, func(a, b Advisory) int {
@@ -110,10 +120,11 @@ func (s *Server) allAdvisories(ctx context.Context) ([]Advisory, error) {
 	return all, nil
 }
 
-// find returns the published advisory named by an ID or one of its CVEs.
+// find returns the published advisory named by an ID, one of its CVEs or
+// the id of its OSV record.
 func find(list []Advisory, name string) (Advisory, bool) {
 	for _, a := range list {
-		if strings.EqualFold(a.ID, name) {
+		if strings.EqualFold(a.ID, name) || a.OSVID != "" && strings.EqualFold(a.OSVID, name) {
 			return a, true
 		}
 		for _, c := range a.CVEs {
@@ -145,7 +156,10 @@ func writeBody(w http.ResponseWriter, contentType string, b []byte) {
 }
 
 func pagePath(a Advisory) string { return "/advisories/" + url.PathEscape(a.ID) }
-func osvPath(a Advisory) string  { return "/advisories/" + url.PathEscape(a.ID) + ".osv.json" }
+
+// osvPath is where the advisory's OSV record is (its CVEs and its OSV id
+// name it too).
+func osvPath(a Advisory) string { return "/advisories/" + url.PathEscape(a.ID) + ".osv.json" }
 
 // title is how an advisory is named in lists: its CVEs, else its ID.
 func title(a Advisory) string {
@@ -166,7 +180,7 @@ const htmlHead = `<!doctype html>
 `
 
 var indexTmpl = template.Must(template.New("index").Parse(htmlHead + `<h1>{{.PageTitle}}</h1>
-<p>Feeds: <a href="/advisories/feed.atom">Atom</a> · <a href="/advisories/feed.json">JSON Feed</a></p>
+<p>The {{.Author}} publishes each advisory here when its embargo ends. Follow them in the <a href="/advisories/feed.atom">Atom</a> or the <a href="/advisories/feed.json">JSON Feed</a>.</p>
 {{if .Items -}}
 <table><thead><tr><th>Published</th><th>Advisory</th><th>Severity</th><th>Summary</th></tr></thead><tbody>
 {{range .Items}}<tr><td><time datetime="{{.Published.Format "2006-01-02T15:04:05Z07:00"}}">{{.Published.Format "2006-01-02"}}</time></td><td><a href="{{.Path}}">{{.Title}}</a></td><td>{{.Severity}}</td><td>{{.Summary}}</td></tr>
@@ -177,7 +191,7 @@ var indexTmpl = template.Must(template.New("index").Parse(htmlHead + `<h1>{{.Pag
 </main></body></html>
 `))
 
-var pageTmpl = template.Must(template.New("page").Parse(htmlHead + `<p><a href="/advisories/">All advisories</a></p>
+var pageTmpl = template.Must(template.New("page").Parse(htmlHead + `<p><a href="/advisories/">{{.SiteTitle}}</a></p>
 <h1>{{.Title}}: {{.Summary}}</h1>
 <dl>
 <dt>Advisory</dt><dd>{{.ID}}</dd>
@@ -209,7 +223,9 @@ var pageTmpl = template.Must(template.New("page").Parse(htmlHead + `<p><a href="
 </dl>
 <h2>Advisory text</h2>
 <pre>{{.Details}}</pre>
-<p>Machine-readable: <a href="{{.OSVPath}}">OSV record</a></p>
+{{- if .OSVPath}}
+<p>Vulnerability scanners read this advisory as the OSV record <a href="{{.OSVPath}}">{{.OSVID}}</a>.</p>
+{{- end}}
 </main></body></html>
 `))
 
@@ -222,9 +238,9 @@ type cveLink struct{ ID, Link string }
 
 type pageData struct {
 	Advisory
-	PageTitle, Title, ScoreText, IssueLink, OSVPath string
-	CVEs                                            []cveLink
-	Updated                                         bool // Modified differs from Published
+	PageTitle, Title, ScoreText, IssueLink, OSVPath, SiteTitle string
+	CVEs                                                       []cveLink
+	Updated                                                    bool // Modified differs from Published
 }
 
 func (s *Server) siteTitle() string {
@@ -232,6 +248,12 @@ func (s *Server) siteTitle() string {
 		return s.o.Project + " security advisories"
 	}
 	return "Security advisories"
+}
+
+// author is who publishes the advisories: "Example Security Response
+// Committee".
+func (s *Server) author() string {
+	return strings.TrimSpace(s.o.Project + " Security Response Committee")
 }
 
 func (s *Server) render(w http.ResponseWriter, t *template.Template, data any) {
@@ -254,9 +276,9 @@ func (s *Server) advisoryIndex(w http.ResponseWriter, r *http.Request) {
 		items[i] = indexItem{Advisory: a, Path: pagePath(a), Title: title(a)}
 	}
 	s.render(w, indexTmpl, struct {
-		PageTitle string
-		Items     []indexItem
-	}{s.siteTitle(), items})
+		PageTitle, Author string
+		Items             []indexItem
+	}{s.siteTitle(), s.author(), items})
 }
 
 // advisory serves /advisories/<ID or CVE> and /advisories/<…>.osv.json.
@@ -278,17 +300,18 @@ func (s *Server) advisory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if osv {
-		b, err := json.MarshalIndent(s.osvRecord(a, s.baseURL(r)), "", "  ")
-		if err != nil {
-			s.log.Error("osv record", "err", err)
-			text(w, http.StatusInternalServerError, "internal error\n")
+		if a.OSV == nil {
+			notFound(w)
 			return
 		}
-		writeBody(w, "application/json", append(b, '\n'))
+		writeBody(w, "application/json", a.OSV)
 		return
 	}
-	d := pageData{Advisory: a, PageTitle: title(a) + ": " + a.Summary, Title: title(a), OSVPath: osvPath(a),
-		Updated: !a.Modified.Equal(a.Published)}
+	d := pageData{Advisory: a, PageTitle: title(a) + ": " + a.Summary + " · " + s.siteTitle(), Title: title(a),
+		Updated: !a.Modified.Equal(a.Published), SiteTitle: s.siteTitle()}
+	if a.OSV != nil {
+		d.OSVPath = osvPath(a)
+	}
 	if a.CVSS != "" {
 		d.ScoreText = strconv.FormatFloat(a.Score, 'f', 1, 64)
 	}
@@ -369,10 +392,7 @@ func (s *Server) atomFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.baseURL(r)
-	author := s.o.Project
-	if author == "" {
-		author = "Security Response Committee"
-	}
+	author := s.author()
 	f := atomFeed{
 		ID:      base + "/advisories/",
 		Title:   s.siteTitle(),
@@ -389,12 +409,12 @@ func (s *Server) atomFeed(w http.ResponseWriter, r *http.Request) {
 			Title:     title(a) + ": " + a.Summary,
 			Updated:   rfc3339(a.Modified),
 			Published: rfc3339(a.Published),
-			Links: []atomLink{
-				{Rel: "alternate", Type: "text/html", Href: base + pagePath(a)},
-				{Rel: "related", Type: "application/json", Href: base + osvPath(a)},
-			},
-			Summary: atomText{Type: "text", Body: a.Summary},
-			Content: atomText{Type: "text", Body: a.Details},
+			Links:     []atomLink{{Rel: "alternate", Type: "text/html", Href: base + pagePath(a)}},
+			Summary:   atomText{Type: "text", Body: a.Summary},
+			Content:   atomText{Type: "text", Body: a.Details},
+		}
+		if a.OSV != nil {
+			e.Links = append(e.Links, atomLink{Rel: "related", Type: "application/json", Href: base + osvPath(a)})
 		}
 		if a.Severity != "" {
 			e.Categories = append(e.Categories, atomCategory{Term: a.Severity})
@@ -471,16 +491,13 @@ func (s *Server) jsonFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.baseURL(r)
-	author := s.o.Project
-	if author == "" {
-		author = "Security Response Committee"
-	}
+	author := s.author()
 	f := jsonFeed{
 		Version:     "https://jsonfeed.org/version/1.1",
 		Title:       s.siteTitle(),
 		HomePageURL: base + "/advisories/",
 		FeedURL:     base + "/advisories/feed.json",
-		Description: "Published security advisories of " + author,
+		Description: "Security advisories published by the " + author + ".",
 		Authors:     []jsonAuthor{{Name: author}},
 		K8s:         jsonFeedK8s{FeedRefreshedAt: rfc3339(s.o.Now()), UpdatedAt: rfc3339(s.updated(list))},
 		Items:       []jsonFeedItem{},
@@ -516,208 +533,4 @@ func (s *Server) jsonFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeBody(w, "application/feed+json; charset=utf-8", append(b, '\n'))
-}
-
-// --- OSV schema 1.6 (https://ossf.github.io/osv-schema/) ---
-
-const osvSchemaVersion = "1.6.0"
-
-type osvRecord struct {
-	SchemaVersion    string         `json:"schema_version"`
-	ID               string         `json:"id"`
-	Modified         string         `json:"modified"`
-	Published        string         `json:"published"`
-	Aliases          []string       `json:"aliases,omitempty"`
-	Summary          string         `json:"summary,omitempty"`
-	Details          string         `json:"details,omitempty"`
-	Severity         []osvSeverity  `json:"severity,omitempty"`
-	Affected         []osvAffected  `json:"affected,omitempty"`
-	References       []osvReference `json:"references"`
-	Credits          []osvCredit    `json:"credits,omitempty"`
-	DatabaseSpecific map[string]any `json:"database_specific"`
-}
-
-type osvSeverity struct {
-	Type  string `json:"type"`
-	Score string `json:"score"`
-}
-
-type osvAffected struct {
-	Ranges           []osvRange     `json:"ranges,omitempty"`
-	DatabaseSpecific map[string]any `json:"database_specific"`
-}
-
-type osvRange struct {
-	Type   string     `json:"type"`
-	Events []osvEvent `json:"events"`
-}
-
-type osvEvent struct {
-	Introduced   string `json:"introduced,omitempty"`
-	Fixed        string `json:"fixed,omitempty"`
-	LastAffected string `json:"last_affected,omitempty"`
-}
-
-type osvReference struct {
-	Type string `json:"type"`
-	URL  string `json:"url"`
-}
-
-type osvCredit struct {
-	Name string `json:"name"`
-	Type string `json:"type,omitempty"`
-}
-
-func (s *Server) osvRecord(a Advisory, base string) osvRecord {
-	rec := osvRecord{
-		SchemaVersion: osvSchemaVersion,
-		ID:            a.ID,
-		Modified:      rfc3339(a.Modified),
-		Published:     rfc3339(a.Published),
-		Aliases:       a.CVEs,
-		Summary:       a.Summary,
-		Details:       a.Details,
-		References:    []osvReference{{Type: "ADVISORY", URL: base + pagePath(a)}},
-		DatabaseSpecific: map[string]any{
-			"url": base + pagePath(a),
-		},
-	}
-	switch {
-	case strings.HasPrefix(a.CVSS, "CVSS:3."):
-		rec.Severity = []osvSeverity{{Type: "CVSS_V3", Score: a.CVSS}}
-	case strings.HasPrefix(a.CVSS, "CVSS:4."):
-		rec.Severity = []osvSeverity{{Type: "CVSS_V4", Score: a.CVSS}}
-	}
-	if a.Severity != "" {
-		rec.DatabaseSpecific["severity"] = a.Severity
-	}
-	if a.CVSS != "" {
-		rec.DatabaseSpecific["cvss_score"] = a.Score
-	}
-	for _, c := range a.CVEs {
-		if cvePattern.MatchString(c) {
-			rec.References = append(rec.References, osvReference{Type: "ADVISORY", URL: "https://www.cve.org/CVERecord?id=" + c})
-		}
-	}
-	if strings.HasPrefix(a.IssueURL, "https://") {
-		rec.References = append(rec.References, osvReference{Type: "REPORT", URL: a.IssueURL})
-	}
-	if c := strings.TrimSpace(a.Credits); c != "" {
-		rec.Credits = []osvCredit{{Name: c, Type: "REPORTER"}}
-	}
-	rec.Affected = osvAffectedOf(a.Affected, a.Fixed)
-	return rec
-}
-
-// osvAffectedOf keeps the affected and fixed versions as written, one entry
-// per component (the first word of each line), and adds a SEMVER range when
-// a line says plainly which versions are affected: "< 1.2.3", "<= 1.2.3",
-// ">= 1.0.0, < 1.2.3" or "1.0.0 - 1.2.3" (one range per line). Nothing is
-// guessed: a line that does not parse is kept as text only.
-func osvAffectedOf(affected, fixed string) []osvAffected {
-	type comp struct {
-		name            string
-		affected, fixed []string
-	}
-	var order []*comp
-	byName := map[string]*comp{}
-	get := func(name string) *comp {
-		k := strings.ToLower(name)
-		if c, ok := byName[k]; ok {
-			return c
-		}
-		c := &comp{name: name}
-		byName[k] = c
-		order = append(order, c)
-		return c
-	}
-	for _, l := range lines(affected) {
-		name, rest, _ := strings.Cut(l, " ")
-		c := get(name)
-		c.affected = append(c.affected, strings.TrimSpace(rest))
-	}
-	for _, l := range lines(fixed) {
-		name, rest, _ := strings.Cut(l, " ")
-		c := get(name)
-		c.fixed = append(c.fixed, strings.TrimSpace(rest))
-	}
-	var out []osvAffected
-	for _, c := range order {
-		e := osvAffected{DatabaseSpecific: map[string]any{"component": c.name}}
-		if len(c.affected) > 0 {
-			e.DatabaseSpecific["affected"] = c.affected
-		}
-		if len(c.fixed) > 0 {
-			e.DatabaseSpecific["fixed"] = c.fixed
-		}
-		for _, rg := range c.affected {
-			if ev, ok := parseRange(rg); ok {
-				e.Ranges = append(e.Ranges, osvRange{Type: "SEMVER", Events: ev})
-			}
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-func lines(s string) []string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-var semverPattern = regexp.MustCompile(`^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$`)
-
-// semver returns v without a leading "v" when it is a full semantic version.
-func semver(v string) (string, bool) {
-	v = strings.TrimSpace(v)
-	if !semverPattern.MatchString(v) {
-		return "", false
-	}
-	return strings.TrimPrefix(v, "v"), true
-}
-
-// parseRange reads one plain range into OSV events.
-func parseRange(rg string) ([]osvEvent, bool) {
-	rg = strings.TrimSpace(strings.Trim(strings.TrimSpace(rg), ":"))
-	if lo, hi, ok := strings.Cut(rg, " - "); ok {
-		a, ok1 := semver(lo)
-		b, ok2 := semver(hi)
-		if ok1 && ok2 {
-			return []osvEvent{{Introduced: a}, {LastAffected: b}}, true
-		}
-		return nil, false
-	}
-	intro := "0"
-	parts := strings.FieldsFunc(rg, func(r rune) bool { return r == ',' })
-	if len(parts) == 2 {
-		p := strings.TrimSpace(parts[0])
-		if !strings.HasPrefix(p, ">=") {
-			return nil, false
-		}
-		v, ok := semver(strings.TrimPrefix(p, ">="))
-		if !ok {
-			return nil, false
-		}
-		intro, parts = v, parts[1:]
-	}
-	if len(parts) != 1 {
-		return nil, false
-	}
-	p := strings.TrimSpace(parts[0])
-	switch {
-	case strings.HasPrefix(p, "<="):
-		if v, ok := semver(strings.TrimPrefix(p, "<=")); ok {
-			return []osvEvent{{Introduced: intro}, {LastAffected: v}}, true
-		}
-	case strings.HasPrefix(p, "<"):
-		if v, ok := semver(strings.TrimPrefix(p, "<")); ok {
-			return []osvEvent{{Introduced: intro}, {Fixed: v}}, true
-		}
-	}
-	return nil, false
 }

@@ -68,7 +68,7 @@ func newTest(t *testing.T, o Options) (*Server, *syncBuffer) {
 		o.BaseURL = "https://security.example.test"
 	}
 	if o.Project == "" {
-		o.Project = "example.test"
+		o.Project = "Example"
 	}
 	return New(o), logs
 }

@@ -32,7 +32,7 @@ type Options struct {
 	// used for the absolute links of the feeds. Empty: taken from each
 	// request's Host header.
 	BaseURL string
-	// Project names the project in page titles and feeds, e.g. "example.org".
+	// Project names the project in page titles and feeds, e.g. "Kubernetes".
 	Project string
 	// Version is reported as embargo_build_info{version}.
 	Version string
