@@ -241,7 +241,7 @@ func (w *clientWorld) check(t *testing.T, c clientCase, before workflow.Incident
 			t.Errorf("%s: not applied: credit %q, want %q; receipts:\n%s", c.name, inc.Advisory.Credit, c.credit, strings.Join(rs, "\n----\n"))
 		}
 	case "refused":
-		if len(rs) != 1 || !strings.Contains(rs[0], "othing was applied") || !strings.Contains(rs[0], c.reason) {
+		if len(rs) != 1 || !strings.Contains(rs[0], "othing was applied") || !strings.Contains(unwrapped(rs[0]), c.reason) {
 			t.Errorf("%s: want one receipt refusing with %q, got:\n%s", c.name, c.reason, strings.Join(rs, "\n----\n"))
 		}
 	case "ignored":

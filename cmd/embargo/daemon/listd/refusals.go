@@ -36,7 +36,7 @@ func (s *Service) signatureRefusal(sec lists.List, mem lists.Member, id workflow
 	why, fix := signatureProblem(msg.Signature(), mem)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Commands for %s, processed %s.\n\n", id, workflow.FormatInstant(now))
-	fmt.Fprintf(&b, "Your message has command lines, but nothing was applied, because %s.\n\n%s\n", why, fix)
+	fmt.Fprintf(&b, "%s\n\n%s\n", wrap("Your message has command lines, but nothing was applied, because "+why+".", 72), wrap(fix, 72))
 	// The lines as read, quoted, so that the receipt can never be taken for
 	// commands (docs/threat-model.md E5).
 	cmds, _ := msg.Commands()
@@ -119,4 +119,25 @@ func detail(err error) string {
 		}
 	}
 	return strings.TrimPrefix(msg, "keys: ")
+}
+
+// wrap breaks a paragraph into lines of at most width columns, at spaces
+// (a longer word stays whole).
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		switch {
+		case i == 0:
+		case n+1+len([]rune(w)) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len([]rune(w))
+	}
+	return b.String()
 }

@@ -335,3 +335,11 @@ func TestOpensOnce(t *testing.T) {
 		t.Errorf("inbound.Open is called %d times in listd, want once (Service.open)", opens)
 	}
 }
+
+func TestWrap(t *testing.T) {
+	got := wrap("the key pinned for alice@ex.test is 0123456789ABCDEF0123456789ABCDEF01234567, and   nothing else", 40)
+	want := "the key pinned for alice@ex.test is\n0123456789ABCDEF0123456789ABCDEF01234567,\nand nothing else"
+	if got != want {
+		t.Errorf("wrap = %q, want %q", got, want)
+	}
+}
