@@ -120,7 +120,7 @@ func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted
 }
 
 // distributorPost handles mail to distributors@, opened before the
-// transaction with that list's key (Service.open). A refusal is returned
+// transaction with that list's key (Service.openOnce). A refusal is returned
 // separately from err: the alert it raises must commit, and only then is
 // the sender answered with the refusal. Only encrypted mail signed by a
 // pinned member key is taken; a post that names anyone outside the list

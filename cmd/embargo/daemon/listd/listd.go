@@ -1,8 +1,10 @@
 // Package listd takes the mail that smtpd accepted for our lists and turns it
-// into stored state and outbound copies. For each inbound message it runs one
-// bbolt transaction holding the raw message, the incident change and every
-// outbound row it causes; smtpd answers 250 only after that commit (DESIGN.md §1,
-// docs/threats.md A1, A2). The decisions themselves are made by the pure cores:
+// into stored state and outbound copies. Each inbound message is opened once,
+// before any transaction (lists/inbound: parsed, decrypted, verified, decoded,
+// its command block read), into a value nothing changes; then one bbolt
+// transaction holds the raw message, the incident change and every outbound
+// row it causes, and smtpd answers 250 only after that commit (docs/design.md
+// §1, docs/threat-model.md A1, A2). The decisions themselves are made by the pure cores:
 // lists (who gets what) and workflow (what the message means for the incident).
 package listd
 
@@ -233,7 +235,7 @@ type outcome struct {
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
-	d, err := s.open(env, raw)
+	d, err := s.openOnce(env, raw)
 	if err != nil {
 		return err
 	}
@@ -266,10 +268,10 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 	return nil
 }
 
-// open routes the recipients and opens the message once, with the key of
+// openOnce routes the recipients and opens the message once, with the key of
 // the list it was sent to: parsed, decrypted, verified, decoded and its
 // command block read (lists/inbound). Everything after reads the result.
-func (s *Service) open(env Envelope, raw []byte) (*delivery, error) {
+func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 	d := &delivery{env: env, now: s.o.Now().UTC(), sum: sha256.Sum256(raw)}
 	for _, r := range env.To {
 		t, err := s.o.Roster.Route(r)

@@ -164,7 +164,7 @@ func TestStoreTwice(t *testing.T) {
 	twice, twiceDB := storeService(t, k)
 	for _, st := range storeSteps(t, k) {
 		env := Envelope{From: st.from, To: []string{st.to}}
-		d1, err := once.open(env, st.raw)
+		d1, err := once.openOnce(env, st.raw)
 		if err != nil {
 			t.Fatalf("%s: open: %v", st.name, err)
 		}
@@ -172,7 +172,7 @@ func TestStoreTwice(t *testing.T) {
 		if err := onceDB.Update(func(tx *bolt.Tx) error { o1, err = once.store(tx, d1); return err }); err != nil {
 			t.Fatalf("%s: store: %v", st.name, err)
 		}
-		d2, err := twice.open(env, st.raw)
+		d2, err := twice.openOnce(env, st.raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,12 +327,12 @@ func TestOpensOnce(t *testing.T) {
 				continue
 			}
 			if n > 0 {
-				t.Errorf("%s calls %s: open the message once, in Service.open", f, strings.TrimSuffix(call, "("))
+				t.Errorf("%s calls %s: open the message once, in Service.openOnce", f, strings.TrimSuffix(call, "("))
 			}
 		}
 	}
 	if opens != 1 {
-		t.Errorf("inbound.Open is called %d times in listd, want once (Service.open)", opens)
+		t.Errorf("inbound.Open is called %d times in listd, want once (Service.openOnce)", opens)
 	}
 }
 
