@@ -136,6 +136,20 @@ func storeSteps(t testing.TB, k *storeKeys) []step {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wrongKey, err := keys.Encrypt(outerHeader("alice@ex.test", "distributors@ex.test", "...", "post3@ex.test"),
+		[]byte(textEntity+"to the wrong key\r\n"), k.list, k.alice, sko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outsider mail.Header
+	outsider.SetAddressList("From", []*mail.Address{{Address: "alice@ex.test"}})
+	outsider.SetAddressList("To", []*mail.Address{{Address: "distributors@ex.test"}})
+	outsider.SetAddressList("Cc", []*mail.Address{{Address: "press@news.test"}})
+	outsider.SetMessageID("post4@ex.test")
+	wrongKeyOutsider, err := keys.Encrypt(outsider, []byte(textEntity+"to the wrong key\r\n"), k.list, k.alice, sko)
+	if err != nil {
+		t.Fatal(err)
+	}
 	report := plainMail("rep@out.test", "security@ex.test", "heap overflow", "r1@out.test", "Steps to reproduce.\n")
 	return []step{
 		{"report", "rep@out.test", "security@ex.test", report},
@@ -147,6 +161,10 @@ func storeSteps(t testing.TB, k *storeKeys) []step {
 		{"distributor post", "alice@ex.test", "distributors@ex.test", post},
 		{"plaintext distributor post", "alice@ex.test", "distributors@ex.test",
 			plainMail("alice@ex.test", "distributors@ex.test", "x", "p2@ex.test", "hello\n")},
+		// Opened before the transaction, refused in it: after the check of
+		// the recipients, which alerts the SRC (G1).
+		{"distributor post encrypted to the wrong key", "alice@ex.test", "distributors@ex.test", wrongKey},
+		{"distributor post to the wrong key naming an outsider", "alice@ex.test", "distributors@ex.test", wrongKeyOutsider},
 		{"bounce", "", "security+bounces@ex.test", plainMail("mailer-daemon@out.test", "security+bounces@ex.test", "failure", "b1@out.test", "gone\n")},
 		{"the same bytes again", "rep@out.test", "security@ex.test", report},
 	}
@@ -162,6 +180,7 @@ func TestStoreTwice(t *testing.T) {
 	k := newStoreKeys(t)
 	once, onceDB := storeService(t, k)
 	twice, twiceDB := storeService(t, k)
+	refusals := map[string]error{}
 	for _, st := range storeSteps(t, k) {
 		env := Envelope{From: st.from, To: []string{st.to}}
 		d1, err := once.openOnce(env, st.raw)
@@ -187,12 +206,22 @@ func TestStoreTwice(t *testing.T) {
 		if err := twiceDB.Update(func(tx *bolt.Tx) error { o3, err = twice.store(tx, d2); return err }); err != nil {
 			t.Fatalf("%s: second run: %v", st.name, err)
 		}
+		refusals[st.name] = o3.refusal
 		if o1.result != o2.result || o2.result != o3.result || o1.incID != o3.incID || fmt.Sprint(o1.refusal) != fmt.Sprint(o3.refusal) {
 			t.Errorf("%s: outcomes %+v, %+v, %+v", st.name, o1, o2, o3)
 		}
 		a, b := snapshot(t, onceDB, k), snapshot(t, twiceDB, k)
 		if a != b {
 			t.Fatalf("%s: the store after a rerun differs from the store after one run:\n--- once\n%s\n--- twice\n%s", st.name, a, b)
+		}
+	}
+	// The distributor posts that could not be opened were refused, each
+	// with its reason: the cryptographic one, or the outside recipient.
+	for name, enhanced := range map[string]string{"distributor post encrypted to the wrong key": "5.7.5",
+		"distributor post to the wrong key naming an outsider": "5.7.1"} {
+		var r *lists.Refusal
+		if !errors.As(refusals[name], &r) || r.Enhanced != enhanced {
+			t.Errorf("%s: refusal %v, want %s", name, refusals[name], enhanced)
 		}
 	}
 	// The D3 note was made once, in the copies alone, above the text.
