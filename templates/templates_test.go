@@ -92,7 +92,7 @@ var samples = map[string]map[string]any{
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"reply": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Alice <alice@example.org>", "Text": "Confirmed.\n",
 		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false, "Encrypted": false, "Withheld": []string(nil),
-		"Note": "[embargo] This encrypted message was first received from rep@out.test on 2026-11-23 09:00 UTC (Monday); it came again from mallory@evil.test, who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).",
+		"Note":        "[embargo] This encrypted message was first received from rep@out.test on 2026-11-23 09:00 UTC (Monday); it came again from mallory@evil.test, who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).",
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"announce-confirm-subscribe":   announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
 	"announce-confirm-unsubscribe": announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
