@@ -22,7 +22,9 @@ func TestPurity(t *testing.T) {
 	var dirs []string
 	for _, root := range []string{".", "../lists"} {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() && d.Name() != "testdata" {
+			// testdata holds no code; a package named …test (recordtest) is a
+			// test helper, never linked into the daemon.
+			if err == nil && d.IsDir() && d.Name() != "testdata" && !strings.HasSuffix(d.Name(), "test") {
 				dirs = append(dirs, p)
 			}
 			if err == nil && d.IsDir() && d.Name() == "testdata" {

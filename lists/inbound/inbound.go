@@ -62,15 +62,23 @@ type Message struct {
 // Every other outcome is in the Message: whether it was encrypted, the
 // signature verdict with its reason, the text, and the command block or
 // why it does not parse.
+//
+// When the error comes after the header was read, Open returns with it a
+// Message that holds the outer header facts alone (no text, not encrypted,
+// not signed), so that the caller can still name the sender, or check the
+// recipients, of what it refuses, without reading the message again.
 func Open(raw []byte, o Options) (*Message, error) {
 	// The header first: cheap, and a refusal there needs no decryption.
 	outer, err := message.ParseHeader(raw, o.Limits)
 	if err != nil {
 		return nil, err
 	}
+	headerOnly := func() *Message {
+		return &Message{raw: raw, outer: outer, prot: &keys.Opened{}, subject: outer.Subject}
+	}
 	prot, err := keys.Open(raw, o.ListKey, o.Members, o.Keys)
 	if err != nil {
-		return nil, err
+		return headerOnly(), err
 	}
 	m := &Message{raw: raw, prot: prot, subject: outer.Subject}
 	content := outer
@@ -81,13 +89,13 @@ func Open(raw []byte, o Options) (*Message, error) {
 		// docs/threat-model.md D2; Johnny, E2).
 		content, err = message.Parse(prot.Content(), o.Limits)
 		if err != nil {
-			return nil, err
+			return headerOnly(), err
 		}
 		if prot.Encrypted() && content.Subject != "" {
 			m.subject = content.Subject // a protected header (the outer one is often generic)
 		}
 	} else if err := outer.ParseBody(); err != nil {
-		return nil, err
+		return headerOnly(), err
 	}
 	m.outer = outer // read for its header facts only (Outer copies them)
 	m.text, m.htmlOmitted, m.attachments = content.Text, content.HTMLOmitted, content.Attachments

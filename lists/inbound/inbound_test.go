@@ -357,8 +357,18 @@ func TestFailures(t *testing.T) {
 		w.Write(ct)
 		w.Close()
 		raw := mail(ent(armored.String(), "Content-Type: text/plain"), outer("...")...)
-		if _, err := Open(raw, Options{ListKey: f.list, Members: f.members}); !errors.Is(err, keys.ErrTampered) {
+		m, err := Open(raw, Options{ListKey: f.list, Members: f.members})
+		if !errors.Is(err, keys.ErrTampered) {
 			t.Fatalf("Open = %v, want ErrTampered", err)
+		}
+		// The header facts alone come back, to name the sender of what is
+		// refused; nothing of the content.
+		if m == nil || m.From() != "alice@src.test" || m.MessageID() != "reply-1@src.test" || m.Text() != "" ||
+			m.Encrypted() || m.Signature().OK() || m.HasCommands() || len(m.Attachments()) != 0 {
+			t.Fatalf("Message beside the error: %+v", m)
+		}
+		if to, _ := m.Outer().Header.AddressList("To"); len(to) != 1 || to[0].Address != "security+SEC-2026-0001@example.org" {
+			t.Errorf("To = %v", to)
 		}
 	})
 	t.Run("encrypted to another key is refused", func(t *testing.T) {
@@ -370,8 +380,8 @@ func TestFailures(t *testing.T) {
 	t.Run("8-bit header without SMTPUTF8 is refused", func(t *testing.T) {
 		raw := mail(ent("hi\n", "Content-Type: text/plain"), "From: Jürgen <j@src.test>", "Subject: x")
 		var me *lists.Refusal
-		if _, err := Open(raw, Options{ListKey: f.list, Members: f.members}); !errors.As(err, &me) || me.Code != 554 {
-			t.Fatalf("Open = %v, want a 554 *lists.Refusal", err)
+		if m, err := Open(raw, Options{ListKey: f.list, Members: f.members}); !errors.As(err, &me) || me.Code != 554 || m != nil {
+			t.Fatalf("Open = %v, %v; want no Message and a 554 *lists.Refusal", m, err)
 		}
 	})
 	t.Run("EFAIL: ciphertext beside html is read as plaintext, never decrypted", func(t *testing.T) {

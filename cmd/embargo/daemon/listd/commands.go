@@ -13,41 +13,9 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/lists/message"
+	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/workflow"
 )
-
-// signed is what the signature check of one inbound message found.
-type signed struct {
-	v   *keys.Verified // nil: no signature that counts
-	err error          // why a present signature did not count
-	// cipher is the hash of the encrypted data when the message arrived
-	// encrypted (keys.Decrypted.CiphertextHash), for threats.md D3.
-	cipher *[32]byte
-}
-
-// commandText returns the text commands are read from: the text/plain content
-// of exactly the signed bytes (threats.md E2, E5), never the unsigned rest.
-func commandText(v *keys.Verified, lim message.Limits) (string, error) {
-	m, err := message.Parse(v.Entity, lim)
-	if err != nil {
-		return "", err
-	}
-	return m.Text, nil
-}
-
-// hasCommandLines reports whether a text starts with command lines, signed or
-// not, so an unsigned attempt can be answered.
-func hasCommandLines(text string) bool {
-	for _, l := range strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			continue
-		}
-		return strings.HasPrefix(l, "/")
-	}
-	return false
-}
 
 // replayRefusal is the receipt of a signed message seen before.
 const replayRefusal = "this signed message was already processed (a replay); nothing applied"
@@ -57,8 +25,8 @@ var errReplay = errors.New("replay")
 // seenSignature records a verified signature in the replay cache and reports
 // whether it was there already (docs/threat-model.md E3): the same signer's signature,
 // made at the same second over the same bytes, counts once.
-func seenSignature(tx *bolt.Tx, v *keys.Verified, now time.Time) (bool, error) {
-	id := append(fmt.Appendf(nil, "%s|%d|", v.Fingerprint, v.Signed.Unix()), v.Bytes...)
+func seenSignature(tx *bolt.Tx, v keys.Verdict, now time.Time) (bool, error) {
+	id := append(fmt.Appendf(nil, "%s|%d|", v.Fingerprint, v.Signed.Unix()), v.SignedBytes()...)
 	return incidentdb.SeenSignature(tx, workflow.ReplayKey(id), workflow.ReplayExpiry(v.Signed), now)
 }
 
@@ -74,52 +42,50 @@ func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
 
 // commands applies the signed commands of one message to an incident inside
 // the message's transaction, and queues the receipt and the mail the
-// commands cause. It returns the incident as it is afterwards.
-func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, msg *message.Message, sig signed, now time.Time) (workflow.Incident, []queue.Msg, error) {
+// commands cause. It returns the incident as it is afterwards. A message
+// with command lines whose signature does not count gets a receipt that
+// says why and how to fix it (refusals.go), if it came from a member.
+func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, msg *inbound.Message, now time.Time) (workflow.Incident, []queue.Msg, error) {
+	if !msg.HasCommands() {
+		return inc, nil, nil
+	}
 	defer s.observe("command", time.Now())
-	if sig.v == nil {
+	v := msg.Signature()
+	if !v.OK() {
 		// Commands need a valid signature by a pinned key, never the From
-		// header (threats.md E1). A member who forgot to sign is told, in a
-		// message encrypted to their own key; anyone else learns nothing.
-		mem, ok := s.o.Roster.Member(msg.From)
-		if !ok || !s.o.Roster.IsCommittee(msg.From) || !hasCommandLines(msg.Text) {
+		// header (docs/threat-model.md E1). The member the From names is
+		// told why, in a receipt encrypted to their own pinned key: only
+		// they can read it, whoever wrote the From. Anyone else learns
+		// nothing.
+		mem, ok := s.commandAuthor(msg.From(), &inc)
+		if !ok {
 			return inc, nil, nil
 		}
-		reason := "the message is not signed"
-		if sig.err != nil {
-			reason = sig.err.Error()
-		}
-		s.log.Info("unsigned commands ignored", "incident", inc.ID)
-		body := fmt.Sprintf("Your message on %s started with command lines, but nothing was applied:\n%s.\n\n"+
-			"Commands count only when the message is signed with your pinned OpenPGP key\n(%s).\n"+
-			"Sign it (PGP/MIME, or gpg --clearsign) and, better, encrypt it to the list key.\n", inc.ID, reason, orNone(mem.Fingerprint))
-		out, err := s.toMember(sec, mem, notice{Subject: "[" + string(inc.ID) + "] commands not applied", Body: body, Kind: "refusal", Thread: inc.RootMsg}, now)
+		s.log.Info("commands ignored: the signature does not count", "incident", inc.ID, "verdict", v.Status.String())
+		out, err := s.signatureRefusal(sec, mem, inc.ID, inc.RootMsg, msg, now)
 		return inc, out, err
 	}
-	mem, ok := s.memberByFingerprint(sig.v.Fingerprint)
+	mem, ok := s.memberByFingerprint(v.Fingerprint)
 	if !ok {
 		return inc, nil, nil // a key that is no longer pinned: nobody to answer
 	}
-	text, err := commandText(sig.v, s.o.Limits)
-	if err != nil || !hasCommandLines(text) {
-		return inc, nil, nil
-	}
-	replayed, err := seenSignature(tx, sig.v, now)
+	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return inc, nil, err
 	}
 	env := s.workflowEnv(tx)
-	env.LastLead, env.MessageID = incidentdb.Meta(tx, "last_lead"), msg.MessageID
-	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
+	env.LastLead, env.MessageID = incidentdb.Meta(tx, "last_lead"), msg.MessageID()
+	signer := workflow.Signer{Fingerprint: v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: v.Signed}
 	var res workflow.Result
 	var applyErr error
 	if replayed {
 		res = workflow.Result{Incident: inc, Receipt: workflow.Receipt{Incident: inc.ID, Signer: mem.Email, At: now, Refused: replayRefusal}}
 		applyErr = errReplay
 	} else {
-		res, applyErr = workflow.Apply(inc, text, signer, now, env)
+		// The text is exactly what was signed, decoded (lists/inbound).
+		res, applyErr = workflow.Apply(inc, msg.Text(), signer, now, env)
 	}
-	log := s.log.With("incident", inc.ID, "signer", sig.v.Fingerprint)
+	log := s.log.With("incident", inc.ID, "signer", v.Fingerprint)
 	if applyErr != nil {
 		log.Info("commands refused", "reason", res.Receipt.Refused)
 	} else {
@@ -160,13 +126,6 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		out = append(out, msgs...)
 	}
 	return res.Incident, out, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none is configured: ask an SRC member to add your fingerprint"
-	}
-	return s
 }
 
 // reporterSubjects are the subjects of the reporter updates, by template.

@@ -1,6 +1,7 @@
 package listd
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -118,27 +119,30 @@ func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted
 	return s.toDistributors(inc, distMail{Kind: "embargo-lifted", Subject: "EMBARGO LIFTED " + d.CVE + ": " + d.Summary, Body: body}, now)
 }
 
-// distributorPost handles mail to distributors@. A refusal is returned
-// separately from err: the alert it raises must commit, and only then is the
-// sender answered with the refusal. Only encrypted mail signed
-// by a pinned member key is taken; a post that names anyone outside the list
-// and the SRC in To or Cc is refused and the SRC alerted (threats.md G1, G2,
-// F5). Committee posts go to every distributor; a distributor's post goes to
-// the SRC only, never to the other distributors.
-func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message, now time.Time) (result string, refusal, err error) {
+// distributorPost handles mail to distributors@, opened before the
+// transaction with that list's key (Service.openOnce). A refusal is returned
+// separately from err: the alert it raises must commit, and only then is
+// the sender answered with the refusal. Only encrypted mail signed by a
+// pinned member key is taken; a post that names anyone outside the list
+// and the SRC in To or Cc is refused and the SRC alerted (threats.md G1,
+// G2, F5). Committee posts go to every distributor; a distributor's post
+// goes to the SRC only, never to the other distributors.
+func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refusal, err error) {
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
+	msg, now := d.msg, d.now
 	refuse := func(text, alert string) (string, error, error) {
 		out, err := s.alertSRC(&workflow.Incident{ID: "distributors"}, workflow.AlertSRC{Template: "distributors-refused",
-			Fields: map[string]string{"id": "distributors@", "sender": msg.From, "reason": alert}}, now)
+			Fields: map[string]string{"id": "distributors@", "sender": msg.From(), "reason": alert}}, now)
 		if err == nil {
 			err = queue.Enqueue(tx, now, out...)
 		}
 		return "refused", &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: text}, err
 	}
 	// G1: every address in To and Cc must be the list or a committee member.
+	outer := msg.Outer()
 	for _, field := range []string{"To", "Cc"} {
-		addrs, _ := msg.Header.AddressList(field)
+		addrs, _ := outer.Header.AddressList(field)
 		for _, a := range addrs {
 			addr := strings.ToLower(a.Address)
 			if addr == dl.Address || s.o.Roster.IsCommittee(addr) {
@@ -148,35 +152,37 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 				"a post named an address outside the list in To/Cc (possible embargo breach); it was refused and reached nobody")
 		}
 	}
-	if s.o.DistributorsKey == nil || !keys.IsEncrypted(raw) {
+	if d.openErr != nil {
+		var r *lists.Refusal
+		if errors.As(d.openErr, &r) {
+			return "refused", d.openErr, nil
+		}
+		return "refused", s.cryptoRefusal(d.openErr, s.o.DistributorsKey), nil
+	}
+	if s.o.DistributorsKey == nil || !msg.Encrypted() {
 		return refuse("The embargo list takes only mail encrypted to its key ("+s.fingerprint(s.o.DistributorsKey)+") and signed with your pinned key",
 			"a plaintext post was refused; it reached nobody")
 	}
-	dec, err := keys.Decrypt(raw, s.o.DistributorsKey, s.o.Members, s.keyOptions())
-	if err != nil {
-		return "refused", s.cryptoRefusal(err, s.o.DistributorsKey), nil
-	}
-	if dec.Signature == nil {
+	v := msg.Signature()
+	if v.Status == keys.SigNone {
 		return refuse("The embargo list takes only mail signed with your pinned OpenPGP key",
 			"an encrypted but unsigned post was refused")
 	}
-	author, ok := s.memberByFingerprint(dec.Signature.Fingerprint)
+	if !v.OK() {
+		return refuse("The embargo list takes only mail signed with a member's pinned OpenPGP key; this signature does not count ("+detail(v.Err)+")",
+			"a post whose signature does not count ("+v.Status.String()+") was refused")
+	}
+	author, ok := s.memberByFingerprint(v.Fingerprint)
 	if !ok {
 		return refuse("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused")
 	}
-	inner, err := message.Parse(dec.Inner, s.o.Limits)
-	if err != nil {
-		return "refused", err, nil
-	}
-	subject := inner.Subject
-	if subject == "" {
-		subject = msg.Subject
-	}
-	body := fmt.Sprintf("%s wrote to the embargo list at %s:\n\n%s", author.Email, workflow.FormatInstant(now), inner.Text)
+	subject := msg.Subject() // the protected Subject, else the outer one
+	attachments := msg.Attachments()
+	body := fmt.Sprintf("%s wrote to the embargo list at %s:\n\n%s", author.Email, workflow.FormatInstant(now), msg.Text())
 	inc := &workflow.Incident{ID: "distributors"}
 	var out []queue.Msg
 	if author.Has(workflow.RoleSRC) {
-		out, err = s.toDistributors(inc, distMail{Kind: "distributors-post", Subject: subject, Body: body, Attachments: inner.Attachments}, now)
+		out, err = s.toDistributors(inc, distMail{Kind: "distributors-post", Subject: subject, Body: body, Attachments: attachments}, now)
 		if err != nil {
 			return "", nil, err
 		}
@@ -196,7 +202,7 @@ func (s *Service) distributorPost(tx *bolt.Tx, raw []byte, msg *message.Message,
 		ListID:      dl.ListID(),
 		XLoop:       dl.Address,
 		Body:        body,
-		Attachments: inner.Attachments,
+		Attachments: attachments,
 	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: "distributors-copy"})
 	if err != nil {
 		return "", nil, err

@@ -11,20 +11,25 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
 )
 
-// intake applies a message for security@ to its incident and queues the mail.
-func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message.Message, encrypted bool, sig signed, detail string, now time.Time) (workflow.Received, error) {
+// intake applies a message for security@ to its incident and queues the
+// mail. It reads d and the transaction only (store: it may run twice).
+func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Received, error) {
+	msg, now := d.msg, d.now
+	sec := s.o.Roster.List(lists.Security)
 	in := workflow.Inbound{
-		Sender:    msg.From,
+		Sender:    msg.From(),
 		Detail:    detail,
-		Subject:   msg.Subject,
-		MessageID: msg.MessageID,
-		Refs:      msg.Refs,
-		Auto:      msg.Auto || env.From == "" || s.o.Roster.IsOurs(env.From),
+		Subject:   msg.Subject(),
+		MessageID: msg.MessageID(),
+		Refs:      msg.Refs(),
+		Auto:      msg.Auto() || d.env.From == "" || s.o.Roster.IsOurs(d.env.From),
 	}
 	var lookErr error
 	look := workflow.Lookup{
@@ -42,37 +47,21 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	if lookErr != nil {
 		return workflow.Received{}, lookErr
 	}
-	// threats.md D3: a captured ciphertext resubmitted by someone else is no
-	// new report. It joins the incident it first arrived on, flagged to the
-	// SRC; its sender is not made a reporter and gets nothing back, so no
-	// automatic mail can become a decryption oracle.
-	var firstSeen bool
-	if sig.cipher != nil {
-		if first, ok, err := incidentdb.Ciphertext(tx, *sig.cipher); err != nil {
-			return workflow.Received{}, err
-		} else if ok {
-			firstSeen = true
-			if !strings.EqualFold(first.Sender, msg.From) {
-				if orig, err := incidentdb.Get(tx, first.Incident); err == nil {
-					inc = orig
-					in.Auto = true
-					msg.Text = fmt.Sprintf("[embargo] This encrypted message was first received from %s on %s; it came again from %s, "+
-						"who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).\n\n%s",
-						first.Sender, workflow.FormatInstant(first.At), msg.From, msg.Text)
-					s.log.Warn("resubmitted ciphertext flagged", "incident", orig.ID)
-				}
-			}
-		}
+	inc, note, firstSeen, err := s.resubmitted(tx, msg, inc)
+	if err != nil {
+		return workflow.Received{}, err
+	}
+	if note != "" {
+		in.Auto = true // its sender gets nothing back
 	}
 	if inc == nil {
 		// Signed /oncall commands outside any thread are no report (tick.go).
-		if took, err := s.onCallMessage(tx, sec, msg, sig, now); took || err != nil {
+		if took, err := s.onCallMessage(tx, sec, msg, now); took || err != nil {
 			return workflow.Received{}, err
 		}
 	}
 	var id workflow.ID
 	if inc == nil {
-		var err error
 		if id, err = incidentdb.NextID(tx, now.Year()); err != nil {
 			return workflow.Received{}, err
 		}
@@ -81,33 +70,38 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	if r.New {
 		r.Incident.Commander = s.onCallNow(tx, now) // the on-call is the default incident commander
 	}
-	if sig.cipher != nil && !firstSeen {
-		if err := incidentdb.SetCiphertext(tx, *sig.cipher, r.Incident.ID, msg.From, now); err != nil {
+	if sum, ok := msg.Protection().CiphertextHash(); ok && !firstSeen {
+		if err := incidentdb.SetCiphertext(tx, sum, r.Incident.ID, msg.From(), now); err != nil {
 			return r, err
 		}
 	}
 	var cmdMail []queue.Msg
 	if !r.New {
-		// Signed commands in the thread (DESIGN.md §3): applied with the
-		// message, in its transaction.
-		after, msgs, err := s.commands(tx, sec, r.Incident, msg, sig, now)
+		// Signed commands in the thread (docs/design.md §3): applied with
+		// the message, in its transaction.
+		after, msgs, err := s.commands(tx, sec, r.Incident, msg, now)
 		if err != nil {
 			return r, err
 		}
 		r.Incident, cmdMail = after, msgs
 	}
 	if r.New {
-		// A random anchor: threading headers name no incident (threats.md D7).
+		// A random anchor: threading headers name no incident (threats.md
+		// D7). It is filed under the incident, so that a reply whose
+		// References carry only the anchor still finds its thread.
 		tok, err := s.random(12)
 		if err != nil {
 			return r, err
 		}
 		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
+		if err := incidentdb.IndexMessageID(tx, r.Incident.RootMsg, r.Incident.ID); err != nil {
+			return r, err
+		}
 	}
 	if err := incidentdb.Put(tx, &r.Incident); err != nil {
 		return r, err
 	}
-	if strings.EqualFold(msg.From, r.Incident.Reporter) {
+	if strings.EqualFold(msg.From(), r.Incident.Reporter) {
 		if pub := s.reporterKey(msg, now); pub != nil {
 			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
 				return r, err
@@ -116,7 +110,7 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	}
 	var out []queue.Msg
 	for _, m := range r.Mail {
-		msgs, err := s.render(tx, sec, &r.Incident, m, env, msg, encrypted, now)
+		msgs, err := s.render(tx, sec, &r.Incident, m, d, note)
 		if err != nil {
 			return r, err
 		}
@@ -134,13 +128,43 @@ func (s *Service) intake(tx *bolt.Tx, sec lists.List, env Envelope, msg *message
 	return r, nil
 }
 
+// resubmitted applies docs/threat-model.md D3: a captured ciphertext
+// resubmitted by someone else is no new report. It joins the incident it
+// first arrived on (inc is replaced), with a note for the SRC; its sender
+// is not made a reporter and gets nothing back, so no automatic mail can
+// become a decryption oracle. The note is data of its own, shown above the
+// text: the message itself is never changed. firstSeen reports whether the
+// ciphertext was known.
+func (s *Service) resubmitted(tx *bolt.Tx, msg *inbound.Message, inc *workflow.Incident) (_ *workflow.Incident, note string, firstSeen bool, _ error) {
+	sum, ok := msg.Protection().CiphertextHash()
+	if !ok {
+		return inc, "", false, nil
+	}
+	first, ok, err := incidentdb.Ciphertext(tx, sum)
+	if err != nil || !ok {
+		return inc, "", false, err
+	}
+	if strings.EqualFold(first.Sender, msg.From()) {
+		return inc, "", true, nil
+	}
+	orig, err := incidentdb.Get(tx, first.Incident)
+	if err != nil {
+		return inc, "", true, nil
+	}
+	s.log.Warn("resubmitted ciphertext flagged", "incident", orig.ID)
+	note = fmt.Sprintf("[embargo] This encrypted message was first received from %s on %s; it came again from %s, "+
+		"who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).",
+		first.Sender, workflow.FormatInstant(first.At), msg.From())
+	return orig, note, true, nil
+}
+
 // render turns one workflow mail action into queue rows, one per recipient.
-func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
+func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, d *delivery, note string) ([]queue.Msg, error) {
 	switch m.To {
 	case workflow.AudienceReporter:
-		return s.renderAck(tx, sec, inc, m, env, msg, now)
+		return s.renderAck(tx, sec, inc, m, d.env, d.msg, d.now)
 	case workflow.AudienceSRC:
-		return s.renderCopies(sec, inc, m, msg, encrypted, now)
+		return s.renderCopies(sec, inc, m, d.msg, note, d.now)
 	}
 	return nil, fmt.Errorf("listd: no recipients for audience %d", m.To)
 }
@@ -148,7 +172,7 @@ func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m 
 // renderAck answers the reporter: signed by the list key, with the key
 // attached, and encrypted to the reporter's own key when one is pinned to the
 // incident.
-func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *message.Message, now time.Time) ([]queue.Msg, error) {
+func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *inbound.Message, now time.Time) ([]queue.Msg, error) {
 	// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
 	to := env.From
 	if to == "" || s.o.Roster.IsOurs(to) {
@@ -193,15 +217,15 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 		ReplyTo:     &mail.Address{Address: incAddr},
 		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
 		MessageID:   mid,
-		InReplyTo:   msg.MessageID, // RFC 3834 §3.1.5
+		InReplyTo:   msg.MessageID(), // RFC 3834 §3.1.5
 		Date:        now,
 		AutoSubmit:  "auto-replied", // RFC 3834 §5.2
 		XLoop:       sec.Address,
 		Body:        body,
 		Attachments: attach,
 	}
-	if msg.MessageID != "" {
-		om.References = []string{msg.MessageID}
+	if msg.MessageID() != "" {
+		om.References = []string{msg.MessageID()}
 	}
 	data, err := s.reporterCopy(tx, sec, inc, &om, to, now)
 	if err != nil {
@@ -212,8 +236,9 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 }
 
 // renderCopies makes one copy per committee member (and fix-team member),
-// each encrypted to that member's pinned key where one is usable.
-func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflow.Mail, msg *message.Message, encrypted bool, now time.Time) ([]queue.Msg, error) {
+// each encrypted to that member's pinned key where one is usable. note is
+// the SRC's note about the message (resubmitted), shown above its text.
+func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflow.Mail, msg *inbound.Message, note string, now time.Time) ([]queue.Msg, error) {
 	var members []lists.Member
 	for _, mem := range s.o.Roster.WithRole("src") {
 		if !strings.EqualFold(mem.Email, m.Except) {
@@ -229,53 +254,57 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 			members = append(members, mem)
 		}
 	}
+	encrypted := msg.Encrypted()
 	rcpts, skipped := s.sealRecipients(sec, members, encrypted)
 	if len(skipped) > 0 {
 		s.log.Warn("committee copies withheld: no usable key", "incident", inc.ID, "count", len(skipped))
 	}
+	attachments := msg.Attachments()
 	var names []string
-	for _, a := range msg.Attachments {
+	for _, a := range attachments {
 		n := a.Name
 		if n == "" {
 			n = "(unnamed " + a.Type + ")"
 		}
 		names = append(names, n)
 	}
-	sender := msg.From
-	if msg.FromName != "" {
-		sender = msg.FromName + " <" + msg.From + ">"
+	sender := msg.From()
+	if msg.FromName() != "" {
+		sender = msg.FromName() + " <" + msg.From() + ">"
 	}
 	date := "(none)"
-	if !msg.Date.IsZero() {
-		date = msg.Date.Format(time.RFC1123Z)
+	if !msg.Date().IsZero() {
+		date = msg.Date().Format(time.RFC1123Z)
 	}
 	body, err := s.o.Templates.Render(m.Template, map[string]any{
-		"ID":           inc.ID,
-		"Received":     now,
-		"SenderLine":   sender,
-		"Subject":      msg.Subject,
-		"DateLine":     date,
-		"Text":         msg.Text,
-		"HTMLOmitted":  msg.HTMLOmitted,
-		"Attachments":  names,
-		"FromReporter": strings.EqualFold(msg.From, inc.Reporter),
-		"Encrypted":    encrypted,
-		"Withheld":     skipped,
+		"ID":             inc.ID,
+		"Received":       now,
+		"SenderLine":     sender,
+		"Subject":        msg.Subject(),
+		"DateLine":       date,
+		"Text":           msg.Text(),
+		"Note":           note,
+		"HTMLOmitted":    msg.HTMLOmitted(),
+		"Attachments":    names,
+		"FromReporter":   strings.EqualFold(msg.From(), inc.Reporter),
+		"Encrypted":      encrypted,
+		"Withheld":       skipped,
+		"ListAddress":    sec.Address,
+		"KeyFingerprint": listFingerprint(s.o.ListKey),
 	})
 	if err != nil {
 		return nil, err
 	}
-	subject := msg.Subject
+	subject := msg.Subject()
 	if _, tagged := workflow.SubjectTag(subject); !tagged {
 		subject = "[" + string(inc.ID) + "] " + subject
 	}
-	who := msg.FromName
+	who := msg.FromName()
 	if who == "" {
-		who = msg.From
+		who = msg.From()
 	}
-	return s.copyEach(sec, rcpts, m.Template, outMail{
+	om := outMail{
 		From:        &mail.Address{Name: who + " via " + sec.Local(), Address: sec.Address},
-		ReplyTo:     &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))},
 		Subject:     subject,
 		References:  []string{inc.RootMsg},
 		InReplyTo:   inc.RootMsg,
@@ -283,8 +312,35 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		ListID:      sec.ListID(),
 		XLoop:       sec.Address,
 		Body:        body,
-		Attachments: msg.Attachments,
-	}, queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: m.Template + "-copy", Incident: string(inc.ID)})
+		Attachments: attachments,
+	}
+	row := queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: m.Template + "-copy", Incident: string(inc.ID)}
+	var out []queue.Msg
+	for _, rc := range rcpts {
+		om.ReplyTo = s.copyReplyTo(sec, inc, rc)
+		q, err := s.copyEach(sec, []recipient{rc}, m.Template, om, row)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, q...)
+	}
+	return out, nil
+}
+
+// copyReplyTo is the Reply-To of a committee copy. An encrypted copy
+// replies to the list address, inside the encryption as outside it: the
+// reply threads by In-Reply-To (the copy's Message-ID and the incident's
+// anchor are filed under the incident), the incident ID stays out of the
+// clear (docs/threat-model.md D7), and the member's mail client finds the
+// security key by that address, its user ID, when it encrypts the reply;
+// no key has security+ID@ as a user ID, so a client would stop and ask. A
+// plaintext copy (a member without a usable key, on a list that allows it)
+// replies to the incident address.
+func (s *Service) copyReplyTo(sec lists.List, inc *workflow.Incident, rc recipient) *mail.Address {
+	if rc.key != nil && s.o.ListKey != nil {
+		return &mail.Address{Name: s.o.Project + " Security", Address: sec.Address}
+	}
+	return &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))}
 }
 
 func containsMember(ms []lists.Member, addr string) bool {
@@ -294,4 +350,13 @@ func containsMember(ms []lists.Member, addr string) bool {
 		}
 	}
 	return false
+}
+
+// listFingerprint is the fingerprint of a list key, "" without one (a
+// development setup: nothing is encrypted).
+func listFingerprint(k *keys.Key) string {
+	if k == nil {
+		return ""
+	}
+	return k.Fingerprint()
 }

@@ -1,8 +1,10 @@
 // Package listd takes the mail that smtpd accepted for our lists and turns it
-// into stored state and outbound copies. For each inbound message it runs one
-// bbolt transaction holding the raw message, the incident change and every
-// outbound row it causes; smtpd answers 250 only after that commit (DESIGN.md §1,
-// docs/threats.md A1, A2). The decisions themselves are made by the pure cores:
+// into stored state and outbound copies. Each inbound message is opened once,
+// before any transaction (lists/inbound: parsed, decrypted, verified, decoded,
+// its command block read), into a value nothing changes; then one bbolt
+// transaction holds the raw message, the incident change and every outbound
+// row it causes, and smtpd answers 250 only after that commit (docs/design.md
+// §1, docs/threat-model.md A1, A2). The decisions themselves are made by the pure cores:
 // lists (who gets what) and workflow (what the message means for the incident).
 package listd
 
@@ -26,6 +28,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
@@ -157,26 +160,21 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 
 // announceRequest handles the announce list's sub-addresses: subscription
 // requests and confirmations, and the bounces of a release (daemon/announce).
-func (s *Service) announceRequest(env Envelope, t lists.Target, raw []byte) error {
+func (s *Service) announceRequest(d *delivery, t lists.Target) error {
 	if s.o.AnnounceOptions == nil {
 		return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open on this list"}
 	}
-	now := s.o.Now().UTC()
-	lim := s.o.Limits
-	lim.AllowUTF8 = env.SMTPUTF8
-	msg, err := message.Parse(raw, lim)
-	if err != nil {
-		return err
-	}
+	now := d.now
 	ann := s.o.Roster.List(lists.Announce)
 	o := *s.o.AnnounceOptions
 	o.Now = func() time.Time { return now }
-	err = s.o.DB.Update(func(tx *bolt.Tx) error {
+	err := s.o.DB.Update(func(tx *bolt.Tx) error {
 		if strings.HasPrefix(t.Detail, lists.DetailBounces+"-") {
-			_, err := announce.HandleBounce(tx, t.Detail, raw, now, o)
+			_, err := announce.HandleBounce(tx, t.Detail, d.msg.Raw(), now, o)
 			return err
 		}
-		out, err := announce.HandleRequest(tx, ann, t.Detail, env.From, msg, now, o)
+		// A fresh copy for each run: a transaction may run again.
+		out, err := announce.HandleRequest(tx, ann, t.Detail, d.env.From, d.msg.Merged(), now, o)
 		if err != nil {
 			return err
 		}
@@ -185,7 +183,7 @@ func (s *Service) announceRequest(env Envelope, t lists.Target, raw []byte) erro
 	if err != nil {
 		return fmt.Errorf("listd: announce request: %w", err)
 	}
-	s.log.Info("announce request handled", "session", env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
+	s.log.Info("announce request handled", "session", d.env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
 	s.o.Kick()
 	return nil
 }
@@ -219,89 +217,47 @@ func stackOnly() string {
 	return string(b)
 }
 
-func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
-	var targets []lists.Target
-	for _, r := range env.To {
-		t, err := s.o.Roster.Route(r)
-		if err != nil {
-			return err // smtpd checked at RCPT; the roster may have been reloaded since
-		}
-		targets = append(targets, t)
-	}
-	for _, t := range targets {
-		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
-			return s.announceRequest(env, t, raw)
-		}
-	}
-	now := s.o.Now().UTC()
-	// Mail to distributors@ is decrypted with that list's key, later.
-	key := s.o.ListKey
-	if isDistributors(targets) {
-		key = nil
-	}
-	msg, encrypted, sig, err := s.open(raw, env, key, now)
+// delivery is one inbound message, opened before any transaction
+// (docs/design.md §1): the envelope, where it was routed, the message
+// opened once by lists/inbound, and the time of receipt. Nothing changes it
+// afterwards: the transaction reads it and may run twice.
+type delivery struct {
+	env     Envelope
+	targets []lists.Target
+	msg     *inbound.Message
+	// openErr is why the message could not be opened (undecryptable,
+	// tampered, unreadable content) when its refusal waits for the
+	// transaction: a post to distributors@ is checked for outside
+	// recipients first, and the SRC alerted (docs/threat-model.md G1).
+	// msg then holds the header facts alone.
+	openErr error
+	sum     [32]byte
+	now     time.Time
+}
+
+// outcome is what the message's transaction decided.
+type outcome struct {
+	result  string
+	incID   workflow.ID
+	refusal error // told to the sender after the commit
+}
+
+func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
+	d, err := s.openOnce(env, raw)
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(raw)
+	for _, t := range d.targets {
+		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
+			return s.announceRequest(d, t)
+		}
+	}
 	log := s.log.With("session", env.SessionID, "size", len(raw))
-
-	var result string
-	var incID workflow.ID
-	var refusal error
+	var out outcome
 	err = s.o.DB.Batch(func(tx *bolt.Tx) error {
-		result, incID, refusal = "", "", nil
-		if incidentdb.Seen(tx, sum) {
-			// The same bytes again: a client that lost our 250 (RFC 1047).
-			result = "duplicate"
-			return nil
-		}
-		rec := incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Sender: msg.From, MessageID: msg.MessageID}
-		sec := s.o.Roster.List(lists.Security)
-		switch {
-		case isBounce(targets):
-			// DSNs to our envelope sender: archived, never forwarded (threats.md G7).
-			rec.Note = "bounce"
-			result = "bounce"
-		case hasLoop(msg, s.o.Roster):
-			// Our own mail came back (threats.md B9): keep it, send nothing.
-			rec.Note = "loop"
-			result = "loop"
-		case isDistributors(targets):
-			var err error
-			result, refusal, err = s.distributorPost(tx, raw, msg, now)
-			if err != nil {
-				return err
-			}
-			rec.Note = "distributors"
-			if refusal != nil {
-				rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
-			}
-		default:
-			detail := ""
-			for _, t := range targets {
-				if t.List == lists.Security && t.Detail != "" {
-					detail = t.Detail
-				}
-			}
-			r, err := s.intake(tx, sec, env, msg, encrypted, sig, detail, now)
-			if err != nil {
-				return err
-			}
-			rec.Incident = r.Incident.ID
-			incID = r.Incident.ID
-			result = "new"
-			if !r.New {
-				result = "thread"
-			}
-		}
-		if _, err := incidentdb.AddMessage(tx, rec, raw, sum); err != nil {
-			return err
-		}
-		if s.hooks.BeforeCommit != nil {
-			return s.hooks.BeforeCommit(tx)
-		}
-		return nil
+		var err error
+		out, err = s.store(tx, d)
+		return err
 	})
 	if err != nil {
 		var perm interface{ Permanent() bool }
@@ -311,13 +267,110 @@ func (s *Service) handle(ctx context.Context, env Envelope, raw []byte) error {
 		return fmt.Errorf("listd: store message: %w", err)
 	}
 	s.o.Kick()
-	if refusal != nil {
+	if out.refusal != nil {
 		// The alert is committed; now the sender learns the refusal.
-		log.Info("message refused", "result", result)
-		return refusal
+		log.Info("message refused", "result", out.result)
+		return out.refusal
 	}
-	log.Info("message accepted", "result", result, "incident", incID)
+	log.Info("message accepted", "result", out.result, "incident", out.incID)
 	return nil
+}
+
+// openOnce routes the recipients and opens the message once, with the key of
+// the list it was sent to: parsed, decrypted, verified, decoded and its
+// command block read (lists/inbound). Everything after reads the result.
+func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
+	d := &delivery{env: env, now: s.o.Now().UTC(), sum: sha256.Sum256(raw)}
+	for _, r := range env.To {
+		t, err := s.o.Roster.Route(r)
+		if err != nil {
+			return nil, err // smtpd checked at RCPT; the roster may have been reloaded since
+		}
+		d.targets = append(d.targets, t)
+	}
+	// Mail to distributors@ is decrypted with that list's key; bounces and
+	// announce requests are never decrypted.
+	key := s.o.ListKey
+	switch {
+	case isDistributors(d.targets):
+		key = s.o.DistributorsKey
+	case isBounce(d.targets), isAnnounce(d.targets):
+		key = nil
+	}
+	lim := s.o.Limits
+	lim.AllowUTF8 = env.SMTPUTF8
+	ko := s.keyOptions()
+	now := d.now
+	ko.Now = func() time.Time { return now } // one instant for the whole message
+	m, err := inbound.Open(raw, inbound.Options{Limits: lim, ListKey: key, Members: s.o.Members, Keys: ko})
+	switch {
+	case err == nil:
+	case m != nil && isDistributors(d.targets):
+		d.openErr = err // refused in the transaction, after the recipient check
+	default:
+		var r *lists.Refusal
+		if errors.As(err, &r) {
+			return nil, err
+		}
+		return nil, s.cryptoRefusal(err, key)
+	}
+	d.msg = m
+	return d, nil
+}
+
+// store is the message's transaction: the raw message, the incident change
+// and every outbound row it causes. It is safe to run twice: bbolt's Batch
+// runs a closure again, alone, when its batch fails, so store reads d and
+// the transaction only and changes nothing but the transaction.
+func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
+	var out outcome
+	if incidentdb.Seen(tx, d.sum) {
+		// The same bytes again: a client that lost our 250 (RFC 1047).
+		return outcome{result: "duplicate"}, nil
+	}
+	m := d.msg
+	rec := incidentdb.Record{Received: d.now, EnvelopeFrom: d.env.From, Rcpts: d.env.To, Sender: m.From(), MessageID: m.MessageID()}
+	switch {
+	case isBounce(d.targets):
+		// DSNs to our envelope sender: archived, never forwarded (threats.md G7).
+		rec.Note, out.result = "bounce", "bounce"
+	case hasLoop(m, s.o.Roster):
+		// Our own mail came back (threats.md B9): keep it, send nothing.
+		rec.Note, out.result = "loop", "loop"
+	case isDistributors(d.targets):
+		var err error
+		out.result, out.refusal, err = s.distributorPost(tx, d)
+		if err != nil {
+			return out, err
+		}
+		rec.Note = "distributors"
+		if out.refusal != nil {
+			rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
+		}
+	default:
+		detail := ""
+		for _, t := range d.targets {
+			if t.List == lists.Security && t.Detail != "" {
+				detail = t.Detail
+			}
+		}
+		r, err := s.intake(tx, d, detail)
+		if err != nil {
+			return out, err
+		}
+		rec.Incident, out.incID = r.Incident.ID, r.Incident.ID
+		out.result = "new"
+		if !r.New {
+			out.result = "thread"
+		}
+	}
+	if _, err := incidentdb.AddMessage(tx, rec, m.Raw(), d.sum); err != nil {
+		return out, err
+	}
+	if s.hooks.BeforeCommit != nil {
+		return out, s.hooks.BeforeCommit(tx)
+	}
+	return out, nil
 }
 
 func isDistributors(ts []lists.Target) bool {
@@ -338,64 +391,22 @@ func isBounce(ts []lists.Target) bool {
 	return len(ts) > 0
 }
 
-func hasLoop(m *message.Message, r *lists.Roster) bool {
-	for _, v := range m.XLoop {
-		if r.IsOurs(v) {
+func isAnnounce(ts []lists.Target) bool {
+	for _, t := range ts {
+		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
 			return true
 		}
 	}
 	return false
 }
 
-// open parses a message and, when its whole top level is encrypted to the
-// list key, decrypts it: what follows reads the decrypted content. Only a
-// wholly encrypted message counts as encrypted (EFAIL, threats.md D2, D9); an
-// encrypted part beside plaintext is handled as plaintext, parts never merged.
-func (s *Service) open(raw []byte, env Envelope, key *keys.Key, now time.Time) (*message.Message, bool, signed, error) {
-	lim := s.o.Limits
-	lim.AllowUTF8 = env.SMTPUTF8
-	msg, err := message.Parse(raw, lim)
-	if err != nil {
-		return nil, false, signed{}, err
+func hasLoop(m *inbound.Message, r *lists.Roster) bool {
+	for _, v := range m.XLoop() {
+		if r.IsOurs(v) {
+			return true
+		}
 	}
-	if key == nil {
-		return msg, false, signed{}, nil
-	}
-	if !keys.IsEncrypted(raw) {
-		return msg, false, s.verify(raw, msg, lim), nil
-	}
-	dec, err := keys.Decrypt(raw, key, s.o.Members, s.keyOptions())
-	switch {
-	case errors.Is(err, keys.ErrNotEncrypted), errors.Is(err, keys.ErrPartiallyEncrypted):
-		return msg, false, s.verify(raw, msg, lim), nil
-	case err != nil:
-		return nil, false, signed{}, s.cryptoRefusal(err, key)
-	}
-	inner, err := message.Parse(dec.Inner, lim)
-	if err != nil {
-		return nil, false, signed{}, err
-	}
-	msg.Text, msg.Attachments, msg.HTMLOmitted = inner.Text, inner.Attachments, inner.HTMLOmitted
-	if inner.Subject != "" {
-		msg.Subject = inner.Subject // a protected header (the outer one is often generic)
-	}
-	return msg, true, signed{v: dec.Signature, err: dec.SignatureErr, cipher: &dec.CiphertextHash}, nil
-}
-
-// verify checks a plaintext message's signature against the pinned member
-// keys. A verified message is shown to the committee as what was signed.
-func (s *Service) verify(raw []byte, msg *message.Message, lim message.Limits) signed {
-	if !bytes.Contains(raw, []byte("application/pgp-signature")) && !bytes.Contains(raw, []byte("-----BEGIN PGP SIGNED MESSAGE-----")) {
-		return signed{}
-	}
-	v, err := keys.Verify(raw, s.o.Members, s.keyOptions())
-	if err != nil {
-		return signed{err: err}
-	}
-	if inner, err := message.Parse(v.Entity, lim); err == nil {
-		msg.Text, msg.Attachments, msg.HTMLOmitted = inner.Text, inner.Attachments, inner.HTMLOmitted
-	}
-	return signed{v: v}
+	return false
 }
 
 // cryptoRefusal explains to the sender why an encrypted message was refused.
@@ -442,11 +453,11 @@ func (s *Service) memberKey(m lists.Member) (*keys.Key, error) {
 // reporterKey returns the first usable public key attached to a message
 // (application/pgp-keys). Committee members' keys are pinned in the
 // configuration and never replaced by attachments (threats.md D5).
-func (s *Service) reporterKey(msg *message.Message, now time.Time) []byte {
-	if s.o.Roster.IsCommittee(msg.From) {
+func (s *Service) reporterKey(msg *inbound.Message, now time.Time) []byte {
+	if s.o.Roster.IsCommittee(msg.From()) {
 		return nil
 	}
-	for _, a := range msg.Attachments {
+	for _, a := range msg.Attachments() {
 		if a.Type != "application/pgp-keys" {
 			continue
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/lists/message"
+	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -302,51 +302,56 @@ func orDash(s string) string {
 	return s
 }
 
-// onCallMessage handles a signed message to the security list, outside any
-// incident's thread, whose commands include /oncall (workflow.ApplyOnCall):
-// it is no report. It queues the receipt and the on-call notices and reports
-// whether it took the message; anything else is left to the intake.
-func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *message.Message, sig signed, now time.Time) (bool, error) {
-	if sig.v == nil {
-		return false, nil
-	}
-	mem, ok := s.memberByFingerprint(sig.v.Fingerprint)
-	if !ok || !s.o.Roster.IsCommittee(mem.Email) {
-		return false, nil
-	}
-	text, err := commandText(sig.v, s.o.Limits)
-	if err != nil {
-		return false, nil
-	}
-	cmds, err := workflow.Parse(text)
-	if err != nil {
-		return false, nil
-	}
+// onCallMessage handles a message to the security list, outside any
+// incident's thread, whose well-formed command block includes /oncall
+// (workflow.ApplyOnCall): it is no report. Signed by a committee member's
+// pinned key, it is applied; from a committee member but with a signature
+// that does not count, it gets a receipt saying why (refusals.go). It
+// queues the receipt and the on-call notices and reports whether it took
+// the message; anything else is left to the intake.
+func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Message, now time.Time) (bool, error) {
+	cmds, err := msg.Commands()
 	isOnCall := false
 	for _, c := range cmds {
 		isOnCall = isOnCall || c.Name == "oncall"
 	}
-	if !isOnCall {
+	if err != nil || !isOnCall {
 		return false, nil
 	}
-	replayed, err := seenSignature(tx, sig.v, now)
+	v := msg.Signature()
+	if !v.OK() {
+		mem, ok := s.commandAuthor(msg.From(), nil)
+		if !ok {
+			return false, nil
+		}
+		out, err := s.signatureRefusal(sec, mem, workflow.OnCallThread, "", msg, now)
+		if err != nil {
+			return true, err
+		}
+		return true, queue.Enqueue(tx, now, out...)
+	}
+	mem, ok := s.memberByFingerprint(v.Fingerprint)
+	if !ok || !s.o.Roster.IsCommittee(mem.Email) {
+		return false, nil
+	}
+	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return true, err
 	}
 	env := s.workflowEnv(tx)
-	signer := workflow.Signer{Fingerprint: sig.v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: sig.v.Signed}
+	signer := workflow.Signer{Fingerprint: v.Fingerprint, Email: mem.Email, Roles: mem.Roles, SignedAt: v.Signed}
 	var res workflow.Result
 	var applyErr error
 	if replayed {
 		res = workflow.Result{Receipt: workflow.Receipt{Incident: workflow.OnCallThread, Signer: mem.Email, At: now, Refused: replayRefusal}}
 		applyErr = errReplay
 	} else {
-		res, applyErr = workflow.ApplyOnCall(text, signer, now, env)
+		res, applyErr = workflow.ApplyOnCall(msg.Text(), signer, now, env)
 	}
 	status := "applied"
 	if applyErr != nil {
 		status = "refused"
-		s.log.Info("on-call commands refused", "signer", sig.v.Fingerprint, "reason", res.Receipt.Refused)
+		s.log.Info("on-call commands refused", "signer", v.Fingerprint, "reason", res.Receipt.Refused)
 	}
 	out, err := s.toMember(sec, mem, notice{Subject: "[on-call] receipt: " + status, Body: res.Receipt.Text(), Kind: "receipt"}, now)
 	if err != nil {
