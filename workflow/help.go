@@ -176,6 +176,8 @@ func StatusText(inc Incident, now time.Time, holidays []time.Time) string {
 	for _, d := range Deadlines(inc, holidays) {
 		state := "due " + FormatInstant(d.Due)
 		switch {
+		case d.MootBy != MilestoneUnset:
+			state = "moot: " + d.MootBy.String() + " " + FormatInstant(d.Done)
 		case !d.Open():
 			state = "done " + FormatInstant(d.Done)
 		case d.ASAP:

@@ -71,9 +71,6 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 		if now.Before(r.At) || n.Reminded[r.Key].Equal(r.At) {
 			continue
 		}
-		if r.Key == "approval-soon" && !n.HeldAt.IsZero() {
-			continue
-		}
 		due = append(due, r)
 	}
 	for i, r := range due {
@@ -170,7 +167,7 @@ func (r Recipient) String() string {
 	return recipientNames[r]
 }
 
-// Reminder is one nudge of the process timeline (process.md §3, §10; issue 6).
+// Reminder is one nudge of the process timeline (process.md §3, §10).
 type Reminder struct {
 	Key      string    // the marker in Incident.Reminded: a key fires once per At
 	Deadline string    // the deadline it is about (a Deadline name, or "asap")
@@ -185,24 +182,28 @@ type Reminder struct {
 // Reminders lists the reminders of an incident's timeline that apply in its
 // current state, sent or not, in the order they fire; now places the
 // repeating ones (the latest occurrence at or before now, else the next).
+// The reminders, whom they go to and when they give way are the rows of
+// TimelineRules with a recipient:
 //
 //	triage            report + 1 working day   the incident commander (on-call)
 //	triage-escalation report + 3 working days  the SRC
-//	fix-team          report + 24 h            the Fix Lead (no fix team yet)
-//	fix               report + 7 days          the SRC (not for a deferred incident)
-//	notice-soon       T - 9 days               the Fix Lead (CVE, no distributor notice yet)
-//	notice            T - 7 days               the SRC
-//	approval-soon     T - 48 h                 the SRC (advisory not approved; at T-24 h Tick holds the release)
+//	fix-team          report + 24 h            the Fix Lead
+//	fix               report + 7 days          the SRC
 //	stale             every 2/7/30 days        the Fix Lead (critical/high/medium; deferred low: monthly) without a change
+//	notice-soon       T - 9 days               the Fix Lead (with a CVE, no distributor notice yet)
+//	notice            T - 7 days               the SRC
+//	approval-soon     T - 48 h                 the SRC (at T-24 h Tick holds the release instead)
 //	retro-reminder    disclosure + 1 day       the Fix Lead
 //	retrospective     disclosure + 3 days      the SRC
 //	asap              every day                the SRC, while the incident is public or broken and a deadline is open
 //
-// Reminders before T (notice-soon, notice, approval-soon) are left out when
-// they fall before T was set: the /disclose receipt already states them.
-// When the incident is ASAP, the reminders of its ASAP deadlines give way to
-// the daily asap reminder, which starts a day after /public or
-// /embargo-break (the command itself is the first alert).
+// A reminder is listed only while its deadline is open: neither met nor made
+// moot by a later milestone (Deadlines). Reminders before T (notice-soon,
+// notice, approval-soon) are left out when they fall before T was set: the
+// /disclose receipt already states them. When the incident is ASAP, the
+// reminders of its ASAP deadlines give way to the daily asap reminder, which
+// starts a day after /public or /embargo-break (the command itself is the
+// first alert).
 func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 	if inc.Phase == PhaseClosed || inc.Phase == PhaseUnset {
 		return nil
@@ -215,60 +216,50 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			asap = append(asap, d.Name)
 		}
 	}
-	var rs []Reminder
-	add := func(key, group, deadline string, at time.Time, to Recipient) {
-		d, ok := dl[deadline]
-		if !ok || !d.Open() || d.ASAP || at.IsZero() {
-			return
-		}
-		rs = append(rs, Reminder{Key: key, Deadline: deadline, What: d.What, Due: d.Due, At: at, To: to, group: group})
-	}
 	tSet := tSetAt(inc)
-	beforeT := func(key, group, deadline string, at time.Time, to Recipient) {
-		if !tSet.IsZero() && at.Before(tSet) {
-			return
+	var rs []Reminder
+	for _, rule := range timelineRules {
+		if rule.To == RecipientUnset {
+			continue // a notice or alert of Tick's, not a reminder
 		}
-		add(key, group, deadline, at, to)
-	}
-	switch inc.Phase {
-	case PhaseTriage:
-		add("triage", "triage", "triage", dl["triage"].Due, RecipientCommander)
-		add("triage-escalation", "triage", "triage-escalation", dl["triage-escalation"].Due, RecipientSRC)
-	case PhaseFix, PhaseEmbargo:
-		add("fix-team", "fix-team", "fix-team", dl["fix-team"].Due, RecipientFixLead)
-		if !inc.Deferred {
-			add("fix", "fix", "fix", dl["fix"].Due, RecipientSRC)
-			if n := len(rs); n > 0 && rs[n-1].Key == "fix" {
-				rs[n-1].What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
+		r := Reminder{Key: rule.Key, Deadline: rule.Deadline, To: rule.To, group: rule.group}
+		switch rule.Key {
+		case "stale":
+			d, ok := dl["stale"]
+			if !ok || !d.Open() {
+				continue
+			}
+			r.What, r.At = d.What, every(inc.Updated, staleAfter(inc), 1, now)
+			r.Due = r.At
+		case "asap":
+			if len(asap) == 0 || inc.Phase == PhaseDisclosed {
+				continue
+			}
+			since := asapSince(inc)
+			why := "the issue is public"
+			if inc.EmbargoBroken {
+				why = "the embargo broke"
+			}
+			r.Deadline, r.Due, r.At = "asap", since, every(since, ASAPNudgeEvery, 1, now)
+			r.What = why + ": every open deadline is due as soon as possible: " + strings.Join(asap, ", ")
+		default:
+			d, ok := dl[rule.Deadline]
+			if !ok || !d.Open() || d.ASAP {
+				continue
+			}
+			r.What, r.Due, r.At = d.What, d.Due, d.Due
+			if rule.at != nil {
+				r.At = rule.at(inc, d.Due)
+			}
+			if r.At.IsZero() || (rule.beforeT && !tSet.IsZero() && r.At.Before(tSet)) {
+				continue
+			}
+			if r.Key == "fix" {
+				r.What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
 			}
 		}
-		if d, ok := dl["notice"]; ok {
-			beforeT("notice-soon", "notice", "notice", inc.T.Add(-NoticeRemindBefore), RecipientFixLead)
-			beforeT("notice", "notice", "notice", d.Due, RecipientSRC)
-		}
-		if !inc.T.IsZero() && !inc.Approved {
-			beforeT("approval-soon", "approval", "approval", inc.T.Add(-ApprovalRemindBefore), RecipientSRC)
-		}
-		if d, ok := dl["stale"]; ok {
-			rs = append(rs, Reminder{Key: "stale", Deadline: "stale", What: d.What, At: every(inc.Updated, staleAfter(inc), 1, now),
-				To: RecipientFixLead, group: "stale"})
-			rs[len(rs)-1].Due = rs[len(rs)-1].At
-		}
-	case PhaseDisclosed:
-		add("retro-reminder", "retrospective", "retrospective", inc.DisclosedAt.Add(RetroRemindAfter), RecipientFixLead)
-		add("retrospective", "retrospective", "retrospective", dl["retrospective"].Due, RecipientSRC)
-	}
-	if len(asap) > 0 && inc.Phase != PhaseDisclosed {
-		since := asapSince(inc)
-		why := "the issue is public"
-		if inc.EmbargoBroken {
-			why = "the embargo broke"
-		}
-		rs = append(rs, Reminder{Key: "asap", Deadline: "asap", At: every(since, ASAPNudgeEvery, 1, now), Due: since, To: RecipientSRC, group: "asap",
-			What: why + ": every open deadline is due as soon as possible: " + strings.Join(asap, ", ")})
-	}
-	for i := range rs {
-		rs[i].Title = reminderTitle(rs[i], inc)
+		r.Title = reminderTitle(r, inc)
+		rs = append(rs, r)
 	}
 	sortReminders(rs)
 	return rs
@@ -342,7 +333,9 @@ func missingForFix(inc Incident) string {
 	if len(inc.CVEs) == 0 {
 		m = append(m, "CVE (/cve)")
 	}
-	m = append(m, "fix (/fixed)")
+	if inc.FixedAt.IsZero() {
+		m = append(m, "fix (/fixed)")
+	}
 	return strings.Join(m, ", ")
 }
 
