@@ -47,11 +47,13 @@ func StaleAfter(s Severity) time.Duration {
 
 // staleAfter is the staleness period of an incident: StaleAfter of its
 // severity, or DeferredNudgeEvery for a deferred (low-severity) one.
-func staleAfter(inc Incident) time.Duration {
-	if d := StaleAfter(inc.Severity()); d > 0 {
+func staleAfter(inc Incident) time.Duration { return staleFor(inc.Severity(), inc.Deferred) }
+
+func staleFor(sev Severity, deferred bool) time.Duration {
+	if d := StaleAfter(sev); d > 0 {
 		return d
 	}
-	if inc.Deferred {
+	if deferred {
 		return DeferredNudgeEvery
 	}
 	return 0
@@ -159,9 +161,13 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 	if !inc.DisclosedAt.IsZero() {
 		add("retrospective", "retrospective (1–3 days after T)", inc.DisclosedAt.Add(RetroAfterMax))
 	}
-	if d := staleAfter(inc); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) {
+	sev := SeverityUnset
+	if inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo {
+		sev = inc.Severity() // parsed once: Tick runs this for every open incident every minute
+	}
+	if d := staleFor(sev, inc.Deferred); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) {
 		what := "reminder to the Fix Lead if nothing changes"
-		if StaleAfter(inc.Severity()) == 0 {
+		if StaleAfter(sev) == 0 {
 			what = "monthly reminder of the deferred incident to the Fix Lead"
 		}
 		// Staleness is never met, only moot: an approved advisory with its T

@@ -32,43 +32,90 @@ const FinalNoticeWindow = 25 * time.Hour
 //
 // Tick never changes Updated: its own reminders do not reset staleness.
 func Tick(inc Incident, now time.Time, env Env) Result {
+	return TickAfterGap(inc, now, env, time.Time{})
+}
+
+// TickAfterGap is Tick for a scheduler whose wall clock moved forward from
+// gapFrom to now without its monotonic clock seeing the time pass: a clock
+// jump, or the daemon was down (docs/threat-model.md G4). A release whose T
+// falls in the gap is held, as one not approved in time is: the SRC is
+// alerted, the hold is recorded (HeldAt) with the reminders of the same tick,
+// and /disclose now, or a new T, releases it. A zero gapFrom is Tick.
+func TickAfterGap(inc Incident, now time.Time, env Env, gapFrom time.Time) Result {
 	now = now.UTC()
 	n := inc.clone()
-	var actions []Action
-	var what []string
-	note := func(w string) { what = append(what, w) }
-	alert := func(template string, kv ...string) {
-		actions = append(actions, AlertSRC{Template: template, Fields: alertFields(n.ID, kv...)})
+	t := ticker{n: &n, now: now}
+	t.release(gapFrom)
+	t.reminders(env)
+	if len(t.what) == 0 {
+		return Result{Incident: inc}
 	}
-	releasing := !n.T.IsZero() && (n.Phase == PhaseEmbargo || n.Phase == PhaseFix)
-	if releasing {
-		finalBy := n.T.Add(-FinalNoticeBefore)
-		notified := !n.NotifiedAt.IsZero()
-		if n.Phase == PhaseEmbargo && n.Approved && n.FinalNoticeAt.IsZero() &&
-			!now.Before(n.T.Add(-FinalNoticeWindow)) && !now.After(finalBy) {
-			n.FinalNoticeAt = now
-			actions = append(actions, DistributorNotice{T: n.T, Previous: n.NotifiedT, Final: true})
-			note("final notice to the distributors for T = " + FormatInstant(n.T))
-		}
-		inTime := n.Approved && !n.ApprovedAt.After(finalBy) && (!notified || !n.FinalNoticeAt.IsZero())
-		switch {
-		case !now.Before(n.T) && inTime:
-			actions = append(actions, Release{At: n.T})
-			n.DisclosedAt, n.Phase = now, PhaseDisclosed
-			actions = append(actions, ReporterMail{Template: "disclosed", Fields: map[string]string{
-				"id": string(n.ID), "t": FormatInstant(n.T), "cve": strings.Join(n.CVEs, ", "), "summary": n.Advisory.Summary}})
-			note("released at T = " + FormatInstant(n.T) + "; phase → disclosed; reporter told")
-		case !now.Before(finalBy) && !inTime && n.HeldAt.IsZero():
-			n.HeldAt = now
-			alert("release-held", "t", FormatInstant(n.T))
-			note("release at T = " + FormatInstant(n.T) + " held: the advisory was not approved (and the final notice sent) by T-24 h; set a new T with /disclose")
-		}
+	for _, w := range t.what {
+		n.History = append(n.History, Change{At: now, Command: "(tick)", What: w})
 	}
+	n.Version = SchemaVersion
+	return Result{Incident: n, Actions: t.actions, Applied: true}
+}
 
-	// Reminders: collect what is due, then send the latest of each group.
+// ticker collects what one tick does to an incident.
+type ticker struct {
+	n       *Incident
+	now     time.Time
+	actions []Action
+	what    []string // for the history, one entry each
+}
+
+func (t *ticker) note(w string) { t.what = append(t.what, w) }
+
+func (t *ticker) alert(template string, kv ...string) {
+	t.actions = append(t.actions, AlertSRC{Template: template, Fields: alertFields(t.n.ID, kv...)})
+}
+
+// release sends the final notice in its window, and releases or holds at T.
+func (t *ticker) release(gapFrom time.Time) {
+	n, now := t.n, t.now
+	if n.T.IsZero() || (n.Phase != PhaseEmbargo && n.Phase != PhaseFix) {
+		return
+	}
+	finalBy := n.T.Add(-FinalNoticeBefore)
+	notified := !n.NotifiedAt.IsZero()
+	if n.Phase == PhaseEmbargo && n.Approved && n.FinalNoticeAt.IsZero() &&
+		!now.Before(n.T.Add(-FinalNoticeWindow)) && !now.After(finalBy) {
+		n.FinalNoticeAt = now
+		t.actions = append(t.actions, DistributorNotice{T: n.T, Previous: n.NotifiedT, Final: true})
+		t.note("final notice to the distributors for T = " + FormatInstant(n.T))
+	}
+	inTime := n.Approved && !n.ApprovedAt.After(finalBy) && (!notified || !n.FinalNoticeAt.IsZero())
+	due := !now.Before(n.T) && inTime && n.HeldAt.IsZero()
+	switch {
+	case due && !gapFrom.IsZero() && n.T.After(gapFrom):
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T)+"; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now")
+		t.note("release at T = " + FormatInstant(n.T) + " held: the clock moved from " + FormatInstant(gapFrom) +
+			" without the scheduler seeing the time pass (a clock jump, or embargo was down); confirm with /disclose now, or set a new T")
+	case due:
+		t.actions = append(t.actions, Release{At: n.T})
+		n.DisclosedAt, n.Phase = now, PhaseDisclosed
+		t.actions = append(t.actions, ReporterMail{Template: "disclosed", Fields: map[string]string{
+			"id": string(n.ID), "t": FormatInstant(n.T), "cve": strings.Join(n.CVEs, ", "), "summary": n.Advisory.Summary}})
+		t.note("released at T = " + FormatInstant(n.T) + "; phase → disclosed; reporter told")
+	case !now.Before(finalBy) && !inTime && n.HeldAt.IsZero():
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T))
+		t.note("release at T = " + FormatInstant(n.T) + " held: the advisory was not approved (and the final notice sent) by T-24 h; set a new T with /disclose")
+	}
+}
+
+// reminders sends what fell due, the latest of each group.
+func (t *ticker) reminders(env Env) {
+	n, now := t.n, t.now
 	var due []Reminder
-	for _, r := range Reminders(n, now, env.Holidays) {
-		if now.Before(r.At) || n.Reminded[r.Key].Equal(r.At) {
+	for _, r := range Reminders(*n, now, env.Holidays) {
+		last, sent := n.Reminded[r.Key]
+		// A one-off reminder fires once per instant (a new T moves it, either
+		// way); a repeating one's marker is the latest occurrence sent, so an
+		// earlier one, which a clock set back would compute, was sent too.
+		if now.Before(r.At) || last.Equal(r.At) || (r.repeats && sent && r.At.Before(last)) {
 			continue
 		}
 		due = append(due, r)
@@ -83,10 +130,10 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 			superseded = superseded || later.group == r.group
 		}
 		if superseded {
-			note(fmt.Sprintf("reminder %s (due %s) not sent: %s supersedes it", r.Key, FormatInstant(r.Due), groupLatest(due[i+1:], r.group)))
+			t.note(fmt.Sprintf("reminder %s (due %s) not sent: %s supersedes it", r.Key, FormatInstant(r.Due), groupLatest(due[i+1:], r.group)))
 			continue
 		}
-		f := alertFields(n.ID, "deadline", r.Deadline, "what", r.What, "due", FormatInstant(r.Due), "title", r.Title)
+		f := alertFields(n.ID, "key", r.Key, "deadline", r.Deadline, "what", r.What, "due", FormatInstant(r.Due), "title", r.Title)
 		to, role := "", ""
 		switch r.To {
 		case RecipientCommander:
@@ -99,22 +146,14 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 			to, role = n.FixLead, "Fix Lead"
 		}
 		if to == "" {
-			actions = append(actions, AlertSRC{Template: "reminder", Fields: f})
-			note(fmt.Sprintf("reminder to the SRC: %s (due %s)", r.Key, FormatInstant(r.Due)))
+			t.actions = append(t.actions, AlertSRC{Template: "reminder", Fields: f})
+			t.note(fmt.Sprintf("reminder to the SRC: %s (due %s)", r.Key, FormatInstant(r.Due)))
 			continue
 		}
 		f["role"] = role
-		actions = append(actions, Remind{To: to, Role: role, Fields: f})
-		note(fmt.Sprintf("reminder to %s (%s): %s (due %s)", to, role, r.Key, FormatInstant(r.Due)))
+		t.actions = append(t.actions, Remind{To: to, Role: role, Fields: f})
+		t.note(fmt.Sprintf("reminder to %s (%s): %s (due %s)", to, role, r.Key, FormatInstant(r.Due)))
 	}
-	if len(what) == 0 {
-		return Result{Incident: inc}
-	}
-	for _, w := range what {
-		n.History = append(n.History, Change{At: now, Command: "(tick)", What: w})
-	}
-	n.Version = SchemaVersion
-	return Result{Incident: n, Actions: actions, Applied: true}
 }
 
 func alertFields(id ID, kv ...string) map[string]string {
@@ -177,6 +216,7 @@ type Reminder struct {
 	At       time.Time // when it fires
 	To       Recipient
 	group    string // reminders of one group due together: only the latest is sent
+	repeats  bool   // stale, asap: At is one occurrence of a period
 }
 
 // Reminders lists the reminders of an incident's timeline that apply in its
@@ -222,15 +262,16 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 		if rule.To == RecipientUnset {
 			continue // a notice or alert of Tick's, not a reminder
 		}
-		r := Reminder{Key: rule.Key, Deadline: rule.Deadline, To: rule.To, group: rule.group}
+		r := Reminder{Key: rule.Key, Deadline: rule.Deadline, To: rule.To, group: rule.group, repeats: rule.Key == "stale" || rule.Key == "asap"}
 		switch rule.Key {
 		case "stale":
 			d, ok := dl["stale"]
 			if !ok || !d.Open() {
 				continue
 			}
-			r.What, r.At = d.What, every(inc.Updated, staleAfter(inc), 1, now)
-			r.Due = r.At
+			p := d.Due.Sub(inc.Updated) // the period Deadlines found
+			r.What, r.At = d.What, every(inc.Updated, p, 1, now)
+			r.Due, r.Title = r.At, fmt.Sprintf("no change for %d days", int(p/(24*time.Hour)))
 		case "asap":
 			if len(asap) == 0 || inc.Phase == PhaseDisclosed {
 				continue
@@ -258,7 +299,9 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 				r.What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
 			}
 		}
-		r.Title = reminderTitle(r, inc)
+		if r.Title == "" {
+			r.Title = reminderTitle(r, inc)
+		}
 		rs = append(rs, r)
 	}
 	sortReminders(rs)
