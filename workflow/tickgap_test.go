@@ -12,7 +12,7 @@ import (
 // releases the held one.
 func TestTickAfterGap(t *testing.T) {
 	inc := step(t, notified(t), "/public\n/approve\n", alice, mon).Incident // T Thursday 2026-12-03 16:00, approved
-	inc = Tick(inc, d(12, 2, 15, 30), env).Incident                          // the final notice
+	inc = Tick(inc, d(12, 2, 15, 30), env).Incident                         // the final notice
 	if inc.FinalNoticeAt.IsZero() {
 		t.Fatal("no final notice")
 	}
