@@ -382,7 +382,7 @@ func (s *sim) candidates(inc Incident, at time.Time) []time.Time {
 		add(d.Due)
 	}
 	if !inc.T.IsZero() {
-		for _, t := range []time.Time{inc.T.Add(-FinalNoticeWindow), inc.T.Add(-FinalNoticeBefore), inc.T} {
+		for _, t := range []time.Time{inc.T.Add(-FinalNoticeWindow), inc.T.Add(-specFinalFrom), inc.T.Add(-FinalNoticeBefore), inc.T.Add(-specFinalBy), inc.T} {
 			ts = append(ts, t.Add(-time.Minute), t, t.Add(time.Minute))
 		}
 	}

@@ -92,7 +92,7 @@ type Invariant struct{ Name, Text string }
 // Invariants lists the rules of CheckTimeline, by the names violations give.
 func Invariants() []Invariant {
 	return []Invariant{
-		{"reminder-moot", "no reminder about a milestone already reached or made moot by a later one, nor one that gives way to the ASAP nudge or falls before T was set"},
+		{"reminder-moot", "no reminder about a milestone already reached or made moot by a later one, nor one that gives way to the ASAP nudge, falls before T was set, or comes after a later one of its group"},
 		{"reminder-once", "each reminder at most once for the instant it reminds of"},
 		{"reminder-early", "no reminder before its due instant"},
 		{"reminder-lost", "none lost: a reminder due and not moot goes out at the first tick after its instant (of a group due together, only the latest need)"},
@@ -196,7 +196,7 @@ func (c *checker) state(ev TimelineEvent) {
 		}
 	}
 	if (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) && !inc.T.IsZero() && noticeRuleApplies(*inc) &&
-		inc.T.Sub(inc.NotifiedAt) < NoticeBefore {
+		inc.T.Sub(inc.NotifiedAt) < specNotice {
 		c.fail("notice-7-days", ev.At, ev.Incident, inc.T.String()+inc.NotifiedAt.String(),
 			"T %s is less than 7 days after the distributor notice of %s (CVE %s; not public, broken or emergency)",
 			FormatInstant(inc.T), FormatInstant(inc.NotifiedAt), strings.Join(inc.CVEs, ", "))
@@ -235,7 +235,7 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 	case MessageReminder:
 		c.reminder(ev, *inc)
 	case MessageFinalNotice:
-		lo, hi := inc.T.Add(-FinalNoticeWindow), inc.T.Add(-FinalNoticeBefore)
+		lo, hi := inc.T.Add(-specFinalFrom), inc.T.Add(-specFinalBy)
 		if ev.At.Before(lo) || ev.At.After(hi) {
 			c.fail("final-notice-window", ev.At, ev.Incident, "", "final notice at %s, outside %s … %s for T %s",
 				FormatInstant(ev.At), FormatInstant(lo), FormatInstant(hi), FormatInstant(inc.T))
@@ -255,7 +255,7 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 			c.fail("public-before-t", ev.At, ev.Incident, "", "released a second time")
 		}
 		c.released[ev.Incident] = true
-		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < NoticeBefore && !disclosedNow(*inc, ev.At) {
+		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !disclosedNow(*inc, ev.At) {
 			c.fail("notice-7-days", ev.At, ev.Incident, "release",
 				"released %s after the distributor notice of %s, less than 7 days (CVE %s; not public, broken or emergency)",
 				ev.At.Sub(inc.NotifiedAt).Round(time.Minute), FormatInstant(inc.NotifiedAt), strings.Join(inc.CVEs, ", "))
@@ -293,6 +293,17 @@ func (c *checker) reminder(ev TimelineEvent, inc Incident) {
 	}
 	if ev.At.Before(exp.due) {
 		c.fail("reminder-early", ev.At, ev.Incident, "", "reminder %s at %s, due %s", ev.Key, FormatInstant(ev.At), FormatInstant(exp.due))
+	}
+	for _, o := range oneOffReminders {
+		if o == ev.Key || specGroup[o] != specGroup[ev.Key] {
+			continue
+		}
+		if later := c.sp.reminder(inc, o, ev.At); later.due.After(exp.due) && !later.due.After(ev.At) {
+			if at, ok := c.sent[sentKey{ev.Incident, o, later.due}]; ok {
+				c.fail("reminder-moot", ev.At, ev.Incident, "", "reminder %s about %s after %s, later in its group, went out %s",
+					ev.Key, FormatInstant(exp.due), o, FormatInstant(at))
+			}
+		}
 	}
 	k := sentKey{ev.Incident, ev.Key, exp.due}
 	if first, ok := c.sent[k]; ok {

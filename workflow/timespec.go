@@ -10,6 +10,14 @@ import (
 // TimelineRules, so the two can be held against each other.
 type spec struct{ holidays []time.Time }
 
+// The spec's instants, written again from docs/process.md §3, §6, not taken
+// from the constants the code uses.
+const (
+	specNotice    = 7 * 24 * time.Hour // distributor notice at least this long before T
+	specFinalFrom = 25 * time.Hour     // the final notice from T-25 h …
+	specFinalBy   = 24 * time.Hour     // … to T-24 h
+)
+
 // expectation is what the spec says of one reminder of an incident.
 type expectation struct {
 	due     time.Time       // the instant it reminds of; for a repeating one, the occurrence at or before the send
