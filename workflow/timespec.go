@@ -166,6 +166,8 @@ func (s spec) deadlineClosed(inc Incident, name string) string {
 			return "the distributors were notified"
 		case len(inc.CVEs) == 0:
 			return "without a CVE no notice is due"
+		case !inc.HeldAt.IsZero():
+			return "the release was held: a notice needs a new T"
 		}
 	case "final-notice":
 		switch {
@@ -175,6 +177,8 @@ func (s spec) deadlineClosed(inc Incident, name string) string {
 			return "the distributors were never notified"
 		case !inc.FinalNoticeAt.IsZero():
 			return "the final notice went out"
+		case !inc.HeldAt.IsZero():
+			return "the release was held: a final notice needs a new T"
 		}
 	case "approval":
 		switch {
