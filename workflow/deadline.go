@@ -49,6 +49,10 @@ func StaleAfter(s Severity) time.Duration {
 // severity, or DeferredNudgeEvery for a deferred (low-severity) one.
 func staleAfter(inc Incident) time.Duration { return staleFor(inc.Severity(), inc.Deferred) }
 
+// staleBase is when the staleness count started: the last change, or the
+// hold of the release if later.
+func staleBase(inc Incident) time.Time { return latest(inc.Updated, inc.HeldAt) }
+
 func staleFor(sev Severity, deferred bool) time.Duration {
 	if d := StaleAfter(sev); d > 0 {
 		return d
@@ -172,9 +176,10 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 		}
 		// Staleness is never met, only moot: an approved advisory with its T
 		// waits for the release (the final notice, the hold and the release
-		// keep time), and a change restarts the count.
+		// keep time). A change restarts the count, and so does a hold, after
+		// which nothing keeps time but the committee.
 		if _, moot := deadlineState(inc, "stale"); moot == 0 {
-			add("stale", what, inc.Updated.Add(d))
+			add("stale", what, staleBase(inc).Add(d))
 		}
 	}
 	if inc.ASAP() {
@@ -241,7 +246,7 @@ const (
 	MilestoneDeferred              // /defer: a low-severity incident waits for the next patch release
 	MilestoneNotified              // the first distributor notice
 	MilestoneApproved              // the advisory approved (a withdrawn approval is not reached)
-	MilestoneScheduled             // approved with its T set: waiting for the release
+	MilestoneScheduled             // approved with its T set and not held: the release keeps time
 	MilestoneHeld                  // the release at the current T held: not approved by T-24 h
 	MilestoneFinalNotice           // the final notice for the current T
 	MilestoneDisclosed             // released
@@ -250,7 +255,7 @@ const (
 )
 
 var milestoneNames = [...]string{"none", "triaged", "fix team formed", "fix ready", "CVSS, CVE and fix", "deferred",
-	"distributors notified", "advisory approved", "approved with T set", "release held", "final notice sent",
+	"distributors notified", "advisory approved", "approved and waiting for T", "release held", "final notice sent",
 	"disclosed", "retrospective done", "closed"}
 
 func (m Milestone) String() string {
@@ -290,7 +295,7 @@ func (m Milestone) ReachedAt(inc Incident) time.Time {
 			return inc.ApprovedAt
 		}
 	case MilestoneScheduled:
-		if inc.Approved && !inc.T.IsZero() {
+		if inc.Approved && !inc.T.IsZero() && inc.HeldAt.IsZero() {
 			return latest(inc.ApprovedAt, tSetAt(inc))
 		}
 	case MilestoneHeld:
@@ -402,7 +407,7 @@ var timelineRules = []TimelineRule{
 		Also: asapAlso, group: "fix"},
 	{Key: "stale", Deadline: "stale", When: "every 2 / 7 / 30 days without a change", What: "staleness nudge (critical / high / medium; deferred low: monthly)", Who: "the Fix Lead",
 		To: RecipientFixLead, MootBy: []Milestone{MilestoneScheduled, MilestoneDisclosed, MilestoneClosed},
-		Also: "any change restarts the count", group: "stale"},
+		Also: "a change, or a hold, restarts the count", group: "stale"},
 	{Key: "notice-soon", Deadline: "notice", When: "T − 9 days", What: "the distributor notice is due at T − 7 days", Who: "the Fix Lead",
 		To: RecipientFixLead, Goal: MilestoneNotified, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "none without a CVE; not sent when T was set after it; " + asapAlso, group: "notice", beforeT: true,
@@ -417,9 +422,9 @@ var timelineRules = []TimelineRule{
 	{Key: "final-notice", Deadline: "final-notice", When: "T − 25 h … T − 24 h", What: "final notice with the public text", Who: "the distributors",
 		Goal: MilestoneFinalNotice, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "only after a first notice, once approved; a new T needs a new one"},
-	{Key: "release-held", Deadline: "approval", When: "T − 24 h, not approved", What: "release held", Who: "the SRC",
+	{Key: "release-held", Deadline: "approval", When: "T − 24 h, not approved (or T, in a clock jump or downtime)", What: "release held", Who: "the SRC",
 		Goal: MilestoneApproved, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
-		Also: "once per T"},
+		Also: "once per T; /disclose now, or a new T, releases"},
 	{Key: "release", Deadline: "release", When: "T", What: "release", Who: "announce, channels, distributors, SRC, reporter",
 		Goal: MilestoneDisclosed, MootBy: []Milestone{MilestoneClosed},
 		Also: "held unless approved by T − 24 h (and, after a notice, the final notice sent)"},

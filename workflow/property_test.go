@@ -390,7 +390,7 @@ func (s *sim) candidates(inc Incident, at time.Time) []time.Time {
 	for _, k := range oneOffReminders {
 		add(sp.reminder(inc, k, at).due)
 	}
-	repeat(sp.reminder(inc, "stale", inc.Updated).due, specStalePeriod(inc))
+	repeat(sp.reminder(inc, "stale", time.Time{}).due, specStalePeriod(inc))
 	repeat(sp.reminder(inc, "asap", time.Time{}).due, 24*time.Hour)
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
 	return ts

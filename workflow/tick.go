@@ -269,8 +269,9 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			if !ok || !d.Open() {
 				continue
 			}
-			p := d.Due.Sub(inc.Updated) // the period Deadlines found
-			r.What, r.At = d.What, every(inc.Updated, p, 1, now)
+			base := staleBase(inc)
+			p := d.Due.Sub(base) // the period Deadlines found
+			r.What, r.At = d.What, every(base, p, 1, now)
 			r.Due, r.Title = r.At, fmt.Sprintf("no change for %d days", int(p/(24*time.Hour)))
 		case "asap":
 			if len(asap) == 0 || inc.Phase == PhaseDisclosed {

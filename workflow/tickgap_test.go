@@ -33,6 +33,17 @@ func TestTickAfterGap(t *testing.T) {
 	if again := Tick(r.Incident, d(12, 4, 10, 1), env); again.Applied {
 		t.Errorf("tick after the hold: %v", tickNames(again.Actions))
 	}
+	// Held, the approved advisory no longer waits for a release: staleness
+	// counts again, from the hold.
+	var stale []time.Time
+	for _, rm := range Reminders(r.Incident, d(12, 20, 0, 0), nil) {
+		if rm.Key == "stale" {
+			stale = append(stale, rm.At)
+		}
+	}
+	if len(stale) != 1 || !stale[0].Equal(d(12, 18, 10, 0)) {
+		t.Errorf("staleness after the hold: %v, want 2026-12-18 10:00 (7 days after it)", stale)
+	}
 	// The SRC confirms.
 	if after := step(t, r.Incident, "/disclose now emergency\n", alice, d(12, 4, 11, 0)).Incident; after.Phase != PhaseDisclosed {
 		t.Errorf("/disclose now after a hold: phase %v", after.Phase)

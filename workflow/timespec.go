@@ -54,11 +54,15 @@ func (s spec) reminder(inc Incident, key string, at time.Time) expectation {
 			e.why = "the incident is in phase " + inc.Phase.String()
 		case p == 0:
 			e.why = "its severity has no staleness nudge"
-		case inc.Approved && !inc.T.IsZero():
+		case inc.Approved && !inc.T.IsZero() && inc.HeldAt.IsZero():
 			e.why = "the advisory is approved and T set: it waits for the release"
 		}
 		if p > 0 {
-			e.due = occurrence(inc.Updated, p, at)
+			base := inc.Updated
+			if inc.HeldAt.After(base) {
+				base = inc.HeldAt // a hold restarts the count
+			}
+			e.due = occurrence(base, p, at)
 		}
 		return e
 	case "asap":
