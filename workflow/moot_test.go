@@ -255,3 +255,27 @@ func timelineMarkdown() string {
 	}
 	return b.String()
 }
+
+// TestReminderKeyOfTitle: every reminder Tick sends maps back from its
+// subject title to its key, as a drill's timeline needs.
+func TestReminderKeyOfTitle(t *testing.T) {
+	planned := step(t, step(t, triage(), "/accept\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-1234\n", alice, mon).Incident,
+		"/disclose 2026-12-14\n", alice, mon.Add(time.Hour)).Incident
+	seen := map[string]bool{}
+	for _, inc := range []Incident{triage(), planned, reach(planned, MilestoneDisclosed, d(12, 14, 16, 0)), step(t, planned, "/public\n", alice, mon.Add(2*time.Hour)).Incident} {
+		for _, r := range Reminders(inc, mon.Add(10*24*time.Hour), nil) {
+			if k, ok := ReminderKeyOfTitle(r.Title); !ok || k != r.Key {
+				t.Errorf("title %q → %q %v, want %s", r.Title, k, ok, r.Key)
+			}
+			seen[r.Key] = true
+		}
+	}
+	for _, rule := range TimelineRules() {
+		if rule.To != RecipientUnset && !seen[rule.Key] {
+			t.Errorf("no title of %s checked", rule.Key)
+		}
+	}
+	if k, ok := ReminderKeyOfTitle("released: Heap overflow"); ok {
+		t.Errorf("a non-reminder title maps to %s", k)
+	}
+}

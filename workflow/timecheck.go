@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -387,4 +388,28 @@ func (c *checker) digest(ev TimelineEvent) {
 			c.fail("digest-moot", ev.At, id, "", "the digest lists %s, but %s", f[1], why)
 		}
 	}
+}
+
+// ReminderKeyOfTitle returns the key of the reminder a subject title names
+// ("fix team not formed (24 h)" → "fix-team"), as Tick titles them: a drill
+// or a mail archive sees subjects, not keys.
+func ReminderKeyOfTitle(title string) (string, bool) {
+	for _, r := range timelineRules {
+		if r.To == RecipientUnset {
+			continue
+		}
+		if titlePattern(r.Key).MatchString(title) {
+			return r.Key, true
+		}
+	}
+	return "", false
+}
+
+// titlePattern matches the titles of a reminder: its title for an empty
+// incident, with the instant ("not set") and numbers left open.
+func titlePattern(key string) *regexp.Regexp {
+	t := regexp.QuoteMeta(reminderTitle(Reminder{Key: key}, Incident{}))
+	t = strings.ReplaceAll(t, "not set", ".+")
+	t = regexp.MustCompile(`[0-9]+`).ReplaceAllString(t, "[0-9]+")
+	return regexp.MustCompile("^" + t + "$")
 }
