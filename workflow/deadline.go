@@ -422,7 +422,7 @@ var timelineRules = []TimelineRule{
 	{Key: "final-notice", Deadline: "final-notice", When: "T − 25 h … T − 24 h", What: "final notice with the public text", Who: "the distributors",
 		Goal: MilestoneFinalNotice, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "only after a first notice, once approved; a new T needs a new one"},
-	{Key: "release-held", Deadline: "approval", When: "T − 24 h, not approved (or T, in a clock jump or downtime)", What: "release held", Who: "the SRC",
+	{Key: "release-held", Deadline: "approval", When: "T − 24 h, not approved (or after T: a clock jump, downtime, or a /reopen across T)", What: "release held", Who: "the SRC",
 		Goal: MilestoneApproved, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "once per T; /disclose now, or a new T, releases"},
 	{Key: "release", Deadline: "release", When: "T", What: "release", Who: "announce, channels, distributors, SRC, reporter",

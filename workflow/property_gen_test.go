@@ -68,6 +68,16 @@ func genCase(seed uint64) pcase {
 			g.add(pstep{Kind: "up"})
 		}
 	}
+	// Sometimes the incident is closed before a T and reopened after it.
+	if len(g.dates) > 0 && r.IntN(5) == 0 {
+		t := g.dates[r.IntN(len(g.dates))]
+		if at := t.Add(-time.Duration(1+r.IntN(72*60)) * time.Minute).Truncate(time.Minute); at.After(g.now) {
+			g.now = at
+			g.add(pstep{Kind: "commands", Inc: 1, Who: 1 + r.IntN(2), Text: "/close not-a-vulnerability\n"})
+			g.now = t.Add(time.Duration(1+r.IntN(72*60)) * time.Minute).Truncate(time.Minute)
+			g.add(pstep{Kind: "commands", Inc: 1, Who: 1 + r.IntN(2), Text: "/reopen\n"})
+		}
+	}
 	// Then on to T and past it, a few days at a time: the retrospective,
 	// late commands.
 	for g.now.Before(g.maxT) && !c.Minute && r.IntN(5) > 0 {

@@ -11,6 +11,12 @@ import (
 // window still gives distributors their 24 hours.
 const FinalNoticeWindow = 25 * time.Hour
 
+// ReleaseGrace is how late after T a tick may still release: the scheduler
+// ticks every minute, so a release due longer ago was not made at T by a
+// running scheduler (the incident was closed across T and reopened, or the
+// daemon was down) and is held for the SRC to confirm: never silently late.
+const ReleaseGrace = 10 * time.Minute
+
 // Tick is what the scheduler asks of an open incident at now (DESIGN.md §1:
 // deadlines live in the store, a tick decides what is due). It returns the
 // incident with what it did recorded (so a second tick, or a tick after a
@@ -23,7 +29,9 @@ const FinalNoticeWindow = 25 * time.Hour
 //     distributor notice, the final notice went out): Release, the reporter
 //     told, phase → disclosed.
 //   - Otherwise, at T-24 h, the release is held and the SRC alerted, once
-//     per T: never early, never silently late. A new T (/disclose) re-arms it.
+//     per T: never early, never silently late. A release due more than
+//     ReleaseGrace ago (an incident closed across T and reopened) is held
+//     too. A new T (/disclose) re-arms it; /disclose now releases.
 //   - Every reminder of the timeline that fell due (Reminders), once per
 //     instant it fires at: to the incident commander (the on-call: triage),
 //     the Fix Lead, or the whole SRC (escalations). When several reminders
@@ -93,6 +101,11 @@ func (t *ticker) release(gapFrom time.Time) {
 		t.alert("release-held", "t", FormatInstant(n.T)+"; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now")
 		t.note("release at T = " + FormatInstant(n.T) + " held: the clock moved from " + FormatInstant(gapFrom) +
 			" without the scheduler seeing the time pass (a clock jump, or embargo was down); confirm with /disclose now, or set a new T")
+	case due && now.Sub(n.T) > ReleaseGrace:
+		late := now.Sub(n.T).Round(time.Minute).String()
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T)+"; T passed "+late+" ago without a release (the incident was closed, or embargo was down). Confirm with /disclose now, or set a new T")
+		t.note("release at T = " + FormatInstant(n.T) + " held: T passed " + late + " ago without a release (the incident was closed then, or embargo was down); confirm with /disclose now, or set a new T")
 	case due:
 		t.actions = append(t.actions, Release{At: n.T})
 		n.DisclosedAt, n.Phase = now, PhaseDisclosed

@@ -75,3 +75,27 @@ func TestRepeatingReminderClockBack(t *testing.T) {
 		t.Errorf("day 4: %v", tickNames(next.Actions))
 	}
 }
+
+// TestTickLateReleaseHeld: an incident closed before its T and reopened after
+// it does not go public at the next tick, days late and off the slots: the
+// release is held for the SRC to confirm.
+func TestTickLateReleaseHeld(t *testing.T) {
+	inc := step(t, ready(t), "/approve\n/close not-a-vulnerability\n", alice, mon).Incident // T Thursday 2026-12-03 16:00
+	inc = step(t, inc, "/reopen\n", alice, d(12, 13, 9, 0)).Incident                        // a Sunday, ten days after T
+	r := Tick(inc, d(12, 13, 9, 0), env)
+	got := strings.Join(tickNames(r.Actions), " ")
+	if strings.Contains(got, "release:") || r.Incident.Phase != PhaseFix || r.Incident.HeldAt.IsZero() || !strings.HasPrefix(got, "alert:release-held:") {
+		t.Fatalf("tick after the reopen = %q, phase %v", got, r.Incident.Phase)
+	}
+	if h := r.Incident.History[len(r.Incident.History)-1]; !strings.Contains(h.What, "T passed 233h0m0s ago without a release") {
+		t.Errorf("history: %q", h.What)
+	}
+	// Within ReleaseGrace of T a tick still releases (the minute tick was busy).
+	late := step(t, ready(t), "/approve\n", alice, mon).Incident
+	if r := Tick(late, late.T.Add(ReleaseGrace), env); r.Incident.Phase != PhaseDisclosed {
+		t.Errorf("%v after T: not released: %v", ReleaseGrace, tickNames(r.Actions))
+	}
+	if r := Tick(late, late.T.Add(ReleaseGrace+time.Minute), env); r.Incident.Phase == PhaseDisclosed {
+		t.Errorf("%v after T: released", ReleaseGrace+time.Minute)
+	}
+}

@@ -102,7 +102,8 @@ func Invariants() []Invariant {
 		{"notice-7-days", "with a CVE, the distributor notice at least 7 days before T, unless public, emergency or broken (or the SRC releases at once with /disclose now)"},
 		{"t-slot", "T, when set, at 16:00 UTC on a Monday–Thursday that is not a holiday, and not in the past (/disclose now aside)"},
 		{"public-before-t", "nothing public before T, and one release per incident"},
-		{"final-notice-window", "the final notice between T-25 h and T-24 h, once per T"},
+		{"release-late", "the scheduled release at the first tick at or after T, or held: never silently late"},
+		{"final-notice-window", "the final notice between T-25 h and T-24 h, once per T and notice"},
 		{"history", "every message of an incident is in its history, at its instant"},
 	}
 }
@@ -126,6 +127,7 @@ func CheckTimeline(events []TimelineEvent, holidays []time.Time) []Violation {
 			c.message(ev, post[i])
 		case EventTick:
 			c.tick(ev.At)
+			c.ticks = append(c.ticks, ev.At)
 		}
 	}
 	sort.SliceStable(c.out, func(i, j int) bool { return c.out[i].At.Before(c.out[j].At) })
@@ -169,6 +171,7 @@ type checker struct {
 	released map[ID]bool
 	finals   map[ID]map[time.Time]bool
 	reported map[string]bool // one violation per rule and subject
+	ticks    []time.Time     // the ticks so far
 	out      []Violation
 }
 
@@ -235,6 +238,8 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 	switch ev.Message {
 	case MessageReminder:
 		c.reminder(ev, *inc)
+	case MessageNotice:
+		delete(c.finals, ev.Incident) // a new notice (a changed T) calls for its own final notice
 	case MessageFinalNotice:
 		lo, hi := inc.T.Add(-specFinalFrom), inc.T.Add(-specFinalBy)
 		if ev.At.Before(lo) || ev.At.After(hi) {
@@ -254,6 +259,15 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		}
 		if c.released[ev.Incident] {
 			c.fail("public-before-t", ev.At, ev.Incident, "", "released a second time")
+		}
+		if !disclosedNow(*inc, ev.At) {
+			for i := len(c.ticks) - 1; i >= 0; i-- {
+				if tk := c.ticks[i]; !tk.Before(inc.T) && tk.Before(ev.At) {
+					c.fail("release-late", ev.At, ev.Incident, "", "released %s, though the scheduler ticked at %s, after T %s",
+						FormatInstant(ev.At), FormatInstant(tk), FormatInstant(inc.T))
+					break
+				}
+			}
 		}
 		c.released[ev.Incident] = true
 		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !disclosedNow(*inc, ev.At) {

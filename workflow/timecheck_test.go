@@ -22,6 +22,8 @@ func TestCheckTimeline(t *testing.T) {
 	scheduled.History = append(fixed.History, Change{At: opened.Add(time.Hour), Command: "/disclose 2026-12-10"})
 	notified := scheduled
 	notified.Phase, notified.NotifiedAt, notified.NotifiedT = PhaseEmbargo, opened.Add(2*time.Hour), T
+	approved := notified
+	approved.Approved, approved.ApprovedAt = true, opened.Add(3*time.Hour)
 
 	st := func(at time.Time, inc Incident, hist ...string) TimelineEvent {
 		for _, h := range hist {
@@ -76,6 +78,17 @@ func TestCheckTimeline(t *testing.T) {
 		{"released twice", []TimelineEvent{st(opened, notified),
 			msg(T, MessageRelease, ToPublic, ""), st(T, disclosed(notified, T), "released"),
 			msg(T.Add(time.Hour), MessageRelease, ToPublic, ""), st(T.Add(time.Hour), disclosed(notified, T), "released")}, "public-before-t"},
+		{"released at the tick after T", []TimelineEvent{st(opened, approved), tick(T.Add(-time.Minute)),
+			msg(T.Add(time.Minute), MessageRelease, ToPublic, ""), st(T.Add(time.Minute), disclosed(approved, T.Add(time.Minute)), "released"), tick(T.Add(time.Minute))}, ""},
+		{"released a tick late", []TimelineEvent{st(opened, approved), tick(T),
+			msg(T.Add(time.Minute), MessageRelease, ToPublic, ""), st(T.Add(time.Minute), disclosed(approved, T.Add(time.Minute)), "released")}, "release-late"},
+		{"a second final notice after a new notice", []TimelineEvent{st(opened, notified),
+			msg(T.Add(-25*time.Hour), MessageFinalNotice, ToDistributors, ""), st(T.Add(-25*time.Hour), notified, "final notice"),
+			msg(T.Add(-24*time.Hour-30*time.Minute), MessageNotice, ToDistributors, ""),
+			msg(T.Add(-24*time.Hour-30*time.Minute), MessageFinalNotice, ToDistributors, ""), st(T.Add(-24*time.Hour-30*time.Minute), notified, "final notice")}, ""},
+		{"a second final notice", []TimelineEvent{st(opened, notified),
+			msg(T.Add(-25*time.Hour), MessageFinalNotice, ToDistributors, ""), st(T.Add(-25*time.Hour), notified, "final notice"),
+			msg(T.Add(-24*time.Hour-30*time.Minute), MessageFinalNotice, ToDistributors, ""), st(T.Add(-24*time.Hour-30*time.Minute), notified, "final notice")}, "final-notice-window"},
 		{"/disclose now two days after the notice", []TimelineEvent{st(opened, notified),
 			msg(d(11, 25, 9, 0), MessageRelease, ToPublic, ""), st(d(11, 25, 9, 0), disclosedNow2(notified, d(11, 25, 9, 0)))}, ""},
 	}
