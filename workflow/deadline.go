@@ -451,6 +451,16 @@ func TimelineRules() []TimelineRule {
 	return out
 }
 
+// moot reports whether a milestone that makes the rule moot is reached.
+func (r TimelineRule) moot(inc Incident) bool {
+	for _, m := range r.MootBy {
+		if !m.ReachedAt(inc).IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 // ruleFor returns the first rule about the named deadline.
 func ruleFor(deadline string) (TimelineRule, bool) {
 	for _, r := range timelineRules {

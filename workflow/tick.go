@@ -287,7 +287,7 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			r.What, r.At = d.What, every(base, p, 1, now)
 			r.Due, r.Title = r.At, fmt.Sprintf("no change for %d days", int(p/(24*time.Hour)))
 		case "asap":
-			if len(asap) == 0 || inc.Phase == PhaseDisclosed {
+			if len(asap) == 0 || rule.moot(inc) {
 				continue
 			}
 			since := asapSince(inc)

@@ -39,7 +39,7 @@ const (
 	MessageNotice                    // a distributor notice: the first, or a re-notification
 	MessageFinalNotice               // the final notice with the public text
 	MessageEmbargoLifted             // the distributors told the embargo is lifted
-	MessageRelease                   // the advisory made public: announce, channels
+	MessageRelease                   // the advisory made public: announce, channels (one release, several messages at one instant)
 	MessageReporter                  // to the reporter
 	MessageAnswer                    // a receipt, /status or /help to the signer: not part of the timeline
 	MessageDigest                    // the Monday digest; Lines are its deadline lines
@@ -112,7 +112,7 @@ func Invariants() []Invariant {
 // holidays, and returns what it broke, in time order.
 func CheckTimeline(events []TimelineEvent, holidays []time.Time) []Violation {
 	c := &checker{sp: spec{holidays: holidays}, last: map[ID]*Incident{}, sent: map[sentKey]time.Time{},
-		dues: map[ID][]specDue{}, released: map[ID]bool{}, finals: map[ID]map[time.Time]bool{}, reported: map[string]bool{}}
+		dues: map[ID][]specDue{}, released: map[ID]time.Time{}, finals: map[ID]map[time.Time]bool{}, reported: map[string]bool{}}
 	post := postStates(events)
 	for i, ev := range events {
 		switch ev.Kind {
@@ -168,7 +168,7 @@ type checker struct {
 	last     map[ID]*Incident
 	sent     map[sentKey]time.Time // reminders sent, by the instant they reminded of
 	dues     map[ID][]specDue      // the one-off reminders each incident's last record expects
-	released map[ID]bool
+	released map[ID]time.Time // the instant of each incident's release: its messages (announce, channels) share it
 	finals   map[ID]map[time.Time]bool
 	reported map[string]bool // one violation per rule and subject
 	ticks    []time.Time     // the ticks so far
@@ -257,8 +257,8 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		if ev.At.Before(inc.T) {
 			c.fail("public-before-t", ev.At, ev.Incident, "", "released before T %s", FormatInstant(inc.T))
 		}
-		if c.released[ev.Incident] {
-			c.fail("public-before-t", ev.At, ev.Incident, "", "released a second time")
+		if first, ok := c.released[ev.Incident]; ok && !first.Equal(ev.At) {
+			c.fail("public-before-t", ev.At, ev.Incident, "", "released a second time (first %s)", FormatInstant(first))
 		}
 		if !disclosedNow(*inc, ev.At) {
 			for i := len(c.ticks) - 1; i >= 0; i-- {
@@ -269,7 +269,9 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 				}
 			}
 		}
-		c.released[ev.Incident] = true
+		if _, ok := c.released[ev.Incident]; !ok {
+			c.released[ev.Incident] = ev.At
+		}
 		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !disclosedNow(*inc, ev.At) {
 			c.fail("notice-7-days", ev.At, ev.Incident, "release",
 				"released %s after the distributor notice of %s, less than 7 days (CVE %s; not public, broken or emergency)",

@@ -75,6 +75,8 @@ func TestCheckTimeline(t *testing.T) {
 			msg(T.Add(-24*time.Hour-30*time.Minute), MessageFinalNotice, ToDistributors, ""), st(T.Add(-24*time.Hour-30*time.Minute), notified, "final notice")}, ""},
 		{"released a minute early", []TimelineEvent{st(opened, notified),
 			msg(T.Add(-time.Minute), MessageRelease, ToPublic, ""), st(T.Add(-time.Minute), disclosed(notified, T.Add(-time.Minute)), "released")}, "public-before-t"},
+		{"one release, two channels", []TimelineEvent{st(opened, approved), tick(T.Add(-time.Minute)),
+			msg(T, MessageRelease, ToPublic, ""), msg(T, MessageRelease, ToPublic, ""), st(T, disclosed(approved, T), "released"), tick(T)}, ""},
 		{"released twice", []TimelineEvent{st(opened, notified),
 			msg(T, MessageRelease, ToPublic, ""), st(T, disclosed(notified, T), "released"),
 			msg(T.Add(time.Hour), MessageRelease, ToPublic, ""), st(T.Add(time.Hour), disclosed(notified, T), "released")}, "public-before-t"},
