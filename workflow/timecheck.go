@@ -168,7 +168,7 @@ type checker struct {
 	last     map[ID]*Incident
 	sent     map[sentKey]time.Time // reminders sent, by the instant they reminded of
 	dues     map[ID][]specDue      // the one-off reminders each incident's last record expects
-	released map[ID]time.Time // the instant of each incident's release: its messages (announce, channels) share it
+	released map[ID]time.Time      // the instant of each incident's release: its messages (announce, channels) share it
 	finals   map[ID]map[time.Time]bool
 	reported map[string]bool // one violation per rule and subject
 	ticks    []time.Time     // the ticks so far
