@@ -436,16 +436,21 @@ func releases(as []Action) bool {
 	return false
 }
 
-// checkClock mirrors listd: a forward gap of more than 10 minutes since the
-// last tick that the monotonic clock did not see (or any such gap after a
-// start) is a jump, and releases whose T falls in it are held
-// (TickAfterGap).
+// checkClock mirrors the daemon's clock check (docs/threat-model.md G4): in
+// a running process, a wall clock more than 10 minutes ahead of the last
+// heartbeat plus the monotonic time since has jumped, from where it should
+// be; just after a start, a gap of more than 10 minutes since the stored
+// heartbeat cannot be told from a jump, from that heartbeat. Releases whose
+// T falls after that instant are held (TickAfterGap).
 func (s *sim) checkClock(now time.Time, mono time.Duration) {
 	s.jumpFrom = time.Time{}
-	if gap := now.Sub(s.heartbeat); !s.heartbeat.IsZero() && gap > 10*time.Minute {
-		if !s.haveMono || gap-(mono-s.lastMono) > 10*time.Minute {
-			s.jumpFrom = s.heartbeat
+	switch {
+	case s.haveMono:
+		if expected := s.heartbeat.Add(mono - s.lastMono); now.Sub(expected) > 10*time.Minute {
+			s.jumpFrom = expected
 		}
+	case !s.heartbeat.IsZero() && now.Sub(s.heartbeat) > 10*time.Minute:
+		s.jumpFrom = s.heartbeat
 	}
 	s.lastMono, s.haveMono, s.heartbeat = mono, true, now
 }
