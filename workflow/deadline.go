@@ -1,6 +1,8 @@
 package workflow
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -45,11 +47,17 @@ func StaleAfter(s Severity) time.Duration {
 
 // staleAfter is the staleness period of an incident: StaleAfter of its
 // severity, or DeferredNudgeEvery for a deferred (low-severity) one.
-func staleAfter(inc Incident) time.Duration {
-	if d := StaleAfter(inc.Severity()); d > 0 {
+func staleAfter(inc Incident) time.Duration { return staleFor(inc.Severity(), inc.Deferred) }
+
+// staleBase is when the staleness count started: the last change, or the
+// hold of the release if later.
+func staleBase(inc Incident) time.Time { return latest(inc.Updated, inc.HeldAt) }
+
+func staleFor(sev Severity, deferred bool) time.Duration {
+	if d := StaleAfter(sev); d > 0 {
 		return d
 	}
-	if inc.Deferred {
+	if deferred {
 		return DeferredNudgeEvery
 	}
 	return 0
@@ -112,57 +120,67 @@ func AddWorkingDays(t time.Time, n int, holidays []time.Time) time.Time {
 
 // Deadline is one milestone of an incident and when it is due.
 type Deadline struct {
-	Name string    // "triage", "triage-escalation", "fix-team", "fix", "notice", "final-notice", "release", "retrospective", "stale"
-	What string    // what is due, for /status
-	Due  time.Time // when; for an ASAP deadline, the time it became ASAP is not kept: Due is the nominal instant, possibly zero
-	ASAP bool      // public or embargo broken: due as soon as possible
-	Done time.Time // when it was met; zero while open
+	Name   string    // "triage", "triage-escalation", "fix-team", "fix", "notice", "final-notice", "approval", "release", "retrospective", "stale"
+	What   string    // what is due, for /status
+	Due    time.Time // when; for an ASAP deadline, the time it became ASAP is not kept: Due is the nominal instant, possibly zero
+	ASAP   bool      // public or embargo broken: due as soon as possible
+	Done   time.Time // when it was met, or made moot; zero while open
+	MootBy Milestone // set when a later milestone made it moot (TimelineRules) rather than met
 }
 
-// Open reports whether the deadline still has to be met.
+// Open reports whether the deadline still has to be met: it is neither met
+// nor moot.
 func (d Deadline) Open() bool { return d.Done.IsZero() }
 
 // Deadlines lists the milestones of an incident that apply to it in its
-// current state, met or not, in timeline order. When the incident is public
-// or its embargo broke, every open deadline before disclosure is ASAP.
+// current state, met, moot or open, in timeline order. A deadline is met
+// when its rule's goal is reached, and moot when a later milestone is
+// (TimelineRules): moot deadlines are not open, so they are neither
+// reminded of, nor ASAP, nor in the digest. When the incident is public or
+// its embargo broke, every open deadline before disclosure is ASAP.
 func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 	var ds []Deadline
-	add := func(name, what string, due, done time.Time) {
-		ds = append(ds, Deadline{Name: name, What: what, Due: due, Done: done})
+	add := func(name, what string, due time.Time) {
+		d := Deadline{Name: name, What: what, Due: due}
+		d.Done, d.MootBy = deadlineState(inc, name)
+		ds = append(ds, d)
 	}
-	triaged := inc.TriagedAt
-	if triaged.IsZero() && inc.Phase > PhaseTriage {
-		triaged = inc.AcceptedAt
-	}
-	add("triage", "first response by the on-call (1 working day)", AddWorkingDays(inc.Opened, TriageReminderDays, holidays), triaged)
-	add("triage-escalation", "triage promise to the reporter; escalate to all SRC (3 working days)", AddWorkingDays(inc.Opened, TriageEscalateDays, holidays), triaged)
+	add("triage", "first response by the on-call (1 working day)", AddWorkingDays(inc.Opened, TriageReminderDays, holidays))
+	add("triage-escalation", "triage promise to the reporter; escalate to all SRC (3 working days)", AddWorkingDays(inc.Opened, TriageEscalateDays, holidays))
 	accepted := !inc.AcceptedAt.IsZero()
 	if accepted {
-		add("fix-team", "fix team formed (24 h after the report)", inc.Opened.Add(FixTeamWithin), inc.FixTeamAt)
-		add("fix", "CVSS, severity, CVE and fix (7 days after the report)", inc.Opened.Add(FixWithin), inc.FixedAt)
+		add("fix-team", "fix team formed (24 h after the report)", inc.Opened.Add(FixTeamWithin))
+		add("fix", "CVSS, severity, CVE and fix (7 days after the report)", inc.Opened.Add(FixWithin))
 	}
 	if !inc.T.IsZero() {
 		if accepted && (len(inc.CVEs) > 0 || !inc.NotifiedAt.IsZero()) {
-			add("notice", "distributor notice (7 days before T)", inc.T.Add(-NoticeBefore), inc.NotifiedAt)
+			add("notice", "distributor notice (7 days before T)", inc.T.Add(-NoticeBefore))
 		}
 		if !inc.NotifiedAt.IsZero() {
-			add("final-notice", "final notice with the public text (24 h before T)", inc.T.Add(-FinalNoticeBefore), inc.FinalNoticeAt)
+			add("final-notice", "final notice with the public text (24 h before T)", inc.T.Add(-FinalNoticeBefore))
 		}
-		add("approval", "advisory approved (24 h before T), else the release is held", inc.T.Add(-FinalNoticeBefore), approvedAt(inc))
-		add("release", "public disclosure at T", inc.T, inc.DisclosedAt)
+		add("approval", "advisory approved (24 h before T), else the release is held", inc.T.Add(-FinalNoticeBefore))
+		add("release", "public disclosure at T", inc.T)
 	}
 	if !inc.DisclosedAt.IsZero() {
-		add("retrospective", "retrospective (1–3 days after T)", inc.DisclosedAt.Add(RetroAfterMax), inc.RetroAt)
+		add("retrospective", "retrospective (1–3 days after T)", inc.DisclosedAt.Add(RetroAfterMax))
 	}
-	// An approved advisory with its T set waits for the release: nothing is
-	// stale about it (the final notice, the hold and the release keep time).
-	waiting := inc.Approved && !inc.T.IsZero()
-	if d := staleAfter(inc); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) && !waiting {
+	sev := SeverityUnset
+	if inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo {
+		sev = inc.Severity() // parsed once: Tick runs this for every open incident every minute
+	}
+	if d := staleFor(sev, inc.Deferred); d > 0 && (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) {
 		what := "reminder to the Fix Lead if nothing changes"
-		if StaleAfter(inc.Severity()) == 0 {
+		if StaleAfter(sev) == 0 {
 			what = "monthly reminder of the deferred incident to the Fix Lead"
 		}
-		add("stale", what, inc.Updated.Add(d), time.Time{})
+		// Staleness is never met, only moot: an approved advisory with its T
+		// waits for the release (the final notice, the hold and the release
+		// keep time). A change restarts the count, and so does a hold, after
+		// which nothing keeps time but the committee.
+		if _, moot := deadlineState(inc, "stale"); moot == 0 {
+			add("stale", what, staleBase(inc).Add(d))
+		}
 	}
 	if inc.ASAP() {
 		for i := range ds {
@@ -175,7 +193,7 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 		// Nothing is due any more: keep what was met.
 		kept := ds[:0]
 		for _, d := range ds {
-			if !d.Open() {
+			if !d.Open() && d.MootBy == MilestoneUnset {
 				kept = append(kept, d)
 			}
 		}
@@ -184,11 +202,23 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 	return ds
 }
 
-func approvedAt(inc Incident) time.Time {
-	if inc.Approved {
-		return inc.ApprovedAt
+// deadlineState is when the named deadline was met (its rule's goal
+// reached), or made moot and by what (the first of its rule's later
+// milestones reached); zero while it is open.
+func deadlineState(inc Incident, name string) (time.Time, Milestone) {
+	r, ok := ruleFor(name)
+	if !ok {
+		return time.Time{}, MilestoneUnset
 	}
-	return time.Time{}
+	if at := r.Goal.ReachedAt(inc); !at.IsZero() {
+		return at, MilestoneUnset
+	}
+	for _, m := range r.MootBy {
+		if at := m.ReachedAt(inc); !at.IsZero() {
+			return at, m
+		}
+	}
+	return time.Time{}, MilestoneUnset
 }
 
 // FormatInstant writes an instant as every receipt and status does: absolute,
@@ -198,4 +228,245 @@ func FormatInstant(t time.Time) string {
 		return "not set"
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC (Monday)")
+}
+
+// Milestone is a step of the process an incident reaches (process.md §3,
+// §10). Each deadline, and each reminder of it, asks for one milestone, its
+// goal, and gives way once the goal is reached or a later milestone makes it
+// moot (TimelineRules).
+type Milestone int
+
+// The milestones, in process order. The zero value means none.
+const (
+	MilestoneUnset       Milestone = iota
+	MilestoneTriaged               // accepted, rejected, a duplicate, handed off, or closed out of triage
+	MilestoneFixTeam               // the first fix-team member added
+	MilestoneFixed                 // /fixed: the fix is ready
+	MilestoneAssessed              // fix ready, severity (CVSS) and CVE all known: fix development done (process.md §3, stage 3)
+	MilestoneDeferred              // /defer: a low-severity incident waits for the next patch release
+	MilestoneNotified              // the first distributor notice
+	MilestoneApproved              // the advisory approved (a withdrawn approval is not reached)
+	MilestoneScheduled             // approved with its T set and not held: the release keeps time
+	MilestoneHeld                  // the release at the current T held: not approved by T-24 h
+	MilestoneFinalNotice           // the final notice for the current T
+	MilestoneDisclosed             // released
+	MilestoneRetro                 // the retrospective recorded
+	MilestoneClosed                // closed (a /reopen undoes it)
+)
+
+var milestoneNames = [...]string{"none", "triaged", "fix team formed", "fix ready", "CVSS, CVE and fix", "deferred",
+	"distributors notified", "advisory approved", "approved and waiting for T", "release held", "final notice sent",
+	"disclosed", "retrospective done", "closed"}
+
+func (m Milestone) String() string {
+	if m < 0 || int(m) >= len(milestoneNames) {
+		return fmt.Sprintf("Milestone(%d)", int(m))
+	}
+	return milestoneNames[m]
+}
+
+// ReachedAt returns when inc reached the milestone, read from its record;
+// zero when it has not, or no longer has (a withdrawn approval, a new T, a
+// reopened incident).
+func (m Milestone) ReachedAt(inc Incident) time.Time {
+	switch m {
+	case MilestoneTriaged:
+		if inc.TriagedAt.IsZero() && inc.Phase > PhaseTriage {
+			return inc.AcceptedAt
+		}
+		return inc.TriagedAt
+	case MilestoneFixTeam:
+		return inc.FixTeamAt
+	case MilestoneFixed:
+		return inc.FixedAt
+	case MilestoneAssessed:
+		if inc.FixedAt.IsZero() || inc.Severity() == SeverityUnset || len(inc.CVEs) == 0 {
+			return time.Time{}
+		}
+		return latest(inc.FixedAt, lastCommand(inc, "/cvss", "/severity"), lastCommand(inc, "/cve"))
+	case MilestoneDeferred:
+		if inc.Deferred {
+			return latest(lastCommand(inc, "/defer"), inc.Opened)
+		}
+	case MilestoneNotified:
+		return inc.NotifiedAt
+	case MilestoneApproved:
+		if inc.Approved {
+			return inc.ApprovedAt
+		}
+	case MilestoneScheduled:
+		if inc.Approved && !inc.T.IsZero() && inc.HeldAt.IsZero() {
+			return latest(inc.ApprovedAt, tSetAt(inc))
+		}
+	case MilestoneHeld:
+		return inc.HeldAt
+	case MilestoneFinalNotice:
+		return inc.FinalNoticeAt
+	case MilestoneDisclosed:
+		return inc.DisclosedAt
+	case MilestoneRetro:
+		return inc.RetroAt
+	case MilestoneClosed:
+		if inc.Phase == PhaseClosed {
+			return latest(inc.ClosedAt, inc.Opened)
+		}
+	}
+	return time.Time{}
+}
+
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}
+
+// lastCommand is when one of the named commands last changed the incident.
+func lastCommand(inc Incident, names ...string) time.Time {
+	for i := len(inc.History) - 1; i >= 0; i-- {
+		c := inc.History[i].Command
+		for _, n := range names {
+			if c == n || strings.HasPrefix(c, n+" ") {
+				return inc.History[i].At
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// TimelineRule is one row of the process timeline (process.md §3, §6, §10):
+// a reminder, notice or alert that Tick sends, the deadline it is about, who
+// gets it, and when it gives way: once its goal is reached, or once a later
+// milestone makes it moot. The rules are the one place this is decided:
+// Deadlines, Reminders and Tick follow them, /status and the digest show
+// their deadlines, and the timeline table of the README states them
+// (TestReadmeTimelineTable checks it does).
+type TimelineRule struct {
+	Key      string      // the reminder's marker in Incident.Reminded, or the message: "final-notice", "release-held", "release", "digest"
+	Deadline string      // the Deadline it is about; "" for asap and the digest
+	When     string      // when it fires, in words
+	What     string      // what it is, in words
+	Who      string      // who gets it, in words
+	To       Recipient   // for a reminder, who gets it; RecipientUnset for the other rows
+	Goal     Milestone   // reached: the deadline is met and the reminder gives way
+	MootBy   []Milestone // reached first: the deadline is moot, and the reminder gives way
+	Also     string      // what else holds it back, in words
+
+	group   string                                      // reminders of one group due together: only the latest is sent
+	beforeT bool                                        // a reminder ahead of T: not sent when T was set after it
+	at      func(inc Incident, due time.Time) time.Time // when it fires, from its deadline's due instant; nil: at the due instant
+}
+
+// GivesWay states when the row gives way, as the README's timeline table
+// does: "GOAL, or moot once A, B or C; ALSO".
+func (r TimelineRule) GivesWay() string {
+	var s string
+	if r.Goal != MilestoneUnset {
+		s = r.Goal.String()
+	}
+	if n := len(r.MootBy); n > 0 {
+		var names []string
+		for _, m := range r.MootBy {
+			names = append(names, m.String())
+		}
+		list := names[0]
+		if n > 1 {
+			list = strings.Join(names[:n-1], ", ") + " or " + names[n-1]
+		}
+		if s != "" {
+			s += ", or "
+		}
+		s += "moot once " + list
+	}
+	if r.Also != "" {
+		if s != "" {
+			s += "; "
+		}
+		s += r.Also
+	}
+	return s
+}
+
+const asapAlso = "public or embargo broken: the daily ASAP nudge instead"
+
+// timelineRules is the table. Rows that share a deadline share its goal and
+// moot milestones (TestTimelineRulesConsistent).
+var timelineRules = []TimelineRule{
+	{Key: "triage", Deadline: "triage", When: "report + 1 working day", What: "triage reminder", Who: "the incident commander (the on-call)",
+		To: RecipientCommander, Goal: MilestoneTriaged, MootBy: []Milestone{MilestoneClosed}, group: "triage"},
+	{Key: "triage-escalation", Deadline: "triage-escalation", When: "report + 3 working days", What: "triage escalation", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestoneTriaged, MootBy: []Milestone{MilestoneClosed}, group: "triage"},
+	{Key: "fix-team", Deadline: "fix-team", When: "report + 24 h", What: "fix team not formed", Who: "the Fix Lead",
+		To: RecipientFixLead, Goal: MilestoneFixTeam, MootBy: []Milestone{MilestoneFixed, MilestoneNotified, MilestoneApproved, MilestoneDisclosed, MilestoneClosed},
+		Also: asapAlso, group: "fix-team"},
+	{Key: "fix", Deadline: "fix", When: "report + 7 days", What: "CVSS, CVE or fix missing", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestoneAssessed, MootBy: []Milestone{MilestoneDeferred, MilestoneNotified, MilestoneApproved, MilestoneDisclosed, MilestoneClosed},
+		Also: asapAlso, group: "fix"},
+	{Key: "stale", Deadline: "stale", When: "every 2 / 7 / 30 days without a change", What: "staleness nudge (critical / high / medium; deferred low: monthly)", Who: "the Fix Lead",
+		To: RecipientFixLead, MootBy: []Milestone{MilestoneScheduled, MilestoneDisclosed, MilestoneClosed},
+		Also: "a change, or a hold, restarts the count", group: "stale"},
+	{Key: "notice-soon", Deadline: "notice", When: "T − 9 days", What: "the distributor notice is due at T − 7 days", Who: "the Fix Lead",
+		To: RecipientFixLead, Goal: MilestoneNotified, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "none without a CVE; not sent when T was set after it; " + asapAlso, group: "notice", beforeT: true,
+		at: func(inc Incident, _ time.Time) time.Time { return inc.T.Add(-NoticeRemindBefore) }},
+	{Key: "notice", Deadline: "notice", When: "T − 7 days", What: "distributor notice overdue", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestoneNotified, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "none without a CVE; not sent when T was set after it; " + asapAlso, group: "notice", beforeT: true},
+	{Key: "approval-soon", Deadline: "approval", When: "T − 48 h", What: "advisory not approved", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestoneApproved, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "not sent when T was set after it; " + asapAlso, group: "approval", beforeT: true,
+		at: func(inc Incident, _ time.Time) time.Time { return inc.T.Add(-ApprovalRemindBefore) }},
+	{Key: "final-notice", Deadline: "final-notice", When: "T − 25 h … T − 24 h", What: "final notice with the public text", Who: "the distributors",
+		Goal: MilestoneFinalNotice, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "only after a first notice, once approved; a new T needs a new one"},
+	{Key: "release-held", Deadline: "approval", When: "T − 24 h, not approved (or after T: a clock jump, downtime, or a /reopen across T)", What: "release held", Who: "the SRC",
+		Goal: MilestoneApproved, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "once per T; /disclose now, or a new T, releases"},
+	{Key: "release", Deadline: "release", When: "T", What: "release", Who: "announce, channels, distributors, SRC, reporter",
+		Goal: MilestoneDisclosed, MootBy: []Milestone{MilestoneClosed},
+		Also: "held unless approved by T − 24 h (and, after a notice, the final notice sent)"},
+	{Key: "retro-reminder", Deadline: "retrospective", When: "T + 1 day", What: "retrospective reminder", Who: "the Fix Lead",
+		To: RecipientFixLead, Goal: MilestoneRetro, MootBy: []Milestone{MilestoneClosed}, group: "retrospective",
+		at: func(inc Incident, _ time.Time) time.Time { return inc.DisclosedAt.Add(RetroRemindAfter) }},
+	{Key: "retrospective", Deadline: "retrospective", When: "T + 3 days", What: "retrospective escalation", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestoneRetro, MootBy: []Milestone{MilestoneClosed}, group: "retrospective"},
+	{Key: "asap", When: "daily, from a day after /public or /embargo-break", What: "every open deadline is ASAP", Who: "the SRC",
+		To: RecipientSRC, MootBy: []Milestone{MilestoneDisclosed, MilestoneClosed},
+		Also: "only while a deadline before disclosure is open", group: "asap"},
+	{Key: "digest", When: "Mondays 00:00 UTC", What: "digest: on-call, open incidents, this week's deadlines, member keys expiring within 30 days", Who: "the SRC",
+		Also: "lists the open deadlines of open incidents only: met or moot ones leave it"},
+}
+
+// TimelineRules returns the rules of the timeline, in the order of the
+// README's table.
+func TimelineRules() []TimelineRule {
+	out := make([]TimelineRule, len(timelineRules))
+	for i, r := range timelineRules {
+		r.MootBy = append([]Milestone(nil), r.MootBy...)
+		out[i] = r
+	}
+	return out
+}
+
+// moot reports whether a milestone that makes the rule moot is reached.
+func (r TimelineRule) moot(inc Incident) bool {
+	for _, m := range r.MootBy {
+		if !m.ReachedAt(inc).IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// ruleFor returns the first rule about the named deadline.
+func ruleFor(deadline string) (TimelineRule, bool) {
+	for _, r := range timelineRules {
+		if r.Deadline == deadline {
+			return r, true
+		}
+	}
+	return TimelineRule{}, false
 }

@@ -202,6 +202,8 @@ func statusText(inc Incident, now time.Time, env Env) string {
 	for _, d := range Deadlines(inc, holidays) {
 		state := "due " + FormatInstant(d.Due)
 		switch {
+		case d.MootBy != MilestoneUnset:
+			state = "moot: " + d.MootBy.String() + " " + FormatInstant(d.Done)
 		case !d.Open():
 			state = "done " + FormatInstant(d.Done)
 		case d.ASAP:

@@ -11,6 +11,12 @@ import (
 // window still gives distributors their 24 hours.
 const FinalNoticeWindow = 25 * time.Hour
 
+// ReleaseGrace is how late after T a tick may still release: the scheduler
+// ticks every minute, so a release due longer ago was not made at T by a
+// running scheduler (the incident was closed across T and reopened, or the
+// daemon was down) and is held for the SRC to confirm: never silently late.
+const ReleaseGrace = 10 * time.Minute
+
 // Tick is what the scheduler asks of an open incident at now (DESIGN.md §1:
 // deadlines live in the store, a tick decides what is due). It returns the
 // incident with what it did recorded (so a second tick, or a tick after a
@@ -23,7 +29,9 @@ const FinalNoticeWindow = 25 * time.Hour
 //     distributor notice, the final notice went out): Release, the reporter
 //     told, phase → disclosed.
 //   - Otherwise, at T-24 h, the release is held and the SRC alerted, once
-//     per T: never early, never silently late. A new T (/disclose) re-arms it.
+//     per T: never early, never silently late. A release due more than
+//     ReleaseGrace ago (an incident closed across T and reopened) is held
+//     too. A new T (/disclose) re-arms it; /disclose now releases.
 //   - Every reminder of the timeline that fell due (Reminders), once per
 //     instant it fires at: to the incident commander (the on-call: triage),
 //     the Fix Lead, or the whole SRC (escalations). When several reminders
@@ -32,46 +40,95 @@ const FinalNoticeWindow = 25 * time.Hour
 //
 // Tick never changes Updated: its own reminders do not reset staleness.
 func Tick(inc Incident, now time.Time, env Env) Result {
+	return TickAfterGap(inc, now, env, time.Time{})
+}
+
+// TickAfterGap is Tick for a scheduler whose wall clock moved forward from
+// gapFrom to now without its monotonic clock seeing the time pass: a clock
+// jump, or the daemon was down (docs/threat-model.md G4). A release whose T
+// falls in the gap is held, as one not approved in time is: the SRC is
+// alerted, the hold is recorded (HeldAt) with the reminders of the same tick,
+// and /disclose now, or a new T, releases it. A zero gapFrom is Tick.
+func TickAfterGap(inc Incident, now time.Time, env Env, gapFrom time.Time) Result {
 	now = now.UTC()
 	n := inc.clone()
-	var actions []Action
-	var what []string
-	note := func(w string) { what = append(what, w) }
-	alert := func(template string, kv ...string) {
-		actions = append(actions, AlertSRC{Template: template, Fields: alertFields(n.ID, kv...)})
+	t := ticker{n: &n, now: now}
+	t.release(gapFrom)
+	t.reminders(env)
+	if len(t.what) == 0 {
+		return Result{Incident: inc}
 	}
-	releasing := !n.T.IsZero() && (n.Phase == PhaseEmbargo || n.Phase == PhaseFix)
-	if releasing {
-		finalBy := n.T.Add(-FinalNoticeBefore)
-		notified := !n.NotifiedAt.IsZero()
-		if n.Phase == PhaseEmbargo && n.Approved && n.FinalNoticeAt.IsZero() &&
-			!now.Before(n.T.Add(-FinalNoticeWindow)) && !now.After(finalBy) {
-			n.FinalNoticeAt = now
-			actions = append(actions, DistributorNotice{T: n.T, Previous: n.NotifiedT, Final: true})
-			note("final notice to the distributors for T = " + FormatInstant(n.T))
-		}
-		inTime := n.Approved && !n.ApprovedAt.After(finalBy) && (!notified || !n.FinalNoticeAt.IsZero())
-		switch {
-		case !now.Before(n.T) && inTime:
-			actions = append(actions, Release{At: n.T})
-			n.DisclosedAt, n.Phase = now, PhaseDisclosed
-			actions = append(actions, ReporterMail{Template: "disclosed", Fields: map[string]string{
-				"id": string(n.ID), "t": FormatInstant(n.T), "cve": strings.Join(n.CVEs, ", "), "summary": n.Advisory.Summary}})
-			note("released at T = " + FormatInstant(n.T) + "; phase → disclosed; reporter told")
-		case !now.Before(finalBy) && !inTime && n.HeldAt.IsZero():
-			n.HeldAt = now
-			alert("release-held", "t", FormatInstant(n.T))
-			note("release at T = " + FormatInstant(n.T) + " held: the advisory was not approved (and the final notice sent) by T-24 h; set a new T with /disclose")
-		}
+	for _, w := range t.what {
+		n.History = append(n.History, Change{At: now, Command: "(tick)", What: w})
 	}
+	n.Version = SchemaVersion
+	return Result{Incident: n, Actions: t.actions, Applied: true}
+}
 
-	// Reminders: collect what is due, then send the latest of each group.
+// ticker collects what one tick does to an incident.
+type ticker struct {
+	n       *Incident
+	now     time.Time
+	actions []Action
+	what    []string // for the history, one entry each
+}
+
+func (t *ticker) note(w string) { t.what = append(t.what, w) }
+
+func (t *ticker) alert(template string, kv ...string) {
+	t.actions = append(t.actions, AlertSRC{Template: template, Fields: alertFields(t.n.ID, kv...)})
+}
+
+// release sends the final notice in its window, and releases or holds at T.
+func (t *ticker) release(gapFrom time.Time) {
+	n, now := t.n, t.now
+	if n.T.IsZero() || (n.Phase != PhaseEmbargo && n.Phase != PhaseFix) {
+		return
+	}
+	finalBy := n.T.Add(-FinalNoticeBefore)
+	notified := !n.NotifiedAt.IsZero()
+	if n.Phase == PhaseEmbargo && n.Approved && n.FinalNoticeAt.IsZero() &&
+		!now.Before(n.T.Add(-FinalNoticeWindow)) && !now.After(finalBy) {
+		n.FinalNoticeAt = now
+		t.actions = append(t.actions, DistributorNotice{T: n.T, Previous: n.NotifiedT, Final: true})
+		t.note("final notice to the distributors for T = " + FormatInstant(n.T))
+	}
+	inTime := n.Approved && !n.ApprovedAt.After(finalBy) && (!notified || !n.FinalNoticeAt.IsZero())
+	due := !now.Before(n.T) && inTime && n.HeldAt.IsZero()
+	switch {
+	case due && !gapFrom.IsZero() && n.T.After(gapFrom):
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T)+"; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now")
+		t.note("release at T = " + FormatInstant(n.T) + " held: the clock moved from " + FormatInstant(gapFrom) +
+			" without the scheduler seeing the time pass (a clock jump, or embargo was down); confirm with /disclose now, or set a new T")
+	case due && now.Sub(n.T) > ReleaseGrace:
+		late := now.Sub(n.T).Round(time.Minute).String()
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T)+"; T passed "+late+" ago without a release (the incident was closed, or embargo was down). Confirm with /disclose now, or set a new T")
+		t.note("release at T = " + FormatInstant(n.T) + " held: T passed " + late + " ago without a release (the incident was closed then, or embargo was down); confirm with /disclose now, or set a new T")
+	case due:
+		t.actions = append(t.actions, Release{At: n.T})
+		n.DisclosedAt, n.Phase = now, PhaseDisclosed
+		t.actions = append(t.actions, ReporterMail{Template: "disclosed", Fields: map[string]string{
+			"id": string(n.ID), "t": FormatInstant(n.T), "cve": strings.Join(n.CVEs, ", "), "summary": n.Advisory.Summary}})
+		t.note("released at T = " + FormatInstant(n.T) + "; phase → disclosed; reporter told")
+	case !now.Before(finalBy) && !inTime && n.HeldAt.IsZero():
+		n.HeldAt = now
+		t.alert("release-held", "t", FormatInstant(n.T))
+		t.note("release at T = " + FormatInstant(n.T) + " held: the advisory was not approved (and the final notice sent) by T-24 h; set a new T with /disclose")
+	}
+}
+
+// reminders sends what fell due, the latest of each group.
+func (t *ticker) reminders(env Env) {
+	n, now := t.n, t.now
 	var due []Reminder
-	for _, r := range Reminders(n, now, env.Holidays) {
-		if now.Before(r.At) || n.Reminded[r.Key].Equal(r.At) {
-			continue
-		}
-		if r.Key == "approval-soon" && !n.HeldAt.IsZero() {
+	for _, r := range Reminders(*n, now, env.Holidays) {
+		last, sent := n.Reminded[r.Key]
+		// A one-off reminder fires once per instant (a new T moves it, either
+		// way); a repeating one's marker is the latest occurrence sent, so an
+		// earlier one, which a clock set back would compute, was sent too.
+		if now.Before(r.At) || last.Equal(r.At) || (r.repeats && sent && r.At.Before(last)) {
 			continue
 		}
 		due = append(due, r)
@@ -86,10 +143,10 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 			superseded = superseded || later.group == r.group
 		}
 		if superseded {
-			note(fmt.Sprintf("reminder %s (due %s) not sent: %s supersedes it", r.Key, FormatInstant(r.Due), groupLatest(due[i+1:], r.group)))
+			t.note(fmt.Sprintf("reminder %s (due %s) not sent: %s supersedes it", r.Key, FormatInstant(r.Due), groupLatest(due[i+1:], r.group)))
 			continue
 		}
-		f := alertFields(n.ID, "deadline", r.Deadline, "what", r.What, "due", FormatInstant(r.Due), "title", r.Title)
+		f := alertFields(n.ID, "key", r.Key, "deadline", r.Deadline, "what", r.What, "due", FormatInstant(r.Due), "title", r.Title)
 		to, role := "", ""
 		switch r.To {
 		case RecipientCommander:
@@ -102,22 +159,14 @@ func Tick(inc Incident, now time.Time, env Env) Result {
 			to, role = n.FixLead, "Fix Lead"
 		}
 		if to == "" {
-			actions = append(actions, AlertSRC{Template: "reminder", Fields: f})
-			note(fmt.Sprintf("reminder to the SRC: %s (due %s)", r.Key, FormatInstant(r.Due)))
+			t.actions = append(t.actions, AlertSRC{Template: "reminder", Fields: f})
+			t.note(fmt.Sprintf("reminder to the SRC: %s (due %s)", r.Key, FormatInstant(r.Due)))
 			continue
 		}
 		f["role"] = role
-		actions = append(actions, Remind{To: to, Role: role, Fields: f})
-		note(fmt.Sprintf("reminder to %s (%s): %s (due %s)", to, role, r.Key, FormatInstant(r.Due)))
+		t.actions = append(t.actions, Remind{To: to, Role: role, Fields: f})
+		t.note(fmt.Sprintf("reminder to %s (%s): %s (due %s)", to, role, r.Key, FormatInstant(r.Due)))
 	}
-	if len(what) == 0 {
-		return Result{Incident: inc}
-	}
-	for _, w := range what {
-		n.History = append(n.History, Change{At: now, Command: "(tick)", What: w})
-	}
-	n.Version = SchemaVersion
-	return Result{Incident: n, Actions: actions, Applied: true}
 }
 
 func alertFields(id ID, kv ...string) map[string]string {
@@ -170,7 +219,7 @@ func (r Recipient) String() string {
 	return recipientNames[r]
 }
 
-// Reminder is one nudge of the process timeline (process.md §3, §10; issue 6).
+// Reminder is one nudge of the process timeline (process.md §3, §10).
 type Reminder struct {
 	Key      string    // the marker in Incident.Reminded: a key fires once per At
 	Deadline string    // the deadline it is about (a Deadline name, or "asap")
@@ -180,29 +229,34 @@ type Reminder struct {
 	At       time.Time // when it fires
 	To       Recipient
 	group    string // reminders of one group due together: only the latest is sent
+	repeats  bool   // stale, asap: At is one occurrence of a period
 }
 
 // Reminders lists the reminders of an incident's timeline that apply in its
 // current state, sent or not, in the order they fire; now places the
 // repeating ones (the latest occurrence at or before now, else the next).
+// The reminders, whom they go to and when they give way are the rows of
+// TimelineRules with a recipient:
 //
 //	triage            report + 1 working day   the incident commander (on-call)
 //	triage-escalation report + 3 working days  the SRC
-//	fix-team          report + 24 h            the Fix Lead (no fix team yet)
-//	fix               report + 7 days          the SRC (not for a deferred incident)
-//	notice-soon       T - 9 days               the Fix Lead (CVE, no distributor notice yet)
-//	notice            T - 7 days               the SRC
-//	approval-soon     T - 48 h                 the SRC (advisory not approved; at T-24 h Tick holds the release)
+//	fix-team          report + 24 h            the Fix Lead
+//	fix               report + 7 days          the SRC
 //	stale             every 2/7/30 days        the Fix Lead (critical/high/medium; deferred low: monthly) without a change
+//	notice-soon       T - 9 days               the Fix Lead (with a CVE, no distributor notice yet)
+//	notice            T - 7 days               the SRC
+//	approval-soon     T - 48 h                 the SRC (at T-24 h Tick holds the release instead)
 //	retro-reminder    disclosure + 1 day       the Fix Lead
 //	retrospective     disclosure + 3 days      the SRC
 //	asap              every day                the SRC, while the incident is public or broken and a deadline is open
 //
-// Reminders before T (notice-soon, notice, approval-soon) are left out when
-// they fall before T was set: the /disclose receipt already states them.
-// When the incident is ASAP, the reminders of its ASAP deadlines give way to
-// the daily asap reminder, which starts a day after /public or
-// /embargo-break (the command itself is the first alert).
+// A reminder is listed only while its deadline is open: neither met nor made
+// moot by a later milestone (Deadlines). Reminders before T (notice-soon,
+// notice, approval-soon) are left out when they fall before T was set: the
+// /disclose receipt already states them. When the incident is ASAP, the
+// reminders of its ASAP deadlines give way to the daily asap reminder, which
+// starts a day after /public or /embargo-break (the command itself is the
+// first alert).
 func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 	if inc.Phase == PhaseClosed || inc.Phase == PhaseUnset {
 		return nil
@@ -215,60 +269,54 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			asap = append(asap, d.Name)
 		}
 	}
-	var rs []Reminder
-	add := func(key, group, deadline string, at time.Time, to Recipient) {
-		d, ok := dl[deadline]
-		if !ok || !d.Open() || d.ASAP || at.IsZero() {
-			return
-		}
-		rs = append(rs, Reminder{Key: key, Deadline: deadline, What: d.What, Due: d.Due, At: at, To: to, group: group})
-	}
 	tSet := tSetAt(inc)
-	beforeT := func(key, group, deadline string, at time.Time, to Recipient) {
-		if !tSet.IsZero() && at.Before(tSet) {
-			return
+	var rs []Reminder
+	for _, rule := range timelineRules {
+		if rule.To == RecipientUnset {
+			continue // a notice or alert of Tick's, not a reminder
 		}
-		add(key, group, deadline, at, to)
-	}
-	switch inc.Phase {
-	case PhaseTriage:
-		add("triage", "triage", "triage", dl["triage"].Due, RecipientCommander)
-		add("triage-escalation", "triage", "triage-escalation", dl["triage-escalation"].Due, RecipientSRC)
-	case PhaseFix, PhaseEmbargo:
-		add("fix-team", "fix-team", "fix-team", dl["fix-team"].Due, RecipientFixLead)
-		if !inc.Deferred {
-			add("fix", "fix", "fix", dl["fix"].Due, RecipientSRC)
-			if n := len(rs); n > 0 && rs[n-1].Key == "fix" {
-				rs[n-1].What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
+		r := Reminder{Key: rule.Key, Deadline: rule.Deadline, To: rule.To, group: rule.group, repeats: rule.Key == "stale" || rule.Key == "asap"}
+		switch rule.Key {
+		case "stale":
+			d, ok := dl["stale"]
+			if !ok || !d.Open() {
+				continue
+			}
+			base := staleBase(inc)
+			p := d.Due.Sub(base) // the period Deadlines found
+			r.What, r.At = d.What, every(base, p, 1, now)
+			r.Due, r.Title = r.At, fmt.Sprintf("no change for %d days", int(p/(24*time.Hour)))
+		case "asap":
+			if len(asap) == 0 || rule.moot(inc) {
+				continue
+			}
+			since := asapSince(inc)
+			why := "the issue is public"
+			if inc.EmbargoBroken {
+				why = "the embargo broke"
+			}
+			r.Deadline, r.Due, r.At = "asap", since, every(since, ASAPNudgeEvery, 1, now)
+			r.What = why + ": every open deadline is due as soon as possible: " + strings.Join(asap, ", ")
+		default:
+			d, ok := dl[rule.Deadline]
+			if !ok || !d.Open() || d.ASAP {
+				continue
+			}
+			r.What, r.Due, r.At = d.What, d.Due, d.Due
+			if rule.at != nil {
+				r.At = rule.at(inc, d.Due)
+			}
+			if r.At.IsZero() || (rule.beforeT && !tSet.IsZero() && r.At.Before(tSet)) {
+				continue
+			}
+			if r.Key == "fix" {
+				r.What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
 			}
 		}
-		if d, ok := dl["notice"]; ok {
-			beforeT("notice-soon", "notice", "notice", inc.T.Add(-NoticeRemindBefore), RecipientFixLead)
-			beforeT("notice", "notice", "notice", d.Due, RecipientSRC)
+		if r.Title == "" {
+			r.Title = reminderTitle(r, inc)
 		}
-		if !inc.T.IsZero() && !inc.Approved {
-			beforeT("approval-soon", "approval", "approval", inc.T.Add(-ApprovalRemindBefore), RecipientSRC)
-		}
-		if d, ok := dl["stale"]; ok {
-			rs = append(rs, Reminder{Key: "stale", Deadline: "stale", What: d.What, At: every(inc.Updated, staleAfter(inc), 1, now),
-				To: RecipientFixLead, group: "stale"})
-			rs[len(rs)-1].Due = rs[len(rs)-1].At
-		}
-	case PhaseDisclosed:
-		add("retro-reminder", "retrospective", "retrospective", inc.DisclosedAt.Add(RetroRemindAfter), RecipientFixLead)
-		add("retrospective", "retrospective", "retrospective", dl["retrospective"].Due, RecipientSRC)
-	}
-	if len(asap) > 0 && inc.Phase != PhaseDisclosed {
-		since := asapSince(inc)
-		why := "the issue is public"
-		if inc.EmbargoBroken {
-			why = "the embargo broke"
-		}
-		rs = append(rs, Reminder{Key: "asap", Deadline: "asap", At: every(since, ASAPNudgeEvery, 1, now), Due: since, To: RecipientSRC, group: "asap",
-			What: why + ": every open deadline is due as soon as possible: " + strings.Join(asap, ", ")})
-	}
-	for i := range rs {
-		rs[i].Title = reminderTitle(rs[i], inc)
+		rs = append(rs, r)
 	}
 	sortReminders(rs)
 	return rs
@@ -342,7 +390,9 @@ func missingForFix(inc Incident) string {
 	if len(inc.CVEs) == 0 {
 		m = append(m, "CVE (/cve)")
 	}
-	m = append(m, "fix (/fixed)")
+	if inc.FixedAt.IsZero() {
+		m = append(m, "fix (/fixed)")
+	}
 	return strings.Join(m, ", ")
 }
 
