@@ -152,6 +152,7 @@ func startWith(ctx context.Context, cfg *Config, log *slog.Logger, so startOptio
 		MinBackoff:  so.backoff,
 		Concurrency: so.concurrency,
 		Failed:      d.svc.Alert,
+		Sealer:      d.svc,
 		Logger:      log.With("component", "queue"),
 	})
 

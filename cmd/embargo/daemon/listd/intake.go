@@ -203,12 +203,12 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	if msg.MessageID != "" {
 		om.References = []string{msg.MessageID}
 	}
-	data, err := s.reporterCopy(tx, sec, inc, &om, to, now)
-	if err != nil {
+	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
+	q := queue.Msg{From: "", To: []string{to}, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}
+	if err := s.reporterCopy(tx, sec, inc, &om, to, now, &q); err != nil {
 		return nil, err
 	}
-	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
-	return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}}, nil
+	return []queue.Msg{q}, nil
 }
 
 // renderCopies makes one copy per committee member (and fix-team member),
