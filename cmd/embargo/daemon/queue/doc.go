@@ -37,10 +37,9 @@
 // share, or what Options.Sealer makes of a Body and a Seal spec. The copies
 // of one report to six members are six rows over one stored body: the
 // store holds it once, in 64 KiB chunks (a large value beside others makes
-// bbolt rewrite them on every change to their leaf), addressed by its
-// SHA-256 and counted, and deletes it with the last row that uses it
-// (delivered, or failed and dropped; a failed row keeps it for `queue
-// retry`). An encrypted copy is queued as a spec (the key to encrypt to,
+// bbolt rewrite them on every change to their leaf), counts the rows that
+// use it, and deletes it with the last of them (delivered, or failed and
+// dropped; a failed row keeps it for `queue retry`). An encrypted copy is queued as a spec (the key to encrypt to,
 // the list that signs, the outer and the protected header, hence a fixed
 // Message-ID) and sealed when it is delivered, outside any transaction, so
 // that the caller's write transaction does no cryptography and the store

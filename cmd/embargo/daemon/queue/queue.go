@@ -2,9 +2,7 @@ package queue
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +18,8 @@ var (
 	bucketRows  = []byte("queue_rows")      // ID → record JSON (envelope, state, seal spec; no body)
 	bucketData  = []byte("queue_data")      // ID → message bytes, or the header fields before a shared body; kept apart so a state change never rewrites them
 	bucketDue   = []byte("queue_due")       // NextAttempt unix-nanos ‖ ID → nil, for every row not failed
-	bucketBlobs = []byte("queue_blobs")     // SHA-256 of a body ‖ chunk number → the body in chunks (internal/chunk)
-	bucketRefs  = []byte("queue_blob_refs") // SHA-256 of a body → rows that use it (8 bytes) ‖ its length (8 bytes)
+	bucketBlobs = []byte("queue_blobs")     // body ID ‖ chunk number → a shared body in chunks (internal/chunk)
+	bucketRefs  = []byte("queue_blob_refs") // body ID → rows that use it (8 bytes) ‖ its length (8 bytes)
 )
 
 // schemaVersion is the "v" field written in every row record. Version 2
@@ -50,11 +48,11 @@ type Msg struct {
 	// Body, the header fields that precede a shared body. Empty with Seal.
 	Data []byte
 	// Body is content that several rows share: the six copies of a report
-	// to six members carry one Body and the store holds it once. Rows whose
-	// bodies are the same bytes share one stored body (it is addressed by
-	// its SHA-256 and counts the rows that use it), which is deleted with
-	// the last of them. Enqueue keeps Body without copying it until the
-	// transaction ends: the caller must not change it before then.
+	// to six members carry one Body and the store holds it once. Messages
+	// of one Enqueue call whose Body is the same slice share one stored
+	// body, which counts the rows that use it and is deleted with the last
+	// of them. Enqueue keeps Body without copying it until the transaction
+	// ends: the caller must not change it before then.
 	Body []byte
 	// Seal, with Body, makes the message at delivery: the worker hands the
 	// spec and the stored body to Options.Sealer, which signs and encrypts
@@ -162,7 +160,7 @@ type record struct {
 	Incident    string    `json:"incident,omitempty"`
 	NoAlert     bool      `json:"no_alert,omitempty"`
 	Size        int       `json:"size"`
-	Blob        string    `json:"blob,omitempty"` // hex SHA-256 of the shared body
+	Body        uint64    `json:"body,omitempty"` // the shared body's ID
 	BodySize    int       `json:"body_size,omitempty"`
 	Seal        *Seal     `json:"seal,omitempty"`
 	State       State     `json:"state"`
@@ -237,7 +235,7 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	var last bodyKey // the body of the previous message: copies share one slice
+	var last lastBody // the body of the previous message: copies share one slice
 	ids := make([]uint64, 0, len(msgs))
 	for _, m := range msgs {
 		if err := checkMsg(&m); err != nil {
@@ -266,13 +264,16 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			rec.NextAttempt = m.NotBefore
 		}
 		if len(m.Body) > 0 {
-			if !last.same(m.Body) {
-				last = bodyKey{body: m.Body, sum: sha256.Sum256(m.Body)}
+			if last.same(m.Body) {
+				err = bk.addRef(idKey(last.id))
+			} else {
+				last = lastBody{body: m.Body}
+				last.id, err = bk.putBody(m.Body)
 			}
-			rec.Blob = hex.EncodeToString(last.sum[:])
-			if err := bk.addBody(last.sum[:], m.Body); err != nil {
+			if err != nil {
 				return nil, err
 			}
+			rec.Body = last.id
 		}
 		if len(m.Data) > 0 {
 			// bbolt keeps the slice until commit; the caller may reuse its buffer before that.
@@ -304,14 +305,16 @@ func checkMsg(m *Msg) error {
 	return m.Seal.check()
 }
 
-// bodyKey remembers the last body hashed: the copies of one message share
-// one slice, which is hashed once.
-type bodyKey struct {
+// lastBody remembers the body stored last: the copies of one message share
+// one slice, stored once. Bodies get sequence numbers, not content hashes:
+// new ones append to the end of the bucket (one leaf written, not one at
+// a random place per body) and nothing is hashed in the transaction.
+type lastBody struct {
 	body []byte
-	sum  [sha256.Size]byte
+	id   uint64
 }
 
-func (k bodyKey) same(b []byte) bool {
+func (k lastBody) same(b []byte) bool {
 	return len(k.body) == len(b) && len(b) > 0 && &k.body[0] == &b[0]
 }
 
@@ -437,17 +440,16 @@ func open(tx *bolt.Tx) (buckets, error) {
 	return bk, nil
 }
 
-// addBody counts one more row using the body whose SHA-256 is key, storing
-// body if no row used it yet.
-func (bk buckets) addBody(key, body []byte) error {
-	n, size := bk.bodyRefs(key)
-	if n == 0 {
-		if err := chunk.Put(bk.blobs, key, body); err != nil {
-			return fmt.Errorf("queue: put body: %w", err)
-		}
-		size = uint64(len(body))
+// putBody stores a new body, used by one row, and returns its ID.
+func (bk buckets) putBody(body []byte) (uint64, error) {
+	id, err := bk.refs.NextSequence()
+	if err != nil {
+		return 0, fmt.Errorf("queue: next body: %w", err)
 	}
-	return bk.setBodyRefs(key, n+1, size)
+	if err := chunk.Put(bk.blobs, idKey(id), body); err != nil {
+		return 0, fmt.Errorf("queue: put body: %w", err)
+	}
+	return id, bk.setBodyRefs(idKey(id), 1, uint64(len(body)))
 }
 
 // addRef counts one more row using a body already stored.
@@ -493,11 +495,10 @@ func (bk buckets) setBodyRefs(key []byte, n, size uint64) error {
 
 // blobKey is the stored body's key, if the row has one.
 func (rec *record) blobKey() ([]byte, bool) {
-	if rec.Blob == "" {
+	if rec.Body == 0 {
 		return nil, false
 	}
-	k, err := hex.DecodeString(rec.Blob)
-	return k, err == nil && len(k) == sha256.Size
+	return idKey(rec.Body), true
 }
 
 func (bk buckets) get(id uint64) (*record, error) {
@@ -584,11 +585,6 @@ func decode(k, v []byte) (*record, error) {
 	}
 	if rec.V < 1 || rec.V > schemaVersion {
 		return nil, fmt.Errorf("queue: row %x has schema version %d, want 1 to %d", k, rec.V, schemaVersion)
-	}
-	if rec.Blob != "" {
-		if _, ok := rec.blobKey(); !ok {
-			return nil, fmt.Errorf("queue: row %x names a malformed body %q", k, rec.Blob)
-		}
 	}
 	return &rec, nil
 }
