@@ -67,13 +67,13 @@ func storedBodies(t testing.TB, db *bolt.DB) (chunks, bodies int, refs []uint64)
 	return chunks, bodies, refs
 }
 
-// TestSharedBodyStoredOnce: six copies of a 1 MB body are one stored body
+// TestSharedBodyStoredOnce: six copies of a 300 KB body are one stored body
 // counted six times; each delivery is its header then the body, and the
 // body goes with the last row.
 func TestSharedBodyStoredOnce(t *testing.T) {
 	db := tempDB(t)
 	rec := queuetest.NewRecorder(t)
-	body := bigBody(1 << 20)
+	body := bigBody(300 << 10)
 	msgs := sharedCopies(6, body)
 	enqueueNow(t, db, time.Now(), msgs...)
 	chunks, bodies, refs := storedBodies(t, db)
@@ -90,7 +90,7 @@ func TestSharedBodyStoredOnce(t *testing.T) {
 	}
 
 	start(t, db, smtpRelayTo(t, rec), Options{})
-	got := rec.WaitFor(6, 10*time.Second)
+	got := rec.WaitFor(6, 30*time.Second)
 	waitUntil(t, "empty queue", emptyQueue(t, db))
 	for _, m := range got {
 		i := slices.IndexFunc(msgs, func(q Msg) bool { return q.To[0] == m.To[0] })
