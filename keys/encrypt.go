@@ -6,8 +6,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
@@ -65,119 +63,15 @@ func Encrypt(outer mail.Header, inner []byte, to *Key, signer *Key, o Options) (
 	return b.Bytes(), nil
 }
 
-// encryptMessage builds the OpenPGP message by hand from go-crypto's packet
-// writers rather than openpgp.Encrypt, to fix the cipher at AES-256 (the
-// library picks from the recipient's preferences, AES-128 if AES-256 is not
-// listed) and to keep compression and file names out.
+// encryptMessage builds the armored OpenPGP message (encryptArmored in
+// stream.go: the one place that fixes the packets) in memory, CRLF line ends.
 func encryptMessage(plaintext []byte, to, signer *Key, o Options) ([]byte, error) {
-	now := o.now()
-	if to == nil {
-		return nil, fmt.Errorf("%w: no recipient", ErrNoEncryptionKey)
-	}
-	if err := to.check(now, useEncrypt); err != nil {
-		return nil, fmt.Errorf("keys: encrypt to %s: %w", to.fpr, err)
-	}
-	ek, ok := to.e.EncryptionKey(now)
-	if !ok { // check has just said otherwise; keep the library honest
-		return nil, fmt.Errorf("%w: %s", ErrNoEncryptionKey, to.fpr)
-	}
-	var sk *packet.PrivateKey
-	if signer != nil {
-		if err := canSign(signer, now); err != nil {
-			return nil, fmt.Errorf("keys: sign with %s: %w", signer.fpr, err)
-		}
-		k, _ := signer.e.SigningKey(now)
-		sk = k.PrivateKey
-	}
-	cfg := o.config()
-
-	const cipher = packet.CipherAES256
-	sessionKey := make([]byte, cipher.KeySize())
-	if _, err := io.ReadFull(cfg.Random(), sessionKey); err != nil {
-		return nil, fmt.Errorf("keys: session key: %w", err)
-	}
-	var bin bytes.Buffer
-	bin.Grow(len(plaintext) + 1024) // PKESK, headers, MDC, signature
-	// v3 PKESK (aeadSupported=false): RFC 4880 §5.1.
-	if err := packet.SerializeEncryptedKeyAEAD(&bin, ek.PublicKey, cipher, false, sessionKey, cfg); err != nil {
-		return nil, fmt.Errorf("keys: encrypt session key: %w", err)
-	}
-	// SEIPD v1 with MDC (RFC 4880 §5.13, §5.14); no AEAD, which gpg 2.2
-	// cannot read.
-	payload, err := packet.SerializeSymmetricallyEncrypted(&bin, cipher, false, packet.CipherSuite{}, sessionKey, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("keys: encrypt: %w", err)
-	}
-
-	var sig *packet.Signature
-	if sk != nil {
-		// RFC 4880 §11.3: one-pass signature, literal data, signature.
-		hash := signingHash(&sk.PublicKey)
-		ops := &packet.OnePassSignature{
-			Version:    3,
-			SigType:    packet.SigTypeBinary,
-			Hash:       hash,
-			PubKeyAlgo: sk.PubKeyAlgo,
-			KeyId:      sk.KeyId,
-			IsLast:     true,
-		}
-		if err := ops.Serialize(payload); err != nil {
-			return nil, fmt.Errorf("keys: encrypt: %w", err)
-		}
-		keyID := sk.KeyId
-		sig = &packet.Signature{
-			Version:           4,
-			SigType:           packet.SigTypeBinary,
-			PubKeyAlgo:        sk.PubKeyAlgo,
-			Hash:              hash,
-			CreationTime:      now,
-			IssuerKeyId:       &keyID,
-			IssuerKeyVersion:  4,
-			IssuerFingerprint: sk.Fingerprint,
-		}
-	}
-	// Binary literal, no file name, no date: nothing about the content
-	// outside what the recipient needs (threats D7).
-	lit, err := packet.SerializeLiteral(nopCloser{payload}, true, "", 0)
-	if err != nil {
-		return nil, fmt.Errorf("keys: encrypt: %w", err)
-	}
-	if _, err := lit.Write(plaintext); err != nil {
-		return nil, fmt.Errorf("keys: encrypt: %w", err)
-	}
-	if err := lit.Close(); err != nil {
-		return nil, fmt.Errorf("keys: encrypt: %w", err)
-	}
-	if sig != nil {
-		h, err := sig.PrepareSign(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("keys: sign: %w", err)
-		}
-		h.Write(plaintext)
-		if err := sig.Sign(h, sk, cfg); err != nil {
-			return nil, fmt.Errorf("keys: sign: %w", err)
-		}
-		if err := sig.Serialize(payload); err != nil {
-			return nil, fmt.Errorf("keys: sign: %w", err)
-		}
-	}
-	if err := payload.Close(); err != nil { // writes the MDC packet
-		return nil, fmt.Errorf("keys: encrypt: %w", err)
-	}
-
 	var b bytes.Buffer
-	b.Grow(bin.Len()*4/3 + bin.Len()/32 + 256) // base64, line ends, armor lines
-	w, err := armor.Encode(&b, armorMessage, nil)
-	if err != nil {
+	b.Grow(len(plaintext)*11/8 + 1024) // base64 and line ends, packet headers
+	if err := encryptArmored(&crlfWriter{w: &b}, bytes.NewReader(plaintext), to, signer, o); err != nil {
 		return nil, err
 	}
-	if _, err := w.Write(bin.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return toCRLF(b.Bytes()), nil
+	return b.Bytes(), nil
 }
 
 type nopCloser struct{ io.Writer }

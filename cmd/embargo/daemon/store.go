@@ -48,7 +48,16 @@ func OpenStore(dir string, readOnly bool) (db *bolt.DB, err error) {
 			db, err = nil, corrupt(path, fmt.Errorf("%v", r))
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: readOnly})
+	opts := &bolt.Options{Timeout: time.Second, ReadOnly: readOnly}
+	if !readOnly {
+		// 1 GiB of address space (not memory) mapped up front: a commit that
+		// outgrows the map makes bbolt remap, and first copy every value the
+		// transaction holds into the heap, once per doubling of the map (a
+		// 10 MB report on a young store took 5.6 times its size in heap
+		// instead of 3.9). Readers then never hold up a remap either.
+		opts.InitialMmapSize = 1 << 30
+	}
+	db, err = bolt.Open(path, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, ErrLocked

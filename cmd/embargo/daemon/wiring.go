@@ -102,6 +102,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		MinBackoff:  d.o.MinBackoff,
 		Concurrency: d.o.Concurrency,
 		Failed:      d.svc.Alert,
+		Sealer:      d.svc, // each encrypted copy is sealed as it leaves (listd.Service.Seal)
 		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
 	})

@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/chunk"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -24,7 +25,7 @@ var (
 	bucketIncidents = []byte("incidents")    // ID → Incident JSON
 	bucketSeq       = []byte("incident_seq") // "YYYY" → last sequence number
 	bucketMessages  = []byte("messages")     // seq → Record JSON
-	bucketRaw       = []byte("messages_raw") // seq → raw bytes as received
+	bucketRaw       = []byte("messages_raw") // seq ‖ chunk number → raw bytes as received, in chunks (internal/chunk); seq → raw bytes in stores written before
 	bucketByInc     = []byte("messages_by_incident")
 	bucketMsgIDs    = []byte("message_ids")   // Message-ID → incident ID (inbound and outbound)
 	bucketSeen      = []byte("seen")          // sha256(raw) → seq, for duplicate deliveries (A4)
@@ -139,6 +140,10 @@ func sortIncidents(l []workflow.Incident) {
 
 // AddMessage archives a raw inbound message and indexes it. It returns the
 // record with its sequence number set.
+//
+// raw is stored as received, in chunks, without a copy: it must not change
+// until the transaction ends (a copy of a 10 MB report would double what the
+// transaction holds).
 func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, error) {
 	b := tx.Bucket(bucketMessages)
 	seq, err := b.NextSequence()
@@ -153,11 +158,10 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 	if err != nil {
 		return rec, fmt.Errorf("incidentdb: encode message: %w", err)
 	}
-	// bbolt keeps the slice until commit: copy the caller's bytes.
 	if err := b.Put(be(seq), v); err != nil {
 		return rec, err
 	}
-	if err := tx.Bucket(bucketRaw).Put(be(seq), bytes.Clone(raw)); err != nil {
+	if err := chunk.Put(tx.Bucket(bucketRaw), be(seq), raw); err != nil {
 		return rec, err
 	}
 	// A refused message kept in quarantine is not "seen": sending the same
@@ -230,11 +234,15 @@ func Messages(tx *bolt.Tx, id workflow.ID) ([]Record, error) {
 
 // Raw returns a copy of an archived message's bytes.
 func Raw(tx *bolt.Tx, seq uint64) ([]byte, error) {
-	v := tx.Bucket(bucketRaw).Get(be(seq))
-	if v == nil {
+	b := tx.Bucket(bucketRaw)
+	if v := b.Get(be(seq)); v != nil {
+		return bytes.Clone(v), nil // one value: a store written before chunks
+	}
+	raw, ok := chunk.Read(b, be(seq))
+	if !ok {
 		return nil, ErrNotFound
 	}
-	return bytes.Clone(v), nil
+	return raw, nil
 }
 
 // AllowAck applies the acknowledgement rate limit (threats.md B8): at most perDay

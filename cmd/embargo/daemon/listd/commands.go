@@ -196,28 +196,40 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 		XLoop:     sec.Address,
 		Body:      body,
 	}
-	out, err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now)
-	if err != nil {
+	q := queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}
+	if err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now, &q); err != nil {
 		return nil, err
 	}
 	if err := incidentdb.IndexMessageID(tx, mid, inc.ID); err != nil {
 		return nil, err
 	}
-	return []queue.Msg{{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, Data: out, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}}, nil
+	return []queue.Msg{q}, nil
 }
 
-// reporterCopy renders a message from the security list to to: encrypted
+// reporterCopy makes q a message from the security list to to: encrypted
 // to the reporter's key pinned to the incident and signed by the list when
 // to is the reporter and a usable key is pinned, else signed only (plain
-// without a list key, in development).
-func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time) ([]byte, error) {
+// without a list key, in development). Both are made at delivery (seal.go).
+func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time, q *queue.Msg) error {
 	if s.o.ListKey == nil {
-		return om.plain()
+		data, err := om.plain()
+		q.Data = data
+		return err
 	}
+	body, err := om.entity()
+	if err != nil {
+		return err
+	}
+	q.Body = body
 	if rk := s.pinnedReporterKey(tx, inc.ID, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
-		return om.sealed(s.outerHeader(sec, om), rk, s.o.ListKey, s.keyOptions())
+		q.Seal, err = sealSpec(lists.Security, rk, s.outerHeader(sec, om), om)
+		if q.Seal != nil {
+			q.Seal.Reporter = true
+		}
+		return err
 	}
-	return om.signed(s.o.ListKey, s.keyOptions())
+	q.Seal, err = signSpec(lists.Security, om)
+	return err
 }
 
 // pinnedReporterKey is the reporter's key pinned to the incident, if usable now.

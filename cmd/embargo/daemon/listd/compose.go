@@ -78,8 +78,12 @@ func (o *outMail) header() mail.Header {
 // entity renders the content: its MIME header fields, a blank line and the
 // encoded body, 7-bit (quoted-printable text, base64 attachments), so that it
 // can be signed as is (RFC 3156 §3).
+//
+// The copies of one message share this entity, which the queue stores once
+// and the delivery worker seals for each recipient.
 func (o *outMail) entity() ([]byte, error) {
 	var buf bytes.Buffer
+	buf.Grow(o.entitySize()) // one allocation even for a 10 MB report
 	body := strings.ReplaceAll(o.Body, "\r\n", "\n")
 	if len(o.Attachments) == 0 {
 		var h gomessage.Header
@@ -141,6 +145,18 @@ func (o *outMail) entity() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// entitySize is a generous estimate of the entity's length: quoted-printable
+// text grows by a few percent (up to 3 times for text full of non-ASCII
+// bytes, where the buffer then grows once), base64 by 4/3 plus a CRLF every
+// 76 characters.
+func (o *outMail) entitySize() int {
+	n := len(o.Body)*11/10 + 1024
+	for _, a := range o.Attachments {
+		n += len(a.Data)/57*78 + 80 + 512
+	}
+	return n
+}
+
 // writeEntity writes a single-part entity with h (no MIME-Version: this is a
 // part, possibly inside a signature or encryption).
 func writeEntity(w io.Writer, h gomessage.Header, body io.Reader) error {
@@ -160,45 +176,45 @@ func (o *outMail) plain() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	head, err := o.plainHead(ent)
+	if err != nil {
+		return nil, err
+	}
+	return checked(append(head, ent...))
+}
+
+// plainHead is what precedes ent in the plaintext message: the header
+// fields and MIME-Version (unless ent, a multipart, has it).
+func (o *outMail) plainHead(ent []byte) ([]byte, error) {
+	b, err := headerBytes(o.header())
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(ent, []byte("Mime-Version:")) && !bytes.HasPrefix(ent, []byte("MIME-Version:")) {
+		b = append(b, "MIME-Version: 1.0\r\n"...)
+	}
+	return b, nil
+}
+
+// headerBytes renders h's fields through go-message (which refuses CR and LF
+// in values), CRLF line ends, without the blank line that ends a header.
+func headerBytes(h mail.Header) ([]byte, error) {
 	var b bytes.Buffer
-	h := o.header()
 	if err := textproto.WriteHeader(&b, h.Header.Header); err != nil {
 		return nil, fmt.Errorf("listd: compose: %w", err)
 	}
-	b.Truncate(b.Len() - 2) // the entity's own fields follow, then its blank line
-	if !bytes.HasPrefix(ent, []byte("Mime-Version:")) && !bytes.HasPrefix(ent, []byte("MIME-Version:")) {
-		b.WriteString("MIME-Version: 1.0\r\n")
-	}
-	b.Write(ent)
-	return checked(b.Bytes())
+	b.Truncate(b.Len() - 2)
+	return b.Bytes(), nil
 }
 
-// signed renders the message as PGP/MIME multipart/signed by signer.
+// signed renders the message as PGP/MIME multipart/signed by signer (the
+// announce list's message, which its fan-out sends as it is).
 func (o *outMail) signed(signer *keys.Key, ko keys.Options) ([]byte, error) {
 	ent, err := o.entity()
 	if err != nil {
 		return nil, err
 	}
 	out, err := keys.Sign(o.header(), ent, signer, ko)
-	if err != nil {
-		return nil, err
-	}
-	return checked(out)
-}
-
-// sealed renders the message encrypted to exactly one key and signed by
-// signer. Relays see outer only; the real header fields travel inside as
-// protected headers (threats.md D7).
-func (o *outMail) sealed(outer mail.Header, to, signer *keys.Key, ko keys.Options) ([]byte, error) {
-	ent, err := o.entity()
-	if err != nil {
-		return nil, err
-	}
-	inner, err := keys.ProtectHeaders(ent, o.header())
-	if err != nil {
-		return nil, err
-	}
-	out, err := keys.Encrypt(outer, inner, to, signer, ko)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,9 @@ import (
 type recipient struct {
 	lists.Member
 	key *keys.Key
+	// replyTo, when set, is this copy's Reply-To in place of the message's
+	// (a header of the copy, not of the shared body).
+	replyTo *mail.Address
 }
 
 // sealRecipients splits members into those who get a copy and those who do
@@ -38,16 +41,21 @@ func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bo
 	return send, skipped
 }
 
-// seal renders a committee copy: encrypted to key and signed by the list when
-// key is set, else plaintext (only where the list allows it).
-func (s *Service) seal(sec lists.List, om *outMail, key *keys.Key) ([]byte, error) {
+// seal makes q a committee copy of om: sealed at delivery, encrypted to key
+// and signed by the list when key is set (seal.go), else plaintext, which
+// only a list that allows it sends. q.Body must be om's entity.
+func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key) error {
 	if key == nil || s.o.ListKey == nil {
 		if sec.EncryptionRequired() {
-			return nil, errors.New("listd: plaintext copy on a list that requires encryption")
+			return errors.New("listd: plaintext copy on a list that requires encryption")
 		}
-		return om.plain()
+		head, err := om.plainHead(q.Body)
+		q.Data = head
+		return err
 	}
-	return om.sealed(s.outerHeader(sec, om), key, s.o.ListKey, s.keyOptions())
+	spec, err := sealSpec(lists.Security, key, s.outerHeader(sec, om), om)
+	q.Seal = spec
+	return err
 }
 
 // outerHeader is what relays see of an encrypted message: the list address,
@@ -138,9 +146,17 @@ func (s *Service) committee() []recipient {
 
 // copyEach makes one copy of om for each recipient: To that recipient alone,
 // under its own random Message-ID (idKind names it), sealed to the
-// recipient's key (seal). Each becomes a copy of row with To, Data and
-// MessageID set. It is the one loop behind every per-member copy.
+// recipient's key (seal). Each becomes a copy of row with To, MessageID and
+// the content set. It is the one loop behind every per-member copy; the
+// copies share one rendered body, which the queue stores once.
 func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
+	if len(rcpts) == 0 {
+		return nil, nil
+	}
+	body, err := om.entity()
+	if err != nil {
+		return nil, err
+	}
 	var out []queue.Msg
 	for _, rc := range rcpts {
 		mid, err := s.newMessageID(idKind, sec.Domain())
@@ -149,12 +165,14 @@ func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om 
 		}
 		c := om
 		c.To, c.MessageID = []*mail.Address{{Name: rc.Name, Address: rc.Email}}, mid
-		data, err := s.seal(sec, &c, rc.key)
-		if err != nil {
-			return nil, err
+		if rc.replyTo != nil {
+			c.ReplyTo = rc.replyTo
 		}
 		q := row
-		q.To, q.Data, q.MessageID = []string{rc.Email}, data, mid
+		q.To, q.MessageID, q.Body = []string{rc.Email}, mid, body
+		if err := s.seal(&q, sec, &c, rc.key); err != nil {
+			return nil, err
+		}
 		out = append(out, q)
 	}
 	return out, nil

@@ -37,6 +37,24 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 	if s.o.DistributorsKey == nil {
 		return nil, fmt.Errorf("listd: no distributors list key")
 	}
+	// One body for every distributor, stored once; each copy is sealed to
+	// its distributor's key at delivery (seal.go), and nothing else.
+	base := outMail{
+		From:        &mail.Address{Name: s.o.Project + " Security Response", Address: dl.Address},
+		To:          []*mail.Address{{Address: dl.Address}},
+		ReplyTo:     &mail.Address{Address: dl.Address},
+		Subject:     m.Subject,
+		Date:        now,
+		AutoSubmit:  "auto-generated",
+		ListID:      dl.ListID(),
+		XLoop:       dl.Address,
+		Body:        m.Body,
+		Attachments: m.Attachments,
+	}
+	body, err := base.entity()
+	if err != nil {
+		return nil, err
+	}
 	var out []queue.Msg
 	var withheld []string
 	for _, d := range s.o.Roster.WithRole(workflow.RoleDistributor) {
@@ -49,26 +67,15 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 		if err != nil {
 			return nil, err
 		}
-		om := outMail{
-			From:        &mail.Address{Name: s.o.Project + " Security Response", Address: dl.Address},
-			To:          []*mail.Address{{Address: dl.Address}},
-			ReplyTo:     &mail.Address{Address: dl.Address},
-			Subject:     m.Subject,
-			MessageID:   mid,
-			Date:        now,
-			AutoSubmit:  "auto-generated",
-			ListID:      dl.ListID(),
-			XLoop:       dl.Address,
-			Body:        m.Body,
-			Attachments: m.Attachments,
-		}
+		om := base
+		om.MessageID = mid
 		outer := om.header()
 		outer.SetSubject(dl.OuterSubject)
-		data, err := om.sealed(outer, key, s.o.DistributorsKey, s.keyOptions())
+		spec, err := sealSpec(lists.Distributors, key, outer, &om)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, queue.Msg{From: dl.SubAddress(lists.DetailBounces), To: []string{d.Email}, Data: data, MessageID: mid, Kind: m.Kind, Incident: string(inc.ID)})
+		out = append(out, queue.Msg{From: dl.SubAddress(lists.DetailBounces), To: []string{d.Email}, Body: body, Seal: spec, MessageID: mid, Kind: m.Kind, Incident: string(inc.ID)})
 	}
 	if len(withheld) > 0 {
 		s.log.Warn("distributor copies withheld: no usable key", "incident", inc.ID, "count", len(withheld))

@@ -227,12 +227,12 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	if msg.MessageID() != "" {
 		om.References = []string{msg.MessageID()}
 	}
-	data, err := s.reporterCopy(tx, sec, inc, &om, to, now)
-	if err != nil {
+	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
+	q := queue.Msg{From: "", To: []string{to}, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}
+	if err := s.reporterCopy(tx, sec, inc, &om, to, now, &q); err != nil {
 		return nil, err
 	}
-	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
-	return []queue.Msg{{From: "", To: []string{to}, Data: data, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}}, nil
+	return []queue.Msg{q}, nil
 }
 
 // renderCopies makes one copy per committee member (and fix-team member),
@@ -315,16 +315,11 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		Attachments: attachments,
 	}
 	row := queue.Msg{From: sec.SubAddress(lists.DetailBounces), Kind: m.Template + "-copy", Incident: string(inc.ID)}
-	var out []queue.Msg
-	for _, rc := range rcpts {
-		om.ReplyTo = s.copyReplyTo(sec, inc, rc)
-		q, err := s.copyEach(sec, []recipient{rc}, m.Template, om, row)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, q...)
+	for i := range rcpts {
+		rcpts[i].replyTo = s.copyReplyTo(sec, inc, rcpts[i])
 	}
-	return out, nil
+	// One call: the copies share one rendered body, stored once.
+	return s.copyEach(sec, rcpts, m.Template, om, row)
 }
 
 // copyReplyTo is the Reply-To of a committee copy. An encrypted copy

@@ -79,11 +79,15 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 			}
 			cm := s.announceMail(ann, ch.Tag+" "+d.CVE+": "+d.Summary, text, now)
 			cm.To, cm.MessageID = []*mail.Address{{Address: ch.Address}}, cmid
-			cdata, err := cm.signed(s.o.AnnounceKey, s.keyOptions())
+			body, err := cm.entity()
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, queue.Msg{From: ann.SubAddress(lists.DetailBounces), To: []string{ch.Address}, Data: cdata, MessageID: cmid, Kind: "advisory-channel", Incident: string(inc.ID), NotBefore: notBefore})
+			spec, err := signSpec(lists.Announce, &cm) // signed at delivery (seal.go)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, queue.Msg{From: ann.SubAddress(lists.DetailBounces), To: []string{ch.Address}, Body: body, Seal: spec, MessageID: cmid, Kind: "advisory-channel", Incident: string(inc.ID), NotBefore: notBefore})
 			d.Channels++
 		}
 	}

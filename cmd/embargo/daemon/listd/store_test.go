@@ -271,9 +271,16 @@ func snapshot(t testing.TB, db *bolt.DB, k *storeKeys) string {
 			if r, err = queue.Get(tx, r.ID); err != nil {
 				return err
 			}
-			text := "(plain) " + bodyText(t, r.Data)
-			if key := byAddr[strings.Join(r.To, ",")]; key != nil && bytes.Contains(r.Data, []byte("multipart/encrypted")) {
-				text = "(sealed) " + decryptText(t, r.Data, key)
+			var text string
+			switch {
+			case len(r.Body) > 0:
+				// A copy sealed at delivery: the shared body, and the seal.
+				text = fmt.Sprintf("(to seal, %d-byte header) %s", len(r.Data), bodyText(t, r.Body))
+			case len(r.Data) > 0:
+				text = "(plain) " + bodyText(t, r.Data)
+				if key := byAddr[strings.Join(r.To, ",")]; key != nil && bytes.Contains(r.Data, []byte("multipart/encrypted")) {
+					text = "(sealed) " + decryptText(t, r.Data, key)
+				}
 			}
 			lines = append(lines, fmt.Sprintf("row %s to %v from %s incident %s:\n%s", r.Kind, r.To, r.From, r.Incident, text))
 		}

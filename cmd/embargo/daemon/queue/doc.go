@@ -31,6 +31,27 @@
 // it is delivered, refused permanently, or expired, and the last two call
 // Options.Failed inside the same transaction so the committee is alerted.
 //
+// # Shared bodies and sealing at delivery
+//
+// A row's message is its Data, or Data followed by a Body that several rows
+// share, or what Options.Sealer makes of a Body and a Seal spec. The copies
+// of one report to six members are six rows over one stored body: the
+// store holds it once, in 64 KiB chunks (a large value beside others makes
+// bbolt rewrite them on every change to their leaf), counts the rows that
+// use it, and deletes it with the last of them (delivered, or failed and
+// dropped; a failed row keeps it for `queue retry`). An encrypted copy is queued as a spec (the key to encrypt to,
+// the list that signs, the outer and the protected header, hence a fixed
+// Message-ID) and sealed when it is delivered, outside any transaction, so
+// that the caller's write transaction does no cryptography and the store
+// holds no per-member ciphertext. A spec that cannot be sealed at delivery
+// (its key removed or expired meanwhile) fails the row with an alert; it
+// never turns into a plaintext message.
+//
+// Memory per delivery is bounded: the body is read a chunk at a time, each
+// in a short View, and the worker starts deliveries only while the sizes
+// in flight stay under Options.MaxInflightBytes (one large row at a time at
+// the default), each holding about three times its size at its peak.
+//
 // # Retries
 //
 // A temporary failure (a 4xx reply, a refused or broken connection, a missing

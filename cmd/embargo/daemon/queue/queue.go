@@ -9,17 +9,24 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/chunk"
 )
 
 // Bucket names; this package owns them.
 var (
-	bucketRows = []byte("queue_rows") // ID → record JSON (envelope and state, no body)
-	bucketData = []byte("queue_data") // ID → message bytes, kept apart so a state change never rewrites the body
-	bucketDue  = []byte("queue_due")  // NextAttempt unix-nanos ‖ ID → nil, for every row not failed
+	bucketRows  = []byte("queue_rows")      // ID → record JSON (envelope, state, seal spec; no body)
+	bucketData  = []byte("queue_data")      // ID → message bytes, or the header fields before a shared body; kept apart so a state change never rewrites them
+	bucketDue   = []byte("queue_due")       // NextAttempt unix-nanos ‖ ID → nil, for every row not failed
+	bucketBlobs = []byte("queue_blobs")     // body ID ‖ chunk number → a shared body in chunks (internal/chunk)
+	bucketRefs  = []byte("queue_blob_refs") // body ID → rows that use it (8 bytes) ‖ its length (8 bytes)
 )
 
-// schemaVersion is the "v" field of every row record.
-const schemaVersion = 1
+// schemaVersion is the "v" field written in every row record. Version 2
+// added shared bodies and seal specs; version 1 rows are still read. An
+// older embargo refuses version 2 rows (it would send a header without its
+// body) instead of misreading them.
+const schemaVersion = 2
 
 // Errors returned by the row operations.
 var (
@@ -30,17 +37,85 @@ var (
 
 // Msg is one outbound message for one envelope. Private lists write one row per
 // recipient, so that one refusal or one key problem concerns one row only.
+//
+// The message is Data followed by Body, or, with Seal, what the Sealer makes
+// of Body at delivery.
 type Msg struct {
-	From      string   // envelope sender; "" is the null sender <> (RFC 3834 auto-replies, RFC 5321 §4.5.5)
-	To        []string // envelope recipients, at least one
-	Data      []byte   // the complete RFC 5322 message with CRLF line ends, already rendered, encrypted and signed
-	MessageID string   // the Message-ID of Data, stable across retries: a duplicate after a crash carries the same one
-	Kind      string   // short label for logs and metrics: "ack", "report-copy", "reply-copy", "alert", ...
-	Incident  string   // incident ID for logs; may be empty
-	NoAlert   bool     // a failure of this row raises no alert (an alert about an alert would loop)
+	From string   // envelope sender; "" is the null sender <> (RFC 3834 auto-replies, RFC 5321 §4.5.5)
+	To   []string // envelope recipients, at least one
+	// Data is the complete RFC 5322 message with CRLF line ends, already
+	// rendered (and signed or encrypted where it must be), or, followed by
+	// Body, the header fields that precede a shared body. Empty with Seal.
+	Data []byte
+	// Body is content that several rows share: the six copies of a report
+	// to six members carry one Body and the store holds it once. Messages
+	// of one Enqueue call whose Body is the same slice share one stored
+	// body, which counts the rows that use it and is deleted with the last
+	// of them. Enqueue keeps Body without copying it until the transaction
+	// ends: the caller must not change it before then.
+	Body []byte
+	// Seal, with Body, makes the message at delivery: the worker hands the
+	// spec and the stored body to Options.Sealer, which signs and encrypts
+	// them. Sealing at delivery keeps the cryptography out of the caller's
+	// write transaction and stores one body however many copies it has.
+	Seal *Seal
+
+	MessageID string // the Message-ID of the message, stable across retries: a duplicate after a crash carries the same one
+	Kind      string // short label for logs and metrics: "ack", "report-copy", "reply-copy", "alert", ...
+	Incident  string // incident ID for logs; may be empty
+	NoAlert   bool   // a failure of this row raises no alert (an alert about an alert would loop)
 	// NotBefore holds the row until then: a message that must follow others
-	// (the announcement after "embargo lifted", threats.md G5). Zero: now.
+	// (the announcement after "embargo lifted", docs/threat-model.md G5).
+	// Zero: now.
 	NotBefore time.Time
+}
+
+// Seal says how a Sealer makes a row's message from its body. The header
+// blocks are rendered header fields (CRLF line ends, no blank line at the
+// end), written by the caller with go-message, which refuses CR or LF in a
+// value (docs/threat-model.md B10).
+//
+// A spec either encrypts to exactly one key (To) or, marked SignOnly, is
+// signed and not encrypted; Enqueue refuses a spec that says neither or
+// both, so a missing fingerprint can never turn into a plaintext message.
+// An encrypting spec is never sent unencrypted: when its key is missing,
+// expired or revoked at delivery the Sealer fails and the row fails with
+// an alert (docs/threat-model.md D6).
+type Seal struct {
+	// Signer names the list whose key signs the message ("security",
+	// "distributors", "announce").
+	Signer string `json:"signer"`
+	// To is the full primary fingerprint of the one key the message is
+	// encrypted to: a member's pinned key or, with Reporter, the key pinned
+	// to the row's incident for its reporter.
+	To       string `json:"to,omitempty"`
+	Reporter bool   `json:"reporter,omitempty"`
+	// SignOnly marks a message that is signed and sent unencrypted (an
+	// acknowledgement to a reporter without a key). Never with To.
+	SignOnly bool `json:"sign_only,omitempty"`
+	// Outer is the header relays see: From, To, a generic Subject, Date,
+	// Message-ID, … For a signed-only message, its whole header.
+	Outer []byte `json:"outer"`
+	// Inner is the header protected inside the encryption: the real
+	// Subject, From, To, … (draft-autocrypt-lamps-protected-headers).
+	Inner []byte `json:"inner,omitempty"`
+}
+
+// check refuses a spec the Sealer could only get wrong.
+func (s *Seal) check() error {
+	switch {
+	case s.Signer == "":
+		return errors.New("seal names no signing key")
+	case s.To == "" && !s.SignOnly:
+		return errors.New("seal names no key to encrypt to and is not marked signed-only")
+	case s.To != "" && s.SignOnly:
+		return errors.New("seal is both encrypted and signed-only")
+	case s.Reporter && s.To == "":
+		return errors.New("seal to a reporter names no key")
+	case len(s.Outer) == 0:
+		return errors.New("seal has no outer header")
+	}
+	return nil
 }
 
 // State is where a row stands.
@@ -57,13 +132,16 @@ type Row struct {
 	ID uint64
 	Msg
 	State       State
-	Size        int       // len(Data); List leaves Data nil but fills Size
+	Size        int       // len(Data) + BodySize; List leaves Data and Body nil but fills the sizes
+	BodySize    int       // the length of the shared body, 0 without one
 	Created     time.Time // when it was enqueued
 	Requeued    time.Time // when an operator last retried it; the lifetime counts from the later of the two
 	NextAttempt time.Time // zero for failed rows
 	LastAttempt time.Time
 	Attempts    int
 	LastError   string
+
+	blob []byte // the stored body's key, set by the worker's claim
 }
 
 // Counts summarises the queue for metrics and `embargo status`.
@@ -82,6 +160,9 @@ type record struct {
 	Incident    string    `json:"incident,omitempty"`
 	NoAlert     bool      `json:"no_alert,omitempty"`
 	Size        int       `json:"size"`
+	Body        uint64    `json:"body,omitempty"` // the shared body's ID
+	BodySize    int       `json:"body_size,omitempty"`
+	Seal        *Seal     `json:"seal,omitempty"`
 	State       State     `json:"state"`
 	Created     time.Time `json:"created"`
 	Requeued    time.Time `json:"requeued,omitzero"`
@@ -101,9 +182,11 @@ func (rec *record) row(id uint64) Row {
 			Kind:      rec.Kind,
 			Incident:  rec.Incident,
 			NoAlert:   rec.NoAlert,
+			Seal:      rec.Seal,
 		},
 		State:       rec.State,
 		Size:        rec.Size,
+		BodySize:    rec.BodySize,
 		Created:     rec.Created,
 		Requeued:    rec.Requeued,
 		NextAttempt: rec.NextAttempt,
@@ -124,7 +207,7 @@ func (rec *record) expires(lifetime time.Duration) time.Time {
 
 // Init creates the queue's buckets. Call it once, inside the opener's Update.
 func Init(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketRows, bucketData, bucketDue} {
+	for _, name := range [][]byte{bucketRows, bucketData, bucketDue, bucketBlobs, bucketRefs} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("queue: create bucket %s: %w", name, err)
 		}
@@ -134,13 +217,14 @@ func Init(tx *bolt.Tx) error {
 
 // Enqueue adds msgs to the queue inside the caller's write transaction, so that
 // they commit together with the state change that caused them, or not at all
-// (docs/threats.md A2). The worker sees them only after the commit; call
+// (docs/threat-model.md A2). The worker sees them only after the commit; call
 // Worker.Kick after it, or use Worker.Enqueue, which does so on commit.
 //
-// Data is copied. A message without recipients or without data is a caller bug
-// and fails the transaction; the content itself (line ends, addresses) is
-// checked at delivery, where a bad row fails alone and raises an alert instead
-// of blocking the inbound message that caused it.
+// Data is copied; Body is not (see Msg). A message without recipients or
+// without content, or with a malformed Seal, is a caller bug and fails the
+// transaction; the content itself (line ends, addresses) is checked at
+// delivery, where a bad row fails alone and raises an alert instead of
+// blocking the inbound message that caused it.
 func Enqueue(tx *bolt.Tx, now time.Time, msgs ...Msg) error {
 	_, err := enqueue(tx, now, msgs)
 	return err
@@ -151,13 +235,11 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	var last lastBody // the body of the previous message: copies share one slice
 	ids := make([]uint64, 0, len(msgs))
 	for _, m := range msgs {
-		if len(m.To) == 0 {
-			return nil, fmt.Errorf("queue: message %s (%s) has no recipients", m.MessageID, m.Kind)
-		}
-		if len(m.Data) == 0 {
-			return nil, fmt.Errorf("queue: message %s (%s) is empty", m.MessageID, m.Kind)
+		if err := checkMsg(&m); err != nil {
+			return nil, fmt.Errorf("queue: message %s (%s): %w", m.MessageID, m.Kind, err)
 		}
 		id, err := bk.rows.NextSequence()
 		if err != nil {
@@ -171,7 +253,9 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			Kind:        m.Kind,
 			Incident:    m.Incident,
 			NoAlert:     m.NoAlert,
-			Size:        len(m.Data),
+			Size:        len(m.Data) + len(m.Body),
+			BodySize:    len(m.Body),
+			Seal:        m.Seal,
 			State:       StateQueued,
 			Created:     now,
 			NextAttempt: now,
@@ -179,9 +263,23 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 		if m.NotBefore.After(now) {
 			rec.NextAttempt = m.NotBefore
 		}
-		// bbolt keeps the slice until commit; the caller may reuse its buffer before that.
-		if err := bk.data.Put(idKey(id), bytes.Clone(m.Data)); err != nil {
-			return nil, fmt.Errorf("queue: put data %d: %w", id, err)
+		if len(m.Body) > 0 {
+			if last.same(m.Body) {
+				err = bk.addRef(idKey(last.id))
+			} else {
+				last = lastBody{body: m.Body}
+				last.id, err = bk.putBody(m.Body)
+			}
+			if err != nil {
+				return nil, err
+			}
+			rec.Body = last.id
+		}
+		if len(m.Data) > 0 {
+			// bbolt keeps the slice until commit; the caller may reuse its buffer before that.
+			if err := bk.data.Put(idKey(id), bytes.Clone(m.Data)); err != nil {
+				return nil, fmt.Errorf("queue: put data %d: %w", id, err)
+			}
 		}
 		if err := bk.put(id, nil, &rec); err != nil {
 			return nil, err
@@ -189,6 +287,35 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+func checkMsg(m *Msg) error {
+	switch {
+	case len(m.To) == 0:
+		return errors.New("no recipients")
+	case len(m.Data) == 0 && len(m.Body) == 0:
+		return errors.New("empty")
+	case m.Seal == nil:
+		return nil
+	case len(m.Body) == 0:
+		return errors.New("a seal without a body")
+	case len(m.Data) > 0:
+		return errors.New("a sealed message has no Data: the Sealer writes every header")
+	}
+	return m.Seal.check()
+}
+
+// lastBody remembers the body stored last: the copies of one message share
+// one slice, stored once. Bodies get sequence numbers, not content hashes:
+// new ones append to the end of the bucket (one leaf written, not one at
+// a random place per body) and nothing is hashed in the transaction.
+type lastBody struct {
+	body []byte
+	id   uint64
+}
+
+func (k lastBody) same(b []byte) bool {
+	return len(k.body) == len(b) && len(b) > 0 && &k.body[0] == &b[0]
 }
 
 // Get returns one row with its data, copied out of the transaction.
@@ -203,6 +330,9 @@ func Get(tx *bolt.Tx, id uint64) (Row, error) {
 	}
 	r := rec.row(id)
 	r.Data = bytes.Clone(bk.data.Get(idKey(id)))
+	if key, ok := rec.blobKey(); ok {
+		r.Body, _ = chunk.Read(bk.blobs, key)
+	}
 	return r, nil
 }
 
@@ -291,21 +421,84 @@ func Drop(tx *bolt.Tx, id uint64) error {
 	return bk.delete(id, old)
 }
 
-// buckets bundles the three buckets of one transaction.
+// buckets bundles the buckets of one transaction.
 type buckets struct {
-	rows, data, due *bolt.Bucket
+	rows, data, due, blobs, refs *bolt.Bucket
 }
 
 func open(tx *bolt.Tx) (buckets, error) {
 	bk := buckets{
-		rows: tx.Bucket(bucketRows),
-		data: tx.Bucket(bucketData),
-		due:  tx.Bucket(bucketDue),
+		rows:  tx.Bucket(bucketRows),
+		data:  tx.Bucket(bucketData),
+		due:   tx.Bucket(bucketDue),
+		blobs: tx.Bucket(bucketBlobs),
+		refs:  tx.Bucket(bucketRefs),
 	}
-	if bk.rows == nil || bk.data == nil || bk.due == nil {
+	if bk.rows == nil || bk.data == nil || bk.due == nil || bk.blobs == nil || bk.refs == nil {
 		return bk, ErrNoInit
 	}
 	return bk, nil
+}
+
+// putBody stores a new body, used by one row, and returns its ID.
+func (bk buckets) putBody(body []byte) (uint64, error) {
+	id, err := bk.refs.NextSequence()
+	if err != nil {
+		return 0, fmt.Errorf("queue: next body: %w", err)
+	}
+	if err := chunk.Put(bk.blobs, idKey(id), body); err != nil {
+		return 0, fmt.Errorf("queue: put body: %w", err)
+	}
+	return id, bk.setBodyRefs(idKey(id), 1, uint64(len(body)))
+}
+
+// addRef counts one more row using a body already stored.
+func (bk buckets) addRef(key []byte) error {
+	n, size := bk.bodyRefs(key)
+	if n == 0 {
+		return fmt.Errorf("queue: body %x is not stored", key)
+	}
+	return bk.setBodyRefs(key, n+1, size)
+}
+
+// releaseBody counts one row less using a body and deletes the body with
+// its last row.
+func (bk buckets) releaseBody(key []byte) error {
+	n, size := bk.bodyRefs(key)
+	if n > 1 {
+		return bk.setBodyRefs(key, n-1, size)
+	}
+	if err := chunk.Delete(bk.blobs, key); err != nil {
+		return fmt.Errorf("queue: delete body: %w", err)
+	}
+	if err := bk.refs.Delete(key); err != nil {
+		return fmt.Errorf("queue: delete body count: %w", err)
+	}
+	return nil
+}
+
+func (bk buckets) bodyRefs(key []byte) (n, size uint64) {
+	v := bk.refs.Get(key)
+	if len(v) != 16 {
+		return 0, 0
+	}
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:])
+}
+
+func (bk buckets) setBodyRefs(key []byte, n, size uint64) error {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16), n)
+	if err := bk.refs.Put(key, binary.BigEndian.AppendUint64(v, size)); err != nil {
+		return fmt.Errorf("queue: count body: %w", err)
+	}
+	return nil
+}
+
+// blobKey is the stored body's key, if the row has one.
+func (rec *record) blobKey() ([]byte, bool) {
+	if rec.Body == 0 {
+		return nil, false
+	}
+	return idKey(rec.Body), true
 }
 
 func (bk buckets) get(id uint64) (*record, error) {
@@ -350,6 +543,11 @@ func (bk buckets) delete(id uint64, old *record) error {
 	if err := bk.data.Delete(idKey(id)); err != nil {
 		return fmt.Errorf("queue: delete data %d: %w", id, err)
 	}
+	if key, ok := old.blobKey(); ok {
+		if err := bk.releaseBody(key); err != nil {
+			return err
+		}
+	}
 	if err := bk.rows.Delete(idKey(id)); err != nil {
 		return fmt.Errorf("queue: delete row %d: %w", id, err)
 	}
@@ -385,8 +583,8 @@ func decode(k, v []byte) (*record, error) {
 	if err := json.Unmarshal(v, &rec); err != nil {
 		return nil, fmt.Errorf("queue: decode row %x: %w", k, err)
 	}
-	if rec.V != schemaVersion {
-		return nil, fmt.Errorf("queue: row %x has schema version %d, want %d", k, rec.V, schemaVersion)
+	if rec.V < 1 || rec.V > schemaVersion {
+		return nil, fmt.Errorf("queue: row %x has schema version %d, want 1 to %d", k, rec.V, schemaVersion)
 	}
 	return &rec, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -35,6 +36,17 @@ type Options struct {
 	// alert must not carry the message. An error rolls the whole outcome back;
 	// the row is then sent again later. Not called for NoAlert rows.
 	Failed func(tx *bolt.Tx, r Row, reason string) error
+	// Sealer makes the message of every row queued with a Seal. Without
+	// one, such a row fails (and alerts) instead of being sent.
+	Sealer Sealer
+	// MaxInflightBytes bounds the memory deliveries take: a row is started
+	// only while the sizes of the rows in flight, its own included, stay
+	// under it, except that a row is always started when nothing else is
+	// in flight. A delivery holds about three times its size at its peak
+	// (the body read a chunk at a time, the sealed message, about 1.4 times
+	// the body with ASCII armor, and the DKIM-signed copy of it). Default
+	// 16 MiB: one report at the default 10 MiB message limit at a time.
+	MaxInflightBytes int
 	// Logger receives one line per outcome, with IDs only, never message content.
 	Logger *slog.Logger
 	// Delivered, when set, is told of each row delivered to the relay (to
@@ -42,6 +54,25 @@ type Options struct {
 	// daemon's delivery-latency metric.
 	Delivered func(r Row, at time.Time)
 }
+
+// Sealer makes the message of a row queued with a Seal spec, at delivery,
+// outside any transaction. r carries the spec (r.Seal), the incident and
+// the sizes; body reads the stored body, a chunk at a time.
+//
+// It must never return a message that is not what the spec asks for: a
+// spec with a key to encrypt to is encrypted to that key or fails. An
+// error that retrying cannot cure (the key is missing, expired or revoked;
+// the spec names an unknown list) must be Permanent: the row then fails at
+// once and Options.Failed alerts the committee (docs/threat-model.md D6).
+// Any other error is retried with backoff like a relay's temporary
+// failure; a panic is one.
+type Sealer interface {
+	Seal(r *Row, body io.Reader) ([]byte, error)
+}
+
+// ErrNoSealer is the permanent failure of a sealed row when the worker has
+// no Sealer: the row's body is never sent as it is.
+var ErrNoSealer = errors.New("queue: row must be sealed and no sealer is configured")
 
 // ReasonExpired is the reason given to Options.Failed for a row whose lifetime
 // ended; Row.LastError then holds the last temporary error.
@@ -81,6 +112,9 @@ func New(db *bolt.DB, relay Relay, opts Options) *Worker {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
+	}
+	if opts.MaxInflightBytes <= 0 {
+		opts.MaxInflightBytes = 16 << 20
 	}
 	log := opts.Logger
 	if log == nil {
@@ -145,7 +179,8 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	busy := make(map[uint64]bool) // rows with a delivery in flight; only this goroutine touches it
+	busy := make(map[uint64]int) // rows with a delivery in flight, and their sizes; only this goroutine touches it
+	inflight := 0                // the sum of those sizes
 	// At most Concurrency deliveries are in flight and each reports once, so
 	// these sends never block, not even after Run has stopped reading.
 	done := make(chan uint64, w.opts.Concurrency)
@@ -160,18 +195,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		wait := time.Duration(-1) // no timer: a kick or a finished delivery wakes us
 		if free := w.opts.Concurrency - len(busy); free > 0 {
-			rows, next, err := w.claim(busy, free)
+			rows, next, full, err := w.claim(busy, free, w.opts.MaxInflightBytes-inflight)
 			switch {
 			case errors.Is(err, berrors.ErrDatabaseNotOpen):
 				return fmt.Errorf("queue: %w", err)
 			case err != nil:
 				w.log.Error("outbound queue read failed", "err", err)
 				wait = w.opts.MinBackoff
+			case full:
+				// A due row waits for room: a finished delivery wakes us.
 			case !next.IsZero() && len(busy)+len(rows) < w.opts.Concurrency:
 				wait = max(0, next.Sub(w.opts.Now()))
 			}
 			for _, r := range rows {
-				busy[r.ID] = true
+				busy[r.ID] = r.Size
+				inflight += r.Size
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -191,6 +229,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-w.kick:
 		case <-timer.C:
 		case id := <-done:
+			inflight -= busy[id]
 			delete(busy, id)
 		}
 	}
@@ -249,14 +288,20 @@ func (w *Worker) recoverSending() error {
 
 // claim picks up to free due rows that are not in flight, marks them sending
 // with the attempt counted (so a crash mid-send is visible at the next start,
-// and the count survives it: docs/threats.md A6), and returns them with their
-// data. next is the NextAttempt of the first row it did not take.
+// and the count survives it: docs/threat-model.md A6), and returns them with
+// their Data (a shared body is read at delivery). next is the NextAttempt of
+// the first row it did not take.
+//
+// Rows are taken in due order while their sizes fit in room; the first that
+// does not fit stops the claim (full), so that a large row is not starved by
+// small ones behind it. With nothing in flight, the first row is taken
+// whatever its size.
 //
 // The lookup runs in a View: an Update commits (and syncs) even when it
 // changes nothing, and most wake-ups find nothing to do.
-func (w *Worker) claim(busy map[uint64]bool, free int) ([]Row, time.Time, error) {
+func (w *Worker) claim(busy map[uint64]int, free, room int) ([]Row, time.Time, bool, error) {
 	now := w.opts.Now()
-	inFlight := func(id uint64) bool { return busy[id] }
+	inFlight := func(id uint64) bool { _, ok := busy[id]; return ok }
 	var ids []uint64
 	var next time.Time
 	err := w.db.View(func(tx *bolt.Tx) error {
@@ -268,16 +313,18 @@ func (w *Worker) claim(busy map[uint64]bool, free int) ([]Row, time.Time, error)
 		return nil
 	})
 	if err != nil || len(ids) == 0 {
-		return nil, next, err
+		return nil, next, false, err
 	}
 
 	var rows []Row
+	var full bool
 	err = w.db.Update(func(tx *bolt.Tx) error {
-		rows = rows[:0]
+		rows, full = rows[:0], false
 		bk, err := open(tx)
 		if err != nil {
 			return err
 		}
+		left := room
 		taken := make(map[uint64]bool, len(ids))
 		for _, id := range ids {
 			old, err := bk.get(id)
@@ -290,6 +337,11 @@ func (w *Worker) claim(busy map[uint64]bool, free int) ([]Row, time.Time, error)
 			if old.State == StateFailed || old.NextAttempt.After(now) {
 				continue // retried or failed since the View
 			}
+			if old.Size > left && len(busy)+len(rows) > 0 {
+				full = true
+				break
+			}
+			left -= old.Size
 			rec := *old
 			rec.State = StateSending
 			rec.Attempts++
@@ -304,27 +356,32 @@ func (w *Worker) claim(busy map[uint64]bool, free int) ([]Row, time.Time, error)
 			}
 			r := rec.row(id)
 			r.Data = bytes.Clone(bk.data.Get(idKey(id)))
+			r.blob, _ = rec.blobKey()
 			rows = append(rows, r)
 			taken[id] = true
 		}
-		_, next = bk.dueIDs(now, 0, func(id uint64) bool { return busy[id] || taken[id] })
+		_, next = bk.dueIDs(now, 0, func(id uint64) bool { return inFlight(id) || taken[id] })
 		return nil
 	})
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, false, err
 	}
-	return rows, next, nil
+	return rows, next, full, nil
 }
 
 // deliver sends one claimed row and records the outcome in its own Update,
 // right after the relay's answer (docs/threats.md A3).
 func (w *Worker) deliver(ctx context.Context, r Row) {
 	err := checkEnvelope(r.From, r.To)
+	var data []byte
 	if err == nil {
-		err = checkData(r.Data)
+		data, err = w.message(&r)
 	}
 	if err == nil {
-		err = w.send(ctx, r)
+		err = checkData(data)
+	}
+	if err == nil {
+		err = w.send(ctx, r, data)
 	}
 	var rcptErr *RcptError
 	if err != nil && ctx.Err() != nil && !errors.As(err, &rcptErr) && !IsPermanent(err) {
@@ -347,13 +404,13 @@ func (w *Worker) deliver(ctx context.Context, r Row) {
 // send calls the relay, turning a panic into a temporary error so that one
 // bad row cannot take the daemon down (docs/threats.md A6); it is then
 // retried with backoff and expires with an alert like any failing row.
-func (w *Worker) send(ctx context.Context, r Row) (err error) {
+func (w *Worker) send(ctx context.Context, r Row, data []byte) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("queue: relay panicked: %v", p)
 		}
 	}()
-	return w.relay.Send(ctx, r.From, r.To, r.Data)
+	return w.relay.Send(ctx, r.From, r.To, data)
 }
 
 // record writes the outcome of one attempt. Outcomes of concurrent deliveries
@@ -425,8 +482,15 @@ func (w *Worker) record(r Row, sendErr error) error {
 			if err != nil {
 				return fmt.Errorf("queue: next sequence: %w", err)
 			}
-			if err := bk.data.Put(idKey(id), bytes.Clone(bk.data.Get(idKey(r.ID)))); err != nil {
-				return fmt.Errorf("queue: put data %d: %w", id, err)
+			if d := bk.data.Get(idKey(r.ID)); d != nil {
+				if err := bk.data.Put(idKey(id), bytes.Clone(d)); err != nil {
+					return fmt.Errorf("queue: put data %d: %w", id, err)
+				}
+			}
+			if key, ok := old.blobKey(); ok {
+				if err := bk.addRef(key); err != nil {
+					return err
+				}
 			}
 			if err := w.fail(tx, bk, id, nil, &failedRec, failedRec.LastError); err != nil {
 				return err
