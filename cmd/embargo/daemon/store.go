@@ -112,7 +112,9 @@ func openStore(dir string, mode openMode, log *slog.Logger) (*bolt.DB, error) {
 		if err := createStore(dir); err != nil {
 			return nil, err
 		}
-		return openStore(dir, mode, log)
+		// Open what is there now (ours, or one another process linked
+		// first) as any existing store; never create twice.
+		return openStore(dir, modeWrite, log)
 	case err != nil:
 		var d *storeDamage
 		if errors.As(err, &d) {

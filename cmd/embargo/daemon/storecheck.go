@@ -180,7 +180,6 @@ type walker struct {
 	pageSize int64
 	hwm      uint64 // the meta's high-water mark: pages in use are below it
 	seen     map[uint64]bool
-	visit    func(id uint64, flags uint16, b []byte) // tests: every page read
 }
 
 // load reads page id with its overflow pages, checking that the run lies
@@ -189,8 +188,8 @@ func (w *walker) load(id uint64, from string, flags ...uint16) ([]byte, error) {
 	if id < 2 || id >= w.hwm {
 		return nil, damaged("%s points to page %d, outside the store's %d pages", from, id, w.hwm)
 	}
-	h := readAt(w.f, int64(id)*w.pageSize, pageHeaderSize)
-	self, fl, over := nativeEndian.Uint64(h), nativeEndian.Uint16(h[8:]), uint64(nativeEndian.Uint32(h[12:]))
+	b := readAt(w.f, int64(id)*w.pageSize, w.pageSize)
+	self, fl, over := nativeEndian.Uint64(b), nativeEndian.Uint16(b[8:]), uint64(nativeEndian.Uint32(b[12:]))
 	switch {
 	case self != id:
 		return nil, damaged("page %d calls itself page %d", id, self)
@@ -205,9 +204,8 @@ func (w *walker) load(id uint64, from string, flags ...uint16) ([]byte, error) {
 		}
 		w.seen[p] = true
 	}
-	b := readAt(w.f, int64(id)*w.pageSize, int64(over+1)*w.pageSize)
-	if w.visit != nil {
-		w.visit(id, fl, b)
+	if over > 0 {
+		b = readAt(w.f, int64(id)*w.pageSize, int64(over+1)*w.pageSize)
 	}
 	return b, nil
 }
@@ -317,6 +315,11 @@ func (w *walker) bucket(v []byte, where string, depth int) error {
 // something else or readable by others.
 func statStore(path string) (int64, error) {
 	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, lerr := os.Lstat(path); lerr == nil {
+			return 0, damaged("it is a symbolic link to a file that does not exist")
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
