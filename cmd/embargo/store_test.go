@@ -64,7 +64,9 @@ func TestStoreDamageCLI(t *testing.T) {
 func cliOutcome(t *testing.T, cmd, refused, dir string, code int, out, errOut string) {
 	t.Helper()
 	if refused == "" {
-		if code != 0 && !(strings.HasPrefix(cmd, "queue retry") && strings.Contains(errOut, "no queue row 1")) {
+		// queue retry 1 opened the store if it speaks of the row (gone, or
+		// left "sending" when the harness stopped).
+		if code != 0 && !(strings.HasPrefix(cmd, "queue retry") && (strings.Contains(errOut, "row 1;") || strings.Contains(errOut, "row 1 is"))) {
 			t.Errorf("embargo %s: exit %d, %s; want the store opened", cmd, code, errOut)
 		}
 		return
@@ -86,6 +88,9 @@ func serveOutcome(t *testing.T, c daemontest.StoreCase, cfg, dir string) {
 	cmd, out := embargoProcess(t, t.TempDir(), "serve", "--config", cfg, "--data", dir, "--listen", addr)
 	if c.Refused == "" || c.ServeCreates {
 		waitPort(t, addr, out)
+		// Not at once: go-smtp's Serve adds waitPort's connection to a
+		// WaitGroup that its Shutdown may already wait on (-race flags it).
+		time.Sleep(200 * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("serve on a %s store: %v\n%s", c.Name, err, out)
