@@ -66,8 +66,10 @@ func cmdBackup(args []string, s stdio) error {
 const restoreHelp = `Usage: embargo restore FILE [--config FILE] [--data DIR]
 
 Puts a backup made with embargo backup in place of the store. The daemon must
-be stopped. The backup is checked first; the current store, if any, is kept
-beside it as embargo.db.replaced-<time>. The restored store has mode 0600.
+be stopped. The backup is copied beside the store and the copy checked as the
+store is (a damaged backup is refused and nothing changes). Whatever is in
+place now, damaged, empty or missing, is never opened: it is kept beside the
+store as embargo.db.replaced-<time>. The restored store has mode 0600.
 Mail that arrived after the backup was taken is not in it: the senders' copies
 and the committee's mailboxes are where to find it.
 

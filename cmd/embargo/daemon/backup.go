@@ -98,27 +98,14 @@ func backupOffline(dataDir string, w io.Writer) error {
 	return nil
 }
 
-// CheckStoreFile opens a store file read-only and runs bbolt's check on it.
-func CheckStoreFile(path string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+// CheckStoreFile runs the store's checks on the file at path (a backup):
+// the pre-open check, then bbolt's, as for the store itself.
+func CheckStoreFile(path string) error {
+	db, _, err := openChecked(path, true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = err
-			}
-		}
-		return first
-	})
+	return db.Close()
 }
 
 // StoreSummary counts what a store holds, to compare a backup with its source.
@@ -132,7 +119,7 @@ func (s StoreSummary) String() string {
 
 // DescribeStore counts what the store file at path holds.
 func DescribeStore(path string) (StoreSummary, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	db, _, err := openChecked(path, true)
 	if err != nil {
 		return StoreSummary{}, err
 	}
@@ -155,22 +142,20 @@ func DescribeStore(path string) (StoreSummary, error) {
 }
 
 // Restore puts the backup src in place of the store of dataDir. The daemon
-// must be stopped; the backup is checked first; the current store, if any,
-// is kept beside it as embargo.db.replaced-<time> and named in kept.
+// must be stopped. The copy that will be installed is checked first, with the
+// same checks as the store itself; the current store, if any, is never
+// opened (it is usually damaged: that is when a restore is needed) and is
+// kept beside it as embargo.db.replaced-<time>, named in kept.
 func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 	if Running(dataDir) {
 		return "", errors.New("the daemon is running: stop it first (systemctl stop embargo), then restore")
-	}
-	if err := CheckStoreFile(src); err != nil {
-		return "", fmt.Errorf("%s is not a usable backup: %v", src, err)
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", err
 	}
 	dst := filepath.Join(dataDir, DBFile)
 	// Take the store's lock (bbolt's flock) while swapping: a daemon that holds
-	// it is refused, one starting meanwhile waits. The store is not opened as
-	// a database: it may be the damaged file being replaced.
+	// it is refused, one starting meanwhile waits.
 	if cur, err := os.Open(dst); err == nil {
 		defer cur.Close()
 		if err := syscall.Flock(int(cur.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
@@ -182,7 +167,14 @@ func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 		return "", fmt.Errorf("restore: %w", err)
 	}
 	defer os.Remove(tmp)
-	if _, err := os.Stat(dst); err == nil {
+	if err := CheckStoreFile(tmp); err != nil {
+		var se *StoreError
+		if errors.As(err, &se) {
+			err = errors.New(se.Reason)
+		}
+		return "", fmt.Errorf("%s is not a usable backup: %v. Nothing was changed; restore an older backup", src, err)
+	}
+	if _, err := os.Lstat(dst); err == nil {
 		kept = dst + ".replaced-" + now.UTC().Format("20060102T150405Z")
 		if err := os.Rename(dst, kept); err != nil {
 			return "", fmt.Errorf("restore: %w", err)
@@ -191,7 +183,13 @@ func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return kept, fmt.Errorf("restore: %w", err)
 	}
-	return kept, syncDir(dataDir)
+	if err := syncDir(dataDir); err != nil {
+		return kept, err
+	}
+	if _, had := readMarker(dataDir); !had {
+		return kept, writeMarker(dataDir, "restored")
+	}
+	return kept, nil
 }
 
 // copyToTemp copies src to a new file in dir, mode 0600, synced.

@@ -232,7 +232,7 @@ func queueWrite(dataDir, cmd string, id uint64, done string, offline func(*bolt.
 		b, err := io.ReadAll(br)
 		return string(b), err
 	}
-	db, err := OpenStore(dataDir, false)
+	db, err := openStore(dataDir, modeWrite, slog.Default())
 	if err != nil {
 		return "", err
 	}

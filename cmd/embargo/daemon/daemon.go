@@ -124,7 +124,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.db != nil {
 		return errors.New("daemon: already started")
 	}
-	if d.db, err = OpenStore(d.cfg.DataDir, false); err != nil {
+	if d.db, err = openStore(d.cfg.DataDir, modeCreate, d.log); err != nil {
 		return err
 	}
 	defer func() {
