@@ -216,7 +216,7 @@ func TestOneClickConfig(t *testing.T) {
 		{"http base_url: off", "[http]\nbase_url = \"http://127.0.0.1:8025\"\n", false, nil},
 		{"explicit off", https + "[lists.announce]\none_click = false\n", false, nil},
 		{"explicit on", https + "[lists.announce]\none_click = true\n", true, nil},
-		{"on without base_url", "[lists.announce]\none_click = true\n", false, []string{"lists.announce.one_click", "http.base_url"}},
+		{"on without base_url", "[lists.announce]\none_click = true\n", false, []string{"lists.announce.one_click = true needs http.base_url, the public https origin"}},
 		{"on with an http base_url", "[http]\nbase_url = \"http://security.ex.test\"\n[lists.announce]\none_click = true\n", false,
 			[]string{"lists.announce.one_click", "http.base_url", "RFC 8058"}},
 		{"on another list", https + "[lists.security]\none_click = true\n", false, []string{"lists.security.one_click", "only the announce list"}},
