@@ -196,6 +196,11 @@ func TestSubscribersAddRemoveOffline(t *testing.T) {
 	out := mustCLI(t, "subscribers", "import", writeFile(t, "m.txt", "eve@example.net\nfrank@example.net\n"), "--config", cfg)
 	daemontest.MustContain(t, "import after remove", out, "1 subscribed", "line 1: eve@example.net left the list on", "`embargo subscribers add eve@example.net`")
 	h.Settle(2) // frank's notice; nothing to eve
+	var o, e strings.Builder
+	if code := runIO([]string{"subscribers", "import", "-", "--config", cfg}, strings.NewReader("Harry <harry@example.net>\n"), &o, &e); code != 0 || !strings.Contains(o.String(), "-: a Mailman members listing, 1 line, 1 address.") {
+		t.Errorf("import from stdin: exit %d\n%s%s", code, o.String(), e.String())
+	}
+	h.Settle(3)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -220,13 +225,13 @@ func TestSubscribersAddRemoveOffline(t *testing.T) {
 	daemontest.MustContain(t, "offline add", mustCLI(t, "subscribers", "add", "grace@example.net", "--config", cfg),
 		"one signed notice queued: the daemon sends it when it starts")
 	daemontest.MustContain(t, "offline remove", mustCLI(t, "subscribers", "remove", "frank@example.net", "--config", cfg), "removed")
-	daemontest.MustContain(t, "offline count", mustCLI(t, "subscribers", "count", "--all", "--config", cfg), "active    1\npending   0\ndisabled  0\n")
+	daemontest.MustContain(t, "offline count", mustCLI(t, "subscribers", "count", "--all", "--config", cfg), "active    2\npending   0\ndisabled  0\n")
 	if list := mustCLI(t, "subscribers", "list", "--all", "--config", cfg); !strings.Contains(list, "grace@example.net") || strings.Contains(list, "frank@") {
 		t.Errorf("offline list:\n%s", list)
 	}
 	h.Start()
-	msgs := h.WaitMail(3)
-	if !slices.Contains(msgs[2].To, "grace@example.net") {
-		t.Errorf("the notice queued offline was not sent at start: %v", msgs[2].To)
+	msgs := h.WaitMail(4)
+	if !slices.Contains(msgs[3].To, "grace@example.net") {
+		t.Errorf("the notice queued offline was not sent at start: %v", msgs[3].To)
 	}
 }

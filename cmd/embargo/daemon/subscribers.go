@@ -161,7 +161,7 @@ func (s *subscriberOps) importListing(name string, data []byte) (string, error) 
 
 func (s *subscriberOps) importReport(name string, l *announce.Listing, r announce.ImportResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: a %s, %d lines, %d addresses.\n", name, l.Format, l.Lines, len(l.Entries))
+	fmt.Fprintf(&b, "%s: a %s, %s, %s.\n", name, l.Format, nounCount(l.Lines, "line"), nounCount(len(l.Entries), "address"))
 	fmt.Fprintf(&b, "  %d subscribed to %s, each with one signed notice (%s) saying how to leave\n", r.Subscribed, s.o.List.Address, s.sent())
 	fmt.Fprintf(&b, "  %d already subscribed: nothing sent\n", r.Already)
 	if len(r.Skipped) > 0 {
@@ -174,6 +174,17 @@ func (s *subscriberOps) importReport(name string, l *announce.Listing, r announc
 		fmt.Fprintf(&b, "line %d: %s\n", sk.Line, sk.Reason)
 	}
 	return b.String()
+}
+
+// nounCount writes "1 line", "2 lines", "2 addresses".
+func nounCount(n int, noun string) string {
+	switch {
+	case n == 1:
+		return "1 " + noun
+	case strings.HasSuffix(noun, "s"):
+		return fmt.Sprintf("%d %ses", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // mergeSkips lists both kinds of skipped lines in line order.
