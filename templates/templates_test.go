@@ -140,6 +140,8 @@ var samples = map[string]map[string]any{
 	"announce-confirm-unsubscribe": announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
 	"announce-subscribed":          announceSample(nil),
 	"announce-unsubscribed":        announceSample(nil),
+	"announce-imported": announceSample(map[string]any{"OneClickURL": "https://security.example.org/unsubscribe/abcdefghijklmnopqrstuvwxyz",
+		"KeyFingerprint": "0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"}),
 	"alert": {"Row": uint64(7), "Kind": "report-copy", "Incident": "SEC-2026-0001", "To": []string{"bob@example.org"},
 		"MessageID": "report.x@example.org", "Created": t0, "Attempts": 12, "Reason": "550 5.1.1 no such user"},
 }

@@ -61,6 +61,10 @@ func storeCommands() map[string]daemon.ReadCommand {
 		"incident export": incidentExport,
 		"queue list":      queueList,   // queuecmd.go
 		"status":          statusQuery, // status.go
+		// subscribers.go
+		"subscribers count":  subscribersCount,
+		"subscribers list":   subscribersList,
+		"subscribers export": subscribersExportTx,
 	}
 }
 

@@ -114,6 +114,22 @@ type List struct {
 	// OuterSubject is the Subject relays see on encrypted mail; the real one
 	// travels inside the encryption (docs/threat-model.md D7).
 	OuterSubject string `toml:"outer_subject"`
+	// OneClick (announce only) gives every copy of a release its own RFC
+	// 8058 one-click List-Unsubscribe URI under http.base_url, which the
+	// large mailbox providers require of bulk senders. Default: on when
+	// http.base_url is an https origin (RFC 8058 §3.1 wants HTTPS); see
+	// Config.OneClick.
+	OneClick *bool `toml:"one_click"`
+}
+
+// OneClick reports whether the announce list sends per-subscriber RFC 8058
+// one-click unsubscribe URIs: lists.announce.one_click, by default on when
+// http.base_url is an https origin.
+func (c *Config) OneClick() bool {
+	if v := c.Lists[Announce].OneClick; v != nil {
+		return *v
+	}
+	return strings.HasPrefix(c.HTTP.BaseURL, "https://")
 }
 
 // Channel is one outside list.

@@ -200,3 +200,47 @@ func TestHTTPConfig(t *testing.T) {
 		t.Errorf("default http.listen = %q, want 127.0.0.1:8025", cfg.HTTP.Listen)
 	}
 }
+
+// TestOneClickConfig: lists.announce.one_click defaults to on exactly when
+// http.base_url is an https origin, may be turned off, and is refused where
+// it cannot work, with a problem that names both keys.
+func TestOneClickConfig(t *testing.T) {
+	const https = "[http]\nbase_url = \"https://security.ex.test\"\n"
+	tests := []struct {
+		name, toml string
+		want       bool
+		err        []string
+	}{
+		{"no base_url: off", "", false, nil},
+		{"https base_url: on", https, true, nil},
+		{"http base_url: off", "[http]\nbase_url = \"http://127.0.0.1:8025\"\n", false, nil},
+		{"explicit off", https + "[lists.announce]\none_click = false\n", false, nil},
+		{"explicit on", https + "[lists.announce]\none_click = true\n", true, nil},
+		{"on without base_url", "[lists.announce]\none_click = true\n", false, []string{"lists.announce.one_click = true needs http.base_url, the public https origin"}},
+		{"on with an http base_url", "[http]\nbase_url = \"http://security.ex.test\"\n[lists.announce]\none_click = true\n", false,
+			[]string{"lists.announce.one_click", "http.base_url", "RFC 8058"}},
+		{"on another list", https + "[lists.security]\none_click = true\n", false, []string{"lists.security.one_click", "only the announce list"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("domain = \"ex.test\"\n"+tt.toml), "test.toml")
+			if tt.err != nil {
+				if err == nil {
+					t.Fatalf("Parse() = nil, want an error naming %q", tt.err)
+				}
+				for _, w := range tt.err {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("Parse() = %v, want it to name %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse() = %v", err)
+			}
+			if got := cfg.OneClick(); got != tt.want {
+				t.Errorf("OneClick() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

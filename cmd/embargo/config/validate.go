@@ -107,6 +107,17 @@ func (c *Config) validateLists(p *problems) {
 		if l.Encryption != "optional" && l.Encryption != "required" {
 			p.add("lists.%s.encryption %q must be \"optional\" or \"required\"", name, l.Encryption)
 		}
+		if l.OneClick != nil && name != Announce {
+			p.add("lists.%s.one_click: only the announce list has one-click unsubscribe; remove the key", name)
+		}
+	}
+	if oc := c.Lists[Announce].OneClick; oc != nil && *oc {
+		switch base := c.HTTP.BaseURL; {
+		case base == "":
+			p.add(`lists.announce.one_click = true needs http.base_url, the public https origin of the unsubscribe links (e.g. "https://security.example.org"): set http.base_url, or one_click = false`)
+		case !strings.HasPrefix(base, "https://"):
+			p.add("lists.announce.one_click = true needs an https http.base_url (RFC 8058 §3.1), not %q: put a TLS reverse proxy in front and name its https origin, or set one_click = false", base)
+		}
 	}
 	if c.Lists[Distributors].Encryption != "required" {
 		p.add(`lists.distributors.encryption must be "required": embargoed notices never leave in plaintext`)

@@ -10,6 +10,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
+	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
@@ -18,18 +19,29 @@ import (
 // announceOptions configures the announce list: subscription by mail and the
 // fan-out of releases.
 func (d *Daemon) announceOptions(roster *lists.Roster, tmpl *templates.Set) announce.Options {
+	o := listOptions(d.cfg, roster, tmpl, d.keys.Lists[config.Announce])
+	o.Now, o.Mono = d.o.Now, d.o.Mono
+	o.Logger = d.log.With("component", "announce")
+	return o
+}
+
+// listOptions is what the configuration says about the announce list: the
+// daemon's and the offline `embargo subscribers` commands' alike.
+func listOptions(cfg *config.Config, roster *lists.Roster, tmpl *templates.Set, key *keys.Key) announce.Options {
 	o := announce.Options{
 		List:    roster.List(lists.Announce),
-		Project: d.cfg.Project,
-		Key:     d.keys.Lists[config.Announce],
+		Project: cfg.Project,
+		Key:     key,
 		Render:  tmpl.Render,
 		IsOurs:  roster.IsOurs,
-		Now:     d.o.Now,
-		Mono:    d.o.Mono,
-		Logger:  d.log.With("component", "announce"),
 	}
-	if d.cfg.HTTP.BaseURL != "" {
-		o.UnsubscribeURL = d.cfg.HTTP.BaseURL + "/unsubscribe/"
+	if cfg.HTTP.BaseURL != "" {
+		o.UnsubscribeURL = cfg.HTTP.BaseURL + "/unsubscribe/"
+	}
+	// RFC 8058: each copy carries its subscriber's own one-click URI
+	// (config.Config.OneClick checks that base_url is an https origin).
+	if cfg.OneClick() {
+		o.OneClick, o.OneClickBase = true, cfg.HTTP.BaseURL
 	}
 	return o
 }

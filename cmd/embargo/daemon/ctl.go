@@ -17,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
@@ -33,14 +34,19 @@ import (
 // whoever can use it could already open the store itself: writing through
 // it widens nobody's access.
 //
-// The protocol: one JSON request line {"cmd","args"}; the answer is a status
-// line, "OK[ detail]" followed by the output, or "ERR reason".
+// The protocol: one JSON request line {"cmd","args"[,"size"]}, then size
+// bytes of input (a members listing to import); the answer is a status line,
+// "OK[ detail]" followed by the output, or "ERR reason".
 const ctlSocket = "embargo.sock"
 
 type ctlRequest struct {
 	Cmd  string   `json:"cmd"`
 	Args []string `json:"args"`
+	Size int64    `json:"size,omitempty"`
 }
+
+// maxCtlInput bounds the input that follows a request line.
+const maxCtlInput = announce.MaxListingBytes
 
 // ReadCommand is an admin command that reads the store and writes its
 // output to w. It runs in-process when no daemon holds the file, or inside
@@ -52,11 +58,12 @@ type ctlServer struct {
 	db     *bolt.DB
 	worker *queue.Worker
 	reads  map[string]ReadCommand
+	subs   *subscriberOps // the announce list's subscriber changes
 	log    *slog.Logger
 }
 
 // serveCtl answers control requests until the returned func closes it.
-func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCommand, log *slog.Logger) (func(), error) {
+func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCommand, subs *subscriberOps, log *slog.Logger) (func(), error) {
 	path := filepath.Join(dir, ctlSocket)
 	// A socket left by a killed daemon: we hold the store lock, so it is stale.
 	_ = os.Remove(path)
@@ -68,7 +75,7 @@ func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCom
 		l.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &ctlServer{db: db, worker: w, reads: reads, log: log}
+	s := &ctlServer{db: db, worker: w, reads: reads, subs: subs, log: log}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -84,17 +91,22 @@ func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCom
 func (s *ctlServer) handle(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
-	var req ctlRequest
-	line, err := bufio.NewReader(io.LimitReader(c, 64<<10)).ReadBytes('\n')
-	if err == nil {
-		err = json.Unmarshal(line, &req)
-	}
+	req, input, err := readCtlRequest(c)
 	if err != nil {
 		fmt.Fprintf(c, "ERR bad request\n")
 		return
 	}
 	var out string
 	switch req.Cmd {
+	case CtlSubscribersAdd, CtlSubscribersRemove, CtlSubscribersImport:
+		// Each transaction of an import also signs its notices: a large
+		// listing takes minutes on a slow host.
+		_ = c.SetDeadline(time.Now().Add(time.Hour))
+		if s.subs == nil {
+			err = errors.New("this daemon has no announce list service")
+		} else {
+			out, err = s.subs.run(req.Cmd, req.Args, input)
+		}
 	case "backup":
 		s.backup(c)
 		return
@@ -123,6 +135,30 @@ func (s *ctlServer) handle(c net.Conn) {
 		return
 	}
 	io.WriteString(c, "OK\n"+out)
+}
+
+// readCtlRequest reads the request line (at most 64 KiB) and the input that
+// follows it.
+func readCtlRequest(c net.Conn) (ctlRequest, []byte, error) {
+	var req ctlRequest
+	lr := &io.LimitedReader{R: c, N: 64 << 10}
+	br := bufio.NewReader(lr)
+	line, err := br.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &req)
+	}
+	if err != nil || req.Size == 0 {
+		return req, nil, err
+	}
+	if req.Size < 0 || req.Size > maxCtlInput {
+		return req, nil, fmt.Errorf("control socket: input of %d bytes", req.Size)
+	}
+	lr.N += req.Size // what br has buffered was counted already
+	in := make([]byte, req.Size)
+	if _, err := io.ReadFull(br, in); err != nil {
+		return req, nil, err
+	}
+	return req, in, nil
 }
 
 // backup streams a consistent copy of the store: "OK <size>\n" and exactly
@@ -170,8 +206,16 @@ func (c *Ctl) Close() error { return c.c.Close() }
 // "OK " and a reader positioned on the output, or the daemon's refusal as an
 // error. A Ctl carries one call.
 func (c *Ctl) Call(cmd string, args []string) (string, *bufio.Reader, error) {
-	req, _ := json.Marshal(ctlRequest{Cmd: cmd, Args: args})
-	if _, err := c.c.Write(append(req, '\n')); err != nil {
+	return c.CallWith(cmd, args, nil)
+}
+
+// CallWith is Call with input after the request line (a file to import).
+func (c *Ctl) CallWith(cmd string, args []string, input []byte) (string, *bufio.Reader, error) {
+	if len(input) > maxCtlInput {
+		return "", nil, fmt.Errorf("the input has %d bytes; the daemon takes at most %d", len(input), maxCtlInput)
+	}
+	req, _ := json.Marshal(ctlRequest{Cmd: cmd, Args: args, Size: int64(len(input))})
+	if _, err := c.c.Write(append(append(req, '\n'), input...)); err != nil {
 		return "", nil, fmt.Errorf("control socket: %w", err)
 	}
 	br := bufio.NewReader(c.c)

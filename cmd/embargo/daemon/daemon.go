@@ -86,6 +86,7 @@ type Daemon struct {
 	keys    *Keys
 	svc     *listd.Service
 	worker  *queue.Worker
+	subs    *subscriberOps // `embargo subscribers` changes, behind the control socket
 	metrics *metrics
 	certs   *certHolder // nil without smtp.tls_cert
 
@@ -144,7 +145,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := d.startService(runCtx, relay); err != nil {
 		return err
 	}
-	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, d.o.Commands, d.log.With("component", "ctl")); err != nil {
+	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, d.o.Commands, d.subs, d.log.With("component", "ctl")); err != nil {
 		return err
 	}
 	if err := d.startSMTP(); err != nil {

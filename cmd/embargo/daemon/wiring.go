@@ -107,6 +107,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Logger:      d.log.With("component", "queue"),
 	})
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
+	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}
 	fanout = d.startFanout(ctx, relay, annOpts)
 	d.startTick(ctx) // reminders, final notice, release at T, digest
 	return nil

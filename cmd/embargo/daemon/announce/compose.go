@@ -31,15 +31,34 @@ type reply struct {
 	MessageID string
 	Date      time.Time
 	Body      string // LF line ends
+	// AutoSubmitted is the Auto-Submitted value (RFC 3834 §5): default
+	// "auto-replied", for answers to a request; "auto-generated" for mail
+	// no request caused (an operator's import).
+	AutoSubmitted string
+	// Unsubscribe, when set, is the List-Unsubscribe value (RFC 2369 §3.2);
+	// OneClick adds List-Unsubscribe-Post (RFC 8058 §3.1), for a value whose
+	// HTTPS URI names the recipient.
+	Unsubscribe string
+	OneClick    bool
 }
 
 func (r *reply) header() mail.Header {
 	var h mail.Header
 	// Set prepends: in reverse, so the usual fields come out first.
 	h.Set("X-Loop", r.List.Address)
+	if r.OneClick {
+		h.Set("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+	}
+	if r.Unsubscribe != "" {
+		h.Set("List-Unsubscribe", r.Unsubscribe)
+	}
 	h.Set("List-Id", r.List.ListID())
-	// RFC 3834 §5: an automatic response to the request.
-	h.Set("Auto-Submitted", "auto-replied")
+	// RFC 3834 §5: an automatic response to the request, unless said otherwise.
+	auto := r.AutoSubmitted
+	if auto == "" {
+		auto = "auto-replied"
+	}
+	h.Set("Auto-Submitted", auto)
 	h.SetMessageID(r.MessageID)
 	if r.ReplyTo != "" {
 		h.SetAddressList("Reply-To", []*mail.Address{{Address: r.ReplyTo}})
@@ -189,13 +208,21 @@ func prepareRelease(msg []byte, l lists.List, key *keys.Key, o Options, now time
 // by hand) and, when configured, a generic page. No List-Unsubscribe-Post:
 // RFC 8058 §3.1 requires the URI to identify the recipient.
 func genericUnsubscribe(l lists.List, page string) ([]byte, error) {
-	v := "<mailto:" + l.SubAddress(lists.DetailUnsubscribe) + "?subject=unsubscribe>"
+	var h textproto.Header
+	h.Add("List-Unsubscribe", genericUnsubscribeValue(l, page))
+	return headerPrefix(h)
+}
+
+func genericUnsubscribeValue(l lists.List, page string) string {
+	v := mailtoUnsubscribe(l)
 	if page != "" {
 		v += ", <" + page + ">"
 	}
-	var h textproto.Header
-	h.Add("List-Unsubscribe", v)
-	return headerPrefix(h)
+	return v
+}
+
+func mailtoUnsubscribe(l lists.List) string {
+	return "<mailto:" + l.SubAddress(lists.DetailUnsubscribe) + "?subject=unsubscribe>"
 }
 
 // oneClickUnsubscribe is the per-copy field pair of RFC 8058: an HTTPS URI
@@ -203,9 +230,19 @@ func genericUnsubscribe(l lists.List, page string) ([]byte, error) {
 func oneClickUnsubscribe(l lists.List, base, token string) ([]byte, error) {
 	var h textproto.Header
 	h.Add("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
-	h.Add("List-Unsubscribe", "<"+base+"/unsubscribe/"+token+">, <mailto:"+l.SubAddress(lists.DetailUnsubscribe)+"?subject=unsubscribe>")
+	h.Add("List-Unsubscribe", oneClickValue(l, base, token))
 	return headerPrefix(h)
 }
+
+// oneClickValue is List-Unsubscribe with the recipient's one-click URI
+// first, then the mailto URI for clients without HTTP (RFC 8058 §3.1).
+func oneClickValue(l lists.List, base, token string) string {
+	return "<" + OneClickURL(base, token) + ">, " + mailtoUnsubscribe(l)
+}
+
+// OneClickURL is the RFC 8058 URI of a one-click token: daemon/web serves
+// POST /unsubscribe/{token}.
+func OneClickURL(base, token string) string { return base + "/unsubscribe/" + token }
 
 func headerPrefix(h textproto.Header) ([]byte, error) {
 	var b bytes.Buffer

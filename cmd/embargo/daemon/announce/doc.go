@@ -25,6 +25,20 @@
 // come from the null sender with Auto-Submitted: auto-replied (RFC 3834);
 // automatic mail never gets one and never confirms anything.
 //
+// # Subscribers by the operator
+//
+// Import and Add put addresses on the list without a confirmation: the
+// operator vouches that they opted in to the list they come from
+// (ParseListing reads a Mailman 3 members listing or a Google Groups member
+// export). Each address new to the list gets one notice, signed by the list
+// key, saying where advisories now come from and how to leave, with its own
+// one-click URI when OneClick is on; it is never asked to confirm, and an
+// address already active gets nothing, so an import can be run again.
+// Addresses that left (one-click, a confirmed unsubscribe, an operator's
+// Remove) are remembered as a SHA-256 of the address key, never the
+// address, so that an import does not bring them back; Add does, and so
+// does a subscription the address confirms itself.
+//
 // # Releases
 //
 // StartRelease stores one release: the advisory, already PGP/MIME-signed
@@ -53,8 +67,10 @@
 // announce+unsubscribe@ (which answers with a confirmation) and, if
 // configured, a generic page, and no List-Unsubscribe-Post, because RFC
 // 8058 §3.1 wants a one-click URI to identify the recipient. With
-// OneClick, each copy goes in its own transaction with a per-subscriber
-// HTTPS URI and List-Unsubscribe-Post; the signed body is still shared.
+// OneClick (the configuration's lists.announce.one_click), each copy goes
+// in its own transaction with a per-subscriber HTTPS URI and
+// List-Unsubscribe-Post; the signed body is still shared. The DKIM signer
+// covers both fields (RFC 8058 §4).
 // The package benchmark measures both.
 //
 // # Bounces

@@ -202,7 +202,17 @@ func confirm(b *buckets, tok string, now time.Time, o Options) ([]queue.Msg, err
 	}
 	name, subject := "announce-subscribed", "Subscribed to "+o.List.Address
 	if rec.Action == actionSubscribe {
+		if r == nil {
+			r = &subRecord{Created: now}
+		}
+		if r.State != StateActive {
+			r.Via = ViaMail
+		}
 		if err := b.activate(rec.Key, rec.Address, r, now, o.Rand); err != nil {
+			return nil, err
+		}
+		// Back by their own confirmed request: an import may count them again.
+		if err := b.clearLeft(rec.Key); err != nil {
 			return nil, err
 		}
 	} else {
@@ -211,6 +221,9 @@ func confirm(b *buckets, tok string, now time.Time, o Options) ([]queue.Msg, err
 			if err := b.remove(rec.Key, r); err != nil {
 				return nil, err
 			}
+		}
+		if err := b.markLeft(rec.Key, LeftMail, now); err != nil {
+			return nil, err
 		}
 	}
 	m, err := compose(answer{Template: name, Subject: subject, To: rec.Address, Kind: KindResult}, now, o)
@@ -251,7 +264,11 @@ func Unsubscribe(tx *bolt.Tx, token string, now time.Time) error {
 		}
 		return ErrUnknownToken
 	}
-	return b.remove(string(bytes.Clone(key)), r)
+	k := string(bytes.Clone(key))
+	if err := b.remove(k, r); err != nil {
+		return err
+	}
+	return b.markLeft(k, LeftOneClick, now)
 }
 
 // answer is one reply of the list to a (would-be) subscriber.
@@ -261,7 +278,12 @@ type answer struct {
 	Subject  string
 	To       string // the subscriber's address
 	ReplyTo  string // "" for none
-	Kind     string // the queue kind: KindConfirm or KindResult
+	Kind     string // the queue kind: KindConfirm, KindResult or KindNotice
+	// AutoSubmitted, Unsubscribe and OneClick go to the reply's header
+	// (see reply).
+	AutoSubmitted string
+	Unsubscribe   string
+	OneClick      bool
 }
 
 // compose renders one reply from the list.
@@ -288,7 +310,8 @@ func compose(a answer, now time.Time, o Options) (queue.Msg, error) {
 	if err != nil {
 		return queue.Msg{}, err
 	}
-	r := reply{List: l, Project: o.Project, To: a.To, ReplyTo: a.ReplyTo, Subject: a.Subject, MessageID: mid, Date: now, Body: body}
+	r := reply{List: l, Project: o.Project, To: a.To, ReplyTo: a.ReplyTo, Subject: a.Subject, MessageID: mid, Date: now, Body: body,
+		AutoSubmitted: a.AutoSubmitted, Unsubscribe: a.Unsubscribe, OneClick: a.OneClick}
 	out, err := r.render(o.Key, o.keyOptions(now))
 	if err != nil {
 		return queue.Msg{}, err

@@ -28,10 +28,15 @@ var (
 	bucketOpenJobs = []byte("announce_openjobs") // job key → nil for jobs not yet released
 	bucketRetry    = []byte("announce_retry")    // job key ‖ 0 ‖ address key → retry JSON
 	bucketMeta     = []byte("announce_meta")     // "heartbeat", "active"
+	// bucketLeft remembers who left, so that an operator's import does not
+	// bring them back: SHA-256(label, address key) → left JSON. It holds no
+	// address. OpenStore creates it; a store opened read-only before it
+	// existed reads as if nobody had left.
+	bucketLeft = []byte("announce_left")
 )
 
 var allBuckets = [][]byte{bucketSubs, bucketActive, bucketTokens, bucketOneClick, bucketRate,
-	bucketExpiry, bucketJobs, bucketJobData, bucketOpenJobs, bucketRetry, bucketMeta}
+	bucketExpiry, bucketJobs, bucketJobData, bucketOpenJobs, bucketRetry, bucketMeta, bucketLeft}
 
 var (
 	metaHeartbeat = []byte("heartbeat") // unix nanos of the last persisted heartbeat
@@ -75,9 +80,18 @@ const (
 	StateDisabled State = "disabled"
 )
 
+// How an address joined the list (Subscriber.Via).
+const (
+	ViaMail     = "mail"     // asked by mail and confirmed (double opt-in)
+	ViaImport   = "import"   // an operator's import of another list's members
+	ViaOperator = "operator" // an operator's `embargo subscribers add`
+)
+
 // Subscriber is one address on the list.
 type Subscriber struct {
 	Address    string    // as given, used for delivery
+	Name       string    // display name, from an import or add; "" if unknown
+	Via        string    // ViaMail, ViaImport, ViaOperator; "" for records older than the field
 	State      State     //
 	Created    time.Time // first request
 	Subscribed time.Time // last confirmation; zero while pending
@@ -91,6 +105,8 @@ type Subscriber struct {
 type subRecord struct {
 	V            int       `json:"v"`
 	Address      string    `json:"addr"`
+	Name         string    `json:"name,omitempty"`
+	Via          string    `json:"via,omitempty"`
 	State        State     `json:"state"`
 	Created      time.Time `json:"created"`
 	Subscribed   time.Time `json:"subscribed,omitzero"`
@@ -106,13 +122,14 @@ type subRecord struct {
 }
 
 func (r *subRecord) public() Subscriber {
-	return Subscriber{Address: r.Address, State: r.State, Created: r.Created, Subscribed: r.Subscribed, Bounces: r.Bounces, Seq: r.Seq}
+	return Subscriber{Address: r.Address, Name: r.Name, Via: r.Via, State: r.State, Created: r.Created, Subscribed: r.Subscribed, Bounces: r.Bounces, Seq: r.Seq}
 }
 
 // buckets bundles the buckets of one transaction.
 type buckets struct {
 	subs, active, tokens, oneclick, rate, expiry *bolt.Bucket
 	jobs, jobdata, openjobs, retry, meta         *bolt.Bucket
+	left                                         *bolt.Bucket // nil in a read-only store made before it existed
 }
 
 func open(tx *bolt.Tx) (*buckets, error) {
@@ -120,7 +137,10 @@ func open(tx *bolt.Tx) (*buckets, error) {
 		subs: tx.Bucket(bucketSubs), active: tx.Bucket(bucketActive), tokens: tx.Bucket(bucketTokens),
 		oneclick: tx.Bucket(bucketOneClick), rate: tx.Bucket(bucketRate), expiry: tx.Bucket(bucketExpiry),
 		jobs: tx.Bucket(bucketJobs), jobdata: tx.Bucket(bucketJobData), openjobs: tx.Bucket(bucketOpenJobs),
-		retry: tx.Bucket(bucketRetry), meta: tx.Bucket(bucketMeta),
+		retry: tx.Bucket(bucketRetry), meta: tx.Bucket(bucketMeta), left: tx.Bucket(bucketLeft),
+	}
+	if b.left == nil && tx.Writable() {
+		return nil, ErrNoInit
 	}
 	if b.subs == nil || b.active == nil || b.tokens == nil || b.oneclick == nil || b.rate == nil ||
 		b.expiry == nil || b.jobs == nil || b.jobdata == nil || b.openjobs == nil || b.retry == nil || b.meta == nil {
@@ -310,8 +330,9 @@ func Activate(tx *bolt.Tx, addr string, now time.Time, o Options) error {
 }
 
 // Remove deletes addr from the list, whatever its state (an operator's
-// removal). It reports whether there was anything to remove.
-func Remove(tx *bolt.Tx, addr string) (bool, error) {
+// removal), and remembers that it left (an import does not bring it back).
+// It reports whether there was anything to remove.
+func Remove(tx *bolt.Tx, addr string, now time.Time) (bool, error) {
 	b, err := open(tx)
 	if err != nil {
 		return false, err
@@ -324,7 +345,10 @@ func Remove(tx *bolt.Tx, addr string) (bool, error) {
 	if err != nil || r == nil {
 		return false, err
 	}
-	return true, b.remove(key, r)
+	if err := b.remove(key, r); err != nil {
+		return false, err
+	}
+	return true, b.markLeft(key, LeftOperator, now)
 }
 
 // Expiry index kinds.
