@@ -145,6 +145,7 @@ type muttClient struct {
 	flowed        bool   // text_flowed
 	smtpURL       string // neomutt's smtp_url; else sendmail, a script that keeps the message
 	below         bool   // the commands below the quote, else above
+	from          string // the sender, "Name <addr>"; default alice
 }
 
 // muttRun is one member's mutt: a home, a configuration, and where the
@@ -203,7 +204,11 @@ func setupMutt(t *testing.T, g *daemontest.GPG, c muttClient, fpr, commands stri
 		yesNo(c.sign), yesNo(c.encrypt), yesNo(c.encrypt), yesNo(c.sign))
 	fmt.Fprintf(&rc, "set pgp_autoinline=%s\nset pgp_replyinline=%s\nset text_flowed=%s\n", yesNo(c.inline), yesNo(c.inline), yesNo(c.flowed))
 	rc.WriteString("set crypt_protected_headers_write=yes\nset crypt_protected_headers_read=yes\n")
-	rc.WriteString("set from=\"Alice <alice@ex.test>\"\nset use_from=yes\nset realname=\"Alice\"\nset hostname=\"ex.test\"\n")
+	from := c.from
+	if from == "" {
+		from = "Alice <alice@ex.test>"
+	}
+	fmt.Fprintf(&rc, "set from=%q\nset use_from=yes\nset realname=%q\nset hostname=\"ex.test\"\n", from, strings.TrimSpace(from[:strings.Index(from, "<")]))
 	fmt.Fprintf(&rc, "set folder=%q\nset spoolfile=%q\nset record=\"\"\nset postponed=%q\n",
 		filepath.Join(r.dir, "Mail"), filepath.Join(r.dir, "Mail"), filepath.Join(r.dir, "postponed"))
 	fmt.Fprintf(&rc, "set editor=%q\nset edit_headers=no\nset autoedit=yes\nset fast_reply=yes\nset include=yes\nset reply_to=yes\n", editor)
