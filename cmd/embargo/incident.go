@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,17 +17,52 @@ import (
 	"github.com/embargo-project/embargo/workflow"
 )
 
-const incidentHelp = `Usage: embargo incident list|show ID|export ID [--config FILE] [--data DIR]
+const incidentHelp = `Usage: embargo incident list|show ID|export ID [--json] [--config FILE] [--data DIR]
 
 Reads incidents from the store, through the running daemon if there is one.
 
   list         one line per incident
-  show ID      the incident's fields and its messages
+  show ID      what /status says (severity and CVSS, CVEs, T, pending
+               two-person approvals, every deadline as an absolute UTC
+               instant), then every advisory field with the version ranges
+               and references as read, the milestones, the history (who,
+               when, what changed) and the messages
   export ID    every message of the incident as an mbox on stdout
+
+With --json, show prints one JSON document instead. Its fields stay stable
+(new ones may be added); instants are RFC 3339 in UTC, an instant that has
+not happened is null, an empty list is []:
+
+  id, phase, as_of       the incident, its phase, the clock it was read at
+  subject, reporter      the report's subject and sender
+  commander, fix_lead    addresses ("" when none); fix_team: [addresses]
+  severity               None, Low, Medium, High, Critical or unset
+  severity_override      true when the Fix Lead set it (/severity)
+  cvss                   {vector, version, score, severity}, or null
+  cves                   [CVE IDs]
+  t, notified_t          the disclosure instant; the T distributors were told
+  flags                  {public, embargo_broken, deferred, emergency, approved}
+  resolution             fixed, duplicate, … ("" while open); duplicate_of,
+                         handed_off_to
+  advisory               {FIELD: value} for every /set FIELD, "" when unset
+  affected_versions,     [{text, component, version, introduced, fixed,
+  fixed_versions          last_affected, prose, reading}]: each line as read
+  cwes                   [CWE IDs]; references: [{url, kind}]
+  milestones             {reported, triaged, accepted, fix_team, fixed,
+                         approved, notified, final_notice, held, disclosed,
+                         retro, closed, last_change: instant}, only those
+                         that happened
+  deadlines              [{name, what, due, done, asap, overdue}]
+  pending_approvals      [{command, signers: [{email, fingerprint, at,
+                         message_id}], expires, quorum, emergency}]
+  history                [{at, email, fingerprint, message_id, command, what}]
+  messages               [{seq, received, message_id, envelope_from, sender,
+                         size, sha256, note}]
 
 Examples:
   embargo incident list
   embargo incident show SEC-2026-0001
+  embargo incident show SEC-2026-0001 --json | jq .deadlines
   embargo incident export SEC-2026-0001 > SEC-2026-0001.mbox
 
 Flags:
@@ -35,6 +71,7 @@ Flags:
 func cmdIncident(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("incident", incidentHelp, &cf, false)
+	asJSON := fs.Bool("json", false, "show: print one JSON document (fields above) instead of text")
 	sub, pos, err := subcommand(fs, args, "incident needs a subcommand: list, show or export")
 	if sub == "" || err != nil {
 		return err
@@ -43,11 +80,32 @@ func cmdIncident(args []string, s stdio) error {
 	if _, ok := storeCommands()[name]; !ok {
 		return usageError(fmt.Sprintf("unknown incident subcommand %q: use list, show or export", sub))
 	}
+	if *asJSON && sub != "show" {
+		return usageError("--json goes with incident show only")
+	}
 	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}
-	return readStore(cfg.DataDir, name, pos, s.out)
+	if sub != "show" {
+		return readStore(cfg.DataDir, name, pos, s.out)
+	}
+	var buf bytes.Buffer
+	if err := readStore(cfg.DataDir, name, pos, &buf); err != nil {
+		return err
+	}
+	var sd showData
+	if err := json.Unmarshal(buf.Bytes(), &sd); err != nil {
+		return fmt.Errorf("incident show: %w", err)
+	}
+	now := time.Now()
+	if *asJSON {
+		enc := json.NewEncoder(s.out)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "affected": ">= 1.0.0" reads as written
+		return enc.Encode(buildIncidentDoc(sd, cfg.HolidayTimes(), now))
+	}
+	return writeIncidentText(s.out, sd, cfg.HolidayTimes(), now)
 }
 
 // storeCommands are the admin commands that read the store. Each runs
@@ -106,44 +164,6 @@ func loadIncident(tx *bolt.Tx, id workflow.ID) (*workflow.Incident, error) {
 		return nil, fmt.Errorf("no incident %s; `embargo incident list` shows them all", id)
 	}
 	return inc, err
-}
-
-func incidentShow(tx *bolt.Tx, args []string, w io.Writer) error {
-	id, err := incidentArg(args, "show")
-	if err != nil {
-		return err
-	}
-	inc, err := loadIncident(tx, id)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID:\t%s\n", inc.ID)
-	fmt.Fprintf(tw, "Phase:\t%s\n", inc.Phase)
-	fmt.Fprintf(tw, "Opened:\t%s\n", inc.Opened.UTC().Format(time.RFC3339))
-	fmt.Fprintf(tw, "Updated:\t%s\n", inc.Updated.UTC().Format(time.RFC3339))
-	fmt.Fprintf(tw, "Reporter:\t%s\n", inc.Reporter)
-	fmt.Fprintf(tw, "Subject:\t%s\n", inc.Subject)
-	if inc.FixLead != "" {
-		fmt.Fprintf(tw, "Fix lead:\t%s\n", inc.FixLead)
-	}
-	for _, a := range inc.FixTeam {
-		fmt.Fprintf(tw, "Fix team:\t%s\n", a)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	recs, err := incidentdb.Messages(tx, id)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "\nMessages (%d):\n", len(recs))
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tRECEIVED (UTC)\tSENDER\tSIZE\tMESSAGE-ID")
-	for _, r := range recs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t<%s>\n", r.Seq, r.Received.UTC().Format(time.DateTime), r.Sender, r.Size, r.MessageID)
-	}
-	return tw.Flush()
 }
 
 // incidentExport writes the incident's messages as an mbox (the mboxrd variant:

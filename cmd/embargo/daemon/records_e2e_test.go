@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,37 +40,13 @@ const (
 		"[[channels]]\naddress = \"oss-security@lists.invalid\"\n"
 )
 
-// vclock is a virtual clock for the daemon: the README's dates, whatever
-// the day the test runs. mono moves with it, so that the announce fan-out's
-// clock-jump guard sees no jump when the test moves it on.
-type vclock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *vclock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *vclock) mono() time.Duration {
-	return c.Now().Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC))
-}
-
-func (c *vclock) set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // recordsFixture is a daemon on a virtual clock with a committee of two
 // members and a distributor, each with GnuPG keys made before the clock's
 // start; every gpg run happens at the virtual time.
 type recordsFixture struct {
 	t          *testing.T
 	h          *daemontest.Harness
-	clk        *vclock
+	clk        *daemontest.Clock
 	alice, bob *daemontest.GPG
 	dist       *daemontest.GPG
 	afpr       string
@@ -96,7 +71,7 @@ func genKeyAt(g *daemontest.GPG, uid string, t time.Time) string {
 
 func newRecordsFixture(t *testing.T, start time.Time, extra string) *recordsFixture {
 	t.Helper()
-	f := &recordsFixture{t: t, clk: &vclock{t: start}}
+	f := &recordsFixture{t: t, clk: daemontest.NewClock(start)}
 	f.alice, f.bob, f.dist = daemontest.NewGPG(t), daemontest.NewGPG(t), daemontest.NewGPG(t)
 	made := start.Add(-72 * time.Hour)
 	f.afpr = genKeyAt(f.alice, "Alice <alice@ex.test>", made)
@@ -106,7 +81,7 @@ func newRecordsFixture(t *testing.T, start time.Time, extra string) *recordsFixt
 	members := daemontest.TOMLMember("alice@ex.test", f.afpr) + daemontest.TOMLMember("bob@ex.test", bfpr) +
 		fmt.Sprintf("[[members]]\nemail = \"one@vendor1.test\"\nroles = [\"distributor\"]\nfingerprint = %q\n", dfpr)
 	f.h = daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\nproject = \"Example\"\n", kd), Members: members, Extra: extra},
-		daemon.Options{Now: f.clk.Now, Mono: f.clk.mono, NoTick: true})
+		f.clk.Options(daemon.Options{NoTick: true}))
 	if f.h.D.HTTPAddr() == nil {
 		t.Fatalf("http listener not started:\n%s", f.h.Logs)
 	}
@@ -170,7 +145,7 @@ func (f *recordsFixture) command(text string) []queuetest.Message {
 // tick moves the clock to t and runs the scheduler's sweep there.
 func (f *recordsFixture) tick(t time.Time) []queuetest.Message {
 	f.t.Helper()
-	f.clk.set(t)
+	f.clk.Set(t)
 	if err := f.h.D.Tick(context.Background(), t); err != nil {
 		f.t.Fatal(err)
 	}
@@ -231,9 +206,9 @@ func TestReleaseRecordsEndToEnd(t *testing.T) {
 	if f.id != "SEC-2026-0001" {
 		t.Fatalf("incident %q, want the README's SEC-2026-0001", f.id)
 	}
-	f.clk.set(start.Add(time.Hour))
+	f.clk.Set(start.Add(time.Hour))
 	f.command(readmeCommands)
-	f.clk.set(start.Add(2 * time.Hour))
+	f.clk.Set(start.Add(2 * time.Hour))
 	f.command(readmeDetails)
 	T := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
 	f.tick(T.Add(-workflow.FinalNoticeBefore))
@@ -347,7 +322,7 @@ func TestReleaseRecordsEndToEnd(t *testing.T) {
 func TestReleasePackWithoutCVE(t *testing.T) {
 	start := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
 	f := newRecordsFixture(t, start, "\n[http]\nlisten = \"127.0.0.1:0\"\n")
-	f.clk.set(start.Add(time.Hour))
+	f.clk.Set(start.Add(time.Hour))
 	f.command("/accept\n/lead me\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/set summary heap overflow in the parser\n" +
 		"/set actor A remote attacker\n/set impact execute code as the server\n/set affected every build before the 1.2.4 release\n/set fixed 1.2.4\n" +
 		"/set mitigation Disable the parser.\n/disclose 2026-11-26\n/notify\n/approve\n")

@@ -173,3 +173,6 @@ func MIMEText(b []byte) string {
 	})
 	return out.String()
 }
+
+// Dir is the GnuPG home, for a program that runs gpg itself (GNUPGHOME).
+func (g *GPG) Dir() string { return g.dir }

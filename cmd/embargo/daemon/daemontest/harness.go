@@ -255,6 +255,24 @@ func WriteFile(t testing.TB, path, content string) {
 	}
 }
 
+// ReadFile reads a file, failing the test on an error.
+func ReadFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// On points the harness at a subtest, so that its helpers fail that test;
+// the function it returns points it back.
+func (h *Harness) On(t testing.TB) func() {
+	parent := h.T
+	h.T = t
+	return func() { h.T = parent }
+}
+
 // Report is a plain report to security@ex.test with a unique Message-ID.
 func Report(from, subject, text string) string {
 	return fmt.Sprintf("From: Reporter <%s>\nTo: security@ex.test\nSubject: %s\nMessage-ID: <%d.%s>\nDate: Mon, 23 Nov 2026 09:00:00 +0000\n\n%s\n",

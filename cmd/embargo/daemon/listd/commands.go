@@ -189,7 +189,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	om := outMail{
 		From:      s.listAddress(sec),
 		To:        []*mail.Address{{Address: inc.Reporter}},
-		ReplyTo:   &mail.Address{Address: sec.SubAddress(string(inc.ID))},
+		ReplyTo:   s.reporterReplyTo(sec, inc),
 		Subject:   fmt.Sprintf("[%s] %s", inc.ID, subj),
 		MessageID: mid,
 		Date:      now,

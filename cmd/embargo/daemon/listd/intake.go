@@ -200,7 +200,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	body, err := s.o.Templates.Render(m.Template, map[string]any{
 		"Project":         s.o.Project,
 		"ID":              inc.ID,
-		"IncidentAddress": incAddr,
+		"IncidentAddress": incAddr, // for templates overridden before the list address took its place
 		"ListAddress":     sec.Address,
 		"KeyFingerprint":  fpr,
 	})
@@ -214,7 +214,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	om := outMail{
 		From:        s.listAddress(sec),
 		To:          []*mail.Address{{Address: to}},
-		ReplyTo:     &mail.Address{Address: incAddr},
+		ReplyTo:     s.reporterReplyTo(sec, inc),
 		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
 		MessageID:   mid,
 		InReplyTo:   msg.MessageID(), // RFC 3834 §3.1.5
@@ -230,6 +230,10 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
 	q := queue.Msg{From: "", To: []string{to}, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}
 	if err := s.reporterCopy(tx, sec, inc, &om, to, now, &q); err != nil {
+		return nil, err
+	}
+	// The reporter's reply threads by In-Reply-To this ID.
+	if err := incidentdb.IndexMessageID(tx, mid, inc.ID); err != nil {
 		return nil, err
 	}
 	return []queue.Msg{q}, nil
@@ -333,6 +337,22 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 // replies to the incident address.
 func (s *Service) copyReplyTo(sec lists.List, inc *workflow.Incident, rc recipient) *mail.Address {
 	if rc.key != nil && s.o.ListKey != nil {
+		return &mail.Address{Name: s.o.Project + " Security", Address: sec.Address}
+	}
+	return &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))}
+}
+
+// reporterReplyTo is the Reply-To of what the reporter is sent (the
+// acknowledgement, stage updates, /reply texts). As for an encrypted
+// committee copy it is the list address, whose key the acknowledgement
+// carries: the reporter's mail client finds that key by the address when it
+// encrypts the reply, where security+ID@ is no key's user ID and makes it
+// stop and ask. The reply threads by In-Reply-To (the message's ID is filed
+// under the incident), and only for the incident's own people
+// (workflow.Belongs). Without a list key (development) nothing is
+// encrypted: the incident address.
+func (s *Service) reporterReplyTo(sec lists.List, inc *workflow.Incident) *mail.Address {
+	if s.o.ListKey != nil {
 		return &mail.Address{Name: s.o.Project + " Security", Address: sec.Address}
 	}
 	return &mail.Address{Name: s.o.Project + " Security " + string(inc.ID), Address: sec.SubAddress(string(inc.ID))}
