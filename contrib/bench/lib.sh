@@ -277,7 +277,7 @@ build() {
 		return 1
 	}
 	local b file dir
-	for b in BenchmarkReleaseOneClick BenchmarkDrain20000 BenchmarkDistributors1000 BenchmarkEncrypt100; do
+	for b in BenchmarkReleaseOneClick BenchmarkDrain BenchmarkDistributors1000 BenchmarkEncrypt100; do
 		file=$(grep -rl --include='*_test.go' "^func $b(b \*testing.B)" "$root" | head -1)
 		[ -n "$file" ] || { log "no package holds func $b"; return 1; }
 		dir=$(dirname "$file")
