@@ -81,6 +81,12 @@ stop() {
 cleanup() {
 	local rc=$? pid
 	for pid in "${PIDS[@]}"; do stop "$pid"; done
+	if [ "${reported:-1}" = 0 ]; then
+		# Stopped before the end (an error or a signal): what was measured.
+		fail_row "the rest" "contrib/bench/run stopped early, exit status $rc"
+		print_report
+		[ $rc = 0 ] && rc=1
+	fi
 	if [ "${keep:-0}" = 1 ]; then
 		log "kept $T"
 	elif [ -n "${T:-}" ] && [ -d "$T" ]; then
@@ -139,7 +145,7 @@ start_sink() {
 
 # sink_counts prints smtp-sink's session and message counters (-c output).
 sink_counts() {
-	tail -c 600 "$T/sink.out" | tr '\r' '\n' | awk '/^sess=/ { l = $0 } END { n = split(l, a, /[ =]/); print a[2] + 0, a[6] + 0 }'
+	tail -c 600 "$T/sink.out" | awk 'BEGIN { RS = "\r" } /^sess=/ { l = $0 } END { split(l, a, /[ =]/); print a[2] + 0, a[6] + 0 }'
 }
 
 # ---- the private Postfix instance -----------------------------------------
@@ -321,7 +327,10 @@ why() { grep -v '^\s*$' "$1" 2>/dev/null | grep -v '^goos\|^goarch\|^pkg:\|^cpu:
 # ---- the report ---------------------------------------------------------------
 
 # row SCENARIO EMBARGO REFERENCE RATIO LOAD NOTES
-row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
+row() {
+	ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 |")
+	log "$1: $2 vs $3, ratio $4"
+}
 fail_row() {
 	failed=1
 	log "NOT RUN: $1: $2"
@@ -330,6 +339,7 @@ fail_row() {
 
 print_report() {
 	local cpu mem fs commit
+	reported=1
 	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 	fs=$(df -T "$T" | awk 'NR == 2 { print $2 }')

@@ -234,17 +234,17 @@ s5_flood() {
 		return
 	fi
 	local -A f
-	local k v
+	local k v refusals ack lat
 	while IFS='=' read -r k v; do f[$k]=$v; done <"$out"
-	local refusals ack
-	refusals=$(grep '^reply_' "$out" | sed 's/^reply_//; s/_/ /' | tr '\n' ',' | sed 's/,$//; s/,/, /g')
+	refusals=$(grep '^reply_' "$out" | sed 's/^reply_//; s/_/ /; s/=/: /' | tr '\n' ',' | sed 's/,$//; s/,/, /g')
+	lat="250 after $(num "${f[latency_p50_ms]:-}") ms median, $(num "${f[latency_p99_ms]:-}") ms p99, $(num "${f[latency_max_ms]:-}") ms max"
 	if [ -n "${f[probe_error]:-}" ]; then
 		ack="the real report was refused: ${f[probe_error]}"
 	elif [ -n "${f[probe_ack_s]:-}" ]; then
-		ack="the real report's 250 took $(num "${f[probe_smtp_ms]}") ms, its acknowledgement reached the relay $(num "${f[probe_ack_s]}") s later"
+		ack="the real report's 250 came $(num "${f[probe_smtp_ms]:-}") ms after its first try (${f[probe_tries]:-?} tries), its acknowledgement reached the relay $(num "${f[probe_ack_s]}") s later"
 	else
-		ack="the real report's 250 took $(num "${f[probe_smtp_ms]}") ms, its acknowledgement had not reached the relay after ${f[probe_ack_timeout_s]} s"
+		ack="the real report's 250 came $(num "${f[probe_smtp_ms]:-}") ms after its first try (${f[probe_tries]:-?} tries), its acknowledgement had not reached the relay after ${f[probe_ack_timeout_s]:-?} s"
 	fi
-	row "$name" "$(num "${f[accepted_per_s]}") reports/s accepted" "—" "—" "$la" \
-		"accepted ${f[accepted]}, refused 4xx ${f[refused_4xx]}, 5xx ${f[refused_5xx]}${refusals:+ ($refusals)}, connection errors ${f[conn_errors]}; RSS $(num "$(div "$idle" 1024)") MB idle, peak +$(num "$(div "$((peak - idle))" 1024)") MB; store +$(num "$(div "$((db1 - db0))" 1048576)") MB ($(num "$(div "$((db1 - db0))" "$((${f[accepted]} * 1024))")") KB/report); $ack; ${f[sink_msgs]} mails delivered meanwhile"
+	row "$name" "$(num "${f[accepted_per_s]:-}") reports/s accepted" "—" "—" "$la" \
+		"accepted ${f[accepted]:-?} of ${f[sent]:-?}, refused 4xx ${f[refused_4xx]:-?}, 5xx ${f[refused_5xx]:-?}${refusals:+ ($refusals)}, connections broken ${f[broken]:-?}, refused at connect ${f[connect_refused]:-?}; $lat; RSS $(num "$(div "$idle" 1024)") MB idle, peak +$(num "$(div "$((peak - idle))" 1024)") MB; store +$(num "$(div "$((db1 - db0))" 1048576)") MB ($(num "$(div "$((db1 - db0))" "$((${f[accepted]:-0} * 1024))")") KB/report); $ack; ${f[sink_msgs]:-?} mails delivered by then"
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,21 +80,27 @@ func ports(args []string) error {
 }
 
 type floodConfig struct {
-	addr, to, sink, probe  string
-	n, senders, sessions   int
-	size                   int
-	ackTimeout, connect    time.Duration
-	counts                 counters
-	probeSent, probeAcked  chan time.Time
-	probeSMTP              time.Duration
-	probeErr               error
-	sinkMsgs, sinkForProbe atomic.Int64
+	addr, to, sink, probe string
+	n, senders, sessions  int
+	size                  int
+	ackTimeout, connect   time.Duration
+	counts                counters
+	// The probe's outcome, written by its goroutine before wg.Done.
+	probeSMTP     time.Duration // first attempt to 250, retries included
+	probeTries    int
+	probeErr      error
+	probeAcked    chan time.Time // when its acknowledgement reached the sink
+	probeAt       time.Time      // when its 250 came
+	sinkMsgs      atomic.Int64
+	latMu         sync.Mutex
+	latencies     []time.Duration // MAIL to 250 of each accepted report
+	connectFailed atomic.Int64    // dials refused or not greeted with 220
 }
 
 type counters struct {
-	accepted, temp, perm, connErrs atomic.Int64
-	mu                             sync.Mutex
-	replies                        map[string]int // refusals by reply code
+	accepted, temp, perm, broken atomic.Int64
+	mu                           sync.Mutex
+	replies                      map[string]int // refusals by reply code
 }
 
 func (c *counters) refusal(code int, enh smtp.EnhancedCode) {
@@ -104,7 +111,7 @@ func (c *counters) refusal(code int, enh smtp.EnhancedCode) {
 
 func flood(args []string) error {
 	fs := flag.NewFlagSet("flood", flag.ContinueOnError)
-	c := &floodConfig{probeSent: make(chan time.Time, 1), probeAcked: make(chan time.Time, 1)}
+	c := &floodConfig{probeAcked: make(chan time.Time, 1)}
 	c.counts.replies = map[string]int{}
 	fs.StringVar(&c.addr, "addr", "", "the daemon's SMTP address, host:port")
 	fs.StringVar(&c.to, "to", "", "the security list address")
@@ -143,32 +150,45 @@ func flood(args []string) error {
 		})
 	}
 	wg.Wait()
-	el := time.Since(start)
+	c.report(time.Since(start))
+	return nil
+}
+
+// report prints the counts, then waits for the probe's acknowledgement.
+func (c *floodConfig) report(el time.Duration) {
 	acc := c.counts.accepted.Load()
-	fmt.Printf("sent=%d\naccepted=%d\nrefused_4xx=%d\nrefused_5xx=%d\nconn_errors=%d\n",
-		c.n, acc, c.counts.temp.Load(), c.counts.perm.Load(), c.counts.connErrs.Load())
+	fmt.Printf("sent=%d\naccepted=%d\nrefused_4xx=%d\nrefused_5xx=%d\nbroken=%d\nconnect_refused=%d\n",
+		c.n, acc, c.counts.temp.Load(), c.counts.perm.Load(), c.counts.broken.Load(), c.connectFailed.Load())
 	for k, v := range c.counts.replies {
 		fmt.Printf("reply_%s=%d\n", k, v)
 	}
 	fmt.Printf("elapsed_s=%.3f\naccepted_per_s=%.1f\n", el.Seconds(), float64(acc)/el.Seconds())
+	slices.Sort(c.latencies)
+	if n := len(c.latencies); n > 0 {
+		ms := func(q float64) float64 {
+			return float64(c.latencies[min(int(q*float64(n)), n-1)].Microseconds()) / 1000
+		}
+		fmt.Printf("latency_p50_ms=%.1f\nlatency_p99_ms=%.1f\nlatency_max_ms=%.1f\n", ms(0.5), ms(0.99), ms(1))
+	}
+	fmt.Printf("probe_tries=%d\n", c.probeTries)
 	if c.probeErr != nil {
 		fmt.Printf("probe_error=%q\n", c.probeErr.Error())
-		return nil
-	}
-	fmt.Printf("probe_smtp_ms=%.1f\n", float64(c.probeSMTP.Microseconds())/1000)
-	sent := <-c.probeSent
-	select {
-	case at := <-c.probeAcked:
-		fmt.Printf("probe_ack_s=%.3f\n", at.Sub(sent).Seconds())
-	case <-time.After(c.ackTimeout - time.Since(sent)):
-		fmt.Printf("probe_ack_timeout_s=%.0f\n", c.ackTimeout.Seconds())
+	} else {
+		fmt.Printf("probe_smtp_ms=%.1f\n", float64(c.probeSMTP.Microseconds())/1000)
+		select {
+		case at := <-c.probeAcked:
+			fmt.Printf("probe_ack_s=%.3f\n", at.Sub(c.probeAt).Seconds())
+		case <-time.After(c.ackTimeout - time.Since(c.probeAt)):
+			fmt.Printf("probe_ack_timeout_s=%.0f\n", c.ackTimeout.Seconds())
+		}
 	}
 	fmt.Printf("sink_msgs=%d\n", c.sinkMsgs.Load())
-	return nil
 }
 
 // session sends reports over one connection until n are sent, dialling again
-// after the server closed it (a 421, a timeout); half-way it calls probe.
+// after the server closed it (a 421, a broken connection); half-way it calls
+// probe. A report is taken only once a connection is up, so refused
+// connections cost no report.
 func (c *floodConfig) session(next *atomic.Int64, probe func()) {
 	var cl *smtp.Client
 	defer func() {
@@ -177,7 +197,21 @@ func (c *floodConfig) session(next *atomic.Int64, probe func()) {
 		}
 	}()
 	body := strings.Repeat(strings.Repeat("x", 70)+"\r\n", max(c.size/72, 1))
-	for {
+	var lat []time.Duration
+	defer func() {
+		c.latMu.Lock()
+		c.latencies = append(c.latencies, lat...)
+		c.latMu.Unlock()
+	}()
+	for next.Load() < int64(c.n) {
+		if cl == nil {
+			var err error
+			if cl, err = c.dial(); err != nil {
+				c.connectFailed.Add(1)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+		}
 		i := next.Add(1)
 		if i > int64(c.n) {
 			return
@@ -185,18 +219,14 @@ func (c *floodConfig) session(next *atomic.Int64, probe func()) {
 		if i == int64(c.n/2) {
 			probe()
 		}
-		if cl == nil {
-			var err error
-			if cl, err = c.dial(); err != nil {
-				c.counts.connErrs.Add(1)
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-		}
 		from := fmt.Sprintf("reporter%04d@flood%d.test", i%int64(c.senders), i%int64(c.senders)%50)
 		msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: flood report %d\r\nMessage-ID: <flood.%d.%d@load.test>\r\nDate: %s\r\n\r\n%s",
 			from, c.to, i, i, time.Now().UnixNano(), time.Now().Format(time.RFC1123Z), body)
+		t0 := time.Now()
 		err := cl.SendMail(from, []string{c.to}, strings.NewReader(msg))
+		if err == nil {
+			lat = append(lat, time.Since(t0))
+		}
 		if !c.count(err) {
 			cl.Close()
 			cl = nil
@@ -221,18 +251,21 @@ func (c *floodConfig) count(err error) bool {
 		}
 		return se.Code != 421
 	default:
-		c.counts.connErrs.Add(1)
+		c.counts.broken.Add(1)
 		return false
 	}
 }
 
+// dial connects and says EHLO, with a real MTA's patience: RFC 5321
+// §4.5.3.2 gives 5 minutes per command and 10 for the reply to the final
+// dot, so a slow server shows up as latency, not as a reconnection.
 func (c *floodConfig) dial() (*smtp.Client, error) {
 	conn, err := net.DialTimeout("tcp", c.addr, c.connect)
 	if err != nil {
 		return nil, err
 	}
 	cl := smtp.NewClient(conn)
-	cl.CommandTimeout, cl.SubmissionTimeout = time.Minute, time.Minute
+	cl.CommandTimeout, cl.SubmissionTimeout = 5*time.Minute, 10*time.Minute
 	if err := cl.Hello("load.test"); err != nil {
 		cl.Close()
 		return nil, err
@@ -240,22 +273,28 @@ func (c *floodConfig) dial() (*smtp.Client, error) {
 	return cl, nil
 }
 
-// sendProbe sends the one timed report on a connection of its own.
+// sendProbe sends the one timed report on a connection of its own, trying
+// again every second while the connection or the message is refused for
+// now, as an MTA would (only sooner), until the acknowledgement timeout.
 func (c *floodConfig) sendProbe() {
 	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: probe: overflow in the parser\r\nMessage-ID: <probe.%d@reporter.test>\r\nDate: %s\r\n\r\nThe real report, sent in the middle of a flood.\r\n",
 		c.probe, c.to, time.Now().UnixNano(), time.Now().Format(time.RFC1123Z))
 	start := time.Now()
-	cl, err := c.dial()
-	if err == nil {
-		err = cl.SendMail(c.probe, []string{c.to}, strings.NewReader(msg))
+	for {
+		c.probeTries++
+		cl, err := c.dial()
+		if err == nil {
+			err = cl.SendMail(c.probe, []string{c.to}, strings.NewReader(msg))
+			c.probeAt = time.Now()
+			cl.Quit()
+		}
+		var se *smtp.SMTPError
+		if err == nil || (errors.As(err, &se) && se.Code >= 500) || time.Since(start) > c.ackTimeout {
+			c.probeSMTP, c.probeErr = c.probeAt.Sub(start), err
+			return
+		}
+		time.Sleep(time.Second)
 	}
-	acked := time.Now()
-	if cl != nil {
-		cl.Quit()
-	}
-	c.probeSMTP = acked.Sub(start)
-	c.probeErr = err
-	c.probeSent <- acked
 }
 
 // startSink serves SMTP on c.sink, discarding every message and noting the
@@ -296,7 +335,6 @@ func (s *sinkSession) Data(r io.Reader) error {
 	}
 	s.c.sinkMsgs.Add(1)
 	if s.forProbe {
-		s.c.sinkForProbe.Add(1)
 		s.once.Do(func() { s.c.probeAcked <- time.Now() })
 	}
 	return nil

@@ -90,19 +90,7 @@ func drainBench(b *testing.B, relay Relay, rows int) {
 		w := New(db, cr, Options{})
 		done := make(chan error, 1)
 		go func() { done <- w.Run(ctx) }()
-		for {
-			var s Counts
-			if err := db.View(func(tx *bolt.Tx) (err error) { s, err = Stats(tx); return err }); err != nil {
-				b.Fatal(err)
-			}
-			if s.Queued+s.Sending == 0 {
-				if s.Failed != 0 {
-					b.Fatalf("%d copies failed", s.Failed)
-				}
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitDrained(b, db, cr, int64(rows*(i+1)))
 		el += time.Since(start)
 		cancel()
 		if err := <-done; err != nil {
@@ -115,6 +103,35 @@ func drainBench(b *testing.B, relay Relay, rows int) {
 	}
 	b.ReportMetric(float64(rows*b.N)/el.Seconds(), "copies/s")
 	b.ReportMetric(float64(cr.sends.Load())/float64(b.N), "sends/op")
+}
+
+// waitDrained waits until the relay accepted want copies in all, watching
+// a counter (Stats decodes every row: polling it would load the machine
+// it measures), then until the last outcomes are committed. It gives up
+// after a minute without progress.
+func waitDrained(b *testing.B, db *bolt.DB, cr *countingRelay, want int64) {
+	last, since := cr.ok.Load(), time.Now()
+	for n := last; n < want; n = cr.ok.Load() {
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > time.Minute {
+			b.Fatalf("the relay accepted %d copies of %d, then none for a minute", n, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for {
+		var s Counts
+		if err := db.View(func(tx *bolt.Tx) (err error) { s, err = Stats(tx); return err }); err != nil {
+			b.Fatal(err)
+		}
+		if s.Failed != 0 {
+			b.Fatalf("%d copies failed", s.Failed)
+		}
+		if s.Queued+s.Sending == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // drainBody is a 1 KB body of 78-character lines.
