@@ -1,0 +1,227 @@
+package announce
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+)
+
+// BenchmarkReleaseOneClick releases one advisory at T to N subscribers with
+// a per-subscriber RFC 8058 one-click List-Unsubscribe on every copy (one
+// SMTP transaction per subscriber, the signed body shared), on a synced
+// bbolt file and the real clocks: the Fanout's own Run loop waits for T.
+//
+// contrib/bench/run drives it with -benchtime 1x and these variables:
+//
+//	EMBARGO_BENCH_SUBSCRIBERS  N (default 10000)
+//	EMBARGO_BENCH_SINK         host:port of an outside SMTP sink (smtp-sink);
+//	                           default a discarding go-smtp server in process
+//
+// Metrics: msgs/s (copies accepted by the sink per second, from T to the
+// job's last commit), first-copy-ms (from T to the sink's 250 for the first
+// copy), rss-MB (peak resident memory of this process during the release
+// above its idle level after setup, bbolt's mapped pages included),
+// bytes/copy (the first copy's size) and sends/op (relay calls).
+func BenchmarkReleaseOneClick(b *testing.B) {
+	n := envInt(b, "EMBARGO_BENCH_SUBSCRIBERS", benchSubscribers)
+	key := announceKey(b)
+	msg := advisory(b, key, t0)
+	db, _ := newDB(b)
+	activateMany(b, db, n, t0)
+
+	var relay queue.Relay
+	if addr := os.Getenv("EMBARGO_BENCH_SINK"); addr != "" {
+		r, err := queue.NewRelay("smtp://"+addr, queue.RelayOptions{HeloName: "embargo.test"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		relay = r
+	} else {
+		relay = newSink(b).relay(b)
+	}
+	fc := &firstCopy{Relay: relay}
+	released := make(chan string, 1)
+	f := New(db, fc, Options{
+		List: testList, Project: "example.org", Key: key,
+		OneClick: true, OneClickBase: "https://security.example.org",
+		Released: func(tx *bolt.Tx, j Job) error {
+			tx.OnCommit(func() { released <- j.ID })
+			return nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	idle := settledRSS()
+	peak := sampleRSS()
+	var sum, first time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		fc.reset()
+		id := fmt.Sprintf("bench-%d", i)
+		// T a little ahead, so that what is timed starts at T as in
+		// production: the Fanout sleeps until then.
+		at := time.Now().Add(200 * time.Millisecond).Round(0)
+		startRelease(b, db, id, msg, at)
+		f.Kick()
+		select {
+		case got := <-released:
+			if got != id {
+				b.Fatalf("released %s, want %s", got, id)
+			}
+		case <-time.After(2 * time.Hour):
+			b.Fatalf("release %s not done after 2 h", id)
+		}
+		sum += time.Since(at)
+		first += fc.first().Sub(at)
+		if j := job(b, db, id); j.State != JobReleased || j.Sent != n {
+			b.Fatalf("job %+v", j)
+		}
+	}
+	b.StopTimer()
+	rss := peak()
+	b.ReportMetric(float64(n*b.N)/sum.Seconds(), "msgs/s")
+	b.ReportMetric(float64(first.Milliseconds())/float64(b.N), "first-copy-ms")
+	b.ReportMetric(float64(max(rss-idle, 0))/(1<<20), "rss-MB")
+	b.ReportMetric(float64(fc.size.Load()), "bytes/copy")
+	b.ReportMetric(float64(fc.sends.Load())/float64(b.N), "sends/op")
+	b.ReportMetric(float64(n), "subscribers")
+}
+
+// firstCopy is a relay that notes when the first copy of a round was
+// accepted, and counts calls.
+type firstCopy struct {
+	queue.Relay
+	mu    sync.Mutex
+	at    time.Time
+	sends atomic.Int64
+	size  atomic.Int64
+}
+
+func (r *firstCopy) Send(ctx context.Context, from string, to []string, data []byte) error {
+	err := r.Relay.Send(ctx, from, to, data)
+	r.sends.Add(1)
+	if err == nil {
+		r.mu.Lock()
+		if r.at.IsZero() {
+			r.at = time.Now()
+			r.size.Store(int64(len(data)))
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *firstCopy) reset() {
+	r.mu.Lock()
+	r.at = time.Time{}
+	r.mu.Unlock()
+}
+
+func (r *firstCopy) first() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at
+}
+
+// activateMany subscribes n addresses, 10,000 per transaction, so that 10^6
+// subscribers do not make one giant transaction.
+func activateMany(b *testing.B, db *bolt.DB, n int, now time.Time) {
+	b.Helper()
+	const per = 10_000
+	for lo := 0; lo < n; lo += per {
+		err := db.Update(func(tx *bolt.Tx) error {
+			for i := lo; i < min(lo+per, n); i++ {
+				if err := Activate(tx, fmt.Sprintf("sub%07d@s%d.example.net", i, i%7), now, Options{List: testList}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// settledRSS is the resident set after a collection returned what it could
+// to the system: the idle level a release is measured against.
+func settledRSS() int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	return readRSS()
+}
+
+// sampleRSS samples the resident set every 10 ms until the returned
+// function is called, which returns the peak.
+func sampleRSS() func() int64 {
+	var peak atomic.Int64
+	peak.Store(readRSS())
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if v := readRSS(); v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		return max(peak.Load(), readRSS())
+	}
+}
+
+// readRSS returns VmRSS of this process in bytes (0 where /proc is absent).
+func readRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,184 @@
+package listd
+
+import (
+	"bytes"
+	"crypto"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
+)
+
+// BenchmarkDistributors1000 sends one embargoed distributor notice to 1,000
+// distributors, each copy encrypted to that distributor's pinned key alone
+// and signed by the distributors list key (docs/threat-model.md D6, D7):
+//
+//	embargo       the daemon's path: the notice rendered, 1,000 PGP/MIME
+//	              copies built and sealed, their queue rows written, all in
+//	              one synced bbolt Update, as /notify does
+//	raw-gocrypto  the reference: go-crypto's openpgp.Encrypt of the same
+//	              rendered notice to the same 1,000 keys, one message per key,
+//	              signed by the same list key, AES-256, binary, nothing else
+//
+// EMBARGO_BENCH_DISTRIBUTORS changes the number of distributors (default
+// 1000). Metrics: ns/copy and copies/s; bytes/copy for embargo's copies.
+func BenchmarkDistributors1000(b *testing.B) {
+	n := 1000
+	if v := os.Getenv("EMBARGO_BENCH_DISTRIBUTORS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			b.Fatalf("EMBARGO_BENCH_DISTRIBUTORS=%q: want a positive integer", v)
+		}
+	}
+	s, db, inc := distributorsService(b, n)
+	now := s.o.Now()
+	notice := workflow.DistributorNotice{T: now.Add(8 * 24 * time.Hour)}
+
+	b.Run("embargo", func(b *testing.B) {
+		var size int
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			err := db.Update(func(tx *bolt.Tx) error {
+				msgs, err := s.distributorNotice(tx, inc, notice, now)
+				if err != nil {
+					return err
+				}
+				if len(msgs) != n {
+					return fmt.Errorf("%d copies, want %d", len(msgs), n)
+				}
+				size = 0
+				for _, m := range msgs {
+					size += len(m.Data)
+				}
+				return queue.Enqueue(tx, now, msgs...)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		perCopy(b, n)
+		b.ReportMetric(float64(size)/float64(n), "bytes/copy")
+	})
+
+	b.Run("raw-gocrypto", func(b *testing.B) {
+		d := s.advisory(inc)
+		d.T = workflow.FormatInstant(notice.T)
+		body, err := s.o.Templates.Render("distributor-notice", d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		plain := []byte(body)
+		signer, to := rawEntities(b, s.o.DistributorsKey, s.o.Members.Keys())
+		cfg := &packet.Config{Time: s.o.Now, DefaultHash: crypto.SHA256, DefaultCipher: packet.CipherAES256, DefaultCompressionAlgo: packet.CompressionNone}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for _, r := range to {
+				var out bytes.Buffer
+				w, err := openpgp.Encrypt(&out, []*openpgp.Entity{r}, signer, &openpgp.FileHints{IsBinary: true}, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				w.Write(plain)
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StopTimer()
+		perCopy(b, n)
+	})
+}
+
+func perCopy(b *testing.B, n int) {
+	copies := float64(n * b.N)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/copies, "ns/copy")
+	b.ReportMetric(copies/b.Elapsed().Seconds(), "copies/s")
+}
+
+// distributorsService is a Service on a synced store with n distributors,
+// each with its own pinned key, and an incident ready for /notify.
+func distributorsService(b *testing.B, n int) (*Service, *bolt.DB, *workflow.Incident) {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "embargo.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := incidentdb.Init(tx); err != nil {
+			return err
+		}
+		return queue.Init(tx)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	tmpl, err := templates.New("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ko := keys.Options{Now: func() time.Time { return mon.Add(-time.Hour) }}
+	gen := func(name, addr string) *keys.Key {
+		k, err := keys.GenerateListKey(name, addr, ko)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return k
+	}
+	roster := &lists.Roster{Lists: []lists.List{
+		{Name: lists.Security, Address: "security@ex.test", Encryption: "optional", OuterSubject: "Encrypted message"},
+		{Name: lists.Distributors, Address: "distributors@ex.test", Encryption: "required", OuterSubject: "Encrypted message"},
+	}}
+	var ring []*keys.Key
+	for i := range n {
+		addr := fmt.Sprintf("security%04d@vendor%d.test", i, i)
+		k := gen(fmt.Sprintf("Vendor %d", i), addr)
+		ring = append(ring, k)
+		roster.Members = append(roster.Members, lists.Member{Email: addr, Roles: []string{workflow.RoleDistributor}, Fingerprint: k.Fingerprint()})
+	}
+	s := New(Options{DB: db, Roster: roster, Templates: tmpl, Project: "ex.test",
+		ListKey: gen("security", "security@ex.test"), DistributorsKey: gen("distributors", "distributors@ex.test"),
+		Members: keys.NewKeyring(ring...), Now: func() time.Time { return mon }})
+	inc := &workflow.Incident{ID: "SEC-2026-0001", CVEs: []string{"CVE-2026-12345"}, CVSSVector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+		Advisory: workflow.Advisory{
+			Summary: "heap overflow in the parser", Actor: "A remote attacker", Impact: "execute code as the server user",
+			Condition: "the parser is enabled", Affected: "libfoo 1.0.0 - 1.2.2", Fixed: "libfoo 1.2.3",
+			Mitigation: "Disable the parser until you upgrade.", Credit: "Rita Reporter",
+		}}
+	return s, db, inc
+}
+
+// rawEntities reads the list key and the recipients' keys into go-crypto
+// entities through their armored exports.
+func rawEntities(b *testing.B, list *keys.Key, recips []*keys.Key) (*openpgp.Entity, []*openpgp.Entity) {
+	b.Helper()
+	read := func(armored []byte, err error) *openpgp.Entity {
+		if err != nil {
+			b.Fatal(err)
+		}
+		el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(armored))
+		if err != nil || len(el) != 1 {
+			b.Fatalf("read key: %v (%d entities)", err, len(el))
+		}
+		return el[0]
+	}
+	signer := read(list.ArmoredPrivate(nil, keys.Options{}))
+	to := make([]*openpgp.Entity, len(recips))
+	for i, r := range recips {
+		to[i] = read(r.ArmoredPublic())
+	}
+	return signer, to
+}

@@ -1,0 +1,250 @@
+# shellcheck shell=bash
+# The scenarios of contrib/bench/run. Each adds its rows with row, or says
+# with fail_row why it could not run. Sourced after lib.sh.
+
+# s1_release N: one release to N one-click subscribers, delivered to smtp-sink,
+# against smtp-source sending as many messages to smtp-sink over as many
+# connections, one at a time as the fan-out does.
+s1_release() {
+	local n=$1 name out s0 m0 s1 m1 conns msgs rate first rss size la t0 ref args desc
+	name="1. Release to $(human "$n") subscribers, one-click copy each"
+	out=$T/release-$n.txt
+	log "$name (setup first: $n subscriptions)"
+	read -r s0 m0 < <(sink_counts)
+	la=$(load1)
+	if ! gobench "$out" BenchmarkReleaseOneClick '^BenchmarkReleaseOneClick$' \
+		EMBARGO_BENCH_SINK="127.0.0.1:$P_SINK" EMBARGO_BENCH_SUBSCRIBERS="$n"; then
+		fail_row "$name" "BenchmarkReleaseOneClick failed: $(why "$out")"
+		return
+	fi
+	sleep 1 # smtp-sink counts a session when it ends
+	read -r s1 m1 < <(sink_counts)
+	conns=$((s1 - s0)) msgs=$((m1 - m0))
+	if [ "$msgs" -ne "$n" ]; then
+		fail_row "$name" "smtp-sink received $msgs copies, want $n"
+		return
+	fi
+	rate=$(metric "$out" BenchmarkReleaseOneClick msgs/s)
+	first=$(metric "$out" BenchmarkReleaseOneClick first-copy-ms)
+	rss=$(metric "$out" BenchmarkReleaseOneClick rss-MB)
+	size=$(metric "$out" BenchmarkReleaseOneClick bytes/copy)
+	if [ "$conns" -ge "$n" ]; then
+		args=(-s 1 -m "$n") desc="1 session, a new connection per message"
+	else
+		args=(-d -s "$conns" -m "$n") desc="$conns sessions, each reusing its connection"
+	fi
+	t0=$(now)
+	if ! smtp-source "${args[@]}" -l "${size%.*}" -f announce+bounces@example.org -t subscriber@example.net \
+		"127.0.0.1:$P_SINK" >"$T/src-release.out" 2>&1; then
+		fail_row "$name" "reference smtp-source failed: $(why "$T/src-release.out")"
+		return
+	fi
+	ref=$(div "$n" "$(elapsed "$t0")")
+	row "$name" "$(num "$rate") msgs/s" "$(num "$ref") msgs/s" "$(ratio "$rate" "$ref")" "$la" \
+		"first copy $(num "$first") ms after T; RSS +$(num "$rss") MB over idle; $conns connections for $n copies of $(num "$size") B. Reference: smtp-source → smtp-sink, $desc, -l $(num "$size")"
+}
+
+# smtp_source_rate PORT N OUT: smtp-source -d -s 8 -m N -l 1024 to a list
+# address; prints msgs/s, fails if any reply was not positive.
+smtp_source_rate() {
+	local t0
+	t0=$(now)
+	smtp-source -d -s 8 -m "$2" -l 1024 -f reporter@example.net -t security@example.org "127.0.0.1:$1" >"$3" 2>&1 || return 1
+	div "$2" "$(elapsed "$t0")"
+}
+
+s2_intake() {
+	local name emb pf sink la la_pf out gi gr
+	name="2. Intake: reports/s, smtp-source -d -s 8 -l 1024, $intake_n messages"
+	log "$name"
+	local err=""
+	emb=""
+	if start_embargo intake 1000000 "smtp://127.0.0.1:$P_SINK"; then
+		la=$(load1)
+		emb=$(smtp_source_rate "$P_EMB" "$intake_n" "$T/src-intake-embargo.out") ||
+			err="smtp-source to embargo: $(why "$T/src-intake-embargo.out")"
+		stop "$EMB_PID"
+	else
+		err=$ERR
+	fi
+	if [ -z "$emb" ]; then
+		fail_row "$name" "$err"
+	elif [ -n "$pf_error" ]; then
+		fail_row "2a. Intake vs Postfix" "$pf_error"
+	else
+		la_pf=$(load1)
+		if pf=$(smtp_source_rate "$P_PF" "$intake_n" "$T/src-intake-postfix.out"); then
+			row "2a. Intake vs Postfix durable accept, $intake_n reports" "$(num "$emb") reports/s" "$(num "$pf") msgs/s" \
+				"$(ratio "$emb" "$pf")" "$la" "embargo serve: a synced bbolt commit per report (archive, incident, a signed acknowledgement, 2 encrypted SRC copies queued), relay smtp-sink. Postfix: queue file synced, then default_transport = discard (load $la_pf)"
+		else
+			fail_row "2a. Intake vs Postfix" "smtp-source to Postfix: $(why "$T/src-intake-postfix.out")"
+		fi
+	fi
+	if [ -n "$emb" ]; then
+		if sink=$(smtp_source_rate "$P_SINK" "$intake_n" "$T/src-intake-sink.out"); then
+			row "2b. Intake vs smtp-sink, $intake_n reports" "$(num "$emb") reports/s" "$(num "$sink") msgs/s" \
+				"$(ratio "$emb" "$sink")" "$la" "smtp-sink: the physical limit of the client and loopback (nothing stored)"
+		else
+			fail_row "2b. Intake vs smtp-sink" "smtp-source to smtp-sink: $(why "$T/src-intake-sink.out")"
+		fi
+	fi
+
+	# The Go pair, found by name in whichever package under cmd/embargo
+	# holds it now.
+	name="2c. Go BenchmarkIntake vs BenchmarkReferenceGoSMTP, $go_intake_n reports"
+	out=$T/go-intake.txt
+	la=$(load1)
+	if (cd "$root" && TMPDIR="$T/tmp" go test -run '^$' -bench 'BenchmarkIntake$|BenchmarkReferenceGoSMTP$' \
+		-benchtime "${go_intake_n}x" ./cmd/embargo/...) >"$out" 2>&1; then
+		gi=$(metric "$out" BenchmarkIntake msgs/s)
+		gr=$(metric "$out" BenchmarkReferenceGoSMTP msgs/s)
+	fi
+	if [ -n "${gi:-}" ] && [ -n "${gr:-}" ]; then
+		row "$name" "$(num "$gi") reports/s" "$(num "$gr") msgs/s" "$(ratio "$gi" "$gr")" "$la" \
+			"in process, 10 clients; reference: bare go-smtp server discarding every message"
+	else
+		fail_row "$name" "go test -bench failed or found neither: $(why "$out")"
+	fi
+}
+
+s3_drain() {
+	local name="3. Queue drain of $drain_n queued copies" out=$T/drain.txt m0 m1 la smtp md
+	log "$name"
+	read -r _ m0 < <(sink_counts)
+	la=$(load1)
+	if ! gobench "$out" BenchmarkDrain '^BenchmarkDrain$' EMBARGO_BENCH_SINK="127.0.0.1:$P_SINK" EMBARGO_BENCH_ROWS="$drain_n"; then
+		fail_row "$name" "BenchmarkDrain failed: $(why "$out")"
+		return
+	fi
+	read -r _ m1 < <(sink_counts)
+	smtp=$(metric "$out" 'BenchmarkDrain/relay=smtp' copies/s)
+	md=$(metric "$out" 'BenchmarkDrain/relay=maildir' copies/s)
+	if [ $((m1 - m0)) -ne "$drain_n" ]; then
+		fail_row "$name" "smtp-sink received $((m1 - m0)) copies, want $drain_n"
+		return
+	fi
+	if [ -n "$pf_error" ]; then
+		fail_row "3a. Queue drain vs Postfix flush" "$pf_error"
+	elif postfix_flush; then
+		row "3a. Queue drain of $drain_n copies to smtp-sink vs Postfix flush" "$(num "$smtp") copies/s" "$(num "$PF_RATE") msgs/s" \
+			"$(ratio "$smtp" "$PF_RATE")" "$la" "embargo: queue worker defaults (4 at a time, a connection and a synced commit per copy). Postfix: postqueue -f of $drain_n deferred messages to the same sink, as shipped (connection cache, up to 20 per destination; load $PF_LOAD)"
+	else
+		fail_row "3a. Queue drain vs Postfix flush" "$ERR"
+	fi
+	row "3b. Queue drain of $drain_n copies to a Maildir" "$(num "$md") copies/s" "—" "—" "$la" \
+		"the same worker, a file written and synced (and its directory) per copy"
+}
+
+# postfix_flush queues drain_n messages in the Postfix instance, held by
+# defer_transports = smtp, then times postqueue -f until smtp-sink has them
+# all. Sets PF_RATE and PF_LOAD, or ERR.
+postfix_flush() {
+	local i m0 m1 last t0 stall=0
+	log "3a. queueing $drain_n messages in Postfix (held by defer_transports)"
+	if ! smtp-source -d -s 8 -m "$drain_n" -l 1024 -f security+bounces@example.org -t member@drain.test \
+		"127.0.0.1:$P_PF" >"$T/src-drain.out" 2>&1; then
+		ERR="smtp-source to Postfix: $(why "$T/src-drain.out")"
+		return 1
+	fi
+	for ((i = 0; i < 600; i++)); do
+		[ "$(pf_queued deferred)" -ge "$drain_n" ] && break
+		sleep 1
+	done
+	if [ "$(pf_queued deferred)" -lt "$drain_n" ]; then
+		ERR="only $(pf_queued deferred) of $drain_n messages reached Postfix's deferred queue"
+		return 1
+	fi
+	read -r _ m0 < <(sink_counts)
+	last=$m0
+	PF_LOAD=$(load1)
+	t0=$(now)
+	postqueue -c "$PF/etc" -f >"$T/postqueue.out" 2>&1 || {
+		ERR="postqueue -f: $(why "$T/postqueue.out")"
+		return 1
+	}
+	# Done when the sink has them all; given up after 60 s without progress.
+	while read -r _ m1 < <(sink_counts) && [ $((m1 - m0)) -lt "$drain_n" ]; do
+		if [ "$m1" = "$last" ]; then
+			stall=$((stall + 1))
+			[ $stall -ge 600 ] && break
+		else
+			stall=0 last=$m1
+		fi
+		sleep 0.1
+	done
+	PF_RATE=$(div "$drain_n" "$(elapsed "$t0")")
+	if [ $((m1 - m0)) -lt "$drain_n" ]; then
+		ERR="smtp-sink received $((m1 - m0)) of Postfix's $drain_n messages, then nothing for 60 s"
+		return 1
+	fi
+}
+
+s4_distributors() {
+	local name="4. Distributors: $distributors per-key copies of one notice" out=$T/distributors.txt emb raw ns rns size la
+	log "$name"
+	la=$(load1)
+	# Short runs: the best of 3 (of 5 for 4b), each side.
+	if ! BENCH_COUNT=3 gobench "$out" BenchmarkDistributors1000 '^BenchmarkDistributors1000$' EMBARGO_BENCH_DISTRIBUTORS="$distributors"; then
+		fail_row "$name" "BenchmarkDistributors1000 failed: $(why "$out")"
+		return
+	fi
+	emb=$(metric "$out" BenchmarkDistributors1000/embargo copies/s)
+	raw=$(metric "$out" BenchmarkDistributors1000/raw-gocrypto copies/s)
+	ns=$(metric "$out" BenchmarkDistributors1000/embargo ns/copy min)
+	rns=$(metric "$out" BenchmarkDistributors1000/raw-gocrypto ns/copy min)
+	size=$(metric "$out" BenchmarkDistributors1000/embargo bytes/copy)
+	row "$name" "$(num "$emb") copies/s" "$(num "$raw") copies/s" "$(ratio "$emb" "$raw")" "$la" \
+		"best of 3; $(num "$(div "$ns" 1000)") µs vs $(num "$(div "$rns" 1000)") µs per copy; embargo: notice rendered, $distributors PGP/MIME copies (protected headers, signed, armored, $(num "$size") B) and their queue rows in one synced commit. Reference: go-crypto openpgp.Encrypt, signed, per key, binary"
+
+	out=$T/keys.txt
+	la=$(load1)
+	if ! BENCH_COUNT=5 gobench "$out" BenchmarkEncrypt100 '^BenchmarkEncrypt(Raw)?100$'; then
+		fail_row "4b. keys.Encrypt vs go-crypto" "keys benchmarks failed: $(why "$out")"
+		return
+	fi
+	ns=$(metric "$out" BenchmarkEncrypt100 ns/copy min)
+	rns=$(metric "$out" BenchmarkEncryptRaw100 ns/copy min)
+	row "4b. keys.Encrypt, 20 KB notice, 100 keys" "$(num "$(div 1e9 "$ns")") copies/s" "$(num "$(div 1e9 "$rns")") copies/s" \
+		"$(ratio "$rns" "$ns")" "$la" "best of 5; keys.Encrypt (PGP/MIME, AES-256, signed) vs go-crypto openpgp.Encrypt to the same keys"
+}
+
+s5_flood() {
+	local name="5. Flood: $flood_n reports from $flood_senders senders" out=$T/flood.txt err la idle db0 db1 peak sampler
+	log "$name"
+	if ! start_embargo flood 1 "smtp://127.0.0.1:$P_RELAY"; then
+		fail_row "$name" "$ERR"
+		return
+	fi
+	sleep 1
+	idle=$(rss_kb "$EMB_PID")
+	db0=$(stat -c %s "$EMB_DIR/data/embargo.db")
+	(while kill -0 "$EMB_PID" 2>/dev/null; do rss_kb "$EMB_PID"; sleep 0.5; done) >"$T/flood-rss" 2>/dev/null &
+	sampler=$!
+	PIDS+=("$sampler")
+	la=$(load1)
+	"$BIN/load" flood -addr "127.0.0.1:$P_EMB" -to security@example.org -sink "127.0.0.1:$P_RELAY" \
+		-n "$flood_n" -senders "$flood_senders" -sessions 8 -size 1024 -ack-timeout "${ack_timeout}s" >"$out" 2>"$out.err"
+	local rc=$?
+	stop "$sampler"
+	peak=$(sort -n "$T/flood-rss" | tail -1)
+	db1=$(stat -c %s "$EMB_DIR/data/embargo.db")
+	stop "$EMB_PID"
+	if [ $rc != 0 ] || ! grep -q '^accepted=' "$out"; then
+		fail_row "$name" "load flood failed: $(why "$out.err")"
+		return
+	fi
+	local -A f
+	local k v refusals ack lat
+	while IFS='=' read -r k v; do f[$k]=$v; done <"$out"
+	refusals=$(grep '^reply_' "$out" | sed 's/^reply_//; s/_/ /; s/=/: /' | tr '\n' ',' | sed 's/,$//; s/,/, /g')
+	lat="250 after $(num "${f[latency_p50_ms]:-}") ms median, $(num "${f[latency_p99_ms]:-}") ms p99, $(num "${f[latency_max_ms]:-}") ms max"
+	if [ -n "${f[probe_error]:-}" ]; then
+		ack="the real report was refused: ${f[probe_error]}"
+	elif [ -n "${f[probe_ack_s]:-}" ]; then
+		ack="the real report's 250 came $(num "${f[probe_smtp_ms]:-}") ms after its first try (${f[probe_tries]:-?} tries), its acknowledgement reached the relay $(num "${f[probe_ack_s]}") s later"
+	else
+		ack="the real report's 250 came $(num "${f[probe_smtp_ms]:-}") ms after its first try (${f[probe_tries]:-?} tries), its acknowledgement had not reached the relay after ${f[probe_ack_timeout_s]:-?} s"
+	fi
+	row "$name" "$(num "${f[accepted_per_s]:-}") reports/s accepted" "—" "—" "$la" \
+		"accepted ${f[accepted]:-?} of ${f[sent]:-?}, refused 4xx ${f[refused_4xx]:-?}, 5xx ${f[refused_5xx]:-?}${refusals:+ ($refusals)}, connections broken ${f[broken]:-?}, refused at connect ${f[connect_refused]:-?}; $lat; RSS $(num "$(div "$idle" 1024)") MB idle, peak +$(num "$(div "$((peak - idle))" 1024)") MB; store +$(num "$(div "$((db1 - db0))" 1048576)") MB ($(num "$(div "$((db1 - db0))" "$((${f[accepted]:-0} * 1024))")") KB/report); $ack; ${f[sink_msgs]:-?} mails delivered by then"
+}
