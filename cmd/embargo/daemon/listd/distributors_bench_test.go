@@ -52,7 +52,7 @@ func BenchmarkDistributors1000(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			err := db.Update(func(tx *bolt.Tx) error {
-				msgs, err := s.distributorNotice(tx, inc, notice, now)
+				msgs, err := s.distributorNotice(inc, notice, now)
 				if err != nil {
 					return err
 				}
