@@ -11,7 +11,7 @@ import (
 )
 
 // TestSystemdUnit checks that contrib/systemd/embargo.service carries the
-// hardening the issue asks for, and that systemd-analyze verify accepts it and
+// hardening the unit is meant to have, and that systemd-analyze verify accepts it and
 // the backup service and timer.
 func TestSystemdUnit(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "..", "contrib", "systemd", "embargo.service"))
@@ -72,5 +72,46 @@ func TestDockerfile(t *testing.T) {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
+	}
+}
+
+// TestReadmeLayout keeps the README's Layout table true: one row per package
+// of the module, no row for a package that is gone.
+func TestReadmeLayout(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "\n## Layout\n")
+	if !ok {
+		t.Fatal("README.md has no Layout section")
+	}
+	if i := strings.Index(table, "\n## "); i >= 0 {
+		table = table[:i]
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		if pkg, ok := strings.CutPrefix(line, "| `"); ok {
+			pkg, _, _ = strings.Cut(pkg, "`")
+			if rows[pkg] {
+				t.Errorf("README Layout lists %s twice", pkg)
+			}
+			rows[pkg] = true
+		}
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "../../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const module = "github.com/embargo-project/embargo/"
+	for _, p := range strings.Fields(string(out)) {
+		p = strings.TrimPrefix(p, module)
+		if !rows[p] {
+			t.Errorf("package %s has no row in the README's Layout table", p)
+		}
+		delete(rows, p)
+	}
+	for p := range rows {
+		t.Errorf("the README's Layout table lists %s, which is no package", p)
 	}
 }
