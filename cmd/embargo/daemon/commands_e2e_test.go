@@ -114,6 +114,27 @@ func (f *cmdFixture) receipt(g *daemontest.GPG, msgs []queuetest.Message, addr s
 	return ""
 }
 
+// discloseNow signs /disclose now twice, as the two-person rule asks
+// (docs/design.md §1): alice's signature alone releases nothing (her
+// receipt says it is pending, and the SRC is asked for a second one), bob's
+// completes it. It returns the n messages bob's signature causes (none
+// waited for when n is 0).
+func (f *cmdFixture) discloseNow(n int) []queuetest.Message {
+	t := f.h.T
+	t.Helper()
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	msgs := f.next(4) // alice's receipt, bob's copy, the pending notice to alice and to bob
+	daemontest.MustContain(t, "the first signature's receipt", f.receipt(f.alice, msgs, "alice@ex.test"), "pending: signature 1 of 2 recorded; nothing done yet")
+	if inc := f.incident(); inc.Phase == workflow.PhaseDisclosed || len(inc.Pending) != 1 {
+		t.Fatalf("one signature of /disclose now: phase %s, %d pending", inc.Phase, len(inc.Pending))
+	}
+	f.h.MustSend("bob@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.bob, f.bfpr, "bob@ex.test", "/disclose now\n"))
+	if n == 0 {
+		return nil
+	}
+	return f.next(n)
+}
+
 func (f *cmdFixture) incident() workflow.Incident {
 	t := f.h.T
 	var inc workflow.Incident
@@ -203,12 +224,12 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 	canaryFree(t, f.h.Rec.Messages()[3:], "heap overflow in the parser")
 
 	// Release now, then the retrospective closes the incident.
-	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
-	// receipt, bob's copy, "disclosed" to the reporter, the release pack to
-	// alice and bob; the keyless distributor gets neither "embargo lifted" nor
-	// the advisory, and alice and bob are told of each
-	msgs = f.next(9)
-	if r := f.receipt(f.alice, msgs, "alice@ex.test"); strings.Contains(r, "refused") {
+	// Two signatures; then bob's receipt, alice's copy, "disclosed" to the
+	// reporter, the release pack to alice and bob; the keyless distributor
+	// gets neither "embargo lifted" nor the advisory, and alice and bob are
+	// told of each
+	msgs = f.discloseNow(9)
+	if r := f.receipt(f.bob, msgs, "bob@ex.test"); strings.Contains(r, "refused") {
 		t.Fatalf("/disclose now refused:\n%s", r)
 	}
 	var told bool
