@@ -41,6 +41,13 @@ type distributor struct {
 // newCmdFixtureWith adds distributors (each with a key) and extra TOML tables.
 func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFixture {
 	t.Helper()
+	return newCmdFixtureOpts(t, dists, extra, daemon.Options{})
+}
+
+// newCmdFixtureOpts is newCmdFixtureWith with the daemon's options (a
+// fake clock, a configuration loader).
+func newCmdFixtureOpts(t *testing.T, dists []*distributor, extra string, o daemon.Options) *cmdFixture {
+	t.Helper()
 	alice, bob := daemontest.NewGPG(t), daemontest.NewGPG(t)
 	afpr := alice.GenKey("Alice <alice@ex.test>")
 	bfpr := bob.GenKey("Bob <bob@ex.test>")
@@ -56,7 +63,7 @@ func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFix
 		members += "[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
 	}
 	kd := daemontest.KeysDir(t, keyFiles)
-	h := daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\n", kd), Members: members, Extra: extra}, daemon.Options{})
+	h := daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\n", kd), Members: members, Extra: extra}, o)
 	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: daemontest.NewGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
 	pub := exportListKey(t, h, "security")
 	for _, g := range []*daemontest.GPG{f.reporter, alice, bob} {

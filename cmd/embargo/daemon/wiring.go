@@ -100,7 +100,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	if err := d.svc.Reload(set); err != nil {
 		return err
 	}
-	annOpts.Render = d.svc.Render                                // the fan-out renders with the templates in force, after a reload too
+	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
+
 	if d.o.hooks.panic != nil || d.o.hooks.beforeCommit != nil { // only tests set them (export_test.go)
 		d.svc.SetTestHooks(listd.TestHooks{Panic: d.o.hooks.panic, BeforeCommit: d.o.hooks.beforeCommit})
 	}

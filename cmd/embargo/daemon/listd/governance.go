@@ -380,6 +380,14 @@ func (s *Service) govResult(tx *bolt.Tx, res governance.Result, signer lists.Mem
 		after = s.withState(res.State)
 	}
 	sec := s.o.Roster.List(lists.Security)
+	// Whoever gets a mail of their own (a member just added to the SRC, one
+	// whose key changed) is left out of the SRC's copies of the result.
+	told := map[string]bool{}
+	for _, a := range res.Actions {
+		if m, ok := a.(governance.Mail); ok && m.To != "" {
+			told[strings.ToLower(m.To)] = true
+		}
+	}
 	for _, a := range res.Actions {
 		switch a := a.(type) {
 		case governance.PinKey:
@@ -389,7 +397,7 @@ func (s *Service) govResult(tx *bolt.Tx, res governance.Result, signer lists.Mem
 		case governance.RemoveMember:
 			s.log.Info("roster: member removed")
 		case governance.Mail:
-			msgs, err := after.govMail(tx, s, res.State, a, now)
+			msgs, err := after.govMail(tx, s, res.State, a, told, now)
 			if err != nil {
 				return g, fmt.Errorf("%s: %w", a.Kind(), err)
 			}

@@ -33,8 +33,9 @@ import (
 //   - To goes encrypted to the attached Key, else to the pinned key
 //     Fingerprint, else signed only (an applicant whose key was refused);
 //   - ToSRC and CCSRC go to each SRC member, encrypted to their key (a
-//     member without a usable key gets none).
-func (s *Service) govMail(tx *bolt.Tx, before *Service, st governance.State, m governance.Mail, now time.Time) ([]queue.Msg, error) {
+//     member without a usable key gets none), but those told has a mail of
+//     their own in the same result.
+func (s *Service) govMail(tx *bolt.Tx, before *Service, st governance.State, m governance.Mail, told map[string]bool, now time.Time) ([]queue.Msg, error) {
 	sec := s.o.Roster.List(lists.Security)
 	body, err := s.renderFields(m.Template, s.govFields(m.Fields))
 	if err != nil {
@@ -56,7 +57,13 @@ func (s *Service) govMail(tx *bolt.Tx, before *Service, st governance.State, m g
 		out = append(out, q)
 	}
 	if m.ToSRC || m.CCSRC {
-		msgs, err := s.sealedEach(sec, s.committee(), notice{Subject: subject, Body: body, Kind: "gov-" + m.Template,
+		var rcpts []recipient
+		for _, rc := range s.committee() {
+			if !told[strings.ToLower(rc.Email)] {
+				rcpts = append(rcpts, rc)
+			}
+		}
+		msgs, err := s.sealedEach(sec, rcpts, notice{Subject: subject, Body: body, Kind: "gov-" + m.Template,
 			Incident: workflow.ID(m.Thread), Thread: anchor}, now)
 		if err != nil {
 			return nil, err
