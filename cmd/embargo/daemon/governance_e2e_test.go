@@ -377,3 +377,26 @@ func TestTwoPersonRule(t *testing.T) {
 		t.Errorf("after two signatures: phase %s, pending %+v", inc.Phase, inc.Pending)
 	}
 }
+
+// TestAdmitReplayedElsewhere (docs/threat-model.md E3): a signed /admit that
+// names no proposal, carried into another proposal's thread, counts for
+// nothing there: the replay cache stands in front of the governance core.
+func TestAdmitReplayedElsewhere(t *testing.T) {
+	f := newCmdFixture(t)
+	one := newApplicant(t, f, "person@one.test", "security@one.test")
+	one.apply(t, f, application(one.alias, ""))
+	text, _ := decrypt(t, f.alice, f.next(3), "alice@ex.test", "A distributor application arrived")
+	id1 := govRE.FindString(text)
+	two := newApplicant(t, f, "person@two.test", "security@two.test")
+	two.apply(t, f, application(two.alias, ""))
+	text, _ = decrypt(t, f.alice, f.next(3), "alice@ex.test", "A distributor application arrived")
+	id2 := govRE.FindString(text)
+
+	admit := f.signed(f.alice, f.afpr, "alice@ex.test", "security+"+id2+"@ex.test", "", "/admit\n")
+	f.h.MustSend("alice@ex.test", []string{"security+" + id2 + "@ex.test"}, admit)
+	daemontest.MustContain(t, "the /admit of "+id2, f.receipt(f.alice, f.next(4), "alice@ex.test"), "approval recorded; "+id2+" has 1 of 2")
+	replay := strings.Replace(admit, "Message-ID: <", "Message-ID: <replayed", 1)
+	f.h.MustSend("mallory@evil.test", []string{"security+" + id1 + "@ex.test"}, replay)
+	daemontest.MustContain(t, "the replay", f.receipt(f.alice, f.next(2), "alice@ex.test"), "replay")
+	daemontest.MustContain(t, "members list", members(t, f.h), id1+"  the distributor application of "+one.alias, ", 0 approval(s)")
+}

@@ -171,6 +171,7 @@ func (s *Service) Recipient(_ context.Context, _ string, rcpt string) error {
 
 // Handle stores one accepted message and everything it causes.
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
+	s = s.current() // one roster and one keyring for the whole message
 	// A message that makes a parser panic must not crash-loop the daemon nor
 	// come back forever (threats.md A6): it is kept in quarantine, the SRC is
 	// told, and the sender gets 250. The log names the place, never content
@@ -184,7 +185,7 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 	if s.sh.hooks.Panic != nil {
 		s.sh.hooks.Panic(raw)
 	}
-	return s.current().handle(ctx, env, raw)
+	return s.handle(ctx, env, raw)
 }
 
 // announceRequest handles the announce list's sub-addresses: subscription
