@@ -71,8 +71,15 @@ func (s *Service) govMail(tx *bolt.Tx, before *Service, st governance.State, m g
 		out = append(out, msgs...)
 	}
 	if m.Thread != "" {
+		// The anchor and every copy are filed under the proposal: a reply
+		// that names any of them in In-Reply-To or References lands in its
+		// thread (proposalOf).
+		ids := []string{anchor}
 		for _, q := range out {
-			if err := incidentdb.IndexMessageID(tx, q.MessageID, workflow.ID(m.Thread)); err != nil {
+			ids = append(ids, q.MessageID)
+		}
+		for _, id := range ids {
+			if err := incidentdb.IndexMessageID(tx, id, workflow.ID(m.Thread)); err != nil {
 				return nil, err
 			}
 		}
