@@ -64,3 +64,30 @@ func TestRefusesWhatItCannotRead(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLoad reads a record of 200 decided proposals and 100 entries
+// pinned by mail, each with a 1 KB key: what resolving a signer costs on
+// every signed message (listd.signerOf).
+func BenchmarkLoad(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "g.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	key := strings.Repeat("k", 1024)
+	var st governance.State
+	for i := range 200 {
+		st.Proposals = append(st.Proposals, governance.Proposal{ID: "GOV-2026-" + strings.Repeat("0", 4), Kind: governance.KindAdd,
+			Email: "m@ex.test", Key: &governance.KeyVerdict{Fingerprint: strings.Repeat("A", 40), Armored: key}, Status: governance.StatusPassed})
+		if i < 100 {
+			st.Overrides = append(st.Overrides, governance.Entry{Email: "m@ex.test", Fingerprint: strings.Repeat("A", 40), Key: key})
+		}
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return Save(tx, st) }); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		db.View(func(tx *bolt.Tx) error { _, err := Load(tx); return err })
+	}
+}
