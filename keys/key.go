@@ -93,6 +93,42 @@ func (k *Key) hasEmail(addr string) bool {
 	return false
 }
 
+// Created is when the primary key was made.
+func (k *Key) Created() time.Time { return k.e.PrimaryKey.CreationTime.UTC() }
+
+// Algorithm names the primary key's algorithm for people: "rsa3072",
+// "ed25519", "nistp256", "dsa"…; never used to decide anything (Check does).
+func (k *Key) Algorithm() string {
+	pk := k.e.PrimaryKey
+	switch pk.PubKeyAlgo {
+	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoRSASignOnly:
+		if bits, err := pk.BitLength(); err == nil {
+			return fmt.Sprintf("rsa%d", bits)
+		}
+		return "rsa"
+	case packet.PubKeyAlgoDSA:
+		return "dsa"
+	case packet.PubKeyAlgoElGamal:
+		return "elgamal"
+	case packet.PubKeyAlgoEd25519, packet.PubKeyAlgoX25519:
+		return "ed25519"
+	case packet.PubKeyAlgoEd448, packet.PubKeyAlgoX448:
+		return "ed448"
+	case packet.PubKeyAlgoECDSA, packet.PubKeyAlgoECDH, packet.PubKeyAlgoEdDSA:
+		c, err := pk.Curve()
+		switch {
+		case err != nil:
+		case c == packet.Curve25519 && pk.PubKeyAlgo == packet.PubKeyAlgoEdDSA:
+			return "ed25519" // as gpg names the legacy EdDSA form
+		case c == packet.Curve25519:
+			return "cv25519"
+		default:
+			return strings.ToLower(string(c))
+		}
+	}
+	return fmt.Sprintf("algorithm %d", pk.PubKeyAlgo)
+}
+
 // HasSecret reports whether the key carries (decrypted) secret key material.
 func (k *Key) HasSecret() bool {
 	return k.e.PrivateKey != nil && !k.e.PrivateKey.Dummy() && !k.e.PrivateKey.Encrypted

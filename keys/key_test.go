@@ -66,6 +66,9 @@ func TestListKeyShape(t *testing.T) {
 	if k.Email() != "list@example.org" || k.Name() != "List" {
 		t.Errorf("Email(), Name() = %q, %q", k.Email(), k.Name())
 	}
+	if k.Algorithm() != "ed25519" || k.Created().IsZero() || k.Created().After(time.Now()) {
+		t.Errorf("Algorithm(), Created() = %q, %v", k.Algorithm(), k.Created())
+	}
 	if _, ok := k.ExpiresAt(); ok {
 		t.Error("list key expires; want no expiry")
 	}
@@ -201,6 +204,9 @@ func TestListKeyRSAFloor(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "old.key")
 	if err := os.WriteFile(path, sec, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if ks, err := ReadPublicKeys(bytes.NewReader(g.export("--armor", "--export", fpr))); err != nil || ks[0].Algorithm() != "rsa2048" {
+		t.Errorf("Algorithm() of an rsa2048 key: %v", err)
 	}
 	if _, _, err := LoadOrCreateListKey(path, "", "", nil, Options{}); !errors.Is(err, ErrWeakAlgorithm) {
 		t.Fatalf("rsa2048 list key: err = %v, want ErrWeakAlgorithm", err)

@@ -11,7 +11,7 @@ func TestCheckCommand(t *testing.T) {
 	dir := t.TempDir()
 	good := dir + "/good.toml"
 	bad := dir + "/bad.toml"
-	daemontest.WriteFile(t, good, "domain = \"example.org\"\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n")
+	daemontest.WriteFile(t, good, "domain = \"example.org\"\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[governance]\nquorum = 1\n")
 	daemontest.WriteFile(t, bad, "domain = \"example.org\"\nbogus = 1\n")
 	var out, errb strings.Builder
 	if code := run([]string{"check", "--config", good}, &out, &errb); code != 0 {

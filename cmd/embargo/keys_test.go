@@ -16,7 +16,7 @@ func TestKeysExportAndCheck(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "e.toml")
 	daemontest.WriteFile(t, cfgPath, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\nkeys_dir = %q\n", filepath.Join(dir, "data"), dir)+
-		daemontest.TOMLMember("carol@ex.test", "0123456789ABCDEF0123456789ABCDEF01234567"))
+		daemontest.TOMLMember("carol@ex.test", "0123456789ABCDEF0123456789ABCDEF01234567")+"[governance]\nquorum = 1\n")
 	var out, errb strings.Builder
 	if rc := run([]string{"keys", "export", "announce", "--config", cfgPath}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "BEGIN PGP PUBLIC KEY BLOCK") {
 		t.Fatalf("keys export: %d %q", rc, errb.String())

@@ -53,6 +53,7 @@ func commands() []command {
 		{"status", "[--config FILE] [--data DIR] [--json]", "the daemon, the queue, deadlines, the next release", cmdStatus},
 		{"queue", "list|retry ID|drop ID [--config FILE] [--data DIR]", "show and manage the outbound queue", cmdQueue},
 		{"subscribers", "count|list|export [FILE]|add ADDRESS|remove ADDRESS|import FILE [--all] [--config FILE] [--data DIR]", "the announce list's subscribers: show, add, remove, import", cmdSubscribers},
+		{"members", "list [--config FILE] [--data DIR]", "the roster in force: members, keys, origins, open proposals", cmdMembers},
 		{"backup", "FILE [--config FILE] [--data DIR]", "copy the store, online", cmdBackup},
 		{"restore", "FILE [--config FILE] [--data DIR]", "put a backup in place of the store", cmdRestore},
 		{"healthcheck", "[--config FILE] [--addr HOST:PORT]", "exit 0 if SMTP answers", cmdHealthcheck},

@@ -17,7 +17,12 @@ import (
 
 const serveHelp = `Usage: embargo serve [--config FILE] [--data DIR] [--listen HOST:PORT]
 
-Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate.
+Runs the daemon until SIGINT or SIGTERM. SIGHUP (systemctl reload) reads the
+configuration, keys_dir and the TLS certificate again: the members and their
+keys, holidays, the on-call rotation, channels, templates and [governance]
+take effect for the next message; a file with errors changes nothing (the
+log and the SRC say why). Listeners, the data directory, the lists and the
+relay need a restart.
 Without --config it runs the embedded development default: SMTP on
 127.0.0.1:2525, domain example.test, state in ./embargo-data, outbound mail
 written to ./embargo-data/outbox/ as a Maildir.
@@ -46,7 +51,7 @@ func cmdServe(args []string, s stdio) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := daemon.NewLogger(cfg.LogLevel, s.err)
-	d := daemon.New(cfg, daemon.Options{Logger: log, Version: version, Commands: storeCommands()})
+	d := daemon.New(cfg, daemon.Options{Logger: log, Version: version, Commands: storeCommands(), Load: cf.load})
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
@@ -58,7 +63,7 @@ func cmdServe(args []string, s stdio) error {
 		case <-ctx.Done():
 		case <-hup:
 			log.Info("SIGHUP: reloading")
-			d.Reload() // a failure is logged; the running certificate stays
+			d.Reload() // a failure is logged (and the SRC alerted); what runs stays
 		}
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

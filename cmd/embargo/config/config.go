@@ -60,6 +60,8 @@ type Config struct {
 	CVE    CVE             `toml:"cve"`
 	OSV    OSV             `toml:"osv"`
 
+	Governance Governance `toml:"governance"`
+
 	Members []Member `toml:"members"`
 
 	// Channels are outside lists (oss-security…) that get their own copy of
@@ -130,6 +132,33 @@ func (c *Config) OneClick() bool {
 		return *v
 	}
 	return strings.HasPrefix(c.HTTP.BaseURL, "https://")
+}
+
+// Governance is [governance]: the roster by signed mail and the two-person
+// rule (docs/design.md §1; docs/process.md §5).
+type Governance struct {
+	// Quorum is how many distinct SRC members must sign a roster change
+	// (/member, /admit on a distributor application) and an irreversible
+	// command (/disclose now, /embargo-break, /public). Default 2; 1 turns
+	// the two-person rule off (a committee of one). It may not exceed the
+	// number of members with the role src.
+	Quorum int `toml:"quorum"`
+	// LazyConsensusDays is how long a proposal stays open: a distributor
+	// application with at least one approval and no /deny passes after it,
+	// a /member change without its quorum lapses. Default 5.
+	LazyConsensusDays int `toml:"lazy_consensus_days"`
+}
+
+// Governance defaults.
+const (
+	DefaultQuorum            = 2
+	DefaultLazyConsensusDays = 5
+	MaxLazyConsensusDays     = 60
+)
+
+// LazyConsensus is LazyConsensusDays as a duration.
+func (g Governance) LazyConsensus() time.Duration {
+	return time.Duration(g.LazyConsensusDays) * 24 * time.Hour
 }
 
 // Channel is one outside list.

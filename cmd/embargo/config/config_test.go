@@ -48,6 +48,13 @@ func TestConfigErrors(t *testing.T) {
 		{"plaintext distributors", base + "[lists.distributors]\nencryption = \"optional\"\n", []string{`must be "required"`}},
 		{"bad holiday", "domain = \"example.org\"\nholidays = [\"25/12/2026\"]\n", []string{"holidays", "25/12/2026"}},
 		{"syntax error", base + "[smtp\n", []string{"line 2"}},
+		{"quorum above the SRC", base + "[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[[members]]\nemail = \"d@example.org\"\nroles = [\"distributor\"]\n",
+			[]string{"governance.quorum 2 is more than the 1 member(s)", "a@example.org", "set quorum = 1"}},
+		{"quorum 3 of 2", base + "[governance]\nquorum = 3\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[[members]]\nemail = \"b@example.org\"\nroles = [\"src\"]\n",
+			[]string{"governance.quorum 3 is more than the 2 member(s)", "a@example.org, b@example.org"}},
+		{"negative quorum", base + "[governance]\nquorum = -1\n", []string{"governance.quorum -1 must be at least 1"}},
+		{"lazy consensus too long", base + "[governance]\nlazy_consensus_days = 400\n", []string{"governance.lazy_consensus_days 400 is out of range"}},
+		{"unknown governance key", base + "[governance]\nquorom = 2\n", []string{"governance.quorom"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +97,11 @@ email       = "alice@example.org"
 name        = "Alice Example"
 roles       = ["src"]             # src, associate, release-manager, distributor
 fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+[[members]]
+email       = "bob@example.org"
+roles       = ["src"]
+fingerprint = "89ABCDEF0123456789ABCDEF0123456789ABCDEF"
 `
 	cfg, err := Parse([]byte(example), "example.toml")
 	if err != nil {
@@ -100,11 +112,30 @@ fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567"
 	}
 }
 
+// TestGovernanceDefaults: quorum 2 and five days unless set; a file
+// without SRC members yet (embargo init) is not refused for its quorum.
+func TestGovernanceDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.Governance; g.Quorum != 2 || g.LazyConsensusDays != 5 || g.LazyConsensus() != 5*24*time.Hour {
+		t.Errorf("defaults %+v", g)
+	}
+	cfg, err = Parse([]byte("domain = \"example.org\"\n[governance]\nquorum = 1\nlazy_consensus_days = 7\n[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n"), "t.toml")
+	if err != nil || cfg.Governance.Quorum != 1 || cfg.Governance.LazyConsensusDays != 7 {
+		t.Errorf("set: %+v, %v", cfg, err)
+	}
+	if cfg, err := Load(""); err != nil || cfg.Governance.Quorum != 1 {
+		t.Errorf("the development default (one member) must set quorum 1: %v", err)
+	}
+}
+
 // TestHolidaysTyped: holidays and the on-call start are dates once decoded;
 // a bad one names its line and the key.
 func TestHolidaysTyped(t *testing.T) {
 	cfg, err := Parse([]byte("domain = \"example.org\"\nholidays = [\"2026-12-24\", \"2026-12-25\"]\n"+
-		"[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[oncall]\nrotation = [\"A@example.org\"]\nstart = \"2026-01-05\"\n"), "t.toml")
+		"[[members]]\nemail = \"a@example.org\"\nroles = [\"src\"]\n[oncall]\nrotation = [\"A@example.org\"]\nstart = \"2026-01-05\"\n[governance]\nquorum = 1\n"), "t.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,8 @@ func (c *Config) applyDefaults() {
 	orDefault(&s.MaxErrors, smtpd.DefaultMaxErrors)
 	orDefault(&c.Relay.QueueLifetimeHours, DefaultQueueLifetimeHours)
 	orDefault(&c.Intake.AcksPerSenderPerDay, 1)
+	orDefault(&c.Governance.Quorum, DefaultQuorum)
+	orDefault(&c.Governance.LazyConsensusDays, DefaultLazyConsensusDays)
 	if c.Lists == nil {
 		c.Lists = map[string]List{}
 	}

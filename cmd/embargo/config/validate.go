@@ -58,6 +58,7 @@ func (c *Config) Problems() []string {
 		}
 	}
 	c.validateMembers(&p)
+	c.validateGovernance(&p)
 	c.validateOnCall(&p)
 	c.validateLMTP(&p)
 	c.validateDKIM(&p)
@@ -150,6 +151,30 @@ func (c *Config) validateMembers(p *problems) {
 		if m.Fingerprint != "" && !fingerprint.MatchString(m.Fingerprint) {
 			p.add("%s: fingerprint %q must be the full primary key fingerprint, 40 hex digits (v4) or 64 (v6): see `gpg --with-colons --fingerprint %s`", where, m.Fingerprint, m.Email)
 		}
+	}
+}
+
+// validateGovernance checks [governance] against the file's committee: a
+// quorum no committee can reach would make every roster change and every
+// irreversible command impossible. A file without any SRC member yet (what
+// `embargo init` writes) is left to the report's warning.
+func (c *Config) validateGovernance(p *problems) {
+	g := c.Governance
+	var src []string
+	for _, m := range c.Members {
+		if m.Has("src") {
+			src = append(src, m.Email)
+		}
+	}
+	switch {
+	case g.Quorum < 1:
+		p.add("governance.quorum %d must be at least 1 (1 turns the two-person rule off; default 2)", g.Quorum)
+	case len(src) > 0 && g.Quorum > len(src):
+		p.add("governance.quorum %d is more than the %d member(s) with the role \"src\" (%s): no change could ever pass; add SRC members or set quorum = %d",
+			g.Quorum, len(src), strings.Join(src, ", "), len(src))
+	}
+	if g.LazyConsensusDays < 1 || g.LazyConsensusDays > MaxLazyConsensusDays {
+		p.add("governance.lazy_consensus_days %d is out of range 1–%d (default %d)", g.LazyConsensusDays, MaxLazyConsensusDays, DefaultLazyConsensusDays)
 	}
 }
 

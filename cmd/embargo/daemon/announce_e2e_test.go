@@ -67,7 +67,7 @@ func TestAnnounceEndToEnd(t *testing.T) {
 
 	// The release reaches the subscriber, signed by the announce key.
 	f.prepare(t)
-	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	f.discloseNow(0)
 	var adv string
 	for deadline := time.Now().Add(10 * time.Second); adv == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		for _, m := range f.h.Rec.Messages() {

@@ -41,6 +41,13 @@ type distributor struct {
 // newCmdFixtureWith adds distributors (each with a key) and extra TOML tables.
 func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFixture {
 	t.Helper()
+	return newCmdFixtureOpts(t, dists, extra, daemon.Options{})
+}
+
+// newCmdFixtureOpts is newCmdFixtureWith with the daemon's options (a
+// fake clock, a configuration loader).
+func newCmdFixtureOpts(t *testing.T, dists []*distributor, extra string, o daemon.Options) *cmdFixture {
+	t.Helper()
 	alice, bob := daemontest.NewGPG(t), daemontest.NewGPG(t)
 	afpr := alice.GenKey("Alice <alice@ex.test>")
 	bfpr := bob.GenKey("Bob <bob@ex.test>")
@@ -56,7 +63,7 @@ func newCmdFixtureWith(t *testing.T, dists []*distributor, extra string) *cmdFix
 		members += "[[members]]\nemail = \"dist@vendor.test\"\nroles = [\"distributor\"]\n"
 	}
 	kd := daemontest.KeysDir(t, keyFiles)
-	h := daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\n", kd), Members: members, Extra: extra}, daemon.Options{})
+	h := daemontest.New(t, daemontest.Config{Top: fmt.Sprintf("keys_dir = %q\n", kd), Members: members, Extra: extra}, o)
 	f := &cmdFixture{keysFixture: &keysFixture{h: h, alice: alice, reporter: daemontest.NewGPG(t)}, bob: bob, afpr: afpr, bfpr: bfpr, reporterAddr: "rep@out.test"}
 	pub := exportListKey(t, h, "security")
 	for _, g := range []*daemontest.GPG{f.reporter, alice, bob} {
@@ -112,6 +119,27 @@ func (f *cmdFixture) receipt(g *daemontest.GPG, msgs []queuetest.Message, addr s
 	}
 	t.Fatalf("no receipt for %s among %d messages:\n%s", addr, len(msgs), daemontest.Summary(msgs))
 	return ""
+}
+
+// discloseNow signs /disclose now twice, as the two-person rule asks
+// (docs/design.md §1): alice's signature alone releases nothing (her
+// receipt says it is pending, and the SRC is asked for a second one), bob's
+// completes it. It returns the n messages bob's signature causes (none
+// waited for when n is 0).
+func (f *cmdFixture) discloseNow(n int) []queuetest.Message {
+	t := f.h.T
+	t.Helper()
+	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	msgs := f.next(4) // alice's receipt, bob's copy, the pending notice to alice and to bob
+	daemontest.MustContain(t, "the first signature's receipt", f.receipt(f.alice, msgs, "alice@ex.test"), "pending: signature 1 of 2 recorded; nothing done yet")
+	if inc := f.incident(); inc.Phase == workflow.PhaseDisclosed || len(inc.Pending) != 1 {
+		t.Fatalf("one signature of /disclose now: phase %s, %d pending", inc.Phase, len(inc.Pending))
+	}
+	f.h.MustSend("bob@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.bob, f.bfpr, "bob@ex.test", "/disclose now\n"))
+	if n == 0 {
+		return nil
+	}
+	return f.next(n)
 }
 
 func (f *cmdFixture) incident() workflow.Incident {
@@ -203,12 +231,12 @@ func TestSignedCommandsEndToEnd(t *testing.T) {
 	canaryFree(t, f.h.Rec.Messages()[3:], "heap overflow in the parser")
 
 	// Release now, then the retrospective closes the incident.
-	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
-	// receipt, bob's copy, "disclosed" to the reporter, the release pack to
-	// alice and bob; the keyless distributor gets neither "embargo lifted" nor
-	// the advisory, and alice and bob are told of each
-	msgs = f.next(9)
-	if r := f.receipt(f.alice, msgs, "alice@ex.test"); strings.Contains(r, "refused") {
+	// Two signatures; then bob's receipt, alice's copy, "disclosed" to the
+	// reporter, the release pack to alice and bob; the keyless distributor
+	// gets neither "embargo lifted" nor the advisory, and alice and bob are
+	// told of each
+	msgs = f.discloseNow(9)
+	if r := f.receipt(f.bob, msgs, "bob@ex.test"); strings.Contains(r, "refused") {
 		t.Fatalf("/disclose now refused:\n%s", r)
 	}
 	var told bool

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -62,8 +63,13 @@ type Options struct {
 	LiftGrace  time.Duration
 
 	// Commands are the read-only admin commands the control socket runs,
-	// each in one read transaction (the command line's listings).
+	// each in one read transaction (the command line's listings). The
+	// daemon adds "members list" (the roster in force).
 	Commands map[string]ReadCommand
+
+	// Load reads the configuration again for Reload (SIGHUP), with the
+	// command line's overrides; nil reloads the TLS certificate only.
+	Load func() (*config.Config, error)
 
 	// hooks are the failpoints of the tests (export_test.go): a field no
 	// other package can set.
@@ -97,6 +103,7 @@ type Daemon struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeCtl func()
+	reloadMu sync.Mutex // one reload at a time
 }
 
 // New prepares a daemon for cfg, which must be complete and resolved
@@ -145,7 +152,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := d.startService(runCtx, relay); err != nil {
 		return err
 	}
-	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, d.o.Commands, d.subs, d.log.With("component", "ctl")); err != nil {
+	reads := maps.Clone(d.o.Commands)
+	if reads == nil {
+		reads = map[string]ReadCommand{}
+	}
+	reads["members list"] = d.membersCommand
+	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, reads, d.subs, d.log.With("component", "ctl")); err != nil {
 		return err
 	}
 	if err := d.startSMTP(); err != nil {

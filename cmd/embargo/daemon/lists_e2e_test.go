@@ -136,9 +136,9 @@ func TestDiscloseNowOrder(t *testing.T) {
 	f.prepare(t)
 	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/notify\n"))
 	f.next(3)
-	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
-	// receipt, bob's copy, lifted + public advisory to d1, channel, reporter, 2 packs
-	msgs := f.next(8)
+	// Two signatures; then bob's receipt, alice's copy, lifted + public
+	// advisory to d1, channel, reporter, 2 packs
+	msgs := f.discloseNow(8)
 	var lifted, channel int = -1, -1
 	for i, m := range f.h.Rec.Messages() {
 		if m.To[0] == d1.addr {

@@ -117,7 +117,7 @@ func TestImportedSubscriberOneClick(t *testing.T) {
 
 	// The release: each reader's copy carries the reader's own URI.
 	f.prepare(t)
-	f.h.MustSend("alice@ex.test", []string{"security+" + f.id + "@ex.test"}, f.clearsigned(f.alice, f.afpr, "alice@ex.test", "/disclose now\n"))
+	f.discloseNow(0) // two SRC signatures: the two-person rule
 	copies := map[string]queuetest.Message{}
 	daemontest.WaitFor(t, "the release to reach both readers", func() bool {
 		for _, m := range f.h.Rec.Messages()[f.seen:] {

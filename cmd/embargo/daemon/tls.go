@@ -124,9 +124,9 @@ func (d *Daemon) tlsConfig() *tls.Config {
 	return d.certs.tlsConfig()
 }
 
-// Reload is what SIGHUP does: it reads the TLS certificate again. A failure
-// is logged and the certificate in use stays.
-func (d *Daemon) Reload() error {
+// reloadCert reads the TLS certificate again (Reload). A failure is
+// logged and the certificate in use stays.
+func (d *Daemon) reloadCert() error {
 	var errs []error
 	if d.certs != nil {
 		if err := d.certs.reload(); err != nil {

@@ -66,6 +66,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		return err
 	}
 	roster := Roster(d.cfg)
+	set := settings(d.cfg, d.keys.Members, d.keys.Problems, tmpl)
 	annOpts := d.announceOptions(roster, tmpl)
 	var fanout *announce.Fanout
 	d.svc = listd.New(listd.Options{
@@ -77,14 +78,16 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		ListKey:         d.keys.Lists[config.Security],
 		DistributorsKey: d.keys.Lists[config.Distributors],
 		AnnounceKey:     d.keys.Lists[config.Announce],
-		Channels:        channels(d.cfg),
+		Channels:        set.Channels,
 		LiftGrace:       d.o.LiftGrace,
-		Holidays:        d.cfg.HolidayTimes(),
-		Rotation:        Rotation(d.cfg),
-		Members:         d.keys.Members,
+		Holidays:        set.Holidays,
+		Rotation:        set.Rotation,
+		Quorum:          set.Quorum,
+		LazyConsensus:   set.LazyConsensus,
+		Members:         set.Keys,
 		DB:              d.db,
 		Roster:          roster,
-		Templates:       tmpl,
+		Templates:       set.Templates,
 		Project:         d.cfg.Project,
 		Record:          d.cfg.RecordProject(),
 		AcksPerDay:      d.cfg.Intake.AcksPerSenderPerDay,
@@ -93,6 +96,12 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Logger:          d.log.With("component", "listd"),
 		Observe:         d.metrics.observe,
 	})
+	// The roster in force: the file's members as signed mail changed them.
+	if err := d.svc.Reload(set); err != nil {
+		return err
+	}
+	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
+
 	if d.o.hooks.panic != nil || d.o.hooks.beforeCommit != nil { // only tests set them (export_test.go)
 		d.svc.SetTestHooks(listd.TestHooks{Panic: d.o.hooks.panic, BeforeCommit: d.o.hooks.beforeCommit})
 	}

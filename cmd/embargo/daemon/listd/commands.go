@@ -13,7 +13,6 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -30,27 +29,29 @@ func seenSignature(tx *bolt.Tx, v keys.Verdict, now time.Time) (bool, error) {
 	return incidentdb.SeenSignature(tx, workflow.ReplayKey(id), workflow.ReplayExpiry(v.Signed), now)
 }
 
-// memberByFingerprint finds the roster member a verified signature belongs to.
-func (s *Service) memberByFingerprint(fpr string) (lists.Member, bool) {
-	for _, m := range s.o.Roster.Members {
-		if m.Fingerprint != "" && strings.EqualFold(m.Fingerprint, fpr) {
-			return m, true
-		}
-	}
-	return lists.Member{}, false
-}
-
 // commands applies the signed commands of one message to an incident inside
 // the message's transaction, and queues the receipt and the mail the
 // commands cause. It returns the incident as it is afterwards. A message
 // with command lines whose signature does not count gets a receipt that
 // says why and how to fix it (refusals.go), if it came from a member.
-func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, msg *inbound.Message, now time.Time) (workflow.Incident, []queue.Msg, error) {
+// Roster commands (/member, /admit, /deny) in the thread go to the
+// governance core instead (governance.go); roster reports that they changed
+// the roster.
+func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, d *delivery) (_ workflow.Incident, _ []queue.Msg, roster bool, _ error) {
+	msg, now := d.msg, d.now
 	if !msg.HasCommands() {
-		return inc, nil, nil
+		return inc, nil, false, nil
+	}
+	v := msg.Signature()
+	mem, signed, err := s.signerOf(tx, v)
+	if err != nil {
+		return inc, nil, false, err
+	}
+	if signed && rosterScope(msg) {
+		g, err := s.rosterCommands(tx, sec, msg, mem, true, "", "", d.keys, now)
+		return inc, g.out, g.roster, err
 	}
 	defer s.observe("command", time.Now())
-	v := msg.Signature()
 	if !v.OK() {
 		// Commands need a valid signature by a pinned key, never the From
 		// header (docs/threat-model.md E1). The member the From names is
@@ -59,19 +60,18 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 		// nothing.
 		mem, ok := s.commandAuthor(msg.From(), &inc)
 		if !ok {
-			return inc, nil, nil
+			return inc, nil, false, nil
 		}
 		s.log.Info("commands ignored: the signature does not count", "incident", inc.ID, "verdict", v.Status.String())
 		out, err := s.signatureRefusal(sec, mem, inc.ID, inc.RootMsg, msg, now)
-		return inc, out, err
+		return inc, out, false, err
 	}
-	mem, ok := s.memberByFingerprint(v.Fingerprint)
-	if !ok {
-		return inc, nil, nil // a key that is no longer pinned: nobody to answer
+	if !signed {
+		return inc, nil, false, nil // a key that is no longer pinned: nobody to answer
 	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
-		return inc, nil, err
+		return inc, nil, false, err
 	}
 	env := s.workflowEnv(tx)
 	env.LastLead, env.MessageID = incidentdb.Meta(tx, "last_lead"), msg.MessageID()
@@ -93,7 +93,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	}
 	if res.RoundRobin != "" {
 		if err := incidentdb.SetMeta(tx, "last_lead", res.RoundRobin); err != nil {
-			return inc, nil, err
+			return inc, nil, false, err
 		}
 	}
 	var out []queue.Msg
@@ -104,28 +104,28 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, m
 	if len(res.Receipt.Lines) > 0 || res.Receipt.Refused != "" {
 		rc, err := s.toMember(sec, mem, notice{Subject: fmt.Sprintf("[%s] receipt: %s", inc.ID, status), Body: res.Receipt.Text(), Kind: "receipt", Thread: inc.RootMsg}, now)
 		if err != nil {
-			return inc, nil, err
+			return inc, nil, false, err
 		}
 		out = append(out, rc...)
 	}
 	if applyErr != nil {
-		return inc, out, nil
+		return inc, out, false, nil
 	}
 	for _, a := range res.Actions {
 		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now, res.Actions)
 		if err != nil {
-			return inc, nil, err
+			return inc, nil, false, err
 		}
 		out = append(out, msgs...)
 	}
 	if res.OnCall != nil { // /oncall (tick.go)
 		msgs, err := s.onCallChanged(tx, sec, *res.OnCall, &res.Incident, mem, now)
 		if err != nil {
-			return inc, nil, err
+			return inc, nil, false, err
 		}
 		out = append(out, msgs...)
 	}
-	return res.Incident, out, nil
+	return res.Incident, out, false, nil
 }
 
 // reporterSubjects are the subjects of the reporter updates, by template.

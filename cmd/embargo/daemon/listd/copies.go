@@ -110,6 +110,7 @@ func (s *Service) newMessageID(kind, domain string) (string, error) {
 // It is never sent to the author of the triggering mail (threats.md B8), and
 // failures of alerts raise no further alerts.
 func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
+	s = s.current()
 	sec := s.o.Roster.List(lists.Security)
 	now := s.o.Now().UTC()
 	body, err := s.o.Templates.Render("alert", map[string]any{

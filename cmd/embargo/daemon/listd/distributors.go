@@ -179,7 +179,10 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refu
 		return refuse("The embargo list takes only mail signed with a member's pinned OpenPGP key; this signature does not count ("+detail(v.Err)+")",
 			"a post whose signature does not count ("+v.Status.String()+") was refused")
 	}
-	author, ok := s.memberByFingerprint(v.Fingerprint)
+	author, ok, err := s.signerOf(tx, v)
+	if err != nil {
+		return "", nil, err
+	}
 	if !ok {
 		return refuse("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused")
 	}

@@ -20,7 +20,9 @@ import (
 
 // intake applies a message for security@ to its incident and queues the
 // mail. It reads d and the transaction only (store: it may run twice).
-func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Received, error) {
+// roster reports that the message's signed roster commands changed the
+// roster (governance.go).
+func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Received, roster bool, _ error) {
 	msg, now := d.msg, d.now
 	sec := s.o.Roster.List(lists.Security)
 	in := workflow.Inbound{
@@ -45,25 +47,29 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Rece
 	}
 	inc := workflow.Thread(in, look)
 	if lookErr != nil {
-		return workflow.Received{}, lookErr
+		return workflow.Received{}, false, lookErr
 	}
 	inc, note, firstSeen, err := s.resubmitted(tx, msg, inc)
 	if err != nil {
-		return workflow.Received{}, err
+		return workflow.Received{}, false, err
 	}
 	if note != "" {
 		in.Auto = true // its sender gets nothing back
 	}
 	if inc == nil {
-		// Signed /oncall commands outside any thread are no report (tick.go).
+		// Signed roster commands (governance.go) and /oncall commands
+		// (tick.go) outside any thread are no report.
+		if took, g, err := s.rosterMessage(tx, sec, d); took || err != nil {
+			return workflow.Received{}, g.roster, err
+		}
 		if took, err := s.onCallMessage(tx, sec, msg, now); took || err != nil {
-			return workflow.Received{}, err
+			return workflow.Received{}, false, err
 		}
 	}
 	var id workflow.ID
 	if inc == nil {
 		if id, err = incidentdb.NextID(tx, now.Year()); err != nil {
-			return workflow.Received{}, err
+			return workflow.Received{}, false, err
 		}
 	}
 	r := workflow.Receive(inc, id, in, now)
@@ -72,18 +78,18 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Rece
 	}
 	if sum, ok := msg.Protection().CiphertextHash(); ok && !firstSeen {
 		if err := incidentdb.SetCiphertext(tx, sum, r.Incident.ID, msg.From(), now); err != nil {
-			return r, err
+			return r, roster, err
 		}
 	}
 	var cmdMail []queue.Msg
 	if !r.New {
 		// Signed commands in the thread (docs/design.md §3): applied with
 		// the message, in its transaction.
-		after, msgs, err := s.commands(tx, sec, r.Incident, msg, now)
+		after, msgs, changed, err := s.commands(tx, sec, r.Incident, d)
 		if err != nil {
-			return r, err
+			return r, roster, err
 		}
-		r.Incident, cmdMail = after, msgs
+		r.Incident, cmdMail, roster = after, msgs, changed
 	}
 	if r.New {
 		// A random anchor: threading headers name no incident (threats.md
@@ -91,20 +97,20 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Rece
 		// References carry only the anchor still finds its thread.
 		tok, err := s.random(12)
 		if err != nil {
-			return r, err
+			return r, roster, err
 		}
 		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
 		if err := incidentdb.IndexMessageID(tx, r.Incident.RootMsg, r.Incident.ID); err != nil {
-			return r, err
+			return r, roster, err
 		}
 	}
 	if err := incidentdb.Put(tx, &r.Incident); err != nil {
-		return r, err
+		return r, roster, err
 	}
 	if strings.EqualFold(msg.From(), r.Incident.Reporter) {
 		if pub := s.reporterKey(msg, now); pub != nil {
 			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
-				return r, err
+				return r, roster, err
 			}
 		}
 	}
@@ -112,20 +118,20 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (workflow.Rece
 	for _, m := range r.Mail {
 		msgs, err := s.render(tx, sec, &r.Incident, m, d, note)
 		if err != nil {
-			return r, err
+			return r, roster, err
 		}
 		out = append(out, msgs...)
 	}
 	out = append(out, cmdMail...)
 	for _, q := range out {
 		if err := incidentdb.IndexMessageID(tx, q.MessageID, r.Incident.ID); err != nil {
-			return r, err
+			return r, roster, err
 		}
 	}
 	if err := queue.Enqueue(tx, now, out...); err != nil {
-		return r, err
+		return r, roster, err
 	}
-	return r, nil
+	return r, roster, nil
 }
 
 // resubmitted applies docs/threat-model.md D3: a captured ciphertext
@@ -300,7 +306,7 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		return nil, err
 	}
 	subject := msg.Subject()
-	if _, tagged := workflow.SubjectTag(subject); !tagged {
+	if _, tagged := workflow.SubjectTag(subject); !tagged && !strings.Contains(subject, "["+string(inc.ID)+"]") {
 		subject = "[" + string(inc.ID) + "] " + subject
 	}
 	who := msg.FromName()

@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,6 +30,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/lists/governance"
 	"github.com/embargo-project/embargo/lists/inbound"
 	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/templates"
@@ -58,6 +61,12 @@ type Options struct {
 	// incidents and gets their triage reminder.
 	Rotation workflow.Rotation
 
+	// Quorum is [governance] quorum: the SRC signatures a roster change and
+	// an irreversible command need (0 and 1: one). LazyConsensus is how long
+	// a roster proposal stays open (governance.DefaultLazyConsensus if 0).
+	Quorum        int
+	LazyConsensus time.Duration
+
 	// The other lists' keys, the outside channels and the announce fan-out.
 	DistributorsKey *keys.Key
 	AnnounceKey     *keys.Key
@@ -87,9 +96,27 @@ type Options struct {
 }
 
 // Service handles mail for the lists.
+//
+// What a reload may change (the roster, the members' keys, the holidays,
+// the on-call rotation, the channels, the templates, the quorum: Settings)
+// lives in an immutable snapshot behind an atomic pointer. Every entry point
+// (Handle, Recipient, Tick, Alert, AlertRelease, AdvisoryText) works on a
+// view: a copy of the Service whose Options hold one snapshot, read once, so
+// that a message is handled with one roster and one keyring from its first
+// line to its commit, whatever a SIGHUP or a roster change by mail swaps in
+// meanwhile (live.go).
 type Service struct {
-	o   Options
-	log *slog.Logger
+	o    Options
+	log  *slog.Logger
+	snap *rosterSnapshot // the snapshot this view reads; nil on the base Service
+	sh   *shared
+}
+
+// shared is what every view of one Service shares.
+type shared struct {
+	base Options // as given to New
+	live atomic.Pointer[rosterSnapshot]
+	mu   sync.Mutex // serialises rebuilding the snapshot (live.go)
 
 	// The clock check of Tick (one tick at a time: the cron loop skips a
 	// tick while the previous one runs).
@@ -123,7 +150,9 @@ func New(o Options) *Service {
 		start := time.Now()
 		o.Mono = func() time.Duration { return time.Since(start) }
 	}
-	return &Service{o: o, log: o.Logger}
+	s := &Service{o: o, log: o.Logger, sh: &shared{base: o}}
+	s.sh.live.Store(s.initial())
+	return s
 }
 
 // Envelope is the SMTP envelope of one message.
@@ -136,12 +165,13 @@ type Envelope struct {
 
 // Recipient decides at RCPT time whether we take mail for rcpt.
 func (s *Service) Recipient(_ context.Context, _ string, rcpt string) error {
-	_, err := s.o.Roster.Route(rcpt)
+	_, err := s.current().o.Roster.Route(rcpt)
 	return err
 }
 
 // Handle stores one accepted message and everything it causes.
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
+	s = s.current() // one roster and one keyring for the whole message
 	// A message that makes a parser panic must not crash-loop the daemon nor
 	// come back forever (threats.md A6): it is kept in quarantine, the SRC is
 	// told, and the sender gets 250. The log names the place, never content
@@ -152,8 +182,8 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 			err = s.quarantine(env, raw)
 		}
 	}()
-	if s.hooks.Panic != nil {
-		s.hooks.Panic(raw)
+	if s.sh.hooks.Panic != nil {
+		s.sh.hooks.Panic(raw)
 	}
 	return s.handle(ctx, env, raw)
 }
@@ -168,6 +198,7 @@ func (s *Service) announceRequest(d *delivery, t lists.Target) error {
 	ann := s.o.Roster.List(lists.Announce)
 	o := *s.o.AnnounceOptions
 	o.Now = func() time.Time { return now }
+	o.Render = s.o.Templates.Render // the templates in force (a reload may change them)
 	err := s.o.DB.Update(func(tx *bolt.Tx) error {
 		if strings.HasPrefix(t.Detail, lists.DetailBounces+"-") {
 			_, err := announce.HandleBounce(tx, t.Detail, d.msg.Raw(), now, o)
@@ -233,6 +264,11 @@ type delivery struct {
 	openErr error
 	sum     [32]byte
 	now     time.Time
+	// keys are the public keys attached to the message, checked at now
+	// (governance.go), and appSigned whether an application is signed by
+	// one of them.
+	keys      []governance.KeyVerdict
+	appSigned bool
 }
 
 // outcome is what the message's transaction decided.
@@ -240,6 +276,7 @@ type outcome struct {
 	result  string
 	incID   workflow.ID
 	refusal error // told to the sender after the commit
+	roster  bool  // the roster changed by mail: rebuild the snapshot after the commit
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
@@ -265,6 +302,9 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 			return err
 		}
 		return fmt.Errorf("listd: store message: %w", err)
+	}
+	if out.roster {
+		s.refresh() // before the mail goes out, for the next message
 	}
 	s.o.Kick()
 	if out.refusal != nil {
@@ -315,6 +355,9 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 		return nil, s.cryptoRefusal(err, key)
 	}
 	d.msg = m
+	if d.openErr == nil && !isBounce(d.targets) && !isAnnounce(d.targets) {
+		d.keys, d.appSigned = s.attachedKeys(m, key, ko, now, isApply(d.targets))
+	}
 	return d, nil
 }
 
@@ -347,6 +390,14 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		if out.refusal != nil {
 			rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
 		}
+	case isApply(d.targets):
+		var g govOutcome
+		var err error
+		out.result, rec.Incident, g, err = s.application(tx, d)
+		if err != nil {
+			return out, err
+		}
+		out.incID, out.roster, rec.Note = rec.Incident, g.roster, "application"
 	default:
 		detail := ""
 		for _, t := range d.targets {
@@ -354,21 +405,34 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 				detail = t.Detail
 			}
 		}
-		r, err := s.intake(tx, d, detail)
+		if id, ok := proposalOf(tx, m, detail); ok {
+			took, g, err := s.proposalThread(tx, d, id)
+			if err != nil {
+				return out, err
+			}
+			if took {
+				rec.Incident, out.incID, out.result, out.roster = workflow.ID(id), workflow.ID(id), "proposal thread", g.roster
+				break
+			}
+		}
+		r, roster, err := s.intake(tx, d, detail)
 		if err != nil {
 			return out, err
 		}
-		rec.Incident, out.incID = r.Incident.ID, r.Incident.ID
+		rec.Incident, out.incID, out.roster = r.Incident.ID, r.Incident.ID, roster
 		out.result = "new"
-		if !r.New {
+		switch {
+		case r.Incident.ID == "":
+			out.result = "commands"
+		case !r.New:
 			out.result = "thread"
 		}
 	}
 	if _, err := incidentdb.AddMessage(tx, rec, m.Raw(), d.sum); err != nil {
 		return out, err
 	}
-	if s.hooks.BeforeCommit != nil {
-		return out, s.hooks.BeforeCommit(tx)
+	if s.sh.hooks.BeforeCommit != nil {
+		return out, s.sh.hooks.BeforeCommit(tx)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 // "advisory" template (the operator's override included) over the same
 // fields, so that the published web page reads exactly like the mail.
 func (s *Service) AdvisoryText(inc *workflow.Incident) (string, error) {
+	s = s.current()
 	return s.o.Templates.Render("advisory", s.advisory(inc))
 }
 

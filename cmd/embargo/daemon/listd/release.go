@@ -201,6 +201,7 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 // release is held (a clock jump, a message the list key did not sign), in the
 // transaction that holds it.
 func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error {
+	s = s.current()
 	now := s.o.Now().UTC()
 	inc := &workflow.Incident{ID: id}
 	if p, err := incidentdb.Get(tx, id); err == nil {

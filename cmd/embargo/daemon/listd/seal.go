@@ -71,6 +71,7 @@ func signSpec(signer lists.Name, om *outMail) (*queue.Seal, error) {
 // Sealer. Every error but a failure to read the body is permanent: the row
 // fails and the committee is alerted.
 func (s *Service) Seal(r *queue.Row, body io.Reader) ([]byte, error) {
+	s = s.current() // the keyring in force now: a key removed since intake is not used
 	sp := r.Seal
 	if sp == nil {
 		return nil, queue.Permanent(errors.New("listd: row has no seal spec"))
@@ -149,7 +150,12 @@ func (s *Service) signerKey(list string) (*keys.Key, error) {
 func (s *Service) sealKey(r *queue.Row) (*keys.Key, error) {
 	sp := r.Seal
 	var k *keys.Key
-	if sp.Reporter {
+	if len(sp.Key) > 0 {
+		ks, err := keys.ReadPublicKeys(bytes.NewReader(sp.Key))
+		if err == nil && len(ks) > 0 && strings.EqualFold(ks[0].Fingerprint(), sp.To) {
+			k = ks[0]
+		}
+	} else if sp.Reporter {
 		var pub []byte
 		var ok bool
 		if err := s.o.DB.View(func(tx *bolt.Tx) error {

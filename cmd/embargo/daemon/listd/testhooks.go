@@ -17,4 +17,4 @@ type TestHooks struct {
 
 // SetTestHooks installs failpoints, for tests only. Call it before the
 // Service handles any mail.
-func (s *Service) SetTestHooks(h TestHooks) { s.hooks = h }
+func (s *Service) SetTestHooks(h TestHooks) { s.sh.hooks = h }

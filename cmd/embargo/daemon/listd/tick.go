@@ -50,6 +50,7 @@ const KeyExpiryWarning = 30 * 24 * time.Hour
 // One incident's failure (a template error, a full disk) is logged and
 // reported in the returned error; the others still go out.
 func (s *Service) Tick(ctx context.Context, now time.Time) error {
+	s = s.current()
 	now = now.UTC()
 	if err := s.checkClock(now); err != nil {
 		return fmt.Errorf("listd: tick: %w", err)
@@ -82,6 +83,14 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 		if err != nil {
 			s.log.Error("tick failed for an incident", "incident", id, "err", err)
 			errs = append(errs, fmt.Errorf("tick %s: %w", id, err))
+		}
+		sent += n
+	}
+	if ctx.Err() == nil {
+		n, err := s.govTick(now)
+		if err != nil {
+			s.log.Error("governance tick failed", "err", err)
+			errs = append(errs, err)
 		}
 		sent += n
 	}
@@ -197,7 +206,7 @@ func (s *Service) workflowEnv(tx *bolt.Tx) workflow.Env {
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
 	}
-	return workflow.Env{SRC: src, Holidays: s.o.Holidays, Rotation: s.o.Rotation, OnCallState: s.onCallState(tx)}
+	return workflow.Env{SRC: src, Holidays: s.o.Holidays, Rotation: s.o.Rotation, OnCallState: s.onCallState(tx), Quorum: s.o.Quorum}
 }
 
 // onCallState reads the persisted handover state; a damaged entry reads as
@@ -330,8 +339,11 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 		}
 		return true, queue.Enqueue(tx, now, out...)
 	}
-	mem, ok := s.memberByFingerprint(v.Fingerprint)
-	if !ok || !s.o.Roster.IsCommittee(mem.Email) {
+	mem, ok, err := s.signerOf(tx, v)
+	if err != nil {
+		return true, err
+	}
+	if !ok || !mem.Has(workflow.RoleSRC) && !mem.Has("associate") {
 		return false, nil
 	}
 	replayed, err := seenSignature(tx, v, now)
@@ -478,14 +490,14 @@ func (s *Service) checkClock(now time.Time) error {
 	var from time.Time
 	err := s.o.DB.Update(func(tx *bolt.Tx) error {
 		hb, _ := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, metaHeartbeat))
-		from, _ = s.clock.Check(now, mono, hb)
+		from, _ = s.sh.clock.Check(now, mono, hb)
 		return incidentdb.SetMeta(tx, metaHeartbeat, now.Format(time.RFC3339Nano))
 	})
 	if err != nil {
 		return err
 	}
-	s.clock.Beat(now, mono)
-	s.jumpFrom = from
+	s.sh.clock.Beat(now, mono)
+	s.sh.jumpFrom = from
 	if !from.IsZero() {
 		s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", now.Sub(from).Round(time.Second).String())
 	}
@@ -511,7 +523,7 @@ func (s *Service) holdSuspectRelease(tx *bolt.Tx, sec lists.List, inc *workflow.
 	if incidentdb.Meta(tx, key) == mark {
 		return true, nil, nil
 	}
-	if s.jumpFrom.IsZero() || !inc.T.After(s.jumpFrom) {
+	if s.sh.jumpFrom.IsZero() || !inc.T.After(s.sh.jumpFrom) {
 		return false, nil, nil
 	}
 	if err := incidentdb.SetMeta(tx, key, mark); err != nil {

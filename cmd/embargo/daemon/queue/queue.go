@@ -90,6 +90,11 @@ type Seal struct {
 	// to the row's incident for its reporter.
 	To       string `json:"to,omitempty"`
 	Reporter bool   `json:"reporter,omitempty"`
+	// Key, when set, is the armored public key to encrypt to, carried in
+	// the row for a recipient whose key is pinned nowhere the Sealer looks
+	// (a distributor applicant, a member just removed): its fingerprint
+	// must be To.
+	Key []byte `json:"key,omitempty"`
 	// SignOnly marks a message that is signed and sent unencrypted (an
 	// acknowledgement to a reporter without a key). Never with To.
 	SignOnly bool `json:"sign_only,omitempty"`
@@ -112,6 +117,8 @@ func (s *Seal) check() error {
 		return errors.New("seal is both encrypted and signed-only")
 	case s.Reporter && s.To == "":
 		return errors.New("seal to a reporter names no key")
+	case len(s.Key) > 0 && (s.To == "" || s.Reporter):
+		return errors.New("seal carries a key but names no fingerprint, or is a reporter's")
 	case len(s.Outer) == 0:
 		return errors.New("seal has no outer header")
 	}
