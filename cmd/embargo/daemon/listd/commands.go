@@ -214,21 +214,8 @@ func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incide
 	if s.o.ListKey == nil {
 		return om.plain()
 	}
-	if rk := s.pinnedReporterKey(tx, inc.ID, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
+	if rk := s.reporterKeyOf(tx, inc, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
 		return om.sealed(s.outerHeader(sec, om), rk, s.o.ListKey, s.keyOptions())
 	}
 	return om.signed(s.o.ListKey, s.keyOptions())
-}
-
-// pinnedReporterKey is the reporter's key pinned to the incident, if usable now.
-func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) *keys.Key {
-	pub, ok := incidentdb.ReporterKey(tx, id)
-	if !ok {
-		return nil
-	}
-	ks, err := keys.ReadPublicKeys(strings.NewReader(string(pub)))
-	if err != nil || len(ks) == 0 || ks[0].Check(now) != nil {
-		return nil
-	}
-	return ks[0]
 }

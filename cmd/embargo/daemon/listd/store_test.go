@@ -336,7 +336,10 @@ func TestSignatureProblems(t *testing.T) {
 }
 
 // TestOpensOnce: listd reads a message through lists/inbound alone. None
-// of its files parses, decrypts or verifies raw bytes itself.
+// of its files parses, decrypts or verifies raw bytes itself, but for one
+// exception: whether a new reporter key comes signed by the key pinned
+// before is known only inside the transaction, where the incident is
+// (reporterkey.go signedBy, once).
 func TestOpensOnce(t *testing.T) {
 	forbidden := []string{"message.Parse(", "message.ParseHeader(", "keys.Decrypt(", "keys.Verify(", "keys.Open(", "keys.IsEncrypted(", "inbound.Open("}
 	files, _ := filepath.Glob("*.go")
@@ -353,6 +356,9 @@ func TestOpensOnce(t *testing.T) {
 			n := strings.Count(string(src), call)
 			if call == "inbound.Open(" {
 				opens += n
+				continue
+			}
+			if f == "reporterkey.go" && call == "keys.Open(" && n == 1 {
 				continue
 			}
 			if n > 0 {
