@@ -247,4 +247,3 @@ func rowsOf(t *testing.T, db *bolt.DB, kind string) []queue.Row {
 	})
 	return out
 }
-
