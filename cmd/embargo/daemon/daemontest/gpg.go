@@ -173,3 +173,6 @@ func MIMEText(b []byte) string {
 	})
 	return out.String()
 }
+
+// Home is the GnuPG home directory (its --homedir).
+func (g *GPG) Home() string { return g.dir }
