@@ -48,6 +48,8 @@ func TestConfigErrors(t *testing.T) {
 		{"plaintext distributors", base + "[lists.distributors]\nencryption = \"optional\"\n", []string{`must be "required"`}},
 		{"bad holiday", "domain = \"example.org\"\nholidays = [\"25/12/2026\"]\n", []string{"holidays", "25/12/2026"}},
 		{"syntax error", base + "[smtp\n", []string{"line 2"}},
+		{"authserv-id with a space", base + "[intake]\ntrusted_authserv_ids = [\"mx.example.org 1\"]\n", []string{"intake.trusted_authserv_ids", `"mx.example.org 1" is not an authserv-id`}},
+		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

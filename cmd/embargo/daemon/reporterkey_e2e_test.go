@@ -6,8 +6,13 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // withKey is a plain message from addr with a public key attached.
@@ -119,4 +124,37 @@ func mustDecrypt(t *testing.T, g *daemontest.GPG, m queuetest.Message) []byte {
 	t.Helper()
 	plain, _ := g.DecryptMIME(m.Data)
 	return []byte(daemontest.MIMEText(plain))
+}
+
+// TestReporterKeyTrustedMTA: [intake] trusted_authserv_ids reaches the
+// daemon: a key that arrives after a keyless report, in mail the trusted
+// MTA found DKIM-aligned, is pinned; the same from an untrusted authserv-id
+// is not.
+func TestReporterKeyTrustedMTA(t *testing.T) {
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[intake]\ntrusted_authserv_ids = [\"mx.ex.test\"]\n"}, daemon.Options{})
+	g := daemontest.NewGPG(t)
+	for i, tc := range []struct {
+		authserv string
+		pinned   bool
+	}{{"mx.evil.test", false}, {"mx.ex.test", true}} {
+		rep := fmt.Sprintf("rep%d@out.test", i)
+		fpr := g.GenKey("Rep <" + rep + ">")
+		h.MustSend(rep, []string{"security@ex.test"}, daemontest.Report(rep, "no key yet", "details"))
+		id := fmt.Sprintf("SEC-2026-%04d", i+1)
+		raw := strings.Replace(withKey(rep, "security+"+id+"@ex.test", fmt.Sprintf("k%d@out.test", i), g.Export(fpr)),
+			"Subject:", "Authentication-Results: "+tc.authserv+"; dkim=pass (2048-bit key; unprotected) header.d=out.test\nSubject:", 1)
+		h.MustSend(rep, []string{"security+" + id + "@ex.test"}, raw)
+		var pinned string
+		h.D.View(func(tx *bolt.Tx) error {
+			inc, err := incidentdb.Get(tx, workflow.ID(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinned = inc.PinnedReporterKey
+			return nil
+		})
+		if (pinned == fpr) != tc.pinned {
+			t.Errorf("DKIM pass by %s: pinned %q, want pinned %v", tc.authserv, pinned, tc.pinned)
+		}
+	}
 }
