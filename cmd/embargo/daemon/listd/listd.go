@@ -419,15 +419,6 @@ func isDistributors(ts []lists.Target) bool {
 	return false
 }
 
-func isBounce(ts []lists.Target) bool {
-	for _, t := range ts {
-		if kindOf(t) != kindBounce {
-			return false
-		}
-	}
-	return len(ts) > 0
-}
-
 // hasPlainBounce reports whether a recipient is a list's own bounce address
 // (not a release's, announce+bounces-…@, which daemon/announce keeps).
 func hasPlainBounce(ts []lists.Target) bool {
