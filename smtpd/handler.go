@@ -13,7 +13,10 @@ import "context"
 type Handler interface {
 	// Recipient is called at RCPT TO with the strictly re-parsed address: the local
 	// part as the client gave it, the domain lower-cased. from is the reverse-path, ""
-	// for the null sender. nil accepts the recipient.
+	// for the null sender. nil accepts the recipient. Accepted(ctx) holds the
+	// recipients the transaction accepted before this one, so that a Handler can
+	// refuse one that cannot share a transaction with them (a 452 makes the client
+	// send it in another, RFC 5321 §4.5.3.1.10).
 	Recipient(ctx context.Context, from, rcpt string) error
 
 	// Handle is called once per message after the final dot (or BDAT LAST) with the
@@ -38,4 +41,15 @@ type Envelope struct {
 	SMTPUTF8 bool
 	// SessionID names the connection in smtpd's log lines and in its 451 replies.
 	SessionID string
+}
+
+// acceptedKey is the context key of Accepted.
+type acceptedKey struct{}
+
+// Accepted returns the recipients accepted so far in the transaction whose RCPT
+// the Handler.Recipient call with ctx is judging, in RCPT order, normalised and
+// without duplicates; nil outside such a call. The slice is the caller's copy.
+func Accepted(ctx context.Context) []string {
+	to, _ := ctx.Value(acceptedKey{}).([]string)
+	return to
 }

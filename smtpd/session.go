@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -144,10 +145,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return s.refuse(errNoSuchRecipient)
 	}
 	s.mu.Lock()
-	from := s.from
+	from, accepted := s.from, slices.Clone(s.to)
 	s.mu.Unlock()
 
 	ctx, cancel := s.srv.handlerContext()
+	ctx = context.WithValue(ctx, acceptedKey{}, accepted)
 	err = s.srv.h.Recipient(ctx, from, norm)
 	cancel()
 	if err != nil {

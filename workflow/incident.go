@@ -151,6 +151,13 @@ type Incident struct {
 	// than the quorum (approval.go); schema version 4.
 	Pending []Approval `json:"pending,omitempty"`
 
+	// ReporterKeys are the OpenPGP keys that arrived in mail from the
+	// reporter's address, in arrival order, and PinnedReporterKey the fingerprint
+	// of the one mail to the reporter is encrypted to, "" for none
+	// (reporterkey.go, /reporter-key).
+	ReporterKeys      []ReporterKey `json:"reporter_keys,omitempty"`
+	PinnedReporterKey string        `json:"reporter_key,omitempty"`
+
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
 }
@@ -275,6 +282,7 @@ func (inc *Incident) clone() Incident {
 	n := *inc
 	n.FixTeam = append([]string(nil), inc.FixTeam...)
 	n.CVEs = append([]string(nil), inc.CVEs...)
+	n.ReporterKeys = append([]ReporterKey(nil), inc.ReporterKeys...)
 	n.History = append([]Change(nil), inc.History...)
 	n.Pending = nil
 	for _, a := range inc.Pending {

@@ -107,6 +107,14 @@ type Intake struct {
 	// (docs/threat-model.md B8: forged reports must not turn embargo into a
 	// spam cannon). Default 1.
 	AcksPerSenderPerDay int `toml:"acks_per_sender_per_day"`
+	// TrustedAuthservIDs are the authserv-ids (RFC 8601 §2.2) of the MTA
+	// in front of embargo whose Authentication-Results fields are believed:
+	// a reporter key arriving after the report is pinned by itself only
+	// from mail whose From domain that MTA found DKIM-, SPF- or
+	// DMARC-aligned (docs/threat-model.md D5). That MTA must remove such
+	// fields bearing its own authserv-id from the mail it receives (RFC
+	// 8601 §5). Default none: nothing is believed.
+	TrustedAuthservIDs []string `toml:"trusted_authserv_ids"`
 }
 
 // List is one of the three lists.

@@ -55,6 +55,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative quorum", base + "[governance]\nquorum = -1\n", []string{"governance.quorum -1 must be at least 1"}},
 		{"lazy consensus too long", base + "[governance]\nlazy_consensus_days = 400\n", []string{"governance.lazy_consensus_days 400 is out of range"}},
 		{"unknown governance key", base + "[governance]\nquorom = 2\n", []string{"governance.quorom"}},
+		{"authserv-id with a space", base + "[intake]\ntrusted_authserv_ids = [\"mx.example.org 1\"]\n", []string{"intake.trusted_authserv_ids", `"mx.example.org 1" is not an authserv-id`}},
+		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -60,6 +60,11 @@ func (c *Config) Problems() []string {
 	c.validateMembers(&p)
 	c.validateGovernance(&p)
 	c.validateOnCall(&p)
+	for _, id := range c.Intake.TrustedAuthservIDs {
+		if id == "" || strings.ContainsAny(id, " \t\r\n;()\"=") {
+			p.add("intake.trusted_authserv_ids: %q is not an authserv-id: give the name the MTA writes first in its Authentication-Results fields, e.g. \"mx.example.org\"", id)
+		}
+	}
 	c.validateLMTP(&p)
 	c.validateDKIM(&p)
 	c.validateHTTP(&p)

@@ -19,6 +19,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // postfixMasterCF runs a private Postfix with the services a local delivery
@@ -87,8 +88,9 @@ func needPostfix(t *testing.T) (postfixCmd, masterCmd string) {
 }
 
 // startPostfix configures and starts Postfix in dir (which must be
-// traversable by the postfix user) and waits for its SMTP port.
-func startPostfix(t *testing.T, dir, lmtpNexthop string) *postfixInstance {
+// traversable by the postfix user) and waits for its SMTP port. extra are
+// main.cf lines added last.
+func startPostfix(t *testing.T, dir, lmtpNexthop string, extra ...string) *postfixInstance {
 	t.Helper()
 	postfixCmd, masterCmd := needPostfix(t)
 	p := &postfixInstance{dir: dir, smtpAddr: daemontest.FreePort(t)}
@@ -133,7 +135,7 @@ smtpd_banner = $myhostname ESMTP
 maillog_file = %[3]s/maillog
 maillog_file_prefixes = %[3]s
 smtp_dns_support_level = disabled
-`, spool, data, dir) + contrib("main.cf")
+`, spool, data, dir) + contrib("main.cf") + strings.Join(extra, "\n") + "\n"
 	daemontest.WriteFile(t, filepath.Join(etc, "main.cf"), mainCF)
 	daemontest.WriteFile(t, filepath.Join(etc, "master.cf"), fmt.Sprintf(postfixMasterCF, p.smtpAddr)+contrib("master.cf"))
 	daemontest.WriteFile(t, filepath.Join(etc, "embargo_transport"), contrib("embargo_transport"))
@@ -233,4 +235,50 @@ func TestPostfixToLMTP(t *testing.T) {
 			t.Logf("%s: delivered through Postfix to %s", network, nexthop)
 		})
 	}
+}
+
+// TestPostfixSplitsRecipients: Postfix sends one message for two of a
+// reporter's incident addresses as one LMTP transaction; embargo takes the
+// first and answers 452 4.5.3 to the second at RCPT, and Postfix delivers
+// the second in a later transaction, which embargo takes (the same bytes
+// for another recipient are no duplicate). Both incidents get the message.
+func TestPostfixSplitsRecipients(t *testing.T) {
+	needPostfix(t)
+	dir, err := os.MkdirTemp("", "embargo-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[lmtp]\nlisten = \"127.0.0.1:0\"\n"}, daemon.Options{})
+	// Deferred recipients are retried within seconds, not minutes.
+	p := startPostfix(t, dir, "inet:"+h.D.LMTPAddr().String(),
+		"queue_run_delay = 1s", "minimal_backoff_time = 1s", "maximal_backoff_time = 2s")
+
+	const rep = "reporter@example.net"
+	for i := 1; i <= 2; i++ {
+		h.MustSend(rep, []string{"security@ex.test"}, daemontest.Report(rep, fmt.Sprintf("report %d", i), "details"))
+	}
+	msgs := func(id string) int {
+		var n int
+		h.D.View(func(tx *bolt.Tx) error {
+			recs, _ := incidentdb.Messages(tx, workflow.ID(id))
+			n = len(recs)
+			return nil
+		})
+		return n
+	}
+	if msgs("SEC-2026-0001") != 1 || msgs("SEC-2026-0002") != 1 {
+		t.Fatal("the two reports did not make two incidents")
+	}
+	to := []string{"security+SEC-2026-0001@ex.test", "security+SEC-2026-0002@ex.test"}
+	body := "From: " + rep + "\r\nTo: " + strings.Join(to, ", ") + "\r\nSubject: both\r\nMessage-ID: <both@example.net>\r\n\r\nAbout both reports.\r\n"
+	if err := daemontest.SendSMTP(p.smtpAddr, rep, to, []byte(body)); err != nil {
+		t.Fatalf("send to Postfix: %v\n%s", err, p.log())
+	}
+	// Postfix retries the deferred recipient on its own queue scan.
+	daemontest.WaitForWithin(t, time.Minute, "both incidents to get the message", func() bool {
+		return msgs("SEC-2026-0001") == 2 && msgs("SEC-2026-0002") == 2
+	})
+	daemontest.MustContain(t, "postfix log", p.log(), "452 4.5.3", "status=deferred", "status=sent")
 }

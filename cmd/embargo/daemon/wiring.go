@@ -75,26 +75,27 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Announcer: announcerFunc(func(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (int, error) {
 			return fanout.Release(tx, id, msg, notBefore)
 		}),
-		ListKey:         d.keys.Lists[config.Security],
-		DistributorsKey: d.keys.Lists[config.Distributors],
-		AnnounceKey:     d.keys.Lists[config.Announce],
-		Channels:        set.Channels,
-		LiftGrace:       d.o.LiftGrace,
-		Holidays:        set.Holidays,
-		Rotation:        set.Rotation,
-		Quorum:          set.Quorum,
-		LazyConsensus:   set.LazyConsensus,
-		Members:         set.Keys,
-		DB:              d.db,
-		Roster:          roster,
-		Templates:       set.Templates,
-		Project:         d.cfg.Project,
-		Record:          d.cfg.RecordProject(),
-		AcksPerDay:      d.cfg.Intake.AcksPerSenderPerDay,
-		Now:             d.o.Now,
-		Kick:            func() { d.worker.Kick(); fanout.Kick() },
-		Logger:          d.log.With("component", "listd"),
-		Observe:         d.metrics.observe,
+		ListKey:            d.keys.Lists[config.Security],
+		DistributorsKey:    d.keys.Lists[config.Distributors],
+		AnnounceKey:        d.keys.Lists[config.Announce],
+		Channels:           set.Channels,
+		LiftGrace:          d.o.LiftGrace,
+		Holidays:           set.Holidays,
+		Rotation:           set.Rotation,
+		Quorum:             set.Quorum,
+		LazyConsensus:      set.LazyConsensus,
+		Members:            set.Keys,
+		DB:                 d.db,
+		Roster:             roster,
+		Templates:          set.Templates,
+		Project:            d.cfg.Project,
+		Record:             d.cfg.RecordProject(),
+		AcksPerDay:         d.cfg.Intake.AcksPerSenderPerDay,
+		TrustedAuthservIDs: d.cfg.Intake.TrustedAuthservIDs,
+		Now:                d.o.Now,
+		Kick:               func() { d.worker.Kick(); fanout.Kick() },
+		Logger:             d.log.With("component", "listd"),
+		Observe:            d.metrics.observe,
 	})
 	// The roster in force: the file's members as signed mail changed them.
 	if err := d.svc.Reload(set); err != nil {
@@ -169,8 +170,10 @@ func (d *Daemon) handler() smtpd.Handler { return d.metrics.handler(handler{d.sv
 // standard library only, listd does not import smtpd.
 type handler struct{ svc *listd.Service }
 
+// Recipient judges rcpt with the recipients the transaction accepted before
+// it: listd refuses one that cannot share the transaction with them.
 func (h handler) Recipient(ctx context.Context, from, rcpt string) error {
-	return h.svc.Recipient(ctx, from, rcpt)
+	return h.svc.Recipient(ctx, from, rcpt, smtpd.Accepted(ctx)...)
 }
 
 func (h handler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) error {

@@ -97,3 +97,77 @@ func SendRawSMTP(addr, from string, to []string, data []byte) error {
 	tp.PrintfLine("QUIT")
 	return nil
 }
+
+// Transaction is the outcome of one transaction by Transact: the reply to
+// each RCPT (nil for 250) and to the end of data, one per accepted
+// recipient (LMTP, RFC 2033 §4.2) or one for all (SMTP, under every
+// accepted recipient). Data is empty when no recipient was accepted.
+type Transaction struct {
+	Rcpt map[string]error
+	Data map[string]error
+}
+
+// Transact is one transaction that goes on after a refused RCPT, as an MTA
+// does: the accepted recipients get the message (RFC 5321 §3.3). With lmtp
+// it speaks LMTP (LHLO, a reply per recipient after the data).
+func Transact(addr string, lmtp bool, from string, to []string, data []byte) (Transaction, error) {
+	tr := Transaction{Rcpt: map[string]error{}, Data: map[string]error{}}
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return tr, err
+	}
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c := smtp.NewClient(nc)
+	if lmtp {
+		c = smtp.NewClientLMTP(nc)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		return tr, err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return tr, err
+	}
+	var accepted []string
+	for _, r := range to {
+		err := c.Rcpt(r, nil)
+		tr.Rcpt[r] = err
+		if err == nil {
+			accepted = append(accepted, r)
+		}
+	}
+	if len(accepted) == 0 {
+		return tr, c.Quit()
+	}
+	w, err := c.Data()
+	if err != nil {
+		return tr, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return tr, err
+	}
+	if lmtp {
+		_, err := w.CloseWithLMTPResponse()
+		var le smtp.LMTPDataError
+		if err != nil && !errors.As(err, &le) {
+			return tr, err
+		}
+		for _, r := range accepted {
+			if e, ok := le[r]; ok && e != nil {
+				tr.Data[r] = e
+			} else {
+				tr.Data[r] = nil
+			}
+		}
+	} else {
+		_, err := w.CloseWithResponse()
+		var se *smtp.SMTPError
+		if err != nil && !errors.As(err, &se) {
+			return tr, err
+		}
+		for _, r := range accepted {
+			tr.Data[r] = err
+		}
+	}
+	return tr, c.Quit()
+}

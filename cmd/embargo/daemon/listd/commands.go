@@ -221,26 +221,15 @@ func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incide
 		return err
 	}
 	q.Body = body
-	if rk := s.pinnedReporterKey(tx, inc.ID, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
-		q.Seal, err = sealSpec(lists.Security, rk, s.outerHeader(sec, om), om)
-		if q.Seal != nil {
-			q.Seal.Reporter = true
+	if rk := s.reporterKeyOf(tx, inc, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
+		if q.Seal, err = sealSpec(lists.Security, rk, s.outerHeader(sec, om), om); err != nil {
+			return err
 		}
+		// The key chosen now travels with the row: the one pinned to the
+		// incident when the mail was written (docs/threat-model.md D5).
+		q.Seal.Key, err = rk.ArmoredPublic()
 		return err
 	}
 	q.Seal, err = signSpec(lists.Security, om)
 	return err
-}
-
-// pinnedReporterKey is the reporter's key pinned to the incident, if usable now.
-func (s *Service) pinnedReporterKey(tx *bolt.Tx, id workflow.ID, now time.Time) *keys.Key {
-	pub, ok := incidentdb.ReporterKey(tx, id)
-	if !ok {
-		return nil
-	}
-	ks, err := keys.ReadPublicKeys(strings.NewReader(string(pub)))
-	if err != nil || len(ks) == 0 || ks[0].Check(now) != nil {
-		return nil
-	}
-	return ks[0]
 }

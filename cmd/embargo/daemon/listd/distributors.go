@@ -138,26 +138,30 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refu
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
 	msg, now := d.msg, d.now
-	refuse := func(text, alert string) (string, error, error) {
+	refuseWith := func(reply error, alert string) (string, error, error) {
+		sender := d.env.From
+		if msg != nil {
+			sender = msg.From()
+		}
 		out, err := s.alertSRC(&workflow.Incident{ID: "distributors"}, workflow.AlertSRC{Template: "distributors-refused",
-			Fields: map[string]string{"id": "distributors@", "sender": msg.From(), "reason": alert}}, now)
+			Fields: map[string]string{"id": "distributors@", "sender": sender, "reason": alert}}, now)
 		if err == nil {
 			err = queue.Enqueue(tx, now, out...)
 		}
-		return "refused", &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: text}, err
+		return "refused", reply, err
 	}
-	// G1: every address in To and Cc must be the list or a committee member.
-	outer := msg.Outer()
-	for _, field := range []string{"To", "Cc"} {
-		addrs, _ := outer.Header.AddressList(field)
-		for _, a := range addrs {
-			addr := strings.ToLower(a.Address)
-			if addr == dl.Address || s.o.Roster.IsCommittee(addr) {
-				continue
-			}
-			return refuse("This post names an address outside the embargo list in "+field+"; remove every outside address and send it again. The Security Response Committee has been alerted",
-				"a post named an address outside the list in To/Cc (possible embargo breach); it was refused and reached nobody")
-		}
+	refuse := func(text, alert string) (string, error, error) {
+		return refuseWith(&lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: text}, alert)
+	}
+	if msg == nil {
+		// The header itself could not be read (lists/message refused it:
+		// duplicate fields, 8-bit, size): nobody can tell whom it names.
+		return refuseWith(d.openErr, "a post whose header cannot be read was refused ("+detail(d.openErr)+"); it reached nobody")
+	}
+	// G1: every address in the recipient fields must be the list or a
+	// committee member (distguard.go).
+	if p := s.checkRecipientFields(msg.Outer().Header); p != nil {
+		return refuse(p.reply, p.alert)
 	}
 	if d.openErr != nil {
 		var r *lists.Refusal

@@ -107,12 +107,10 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 	if err := incidentdb.Put(tx, &r.Incident); err != nil {
 		return r, roster, err
 	}
-	if strings.EqualFold(msg.From(), r.Incident.Reporter) {
-		if pub := s.reporterKey(msg, now); pub != nil {
-			if _, err := incidentdb.SetReporterKey(tx, r.Incident.ID, pub); err != nil {
-				return r, roster, err
-			}
-		}
+	// The reporter's key, pinned only from an authenticated sender
+	// (reporterkey.go); before the acknowledgement is rendered.
+	if err := s.reporterKeys(tx, d, &r.Incident, r.New); err != nil {
+		return r, roster, err
 	}
 	var out []queue.Msg
 	for _, m := range r.Mail {

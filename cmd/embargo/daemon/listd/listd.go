@@ -9,7 +9,6 @@
 package listd
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -49,6 +48,9 @@ type Options struct {
 	Record     record.Project
 	Limits     message.Limits
 	AcksPerDay int // acknowledgements per sender address in 24 h (threats.md B8)
+	// TrustedAuthservIDs are the authserv-ids whose Authentication-Results
+	// fields are believed when a reporter key arrives (reporterkey.go).
+	TrustedAuthservIDs []string
 
 	// ListKey is the security list's key pair: it decrypts reports and signs
 	// everything the list sends. Members holds the pinned member keys.
@@ -163,12 +165,6 @@ type Envelope struct {
 	SessionID string
 }
 
-// Recipient decides at RCPT time whether we take mail for rcpt.
-func (s *Service) Recipient(_ context.Context, _ string, rcpt string) error {
-	_, err := s.current().o.Roster.Route(rcpt)
-	return err
-}
-
 // Handle stores one accepted message and everything it causes.
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
 	s = s.current() // one roster and one keyring for the whole message
@@ -188,34 +184,44 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 	return s.handle(ctx, env, raw)
 }
 
-// announceRequest handles the announce list's sub-addresses: subscription
-// requests and confirmations, and the bounces of a release (daemon/announce).
-func (s *Service) announceRequest(d *delivery, t lists.Target) error {
+// announceRequests handles the announce list's sub-addresses among the
+// recipients, inside the message's transaction: subscription requests and
+// confirmations, and the bounces of a release (daemon/announce). They read
+// the outer header facts only (the requester): nothing decrypted reaches
+// the announce list's automatic mail.
+func (s *Service) announceRequests(tx *bolt.Tx, d *delivery) error {
 	if s.o.AnnounceOptions == nil {
-		return &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open on this list"}
+		return nil // refused at RCPT (Recipient) and before the transaction (handle)
 	}
 	now := d.now
 	ann := s.o.Roster.List(lists.Announce)
 	o := *s.o.AnnounceOptions
 	o.Now = func() time.Time { return now }
 	o.Render = s.o.Templates.Render // the templates in force (a reload may change them)
-	err := s.o.DB.Update(func(tx *bolt.Tx) error {
+	for _, t := range d.targets {
+		if t.List != lists.Announce || t.Detail == lists.DetailBounces {
+			continue
+		}
 		if strings.HasPrefix(t.Detail, lists.DetailBounces+"-") {
-			_, err := announce.HandleBounce(tx, t.Detail, d.msg.Raw(), now, o)
-			return err
+			if _, err := announce.HandleBounce(tx, t.Detail, d.raw, now, o); err != nil {
+				return fmt.Errorf("listd: announce bounce: %w", err)
+			}
+			continue
+		}
+		var hdr *message.Message
+		if d.msg != nil {
+			hdr = d.msg.Outer()
 		}
 		// A fresh copy for each run: a transaction may run again.
-		out, err := announce.HandleRequest(tx, ann, t.Detail, d.env.From, d.msg.Merged(), now, o)
+		out, err := announce.HandleRequest(tx, ann, t.Detail, d.env.From, hdr, now, o)
 		if err != nil {
+			return fmt.Errorf("listd: announce request: %w", err)
+		}
+		if err := queue.Enqueue(tx, now, out...); err != nil {
 			return err
 		}
-		return queue.Enqueue(tx, now, out...)
-	})
-	if err != nil {
-		return fmt.Errorf("listd: announce request: %w", err)
+		s.log.Info("announce request handled", "session", d.env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
 	}
-	s.log.Info("announce request handled", "session", d.env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
-	s.o.Kick()
 	return nil
 }
 
@@ -260,9 +266,12 @@ type delivery struct {
 	// tampered, unreadable content) when its refusal waits for the
 	// transaction: a post to distributors@ is checked for outside
 	// recipients first, and the SRC alerted (docs/threat-model.md G1).
-	// msg then holds the header facts alone.
+	// msg then holds the header facts alone, or is nil when the header
+	// itself could not be read.
 	openErr error
-	sum     [32]byte
+	raw     []byte
+	sum     [32]byte // of raw
+	seen    [32]byte // of raw and the recipients: the duplicate key (seenKey)
 	now     time.Time
 	// keys are the public keys attached to the message, checked at now
 	// (governance.go), and appSigned whether an application is signed by
@@ -283,11 +292,6 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 	d, err := s.openOnce(env, raw)
 	if err != nil {
 		return err
-	}
-	for _, t := range d.targets {
-		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
-			return s.announceRequest(d, t)
-		}
 	}
 	log := s.log.With("session", env.SessionID, "size", len(raw))
 	var out outcome
@@ -312,7 +316,7 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 		log.Info("message refused", "result", out.result)
 		return out.refusal
 	}
-	log.Info("message accepted", "result", out.result, "incident", out.incID)
+	log.Info("message accepted", "result", out.result, "incident", out.incID, "recipients", len(d.targets))
 	return nil
 }
 
@@ -320,7 +324,8 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 // the list it was sent to: parsed, decrypted, verified, decoded and its
 // command block read (lists/inbound). Everything after reads the result.
 func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
-	d := &delivery{env: env, now: s.o.Now().UTC(), sum: sha256.Sum256(raw)}
+	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sha256.Sum256(raw)}
+	d.seen = seenKey(d.sum, env.To)
 	for _, r := range env.To {
 		t, err := s.o.Roster.Route(r)
 		if err != nil {
@@ -328,13 +333,21 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 		}
 		d.targets = append(d.targets, t)
 	}
-	// Mail to distributors@ is decrypted with that list's key; bounces and
-	// announce requests are never decrypted.
+	// Recipients that cannot be handled together were split at RCPT
+	// (recipients.go); a caller that skipped that check is refused whole.
+	if err := s.checkTogether(d.targets); err != nil {
+		return nil, err
+	}
+	if has(d.targets, kindAnnounce) && s.o.AnnounceOptions == nil {
+		return nil, &lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: "Subscribing by mail is not open on this list"}
+	}
+	// Mail to distributors@ is decrypted with that list's key; mail for
+	// bounce addresses and announce requests alone is never decrypted.
 	key := s.o.ListKey
 	switch {
 	case isDistributors(d.targets):
 		key = s.o.DistributorsKey
-	case isBounce(d.targets), isAnnounce(d.targets):
+	case !has(d.targets, kindIntake, kindProposal, kindApply):
 		key = nil
 	}
 	lim := s.o.Limits
@@ -345,8 +358,10 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 	m, err := inbound.Open(raw, inbound.Options{Limits: lim, ListKey: key, Members: s.o.Members, Keys: ko})
 	switch {
 	case err == nil:
-	case m != nil && isDistributors(d.targets):
-		d.openErr = err // refused in the transaction, after the recipient check
+	case isDistributors(d.targets):
+		// Refused in the transaction, after the recipient check, with an
+		// alert; m is nil when the header itself could not be read.
+		d.openErr = err
 	default:
 		var r *lists.Refusal
 		if errors.As(err, &r) {
@@ -355,7 +370,7 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 		return nil, s.cryptoRefusal(err, key)
 	}
 	d.msg = m
-	if d.openErr == nil && !isBounce(d.targets) && !isAnnounce(d.targets) {
+	if d.openErr == nil && has(d.targets, kindIntake, kindProposal, kindApply) {
 		d.keys, d.appSigned = s.attachedKeys(m, key, ko, now, isApply(d.targets))
 	}
 	return d, nil
@@ -367,17 +382,32 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 // the transaction only and changes nothing but the transaction.
 func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	var out outcome
-	if incidentdb.Seen(tx, d.sum) {
-		// The same bytes again: a client that lost our 250 (RFC 1047).
+	if incidentdb.Seen(tx, d.seen) {
+		// The same bytes for the same recipients again: a client that lost
+		// our 250 (RFC 1047).
 		return outcome{result: "duplicate"}, nil
 	}
+	// Announce requests and release bounces share the transaction with
+	// whatever else the message is (recipients.go).
+	if err := s.announceRequests(tx, d); err != nil {
+		return out, err
+	}
 	m := d.msg
-	rec := incidentdb.Record{Received: d.now, EnvelopeFrom: d.env.From, Rcpts: d.env.To, Sender: m.From(), MessageID: m.MessageID()}
+	rec := incidentdb.Record{Received: d.now, EnvelopeFrom: d.env.From, Rcpts: d.env.To}
+	if m != nil {
+		rec.Sender, rec.MessageID = m.From(), m.MessageID()
+	}
 	switch {
-	case isBounce(d.targets):
+	case !has(d.targets, kindIntake, kindProposal, kindApply, kindDistributors):
+		if !hasPlainBounce(d.targets) {
+			// Announce requests and release bounces alone: the announce
+			// list keeps what it needs, the message is not archived.
+			out.result = "announce"
+			return out, incidentdb.MarkSeen(tx, d.seen)
+		}
 		// DSNs to our envelope sender: archived, never forwarded (threats.md G7).
 		rec.Note, out.result = "bounce", "bounce"
-	case hasLoop(m, s.o.Roster):
+	case m != nil && hasLoop(m, s.o.Roster):
 		// Our own mail came back (threats.md B9): keep it, send nothing.
 		rec.Note, out.result = "loop", "loop"
 	case isDistributors(d.targets):
@@ -401,7 +431,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	default:
 		detail := ""
 		for _, t := range d.targets {
-			if t.List == lists.Security && t.Detail != "" {
+			if t.List == lists.Security && t.Detail != "" && kindOf(t) != kindBounce {
 				detail = t.Detail
 			}
 		}
@@ -428,8 +458,15 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 			out.result = "thread"
 		}
 	}
-	if _, err := incidentdb.AddMessage(tx, rec, m.Raw(), d.sum); err != nil {
+	if _, err := incidentdb.AddMessage(tx, rec, d.raw, d.sum); err != nil {
 		return out, err
+	}
+	// A refused message kept in quarantine is not "seen": the same bytes
+	// again must be refused again, not taken for a duplicate.
+	if rec.Note != "quarantine" {
+		if err := incidentdb.MarkSeen(tx, d.seen); err != nil {
+			return out, err
+		}
 	}
 	if s.sh.hooks.BeforeCommit != nil {
 		return out, s.sh.hooks.BeforeCommit(tx)
@@ -446,18 +483,11 @@ func isDistributors(ts []lists.Target) bool {
 	return false
 }
 
-func isBounce(ts []lists.Target) bool {
+// hasPlainBounce reports whether a recipient is a list's own bounce address
+// (not a release's, announce+bounces-…@, which daemon/announce keeps).
+func hasPlainBounce(ts []lists.Target) bool {
 	for _, t := range ts {
-		if t.Detail != lists.DetailBounces {
-			return false
-		}
-	}
-	return len(ts) > 0
-}
-
-func isAnnounce(ts []lists.Target) bool {
-	for _, t := range ts {
-		if t.List == lists.Announce && t.Detail != lists.DetailBounces {
+		if t.Detail == lists.DetailBounces {
 			return true
 		}
 	}
@@ -512,31 +542,4 @@ func (s *Service) memberKey(m lists.Member) (*keys.Key, error) {
 		return nil, err
 	}
 	return k, nil
-}
-
-// reporterKey returns the first usable public key attached to a message
-// (application/pgp-keys). Committee members' keys are pinned in the
-// configuration and never replaced by attachments (threats.md D5).
-func (s *Service) reporterKey(msg *inbound.Message, now time.Time) []byte {
-	if s.o.Roster.IsCommittee(msg.From()) {
-		return nil
-	}
-	for _, a := range msg.Attachments() {
-		if a.Type != "application/pgp-keys" {
-			continue
-		}
-		ks, err := keys.ReadPublicKeys(bytes.NewReader(a.Data))
-		if err != nil {
-			continue
-		}
-		for _, k := range ks {
-			if k.Check(now) != nil {
-				continue
-			}
-			if pub, err := k.ArmoredPublic(); err == nil {
-				return pub
-			}
-		}
-	}
-	return nil
 }
