@@ -47,6 +47,7 @@ type pstep struct {
 
 // pcase is one generated case.
 type pcase struct {
+	Name     string // a case kept by name (foundCases), not generated
 	Seed     uint64
 	Start    time.Time
 	End      time.Time

@@ -93,6 +93,18 @@ func TestCheckTimeline(t *testing.T) {
 			msg(T.Add(-24*time.Hour-30*time.Minute), MessageFinalNotice, ToDistributors, ""), st(T.Add(-24*time.Hour-30*time.Minute), notified, "final notice")}, "final-notice-window"},
 		{"/disclose now two days after the notice", []TimelineEvent{st(opened, notified),
 			msg(d(11, 25, 9, 0), MessageRelease, ToPublic, ""), st(d(11, 25, 9, 0), disclosedNow2(notified, d(11, 25, 9, 0)))}, ""},
+		// ExemptDiscloseNow: the explicit override may release 0 s after the
+		// notice, off the slots; the scheduler may not.
+		{"/disclose now 0 s after the notice", []TimelineEvent{st(opened, notified),
+			msg(notified.NotifiedAt, MessageRelease, ToPublic, ""), st(notified.NotifiedAt, disclosedNow2(notified, notified.NotifiedAt))}, ""},
+		{"a scheduled release 0 s after the notice", []TimelineEvent{st(opened, notified),
+			msg(notified.NotifiedAt, MessageRelease, ToPublic, ""), st(notified.NotifiedAt, disclosed(withT(notified, notified.NotifiedAt), notified.NotifiedAt), "released")}, "notice-7-days"},
+		{"two notices from one message", []TimelineEvent{st(opened, notified),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""),
+			st(d(11, 24, 9, 0), notified, "/disclose")}, "notice-once"},
+		{"two notices from two messages at one instant", []TimelineEvent{st(opened, notified),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/disclose"),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/notify")}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +118,12 @@ func TestCheckTimeline(t *testing.T) {
 				t.Errorf("violations %v, want %q", vs, tt.want)
 			}
 		})
+	}
+	// The exemption is stated, and only for the rules that make it.
+	for _, in := range Invariants() {
+		if exempt := strings.Contains(in.Exempt, ExemptDiscloseNow); exempt != (in.Name == "notice-7-days" || in.Name == "t-slot" || in.Name == "release-late") {
+			t.Errorf("%s: exempt %q", in.Name, in.Exempt)
+		}
 	}
 	// Every rule named in a violation is one of Invariants.
 	names := map[string]bool{}
