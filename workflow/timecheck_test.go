@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -153,4 +154,31 @@ func disclosedNow2(inc Incident, at time.Time) Incident {
 	inc.Phase, inc.DisclosedAt, inc.T = PhaseDisclosed, at, at
 	inc.History = append(append([]Change(nil), inc.History...), Change{At: at, Command: "/disclose now", What: "advisory released"})
 	return inc
+}
+
+// TestReadmeInvariants: the README's table of --check rules ("Drills") names
+// every invariant, in order, with the /disclose now exemption where it
+// applies.
+func TestReadmeInvariants(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(b), "| rule | holds | exempt |\n|---|---|---|\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	rows := strings.Split(table, "\n")
+	ins := Invariants()
+	if len(rows) != len(ins) {
+		t.Fatalf("README: %d rows in the table of rules, want %d", len(rows), len(ins))
+	}
+	for i, in := range ins {
+		cells := strings.Split(rows[i], " | ")
+		if len(cells) != 3 || cells[0] != "| `"+in.Name+"`" {
+			t.Errorf("README row %d: %q, want the rule %s", i+1, rows[i], in.Name)
+			continue
+		}
+		if exempt := strings.Contains(cells[2], "/disclose now"); exempt != (in.Exempt != "") {
+			t.Errorf("README row %s: exempt %q, want %q", in.Name, cells[2], in.Exempt)
+		}
+	}
 }
