@@ -51,11 +51,11 @@ func (m *machine) noticeBase() (time.Time, string) {
 // release at T break the rule. It is refused, and the receipt says how to
 // proceed: move T first, or declare the emergency. Not when T has passed (a
 // new T is checked by /disclose), for a public or broken incident or an
-// emergency T, nor when a /disclose later in the same message sets T: that
-// one checks the rule, CVE included.
+// emergency T, nor when a /disclose DATE later in the same message sets T:
+// that one checks the rule, CVE included.
 func (m *machine) cveNoticeRule() error {
 	inc := &m.inc
-	if inc.T.IsZero() || !inc.T.After(m.now) || inc.ASAP() || inc.Emergency || m.later("disclose") {
+	if inc.T.IsZero() || !inc.T.After(m.now) || inc.ASAP() || inc.Emergency || m.laterDate() {
 		return nil
 	}
 	base, what := m.noticeBase()
@@ -129,9 +129,10 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 		inc.FinalNoticeAt, inc.HeldAt = time.Time{}, time.Time{}
 	}
 	// One message tells the distributors and the reporter once, of its last
-	// T: a later /disclose in the same message speaks for this one, and so
-	// does a later /notify, which re-sends the notice, to the distributors.
-	if m.later("disclose") {
+	// T: a later /disclose DATE in the same message speaks for this one, and
+	// so does a later /notify, which re-sends the notice, to the distributors.
+	// (A later /disclose now may only record a signature: this one tells.)
+	if m.laterDate() {
 		return what + "; the distributors and the reporter hear of the last T of this message", true, nil
 	}
 	switch {
@@ -154,6 +155,16 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 	}
 	m.reporter("date", "t", FormatInstant(t), "previous_t", p)
 	return what + "; reporter told", true, nil
+}
+
+// laterDate reports whether a /disclose DATE follows the running command.
+func (m *machine) laterDate() bool {
+	for _, c := range m.cmds[m.at+1:] {
+		if c.Name == "disclose" && c.arg(0) != "now" {
+			return true
+		}
+	}
+	return false
 }
 
 // amendNotice moves the distributor notice an earlier /notify of the same
