@@ -46,6 +46,9 @@ func (m *machine) cve(c Command) (string, bool, error) {
 	if err := m.editable(); err != nil {
 		return "", false, err
 	}
+	if err := m.cveNoticeRule(); err != nil {
+		return "", false, err
+	}
 	m.inc.CVEs = append([]string(nil), c.Args...)
 	return "CVE " + strings.Join(c.Args, ", "), true, nil
 }

@@ -28,15 +28,43 @@ func (m *machine) noticeRule(t time.Time, emergency bool) error {
 	if len(m.inc.CVEs) == 0 || m.inc.ASAP() || emergency {
 		return nil
 	}
-	base, what := m.now, "now (no distributor notice yet)"
-	if !m.inc.NotifiedAt.IsZero() {
-		base, what = m.inc.NotifiedAt, "the distributor notice of "+FormatInstant(m.inc.NotifiedAt)
-	}
-	if t.Before(base.Add(NoticeBefore)) {
+	if base, what := m.noticeBase(); t.Before(base.Add(NoticeBefore)) {
 		return argErr(ErrNoticeRule, "with a CVE, T must be at least 7 days after %s: the earliest slot is %s (or say emergency, or mark the incident /public)",
 			what, FormatInstant(NextSlot(base.Add(NoticeBefore), m.env.Holidays)))
 	}
 	return nil
+}
+
+// noticeBase is what the 7-day rule counts from: the distributor notice, or
+// now before one.
+func (m *machine) noticeBase() (time.Time, string) {
+	if !m.inc.NotifiedAt.IsZero() {
+		return m.inc.NotifiedAt, "the distributor notice of " + FormatInstant(m.inc.NotifiedAt)
+	}
+	return m.now, "now (no distributor notice yet)"
+}
+
+// cveNoticeRule is the 7-day rule for a CVE that arrives once T is set
+// (docs/process.md §3, stage 5: every vulnerability with a CVE gets at least
+// 7 days' notice): an incident without a CVE may have been given a shorter
+// notice, or a nearer T, than a CVE allows, and the CVE would make the
+// release at T break the rule. It is refused, and the receipt says how to
+// proceed: move T first, or declare the emergency. Not when T has passed (a
+// new T is checked by /disclose), for a public or broken incident or an
+// emergency T, nor when a /disclose DATE later in the same message sets T:
+// that one checks the rule, CVE included.
+func (m *machine) cveNoticeRule() error {
+	inc := &m.inc
+	if inc.T.IsZero() || !inc.T.After(m.now) || inc.ASAP() || inc.Emergency || m.laterDate() {
+		return nil
+	}
+	base, what := m.noticeBase()
+	if !inc.T.Before(base.Add(NoticeBefore)) {
+		return nil
+	}
+	return argErr(ErrNoticeRule, "with a CVE, T must be at least 7 days after %s, and T is %s: first move T with /disclose DATE "+
+		"(the earliest slot is %s; in this message or an earlier one), or keep it with /disclose DATE emergency, or mark the incident /public; then send /cve again",
+		what, FormatInstant(inc.T), FormatInstant(NextSlot(base.Add(NoticeBefore), m.env.Holidays)))
 }
 
 func (m *machine) disclose(c Command) (string, bool, error) {
@@ -92,20 +120,66 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 	}
 	prev := inc.T
 	inc.T, inc.Emergency = t, emergency
-	if !t.Equal(prev) { // a new T needs its own final notice, and may release
+	switch {
+	case t.Equal(m.before.T):
+		// Back to the T the message found (/disclose D1, /disclose T0): the
+		// final notice and the hold for it stand.
+		inc.FinalNoticeAt, inc.HeldAt = m.before.FinalNoticeAt, m.before.HeldAt
+	case !t.Equal(prev): // a new T needs its own final notice, and may release
 		inc.FinalNoticeAt, inc.HeldAt = time.Time{}, time.Time{}
 	}
-	if !inc.NotifiedAt.IsZero() && !t.Equal(inc.NotifiedT) {
+	// One message tells the distributors and the reporter once, of its last
+	// T: a later /disclose DATE in the same message speaks for this one, and
+	// so does a later /notify, which re-sends the notice, to the distributors.
+	// (A later /disclose now may only record a signature: this one tells.)
+	if m.laterDate() {
+		return what + "; the distributors and the reporter hear of the last T of this message", true, nil
+	}
+	switch {
+	case inc.NotifiedAt.IsZero() || t.Equal(inc.NotifiedT):
+	case m.later("notify"):
+		what += "; the /notify below tells the distributors"
+	case m.amendNotice(t):
+		what += "; the notice of this message says so"
+	default:
 		m.emit(DistributorNotice{T: t, Previous: inc.NotifiedT, Renotify: true})
 		what += "; distributors re-notified (they had " + FormatInstant(inc.NotifiedT) + ")"
 		inc.NotifiedT = t
 	}
+	if t.Equal(m.before.T) {
+		return what + "; as before this message: the reporter is not told again", true, nil
+	}
 	p := ""
-	if !prev.IsZero() {
-		p = FormatInstant(prev)
+	if !m.before.T.IsZero() {
+		p = FormatInstant(m.before.T)
 	}
 	m.reporter("date", "t", FormatInstant(t), "previous_t", p)
 	return what + "; reporter told", true, nil
+}
+
+// laterDate reports whether a /disclose DATE follows the running command.
+func (m *machine) laterDate() bool {
+	for _, c := range m.cmds[m.at+1:] {
+		if c.Name == "disclose" && c.arg(0) != "now" {
+			return true
+		}
+	}
+	return false
+}
+
+// amendNotice moves the distributor notice an earlier /notify of the same
+// message queued to T = t: the distributors get one notice, of the
+// message's last T. It reports whether there was one.
+func (m *machine) amendNotice(t time.Time) bool {
+	for i, a := range m.actions {
+		if n, ok := a.(DistributorNotice); ok && !n.Final {
+			n.T = t
+			m.actions[i] = n
+			m.inc.NotifiedT = t
+			return true
+		}
+	}
+	return false
 }
 
 func (m *machine) notify(Command) (string, bool, error) {
@@ -136,6 +210,9 @@ func (m *machine) notify(Command) (string, bool, error) {
 		inc.NotifiedAt, inc.NotifiedT, inc.Phase = m.now, inc.T, PhaseEmbargo
 		m.emit(DistributorNotice{T: inc.T})
 		return "distributors notified of T = " + FormatInstant(inc.T) + "; phase fix → embargo", true, nil
+	}
+	if m.amendNotice(inc.T) {
+		return "the notice of this message already tells the distributors T = " + FormatInstant(inc.T), false, nil
 	}
 	m.emit(DistributorNotice{T: inc.T, Previous: inc.NotifiedT, Renotify: true})
 	inc.NotifiedT = inc.T

@@ -133,7 +133,7 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 			return refuse(&CommandError{Line: c.Line, Verb: c.Name, Err: err})
 		}
 	}
-	m := &machine{inc: inc.clone(), by: by, now: now, env: env, cmds: cmds}
+	m := &machine{inc: inc.clone(), before: inc, by: by, now: now, env: env, cmds: cmds}
 	for i, c := range cmds {
 		what, changed, err := m.run(i, c)
 		if err != nil {
@@ -244,6 +244,7 @@ func authorise(inc Incident, name string, by Signer) error {
 // machine applies one message's commands to a working copy of the incident.
 type machine struct {
 	inc        Incident
+	before     Incident // the incident as the message found it: read only
 	by         Signer
 	now        time.Time
 	env        Env

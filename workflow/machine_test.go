@@ -502,8 +502,10 @@ func TestSevenDayRule(t *testing.T) {
 			assertNothing(t, inc, r)
 		})
 	}
-	// The notice itself re-checks the rule: a T set without a CVE, then a CVE.
-	inc := step(t, fix(t), "/disclose 2026-11-26\n/fixed\n/cve CVE-2026-1234\n", alice, mon).Incident
+	// The notice itself re-checks the rule: a T 3 days out, and a CVE (which
+	// /cve now refuses: TestCVEAfterShortNotice).
+	inc := step(t, fix(t), "/disclose 2026-11-26\n/fixed\n", alice, mon).Incident
+	inc.CVEs = []string{"CVE-2026-1234"}
 	if _, err := Apply(inc, "/notify\n", at(alice, mon), mon, env); !errors.Is(err, ErrNoticeRule) {
 		t.Errorf("/notify 3 days before T with a CVE: error %v, want ErrNoticeRule", err)
 	}

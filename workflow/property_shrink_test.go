@@ -121,7 +121,15 @@ func simplerInstant(best *pcase, i int, try func(pcase) bool) bool {
 func scenarioText(c pcase, v Violation) string {
 	var b strings.Builder
 	f := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") }
-	fmt.Fprintf(&b, "# The property test's case %d, shrunk. It breaks %s:\n#   %s\n", c.Seed, v.Rule, v)
+	name := fmt.Sprintf("case %d", c.Seed)
+	if c.Name != "" {
+		name = "found case " + c.Name
+	}
+	if v.Rule != "" {
+		fmt.Fprintf(&b, "# The property test's %s, shrunk. It breaks %s:\n#   %s\n", name, v.Rule, v)
+	} else {
+		fmt.Fprintf(&b, "# The property test's %s. It keeps every invariant.\n", name)
+	}
 	b.WriteString("# The drill's own committee plays it (src1 alice, src2 bob, on-call rotation alice, bob)")
 	if len(c.Holidays) > 0 {
 		var hs []string

@@ -22,8 +22,6 @@ import (
 // EMBARGO_PROPERTY_CASES sets the number of cases (default
 // propertyDefaultCases, fewer under -race or -short), EMBARGO_PROPERTY_SEED
 // the first seed.
-// EMBARGO_PROPERTY_LISTD_HOLD=1 mirrors a daemon that holds a release across
-// a clock jump itself instead of through TickAfterGap.
 
 const (
 	propertyDefaultCases     = 300 // a few seconds
@@ -49,6 +47,7 @@ type pstep struct {
 
 // pcase is one generated case.
 type pcase struct {
+	Name     string // a case kept by name (foundCases), not generated
 	Seed     uint64
 	Start    time.Time
 	End      time.Time
@@ -79,20 +78,17 @@ type sim struct {
 	digested bool
 	events   []TimelineEvent
 
-	// listd's clock-jump guard (threats.md G4): the heartbeat of the last
-	// tick, the monotonic clock, and the releases held.
+	// listd's clock-jump guard (docs/threat-model.md G4): the heartbeat of
+	// the last tick, the monotonic clock, and the gap the last check found.
 	heartbeat time.Time
 	mono      time.Duration
 	lastMono  time.Duration
 	haveMono  bool
-	holds     map[ID]time.Time
 	jumpFrom  time.Time
-	listdHold bool // hold in the daemon, not in Tick: EMBARGO_PROPERTY_LISTD_HOLD
 }
 
 func newSim(c pcase) *sim {
-	return &sim{c: c, store: map[ID][]byte{}, decoded: map[ID]Incident{}, cands: map[ID][]time.Time{}, perYear: map[int]uint64{}, up: true,
-		holds: map[ID]time.Time{}, listdHold: os.Getenv("EMBARGO_PROPERTY_LISTD_HOLD") != ""}
+	return &sim{c: c, store: map[ID][]byte{}, decoded: map[ID]Incident{}, cands: map[ID][]time.Time{}, perYear: map[int]uint64{}, up: true}
 }
 
 func (s *sim) env() Env {
@@ -406,15 +402,7 @@ func (s *sim) tick(now time.Time, elapsed time.Duration) {
 		if inc.Phase == PhaseClosed {
 			continue // incidentdb.OpenIncidents
 		}
-		var r Result
-		if s.listdHold {
-			r = Tick(inc, now, e)
-			if r.Applied && releases(r.Actions) && s.holdSuspectRelease(inc, now) {
-				continue
-			}
-		} else {
-			r = TickAfterGap(inc, now, e, s.jumpFrom)
-		}
+		r := TickAfterGap(inc, now, e, s.jumpFrom)
 		if !r.Applied {
 			continue
 		}
@@ -425,15 +413,6 @@ func (s *sim) tick(now time.Time, elapsed time.Duration) {
 	}
 	s.weeklyDigest(now)
 	s.events = append(s.events, TimelineEvent{At: now, Kind: EventTick})
-}
-
-func releases(as []Action) bool {
-	for _, a := range as {
-		if _, ok := a.(Release); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // checkClock mirrors the daemon's clock check (docs/threat-model.md G4): in
@@ -453,22 +432,6 @@ func (s *sim) checkClock(now time.Time, mono time.Duration) {
 		s.jumpFrom = s.heartbeat
 	}
 	s.lastMono, s.haveMono, s.heartbeat = mono, true, now
-}
-
-// holdSuspectRelease mirrors how listd held such a release itself, before
-// Tick could (EMBARGO_PROPERTY_LISTD_HOLD=1 plays it): the record is not
-// stored, so the alert is in no history and the tick's reminders are lost,
-// every minute until a /disclose.
-func (s *sim) holdSuspectRelease(inc Incident, now time.Time) bool {
-	if t, ok := s.holds[inc.ID]; ok && t.Equal(inc.T) {
-		return true
-	}
-	if s.jumpFrom.IsZero() || !inc.T.After(s.jumpFrom) {
-		return false
-	}
-	s.holds[inc.ID] = inc.T
-	s.send(now, inc.ID, MessageAlert, ToSRC, "release-held")
-	return true
 }
 
 // weeklyDigest mirrors listd's: once a week from Monday 00:00, not on the

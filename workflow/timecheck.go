@@ -87,24 +87,36 @@ func (v Violation) String() string {
 	return fmt.Sprintf("%s %s %s: %s", FormatInstant(v.At), v.Incident, v.Rule, v.Detail)
 }
 
-// Invariant is one rule CheckTimeline checks.
-type Invariant struct{ Name, Text string }
+// Invariant is one rule CheckTimeline checks: its name, what it holds, and
+// what it deliberately exempts (Exempt, "" for nothing).
+type Invariant struct{ Name, Text, Exempt string }
+
+// ExemptDiscloseNow is the one override of the release rules: /disclose now
+// is the SRC's explicit decision to go public at once (docs/process.md §3,
+// 5x: when in doubt, go public ASAP), signed by as many members as the
+// two-person rule asks (Env.Quorum). A release by it may come any time after
+// a distributor notice, even 0 s after it, its T is the moment of the
+// release, off the 16:00 slots, and it is never "late": CheckTimeline does
+// not hold it to notice-7-days, t-slot or release-late. It is still a
+// release, once, in the history, never before a T the scheduler would use.
+const ExemptDiscloseNow = "a release by /disclose now, the SRC's explicit (two-person) override"
 
 // Invariants lists the rules of CheckTimeline, by the names violations give.
 func Invariants() []Invariant {
 	return []Invariant{
-		{"reminder-moot", "no reminder about a milestone already reached or made moot by a later one, nor one that gives way to the ASAP nudge, falls before T was set, or comes after a later one of its group"},
-		{"reminder-once", "each reminder at most once for the instant it reminds of"},
-		{"reminder-early", "no reminder before its due instant"},
-		{"reminder-lost", "none lost: a reminder due and not moot goes out at the first tick after its instant (of a group due together, only the latest need)"},
-		{"reminder-recipient", "each reminder to the member or list the timeline names"},
-		{"digest-moot", "the digest lists no deadline that is met or moot"},
-		{"notice-7-days", "with a CVE, the distributor notice at least 7 days before T, unless public, emergency or broken (or the SRC releases at once with /disclose now)"},
-		{"t-slot", "T, when set, at 16:00 UTC on a Monday–Thursday that is not a holiday, and not in the past (/disclose now aside)"},
-		{"public-before-t", "nothing public before T, and one release per incident"},
-		{"release-late", "the scheduled release at the first tick at or after T, or held: never silently late"},
-		{"final-notice-window", "the final notice between T-25 h and T-24 h, once per T and notice"},
-		{"history", "every message of an incident is in its history, at its instant"},
+		{"reminder-moot", "no reminder about a milestone already reached or made moot by a later one, nor one that gives way to the ASAP nudge, falls before T was set, or comes after a later one of its group", ""},
+		{"reminder-once", "each reminder at most once for the instant it reminds of", ""},
+		{"reminder-early", "no reminder before its due instant", ""},
+		{"reminder-lost", "none lost: a reminder due and not moot goes out at the first tick after its instant (of a group due together, only the latest need)", ""},
+		{"reminder-recipient", "each reminder to the member or list the timeline names", ""},
+		{"digest-moot", "the digest lists no deadline that is met or moot", ""},
+		{"notice-7-days", "with a CVE, the distributor notice at least 7 days before T, unless public, emergency or broken", ExemptDiscloseNow},
+		{"notice-once", "one distributor notice (first or re-notification) per operation: the commands of one message tell the distributors once, of their last T", ""},
+		{"t-slot", "T, when set, at 16:00 UTC on a Monday–Thursday that is not a holiday, and not in the past", ExemptDiscloseNow + ": its T is the moment of the release"},
+		{"public-before-t", "nothing public before T, and one release per incident", ""},
+		{"release-late", "the scheduled release at the first tick at or after T, or held: never silently late", ExemptDiscloseNow},
+		{"final-notice-window", "the final notice between T-25 h and T-24 h, once per T and notice", ""},
+		{"history", "every message of an incident is in its history, at its instant", ""},
 	}
 }
 
@@ -112,7 +124,8 @@ func Invariants() []Invariant {
 // holidays, and returns what it broke, in time order.
 func CheckTimeline(events []TimelineEvent, holidays []time.Time) []Violation {
 	c := &checker{sp: spec{holidays: holidays}, last: map[ID]*Incident{}, sent: map[sentKey]time.Time{},
-		dues: map[ID][]specDue{}, released: map[ID]time.Time{}, finals: map[ID]map[time.Time]bool{}, reported: map[string]bool{}}
+		dues: map[ID][]specDue{}, released: map[ID]time.Time{}, finals: map[ID]map[time.Time]bool{}, reported: map[string]bool{},
+		notices: map[ID]int{}}
 	post := postStates(events)
 	for i, ev := range events {
 		switch ev.Kind {
@@ -122,6 +135,7 @@ func CheckTimeline(events []TimelineEvent, holidays []time.Time) []Violation {
 				s := *ev.State
 				c.last[ev.Incident] = &s
 				c.dues[ev.Incident] = c.oneOffDues(s)
+				delete(c.notices, ev.Incident) // the operation's end
 			}
 		case EventMessage:
 			c.message(ev, post[i])
@@ -171,6 +185,7 @@ type checker struct {
 	released map[ID]time.Time      // the instant of each incident's release: its messages (announce, channels) share it
 	finals   map[ID]map[time.Time]bool
 	reported map[string]bool // one violation per rule and subject
+	notices  map[ID]int      // distributor notices since the incident's last stored record: one operation's
 	ticks    []time.Time     // the ticks so far
 	out      []Violation
 }
@@ -190,7 +205,7 @@ func (c *checker) fail(rule string, at time.Time, id ID, once string, format str
 func (c *checker) state(ev TimelineEvent) {
 	inc, prev := ev.State, c.last[ev.Incident]
 	if !inc.T.IsZero() && (prev == nil || !prev.T.Equal(inc.T)) {
-		now := inc.T.Equal(ev.At) && disclosedNow(*inc, ev.At)
+		now := inc.T.Equal(ev.At) && discloseNowOverride(*inc, ev.At)
 		switch {
 		case now: // /disclose now: T is the moment of the release
 		case inc.T.Before(ev.At):
@@ -207,9 +222,9 @@ func (c *checker) state(ev TimelineEvent) {
 	}
 }
 
-// disclosedNow: the release at at was the SRC's /disclose now, not the
-// scheduler's at T.
-func disclosedNow(inc Incident, at time.Time) bool {
+// discloseNowOverride reports whether the release at at was the SRC's
+// /disclose now, not the scheduler's at T: ExemptDiscloseNow.
+func discloseNowOverride(inc Incident, at time.Time) bool {
 	for _, h := range inc.History {
 		if h.At.Equal(at) && strings.HasPrefix(h.Command, "/disclose now") {
 			return true
@@ -240,6 +255,10 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		c.reminder(ev, *inc)
 	case MessageNotice:
 		delete(c.finals, ev.Incident) // a new notice (a changed T) calls for its own final notice
+		if c.notices[ev.Incident]++; c.notices[ev.Incident] == 2 {
+			c.fail("notice-once", ev.At, ev.Incident, "", "a second distributor notice from one operation (T %s): one message tells the distributors once, of its last T",
+				FormatInstant(inc.T))
+		}
 	case MessageFinalNotice:
 		lo, hi := inc.T.Add(-specFinalFrom), inc.T.Add(-specFinalBy)
 		if ev.At.Before(lo) || ev.At.After(hi) {
@@ -260,7 +279,7 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		if first, ok := c.released[ev.Incident]; ok && !first.Equal(ev.At) {
 			c.fail("public-before-t", ev.At, ev.Incident, "", "released a second time (first %s)", FormatInstant(first))
 		}
-		if !disclosedNow(*inc, ev.At) {
+		if !discloseNowOverride(*inc, ev.At) {
 			for i := len(c.ticks) - 1; i >= 0; i-- {
 				if tk := c.ticks[i]; !tk.Before(inc.T) && tk.Before(ev.At) {
 					c.fail("release-late", ev.At, ev.Incident, "", "released %s, though the scheduler ticked at %s, after T %s",
@@ -272,7 +291,7 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		if _, ok := c.released[ev.Incident]; !ok {
 			c.released[ev.Incident] = ev.At
 		}
-		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !disclosedNow(*inc, ev.At) {
+		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !discloseNowOverride(*inc, ev.At) {
 			c.fail("notice-7-days", ev.At, ev.Incident, "release",
 				"released %s after the distributor notice of %s, less than 7 days (CVE %s; not public, broken or emergency)",
 				ev.At.Sub(inc.NotifiedAt).Round(time.Minute), FormatInstant(inc.NotifiedAt), strings.Join(inc.CVEs, ", "))

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,18 @@ func TestCheckTimeline(t *testing.T) {
 			msg(T.Add(-24*time.Hour-30*time.Minute), MessageFinalNotice, ToDistributors, ""), st(T.Add(-24*time.Hour-30*time.Minute), notified, "final notice")}, "final-notice-window"},
 		{"/disclose now two days after the notice", []TimelineEvent{st(opened, notified),
 			msg(d(11, 25, 9, 0), MessageRelease, ToPublic, ""), st(d(11, 25, 9, 0), disclosedNow2(notified, d(11, 25, 9, 0)))}, ""},
+		// ExemptDiscloseNow: the explicit override may release 0 s after the
+		// notice, off the slots; the scheduler may not.
+		{"/disclose now 0 s after the notice", []TimelineEvent{st(opened, notified),
+			msg(notified.NotifiedAt, MessageRelease, ToPublic, ""), st(notified.NotifiedAt, disclosedNow2(notified, notified.NotifiedAt))}, ""},
+		{"a scheduled release 0 s after the notice", []TimelineEvent{st(opened, notified),
+			msg(notified.NotifiedAt, MessageRelease, ToPublic, ""), st(notified.NotifiedAt, disclosed(withT(notified, notified.NotifiedAt), notified.NotifiedAt), "released")}, "notice-7-days"},
+		{"two notices from one message", []TimelineEvent{st(opened, notified),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""),
+			st(d(11, 24, 9, 0), notified, "/disclose")}, "notice-once"},
+		{"two notices from two messages at one instant", []TimelineEvent{st(opened, notified),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/disclose"),
+			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/notify")}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +119,12 @@ func TestCheckTimeline(t *testing.T) {
 				t.Errorf("violations %v, want %q", vs, tt.want)
 			}
 		})
+	}
+	// The exemption is stated, and only for the rules that make it.
+	for _, in := range Invariants() {
+		if exempt := strings.Contains(in.Exempt, ExemptDiscloseNow); exempt != (in.Name == "notice-7-days" || in.Name == "t-slot" || in.Name == "release-late") {
+			t.Errorf("%s: exempt %q", in.Name, in.Exempt)
+		}
 	}
 	// Every rule named in a violation is one of Invariants.
 	names := map[string]bool{}
@@ -135,4 +154,31 @@ func disclosedNow2(inc Incident, at time.Time) Incident {
 	inc.Phase, inc.DisclosedAt, inc.T = PhaseDisclosed, at, at
 	inc.History = append(append([]Change(nil), inc.History...), Change{At: at, Command: "/disclose now", What: "advisory released"})
 	return inc
+}
+
+// TestReadmeInvariants: the README's table of --check rules ("Drills") names
+// every invariant, in order, with the /disclose now exemption where it
+// applies.
+func TestReadmeInvariants(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(b), "| rule | holds | exempt |\n|---|---|---|\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	rows := strings.Split(table, "\n")
+	ins := Invariants()
+	if len(rows) != len(ins) {
+		t.Fatalf("README: %d rows in the table of rules, want %d", len(rows), len(ins))
+	}
+	for i, in := range ins {
+		cells := strings.Split(rows[i], " | ")
+		if len(cells) != 3 || cells[0] != "| `"+in.Name+"`" {
+			t.Errorf("README row %d: %q, want the rule %s", i+1, rows[i], in.Name)
+			continue
+		}
+		if exempt := strings.Contains(cells[2], "/disclose now"); exempt != (in.Exempt != "") {
+			t.Errorf("README row %s: exempt %q, want %q", in.Name, cells[2], in.Exempt)
+		}
+	}
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/drill"
 )
 
-const drillHelp = `Usage: embargo drill [--scenario FILE] [--config FILE] [--verbose]
+const drillHelp = `Usage: embargo drill [--scenario FILE] [--config FILE] [--check] [--verbose]
 
 Runs a whole incident through the real daemon (SMTP intake, the store, the
 scheduler's tick and the delivery queue) on a virtual clock, in a temporary
@@ -24,9 +24,18 @@ uses that file's lists, members, holidays, channels and on-call rotation, with
 keys made for the drill in place of the members' own: use it to rehearse an
 incident, or to see what a configuration does before it goes live.
 
+With --check the drill holds its timeline against the process's invariants
+(reminders once, on time, to the right member and never once moot; the
+7-day notice; T on a slot; nothing public before T; the final notice in its
+window; every message in its incident's history; ... listed in the README,
+"Drills") instead of printing it. It prints each broken rule with the
+incident, the instant and what happened, and exits 1; or, when none is
+broken, one line: incidents, messages, invariants checked.
+
 Examples:
   embargo drill
   embargo drill --scenario tabletop.txt --config /etc/embargo/embargo.toml
+  embargo drill --scenario our-edge-case.txt --check
 
 Flags:
 `
@@ -36,13 +45,14 @@ func cmdDrill(args []string, s stdio) error {
 	fs := newFlagSet("drill", drillHelp, &cf, false)
 	scenario := fs.String("scenario", "", "scenario file; default: the built-in scenario")
 	verbose := fs.Bool("verbose", false, "show the daemon's log on stderr")
+	check := fs.Bool("check", false, "check the timeline against the process's invariants; exit 1 naming each broken rule")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return usageError("drill takes no arguments; see embargo drill --help")
 	}
-	var o drill.Options
+	o := drill.Options{Check: *check}
 	if *scenario != "" {
 		var err error
 		if o.Scenario, err = os.ReadFile(*scenario); err != nil {

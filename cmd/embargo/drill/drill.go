@@ -72,6 +72,11 @@ type Options struct {
 	Config *config.Config
 	// Logger receives the daemon's log. Default: discard.
 	Logger *slog.Logger
+	// Check holds the timeline against the process's invariants
+	// (workflow.CheckTimeline) and writes what it found instead of the
+	// timeline: each broken rule, and then Run returns ErrViolations; or a
+	// one-line summary.
+	Check bool
 }
 
 // Run plays a scenario through the real daemon in a temporary directory and
@@ -101,8 +106,12 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dr.check = o.Check
 	if err := dr.run(ctx); err != nil {
 		return err
+	}
+	if o.Check {
+		return dr.report(w)
 	}
 	return dr.print(w)
 }
@@ -126,6 +135,14 @@ type drill struct {
 	// tickSpec, set by a test, runs the daemon's own cron tick on this
 	// schedule (in real time) instead of the drill's minute steps.
 	tickSpec string
+
+	// --check (check.go): the records as last stored, and the states and
+	// ticks between the rows. doctor, set by a test, edits the timeline
+	// before it is checked.
+	check  bool
+	stored map[workflow.ID][]byte
+	marks  []mark
+	doctor func([]workflow.TimelineEvent) []workflow.TimelineEvent
 }
 
 // row is one line of the timeline.
@@ -147,7 +164,7 @@ type row struct {
 // temporary data directory, a loopback listener, keys made for the drill,
 // and nothing of the base's listeners, relay or templates directory.
 func newDrill(base *config.Config, sc *scenario, dir string, log *slog.Logger) (*drill, error) {
-	dr := &drill{sc: sc, log: log, clk: &vclock{t: sc.start}, members: map[string]*keys.Key{}}
+	dr := &drill{sc: sc, log: log, clk: &vclock{t: sc.start}, members: map[string]*keys.Key{}, stored: map[workflow.ID][]byte{}}
 	cfg := &config.Config{Domain: base.Domain, Holidays: base.Holidays, Lists: base.Lists, Channels: base.Channels,
 		OnCall: base.OnCall, Intake: base.Intake, TemplatesDir: base.TemplatesDir, LogLevel: "debug", Source: "drill"}
 	cfg.DataDir = filepath.Join(dir, "data")
@@ -224,6 +241,9 @@ func (dr *drill) run(ctx context.Context) error {
 			if err := dr.play(ctx, ev); err != nil {
 				return fmt.Errorf("scenario %s, line %d (%s): %w", dr.sc.name, ev.line, ev.action, err)
 			}
+			if err := dr.snapshot(ev.at); err != nil {
+				return err
+			}
 		}
 		if dr.d == nil {
 			continue
@@ -235,6 +255,10 @@ func (dr *drill) run(ctx context.Context) error {
 		if err := dr.settle(); err != nil {
 			return err
 		}
+		if err := dr.snapshot(m); err != nil {
+			return err
+		}
+		dr.tickMark(m)
 	}
 	return nil
 }

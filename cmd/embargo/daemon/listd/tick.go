@@ -31,7 +31,10 @@ const (
 const KeyExpiryWarning = 30 * 24 * time.Hour
 
 // Tick sweeps what is due at now (DESIGN.md §1): for each open incident,
-// workflow.Tick decides from the persisted deadlines and markers; when it
+// workflow.TickAfterGap decides from the persisted deadlines and markers,
+// and from the gap the clock check found (a clock jump, or downtime: a
+// release whose T fell in it is held, and the hold stored with the
+// incident, docs/threat-model.md G4); when it
 // changed anything, the incident and the mail its actions cause commit in
 // one bbolt transaction, so each reminder goes out exactly once, and late
 // rather than never after the daemon was down. Then, once a week, the
@@ -63,7 +66,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 			return err
 		}
 		for _, inc := range incs {
-			if workflow.Tick(inc, now, env).Applied {
+			if workflow.TickAfterGap(inc, now, env, s.sh.jumpFrom).Applied {
 				due = append(due, inc.ID)
 			}
 		}
@@ -108,8 +111,11 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// tickIncident applies workflow.Tick to one incident in its own transaction,
-// reading it afresh: a message that changed it since the scan counts.
+// tickIncident applies workflow.TickAfterGap to one incident in its own
+// transaction, reading it afresh: a message that changed it since the scan
+// counts. A release held because its T fell in a gap is recorded like any
+// other tick's work: HeldAt and the alert in the incident's history, with the
+// reminders of the same tick, in the transaction that queues the alert.
 func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 	var kinds []string
 	var n int
@@ -119,18 +125,11 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		r := workflow.Tick(*inc, now, s.workflowEnv(tx))
+		r := workflow.TickAfterGap(*inc, now, s.workflowEnv(tx), s.sh.jumpFrom)
 		if !r.Applied {
 			return nil
 		}
 		sec := s.o.Roster.List(lists.Security)
-		if releases(r.Actions) {
-			held, out, err := s.holdSuspectRelease(tx, sec, inc, now)
-			if err != nil || held {
-				n = len(out)
-				return err
-			}
-		}
 		if err := incidentdb.Put(tx, &r.Incident); err != nil {
 			return err
 		}
@@ -502,38 +501,4 @@ func (s *Service) checkClock(now time.Time) error {
 		s.log.Warn("wall clock moved forward without the monotonic clock, or the daemon was down: releases due in the gap are held", "gap", now.Sub(from).Round(time.Second).String())
 	}
 	return nil
-}
-
-func releases(as []workflow.Action) bool {
-	for _, a := range as {
-		if _, ok := a.(workflow.Release); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// holdSuspectRelease keeps a release at T from going out when T fell inside
-// a clock jump (or a downtime), until the SRC confirms with /disclose now or
-// sets a new date: never early, never silently late (threats.md G4). The
-// hold is persisted, so the next, plausible tick does not release either.
-func (s *Service) holdSuspectRelease(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, now time.Time) (bool, []queue.Msg, error) {
-	key := "release_hold/" + string(inc.ID)
-	mark := inc.T.Format(time.RFC3339)
-	if incidentdb.Meta(tx, key) == mark {
-		return true, nil, nil
-	}
-	if s.sh.jumpFrom.IsZero() || !inc.T.After(s.sh.jumpFrom) {
-		return false, nil, nil
-	}
-	if err := incidentdb.SetMeta(tx, key, mark); err != nil {
-		return false, nil, err
-	}
-	s.log.Warn("release held: the clock jumped across T", "incident", inc.ID)
-	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held", Fields: map[string]string{"id": string(inc.ID),
-		"t": workflow.FormatInstant(inc.T) + "; the wall clock jumped (or embargo was down) across it. Check the clock, then confirm with /disclose now"}}, now)
-	if err != nil {
-		return false, nil, err
-	}
-	return true, out, queue.Enqueue(tx, now, out...)
 }

@@ -38,6 +38,13 @@ func tickService(t testing.TB) (*Service, *bolt.DB) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return tickServiceOn(t, db), db
+}
+
+// tickServiceOn is a Service on an existing store: a new process, whose
+// monotonic clock starts again.
+func tickServiceOn(t testing.TB, db *bolt.DB) *Service {
+	t.Helper()
 	tmpl, err := templates.New("")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +67,7 @@ func tickService(t testing.TB) (*Service, *bolt.DB) {
 	s := New(Options{DB: db, Roster: roster, Templates: tmpl, Project: "ex.test", ListKey: list, Members: keys.NewKeyring(ring...),
 		Now:      func() time.Time { return mon }, // the keys' clock
 		Rotation: workflow.Rotation{Members: []string{"alice@ex.test", "bob@ex.test"}}})
-	return s, db
+	return s
 }
 
 func put(t testing.TB, db *bolt.DB, incs ...workflow.Incident) {
@@ -178,8 +185,10 @@ func BenchmarkTick(b *testing.B) {
 }
 
 // TestReleaseHeldOnClockJump: a release whose T falls inside a forward jump of
-// the wall clock is held and the SRC alerted, also on the next, plausible
-// tick; a clock that walks to T releases (threats.md G4).
+// the wall clock, or inside a downtime, is held and the SRC alerted once; the
+// hold is stored in the incident (HeldAt, and the alert in its history), so
+// the next, plausible ticks neither release nor alert again; a clock that
+// walks to T releases (docs/threat-model.md G4).
 func TestReleaseHeldOnClockJump(t *testing.T) {
 	T := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
 	ready := workflow.Incident{Version: workflow.SchemaVersion, ID: "SEC-2026-0001", Phase: workflow.PhaseFix, Opened: mon, Updated: mon,
@@ -192,6 +201,32 @@ func TestReleaseHeldOnClockJump(t *testing.T) {
 		}
 		return strings.Join(k, " ")
 	}
+	get := func(db *bolt.DB) *workflow.Incident {
+		var inc *workflow.Incident
+		db.View(func(tx *bolt.Tx) error { inc, _ = incidentdb.Get(tx, ready.ID); return nil })
+		return inc
+	}
+	// held checks one stored hold at at, with its alert, and no release.
+	held := func(t *testing.T, db *bolt.DB, at time.Time, why string) {
+		t.Helper()
+		inc := get(db)
+		if inc.Phase == workflow.PhaseDisclosed {
+			t.Fatal("released across the gap")
+		}
+		if !inc.HeldAt.Equal(at) {
+			t.Errorf("HeldAt %v, want %v: the hold is not stored in the incident", inc.HeldAt, at)
+		}
+		inHistory := false
+		for _, h := range inc.History {
+			inHistory = inHistory || (h.At.Equal(at) && h.Command == "(tick)" && strings.Contains(h.What, why))
+		}
+		if !inHistory {
+			t.Errorf("the hold is not in the history: %+v", inc.History)
+		}
+		if got := kinds(db); strings.Count(got, "alert-release-held") != 2 || strings.Contains(got, "release-pack") || strings.Contains(got, "advisory") {
+			t.Errorf("queue: %q, want one held-release alert per member, once, and no release", got)
+		}
+	}
 	ctx := context.Background()
 
 	t.Run("jump", func(t *testing.T) {
@@ -200,22 +235,30 @@ func TestReleaseHeldOnClockJump(t *testing.T) {
 		if err := s.Tick(ctx, T.Add(-5*time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		before := len(queued(t, db))
 		// The wall clock leaps 30 days; the monotonic clock saw 1 minute.
-		for i := 0; i < 2; i++ {
-			if err := s.Tick(ctx, T.Add(30*24*time.Hour)); err != nil {
+		for i := 0; i < 3; i++ {
+			if err := s.Tick(ctx, T.Add(30*24*time.Hour).Add(time.Duration(i)*time.Minute)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		var inc *workflow.Incident
-		db.View(func(tx *bolt.Tx) error { inc, _ = incidentdb.Get(tx, ready.ID); return nil })
-		if inc.Phase == workflow.PhaseDisclosed {
-			t.Fatal("released across a clock jump")
+		held(t, db, T.Add(30*24*time.Hour), "the clock moved from")
+	})
+	// Down from T-20 min to T+5 min: the new process cannot tell the gap
+	// from a jump. One alert, stored, even when the ticks that follow pass
+	// T+10 min (workflow.ReleaseGrace), where a late release is held anyway.
+	t.Run("down until just after T", func(t *testing.T) {
+		s, db := tickService(t)
+		put(t, db, ready)
+		if err := s.Tick(ctx, T.Add(-20*time.Minute)); err != nil {
+			t.Fatal(err)
 		}
-		_ = before
-		if got := kinds(db); strings.Count(got, "alert-release-held") != 2 || strings.Contains(got, "release-pack") {
-			t.Errorf("queue after the jump: %q, want one held-release alert per member, once, and no release", got)
+		s = tickServiceOn(t, db)
+		for m := 5; m <= 15; m++ {
+			if err := s.Tick(ctx, T.Add(time.Duration(m)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
 		}
+		held(t, db, T.Add(5*time.Minute), "the clock moved from 2026-12-03 15:40 UTC")
 	})
 	t.Run("walk", func(t *testing.T) {
 		s, db := tickService(t)
@@ -225,9 +268,7 @@ func TestReleaseHeldOnClockJump(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var inc *workflow.Incident
-		db.View(func(tx *bolt.Tx) error { inc, _ = incidentdb.Get(tx, ready.ID); return nil })
-		if inc.Phase != workflow.PhaseDisclosed {
+		if inc := get(db); inc.Phase != workflow.PhaseDisclosed {
 			t.Errorf("phase %s at T on a walking clock, want disclosed", inc.Phase)
 		}
 	})
