@@ -200,7 +200,7 @@ func newDrill(base *config.Config, sc *scenario, dir string, log *slog.Logger) (
 
 func (dr *drill) up(ctx context.Context) error {
 	d := daemon.New(dr.cfg, daemon.Options{Logger: dr.log, Now: dr.clk.Now, Mono: dr.clk.mono, NoTick: dr.tickSpec == "",
-		TickSpec: dr.tickSpec, Relay: dr.relay, MemberKeys: dr.ring, Concurrency: 1})
+		TickSpec: dr.tickSpec, Relay: dr.relay, MemberKeys: dr.ring, Concurrency: 1, Throwaway: true})
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
