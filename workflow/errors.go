@@ -46,6 +46,12 @@ func argErr(kind error, format string, a ...any) error {
 	return &argError{kind: kind, msg: fmt.Sprintf(format, a...)}
 }
 
+// Explain is an error whose text is meant for the member (a sentence that
+// says what is wrong and how to write it), classified by the sentinel kind
+// for errors.Is: the same shape for every pure core that answers members
+// (lists/governance too).
+func Explain(kind error, format string, a ...any) error { return argErr(kind, format, a...) }
+
 // CommandError reports the command line that made a message fail, and shows a
 // correct example of the command when there is one:
 //

@@ -20,18 +20,8 @@ var (
 	ErrConflict      = errors.New("governance: conflicts with the roster or an open proposal")
 )
 
-// argError is an error a member reads, classified by a sentinel.
-type argError struct {
-	kind error
-	msg  string
-}
-
-func (e *argError) Error() string { return e.msg }
-func (e *argError) Unwrap() error { return e.kind }
-
-func argErr(kind error, format string, a ...any) error {
-	return &argError{kind: kind, msg: fmt.Sprintf(format, a...)}
-}
+// argErr is an error a member reads, classified by a sentinel.
+func argErr(kind error, format string, a ...any) error { return workflow.Explain(kind, format, a...) }
 
 // gov is one call's working copy: every change goes to st, every mail to
 // actions; the caller gets them only when the whole call succeeds.
