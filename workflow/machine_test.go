@@ -95,196 +95,201 @@ func describe(as []Action) []string {
 	return out
 }
 
-func TestCommands(t *testing.T) {
-	tests := []struct {
-		name    string
-		inc     func(*testing.T) Incident
-		text    string
-		by      Signer
-		now     time.Time // zero: mon
-		err     error     // sentinel the error must match; nil for success
-		actions []string  // for success
-		check   func(*testing.T, Incident)
-		result  string // substring of the first command's receipt result
-	}{
-		{name: "accept round-robin", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: alice,
-			actions: []string{"reporter:accepted"}, result: "phase triage → fix; Fix Lead alice@ex.org (round-robin)",
-			check: func(t *testing.T, inc Incident) {
-				if inc.Phase != PhaseFix || inc.FixLead != "alice@ex.org" || !inc.AcceptedAt.Equal(mon) || !inc.TriagedAt.Equal(mon) {
-					t.Errorf("got %v lead %q", inc.Phase, inc.FixLead)
-				}
-			}},
-		{name: "accept with /lead after", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n/lead bob@ex.org\n", by: alice,
-			actions: []string{"reporter:accepted"}, check: func(t *testing.T, inc Incident) {
-				if inc.FixLead != "bob@ex.org" {
-					t.Errorf("lead %q", inc.FixLead)
-				}
-			}},
-		{name: "accept with /lead me before", inc: func(*testing.T) Incident { return triage() }, text: "/lead me\n/accept\n", by: bob, actions: []string{"reporter:accepted"},
-			result: "Fix Lead bob@ex.org", check: func(t *testing.T, inc Incident) {
-				if inc.FixLead != "bob@ex.org" {
-					t.Errorf("lead %q", inc.FixLead)
-				}
-			}},
-		{name: "accept twice", inc: fix, text: "/accept\n", by: alice, err: ErrPhase},
-		{name: "accept without SRC", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: alice, err: ErrGuard},
-		{name: "lead not SRC", inc: fix, text: "/lead mallory@evil.test\n", by: alice, err: ErrGuard},
-		{name: "reject", inc: func(*testing.T) Incident { return triage() }, text: "/reject clickjacking\n", by: alice,
-			actions: []string{"reporter:canned-clickjacking"}, check: func(t *testing.T, inc Incident) {
-				if inc.Phase != PhaseClosed || inc.Resolution != ResolutionNotAVulnerability || inc.ClosedAt.IsZero() {
-					t.Errorf("got %v %v", inc.Phase, inc.Resolution)
-				}
-			}},
-		{name: "reject out of scope", inc: func(*testing.T) Incident { return triage() }, text: "/reject out-of-scope\n", by: alice,
-			actions: []string{"reporter:canned-out-of-scope"}, check: func(t *testing.T, inc Incident) {
-				if inc.Resolution != ResolutionOutOfScope {
-					t.Errorf("got %v", inc.Resolution)
-				}
-			}},
-		{name: "reject in embargo", inc: notified, text: "/reject spf\n", by: alice, err: ErrPhase},
-		{name: "duplicate", inc: func(*testing.T) Incident { return triage() }, text: "/duplicate SEC-2026-0003\n", by: alice,
-			actions: []string{"reporter:duplicate"}, check: func(t *testing.T, inc Incident) {
-				if inc.Resolution != ResolutionDuplicate || inc.DuplicateOf != "SEC-2026-0003" {
-					t.Errorf("got %v %v", inc.Resolution, inc.DuplicateOf)
-				}
-			}},
-		{name: "duplicate of itself", inc: func(*testing.T) Incident { return triage() }, text: "/duplicate SEC-2026-0001\n", by: alice, err: ErrGuard},
-		{name: "handoff", inc: func(*testing.T) Incident { return triage() }, text: "/handoff security@other.example\n", by: alice,
-			actions: []string{"reporter:handoff"}, check: func(t *testing.T, inc Incident) {
-				if inc.Resolution != ResolutionHandedOff || inc.HandedOffTo != "security@other.example" {
-					t.Errorf("got %v %v", inc.Resolution, inc.HandedOffTo)
-				}
-			}},
-		{name: "fixteam add and remove", inc: fix, text: "/fixteam add a@ex.org b@ex.org\n/fixteam remove eng@ex.org\n", by: alice,
-			check: func(t *testing.T, inc Incident) {
-				if want := []string{"a@ex.org", "b@ex.org"}; !reflect.DeepEqual(inc.FixTeam, want) || inc.FixTeamAt.IsZero() {
-					t.Errorf("fix team %v, want %v", inc.FixTeam, want)
-				}
-			}},
-		{name: "fixteam remove stranger", inc: fix, text: "/fixteam remove x@ex.org\n", by: alice, err: ErrGuard},
-		{name: "cvss 4.0", inc: fix, text: "/cvss CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N\n", by: alice,
-			result: "score 9.3, Critical", check: func(t *testing.T, inc Incident) {
-				if inc.Severity() != SeverityCritical {
-					t.Errorf("severity %v", inc.Severity())
-				}
-			}},
-		{name: "severity override", inc: fix, text: "/severity medium\n", by: alice, result: "severity Medium (override; CVSS 8.1 says High)",
-			check: func(t *testing.T, inc Incident) {
-				if inc.Severity() != SeverityMedium {
-					t.Errorf("severity %v", inc.Severity())
-				}
-			}},
-		{name: "severity auto", inc: fix, text: "/severity low\n/severity auto\n", by: alice, check: func(t *testing.T, inc Incident) {
-			if inc.Severity() != SeverityHigh {
+type commandCase struct {
+	name    string
+	inc     func(*testing.T) Incident
+	text    string
+	by      Signer
+	now     time.Time // zero: mon
+	err     error     // sentinel the error must match; nil for success
+	actions []string  // for success
+	check   func(*testing.T, Incident)
+	result  string // substring of the first command's receipt result
+}
+
+// commandsCases is TestCommands's table.
+var commandsCases = []commandCase{
+	{name: "accept round-robin", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: alice,
+		actions: []string{"reporter:accepted"}, result: "phase triage → fix; Fix Lead alice@ex.org (round-robin)",
+		check: func(t *testing.T, inc Incident) {
+			if inc.Phase != PhaseFix || inc.FixLead != "alice@ex.org" || !inc.AcceptedAt.Equal(mon) || !inc.TriagedAt.Equal(mon) {
+				t.Errorf("got %v lead %q", inc.Phase, inc.FixLead)
+			}
+		}},
+	{name: "accept with /lead after", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n/lead bob@ex.org\n", by: alice,
+		actions: []string{"reporter:accepted"}, check: func(t *testing.T, inc Incident) {
+			if inc.FixLead != "bob@ex.org" {
+				t.Errorf("lead %q", inc.FixLead)
+			}
+		}},
+	{name: "accept with /lead me before", inc: func(*testing.T) Incident { return triage() }, text: "/lead me\n/accept\n", by: bob, actions: []string{"reporter:accepted"},
+		result: "Fix Lead bob@ex.org", check: func(t *testing.T, inc Incident) {
+			if inc.FixLead != "bob@ex.org" {
+				t.Errorf("lead %q", inc.FixLead)
+			}
+		}},
+	{name: "accept twice", inc: fix, text: "/accept\n", by: alice, err: ErrPhase},
+	{name: "accept without SRC", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: alice, err: ErrGuard},
+	{name: "lead not SRC", inc: fix, text: "/lead mallory@evil.test\n", by: alice, err: ErrGuard},
+	{name: "reject", inc: func(*testing.T) Incident { return triage() }, text: "/reject clickjacking\n", by: alice,
+		actions: []string{"reporter:canned-clickjacking"}, check: func(t *testing.T, inc Incident) {
+			if inc.Phase != PhaseClosed || inc.Resolution != ResolutionNotAVulnerability || inc.ClosedAt.IsZero() {
+				t.Errorf("got %v %v", inc.Phase, inc.Resolution)
+			}
+		}},
+	{name: "reject out of scope", inc: func(*testing.T) Incident { return triage() }, text: "/reject out-of-scope\n", by: alice,
+		actions: []string{"reporter:canned-out-of-scope"}, check: func(t *testing.T, inc Incident) {
+			if inc.Resolution != ResolutionOutOfScope {
+				t.Errorf("got %v", inc.Resolution)
+			}
+		}},
+	{name: "reject in embargo", inc: notified, text: "/reject spf\n", by: alice, err: ErrPhase},
+	{name: "duplicate", inc: func(*testing.T) Incident { return triage() }, text: "/duplicate SEC-2026-0003\n", by: alice,
+		actions: []string{"reporter:duplicate"}, check: func(t *testing.T, inc Incident) {
+			if inc.Resolution != ResolutionDuplicate || inc.DuplicateOf != "SEC-2026-0003" {
+				t.Errorf("got %v %v", inc.Resolution, inc.DuplicateOf)
+			}
+		}},
+	{name: "duplicate of itself", inc: func(*testing.T) Incident { return triage() }, text: "/duplicate SEC-2026-0001\n", by: alice, err: ErrGuard},
+	{name: "handoff", inc: func(*testing.T) Incident { return triage() }, text: "/handoff security@other.example\n", by: alice,
+		actions: []string{"reporter:handoff"}, check: func(t *testing.T, inc Incident) {
+			if inc.Resolution != ResolutionHandedOff || inc.HandedOffTo != "security@other.example" {
+				t.Errorf("got %v %v", inc.Resolution, inc.HandedOffTo)
+			}
+		}},
+	{name: "fixteam add and remove", inc: fix, text: "/fixteam add a@ex.org b@ex.org\n/fixteam remove eng@ex.org\n", by: alice,
+		check: func(t *testing.T, inc Incident) {
+			if want := []string{"a@ex.org", "b@ex.org"}; !reflect.DeepEqual(inc.FixTeam, want) || inc.FixTeamAt.IsZero() {
+				t.Errorf("fix team %v, want %v", inc.FixTeam, want)
+			}
+		}},
+	{name: "fixteam remove stranger", inc: fix, text: "/fixteam remove x@ex.org\n", by: alice, err: ErrGuard},
+	{name: "cvss 4.0", inc: fix, text: "/cvss CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N\n", by: alice,
+		result: "score 9.3, Critical", check: func(t *testing.T, inc Incident) {
+			if inc.Severity() != SeverityCritical {
 				t.Errorf("severity %v", inc.Severity())
 			}
 		}},
-		{name: "cve", inc: fix, text: "/cve CVE-2026-1 CVE-2026-1234\n", by: alice, err: ErrBadCVE},
-		{name: "cve replaces", inc: ready, text: "/cve CVE-2026-9999\n", by: alice, check: func(t *testing.T, inc Incident) {
-			if !reflect.DeepEqual(inc.CVEs, []string{"CVE-2026-9999"}) {
-				t.Errorf("CVEs %v", inc.CVEs)
+	{name: "severity override", inc: fix, text: "/severity medium\n", by: alice, result: "severity Medium (override; CVSS 8.1 says High)",
+		check: func(t *testing.T, inc Incident) {
+			if inc.Severity() != SeverityMedium {
+				t.Errorf("severity %v", inc.Severity())
 			}
 		}},
-		{name: "set multi-line", inc: fix, text: "/set affected <<END\nkubelet v1.30.0 - v1.30.4\nkubelet <= v1.29.8\nEND\n", by: alice,
-			result: "affected set (2 lines)", check: func(t *testing.T, inc Incident) {
-				if inc.Advisory.Affected != "kubelet v1.30.0 - v1.30.4\nkubelet <= v1.29.8" {
-					t.Errorf("affected %q", inc.Advisory.Affected)
-				}
-			}},
-		{name: "set clear", inc: ready, text: "/set mitigation <<END\nEND\n", by: alice, result: "mitigation cleared"},
-		{name: "set by fix team", inc: fix, text: "/set detection <<END\nlook for 403s\nEND\n", by: eng},
-		{name: "set when approved", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
-			text: "/set summary Another summary\n", by: alice, err: ErrLocked},
-		{name: "cvss when approved", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
-			text: "/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n", by: alice, err: ErrLocked},
-		{name: "set after withdraw", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
-			text: "/approve withdraw\n/set summary Another summary\n/approve\n", by: alice, check: func(t *testing.T, inc Incident) {
-				if !inc.Approved || inc.Advisory.Summary != "Another summary" {
-					t.Errorf("approved %v summary %q", inc.Approved, inc.Advisory.Summary)
-				}
-			}},
-		{name: "fixed", inc: fix, text: "/fixed\n", by: eng, actions: []string{"reporter:fixed"}},
-		{name: "fixed in triage", inc: func(*testing.T) Incident { return triage() }, text: "/fixed\n", by: alice, err: ErrPhase},
-		{name: "fix team may not accept", inc: fix, text: "/notify\n", by: eng, err: ErrNotAllowed},
-		{name: "disclose snaps Friday to Monday", inc: fix, text: "/disclose 2026-12-04\n", by: alice, actions: []string{"reporter:date"},
-			result: "T = 2026-12-07 16:00 UTC (Monday) (asked 2026-12-04 16:00 UTC (Friday)", check: func(t *testing.T, inc Incident) {
-				if want := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC); !inc.T.Equal(want) {
-					t.Errorf("T = %v, want %v", inc.T, want)
-				}
-			}},
-		{name: "disclose in the past", inc: fix, text: "/disclose 2026-11-20\n", by: alice, err: ErrPast},
-		{name: "disclose earlier today", inc: fix, text: "/disclose 2026-11-23T08:00Z\n", by: alice, err: ErrPast},
-		{name: "disclose too far", inc: fix, text: "/disclose 2027-06-01\n", by: alice, err: ErrGuard},
-		{name: "disclose in triage", inc: func(*testing.T) Incident { return triage() }, text: "/disclose 2026-12-03\n", by: alice, err: ErrPhase},
-		{name: "disclose now needs approval", inc: notified, text: "/disclose now\n", by: alice, err: ErrGuard},
-		{name: "disclose now", inc: func(t *testing.T) Incident { return step(t, notified(t), "/approve\n", alice, mon).Incident },
-			text: "/disclose now\n", by: alice, now: mon.Add(2 * time.Hour),
-			actions: []string{"embargo-lifted", "release:2026-11-23 11:00 UTC (Monday)", "reporter:disclosed"},
-			check: func(t *testing.T, inc Incident) {
-				if inc.Phase != PhaseDisclosed || !inc.DisclosedAt.Equal(mon.Add(2*time.Hour)) || !inc.T.Equal(inc.DisclosedAt) {
-					t.Errorf("phase %v disclosed %v T %v", inc.Phase, inc.DisclosedAt, inc.T)
-				}
-			}},
-		{name: "disclose now before notice", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
-			text: "/disclose now\n", by: alice, actions: []string{"release:2026-11-23 09:00 UTC (Monday)", "reporter:disclosed"}},
-		{name: "date change re-notifies", inc: notified, text: "/disclose 2026-12-10\n", by: alice,
-			actions: []string{"notice:2026-12-10 16:00 UTC (Thursday) was 2026-12-03 16:00 UTC (Thursday)", "reporter:date"},
-			check: func(t *testing.T, inc Incident) {
-				if !inc.NotifiedT.Equal(inc.T) || !inc.NotifiedAt.Equal(mon) {
-					t.Errorf("notified T %v at %v", inc.NotifiedT, inc.NotifiedAt)
-				}
-			}},
-		{name: "same date again", inc: notified, text: "/disclose 2026-12-03T16:00Z\n", by: alice, result: "unchanged"},
-		{name: "notify", inc: ready, text: "/notify\n", by: alice, actions: []string{"notice:2026-12-03 16:00 UTC (Thursday)"},
-			check: func(t *testing.T, inc Incident) {
-				if inc.Phase != PhaseEmbargo || !inc.NotifiedAt.Equal(mon) {
-					t.Errorf("phase %v notified %v", inc.Phase, inc.NotifiedAt)
-				}
-			}},
-		{name: "notify needs T and fix", inc: fix, text: "/notify\n", by: alice, err: ErrGuard},
-		{name: "notify needs severity", inc: func(t *testing.T) Incident {
-			return step(t, triage(), "/accept\n/set mitigation off\n/disclose 2026-12-03\n", alice, mon).Incident
-		}, text: "/notify\n", by: alice, err: ErrGuard},
-		{name: "notify again", inc: notified, text: "/notify\n", by: alice, actions: []string{"notice:2026-12-03 16:00 UTC (Thursday) was 2026-12-03 16:00 UTC (Thursday)"}},
-		{name: "approve incomplete", inc: fix, text: "/approve\n", by: alice, err: ErrGuard},
-		{name: "public", inc: fix, text: "/public\n", by: alice, check: func(t *testing.T, inc Incident) {
-			for _, d := range Deadlines(inc, nil) {
-				if d.Open() && d.Name != "stale" && !d.ASAP {
-					t.Errorf("deadline %s not ASAP", d.Name)
-				}
+	{name: "severity auto", inc: fix, text: "/severity low\n/severity auto\n", by: alice, check: func(t *testing.T, inc Incident) {
+		if inc.Severity() != SeverityHigh {
+			t.Errorf("severity %v", inc.Severity())
+		}
+	}},
+	{name: "cve", inc: fix, text: "/cve CVE-2026-1 CVE-2026-1234\n", by: alice, err: ErrBadCVE},
+	{name: "cve replaces", inc: ready, text: "/cve CVE-2026-9999\n", by: alice, check: func(t *testing.T, inc Incident) {
+		if !reflect.DeepEqual(inc.CVEs, []string{"CVE-2026-9999"}) {
+			t.Errorf("CVEs %v", inc.CVEs)
+		}
+	}},
+	{name: "set multi-line", inc: fix, text: "/set affected <<END\nkubelet v1.30.0 - v1.30.4\nkubelet <= v1.29.8\nEND\n", by: alice,
+		result: "affected set (2 lines)", check: func(t *testing.T, inc Incident) {
+			if inc.Advisory.Affected != "kubelet v1.30.0 - v1.30.4\nkubelet <= v1.29.8" {
+				t.Errorf("affected %q", inc.Advisory.Affected)
 			}
 		}},
-		{name: "embargo break", inc: notified, text: "/embargo-break\n", by: alice, actions: []string{"alert:embargo-break"},
-			check: func(t *testing.T, inc Incident) {
-				if !inc.EmbargoBroken || !inc.ASAP() {
-					t.Errorf("broken %v", inc.EmbargoBroken)
-				}
-			}},
-		{name: "defer high", inc: fix, text: "/defer\n", by: alice, err: ErrGuard},
-		{name: "defer low", inc: fix, text: "/severity low\n/defer\n", by: alice, check: func(t *testing.T, inc Incident) {
-			if !inc.Deferred {
-				t.Error("not deferred")
+	{name: "set clear", inc: ready, text: "/set mitigation <<END\nEND\n", by: alice, result: "mitigation cleared"},
+	{name: "set by fix team", inc: fix, text: "/set detection <<END\nlook for 403s\nEND\n", by: eng},
+	{name: "set when approved", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
+		text: "/set summary Another summary\n", by: alice, err: ErrLocked},
+	{name: "cvss when approved", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
+		text: "/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n", by: alice, err: ErrLocked},
+	{name: "set after withdraw", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
+		text: "/approve withdraw\n/set summary Another summary\n/approve\n", by: alice, check: func(t *testing.T, inc Incident) {
+			if !inc.Approved || inc.Advisory.Summary != "Another summary" {
+				t.Errorf("approved %v summary %q", inc.Approved, inc.Advisory.Summary)
 			}
 		}},
-		{name: "reply", inc: fix, text: "/reply <<END\nThanks.\n\nWe are on it.\nEND\n", by: alice, actions: []string{"reporter:reply"}},
-		{name: "retro before disclosure", inc: notified, text: "/retro\n", by: alice, err: ErrPhase},
-		{name: "close in embargo", inc: notified, text: "/close fixed\n", by: alice, err: ErrPhase},
-		{name: "close needs resolution", inc: fix, text: "/close\n", by: alice, err: ErrGuard},
-		{name: "close and reopen", inc: fix, text: "/close out-of-scope\n/reopen\n", by: alice, check: func(t *testing.T, inc Incident) {
-			if inc.Phase != PhaseFix || inc.Resolution != ResolutionUnset {
-				t.Errorf("phase %v resolution %v", inc.Phase, inc.Resolution)
+	{name: "fixed", inc: fix, text: "/fixed\n", by: eng, actions: []string{"reporter:fixed"}},
+	{name: "fixed in triage", inc: func(*testing.T) Incident { return triage() }, text: "/fixed\n", by: alice, err: ErrPhase},
+	{name: "fix team may not accept", inc: fix, text: "/notify\n", by: eng, err: ErrNotAllowed},
+	{name: "disclose snaps Friday to Monday", inc: fix, text: "/disclose 2026-12-04\n", by: alice, actions: []string{"reporter:date"},
+		result: "T = 2026-12-07 16:00 UTC (Monday) (asked 2026-12-04 16:00 UTC (Friday)", check: func(t *testing.T, inc Incident) {
+			if want := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC); !inc.T.Equal(want) {
+				t.Errorf("T = %v, want %v", inc.T, want)
 			}
 		}},
-		{name: "reopen open", inc: fix, text: "/reopen\n", by: alice, err: ErrPhase},
-		{name: "status", inc: notified, text: "/status\n", by: eng, actions: []string{"status"}},
-		{name: "help", inc: fix, text: "/help\n", by: alice, actions: []string{"help"}},
-		{name: "associate on low", inc: func(t *testing.T) Incident { return step(t, fix(t), "/severity low\n", alice, mon).Incident },
-			text: "/cve CVE-2026-4242\n", by: carol},
-		{name: "associate on public", inc: func(t *testing.T) Incident { return step(t, fix(t), "/public\n", alice, mon).Incident },
-			text: "/set summary x\n", by: carol},
-		{name: "associate on unrated", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: carol, err: ErrNotAllowed},
-		{name: "release manager", inc: fix, text: "/status\n", by: rm, err: ErrNotAllowed},
-	}
+	{name: "disclose in the past", inc: fix, text: "/disclose 2026-11-20\n", by: alice, err: ErrPast},
+	{name: "disclose earlier today", inc: fix, text: "/disclose 2026-11-23T08:00Z\n", by: alice, err: ErrPast},
+	{name: "disclose too far", inc: fix, text: "/disclose 2027-06-01\n", by: alice, err: ErrGuard},
+	{name: "disclose in triage", inc: func(*testing.T) Incident { return triage() }, text: "/disclose 2026-12-03\n", by: alice, err: ErrPhase},
+	{name: "disclose now needs approval", inc: notified, text: "/disclose now\n", by: alice, err: ErrGuard},
+	{name: "disclose now", inc: func(t *testing.T) Incident { return step(t, notified(t), "/approve\n", alice, mon).Incident },
+		text: "/disclose now\n", by: alice, now: mon.Add(2 * time.Hour),
+		actions: []string{"embargo-lifted", "release:2026-11-23 11:00 UTC (Monday)", "reporter:disclosed"},
+		check: func(t *testing.T, inc Incident) {
+			if inc.Phase != PhaseDisclosed || !inc.DisclosedAt.Equal(mon.Add(2*time.Hour)) || !inc.T.Equal(inc.DisclosedAt) {
+				t.Errorf("phase %v disclosed %v T %v", inc.Phase, inc.DisclosedAt, inc.T)
+			}
+		}},
+	{name: "disclose now before notice", inc: func(t *testing.T) Incident { return step(t, ready(t), "/approve\n", alice, mon).Incident },
+		text: "/disclose now\n", by: alice, actions: []string{"release:2026-11-23 09:00 UTC (Monday)", "reporter:disclosed"}},
+	{name: "date change re-notifies", inc: notified, text: "/disclose 2026-12-10\n", by: alice,
+		actions: []string{"notice:2026-12-10 16:00 UTC (Thursday) was 2026-12-03 16:00 UTC (Thursday)", "reporter:date"},
+		check: func(t *testing.T, inc Incident) {
+			if !inc.NotifiedT.Equal(inc.T) || !inc.NotifiedAt.Equal(mon) {
+				t.Errorf("notified T %v at %v", inc.NotifiedT, inc.NotifiedAt)
+			}
+		}},
+	{name: "same date again", inc: notified, text: "/disclose 2026-12-03T16:00Z\n", by: alice, result: "unchanged"},
+	{name: "notify", inc: ready, text: "/notify\n", by: alice, actions: []string{"notice:2026-12-03 16:00 UTC (Thursday)"},
+		check: func(t *testing.T, inc Incident) {
+			if inc.Phase != PhaseEmbargo || !inc.NotifiedAt.Equal(mon) {
+				t.Errorf("phase %v notified %v", inc.Phase, inc.NotifiedAt)
+			}
+		}},
+	{name: "notify needs T and fix", inc: fix, text: "/notify\n", by: alice, err: ErrGuard},
+	{name: "notify needs severity", inc: func(t *testing.T) Incident {
+		return step(t, triage(), "/accept\n/set mitigation off\n/disclose 2026-12-03\n", alice, mon).Incident
+	}, text: "/notify\n", by: alice, err: ErrGuard},
+	{name: "notify again", inc: notified, text: "/notify\n", by: alice, actions: []string{"notice:2026-12-03 16:00 UTC (Thursday) was 2026-12-03 16:00 UTC (Thursday)"}},
+	{name: "approve incomplete", inc: fix, text: "/approve\n", by: alice, err: ErrGuard},
+	{name: "public", inc: fix, text: "/public\n", by: alice, check: func(t *testing.T, inc Incident) {
+		for _, d := range Deadlines(inc, nil) {
+			if d.Open() && d.Name != "stale" && !d.ASAP {
+				t.Errorf("deadline %s not ASAP", d.Name)
+			}
+		}
+	}},
+	{name: "embargo break", inc: notified, text: "/embargo-break\n", by: alice, actions: []string{"alert:embargo-break"},
+		check: func(t *testing.T, inc Incident) {
+			if !inc.EmbargoBroken || !inc.ASAP() {
+				t.Errorf("broken %v", inc.EmbargoBroken)
+			}
+		}},
+	{name: "defer high", inc: fix, text: "/defer\n", by: alice, err: ErrGuard},
+	{name: "defer low", inc: fix, text: "/severity low\n/defer\n", by: alice, check: func(t *testing.T, inc Incident) {
+		if !inc.Deferred {
+			t.Error("not deferred")
+		}
+	}},
+	{name: "reply", inc: fix, text: "/reply <<END\nThanks.\n\nWe are on it.\nEND\n", by: alice, actions: []string{"reporter:reply"}},
+	{name: "retro before disclosure", inc: notified, text: "/retro\n", by: alice, err: ErrPhase},
+	{name: "close in embargo", inc: notified, text: "/close fixed\n", by: alice, err: ErrPhase},
+	{name: "close needs resolution", inc: fix, text: "/close\n", by: alice, err: ErrGuard},
+	{name: "close and reopen", inc: fix, text: "/close out-of-scope\n/reopen\n", by: alice, check: func(t *testing.T, inc Incident) {
+		if inc.Phase != PhaseFix || inc.Resolution != ResolutionUnset {
+			t.Errorf("phase %v resolution %v", inc.Phase, inc.Resolution)
+		}
+	}},
+	{name: "reopen open", inc: fix, text: "/reopen\n", by: alice, err: ErrPhase},
+	{name: "status", inc: notified, text: "/status\n", by: eng, actions: []string{"status"}},
+	{name: "help", inc: fix, text: "/help\n", by: alice, actions: []string{"help"}},
+	{name: "associate on low", inc: func(t *testing.T) Incident { return step(t, fix(t), "/severity low\n", alice, mon).Incident },
+		text: "/cve CVE-2026-4242\n", by: carol},
+	{name: "associate on public", inc: func(t *testing.T) Incident { return step(t, fix(t), "/public\n", alice, mon).Incident },
+		text: "/set summary x\n", by: carol},
+	{name: "associate on unrated", inc: func(*testing.T) Incident { return triage() }, text: "/accept\n", by: carol, err: ErrNotAllowed},
+	{name: "release manager", inc: fix, text: "/status\n", by: rm, err: ErrNotAllowed},
+}
+
+func TestCommands(t *testing.T) {
+	tests := commandsCases
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inc := tt.inc(t)
