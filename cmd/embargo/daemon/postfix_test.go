@@ -276,8 +276,15 @@ func TestPostfixSplitsRecipients(t *testing.T) {
 	if err := daemontest.SendSMTP(p.smtpAddr, rep, to, []byte(body)); err != nil {
 		t.Fatalf("send to Postfix: %v\n%s", err, p.log())
 	}
-	// Postfix retries the deferred recipient on its own queue scan.
+	// Postfix retries the deferred recipient on a later queue scan; on a
+	// loaded machine its own timing has let a minute pass, so the test asks
+	// for the scan (`postqueue -f`, as an operator would) every few seconds.
+	flushed := time.Now()
 	daemontest.WaitForWithin(t, time.Minute, "both incidents to get the message", func() bool {
+		if time.Since(flushed) > 3*time.Second {
+			exec.Command("postqueue", "-c", filepath.Join(dir, "etc"), "-f").Run()
+			flushed = time.Now()
+		}
 		return msgs("SEC-2026-0001") == 2 && msgs("SEC-2026-0002") == 2
 	})
 	daemontest.MustContain(t, "postfix log", p.log(), "452 4.5.3", "status=deferred", "status=sent")
