@@ -86,8 +86,8 @@ func TestPipelinedGroups(t *testing.T) {
 			t.Fatalf("message %d: from %q to %q data %q", i, m.from, m.to, m.data)
 		}
 	}
-	if f.idleEnds != 1 {
-		t.Errorf("the client waited for %d end-of-data replies, want 1 (the last): content not grouped with the next MAIL", f.idleEnds)
+	if idle, _ := f.counts(); idle != 1 {
+		t.Errorf("the client waited for %d end-of-data replies, want 1 (the last): content not grouped with the next MAIL", idle)
 	}
 	if cmd := f.commands()[1]; !strings.Contains(cmd, fmt.Sprintf("SIZE=%d", len("List-Unsubscribe: <https://example.org/u/000>\r\n")+len(shared))) {
 		t.Errorf("MAIL = %q, want the SIZE of the message", cmd)
@@ -98,8 +98,8 @@ func TestPipelinedGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDelivered(t, res)
-	if f.sessions != 1 {
-		t.Errorf("%d connections, want 1", f.sessions)
+	if _, n := f.counts(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
 	}
 }
 
@@ -131,7 +131,7 @@ func TestRefusedRecipients(t *testing.T) {
 	for _, pipelining := range []bool{true, false} {
 		t.Run(fmt.Sprint("pipelining=", pipelining), func(t *testing.T) {
 			f := newFake(t, pipelining)
-			f.answer = func(verb, line string) string {
+			f.setAnswer(func(verb, line string) string {
 				switch {
 				case verb == "RCPT" && strings.Contains(line, "sub001@"):
 					return "550 5.1.1 no such user"
@@ -139,7 +139,7 @@ func TestRefusedRecipients(t *testing.T) {
 					return "450 4.2.1 try later"
 				}
 				return ""
-			}
+			})
 			c := dial(t, f.config())
 			res, err := c.Send(context.Background(), copies(body(t, shared), 4))
 			if err != nil {
@@ -191,14 +191,14 @@ func TestRefusalAtDataStops(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, true)
 			n := 0
-			f.answer = func(verb, line string) string {
+			f.setAnswer(func(verb, line string) string {
 				if verb == tc.verb {
 					if n++; n == tc.n {
 						return tc.code
 					}
 				}
 				return ""
-			}
+			})
 			c := dial(t, f.config())
 			res, err := c.Send(context.Background(), copies(body(t, shared), 5))
 			if err != nil {
@@ -232,14 +232,14 @@ func TestRefusalAtDataStops(t *testing.T) {
 func TestConnectionLost(t *testing.T) {
 	f := newFake(t, true)
 	n := 0
-	f.answer = func(verb, _ string) string {
+	f.setAnswer(func(verb, _ string) string {
 		if verb == "MAIL" {
 			if n++; n == 3 {
 				return "421 4.3.2 shutting down"
 			}
 		}
 		return ""
-	}
+	})
 	c := dial(t, f.config())
 	res, err := c.Send(context.Background(), copies(body(t, shared), 5))
 	if err == nil {

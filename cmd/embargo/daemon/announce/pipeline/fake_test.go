@@ -95,9 +95,12 @@ func (f *fake) session(c net.Conn) {
 		out.Reset()
 		return err == nil
 	}
+	f.mu.Lock()
+	answer := f.answer
+	f.mu.Unlock()
 	say := func(verb, line, def string) {
-		if f.answer != nil {
-			if a := f.answer(verb, line); a != "" {
+		if answer != nil {
+			if a := answer(verb, line); a != "" {
 				def = a
 			}
 		}
@@ -247,6 +250,19 @@ func readData(br *bufio.Reader) ([]byte, error) {
 		}
 		b.WriteString(strings.TrimPrefix(line, "."))
 	}
+}
+
+// setAnswer sets answer for the connections made from now on.
+func (f *fake) setAnswer(fn func(verb, line string) string) {
+	f.mu.Lock()
+	f.answer = fn
+	f.mu.Unlock()
+}
+
+func (f *fake) counts() (idleEnds, sessions int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.idleEnds, f.sessions
 }
 
 func (f *fake) messages() []fakeMsg {
