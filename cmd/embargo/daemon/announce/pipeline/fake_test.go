@@ -85,34 +85,46 @@ func (f *fake) fail(format string, args ...any) {
 	f.mu.Unlock()
 }
 
-// session runs one connection. out collects replies; flush sends them.
+// fakeConn is one connection of the fake; out collects replies, which
+// flush sends.
+type fakeConn struct {
+	f        *fake
+	c        net.Conn
+	br       *bufio.Reader
+	out      bytes.Buffer
+	answer   func(verb, line string) string
+	msg      *fakeMsg
+	accepted int
+}
+
+func (s *fakeConn) flush() bool {
+	_, err := s.c.Write(s.out.Bytes())
+	s.out.Reset()
+	return err == nil
+}
+
+// say buffers the reply to a command: def, unless answer replaces it. It
+// reports whether the reply starts with code.
+func (s *fakeConn) say(verb, line, def, code string) bool {
+	if s.answer != nil {
+		if a := s.answer(verb, line); a != "" {
+			def = a
+		}
+	}
+	s.out.WriteString(def + "\r\n")
+	return strings.HasPrefix(def, code)
+}
+
 func (f *fake) session(c net.Conn) {
 	defer c.Close()
-	br := bufio.NewReader(c)
-	var out bytes.Buffer
-	flush := func() bool {
-		_, err := c.Write(out.Bytes())
-		out.Reset()
-		return err == nil
-	}
 	f.mu.Lock()
-	answer := f.answer
+	s := &fakeConn{f: f, c: c, br: bufio.NewReader(c), answer: f.answer}
 	f.mu.Unlock()
-	say := func(verb, line, def string) {
-		if answer != nil {
-			if a := answer(verb, line); a != "" {
-				def = a
-			}
-		}
-		out.WriteString(def + "\r\n")
-	}
-	say("CONNECT", "", "220 fake.test ESMTP")
-	flush()
-	var msg *fakeMsg
-	accepted := 0
+	s.say("CONNECT", "", "220 fake.test ESMTP", "220")
+	s.flush()
 	for {
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		line, err := br.ReadString('\n')
+		line, err := s.br.ReadString('\n')
 		if err != nil {
 			return
 		}
@@ -121,109 +133,114 @@ func (f *fake) session(c net.Conn) {
 		f.mu.Lock()
 		f.cmds = append(f.cmds, line)
 		f.mu.Unlock()
-		if !f.pipelining && br.Buffered() > 0 && verb != "QUIT" {
+		if !f.pipelining && s.br.Buffered() > 0 && verb != "QUIT" {
 			f.fail("%q arrived with more behind it, but PIPELINING was not offered", line)
 		}
-		switch verb {
-		case "EHLO":
-			ext := append([]string{"fake.test"}, f.ext...)
-			if f.pipelining {
-				ext = append(ext, "PIPELINING")
-			}
-			for i, e := range ext {
-				sep := "-"
-				if i == len(ext)-1 {
-					sep = " "
-				}
-				out.WriteString("250" + sep + e + "\r\n")
-			}
-			flush()
-			continue
-		case "MAIL":
-			if msg != nil {
-				say(verb, line, "503 5.5.1 nested MAIL command")
-				break
-			}
-			from, _, _ := strings.Cut(strings.TrimPrefix(line[len("MAIL FROM:<"):], ""), ">")
-			msg, accepted = &fakeMsg{from: from}, 0
-			say(verb, line, "250 2.1.0 ok")
-			if r := out.String(); !strings.HasPrefix(lastLine(r), "250") {
-				msg = nil
-			}
-		case "RCPT":
-			if msg == nil {
-				say(verb, line, "503 5.5.1 need MAIL")
-				break
-			}
-			to, _, _ := strings.Cut(line[len("RCPT TO:<"):], ">")
-			say(verb, line, "250 2.1.5 ok")
-			if strings.HasPrefix(lastLine(out.String()), "25") {
-				msg.to = append(msg.to, to)
-				accepted++
-			}
-		case "DATA":
-			switch {
-			case msg == nil || accepted == 0:
-				say(verb, line, "554 5.5.1 no valid recipients")
-				flush()
-				continue
-			}
-			say(verb, line, "354 go ahead")
-			refused := !strings.HasPrefix(lastLine(out.String()), "354")
-			if !flush() {
-				return
-			}
-			if refused {
-				continue
-			}
-			data, err := readData(br)
-			if err != nil {
-				return
-			}
-			say(".", "", "250 2.0.0 queued")
-			if strings.HasPrefix(lastLine(out.String()), "250") {
-				f.mu.Lock()
-				msg.data = data
-				f.msgs = append(f.msgs, *msg)
-				f.mu.Unlock()
-			}
-			msg = nil
-			if f.pipelining {
-				// The next group may follow the content in the same
-				// write; if nothing comes, the client waits for this reply.
-				c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-				if _, err := br.Peek(1); err != nil {
-					f.mu.Lock()
-					f.idleEnds++
-					f.mu.Unlock()
-					if !flush() {
-						return
-					}
-				}
-				continue
-			}
-		case "RSET":
-			msg = nil
-			say(verb, line, "250 2.0.0 ok")
-		case "NOOP":
-			say(verb, line, "250 2.0.0 ok")
-		case "QUIT":
-			out.WriteString("221 2.0.0 bye\r\n")
-			flush()
-			return
-		default:
-			say(verb, line, "500 5.5.2 unknown command")
-		}
-		if strings.HasPrefix(lastLine(out.String()), "421") {
-			flush()
+		flush, ok := s.handle(verb, line)
+		if !ok {
 			return
 		}
-		if !f.pipelining {
-			if !flush() {
-				return
-			}
+		if strings.HasPrefix(lastLine(s.out.String()), "421") {
+			s.flush()
+			return
+		}
+		if (flush || !f.pipelining) && !s.flush() {
+			return
 		}
 	}
+}
+
+// handle answers one command. flush: send the replies now (a group
+// ends); ok false: the connection is over.
+func (s *fakeConn) handle(verb, line string) (flush, ok bool) {
+	switch verb {
+	case "EHLO":
+		ext := append([]string{"fake.test"}, s.f.ext...)
+		if s.f.pipelining {
+			ext = append(ext, "PIPELINING")
+		}
+		for i, e := range ext {
+			sep := "-"
+			if i == len(ext)-1 {
+				sep = " "
+			}
+			s.out.WriteString("250" + sep + e + "\r\n")
+		}
+		return true, true
+	case "MAIL":
+		if s.msg != nil {
+			s.say(verb, line, "503 5.5.1 nested MAIL command", "")
+			break
+		}
+		from, _, _ := strings.Cut(strings.TrimPrefix(line, "MAIL FROM:<"), ">")
+		s.msg, s.accepted = &fakeMsg{from: from}, 0
+		if !s.say(verb, line, "250 2.1.0 ok", "250") {
+			s.msg = nil
+		}
+	case "RCPT":
+		if s.msg == nil {
+			s.say(verb, line, "503 5.5.1 need MAIL", "")
+			break
+		}
+		to, _, _ := strings.Cut(strings.TrimPrefix(line, "RCPT TO:<"), ">")
+		if s.say(verb, line, "250 2.1.5 ok", "25") {
+			s.msg.to = append(s.msg.to, to)
+			s.accepted++
+		}
+	case "DATA":
+		return s.data(verb, line)
+	case "RSET":
+		s.msg = nil
+		s.say(verb, line, "250 2.0.0 ok", "")
+	case "NOOP":
+		s.say(verb, line, "250 2.0.0 ok", "")
+	case "QUIT":
+		s.out.WriteString("221 2.0.0 bye\r\n")
+		s.flush()
+		return false, false
+	default:
+		s.say(verb, line, "500 5.5.2 unknown command", "")
+	}
+	return false, true
+}
+
+// data answers DATA, reads the content and answers the dot. With
+// pipelining, the dot's reply waits: the next group may follow the content
+// in the same write; if nothing comes, the client waits for this reply.
+func (s *fakeConn) data(verb, line string) (flush, ok bool) {
+	if s.msg == nil || s.accepted == 0 {
+		s.say(verb, line, "554 5.5.1 no valid recipients", "")
+		return true, true
+	}
+	go354 := s.say(verb, line, "354 go ahead", "354")
+	if !s.flush() {
+		return false, false
+	}
+	if !go354 {
+		return false, true
+	}
+	data, err := readData(s.br)
+	if err != nil {
+		return false, false
+	}
+	if s.say(".", "", "250 2.0.0 queued", "250") {
+		s.f.mu.Lock()
+		s.msg.data = data
+		s.f.msgs = append(s.f.msgs, *s.msg)
+		s.f.mu.Unlock()
+	}
+	s.msg = nil
+	if !s.f.pipelining {
+		return true, true
+	}
+	s.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := s.br.Peek(1); err != nil {
+		s.f.mu.Lock()
+		s.f.idleEnds++
+		s.f.mu.Unlock()
+		return true, true
+	}
+	return false, true
 }
 
 func lastLine(s string) string {
