@@ -128,7 +128,8 @@ func (f *Fanout) sendSMTP(ctx context.Context, s *slot, w *work) outcome {
 		}
 		s.sess, out.fresh = c, true
 	}
-	res, err := s.sess.Send(ctx, txns)
+	// Observe hears of each transaction as the relay answers it.
+	res, err := s.sess.SendNotify(ctx, txns, func(_ int, r pipeline.Result) { f.observe(r) })
 	if err != nil {
 		s.sess.Close()
 		s.sess = nil
@@ -141,18 +142,12 @@ func (f *Fanout) sendSMTP(ctx context.Context, s *slot, w *work) outcome {
 			}
 			break
 		}
-		refused := 0
 		for j, e := range r.Rcpt {
 			if e != nil {
 				out.refused[txns[i].To[j]] = e
-				refused++
 			}
 		}
-		f.observe(len(r.Rcpt), refused, nil)
 		out.handled = i + 1
-	}
-	if out.stop != nil {
-		f.observe(1, 0, out.stop)
 	}
 	if !f.o.OneClick {
 		// One transaction for the whole batch.
@@ -203,9 +198,15 @@ func (f *Fanout) transactions(w *work) ([]pipeline.Txn, error) {
 }
 
 // observe tells Options.Observe how the relay answered a transaction.
-func (f *Fanout) observe(rcpts, refused int, err error) {
+func (f *Fanout) observe(r pipeline.Result) {
 	if f.o.Observe == nil {
 		return
+	}
+	refused, rcpts, err := 0, len(r.Rcpt), r.Err
+	for _, e := range r.Rcpt {
+		if e != nil {
+			refused++
+		}
 	}
 	switch {
 	case err != nil && queue.IsPermanent(err):

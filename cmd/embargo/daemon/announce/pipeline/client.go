@@ -44,6 +44,7 @@ type Client struct {
 	rset bool
 	// rsetSent: an RSET was written ahead of the MAIL whose replies come next.
 	rsetSent bool
+	answered func(int, Result)
 	done     <-chan struct{} // the context of the call in progress
 	broken   error           // set once the connection is unusable
 }
@@ -230,7 +231,16 @@ func (c *Client) Extension(ext string) (string, bool) {
 // ctx ended, or the relay broke the protocol): close the Client. Results
 // before the failure are valid.
 func (c *Client) Send(ctx context.Context, txns []Txn) ([]Result, error) {
+	return c.SendNotify(ctx, txns, nil)
+}
+
+// SendNotify is Send that also calls answered, if not nil, as soon as a
+// transaction got the relay's final answer, in order, before Send
+// returns: to note when a copy left, say.
+func (c *Client) SendNotify(ctx context.Context, txns []Txn, answered func(i int, r Result)) ([]Result, error) {
 	res := make([]Result, len(txns))
+	c.answered = answered
+	defer func() { c.answered = nil }()
 	if c.broken != nil {
 		return res, c.broken
 	}
@@ -299,6 +309,7 @@ func (c *Client) sendPipelined(txns []Txn, res []Result) error {
 				end = i + 2 // finish the transaction already begun, then stop
 			}
 		}
+		c.notify(i, &res[i])
 		if !next {
 			return nil
 		}
@@ -332,6 +343,7 @@ func (c *Client) sendEach(txns []Txn, res []Result) error {
 		r.Rcpt = make([]error, len(t.To))
 		if rep.code != 250 {
 			*r = Result{Done: true, Rcpt: r.Rcpt, Err: rep.refusal("MAIL FROM")}
+			c.notify(i, r)
 			return nil
 		}
 		accepted := 0
@@ -346,6 +358,7 @@ func (c *Client) sendEach(txns []Txn, res []Result) error {
 		c.rset = true // until the transaction ends with the dot
 		if accepted == 0 {
 			r.Done = true
+			c.notify(i, r)
 			continue
 		}
 		if rep, err = c.cmd("DATA", c.cfg.CommandTimeout); err != nil {
@@ -353,6 +366,7 @@ func (c *Client) sendEach(txns []Txn, res []Result) error {
 		}
 		if rep.code != 354 {
 			r.Done, r.Err = true, rep.refusal("DATA")
+			c.notify(i, r)
 			return nil
 		}
 		c.writeContent(t, true)
@@ -363,11 +377,18 @@ func (c *Client) sendEach(txns []Txn, res []Result) error {
 			return err
 		}
 		c.rset = false // the dot ended the transaction, whatever its reply
+		c.notify(i, r)
 		if r.Err != nil {
 			return nil
 		}
 	}
 	return nil
+}
+
+func (c *Client) notify(i int, r *Result) {
+	if c.answered != nil {
+		c.answered(i, *r)
+	}
 }
 
 // check refuses a transaction that cannot be sent as it is: permanent.

@@ -92,12 +92,20 @@ func TestPipelinedGroups(t *testing.T) {
 	if cmd := f.commands()[1]; !strings.Contains(cmd, fmt.Sprintf("SIZE=%d", len("List-Unsubscribe: <https://example.org/u/000>\r\n")+len(shared))) {
 		t.Errorf("MAIL = %q, want the SIZE of the message", cmd)
 	}
-	// The connection carries on.
-	res, err = c.Send(context.Background(), copies(b, 3))
+	// The connection carries on; SendNotify tells of each answer in order.
+	var told []int
+	res, err = c.SendNotify(context.Background(), copies(b, 3), func(i int, r Result) {
+		if r.Done && r.Err == nil {
+			told = append(told, i)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantDelivered(t, res)
+	if fmt.Sprint(told) != "[0 1 2]" {
+		t.Errorf("SendNotify told of %v, want [0 1 2]", told)
+	}
 	if _, n := f.counts(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
