@@ -177,24 +177,28 @@ func (f *Fanout) transactions(w *work) ([]pipeline.Txn, error) {
 	}
 	txns := make([]pipeline.Txn, len(w.rcpts))
 	for i, rc := range w.rcpts {
-		head := p.genericHead
+		txns[i] = pipeline.Txn{From: w.job.From, To: []string{rc.addr}, Header: p.genericHead, Body: p.shared}
 		if rc.token != "" {
-			own, err := oneClickUnsubscribe(f.o.List, f.o.OneClickBase, rc.token)
-			if err != nil {
-				return nil, err
-			}
-			head = own
-			if p.dkim != nil {
-				sig, err := p.dkim.sign(own)
-				if err != nil {
-					return nil, err
-				}
-				head = append(sig, own...)
-			}
+			// Made as the copy's turn comes: with DKIM each costs a
+			// signature, and the first copy should not wait for the 100th.
+			txns[i].MakeHeader = func() ([]byte, error) { return f.oneClickHead(p, rc.token) }
 		}
-		txns[i] = pipeline.Txn{From: w.job.From, To: []string{rc.addr}, Header: head, Body: p.shared}
 	}
 	return txns, nil
+}
+
+// oneClickHead is a copy's own fields: its List-Unsubscribe and
+// List-Unsubscribe-Post, under its DKIM signature.
+func (f *Fanout) oneClickHead(p *prepared, token string) ([]byte, error) {
+	own, err := oneClickUnsubscribe(f.o.List, f.o.OneClickBase, token)
+	if err != nil || p.dkim == nil {
+		return own, err
+	}
+	sig, err := p.dkim.sign(own)
+	if err != nil {
+		return nil, err
+	}
+	return append(sig, own...), nil
 }
 
 // observe tells Options.Observe how the relay answered a transaction.

@@ -17,6 +17,11 @@ type Txn struct {
 	To     []string
 	Header []byte
 	Body   *Body
+	// MakeHeader, when set, makes Header just before the transaction
+	// begins: a copy's own signature is then computed while the copies
+	// before it are in flight, and the first copy of a batch does not wait
+	// for the last one's. An error refuses the transaction (permanent).
+	MakeHeader func() ([]byte, error)
 }
 
 // Body is the shared part of a message, checked and dot-stuffed once

@@ -391,8 +391,16 @@ func (c *Client) notify(i int, r *Result) {
 	}
 }
 
-// check refuses a transaction that cannot be sent as it is: permanent.
+// check makes the header of t if it is made late, and refuses a
+// transaction that cannot be sent as it is: permanent.
 func (c *Client) check(t *Txn) error {
+	if t.MakeHeader != nil {
+		h, err := t.MakeHeader()
+		if err != nil {
+			return permanent{err}
+		}
+		t.Header, t.MakeHeader = h, nil
+	}
 	err := checkAddr(t.From, true)
 	if err == nil && len(t.To) == 0 {
 		err = errors.New("pipeline: no recipients")

@@ -500,3 +500,35 @@ func TestReplyParsing(t *testing.T) {
 func newReader(s string) *bufio.Reader {
 	return bufio.NewReaderSize(strings.NewReader(s), maxReplyLine)
 }
+
+// TestMakeHeader: a header made late is made once, in order, as its
+// transaction begins, and is what the relay gets; failing to make it
+// refuses that transaction for good.
+func TestMakeHeader(t *testing.T) {
+	f := newFake(t, true)
+	c := dial(t, f.config())
+	txns := copies(body(t, shared), 3)
+	var made []int
+	for i := range txns {
+		txns[i].Header = nil
+		txns[i].MakeHeader = func() ([]byte, error) {
+			made = append(made, i)
+			if i == 2 {
+				return nil, errors.New("no key")
+			}
+			return fmt.Appendf(nil, "X-Copy: %d\r\n", i), nil
+		}
+	}
+	res, err := c.Send(context.Background(), txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p interface{ Permanent() bool }
+	if fmt.Sprint(made) != "[0 1 2]" || res[0].Err != nil || res[1].Err != nil || !errors.As(res[2].Err, &p) || !p.Permanent() {
+		t.Fatalf("made %v, results %+v", made, res)
+	}
+	msgs := f.messages()
+	if len(msgs) != 2 || !strings.HasPrefix(string(msgs[1].data), "X-Copy: 1\r\n") {
+		t.Errorf("messages %q", msgs)
+	}
+}
