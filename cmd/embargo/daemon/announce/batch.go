@@ -209,6 +209,10 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 				cand.rcpts, end = b.batch(l.next, r.UpTo, f.o.BatchSize, r.Done)
 				cand.span = span{l.next, end}
 				commit = func() { l.next = end }
+			case l.busy == 0 && r.Cursor >= r.UpTo && !b.hasRetries(k):
+				// All served while the job was held: an empty batch lets
+				// the commit mark it released.
+				cand.span = span{r.UpTo, r.UpTo}
 			default:
 				continue // only retries that are in flight or not due yet
 			}

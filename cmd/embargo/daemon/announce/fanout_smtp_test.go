@@ -260,6 +260,41 @@ func TestSMTPIdleConnectionClosed(t *testing.T) {
 	}
 }
 
+// TestResumeAllServed: a job held after its last batches were recorded
+// (connections finish after the one that held it) has nothing left to
+// send; Resume releases it.
+func TestResumeAllServed(t *testing.T) {
+	db, _ := newDB(t)
+	c := newClock(t0)
+	addSubscribers(t, db, 10, t0)
+	rec := queuetest.NewRecorder(t)
+	var released []string
+	f := smtpFanout(t, db, rec, c, func(o *Options) {
+		o.Released = func(_ *bolt.Tx, j Job) error { released = append(released, j.ID); return nil }
+	})
+	startRelease(t, db, "r", advisory(t, announceKey(t), t0), t0.Add(time.Minute))
+	drain(t, f)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, _ := open(tx)
+		r, err := b.getJob(jobKey("r"))
+		if err != nil {
+			return err
+		}
+		r.State, r.Started, r.UpTo, r.Total, r.Prepared = JobReleasing, t0, b.lastSeq(), 10, false
+		r.addDone(span{0, r.UpTo})
+		return b.hold(tx, r, "test", Options{}.withDefaults())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Resume("r"); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, f)
+	if j := job(t, db, "r"); j.State != JobReleased || len(released) != 1 || len(rec.Messages()) != 0 {
+		t.Errorf("job %+v, released %v, %d copies", j, released, len(rec.Messages()))
+	}
+}
+
 // TestAddDone: stretches finished out of order wait above the cursor and
 // carry it forward once the gap closes.
 func TestAddDone(t *testing.T) {

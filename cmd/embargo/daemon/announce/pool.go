@@ -80,11 +80,12 @@ func (f *Fanout) receive(r result) {
 	f.pending = append(f.pending, r)
 }
 
-// closeIdle ends the sessions of the slots not in use: with QUIT.
+// closeIdle ends the sessions of the slots not in use, with QUIT, in the
+// background: a relay slow to answer must not hold up the next release.
 func (p *pool) closeIdle() {
 	for _, s := range p.slots {
 		if !s.busy && s.sess != nil {
-			s.sess.Close()
+			go s.sess.Close()
 			s.sess = nil
 		}
 	}

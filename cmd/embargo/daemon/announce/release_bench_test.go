@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,10 +106,11 @@ func BenchmarkReleaseOneClick(b *testing.B) {
 		transactions += j.Transactions
 	}
 	b.StopTimer()
-	rss := peak()
+	top := peak()
 	b.ReportMetric(float64(n*b.N)/sum.Seconds(), "msgs/s")
 	b.ReportMetric(float64(first.Milliseconds())/float64(b.N), "first-copy-ms")
-	b.ReportMetric(float64(max(rss-idle, 0))/(1<<20), "rss-MB")
+	b.ReportMetric(float64(max(top.total-idle.total, 0))/(1<<20), "rss-MB")
+	b.ReportMetric(float64(max(top.file-idle.file, 0))/(1<<20), "rss-file-MB")
 	b.ReportMetric(float64(copySize(b, msg, dk)), "bytes/copy")
 	b.ReportMetric(float64(conns), "connections")
 	b.ReportMetric(float64(transactions)/float64(b.N), "transactions/op")
@@ -207,17 +207,21 @@ func envInt(b *testing.B, name string, def int) int {
 
 // settledRSS is the resident set after a collection returned what it could
 // to the system: the idle level a release is measured against.
-func settledRSS() int64 {
+func settledRSS() rss {
 	runtime.GC()
 	debug.FreeOSMemory()
 	return readRSS()
 }
 
+// rss is the resident set of this process: all of it, and the part that
+// is file pages (bbolt's mapped store).
+type rss struct{ total, file int64 }
+
 // sampleRSS samples the resident set every 10 ms until the returned
-// function is called, which returns the peak.
-func sampleRSS() func() int64 {
-	var peak atomic.Int64
-	peak.Store(readRSS())
+// function is called, which returns the peak (and the file part then).
+func sampleRSS() func() rss {
+	var mu sync.Mutex
+	peak := readRSS()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -229,32 +233,42 @@ func sampleRSS() func() int64 {
 			case <-stop:
 				return
 			case <-t.C:
-				if v := readRSS(); v > peak.Load() {
-					peak.Store(v)
+				if v := readRSS(); v.total > peak.total {
+					mu.Lock()
+					peak = v
+					mu.Unlock()
 				}
 			}
 		}
 	}()
-	return func() int64 {
+	return func() rss {
 		close(stop)
 		<-done
-		return max(peak.Load(), readRSS())
+		if v := readRSS(); v.total > peak.total {
+			return v
+		}
+		return peak
 	}
 }
 
-// readRSS returns VmRSS of this process in bytes (0 where /proc is absent).
-func readRSS() int64 {
+// readRSS reads VmRSS and RssFile of this process (zero where /proc is absent).
+func readRSS() rss {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0
+		return rss{}
 	}
 	defer f.Close()
+	var r rss
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
+		k, v, _ := strings.Cut(s.Text(), ":")
+		kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		switch k {
+		case "VmRSS":
+			r.total = kb << 10
+		case "RssFile":
+			r.file = kb << 10
 		}
 	}
-	return 0
+	return r
 }
