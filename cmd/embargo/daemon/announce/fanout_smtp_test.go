@@ -42,13 +42,16 @@ func oneClick(o *Options) { o.OneClick, o.OneClickBase = true, "https://security
 
 // TestSMTPFanout10000: 10,000 subscribers over 8 connections in batches
 // of 100 recipients: every subscriber exactly once, 100 transactions with
-// one signed body, and the job's cursor at the end.
+// one body, PGP- and DKIM-signed once, and the job's cursor at the end.
 func TestSMTPFanout10000(t *testing.T) {
 	db, _ := newDB(t)
 	c := newClock(t0)
 	addrs := addSubscribers(t, db, 10_000, t0.Add(-time.Hour))
 	rec := queuetest.NewRecorder(t)
-	f := smtpFanout(t, db, rec, c, nil)
+	dk := testDKIMKeys(t)["rsa"]
+	f := smtpFanout(t, db, rec, c, func(o *Options) {
+		o.DKIM = &DKIM{Domain: "example.org", Selector: "embargo", Signer: dk}
+	})
 	startRelease(t, db, "SEC-2026-0001", advisory(t, announceKey(t), t0), t0)
 	drain(t, f)
 	msgs := rec.Messages()
@@ -68,6 +71,12 @@ func TestSMTPFanout10000(t *testing.T) {
 	}
 	if _, err := keys.Verify(msgs[0].Data, keys.NewKeyring(announceKey(t)), keys.Options{Now: c.Now}); err != nil {
 		t.Errorf("copy does not verify: %v", err)
+	}
+	if _, err := verifyDKIM(t, msgs[0].Data, dk); err != nil {
+		t.Errorf("DKIM: %v", err)
+	}
+	if lu := headerOf(msgs[0].Data, "List-Unsubscribe"); lu != "<mailto:announce+unsubscribe@example.org?subject=unsubscribe>" || headerOf(msgs[0].Data, "List-Unsubscribe-Post") != "" {
+		t.Errorf("shared copy: List-Unsubscribe %q", lu)
 	}
 	j := job(t, db, "SEC-2026-0001")
 	if j.State != JobReleased || j.Sent != 10_000 || j.Transactions != 100 || j.Cursor != j.UpTo {
