@@ -66,7 +66,7 @@
 //
 // A crash between the relay's 250 and the Update sends the batches in
 // flight again: at most one batch per connection, each extra copy with
-// the same Message-ID (threats.md A3). A stop (SIGTERM) first records
+// the same Message-ID (docs/threat-model.md A3). A stop (SIGTERM) first records
 // what the relay answered, so only the transactions cut off mid-way go
 // again.
 //
