@@ -8,6 +8,7 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/keys"
@@ -53,9 +54,42 @@ func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announ
 		d.log.Warn("announce release held", "release", j.ID, "reason", reason)
 		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
 	}
+	d.fanoutSMTP(&o)
 	f := announce.New(d.db, relay, o)
 	d.goRun("announce fan-out", func() error { return f.Run(runCtx) }, context.Canceled)
 	return f
+}
+
+// fanoutSMTP gives the fan-out its own connections to an SMTP relay, with
+// the DKIM key and the /metrics counters the relay chain would have
+// applied: a release sends each subscriber's copy over a few persistent,
+// pipelined connections instead of one connection per transaction. A
+// Maildir relay, or the drill's, stays behind the queue's Relay.
+func (d *Daemon) fanoutSMTP(o *announce.Options) {
+	if d.o.Relay != nil {
+		return
+	}
+	cfg, err := pipeline.ParseURL(d.cfg.RelayURL())
+	if err != nil {
+		return // maildir://: the queue's relay (NewRelay has checked the URL)
+	}
+	if d.cfg.DKIM.Selector != "" {
+		k, _, err := LoadDKIMKey(d.cfg, false)
+		if err != nil {
+			// The relay chain loaded it at start; it signs if this fails.
+			d.log.Error("announce fan-out: dkim key; releases go through the queue's relay", "err", err)
+			return
+		}
+		o.DKIM = &announce.DKIM{Domain: d.cfg.Domain, Selector: d.cfg.DKIM.Selector, Signer: k}
+	}
+	cfg.HeloName = d.cfg.Helo()
+	o.SMTP = &cfg
+	o.Observe = func(result string) {
+		if result == "delivered" || result == "partial" {
+			d.metrics.sent.Inc()
+		}
+		d.metrics.deliveries.WithLabelValues(result).Inc()
+	}
 }
 
 // unsubscribeByToken serves the RFC 8058 one-click endpoint from the

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
@@ -75,6 +76,10 @@ const benchSubscribers = 10_000
 //     commit per batch (the default is 100);
 //   - oneclick: the fan-out with a per-subscriber RFC 8058 header, one
 //     transaction per subscriber, one commit per 100;
+//   - smtp-batch100, smtp-oneclick: the same over the fan-out's own 8
+//     persistent, pipelined connections (Options.SMTP), as the daemon
+//     sends to an SMTP relay; the ones above go through the queue's relay,
+//     a connection per transaction, one batch at a time;
 //   - queue-rows: the reference, one daemon/queue row per subscriber
 //     (written in one Update, then delivered by the queue worker, 4 at a
 //     time, each outcome in its own commit).
@@ -106,6 +111,10 @@ func BenchmarkRelease10000(b *testing.B) {
 	b.Run("batch1000", func(b *testing.B) { run(b, func(o *Options) { o.BatchSize = 1000 }) })
 	b.Run("oneclick", func(b *testing.B) {
 		run(b, func(o *Options) { o.OneClick, o.OneClickBase = true, "https://security.example.org" })
+	})
+	b.Run("smtp-batch100", func(b *testing.B) { runSMTP(b, msg, func(*Options) {}) })
+	b.Run("smtp-oneclick", func(b *testing.B) {
+		runSMTP(b, msg, func(o *Options) { o.OneClick, o.OneClickBase = true, "https://security.example.org" })
 	})
 	b.Run("queue-rows", func(b *testing.B) {
 		db, _ := newDB(b)
@@ -148,6 +157,31 @@ func BenchmarkRelease10000(b *testing.B) {
 		b.StopTimer()
 		report(b, s, start)
 	})
+}
+
+// runSMTP releases msg to benchSubscribers over the fan-out's own
+// connections to a discarding server, b.N times.
+func runSMTP(b *testing.B, msg []byte, mod func(*Options)) {
+	db, _ := newDB(b)
+	addSubscribers(b, db, benchSubscribers, t0)
+	s := newSink(b)
+	c := newClock(t0)
+	f := testFanout(b, db, nil, c, func(o *Options) {
+		o.SMTP = &pipeline.Config{Addr: s.ln.Addr().String()}
+		mod(o)
+	})
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("bench-%d", i)
+		startRelease(b, db, id, msg, c.Now())
+		drain(b, f)
+		if j := job(b, db, id); j.State != JobReleased || j.Sent != benchSubscribers {
+			b.Fatalf("job %+v", j)
+		}
+	}
+	b.StopTimer()
+	report(b, s, start)
 }
 
 func report(b *testing.B, s *sink, start time.Time) {

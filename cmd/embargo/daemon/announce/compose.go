@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/message"
@@ -157,6 +158,12 @@ var ownedFields = []string{
 type prepared struct {
 	body    []byte
 	generic []byte // the shared copy: generic List-Unsubscribe fields + body
+	// For the fan-out's own connections (Options.SMTP): body checked and
+	// dot-stuffed once, the DKIM signer with its body hash (nil without
+	// Options.DKIM), and the shared copy's own fields, signed.
+	shared      *pipeline.Body
+	dkim        *dkimSigner
+	genericHead []byte
 }
 
 // prepareRelease checks that msg is a complete, canonical message signed
@@ -166,6 +173,9 @@ type prepared struct {
 // again.
 func prepareRelease(msg []byte, l lists.List, key *keys.Key, o Options, now time.Time) ([]byte, error) {
 	if _, err := checked(msg); err != nil {
+		return nil, err
+	}
+	if err := lineLengths(msg); err != nil {
 		return nil, err
 	}
 	end := bytes.Index(msg, []byte("\r\n\r\n"))
@@ -201,6 +211,19 @@ func prepareRelease(msg []byte, l lists.List, key *keys.Key, o Options, now time
 	b.Truncate(b.Len() - 2) // our blank line; the original one follows
 	b.Write(msg[end+2:])
 	return checked(b.Bytes())
+}
+
+// lineLengths refuses a line over 998 octets (RFC 5321 §4.5.3.1.6): a
+// relay would cut it and break the signatures.
+func lineLengths(msg []byte) error {
+	for i := 0; len(msg) > 0; i++ {
+		line, rest, _ := bytes.Cut(msg, []byte("\r\n"))
+		if len(line) > 998 {
+			return fmt.Errorf("line %d is %d octets long, over the 998 of RFC 5321 §4.5.3.1.6", i+1, len(line))
+		}
+		msg = rest
+	}
+	return nil
 }
 
 // genericUnsubscribe is the List-Unsubscribe field of the shared copy: the

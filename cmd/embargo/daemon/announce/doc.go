@@ -47,12 +47,28 @@
 // List-Unsubscribe, List-Post: NO, RFC 2369; Precedence: list; X-Loop):
 // the signature covers only the first body part (RFC 3156 §5), so the outer
 // header can change without signing again. It then walks the subscribers
-// active at that moment in batches of BatchSize: one SMTP transaction with
-// that many RCPTs, then one bbolt Update that moves the cursor, counts
-// refusals and adds recipients refused for now to a small retry set. A
-// crash between the relay's 250 and that Update sends the batch again: at
-// most one duplicate per recipient of that batch, with the same
-// Message-ID (threats.md A3).
+// active at that moment in batches of BatchSize, Connections batches at
+// once: each connection sends its batch (one SMTP transaction with that
+// many RCPTs, or with OneClick one transaction per subscriber) and one
+// bbolt Update records it: the job's cursor and the stretches done above
+// it (connections finish out of order), refusals, and recipients refused
+// for now in a small retry set. Batches that end together share the
+// commit. Subscribers are read from the store batch by batch, never all at
+// once: the delivery index holds each one's address and one-click token,
+// so a release reads nothing else.
+//
+// With Options.SMTP the fan-out keeps its own connections to the relay
+// (package pipeline): many transactions each, with command pipelining
+// (RFC 2920) when the relay offers it, so a copy costs one round trip. It
+// signs each copy with DKIM itself (Options.DKIM), the body hash computed
+// once per release. Without it, every transaction goes through the
+// queue's relay (a Maildir in development).
+//
+// A crash between the relay's 250 and the Update sends the batches in
+// flight again: at most one batch per connection, each extra copy with
+// the same Message-ID (docs/threat-model.md A3). A stop (SIGTERM) first records
+// what the relay answered, so only the transactions cut off mid-way go
+// again.
 //
 // Nothing leaves before T. The Fanout persists a heartbeat of the wall
 // clock and compares the wall clock with the monotonic clock since then; a
@@ -69,9 +85,9 @@
 // 8058 §3.1 wants a one-click URI to identify the recipient. With
 // OneClick (the configuration's lists.announce.one_click), each copy goes
 // in its own transaction with a per-subscriber HTTPS URI and
-// List-Unsubscribe-Post; the signed body is still shared. The DKIM signer
-// covers both fields (RFC 8058 §4).
-// The package benchmark measures both.
+// List-Unsubscribe-Post; the signed body is still shared. The DKIM
+// signature covers both fields (RFC 8058 §4).
+// The package benchmarks measure both.
 //
 // # Bounces
 //

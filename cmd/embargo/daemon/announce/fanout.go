@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +18,12 @@ import (
 )
 
 // Fanout delivers releases: for each job at its T, one stored message to
-// every active subscriber, BatchSize recipients per SMTP transaction, with
-// the job's cursor committed once per batch. Only one Fanout may run on a
-// database.
+// every active subscriber. It hands batches of BatchSize subscribers to
+// Connections connections at once, each batch one SMTP transaction (or,
+// with OneClick, one per subscriber), and commits each batch's outcome
+// (cursor, retry set, counters) once the relay answered it, several
+// batches per commit when they finish together. Only one Fanout may run
+// on a database.
 type Fanout struct {
 	db      *bolt.DB
 	relay   queue.Relay
@@ -35,16 +35,14 @@ type Fanout struct {
 	// Run's own state; no other goroutine touches it.
 	clock     workflow.ClockCheck // the heartbeats this process wrote
 	cache     map[string]*prepared
-	fails     map[string]int       // job key → consecutive failed transactions
-	failUntil map[string]time.Time // job key → no transaction before then
-	// unrecorded is an outcome whose Update failed; it is recorded before
-	// anything else is sent. A crash loses it: the batch goes again.
-	unrecorded *unrecorded
-}
-
-type unrecorded struct {
-	w   *work
-	out outcome
+	fails     map[string]int       // job key → consecutive failed batches
+	failUntil map[string]time.Time // job key → no batch before then
+	lanes     map[string]*lane     // job key → what is in flight
+	pool      *pool
+	// pending are outcomes the relay gave and the store has not taken yet:
+	// they are recorded before anything else is sent. A crash loses them:
+	// their batches go again.
+	pending []result
 }
 
 // New returns a Fanout; it does nothing until Run. o.List must be set.
@@ -57,6 +55,8 @@ func New(db *bolt.DB, relay queue.Relay, o Options) *Fanout {
 		cache:     make(map[string]*prepared),
 		fails:     make(map[string]int),
 		failUntil: make(map[string]time.Time),
+		lanes:     make(map[string]*lane),
+		pool:      newPool(o.Connections),
 	}
 }
 
@@ -100,14 +100,16 @@ func (f *Fanout) Resume(id string) error {
 	return err
 }
 
-// Run works until ctx is done, then returns nil once the transaction in
-// flight is over (a cancel interrupts it; its batch is sent again at the
-// next start). It returns an error only if the database is closed.
+// Run works until ctx is done, then returns nil once the batches in
+// flight are over: a cancel interrupts them, what the relay had answered
+// is recorded, and the rest goes again at the next start. It returns an
+// error only if the database is closed.
 func (f *Fanout) Run(ctx context.Context) error {
 	if !f.running.CompareAndSwap(false, true) {
 		return errors.New("announce: fan-out already running")
 	}
 	defer f.running.Store(false)
+	defer f.shutdown()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -134,41 +136,44 @@ func (f *Fanout) Run(ctx context.Context) error {
 	}
 }
 
-// step does one thing: the clock check and the start of due jobs, then
-// one transaction of the first releasing job. It returns 0 if there may be
-// more to do at once, else how long to sleep.
+// step does one round: the clock check and the start of due jobs, the
+// recording of every outcome the relay gave meanwhile, then new batches
+// for the free connections; while batches are in flight it waits for one
+// to end. It returns 0 if there may be more to do at once, else how long
+// to sleep.
 func (f *Fanout) step(ctx context.Context) (time.Duration, error) {
 	wake, err := f.tick()
 	if err != nil {
 		return 0, err
 	}
-	if p := f.unrecorded; p != nil {
-		// The relay answered but the store did not take the outcome:
-		// record it again rather than send the batch again.
-		if err := f.record(p.w, p.out); err != nil {
+	f.collect()
+	if len(f.pending) > 0 {
+		// In one commit, before anything else is sent: at most one batch
+		// per connection is ever sent and not recorded.
+		if err := f.record(f.pending); err != nil {
 			return 0, err
 		}
-		f.unrecorded = nil
-		return 0, nil
+		f.pending = nil
 	}
-	w, next, err := f.pick()
+	next, err := f.dispatch(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if w != nil {
-		out := f.send(ctx, w)
-		if out.handled == 0 && ctx.Err() != nil {
-			// Stopped mid-transaction: nothing is recorded, and the next
-			// start sends this batch again (at most one extra copy each).
-			f.log.Info("announce batch interrupted", "release", w.job.ID, "rcpts", len(w.rcpts))
-			return 0, nil
-		}
-		if err := f.record(w, out); err != nil {
-			f.unrecorded = &unrecorded{w, out}
-			return 0, err
-		}
+	if len(f.pending) > 0 {
+		return 0, nil // batches with nothing left to send: record them now
+	}
+	wait := f.sleep(wake, next)
+	if f.pool.busy > 0 {
+		f.await(ctx, wait)
 		return 0, nil
 	}
+	f.pool.closeIdle() // nothing in flight, nothing due: no connection kept open
+	return wait, nil
+}
+
+// sleep is how long nothing is due: the next heartbeat, T of a scheduled
+// job (wake), a retry or the end of a backoff (next).
+func (f *Fanout) sleep(wake, next time.Time) time.Duration {
 	now := f.o.Now()
 	since, _ := f.clock.SinceBeat(f.o.Mono())
 	wait := f.o.Heartbeat - since
@@ -177,7 +182,35 @@ func (f *Fanout) step(ctx context.Context) (time.Duration, error) {
 			wait = min(wait, t.Sub(now))
 		}
 	}
-	return max(wait, 10*time.Millisecond), nil
+	return max(wait, 10*time.Millisecond)
+}
+
+// await blocks until a batch in flight ends, ctx ends, Kick, or wait.
+func (f *Fanout) await(ctx context.Context, wait time.Duration) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-f.pool.results:
+		f.receive(r)
+	case <-ctx.Done():
+	case <-f.kick:
+	case <-t.C:
+	}
+}
+
+// shutdown waits for the batches in flight (ctx is done: they end at
+// once), records what the relay answered, and closes the connections.
+func (f *Fanout) shutdown() {
+	for f.pool.busy > 0 {
+		f.receive(<-f.pool.results)
+	}
+	if len(f.pending) > 0 {
+		if err := f.record(f.pending); err != nil {
+			f.log.Warn("announce: outcomes not recorded at stop; their batches go again", "batches", len(f.pending), "err", err)
+		}
+		f.pending = nil
+	}
+	f.pool.closeIdle()
 }
 
 // tick persists the heartbeat and starts the jobs that are due, holding
@@ -293,332 +326,10 @@ func (f *Fanout) begin(tx *bolt.Tx, b *buckets, k []byte, r *jobRecord, now time
 		delete(f.cache, string(k))
 	}
 	r.State, r.Started = JobReleasing, now
-	r.UpTo, r.Total, r.Cursor = b.lastSeq(), b.activeCount(), 0
+	r.UpTo, r.Total, r.Cursor, r.Done = b.lastSeq(), b.activeCount(), 0, nil
+	delete(f.lanes, string(k))
 	f.log.Info("announce release started", "release", r.ID, "subscribers", r.Total, "size", r.Size)
 	return f.finishIfDone(tx, b, r, now)
-}
-
-// target is one recipient of a batch.
-type target struct {
-	seq   uint64
-	addr  string // as subscribed: the RCPT
-	key   string // address key
-	token string // one-click token (OneClick mode only)
-}
-
-// work is one transaction to make (or, in OneClick mode, one per target).
-type work struct {
-	key   string // job key
-	job   Job
-	retry bool     // targets come from the retry set, not the cursor
-	rcpts []target // empty with skip set: nothing left under the cursor
-	skip  bool     // advance the cursor to UpTo (subscribers left meanwhile)
-	msg   *prepared
-}
-
-// pick chooses the next transaction: the due retries of the first
-// releasing job, else its next batch under the cursor. next is the
-// earliest moment something else becomes due (a retry or a backoff).
-func (f *Fanout) pick() (*work, time.Time, error) {
-	now := f.o.Now()
-	var w *work
-	var next time.Time
-	later := func(t time.Time) {
-		if next.IsZero() || t.Before(next) {
-			next = t
-		}
-	}
-	err := f.db.View(func(tx *bolt.Tx) error {
-		b, err := open(tx)
-		if err != nil {
-			return err
-		}
-		var jobs []*jobRecord
-		err = b.openjobs.ForEach(func(k, _ []byte) error {
-			r, err := b.getJob(k)
-			if err != nil {
-				return err
-			}
-			if r.State == JobReleasing {
-				jobs = append(jobs, r)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		slices.SortFunc(jobs, func(a, c *jobRecord) int {
-			if d := a.At.Compare(c.At); d != 0 {
-				return d
-			}
-			return strings.Compare(strings.ToLower(a.ID), strings.ToLower(c.ID))
-		})
-		for _, r := range jobs {
-			k := string(jobKey(r.ID))
-			if t := f.failUntil[k]; t.After(now) {
-				later(t)
-				continue
-			}
-			cand := &work{key: k, job: r.Job}
-			due, nextRetry, err := b.dueRetries(k, now, f.o.BatchSize)
-			if err != nil {
-				return err
-			}
-			if !nextRetry.IsZero() {
-				later(nextRetry)
-			}
-			if len(due) > 0 {
-				cand.retry, cand.rcpts = true, due
-			} else if r.Cursor < r.UpTo {
-				cand.rcpts = b.batch(r.Cursor, r.UpTo, f.o.BatchSize)
-				cand.skip = len(cand.rcpts) == 0
-			} else {
-				continue // only retries that are not due yet
-			}
-			if f.o.OneClick {
-				if err := b.tokensFor(cand.rcpts); err != nil {
-					return err
-				}
-			}
-			if cand.msg, err = f.message(b, k); err != nil {
-				return err
-			}
-			w = cand
-			return nil
-		}
-		return nil
-	})
-	return w, next, err
-}
-
-// batch reads up to n active subscribers after cursor, up to upTo.
-func (b *buckets) batch(cursor, upTo uint64, n int) []target {
-	var out []target
-	c := b.active.Cursor()
-	for k, v := c.Seek(seqKey(cursor + 1)); k != nil && len(out) < n; k, v = c.Next() {
-		if len(k) != 8 {
-			continue
-		}
-		seq := binary.BigEndian.Uint64(k)
-		if seq > upTo {
-			break
-		}
-		addr := string(v) // a copy: v is valid only inside the transaction
-		out = append(out, target{seq: seq, addr: addr, key: strings.ToLower(addr)})
-	}
-	return out
-}
-
-func (b *buckets) tokensFor(ts []target) error {
-	for i := range ts {
-		r, err := b.getSub(ts[i].key)
-		if err != nil {
-			return err
-		}
-		if r != nil {
-			ts[i].token = r.OneClick
-		}
-	}
-	return nil
-}
-
-// message returns the job's copies, read from the store once per job.
-func (f *Fanout) message(b *buckets, k string) (*prepared, error) {
-	if p := f.cache[k]; p != nil {
-		return p, nil
-	}
-	body := bytes.Clone(b.jobdata.Get([]byte(k)))
-	if len(body) == 0 {
-		return nil, fmt.Errorf("announce: release %s has no message", k)
-	}
-	prefix, err := genericUnsubscribe(f.o.List, f.o.UnsubscribeURL)
-	if err != nil {
-		return nil, err
-	}
-	p := &prepared{body: body, generic: append(prefix, body...)}
-	f.cache[k] = p
-	return p, nil
-}
-
-// outcome is what a relay said about a work item.
-type outcome struct {
-	handled int              // rcpts[:handled] have a final answer for this attempt
-	refused map[string]error // RCPT refusals, by address
-	stop    error            // why rcpts[handled:] were not sent (nil: all were)
-}
-
-func (f *Fanout) send(ctx context.Context, w *work) outcome {
-	if len(w.rcpts) == 0 {
-		return outcome{}
-	}
-	if !f.o.OneClick {
-		to := make([]string, len(w.rcpts))
-		for i, rc := range w.rcpts {
-			to[i] = rc.addr
-		}
-		return classify(len(to), f.relaySend(ctx, w.job.From, to, w.msg.generic))
-	}
-	// One transaction per recipient, each with its own List-Unsubscribe.
-	out := outcome{refused: map[string]error{}}
-	for i, rc := range w.rcpts {
-		data := w.msg.generic
-		if rc.token != "" {
-			prefix, err := oneClickUnsubscribe(f.o.List, f.o.OneClickBase, rc.token)
-			if err != nil {
-				out.handled, out.stop = i, queue.Permanent(err)
-				return out
-			}
-			data = make([]byte, 0, len(prefix)+len(w.msg.body))
-			data = append(append(data, prefix...), w.msg.body...)
-		}
-		one := classify(1, f.relaySend(ctx, w.job.From, []string{rc.addr}, data))
-		if one.stop != nil {
-			out.handled, out.stop = i, one.stop
-			return out
-		}
-		if err, ok := one.refused[rc.addr]; ok {
-			out.refused[rc.addr] = err
-		}
-	}
-	out.handled = len(w.rcpts)
-	return out
-}
-
-// classify turns a relay's answer to one transaction of n recipients into
-// an outcome. Refusals at RCPT concern their recipient; a failure at MAIL or
-// DATA concerns the message and every recipient the relay accepted.
-func classify(n int, err error) outcome {
-	if err == nil {
-		return outcome{handled: n}
-	}
-	var re *queue.RcptError
-	if !errors.As(err, &re) {
-		return outcome{stop: err}
-	}
-	out := outcome{handled: n, refused: map[string]error{}}
-	for rcpt, e := range re.Failed {
-		if atRcpt(e) {
-			out.refused[rcpt] = e
-		} else if out.stop == nil || (queue.IsPermanent(e) && !queue.IsPermanent(out.stop)) {
-			out.stop = e
-		}
-	}
-	if out.stop != nil {
-		out.handled = 0
-	}
-	return out
-}
-
-// atRcpt reports whether a per-recipient error is the relay's reply to RCPT
-// TO (the queue's SMTP relay names the stage in its errors).
-func atRcpt(err error) bool { return strings.Contains(err.Error(), "RCPT TO") }
-
-// relaySend calls the relay, turning a panic into a temporary error.
-func (f *Fanout) relaySend(ctx context.Context, from string, to []string, data []byte) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("announce: relay panicked: %v", p)
-		}
-	}()
-	return f.relay.Send(ctx, from, to, data)
-}
-
-// record writes the outcome of one work item in one Update: the cursor,
-// the retry set, bounce counts and the counters.
-func (f *Fanout) record(w *work, out outcome) error {
-	now := f.o.Now()
-	var released bool
-	err := f.db.Update(func(tx *bolt.Tx) error {
-		released = false
-		b, err := open(tx)
-		if err != nil {
-			return err
-		}
-		r, err := b.getJob([]byte(w.key))
-		if err != nil {
-			return err
-		}
-		if r.State != JobReleasing {
-			return nil // held or changed meanwhile: the batch counts as not sent
-		}
-		for rcpt, e := range out.refused {
-			// A permanent refusal counts once per release, even when the
-			// batch is sent again.
-			if queue.IsPermanent(e) {
-				if _, err := b.bounce(strings.ToLower(rcpt), w.key, f.o); err != nil {
-					return err
-				}
-			}
-		}
-		handled := w.rcpts[:out.handled]
-		for _, rc := range handled {
-			e, refused := out.refused[rc.addr]
-			switch {
-			case !refused:
-				r.Sent++
-				if w.retry {
-					if err := b.dropRetry(w.key, rc.key, r); err != nil {
-						return err
-					}
-				}
-			case queue.IsPermanent(e):
-				r.Refused++
-				if w.retry {
-					if err := b.dropRetry(w.key, rc.key, r); err != nil {
-						return err
-					}
-				}
-			default:
-				if err := b.deferRetry(w.key, rc, e, now, r, f.o); err != nil {
-					return err
-				}
-			}
-		}
-		if !w.retry && len(handled) > 0 {
-			r.Cursor = max(r.Cursor, handled[len(handled)-1].seq)
-		}
-		if w.skip {
-			r.Cursor = r.UpTo
-		}
-		if len(handled) > 0 {
-			if f.o.OneClick {
-				r.Transactions += len(handled)
-			} else {
-				r.Transactions++
-			}
-		}
-		if out.stop != nil {
-			if queue.IsPermanent(out.stop) {
-				return b.hold(tx, r, "the relay refused the message: "+out.stop.Error(), f.o)
-			}
-			r.LastError = out.stop.Error()
-		} else {
-			r.LastError = ""
-		}
-		if err := f.finishIfDone(tx, b, r, now); err != nil {
-			return err
-		}
-		released = r.State == JobReleased
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	switch {
-	case out.stop != nil && !queue.IsPermanent(out.stop):
-		f.fails[w.key]++
-		d := backoff(f.fails[w.key], f.o)
-		f.failUntil[w.key] = now.Add(d)
-		f.log.Warn("announce batch deferred", "release", w.job.ID, "rcpts", len(w.rcpts)-out.handled, "retry_in", d, "err", out.stop)
-	default:
-		delete(f.fails, w.key)
-		delete(f.failUntil, w.key)
-	}
-	f.log.Debug("announce batch", "release", w.job.ID, "retry", w.retry, "rcpts", len(w.rcpts), "handled", out.handled, "refused", len(out.refused))
-	if released {
-		delete(f.cache, w.key)
-	}
-	return nil
 }
 
 // finishIfDone marks a releasing job released once its cursor reached the
@@ -651,113 +362,4 @@ func backoff(attempts int, o Options) time.Duration {
 		d *= 2
 	}
 	return min(d, o.MaxBackoff)
-}
-
-// retryRecord is a recipient refused temporarily: retried alone (in a
-// transaction with the other due ones), never by sending its batch again.
-type retryRecord struct {
-	V         int       `json:"v"`
-	Address   string    `json:"addr"`
-	Seq       uint64    `json:"seq"`
-	First     time.Time `json:"first"`
-	Next      time.Time `json:"next"`
-	Attempts  int       `json:"attempts"`
-	LastError string    `json:"last_error,omitempty"`
-}
-
-func retryKey(job, key string) []byte {
-	k := make([]byte, 0, len(job)+1+len(key))
-	k = append(append(k, job...), 0)
-	return append(k, key...)
-}
-
-func (b *buckets) hasRetries(job string) bool {
-	p := retryKey(job, "")
-	k, _ := b.retry.Cursor().Seek(p)
-	return k != nil && bytes.HasPrefix(k, p)
-}
-
-// dueRetries returns up to n retry entries of job due at now, and the
-// earliest Next of those not due.
-func (b *buckets) dueRetries(job string, now time.Time, n int) ([]target, time.Time, error) {
-	var out []target
-	var next time.Time
-	p := retryKey(job, "")
-	c := b.retry.Cursor()
-	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		var rr retryRecord
-		if err := json.Unmarshal(v, &rr); err != nil {
-			return nil, time.Time{}, fmt.Errorf("announce: decode retry: %w", err)
-		}
-		if rr.Next.After(now) {
-			if next.IsZero() || rr.Next.Before(next) {
-				next = rr.Next
-			}
-			continue
-		}
-		if len(out) < n {
-			out = append(out, target{seq: rr.Seq, addr: rr.Address, key: string(k[len(p):])})
-		}
-	}
-	return out, next, nil
-}
-
-func (b *buckets) dropRetry(job, key string, r *jobRecord) error {
-	k := retryKey(job, key)
-	if b.retry.Get(k) == nil {
-		return nil
-	}
-	r.Deferred--
-	return b.retry.Delete(k)
-}
-
-// deferRetry adds a temporarily refused recipient to the job's retry set,
-// or counts one more attempt, or gives it up after RetryLifetime.
-func (b *buckets) deferRetry(job string, rc target, cause error, now time.Time, r *jobRecord, o Options) error {
-	k := retryKey(job, rc.key)
-	rr := retryRecord{V: schemaVersion, Address: rc.addr, Seq: rc.seq, First: now}
-	if v := b.retry.Get(k); v != nil {
-		if err := json.Unmarshal(v, &rr); err != nil {
-			return fmt.Errorf("announce: decode retry: %w", err)
-		}
-	} else {
-		r.Deferred++
-	}
-	rr.Attempts++
-	rr.LastError = cause.Error()
-	if now.Sub(rr.First) >= o.RetryLifetime {
-		r.Expired++
-		return b.dropRetry(job, rc.key, r)
-	}
-	rr.Next = now.Add(backoff(rr.Attempts, o))
-	v, err := json.Marshal(rr)
-	if err != nil {
-		return err
-	}
-	return b.retry.Put(k, v)
-}
-
-// bounce counts one permanent failure of release job for the subscriber
-// at key, once per release, and disables it at MaxBounces.
-func (b *buckets) bounce(key, job string, o Options) (bool, error) {
-	r, err := b.getSub(key)
-	if err != nil || r == nil || r.State != StateActive {
-		return false, err
-	}
-	if slices.Contains(r.BounceJobs, job) {
-		return false, nil
-	}
-	r.Bounces++
-	r.BounceJobs = append(r.BounceJobs, job)
-	if len(r.BounceJobs) > 2*o.MaxBounces {
-		r.BounceJobs = r.BounceJobs[len(r.BounceJobs)-2*o.MaxBounces:]
-	}
-	if r.Bounces >= o.MaxBounces {
-		if err := b.leaveActive(r); err != nil {
-			return false, err
-		}
-		r.State = StateDisabled
-		o.Logger.Info("announce subscriber disabled", "bounces", r.Bounces)
-	}
-	return true, b.putSub(key, r)
 }

@@ -39,8 +39,9 @@ type Job struct {
 	Started time.Time
 	UpTo    uint64
 	Total   int
-	// Cursor is the last place in the delivery order whose copy was handed
-	// to the relay and recorded. A crash re-sends from the one after it.
+	// Cursor is the place in the delivery order up to which every copy
+	// was handed to the relay and recorded. A crash re-sends what was in
+	// flight after it: at most one batch per connection.
 	Cursor   uint64
 	Finished time.Time
 	// Counters, updated once per batch.
@@ -64,6 +65,9 @@ type jobRecord struct {
 	HeldFrom JobState `json:"held_from,omitempty"`
 	// Prepared: the stored message has the list's header fields.
 	Prepared bool `json:"prepared,omitempty"`
+	// Done are the stretches above Cursor already served: connections
+	// finish their batches out of order (see addDone).
+	Done []span `json:"done,omitempty"`
 }
 
 func jobKey(id string) []byte { return []byte(strings.ToLower(id)) }

@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/templates"
@@ -22,6 +23,7 @@ const (
 	DefaultTokenLifetime       = 48 * time.Hour
 	DefaultMaxBounces          = 3
 	DefaultBatchSize           = 100
+	DefaultConnections         = 8
 	DefaultMaxClockJump        = workflow.MaxClockJump
 	DefaultHeartbeat           = time.Minute
 	DefaultMinBackoff          = time.Minute
@@ -88,9 +90,30 @@ type Options struct {
 	// documentation for measurements). Needs OneClickBase.
 	OneClick bool
 
-	// BatchSize is the number of recipients per SMTP transaction (RCPTs)
-	// and per cursor commit. Default 100.
+	// BatchSize is the number of recipients of a batch: one connection
+	// sends it (one transaction with that many RCPTs, or with OneClick one
+	// transaction each) and one commit records it. A crash sends again at
+	// most the batches in flight, one per connection. Default 100.
 	BatchSize int
+	// SMTP, when set, is the relay the fan-out sends to over its own
+	// persistent connections, Connections of them, many transactions each,
+	// pipelined when the relay offers PIPELINING (pipeline.ParseURL reads
+	// the configuration's relay URL). The relay given to New is then not
+	// used, so DKIM signs here. Without it every transaction goes through
+	// the relay given to New (the Maildir relay, the drill's).
+	SMTP *pipeline.Config
+	// Connections is how many batches are out at once: connections to the
+	// SMTP relay, or concurrent calls of the relay given to New. Default 8
+	// with SMTP, else 1.
+	Connections int
+	// DKIM, with SMTP, signs every copy (RFC 6376; RFC 8058 §4 wants the
+	// one-click fields signed): the body hash once per release, one
+	// signature per copy. Nil: unsigned.
+	DKIM *DKIM
+	// Observe, when set, is told how the relay answered each transaction
+	// sent over SMTP: "delivered", "partial", "deferred" or "refused". It
+	// is called from several goroutines.
+	Observe func(result string)
 	// Now is the wall clock. Default time.Now.
 	Now func() time.Time
 	// Mono is a monotonic clock: the time elapsed since an arbitrary
@@ -166,6 +189,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
+	}
+	if o.Connections <= 0 {
+		o.Connections = 1
+		if o.SMTP != nil {
+			o.Connections = DefaultConnections
+		}
 	}
 	now := o.Now
 	if now == nil {

@@ -10,58 +10,67 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
 )
 
 // BenchmarkReleaseOneClick releases one advisory at T to N subscribers with
 // a per-subscriber RFC 8058 one-click List-Unsubscribe on every copy (one
 // SMTP transaction per subscriber, the signed body shared), on a synced
 // bbolt file and the real clocks: the Fanout's own Run loop waits for T.
+// The copies go over the fan-out's own persistent connections
+// (Options.SMTP), pipelined, BatchSize subscribers per batch and commit.
 //
 // contrib/bench/run drives it with -benchtime 1x and these variables:
 //
 //	EMBARGO_BENCH_SUBSCRIBERS  N (default 10000)
 //	EMBARGO_BENCH_SINK         host:port of an outside SMTP sink (smtp-sink);
 //	                           default a discarding go-smtp server in process
+//	EMBARGO_BENCH_CONNECTIONS  connections (default 8)
+//	EMBARGO_BENCH_DKIM         "rsa" (2048 bits) or "ed25519": sign every copy
 //
 // Metrics: msgs/s (copies accepted by the sink per second, from T to the
 // job's last commit), first-copy-ms (from T to the sink's 250 for the first
 // copy), rss-MB (peak resident memory of this process during the release
 // above its idle level after setup, bbolt's mapped pages included),
-// bytes/copy (the first copy's size) and sends/op (relay calls).
+// bytes/copy (a copy's size), connections and transactions/op.
 func BenchmarkReleaseOneClick(b *testing.B) {
 	n := envInt(b, "EMBARGO_BENCH_SUBSCRIBERS", benchSubscribers)
+	conns := envInt(b, "EMBARGO_BENCH_CONNECTIONS", DefaultConnections)
 	key := announceKey(b)
 	msg := advisory(b, key, t0)
 	db, _ := newDB(b)
 	activateMany(b, db, n, t0)
 
-	var relay queue.Relay
-	if addr := os.Getenv("EMBARGO_BENCH_SINK"); addr != "" {
-		r, err := queue.NewRelay("smtp://"+addr, queue.RelayOptions{HeloName: "embargo.test"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		relay = r
-	} else {
-		relay = newSink(b).relay(b)
+	addr := os.Getenv("EMBARGO_BENCH_SINK")
+	if addr == "" {
+		addr = newSink(b).ln.Addr().String()
 	}
-	fc := &firstCopy{Relay: relay}
+	var dk *DKIM
+	switch v := os.Getenv("EMBARGO_BENCH_DKIM"); v {
+	case "":
+	case "rsa", "ed25519":
+		dk = &DKIM{Domain: "example.org", Selector: "embargo", Signer: testDKIMKeys(b)[v]}
+	default:
+		b.Fatalf("EMBARGO_BENCH_DKIM=%q: want rsa or ed25519", v)
+	}
+	fc := &firstCopy{}
 	released := make(chan string, 1)
-	f := New(db, fc, Options{
+	o := Options{
 		List: testList, Project: "example.org", Key: key,
 		OneClick: true, OneClickBase: "https://security.example.org",
+		SMTP:        &pipeline.Config{Addr: addr, HeloName: "embargo.test"},
+		Connections: conns, DKIM: dk, Observe: fc.observe,
 		Released: func(tx *bolt.Tx, j Job) error {
 			tx.OnCommit(func() { released <- j.ID })
 			return nil
 		},
-	})
+	}
+	f := New(db, nil, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
@@ -70,6 +79,7 @@ func BenchmarkReleaseOneClick(b *testing.B) {
 	idle := settledRSS()
 	peak := sampleRSS()
 	var sum, first time.Duration
+	var transactions int
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		fc.reset()
@@ -84,47 +94,70 @@ func BenchmarkReleaseOneClick(b *testing.B) {
 			if got != id {
 				b.Fatalf("released %s, want %s", got, id)
 			}
-		case <-time.After(2 * time.Hour):
-			b.Fatalf("release %s not done after 2 h", id)
+		case <-time.After(6 * time.Hour):
+			b.Fatalf("release %s not done after 6 h", id)
 		}
 		sum += time.Since(at)
 		first += fc.first().Sub(at)
-		if j := job(b, db, id); j.State != JobReleased || j.Sent != n {
+		j := job(b, db, id)
+		if j.State != JobReleased || j.Sent != n {
 			b.Fatalf("job %+v", j)
 		}
+		transactions += j.Transactions
 	}
 	b.StopTimer()
-	rss := peak()
+	top := peak()
 	b.ReportMetric(float64(n*b.N)/sum.Seconds(), "msgs/s")
 	b.ReportMetric(float64(first.Milliseconds())/float64(b.N), "first-copy-ms")
-	b.ReportMetric(float64(max(rss-idle, 0))/(1<<20), "rss-MB")
-	b.ReportMetric(float64(fc.size.Load()), "bytes/copy")
-	b.ReportMetric(float64(fc.sends.Load())/float64(b.N), "sends/op")
+	b.ReportMetric(float64(max(top.total-idle.total, 0))/(1<<20), "rss-MB")
+	b.ReportMetric(float64(max(top.file-idle.file, 0))/(1<<20), "rss-file-MB")
+	b.ReportMetric(float64(copySize(b, msg, dk)), "bytes/copy")
+	b.ReportMetric(float64(conns), "connections")
+	b.ReportMetric(float64(transactions)/float64(b.N), "transactions/op")
 	b.ReportMetric(float64(n), "subscribers")
 }
 
-// firstCopy is a relay that notes when the first copy of a round was
-// accepted, and counts calls.
-type firstCopy struct {
-	queue.Relay
-	mu    sync.Mutex
-	at    time.Time
-	sends atomic.Int64
-	size  atomic.Int64
+// copySize is the size of one one-click copy of msg.
+func copySize(b *testing.B, msg []byte, dk *DKIM) int {
+	body, err := prepareRelease(msg, testList, nil, Options{}.withDefaults(), t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	own, err := oneClickUnsubscribe(testList, "https://security.example.org", "aaaaaaaaaaaaaaaaaaaaaaaaaa")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := len(own) + len(body)
+	if dk != nil {
+		s, err := newDKIMSigner(dk, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sig, err := s.sign(own)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += len(sig)
+	}
+	return n
 }
 
-func (r *firstCopy) Send(ctx context.Context, from string, to []string, data []byte) error {
-	err := r.Relay.Send(ctx, from, to, data)
-	r.sends.Add(1)
-	if err == nil {
-		r.mu.Lock()
-		if r.at.IsZero() {
-			r.at = time.Now()
-			r.size.Store(int64(len(data)))
-		}
-		r.mu.Unlock()
+// firstCopy notes when the relay first accepted a copy of a round
+// (Options.Observe).
+type firstCopy struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (r *firstCopy) observe(result string) {
+	if result != "delivered" {
+		return
 	}
-	return err
+	r.mu.Lock()
+	if r.at.IsZero() {
+		r.at = time.Now()
+	}
+	r.mu.Unlock()
 }
 
 func (r *firstCopy) reset() {
@@ -174,17 +207,21 @@ func envInt(b *testing.B, name string, def int) int {
 
 // settledRSS is the resident set after a collection returned what it could
 // to the system: the idle level a release is measured against.
-func settledRSS() int64 {
+func settledRSS() rss {
 	runtime.GC()
 	debug.FreeOSMemory()
 	return readRSS()
 }
 
+// rss is the resident set of this process: all of it, and the part that
+// is file pages (bbolt's mapped store).
+type rss struct{ total, file int64 }
+
 // sampleRSS samples the resident set every 10 ms until the returned
-// function is called, which returns the peak.
-func sampleRSS() func() int64 {
-	var peak atomic.Int64
-	peak.Store(readRSS())
+// function is called, which returns the peak (and the file part then).
+func sampleRSS() func() rss {
+	var mu sync.Mutex
+	peak := readRSS()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -196,32 +233,42 @@ func sampleRSS() func() int64 {
 			case <-stop:
 				return
 			case <-t.C:
-				if v := readRSS(); v > peak.Load() {
-					peak.Store(v)
+				if v := readRSS(); v.total > peak.total {
+					mu.Lock()
+					peak = v
+					mu.Unlock()
 				}
 			}
 		}
 	}()
-	return func() int64 {
+	return func() rss {
 		close(stop)
 		<-done
-		return max(peak.Load(), readRSS())
+		if v := readRSS(); v.total > peak.total {
+			return v
+		}
+		return peak
 	}
 }
 
-// readRSS returns VmRSS of this process in bytes (0 where /proc is absent).
-func readRSS() int64 {
+// readRSS reads VmRSS and RssFile of this process (zero where /proc is absent).
+func readRSS() rss {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0
+		return rss{}
 	}
 	defer f.Close()
+	var r rss
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
+		k, v, _ := strings.Cut(s.Text(), ":")
+		kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		switch k {
+		case "VmRSS":
+			r.total = kb << 10
+		case "RssFile":
+			r.file = kb << 10
 		}
 	}
-	return 0
+	return r
 }

@@ -18,7 +18,7 @@ import (
 // Bucket names; this package owns them.
 var (
 	bucketSubs     = []byte("announce_subs")     // address key → subscriber JSON
-	bucketActive   = []byte("announce_active")   // seq (8 bytes BE) → delivery address, active subscribers only
+	bucketActive   = []byte("announce_active")   // seq (8 bytes BE) → delivery address ‖ 0 ‖ one-click token, active subscribers only
 	bucketTokens   = []byte("announce_tokens")   // SHA-256(action, token) → token JSON
 	bucketOneClick = []byte("announce_oneclick") // SHA-256(oneclick, token) → address key
 	bucketRate     = []byte("announce_rate")     // address key → send times (8 bytes each) of recent confirmations
@@ -204,7 +204,10 @@ func (b *buckets) activate(key, addr string, r *subRecord, now time.Time, rnd io
 	}
 	r.Address, r.State, r.Subscribed, r.Seq = addr, StateActive, now, seq
 	r.PendingUntil, r.Bounces, r.BounceJobs, r.OneClick = time.Time{}, 0, nil, tok
-	if err := b.active.Put(seqKey(seq), []byte(addr)); err != nil {
+	// Places are only ever added at the end: full pages, so that a
+	// release reads as few as it can (bbolt splits at half by default).
+	b.active.FillPercent = 1
+	if err := b.active.Put(seqKey(seq), activeValue(addr, tok)); err != nil {
 		return fmt.Errorf("announce: index subscriber: %w", err)
 	}
 	if err := b.oneclick.Put(tokenHash(actionOneClick, tok), []byte(key)); err != nil {
@@ -214,6 +217,20 @@ func (b *buckets) activate(key, addr string, r *subRecord, now time.Time, rnd io
 		return err
 	}
 	return b.putSub(key, r)
+}
+
+// activeValue is an entry of the delivery index: the address and the
+// one-click token, all a release needs, so that it never reads the
+// subscriber records (10^6 of them would be most of the store).
+func activeValue(addr, token string) []byte {
+	return []byte(addr + "\x00" + token)
+}
+
+// activeEntry reads an entry of the delivery index; one written before
+// it carried the token has the address alone. Both are copies.
+func activeEntry(v []byte) (addr, token string) {
+	a, t, _ := bytes.Cut(v, []byte{0})
+	return string(a), string(t)
 }
 
 // leaveActive takes an active subscriber out of the delivery order.

@@ -1,0 +1,133 @@
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Txn is one mail transaction: the envelope and the message, which is
+// Header followed by Body. Header is the copy's own fields (a one-click
+// List-Unsubscribe, a DKIM-Signature), CRLF lines, or empty; Body is the
+// rest, shared by every copy of a release and prepared once.
+type Txn struct {
+	From   string // envelope sender; "" is the null reverse-path (RFC 5321 §4.5.5)
+	To     []string
+	Header []byte
+	Body   *Body
+	// MakeHeader, when set, makes Header just before the transaction
+	// begins: a copy's own signature is then computed while the copies
+	// before it are in flight, and the first copy of a batch does not wait
+	// for the last one's. An error refuses the transaction (permanent).
+	MakeHeader func() ([]byte, error)
+}
+
+// Body is the shared part of a message, checked and dot-stuffed once
+// (RFC 5321 §4.5.2) so that each copy costs only its own header.
+type Body struct {
+	stuffed  []byte // dot-stuffed, ending in CRLF
+	size     int    // octets before stuffing, as SIZE= counts them (RFC 1870)
+	eightBit bool
+}
+
+// Size is the number of octets of the body as sent, before dot-stuffing.
+func (b *Body) Size() int { return b.size }
+
+// Errors of messages that cannot be sent as they are: a renderer bug
+// upstream, so the refusal is permanent.
+var (
+	ErrBareLineEnd = errors.New("pipeline: message has a bare CR or LF") // docs/threat-model.md B2
+	ErrLongLine    = errors.New("pipeline: message has a line over 998 octets (RFC 5321 §4.5.3.1.6)")
+)
+
+// maxLine is the longest text line without its CRLF (RFC 5321 §4.5.3.1.6).
+const maxLine = 998
+
+// NewBody checks msg (CRLF line ends only, no line over 998 octets) and
+// prepares it. A message that does not end with CRLF gets one: the end of
+// data needs it, and DKIM's canonical body has it anyway (RFC 6376 §3.4.4).
+func NewBody(msg []byte) (*Body, error) {
+	if err := checkText(msg); err != nil {
+		return nil, err
+	}
+	b := &Body{size: len(msg)}
+	if len(msg) > 0 && !bytes.HasSuffix(msg, []byte("\r\n")) {
+		msg = append(msg[:len(msg):len(msg)], '\r', '\n')
+		b.size += 2
+	}
+	b.stuffed = stuff(nil, msg)
+	b.eightBit = has8Bit(msg)
+	return b, nil
+}
+
+// checkText refuses bare CR or LF and over-long lines.
+func checkText(b []byte) error {
+	start := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 == len(b) || b[i+1] != '\n' {
+				return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i)
+			}
+			if i-start > maxLine {
+				return fmt.Errorf("%w: line at byte %d", ErrLongLine, start)
+			}
+			i++
+			start = i + 1
+		case '\n':
+			return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i)
+		}
+	}
+	if len(b)-start > maxLine {
+		return fmt.Errorf("%w: line at byte %d", ErrLongLine, start)
+	}
+	return nil
+}
+
+// stuff appends b to dst with a dot added before every line that starts
+// with one (RFC 5321 §4.5.2). b starts at the beginning of a line.
+func stuff(dst, b []byte) []byte {
+	dst = slices.Grow(dst, len(b)+len(b)/64+4)
+	for len(b) > 0 {
+		if b[0] == '.' {
+			dst = append(dst, '.')
+		}
+		i := bytes.Index(b, []byte("\r\n"))
+		if i < 0 {
+			return append(dst, b...)
+		}
+		dst = append(dst, b[:i+2]...)
+		b = b[i+2:]
+	}
+	return dst
+}
+
+func has8Bit(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAddr refuses what cannot be written into MAIL or RCPT as it is:
+// addresses come from the subscriber store, checked at subscription, so a
+// bad one is a bug, and non-ASCII ones would need SMTPUTF8 (RFC 6531).
+func checkAddr(a string, null bool) error {
+	if a == "" && null {
+		return nil
+	}
+	at := strings.LastIndexByte(a, '@')
+	if at <= 0 || at == len(a)-1 || len(a) > 254 {
+		return fmt.Errorf("pipeline: address %q is not local@domain", a)
+	}
+	for i := 0; i < len(a); i++ {
+		if c := a[i]; c <= ' ' || c >= 0x7f || c == '<' || c == '>' {
+			return fmt.Errorf("pipeline: address %q has a control, space, angle bracket or non-ASCII octet", a)
+		}
+	}
+	return nil
+}
