@@ -273,14 +273,15 @@ func TestRestartDeliversEveryRowOnce(t *testing.T) {
 	rec := queuetest.NewRecorder(t)
 
 	// The first worker never gets a row through: its relay blocks until the
-	// worker stops, so some rows are left "sending" and the rest "queued".
+	// worker stops, so some rows are left "sending" (4 with the relay, 2
+	// more claimed: MaxClaimed bounds them) and the rest "queued".
 	var blocked atomic.Int32
 	stuck := relayFunc(func(ctx context.Context, _ string, _ []string, _ []byte) error {
 		blocked.Add(1)
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	w1 := start(t, db, stuck, Options{Concurrency: 4})
+	w1 := start(t, db, stuck, Options{Concurrency: 4, MaxClaimed: 6})
 	var want []string
 	for i := range 10 {
 		m := testMsg(i)
@@ -289,14 +290,23 @@ func TestRestartDeliversEveryRowOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "4 rows in flight", func() bool { return blocked.Load() == 4 })
+	waitUntil(t, "4 rows in flight, 6 claimed", func() bool {
+		sending := 0
+		for _, r := range listRows(t, db) {
+			if r.State == StateSending {
+				sending++
+			}
+		}
+		return blocked.Load() == 4 && sending == 6
+	})
+	time.Sleep(20 * time.Millisecond) // room for a claim beyond the bound, were there one
 	w1.stop(t)
 	states := map[State]int{}
 	for _, r := range listRows(t, db) {
 		states[r.State]++
 	}
-	if states[StateSending] != 4 || states[StateQueued] != 6 {
-		t.Fatalf("after stop: %v, want 4 sending and 6 queued", states)
+	if states[StateSending] != 6 || states[StateQueued] != 4 {
+		t.Fatalf("after stop: %v, want 6 sending and 4 queued", states)
 	}
 	db.Close()
 
