@@ -26,9 +26,11 @@ import (
 // distributors, each copy encrypted to that distributor's pinned key alone
 // and signed by the distributors list key (docs/threat-model.md D6, D7):
 //
-//	embargo       the daemon's path: the notice rendered, 1,000 PGP/MIME
-//	              copies built and sealed, their queue rows written, all in
-//	              one synced bbolt Update, as /notify does
+//	embargo       the daemon's path: the notice rendered and its 1,000 copies
+//	              queued (a seal spec each over one shared body) in one
+//	              synced bbolt Update, as /notify does; then every copy
+//	              sealed (signed, encrypted, armored PGP/MIME) by Seal, as
+//	              the delivery worker does for each row it sends
 //	raw-gocrypto  the reference: go-crypto's openpgp.Encrypt of the same
 //	              rendered notice to the same 1,000 keys, one message per key,
 //	              signed by the same list key, AES-256, binary, nothing else
@@ -49,6 +51,7 @@ func BenchmarkDistributors1000(b *testing.B) {
 
 	b.Run("embargo", func(b *testing.B) {
 		var size int
+		var queued []queue.Msg
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			err := db.Update(func(tx *bolt.Tx) error {
@@ -59,14 +62,20 @@ func BenchmarkDistributors1000(b *testing.B) {
 				if len(msgs) != n {
 					return fmt.Errorf("%d copies, want %d", len(msgs), n)
 				}
-				size = 0
-				for _, m := range msgs {
-					size += len(m.Data)
-				}
+				queued = msgs
 				return queue.Enqueue(tx, now, msgs...)
 			})
 			if err != nil {
 				b.Fatal(err)
+			}
+			size = 0
+			for _, m := range queued {
+				r := queue.Row{Msg: m, BodySize: len(m.Body), Size: len(m.Body)}
+				out, err := s.Seal(&r, bytes.NewReader(m.Body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				size += len(out)
 			}
 		}
 		b.StopTimer()
@@ -111,7 +120,7 @@ func perCopy(b *testing.B, n int) {
 
 // distributorsService is a Service on a synced store with n distributors,
 // each with its own pinned key, and an incident ready for /notify.
-func distributorsService(b *testing.B, n int) (*Service, *bolt.DB, *workflow.Incident) {
+func distributorsService(b testing.TB, n int) (*Service, *bolt.DB, *workflow.Incident) {
 	b.Helper()
 	db, err := bolt.Open(filepath.Join(b.TempDir(), "embargo.db"), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
@@ -163,7 +172,7 @@ func distributorsService(b *testing.B, n int) (*Service, *bolt.DB, *workflow.Inc
 
 // rawEntities reads the list key and the recipients' keys into go-crypto
 // entities through their armored exports.
-func rawEntities(b *testing.B, list *keys.Key, recips []*keys.Key) (*openpgp.Entity, []*openpgp.Entity) {
+func rawEntities(b testing.TB, list *keys.Key, recips []*keys.Key) (*openpgp.Entity, []*openpgp.Entity) {
 	b.Helper()
 	read := func(armored []byte, err error) *openpgp.Entity {
 		if err != nil {
@@ -181,4 +190,22 @@ func rawEntities(b *testing.B, list *keys.Key, recips []*keys.Key) (*openpgp.Ent
 		to[i] = read(r.ArmoredPublic())
 	}
 	return signer, to
+}
+
+// BenchmarkSealCopy is Seal alone on one distributor copy of the notice:
+// the delivery worker's per-copy cost, without building the rows.
+func BenchmarkSealCopy(b *testing.B) {
+	s, _, inc := distributorsService(b, 1)
+	now := s.o.Now()
+	msgs, err := s.distributorNotice(inc, workflow.DistributorNotice{T: now.Add(8 * 24 * time.Hour)}, now)
+	if err != nil || len(msgs) != 1 {
+		b.Fatalf("%d copies, %v", len(msgs), err)
+	}
+	r := queue.Row{Msg: msgs[0], BodySize: len(msgs[0].Body), Size: len(msgs[0].Body)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Seal(&r, bytes.NewReader(r.Body)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
