@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -120,17 +121,69 @@ func ProtectHeaderFields(inner io.Reader, h []byte) (io.Reader, error) {
 	// too: ReadHeader joins them), and the body, read in large pieces,
 	// passes by it.
 	br := bufio.NewReaderSize(inner, 512)
-	eh, err := textproto.ReadHeader(br)
+	ent, err := readEntityHeader(br)
 	if err != nil {
-		return nil, fmt.Errorf("keys: inner entity: %w: %v", ErrMalformed, err)
+		return nil, err
 	}
 	var b bytes.Buffer
-	b.Grow(len(h) + 256)
+	b.Grow(len(h) + len(ent.rendered))
 	eachField(h, func(name, field []byte) {
-		if protectedFields[lower(string(name))] && !eh.Has(string(name)) {
+		if protectedFields[lower(string(name))] && !ent.has[lower(string(name))] {
 			b.Write(field)
 		}
 	})
+	b.Write(ent.rendered)
+	return io.MultiReader(&b, br), nil
+}
+
+// entityHeader is an inner entity's header made ready for protected
+// headers: rendered with protected-headers="v1" in its Content-Type, and
+// the (lower-case) names of its fields, which the protected copies skip.
+type entityHeader struct {
+	raw      string // the header as read, blank line included
+	rendered []byte
+	has      map[string]bool
+}
+
+// lastEntity is the entity header prepared last: the copies of one message
+// to many recipients share their body, hence its header, and a cache of one
+// spares each of them the parsing and rendering. Its key is the header's
+// bytes themselves, so it cannot serve another header.
+var lastEntity atomic.Pointer[entityHeader]
+
+// readEntityHeader reads the entity's header from br, up to and including
+// the blank line, and prepares it (or takes the prepared one from
+// lastEntity).
+func readEntityHeader(br *bufio.Reader) (*entityHeader, error) {
+	var raw []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			raw = append(raw, line...)
+			continue
+		}
+		raw = append(raw, line...)
+		if err != nil {
+			return nil, fmt.Errorf("keys: inner entity: %w: header not ended: %v", ErrMalformed, err)
+		}
+		if len(raw) > maxFields {
+			return nil, fmt.Errorf("keys: inner entity: %w: header over %d bytes", ErrMalformed, maxFields)
+		}
+		if len(line) <= 2 && (string(line) == "\r\n" || string(line) == "\n") {
+			break
+		}
+	}
+	if e := lastEntity.Load(); e != nil && e.raw == string(raw) {
+		return e, nil
+	}
+	eh, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("keys: inner entity: %w: %v", ErrMalformed, err)
+	}
+	e := &entityHeader{raw: string(raw), has: map[string]bool{}}
+	for f := eh.Fields(); f.Next(); {
+		e.has[lower(f.Key())] = true
+	}
 	mh := message.Header{Header: eh}
 	t, params, err := mh.ContentType()
 	if err != nil {
@@ -141,8 +194,11 @@ func ProtectHeaderFields(inner io.Reader, h []byte) (io.Reader, error) {
 	}
 	params["protected-headers"] = "v1"
 	mh.SetContentType(t, params)
+	var b bytes.Buffer
 	if err := textproto.WriteHeader(&b, mh.Header); err != nil {
 		return nil, fmt.Errorf("keys: inner header: %w", err)
 	}
-	return io.MultiReader(&b, br), nil
+	e.rendered = b.Bytes()
+	lastEntity.Store(e)
+	return e, nil
 }

@@ -83,3 +83,48 @@ func TestFieldsRefused(t *testing.T) {
 		}
 	}
 }
+
+// The one-entry cache of prepared entity headers never serves another
+// header: bodies taken in turn each get their own protected entity.
+func TestProtectHeaderFieldsCache(t *testing.T) {
+	real := testOuter(t, "[embargo] the real subject")
+	fields := rendered(t, real.Header.Header)
+	html := "Content-Type: text/html; charset=utf-8\r\nSubject: kept\r\n\r\n<p>x</p>\r\n"
+	for _, body := range []string{toCRLFString(innerText), html, toCRLFString(innerText), html, "\r\nno header\r\n"} {
+		want, err := ProtectHeaders([]byte(body), real)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ProtectHeaderFields(strings.NewReader(body), fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("body %q:\ngot  %q\nwant %q", body[:20], got, want)
+		}
+	}
+}
+
+// The template for the multipart/encrypted fields writes what go-message
+// writes, for every boundary of ours.
+func TestEncryptedFieldsTemplate(t *testing.T) {
+	for seed := range 20 {
+		o := Options{Rand: detRand(byte(seed))}
+		boundary, err := o.boundary()
+		if err != nil || !ourBoundary(boundary) {
+			t.Fatalf("boundary %q (%v) is not of our form", boundary, err)
+		}
+		var got, want bytes.Buffer
+		writeEncryptedFields(&got, boundary)
+		writeMIMEFields(&want, "multipart/encrypted", map[string]string{"boundary": boundary, "protocol": "application/pgp-encrypted"})
+		if got.String() != want.String() {
+			t.Fatalf("template %q\nwant %q", got.String(), want.String())
+		}
+	}
+	for _, b := range []string{"BEGIN", "=_0123456789ABCDEF0123456789abcdef", "=_0123"} {
+		if ourBoundary(b) {
+			t.Errorf("%q taken for a boundary of ours", b)
+		}
+	}
+}

@@ -35,10 +35,7 @@ func encryptStream(w io.Writer, head *bytes.Buffer, inner io.Reader, to, signer 
 	if err != nil {
 		return err
 	}
-	if err := writeMIMEFields(head, "multipart/encrypted", map[string]string{
-		"boundary": boundary,
-		"protocol": "application/pgp-encrypted",
-	}); err != nil {
+	if err := writeEncryptedFields(head, boundary); err != nil {
 		return fmt.Errorf("keys: encrypt: %w", err)
 	}
 	// The same parts as Encrypt: RFC 3156 §4.
@@ -257,4 +254,34 @@ func containsDelim(p, delim []byte) bool {
 		}
 	}
 	return false
+}
+
+// writeEncryptedFields writes the MIME fields of a multipart/encrypted
+// message (RFC 3156 §4). A boundary of ours ("=_" and 32 hex digits) needs
+// no quoting rules applied: the fields are written as go-message writes
+// them, from a template; any other goes through go-message.
+func writeEncryptedFields(b *bytes.Buffer, boundary string) error {
+	if !ourBoundary(boundary) {
+		return writeMIMEFields(b, "multipart/encrypted", map[string]string{
+			"boundary": boundary,
+			"protocol": "application/pgp-encrypted",
+		})
+	}
+	b.WriteString("Mime-Version: 1.0\r\nContent-Type: multipart/encrypted;\r\n boundary=\"")
+	b.WriteString(boundary)
+	b.WriteString("\";\r\n protocol=\"application/pgp-encrypted\"\r\n\r\n")
+	return nil
+}
+
+// ourBoundary reports whether b has the form Options.boundary makes.
+func ourBoundary(b string) bool {
+	if len(b) != 34 || b[:2] != "=_" {
+		return false
+	}
+	for i := 2; i < len(b); i++ {
+		if c := b[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
