@@ -23,10 +23,11 @@ var (
 )
 
 // schemaVersion is the "v" field written in every row record. Version 2
-// added shared bodies and seal specs; version 1 rows are still read. An
-// older embargo refuses version 2 rows (it would send a header without its
-// body) instead of misreading them.
-const schemaVersion = 2
+// added shared bodies and seal specs; version 3 stores a seal spec's
+// headers as text (sealJSON). Older rows are still read. An older embargo
+// refuses newer rows (it would send a header without its body, or a spec
+// without its headers) instead of misreading them.
+const schemaVersion = 3
 
 // Errors returned by the row operations.
 var (
@@ -524,7 +525,7 @@ func (bk buckets) put(id uint64, old, rec *record) error {
 		}
 	}
 	rec.V = schemaVersion
-	v, err := json.Marshal(rec)
+	v, err := encodeRecord(rec)
 	if err != nil {
 		return fmt.Errorf("queue: encode row %d: %w", id, err)
 	}
