@@ -287,7 +287,9 @@ func BenchmarkDistributorsDrain(b *testing.B) {
 		}
 		var delivered atomic.Int64
 		w := queue.New(db, relay, queue.Options{Now: s.o.Now, Sealer: s,
-			Failed:    func(_ *bolt.Tx, r queue.Row, reason string) error { return fmt.Errorf("row %d failed: %s", r.ID, reason) },
+			Failed: func(_ *bolt.Tx, r queue.Row, reason string) error {
+				return fmt.Errorf("row %d failed: %s", r.ID, reason)
+			},
 			Delivered: func(queue.Row, time.Time) { delivered.Add(1) }})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
