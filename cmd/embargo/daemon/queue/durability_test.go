@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,107 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
+
+func TestRestartDeliversEveryRowOnce(t *testing.T) {
+	path := t.TempDir() + "/embargo.db"
+	db := openDB(t, path)
+	rec := queuetest.NewRecorder(t)
+
+	// The first worker never gets a row through: its relay blocks until the
+	// worker stops, so some rows are left "sending" (4 with the relay, 2
+	// more claimed: MaxClaimed bounds them) and the rest "queued".
+	var blocked atomic.Int32
+	stuck := relayFunc(func(ctx context.Context, _ string, _ []string, _ []byte) error {
+		blocked.Add(1)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	w1 := start(t, db, stuck, Options{Concurrency: 4, MaxClaimed: 6})
+	var want []string
+	for i := range 10 {
+		m := testMsg(i)
+		want = append(want, m.MessageID)
+		if err := db.Update(func(tx *bolt.Tx) error { return w1.Enqueue(tx, m) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "4 rows in flight, 6 claimed", func() bool {
+		sending := 0
+		for _, r := range listRows(t, db) {
+			if r.State == StateSending {
+				sending++
+			}
+		}
+		return blocked.Load() == 4 && sending == 6
+	})
+	time.Sleep(20 * time.Millisecond) // room for a claim beyond the bound, were there one
+	w1.stop(t)
+	states := map[State]int{}
+	for _, r := range listRows(t, db) {
+		states[r.State]++
+	}
+	if states[StateSending] != 6 || states[StateQueued] != 4 {
+		t.Fatalf("after stop: %v, want 6 sending and 4 queued", states)
+	}
+	db.Close()
+
+	db = openDB(t, path)
+	start(t, db, smtpRelayTo(t, rec), Options{})
+	rec.WaitFor(10, 10*time.Second)
+	waitUntil(t, "empty queue", emptyQueue(t, db))
+	var got []string
+	for _, m := range rec.Messages() {
+		got = append(got, messageID(t, m.Data))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("delivered %q, want each of %q once", got, want)
+	}
+}
+
+func TestCrashAfterRelayAcceptedResendsOnce(t *testing.T) {
+	path := t.TempDir() + "/embargo.db"
+	db := openDB(t, path)
+	rec := queuetest.NewRecorder(t)
+	direct := smtpRelayTo(t, rec)
+	a, b := testMsg(1), testMsg(2)
+
+	// The relay answers 250 for a, then the process "dies" before the row is
+	// crossed off: the worker is stopped while the delivery is still in flight.
+	accepted := make(chan struct{})
+	crashy := relayFunc(func(ctx context.Context, from string, to []string, data []byte) error {
+		err := direct.Send(ctx, from, to, data)
+		if err == nil && bytes.Equal(data, a.Data) {
+			close(accepted)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return err
+	})
+	w1 := start(t, db, crashy, Options{Concurrency: 1})
+	enqueueNow(t, db, time.Now(), a, b)
+	w1.Kick()
+	<-accepted
+	w1.stop(t)
+	rows := listRows(t, db)
+	if len(rows) != 2 || rows[0].State != StateSending {
+		t.Fatalf("after the crash: %+v, want a sending, b queued", rows)
+	}
+	db.Close()
+
+	db = openDB(t, path)
+	start(t, db, direct, Options{})
+	rec.WaitFor(3, 10*time.Second)
+	waitUntil(t, "empty queue", emptyQueue(t, db))
+	count := map[string]int{}
+	for _, m := range rec.Messages() {
+		count[messageID(t, m.Data)]++
+	}
+	if count[a.MessageID] != 2 || count[b.MessageID] != 1 || len(count) != 2 {
+		t.Errorf("copies by Message-ID = %v, want a twice (same Message-ID) and b once", count)
+	}
+}
 
 // TestCrashBetween250AndBatchedMark: outcomes are committed in groups, so a
 // crash can fall after the relay's 250 for several rows and before the one
