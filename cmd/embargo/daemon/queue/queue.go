@@ -163,7 +163,7 @@ type record struct {
 	Size        int       `json:"size"`
 	Body        uint64    `json:"body,omitempty"` // the shared body's ID
 	BodySize    int       `json:"body_size,omitempty"`
-	Seal        *Seal     `json:"seal,omitempty"`
+	Seal        *sealJSON `json:"seal,omitempty"`
 	State       State     `json:"state"`
 	Created     time.Time `json:"created"`
 	Requeued    time.Time `json:"requeued,omitzero"`
@@ -183,7 +183,7 @@ func (rec *record) row(id uint64) Row {
 			Kind:      rec.Kind,
 			Incident:  rec.Incident,
 			NoAlert:   rec.NoAlert,
-			Seal:      rec.Seal,
+			Seal:      rec.Seal.seal(),
 		},
 		State:       rec.State,
 		Size:        rec.Size,
@@ -256,7 +256,7 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			NoAlert:     m.NoAlert,
 			Size:        len(m.Data) + len(m.Body),
 			BodySize:    len(m.Body),
-			Seal:        m.Seal,
+			Seal:        storedSeal(m.Seal),
 			State:       StateQueued,
 			Created:     now,
 			NextAttempt: now,

@@ -18,7 +18,7 @@ func encodeRecord(rec *record) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// sealJSON is a Seal as stored. Its header blocks are rendered header
+// sealJSON is a Seal as a row record stores it. Its header blocks are rendered header
 // fields, 7-bit or UTF-8 text, so they are stored as JSON text
 // ("outer_text", "inner_text"): a third smaller than the base64 encoding/json
 // gives a []byte, and no base64 to code each time the row is read. A block
@@ -35,32 +35,30 @@ type sealJSON struct {
 	Inner     []byte `json:"inner,omitempty"`
 }
 
-func (s Seal) MarshalJSON() ([]byte, error) {
-	j := sealJSON{Signer: s.Signer, To: s.To, Reporter: s.Reporter, SignOnly: s.SignOnly}
+// storedSeal is s as a record holds it; nil for nil.
+func storedSeal(s *Seal) *sealJSON {
+	if s == nil {
+		return nil
+	}
+	j := &sealJSON{Signer: s.Signer, To: s.To, Reporter: s.Reporter, SignOnly: s.SignOnly}
 	j.OuterText, j.Outer = textOrBytes(s.Outer)
 	j.InnerText, j.Inner = textOrBytes(s.Inner)
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(j); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return j
 }
 
-func (s *Seal) UnmarshalJSON(data []byte) error {
-	var j sealJSON
-	if err := json.Unmarshal(data, &j); err != nil {
-		return err
+// seal is the stored spec as a Seal; nil for nil.
+func (j *sealJSON) seal() *Seal {
+	if j == nil {
+		return nil
 	}
-	*s = Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Outer: j.Outer, Inner: j.Inner}
+	s := &Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Outer: j.Outer, Inner: j.Inner}
 	if j.OuterText != "" {
 		s.Outer = []byte(j.OuterText)
 	}
 	if j.InnerText != "" {
 		s.Inner = []byte(j.InnerText)
 	}
-	return nil
+	return s
 }
 
 func textOrBytes(b []byte) (string, []byte) {
