@@ -42,7 +42,8 @@ import (
 //
 // EMBARGO_BENCH_DISTRIBUTORS changes the number of distributors (default
 // 1000). Metrics, per copy: ns/copy and copies/s (embargo, all of it),
-// raw-ns/copy and raw-copies/s, raw/embargo (the ratio of the two rates),
+// raw-ns/copy and raw-copies/s, raw/embargo (raw's time over embargo's,
+// i.e. embargo's rate over raw's: the run's ratio, 1 = as fast as raw),
 // build-ns/copy, commit-ns/copy and seal-ns/copy (embargo's parts: rows
 // made and written, their synced commit, the sealing), bytes/copy (sealed).
 func BenchmarkDistributors1000(b *testing.B) {
