@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -96,17 +95,12 @@ func detachSign(data []byte, signer *Key, o Options) (armored []byte, hash crypt
 		return nil, 0, fmt.Errorf("keys: read back signature: got %T", p)
 	}
 	var b bytes.Buffer
-	w, err := armor.Encode(&b, armorSignature, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := w.Write(raw.Bytes()); err != nil {
-		return nil, 0, err
-	}
+	w := newArmorWriter(&b, armorSignature)
+	w.Write(raw.Bytes()) // a bytes.Buffer does not fail
 	if err := w.Close(); err != nil {
 		return nil, 0, err
 	}
-	return toCRLF(b.Bytes()), sp.Hash, nil
+	return b.Bytes(), sp.Hash, nil
 }
 
 // canSign checks that k can make signatures at now.
@@ -172,11 +166,17 @@ func micalgOf(h crypto.Hash) (string, error) {
 // line. Everything goes through go-message, which refuses CR or LF in a
 // value (no header injection).
 func writeOuter(b *bytes.Buffer, outer mail.Header, mediaType string, params map[string]string) error {
-	h := contentFree(outer)
-	if err := textproto.WriteHeader(b, h.Header.Header); err != nil {
-		return fmt.Errorf("header: %w", err)
+	fields, err := fieldsOf(outer)
+	if err != nil {
+		return err
 	}
-	b.Truncate(b.Len() - 2) // the blank line; ours follow
+	b.Write(fields)
+	return writeMIMEFields(b, mediaType, params)
+}
+
+// writeMIMEFields writes MIME-Version and the Content-Type, then the blank
+// line that ends the header.
+func writeMIMEFields(b *bytes.Buffer, mediaType string, params map[string]string) error {
 	var m message.Header
 	m.SetContentType(mediaType, params)
 	m.Set("MIME-Version", "1.0") // Set prepends: written before Content-Type

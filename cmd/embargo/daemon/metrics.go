@@ -102,6 +102,29 @@ type countingRelay struct {
 
 func (r countingRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
 	err := r.Relay.Send(ctx, from, to, data)
+	r.count(to, err)
+	return err
+}
+
+// MaxBatch and SendBatch pass batches on to a relay that takes them (the
+// Maildir), so that counting does not undo them.
+func (r countingRelay) MaxBatch() int {
+	if br, ok := r.Relay.(queue.BatchRelay); ok {
+		return br.MaxBatch()
+	}
+	return 1
+}
+
+func (r countingRelay) SendBatch(ctx context.Context, msgs []queue.Outgoing) []error {
+	errs := r.Relay.(queue.BatchRelay).SendBatch(ctx, msgs)
+	for i, err := range errs {
+		r.count(msgs[i].To, err)
+	}
+	return errs
+}
+
+// count records one delivery attempt by its result.
+func (r countingRelay) count(to []string, err error) {
 	var rcptErr *queue.RcptError
 	result := "deferred"
 	switch {
@@ -116,7 +139,6 @@ func (r countingRelay) Send(ctx context.Context, from string, to []string, data 
 		r.m.sent.Inc()
 	}
 	r.m.deliveries.WithLabelValues(result).Inc()
-	return err
 }
 
 // handler counts the messages h accepted (committed and answered 250).
