@@ -164,3 +164,12 @@ func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 	}()
 	return fn(tx)
 }
+
+// Write runs fn in a write transaction of the group commit, with whatever
+// else is waiting, and returns after the commit: the same rules as the
+// service's own transactions (fn may run more than once, reads its inputs
+// and the transaction only). Other writers of the store that run while
+// mail arrives (the delivery worker's claims and outcomes) can share the
+// commits this way instead of taking the writer in turns, each with its
+// own two fsyncs.
+func (s *Service) Write(fn func(*bolt.Tx) error) error { return s.sh.writer.do(fn) }

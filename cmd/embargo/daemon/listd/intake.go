@@ -80,7 +80,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 		// A random anchor: threading headers name no incident (threats.md
 		// D7). It is filed under the incident, so that a reply whose
 		// References carry only the anchor still finds its thread.
-		tok, err := s.random(12)
+		tok, err := s.token()
 		if err != nil {
 			return r, roster, err
 		}
@@ -212,7 +212,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	var attach []message.Attachment
 	if s.o.ListKey != nil {
 		fpr = s.o.ListKey.Fingerprint()
-		pub, err := s.o.ListKey.ArmoredPublic()
+		pub, err := s.listKeyArmored()
 		if err != nil {
 			return nil, err
 		}
@@ -258,6 +258,16 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 		return nil, err
 	}
 	return []queue.Msg{q}, nil
+}
+
+// listKeyArmored is the security list's public key, armored, as every
+// acknowledgement attaches it: made once (the list key never changes while
+// the daemon runs), not in every report's transaction. The slice is shared:
+// it is never changed.
+func (s *Service) listKeyArmored() ([]byte, error) {
+	sh := s.sh
+	sh.pubOnce.Do(func() { sh.pub, sh.pubErr = s.o.ListKey.ArmoredPublic() })
+	return sh.pub, sh.pubErr
 }
 
 // renderCopies makes one copy per committee member (and fix-team member),

@@ -136,6 +136,11 @@ type shared struct {
 	// (commit.go); limits keeps the intake limits' alert state (limits.go).
 	writer *committer
 	limits limitState
+
+	// The security list's armored public key (listKeyArmored).
+	pubOnce sync.Once
+	pub     []byte
+	pubErr  error
 }
 
 // New returns a Service.
