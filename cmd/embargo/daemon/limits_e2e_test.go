@@ -153,3 +153,39 @@ func listIncidents(t *testing.T, h *daemontest.Harness) []workflow.Incident {
 	}
 	return incs
 }
+
+// TestIntakeLimitLMTP: over LMTP the client is the MTA in front, which
+// embargo cannot tell from its clients: the per-client limit does not
+// count it, the per-sender limit does; over SMTP both apply.
+func TestIntakeLimitLMTP(t *testing.T) {
+	h := daemontest.New(t, daemontest.Config{Extra: "[intake]\nnew_incidents_per_client_per_hour = 2\nnew_incidents_per_sender_per_hour = 1\n" +
+		"[lmtp]\nlisten = \"127.0.0.1:0\"\n"}, daemon.Options{NoTick: true})
+	lmtp := func(from string) error {
+		t.Helper()
+		tr, err := daemontest.Transact(h.D.LMTPAddr().String(), true, from, []string{"security@ex.test"},
+			[]byte(daemontest.CRLF(daemontest.Report(from, "finding", "details"))))
+		if err != nil {
+			return err
+		}
+		return tr.Data["security@ex.test"]
+	}
+	for i := range 4 {
+		from := fmt.Sprintf("lmtp%d@out.test", i)
+		if err := lmtp(from); err != nil {
+			t.Fatalf("LMTP report %d from a new sender: %v", i, err)
+		}
+	}
+	if c, e := daemontest.Code(lmtp("lmtp0@out.test")); c != 450 || e != "4.7.1" {
+		t.Errorf("LMTP, the same sender's second new incident: %d %s, want 450 4.7.1", c, e)
+	}
+	for i := range 3 {
+		from := fmt.Sprintf("smtp%d@out.test", i)
+		c, e := daemontest.Code(h.Send(from, []string{"security@ex.test"}, daemontest.Report(from, "finding", "details")))
+		switch {
+		case i < 2 && c != 0:
+			t.Errorf("SMTP report %d: %d %s", i, c, e)
+		case i == 2 && (c != 450 || e != "4.7.1"):
+			t.Errorf("SMTP, the client's third new incident: %d %s, want 450 4.7.1", c, e)
+		}
+	}
+}
