@@ -24,12 +24,11 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
-// deliveriesAtOnce is the most rows the queue worker holds in state
-// "sending" with `embargo serve`'s defaults (queue.DefaultMaxClaimed):
-// claimed, with the relay, or delivered and waiting for the group commit
-// that records them. It is the most messages one kill can make the queue
-// send again.
-const deliveriesAtOnce = queue.DefaultMaxClaimed
+// deliveriesAtOnce is the queue worker's default concurrency
+// (queue.Options.Concurrency), which `embargo serve` uses: the most rows that
+// can be in state "sending" when the process dies, so the most messages one
+// kill can make the queue send again.
+const deliveriesAtOnce = 4
 
 // crashLoad is what the senders of the crash loop did.
 type crashLoad struct {
@@ -62,7 +61,7 @@ func TestCrashLoop(t *testing.T) {
 	dir := t.TempDir()
 	addr := daemontest.FreePort(t)
 	cfg := filepath.Join(dir, "embargo.toml")
-	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\n[relay]\nurl = \"smtp://%s\"\n",
+	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\n[relay]\nurl = \"smtp://%s\"\n",
 		filepath.Join(dir, "data"), addr, rec.Addr()))
 
 	load := &crashLoad{sent: map[string]string{}, accepted: map[string]string{}}

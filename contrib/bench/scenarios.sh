@@ -61,7 +61,7 @@ s2_intake() {
 	log "$name"
 	local err=""
 	emb=""
-	if start_embargo intake 1000000 "smtp://127.0.0.1:$P_SINK"; then
+	if start_embargo intake 1000000 "smtp://127.0.0.1:$P_SINK" off; then
 		la=$(load1)
 		emb=$(smtp_source_rate "$P_EMB" "$intake_n" "$T/src-intake-embargo.out") ||
 			err="smtp-source to embargo: $(why "$T/src-intake-embargo.out")"
@@ -77,7 +77,7 @@ s2_intake() {
 		la_pf=$(load1)
 		if pf=$(smtp_source_rate "$P_PF" "$intake_n" "$T/src-intake-postfix.out"); then
 			row "2a. Intake vs Postfix durable accept, $intake_n reports" "$(num "$emb") reports/s" "$(num "$pf") msgs/s" \
-				"$(ratio "$emb" "$pf")" "$la" "embargo serve: a synced bbolt commit per report (archive, incident, a signed acknowledgement, 2 encrypted SRC copies queued), relay smtp-sink. Postfix: queue file synced, then default_transport = discard (load $la_pf)"
+				"$(ratio "$emb" "$pf")" "$la" "embargo serve: 250 after a synced bbolt commit holding the report (archive, incident, an acknowledgement and 2 SRC copies queued, each sealed at delivery; concurrent reports share a commit), intake limits off, relay smtp-sink. Postfix: queue file synced, then default_transport = discard (load $la_pf)"
 		else
 			fail_row "2a. Intake vs Postfix" "smtp-source to Postfix: $(why "$T/src-intake-postfix.out")"
 		fi
@@ -237,7 +237,7 @@ s4_distributors() {
 s5_flood() {
 	local name="5. Flood: $flood_n reports from $flood_senders senders" out=$T/flood.txt err la idle db0 db1 peak sampler
 	log "$name"
-	if ! start_embargo flood 1 "smtp://127.0.0.1:$P_RELAY"; then
+	if ! start_embargo flood 1 "smtp://127.0.0.1:$P_RELAY" on "$P_HTTP"; then
 		fail_row "$name" "$ERR"
 		return
 	fi
@@ -248,12 +248,14 @@ s5_flood() {
 	sampler=$!
 	PIDS+=("$sampler")
 	la=$(load1)
-	"$BIN/load" flood -addr "127.0.0.1:$P_EMB" -to security@example.org -sink "127.0.0.1:$P_RELAY" \
+	"$BIN/load" flood -addr "127.0.0.1:$P_EMB" -to security@example.org -sink "127.0.0.1:$P_RELAY" -probe-source 127.0.0.2 \
 		-n "$flood_n" -senders "$flood_senders" -sessions 8 -size 1024 -ack-timeout "${ack_timeout}s" >"$out" 2>"$out.err"
 	local rc=$?
 	stop "$sampler"
 	peak=$(sort -n "$T/flood-rss" | tail -1)
 	db1=$(stat -c %s "$EMB_DIR/data/embargo.db")
+	local metrics
+	metrics=$(curl -s --max-time 10 "http://127.0.0.1:$P_HTTP/metrics" | awk -F'[{}" ]+' '/^embargo_intake_refused_total\{/ { printf "%s%s %s", sep, $3, $4; sep = ", " }')
 	stop "$EMB_PID"
 	if [ $rc != 0 ] || ! grep -q '^accepted=' "$out"; then
 		fail_row "$name" "load flood failed: $(why "$out.err")"
@@ -271,6 +273,6 @@ s5_flood() {
 	else
 		ack="the real report's 250 came $(num "${f[probe_smtp_ms]:-}") ms after its first try (${f[probe_tries]:-?} tries), its acknowledgement had not reached the relay after ${f[probe_ack_timeout_s]:-?} s"
 	fi
-	row "$name" "$(num "${f[accepted_per_s]:-}") reports/s accepted" "—" "—" "$la" \
-		"accepted ${f[accepted]:-?} of ${f[sent]:-?}, refused 4xx ${f[refused_4xx]:-?}, 5xx ${f[refused_5xx]:-?}${refusals:+ ($refusals)}, connections broken ${f[broken]:-?}, refused at connect ${f[connect_refused]:-?}; $lat; RSS $(num "$(div "$idle" 1024)") MB idle, peak +$(num "$(div "$((peak - idle))" 1024)") MB; store +$(num "$(div "$((db1 - db0))" 1048576)") MB ($(num "$(div "$((db1 - db0))" "$((${f[accepted]:-0} * 1024))")") KB/report); $ack; ${f[sink_msgs]:-?} mails delivered by then"
+	row "$name" "$(num "${f[answered_per_s]:-}") reports/s answered" "—" "—" "$la" \
+		"accepted ${f[accepted]:-?} of ${f[sent]:-?}, refused 4xx ${f[refused_4xx]:-?}, 5xx ${f[refused_5xx]:-?}${refusals:+ ($refusals)}${metrics:+; /metrics embargo_intake_refused_total: $metrics}, connections broken ${f[broken]:-?}, refused at connect ${f[connect_refused]:-?}; $lat; RSS $(num "$(div "$idle" 1024)") MB idle, peak +$(num "$(div "$((peak - idle))" 1024)") MB; store +$(num "$(div "$((db1 - db0))" 1048576)") MB ($(num "$(div "$((db1 - db0))" "$((${f[accepted]:-0} * 1024))")") KB/report); $ack; ${f[sink_msgs]:-?} mails delivered by then"
 }
