@@ -61,7 +61,7 @@ func Sign(outer mail.Header, inner []byte, signer *Key, o Options) ([]byte, erro
 	}
 	b.WriteString("This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n")
 	b.WriteString("--" + boundary + "\r\n")
-	// RFC 3156 §5 and libraries.md §3.5 rule 3: part 1 is written by hand,
+	// RFC 3156 §5 and docs/dependencies.md §3.5 rule 3: part 1 is written by hand,
 	// exactly the bytes that were signed; the CRLF that follows belongs to
 	// the next delimiter (RFC 2046 §5.1.1) and is not signed.
 	b.Write(inner)

@@ -1,7 +1,7 @@
 // Package incidentdb keeps incidents and the archive of every inbound message in
 // the bbolt file. Every function takes the caller's transaction, so that a
 // message, the incident change it causes and the mail it triggers (daemon/queue)
-// commit together or not at all (docs/threats.md A1, A2).
+// commit together or not at all (docs/threat-model.md A1, A2).
 package incidentdb
 
 import (
@@ -268,7 +268,7 @@ func Raw(tx *bolt.Tx, seq uint64) ([]byte, error) {
 	return raw, nil
 }
 
-// AllowAck applies the acknowledgement rate limit (threats.md B8): at most
+// AllowAck applies the acknowledgement rate limit (docs/threat-model.md B8): at most
 // perDay acknowledgements to one address in the 24 hours from the first of
 // them; then the count starts again with the next one. With perDay 1 (the
 // default) that is one in any 24 hours. It records the ack when allowed.
@@ -328,7 +328,7 @@ func be(n uint64) []byte {
 }
 
 // SetReporterKey pins the reporter's public key to one incident. The first key
-// stays: a later mail cannot replace it (threats.md D5).
+// stays: a later mail cannot replace it (docs/threat-model.md D5).
 func SetReporterKey(tx *bolt.Tx, id workflow.ID, armored []byte) (bool, error) {
 	b := tx.Bucket(bucketRepKeys)
 	if b.Get([]byte(id)) != nil {
@@ -346,11 +346,11 @@ func ReporterKey(tx *bolt.Tx, id workflow.ID) ([]byte, bool) {
 	return bytes.Clone(v), true
 }
 
-// Seen signatures (threats.md E3) and small settings live in their own buckets.
+// Seen signatures (docs/threat-model.md E3) and small settings live in their own buckets.
 var (
 	bucketReplay = []byte("replay")      // replay key → expiry (unix seconds, big-endian)
 	bucketMeta   = []byte("meta")        // name → value
-	bucketCipher = []byte("ciphertexts") // sha256 of encrypted data → first arrival (threats.md D3)
+	bucketCipher = []byte("ciphertexts") // sha256 of encrypted data → first arrival (docs/threat-model.md D3)
 )
 
 // initCommands creates the buckets the command path needs. Init calls it.

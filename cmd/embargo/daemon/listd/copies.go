@@ -61,7 +61,7 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 // outerHeader is what relays see of an encrypted message: the list address,
 // the recipient, a generic subject, random identifiers. Reply-To is the plain
 // list address: replies thread by In-Reply-To, and the incident ID stays
-// inside (threats.md D7).
+// inside (docs/threat-model.md D7).
 func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
 	outer := outMail{
 		From:       s.listAddress(sec),
@@ -96,7 +96,7 @@ func (s *Service) random(n int) (string, error) {
 }
 
 // newMessageID makes a random Message-ID: nothing in it links copies to one
-// another or to the reporter's identifiers (threats.md D7).
+// another or to the reporter's identifiers (docs/threat-model.md D7).
 func (s *Service) newMessageID(kind, domain string) (string, error) {
 	r, err := s.token()
 	if err != nil {
@@ -121,7 +121,7 @@ func (s *Service) token() (string, error) {
 
 // Alert queues a notice to the committee that a message could not be delivered.
 // The delivery worker calls it inside the transaction that marks the row failed.
-// It is never sent to the author of the triggering mail (threats.md B8), and
+// It is never sent to the author of the triggering mail (docs/threat-model.md B8), and
 // failures of alerts raise no further alerts.
 func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	s = s.current()

@@ -77,7 +77,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 		r.Incident, cmdMail, roster = after, msgs, changed
 	}
 	if r.New {
-		// A random anchor: threading headers name no incident (threats.md
+		// A random anchor: threading headers name no incident (docs/threat-model.md
 		// D7). It is filed under the incident, so that a reply whose
 		// References carry only the anchor still finds its thread.
 		tok, err := s.token()

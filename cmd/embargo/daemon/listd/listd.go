@@ -48,7 +48,7 @@ type Options struct {
 	// JSON 5 draft of the release pack (release.go) is built from it.
 	Record     record.Project
 	Limits     message.Limits
-	AcksPerDay int // acknowledgements per sender address in 24 h (threats.md B8)
+	AcksPerDay int // acknowledgements per sender address in 24 h (docs/threat-model.md B8)
 	// NewPerSender and NewPerClient are the intake limits (limits.go): the
 	// new incidents one envelope sender, and one client address, may open
 	// in an hour. 0: no limit.
@@ -89,7 +89,7 @@ type Options struct {
 	Mono func() time.Duration
 
 	// LiftGrace is how long the announcement waits after the distributors
-	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
+	// were sent "embargo lifted" (docs/threat-model.md G5: they hear first). Default 1 min.
 	LiftGrace time.Duration
 
 	Now    func() time.Time
@@ -187,7 +187,7 @@ type Envelope struct {
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
 	s = s.current() // one roster and one keyring for the whole message
 	// A message that makes a parser panic must not crash-loop the daemon nor
-	// come back forever (threats.md A6): it is kept in quarantine, the SRC is
+	// come back forever (docs/threat-model.md A6): it is kept in quarantine, the SRC is
 	// told, and the sender gets 250. The log names the place, never content
 	// (G6): a panic value can quote the message.
 	defer func() {
@@ -439,10 +439,10 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 			out.result = "announce"
 			return out, incidentdb.MarkSeen(tx, d.seen)
 		}
-		// DSNs to our envelope sender: archived, never forwarded (threats.md G7).
+		// DSNs to our envelope sender: archived, never forwarded (docs/threat-model.md G7).
 		rec.Note, out.result = "bounce", "bounce"
 	case m != nil && hasLoop(m, s.o.Roster):
-		// Our own mail came back (threats.md B9): keep it, send nothing.
+		// Our own mail came back (docs/threat-model.md B9): keep it, send nothing.
 		rec.Note, out.result = "loop", "loop"
 	case isDistributors(d.targets):
 		var err error
@@ -452,7 +452,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		}
 		rec.Note = "distributors"
 		if out.refusal != nil {
-			rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
+			rec.Note = "quarantine" // kept, never redistributed (docs/threat-model.md G2)
 		}
 	case isApply(d.targets):
 		var g govOutcome
@@ -547,7 +547,7 @@ func hasLoop(m *inbound.Message, r *lists.Roster) bool {
 }
 
 // cryptoRefusal explains to the sender why an encrypted message was refused.
-// Nothing of it is stored (threats.md D1).
+// Nothing of it is stored (docs/threat-model.md D1).
 func (s *Service) cryptoRefusal(err error, key *keys.Key) error {
 	fpr := s.fingerprint(key)
 	// RFC 3463 X.7.5: cryptographic failure.

@@ -30,7 +30,7 @@ const (
 // expire.
 const KeyExpiryWarning = 30 * 24 * time.Hour
 
-// Tick sweeps what is due at now (DESIGN.md §1): for each open incident,
+// Tick sweeps what is due at now (docs/design.md §1): for each open incident,
 // workflow.TickAfterGap decides from the persisted deadlines and markers,
 // and from the gap the clock check found (a clock jump, or downtime: a
 // release whose T fell in it is held, and the hold stored with the

@@ -9,7 +9,7 @@
 // write transaction. An inbound message, the incident change it causes and
 // all the mail it triggers therefore commit together, and the SMTP server
 // answers 250 only after that commit (RFC 5321 §6.1: a 250 means we are now
-// responsible for the message; docs/threats.md A1, A2). A rolled-back
+// responsible for the message; docs/threat-model.md A1, A2). A rolled-back
 // transaction leaves no row, so no notice ever goes out about a change that
 // did not happen. The worker reads committed rows only.
 //

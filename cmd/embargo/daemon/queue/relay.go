@@ -35,7 +35,7 @@ type RelayOptions struct {
 	HeloName string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// Tests set it to trust their own certificate. Verification itself is never
-	// turned off (docs/threats.md B6).
+	// turned off (docs/threat-model.md B6).
 	RootCAs *x509.CertPool
 	// DialTimeout bounds the TCP connect (and the TLS handshake for smtps).
 	// Default 30 s.
@@ -112,7 +112,7 @@ func NewRelay(rawURL string, opts RelayOptions) (Relay, error) {
 			return nil, fmt.Errorf("queue: relay URL %s: credentials need smtp+starttls:// or smtps://", u.Redacted())
 		}
 		if !isLoopback(host) {
-			// docs/threats.md B6: never plaintext across a network.
+			// docs/threat-model.md B6: never plaintext across a network.
 			return nil, fmt.Errorf("queue: relay URL %s: smtp:// is for a local MTA on loopback; use smtp+starttls:// or smtps://", u.Redacted())
 		}
 		if port == "" {
@@ -205,7 +205,7 @@ func (e *RcptError) Permanent() bool {
 
 // checkData refuses what the SMTP client would not send faithfully: go-smtp's
 // DotWriter turns a bare LF into CRLF but lets a bare CR through, which a
-// receiver may read as a line end (SMTP smuggling, docs/threats.md B2).
+// receiver may read as a line end (SMTP smuggling, docs/threat-model.md B2).
 // Either means the renderer upstream has a bug, so the refusal is permanent.
 func checkData(data []byte) error {
 	if len(data) == 0 {
@@ -226,7 +226,7 @@ func checkData(data []byte) error {
 }
 
 // checkEnvelope refuses addresses that cannot be written into a MAIL or RCPT
-// command as they are. Addresses come from the roster (threats.md B4), so a
+// command as they are. Addresses come from the roster (docs/threat-model.md B4), so a
 // bad one is a configuration or caller bug: permanent.
 func checkEnvelope(from string, to []string) error {
 	if from != "" {

@@ -302,7 +302,7 @@ func (l *loop) take(done <-chan outcome) {
 }
 
 // recoverSending turns rows left in "sending" by a stopped process back into
-// queued rows due now (docs/threats.md A3: retry "sending" rows at start-up).
+// queued rows due now (docs/threat-model.md A3: retry "sending" rows at start-up).
 func (w *Worker) recoverSending() error {
 	now := w.opts.Now()
 	var n int
