@@ -7,9 +7,17 @@ import (
 	"time"
 )
 
-// TestCheckTimeline: each invariant, on a small hand-made timeline that keeps
-// it and one that breaks it, as a drill's timeline would be mapped.
-func TestCheckTimeline(t *testing.T) {
+// timelineCase is one hand-made timeline and the rule it breaks ("" for
+// none).
+type timelineCase struct {
+	name string
+	evs  []TimelineEvent
+	want string // the rule broken, "" for none
+}
+
+// timelineCases builds the table of TestCheckTimeline: each invariant on a
+// timeline that keeps it and one that breaks it.
+func timelineCases() []timelineCase {
 	opened := d(11, 23, 9, 0) // Monday
 	report := Incident{ID: "SEC-2026-0001", Phase: PhaseTriage, Opened: opened, Updated: opened, Commander: "alice@ex.org"}
 	fixing := report
@@ -37,11 +45,7 @@ func TestCheckTimeline(t *testing.T) {
 	}
 	tick := func(at time.Time) TimelineEvent { return TimelineEvent{At: at, Kind: EventTick} }
 	triageAt := d(11, 24, 9, 0)
-	tests := []struct {
-		name string
-		evs  []TimelineEvent
-		want string // the rule broken, "" for none
-	}{
+	return []timelineCase{
 		{"triage on time", []TimelineEvent{st(opened, report), tick(triageAt.Add(-time.Minute)),
 			msg(triageAt, MessageReminder, ToCommander, "triage"), st(triageAt, report, "reminder triage"), tick(triageAt)}, ""},
 		{"triage a minute early", []TimelineEvent{st(opened, report),
@@ -107,6 +111,12 @@ func TestCheckTimeline(t *testing.T) {
 			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/disclose"),
 			msg(d(11, 24, 9, 0), MessageNotice, ToDistributors, ""), st(d(11, 24, 9, 0), notified, "/notify")}, ""},
 	}
+}
+
+// TestCheckTimeline: each invariant, on a small hand-made timeline that keeps
+// it and one that breaks it, as a drill's timeline would be mapped.
+func TestCheckTimeline(t *testing.T) {
+	tests := timelineCases()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vs := CheckTimeline(tt.evs, nil)
