@@ -11,9 +11,18 @@ import (
 	"time"
 )
 
-// TestLoadPinned is the key-loading table: gpg-made member keys in a key
-// directory, pinned by fingerprint.
-func TestLoadPinned(t *testing.T) {
+// pinnedFixture is the key directory of TestLoadPinned: gpg-made member keys
+// in every state the loader must tell apart, and the pins that name them.
+type pinnedFixture struct {
+	g                         *gpgHome
+	dir                       string
+	alice, bob, unnamed, soon string
+	pins                      []Pin
+}
+
+// newPinnedFixture makes the keys with gpg and writes them to a key
+// directory, several to a file, beside files the loader must ignore.
+func newPinnedFixture(t *testing.T) *pinnedFixture {
 	g := newGPG(t)
 	dir := t.TempDir()
 	write := func(name string, data ...[]byte) {
@@ -54,8 +63,6 @@ func TestLoadPinned(t *testing.T) {
 	write("revoked-new.asc", exp(revoked))      // and the revoked one: the revocation wins
 	write("sha1-dup.asc", exp(sha1), exp(sha1)) // duplicates are harmless
 
-	now := time.Now()
-	missing := strings.Repeat("AB", 20)
 	pins := []Pin{
 		{"alice@src.test", alice},
 		{"bob@src.test", strings.ToLower(bob)},
@@ -67,12 +74,43 @@ func TestLoadPinned(t *testing.T) {
 		{"dsa@src.test", dsa},
 		{"elg@src.test", elg},
 		{"revoked@src.test", revoked},
-		{"missing@src.test", missing},
+		{"missing@src.test", strings.Repeat("AB", 20)},
 		{"other-address@src.test", alice}, // pinned address not on the key
 	}
+	return &pinnedFixture{g: g, dir: dir, alice: alice, bob: bob, unnamed: unnamed, soon: soon, pins: pins}
+}
+
+// loadPinnedCases is the table of TestLoadPinned: what the loader says of
+// each pinned address of newPinnedFixture.
+var loadPinnedCases = []struct {
+	name    string
+	email   string
+	want    error // nil: no problem
+	warning bool
+	inRing  bool
+}{
+	{"pinned key found among several in one file", "alice@src.test", nil, false, true},
+	{"second key in the same file, pin in lower case", "bob@src.test", nil, false, true},
+	{"expired key", "expired@src.test", ErrKeyExpired, false, false},
+	{"expires in 10 days: warning", "soon@src.test", ErrKeyExpiring, true, true},
+	{"RSA-1024 key: weak algorithm", "weak@src.test", ErrWeakAlgorithm, false, false},
+	{"SHA-1 self-signatures", "sha1@src.test", ErrSHA1Binding, false, false},
+	{"no encryption subkey", "signonly@src.test", ErrNoEncryptionKey, false, false},
+	{"DSA primary key", "dsa@src.test", ErrWeakAlgorithm, false, false},
+	{"ElGamal encryption subkey", "elg@src.test", ErrWeakAlgorithm, false, false},
+	{"revoked key (revocation in one of two copies)", "revoked@src.test", ErrKeyRevoked, false, false},
+	{"missing key", "missing@src.test", ErrKeyMissing, false, false},
+	{"pinned address not a user ID: warning", "other-address@src.test", ErrEmailMismatch, true, true},
+}
+
+// TestLoadPinned is the key-loading table: gpg-made member keys in a key
+// directory, pinned by fingerprint.
+func TestLoadPinned(t *testing.T) {
+	f := newPinnedFixture(t)
+	now := time.Now()
 	// The expired key is judged two days on, when it has expired; the
 	// others are still valid then.
-	kr, problems, err := LoadPinned(dir, pins, now.Add(48*time.Hour))
+	kr, problems, err := LoadPinned(f.dir, f.pins, now.Add(48*time.Hour))
 	if err != nil {
 		t.Fatalf("LoadPinned: %v", err)
 	}
@@ -80,32 +118,11 @@ func TestLoadPinned(t *testing.T) {
 	for _, p := range problems {
 		byEmail[p.Email] = append(byEmail[p.Email], p)
 	}
-
-	tests := []struct {
-		name    string
-		email   string
-		want    error // nil: no problem
-		warning bool
-		inRing  bool
-	}{
-		{"pinned key found among several in one file", "alice@src.test", nil, false, true},
-		{"second key in the same file, pin in lower case", "bob@src.test", nil, false, true},
-		{"expired key", "expired@src.test", ErrKeyExpired, false, false},
-		{"expires in 10 days: warning", "soon@src.test", ErrKeyExpiring, true, true},
-		{"RSA-1024 key: weak algorithm", "weak@src.test", ErrWeakAlgorithm, false, false},
-		{"SHA-1 self-signatures", "sha1@src.test", ErrSHA1Binding, false, false},
-		{"no encryption subkey", "signonly@src.test", ErrNoEncryptionKey, false, false},
-		{"DSA primary key", "dsa@src.test", ErrWeakAlgorithm, false, false},
-		{"ElGamal encryption subkey", "elg@src.test", ErrWeakAlgorithm, false, false},
-		{"revoked key (revocation in one of two copies)", "revoked@src.test", ErrKeyRevoked, false, false},
-		{"missing key", "missing@src.test", ErrKeyMissing, false, false},
-		{"pinned address not a user ID: warning", "other-address@src.test", ErrEmailMismatch, true, true},
-	}
 	fprOf := map[string]string{}
-	for _, p := range pins {
+	for _, p := range f.pins {
 		fprOf[p.Email] = normalizeFingerprint(p.Fingerprint)
 	}
-	for _, tt := range tests {
+	for _, tt := range loadPinnedCases {
 		t.Run(tt.name, func(t *testing.T) {
 			ps := byEmail[tt.email]
 			if tt.want == nil {
@@ -129,14 +146,8 @@ func TestLoadPinned(t *testing.T) {
 			}
 		})
 	}
-	t.Run("expiry warning counts days", func(t *testing.T) {
-		_, ps, err := LoadPinned(dir, []Pin{{"soon@src.test", soon}}, now)
-		if err != nil || len(ps) != 1 || ps[0].DaysLeft != 10 || !errors.Is(ps[0].Err, ErrKeyExpiring) {
-			t.Fatalf("LoadPinned(soon, now) = %v, %v; want one warning with DaysLeft 10", ps, err)
-		}
-	})
 	t.Run("file no one names is ignored", func(t *testing.T) {
-		if _, ok := kr.Lookup(unnamed); ok {
+		if _, ok := kr.Lookup(f.unnamed); ok {
 			t.Error("unpinned key is in the keyring")
 		}
 		if kr.Len() != 3 { // alice (pinned twice), bob, soon
@@ -147,45 +158,61 @@ func TestLoadPinned(t *testing.T) {
 			t.Errorf("keyring = %v, want alice, bob, soon", fs)
 		}
 	})
-	t.Run("third-party certifications stripped", func(t *testing.T) {
-		k, ok := kr.Lookup(bob)
-		if !ok {
-			t.Fatal("bob missing")
-		}
-		for _, id := range k.e.Identities {
-			for _, s := range id.Signatures {
-				if !s.CheckKeyIdOrFingerprint(k.e.PrimaryKey) {
-					t.Errorf("certification by %X kept", *s.IssuerKeyId)
-				}
+	t.Run("third-party certifications stripped", func(t *testing.T) { checkCertificationsStripped(t, f, kr) })
+	checkLoadPinnedRefusals(t, f, now)
+}
+
+// checkCertificationsStripped: Alice's certification of Bob, present in
+// gpg's export, is gone from the loaded key and from its export.
+func checkCertificationsStripped(t *testing.T, f *pinnedFixture, kr *Keyring) {
+	k, ok := kr.Lookup(f.bob)
+	if !ok {
+		t.Fatal("bob missing")
+	}
+	for _, id := range k.e.Identities {
+		for _, s := range id.Signatures {
+			if !s.CheckKeyIdOrFingerprint(k.e.PrimaryKey) {
+				t.Errorf("certification by %X kept", *s.IssuerKeyId)
 			}
 		}
-		pub, err := k.ArmoredPublic()
-		if err != nil {
-			t.Fatal(err)
-		}
-		aliceID := alice[24:]
-		if pk := g.must(exp(bob), "--list-packets"); !strings.Contains(pk, "keyid "+aliceID) {
-			t.Fatalf("test setup: gpg's export of Bob lacks Alice's certification:\n%s", pk)
-		}
-		if pk := g.must(pub, "--list-packets"); strings.Contains(pk, "keyid "+aliceID) {
-			t.Errorf("exported key still carries Alice's certification:\n%s", pk)
+	}
+	pub, err := k.ArmoredPublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceID := f.alice[24:]
+	if pk := f.g.must(f.g.export("--armor", "--export", f.bob), "--list-packets"); !strings.Contains(pk, "keyid "+aliceID) {
+		t.Fatalf("test setup: gpg's export of Bob lacks Alice's certification:\n%s", pk)
+	}
+	if pk := f.g.must(pub, "--list-packets"); strings.Contains(pk, "keyid "+aliceID) {
+		t.Errorf("exported key still carries Alice's certification:\n%s", pk)
+	}
+}
+
+// checkLoadPinnedRefusals: the expiry warning's day count, and the pins and
+// directories LoadPinned refuses, in the fixture's key directory.
+func checkLoadPinnedRefusals(t *testing.T, f *pinnedFixture, now time.Time) {
+	t.Run("expiry warning counts days", func(t *testing.T) {
+		_, ps, err := LoadPinned(f.dir, []Pin{{"soon@src.test", f.soon}}, now)
+		if err != nil || len(ps) != 1 || ps[0].DaysLeft != 10 || !errors.Is(ps[0].Err, ErrKeyExpiring) {
+			t.Fatalf("LoadPinned(soon, now) = %v, %v; want one warning with DaysLeft 10", ps, err)
 		}
 	})
 	t.Run("bad pin is an error", func(t *testing.T) {
-		for _, f := range []string{"", "XYZ", "0123", strings.Repeat("A", 39)} {
-			if _, _, err := LoadPinned(dir, []Pin{{"x@y", f}}, now); !errors.Is(err, ErrBadFingerprint) {
-				t.Errorf("pin %q: err = %v, want ErrBadFingerprint", f, err)
+		for _, fpr := range []string{"", "XYZ", "0123", strings.Repeat("A", 39)} {
+			if _, _, err := LoadPinned(f.dir, []Pin{{"x@y", fpr}}, now); !errors.Is(err, ErrBadFingerprint) {
+				t.Errorf("pin %q: err = %v, want ErrBadFingerprint", fpr, err)
 			}
 		}
 	})
 	t.Run("v3 and v6 pins", func(t *testing.T) {
-		_, ps, err := LoadPinned(dir, []Pin{{"v3@x", strings.Repeat("A", 32)}, {"v6@x", strings.Repeat("B", 64)}}, now)
+		_, ps, err := LoadPinned(f.dir, []Pin{{"v3@x", strings.Repeat("A", 32)}, {"v6@x", strings.Repeat("B", 64)}}, now)
 		if err != nil || len(ps) != 2 || !errors.Is(ps[0].Err, ErrWeakAlgorithm) || !errors.Is(ps[1].Err, ErrUnsupportedKey) {
 			t.Fatalf("problems = %v, %v", ps, err)
 		}
 	})
 	t.Run("unreadable directory", func(t *testing.T) {
-		if _, _, err := LoadPinned(filepath.Join(dir, "nope"), nil, now); err == nil {
+		if _, _, err := LoadPinned(filepath.Join(f.dir, "nope"), nil, now); err == nil {
 			t.Error("err = nil for a missing directory")
 		}
 	})
