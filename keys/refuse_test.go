@@ -26,9 +26,39 @@ var refusalSentinels = []error{
 	ErrTampered, ErrTooLarge, ErrWrongKey, ErrMalformed, ErrUnsupportedProtocol,
 }
 
-// TestRefusals is the negative table: each bad message or key is refused,
-// each with its own reason.
-func TestRefusals(t *testing.T) {
+// refusalOp is what a refusal case asks of the message.
+type refusalOp int
+
+const (
+	refuseVerify refusalOp = iota
+	refuseDecrypt
+)
+
+// refusalCase is one row of TestRefusals: a bad message, the instant it is
+// judged at, and the one reason it must be refused with.
+type refusalCase struct {
+	name string
+	op   refusalOp
+	msg  []byte
+	now  time.Time
+	want error
+}
+
+// refusalFixture holds the keys and messages the refusal table is built
+// from: gpg-made member keys, a list key, and untouched signed and encrypted
+// messages to alter.
+type refusalFixture struct {
+	g                                          *gpgHome
+	list                                       *Key
+	trusted                                    *Keyring
+	now                                        time.Time
+	inner                                      []byte
+	member, second, stranger, short, rsa, weak string
+	revokedMsg                                 []byte
+	good, goodCT, goodEnc, ours, toStranger    []byte
+}
+
+func newRefusalFixture(t *testing.T) *refusalFixture {
 	g := newGPG(t)
 	list, err := GenerateListKey("Security", "security@example.org", Options{})
 	if err != nil {
@@ -36,145 +66,156 @@ func TestRefusals(t *testing.T) {
 	}
 	pub, _ := list.ArmoredPublic()
 	g.importKey(pub)
+	f := &refusalFixture{g: g, list: list, inner: []byte(innerText)}
 
-	member := g.edKey("Member <m@src.test>", "1y")
-	second := g.edKey("Second <second@src.test>", "1y")
-	stranger := g.edKey("Stranger <x@evil.test>", "1y")
-	short := g.edKey("Short <short@src.test>", "1d")
-	rsa := g.genKey("Rsa <rsa@src.test>", "rsa3072", "sign,cert", "1y")
-	g.must(nil, "--quick-add-key", rsa, "rsa3072", "encr", "1y")
-	weak := g.genKey("Weak <weak@src.test>", "rsa1024", "sign,cert", "1y")
-	g.must(nil, "--quick-add-key", weak, "rsa1024", "encr", "1y")
+	f.member = g.edKey("Member <m@src.test>", "1y")
+	f.second = g.edKey("Second <second@src.test>", "1y")
+	f.stranger = g.edKey("Stranger <x@evil.test>", "1y")
+	f.short = g.edKey("Short <short@src.test>", "1d")
+	f.rsa = g.genKey("Rsa <rsa@src.test>", "rsa3072", "sign,cert", "1y")
+	g.must(nil, "--quick-add-key", f.rsa, "rsa3072", "encr", "1y")
+	f.weak = g.genKey("Weak <weak@src.test>", "rsa1024", "sign,cert", "1y")
+	g.must(nil, "--quick-add-key", f.weak, "rsa1024", "encr", "1y")
 	revoked := g.edKey("Revoked <revoked@src.test>", "1y")
 
-	inner := []byte(innerText)
-	sign := func(fpr string, extra ...string) []byte {
-		return signedMIME(inner, g.detachSign(inner, fpr, extra...), "sb")
-	}
-	good := sign(member, "--digest-algo", "SHA256")
-	clear := func(fpr string, text string, extra ...string) []byte {
-		return g.output([]byte(text), append([]string{"--local-user", fpr}, append(extra, "--clearsign")...)...)
-	}
-	revokedMsg := sign(revoked)
+	f.good = f.sign(f.member, "--digest-algo", "SHA256")
+	f.revokedMsg = f.sign(revoked)
 	g.importKey(revocationCert(t, g, revoked))
 
-	now := time.Now() // after the keys were made: a key is not valid before its creation
-	trusted := NewKeyring(g.publicKey(member), g.publicKey(second), g.publicKey(short),
-		g.publicKey(rsa), g.publicKey(weak), g.publicKey(revoked))
-	if k, _ := trusted.Lookup(revoked); k.Check(now) == nil {
+	f.now = time.Now() // after the keys were made: a key is not valid before its creation
+	f.trusted = NewKeyring(g.publicKey(f.member), g.publicKey(f.second), g.publicKey(f.short),
+		g.publicKey(f.rsa), g.publicKey(f.weak), g.publicKey(revoked))
+	if k, _ := f.trusted.Lookup(revoked); k.Check(f.now) == nil {
 		t.Fatal("setup: revoked key not revoked")
 	}
 
-	encArmored := func(data []byte, extra ...string) []byte {
-		return g.output(data, append([]string{"--armor", "--recipient", list.Fingerprint()}, append(extra, "--encrypt")...)...)
-	}
-	goodCT := encArmored(inner)
-	goodEnc := encryptedMIME(goodCT, "eb")
-	ours, err := Encrypt(testOuter(t, "x"), inner, list, nil, Options{})
+	f.goodCT = g.output(f.inner, "--armor", "--recipient", list.Fingerprint(), "--encrypt")
+	f.goodEnc = encryptedMIME(f.goodCT, "eb")
+	f.ours, err = Encrypt(testOuter(t, "x"), f.inner, list, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	toStranger := encryptedMIME(g.output(inner, "--armor", "--recipient", stranger, "--encrypt"), "eb")
+	f.toStranger = encryptedMIME(g.output(f.inner, "--armor", "--recipient", f.stranger, "--encrypt"), "eb")
+	return f
+}
 
-	html := func(s string) []byte { return []byte("Content-Type: text/html\r\n\r\n" + s) }
-	text := func(s string) []byte { return []byte("Content-Type: text/plain\r\n\r\n" + s) }
-	rfc822 := func(msg []byte) []byte { return append([]byte("Content-Type: message/rfc822\r\n\r\n"), msg...) }
+// sign is the inner text in a PGP/MIME message signed by fpr.
+func (f *refusalFixture) sign(fpr string, extra ...string) []byte {
+	return signedMIME(f.inner, f.g.detachSign(f.inner, fpr, extra...), "sb")
+}
 
-	type op int
-	const (
-		verify op = iota
-		decrypt
-	)
-	tests := []struct {
-		name string
-		op   op
-		msg  []byte
-		now  time.Time
-		want error
-	}{
-		// Decryption (threats D1, D2, D9, C5).
-		{"tampered gpg ciphertext (last byte)", decrypt, encryptedMIME(flipByte(t, goodCT, -1), "eb"), now, ErrTampered},
-		{"tampered ciphertext (22nd byte from the end)", decrypt, flipMessage(t, ours, -22), now, ErrTampered},
-		{"tampered ciphertext (middle)", decrypt, flipMessage(t, ours, -200), now, ErrTampered},
-		{"no integrity protection (SED, tag 9)", decrypt, sedMessage(t, list, inner), now, ErrNoIntegrity},
-		{"decompression bomb", decrypt, bombMessage(t, list), now, ErrTooLarge},
-		{"EFAIL: html, ciphertext, html", decrypt, mixed("mixed", "efail", html(`<img src="http://evil.test/`), asEntity(t, goodEnc), html(`">`)), now, ErrPartiallyEncrypted},
-		{"EFAIL: ciphertext as a bare part", decrypt, mixed("mixed", "efail", text("see below"), append([]byte("Content-Type: application/octet-stream\r\n\r\n"), goodCT...)), now, ErrPartiallyEncrypted},
-		{"inline ciphertext with text around it", decrypt, plainMessage(append(append([]byte("Hello\n"), goodCT...), "\nbye\n"...)), now, ErrPartiallyEncrypted},
-		{"multipart/encrypted with a third part", decrypt, threeParts(t, goodEnc), now, ErrPartiallyEncrypted},
-		{"plain text", decrypt, plainMessage([]byte("hello\n")), now, ErrNotEncrypted},
-		{"signed-only OpenPGP message", decrypt, plainMessage(g.output(inner, "--armor", "--local-user", member, "--sign")), now, ErrNotEncrypted},
-		{"encrypted to another key", decrypt, toStranger, now, ErrWrongKey},
-		{"S/MIME", decrypt, []byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB\r\n"), now, ErrNotEncrypted},
-		{"truncated ciphertext", decrypt, encryptedMIME(truncate(t, goodCT, 40), "eb"), now, ErrMalformed},
+// clear is text clear-signed by fpr.
+func (f *refusalFixture) clear(fpr string, text string, extra ...string) []byte {
+	return f.g.output([]byte(text), append([]string{"--local-user", fpr}, append(extra, "--clearsign")...)...)
+}
 
-		// Verification (threats D4, E2, E4).
-		{"SHA-1 signature (RSA-3072)", verify, sign(rsa, "--digest-algo", "SHA1"), now, ErrWeakHash},
-		{"SHA-1 clear-signed", verify, plainMessage(clear(rsa, "/ack\n", "--digest-algo", "SHA1")), now, ErrWeakHash},
-		{"expired key", verify, sign(short), now.Add(72 * time.Hour), ErrKeyExpired},
-		{"revoked key", verify, revokedMsg, now, ErrKeyRevoked},
-		{"unknown signer", verify, sign(stranger), now, ErrUnknownSigner},
-		{"two signatures", verify, sign(member, "--local-user", second), now, ErrMultipleSignatures},
-		{"two signatures, clear-signed", verify, plainMessage(clear(member, "/ack\n", "--local-user", second)), now, ErrMultipleSignatures},
-		{"RSA-1024 signer", verify, sign(weak), now, ErrWeakAlgorithm},
-		{"signed content altered", verify, bytes.Replace(good, []byte("CVE-2025-0001"), []byte("CVE-2025-0002"), 1), now, ErrBadSignature},
-		{"Johnny: unsigned text, then signed part", verify, mixed("mixed", "j1", text("You are fired.\r\n"), asEntity(t, good)), now, ErrPartiallySigned},
-		{"Johnny: signed part, then appended text", verify, mixed("mixed", "j2", asEntity(t, good), text("P.S. /disclose now\r\n")), now, ErrPartiallySigned},
-		{"Johnny: signed part hidden in alternative", verify, mixed("alternative", "j3", text("/disclose now\r\n"), asEntity(t, good)), now, ErrPartiallySigned},
-		{"clear-signed, then appended text", verify, plainMessage(append(clear(member, "/ack\n"), "/disclose now\n"...)), now, ErrPartiallySigned},
-		{"text, then clear-signed", verify, plainMessage(append([]byte("/disclose now\n\n"), clear(member, "/ack\n")...)), now, ErrPartiallySigned},
-		{"clear-signed text beside html", verify, mixed("alternative", "j4", append([]byte("Content-Type: text/plain\r\n\r\n"), toCRLF(clear(member, "/ack\n"))...), html("<p>/disclose now</p>")), now, ErrPartiallySigned},
-		{"multipart/signed with a third part", verify, threeParts(t, good), now, ErrPartiallySigned},
-		{"signed part forwarded as message/rfc822", verify, mixed("mixed", "f1", text("FYI\r\n"), rfc822(good)), now, ErrForwarded},
-		{"top-level message/rfc822", verify, append([]byte("Content-Type: message/rfc822\r\n\r\n"), good...), now, ErrForwarded},
-		{"unsigned", verify, plainMessage([]byte("/ack\n")), now, ErrNotSigned},
-		{"S/MIME signed", verify, bytes.Replace(good, []byte(`protocol="application/pgp-signature"`), []byte(`protocol="application/pkcs7-signature"`), 1), now, ErrUnsupportedProtocol},
-		{"unescaped dash line in clear-signed text", verify, plainMessage(unescapeDash(clear(member, "-x\n"))), now, ErrMalformed},
+func htmlPart(s string) []byte { return []byte("Content-Type: text/html\r\n\r\n" + s) }
+func textPart(s string) []byte { return []byte("Content-Type: text/plain\r\n\r\n" + s) }
+func rfc822Part(msg []byte) []byte {
+	return append([]byte("Content-Type: message/rfc822\r\n\r\n"), msg...)
+}
+
+// decryptCases: ciphertexts that must not decrypt (threats D1, D2, D9, C5).
+func (f *refusalFixture) decryptCases(t *testing.T) []refusalCase {
+	g, list, inner, now, goodCT, goodEnc, ours := f.g, f.list, f.inner, f.now, f.goodCT, f.goodEnc, f.ours
+	return []refusalCase{
+		{"tampered gpg ciphertext (last byte)", refuseDecrypt, encryptedMIME(flipByte(t, goodCT, -1), "eb"), now, ErrTampered},
+		{"tampered ciphertext (22nd byte from the end)", refuseDecrypt, flipMessage(t, ours, -22), now, ErrTampered},
+		{"tampered ciphertext (middle)", refuseDecrypt, flipMessage(t, ours, -200), now, ErrTampered},
+		{"no integrity protection (SED, tag 9)", refuseDecrypt, sedMessage(t, list, inner), now, ErrNoIntegrity},
+		{"decompression bomb", refuseDecrypt, bombMessage(t, list), now, ErrTooLarge},
+		{"EFAIL: html, ciphertext, html", refuseDecrypt, mixed("mixed", "efail", htmlPart(`<img src="http://evil.test/`), asEntity(t, goodEnc), htmlPart(`">`)), now, ErrPartiallyEncrypted},
+		{"EFAIL: ciphertext as a bare part", refuseDecrypt, mixed("mixed", "efail", textPart("see below"), append([]byte("Content-Type: application/octet-stream\r\n\r\n"), goodCT...)), now, ErrPartiallyEncrypted},
+		{"inline ciphertext with text around it", refuseDecrypt, plainMessage(append(append([]byte("Hello\n"), goodCT...), "\nbye\n"...)), now, ErrPartiallyEncrypted},
+		{"multipart/encrypted with a third part", refuseDecrypt, threeParts(t, goodEnc), now, ErrPartiallyEncrypted},
+		{"plain text", refuseDecrypt, plainMessage([]byte("hello\n")), now, ErrNotEncrypted},
+		{"signed-only OpenPGP message", refuseDecrypt, plainMessage(g.output(inner, "--armor", "--local-user", f.member, "--sign")), now, ErrNotEncrypted},
+		{"encrypted to another key", refuseDecrypt, f.toStranger, now, ErrWrongKey},
+		{"S/MIME", refuseDecrypt, []byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB\r\n"), now, ErrNotEncrypted},
+		{"truncated ciphertext", refuseDecrypt, encryptedMIME(truncate(t, goodCT, 40), "eb"), now, ErrMalformed},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			at := tt.now
-			o := Options{Now: func() time.Time { return at }}
-			var err error
-			switch tt.op {
-			case verify:
-				var v *Verified
-				v, err = Verify(tt.msg, trusted, o)
-				if v != nil {
-					t.Fatalf("Verify counted a signature: %+v", v)
-				}
-			case decrypt:
-				var d *Decrypted
-				d, err = Decrypt(tt.msg, list, trusted, o)
-				if d != nil {
-					t.Fatalf("Decrypt returned plaintext: %q", d.Inner)
-				}
-				// IsEncrypted agrees: well-formed ciphertexts are
-				// "encrypted" even when they do not decrypt.
-				if !errors.Is(err, ErrMalformed) && IsEncrypted(tt.msg) != errorsIsAny(err, ErrTampered, ErrNoIntegrity, ErrTooLarge, ErrWrongKey) {
-					t.Errorf("IsEncrypted = %v for %v", IsEncrypted(tt.msg), err)
-				}
-			}
-			mustErrIs(t, tt.name, err, tt.want, refusalSentinels)
-			t.Logf("refused: %v", err)
-			checkOpenRefuses(t, tt.name, tt.msg, list, trusted, o, tt.op == decrypt, tt.want)
-		})
+}
+
+// verifyCases: messages whose signature must not count (threats D4, E2, E4).
+func (f *refusalFixture) verifyCases(t *testing.T) []refusalCase {
+	now, good, member, second := f.now, f.good, f.member, f.second
+	return []refusalCase{
+		{"SHA-1 signature (RSA-3072)", refuseVerify, f.sign(f.rsa, "--digest-algo", "SHA1"), now, ErrWeakHash},
+		{"SHA-1 clear-signed", refuseVerify, plainMessage(f.clear(f.rsa, "/ack\n", "--digest-algo", "SHA1")), now, ErrWeakHash},
+		{"expired key", refuseVerify, f.sign(f.short), now.Add(72 * time.Hour), ErrKeyExpired},
+		{"revoked key", refuseVerify, f.revokedMsg, now, ErrKeyRevoked},
+		{"unknown signer", refuseVerify, f.sign(f.stranger), now, ErrUnknownSigner},
+		{"two signatures", refuseVerify, f.sign(member, "--local-user", second), now, ErrMultipleSignatures},
+		{"two signatures, clear-signed", refuseVerify, plainMessage(f.clear(member, "/ack\n", "--local-user", second)), now, ErrMultipleSignatures},
+		{"RSA-1024 signer", refuseVerify, f.sign(f.weak), now, ErrWeakAlgorithm},
+		{"signed content altered", refuseVerify, bytes.Replace(good, []byte("CVE-2025-0001"), []byte("CVE-2025-0002"), 1), now, ErrBadSignature},
+		{"Johnny: unsigned text, then signed part", refuseVerify, mixed("mixed", "j1", textPart("You are fired.\r\n"), asEntity(t, good)), now, ErrPartiallySigned},
+		{"Johnny: signed part, then appended text", refuseVerify, mixed("mixed", "j2", asEntity(t, good), textPart("P.S. /disclose now\r\n")), now, ErrPartiallySigned},
+		{"Johnny: signed part hidden in alternative", refuseVerify, mixed("alternative", "j3", textPart("/disclose now\r\n"), asEntity(t, good)), now, ErrPartiallySigned},
+		{"clear-signed, then appended text", refuseVerify, plainMessage(append(f.clear(member, "/ack\n"), "/disclose now\n"...)), now, ErrPartiallySigned},
+		{"text, then clear-signed", refuseVerify, plainMessage(append([]byte("/disclose now\n\n"), f.clear(member, "/ack\n")...)), now, ErrPartiallySigned},
+		{"clear-signed text beside html", refuseVerify, mixed("alternative", "j4", append([]byte("Content-Type: text/plain\r\n\r\n"), toCRLF(f.clear(member, "/ack\n"))...), htmlPart("<p>/disclose now</p>")), now, ErrPartiallySigned},
+		{"multipart/signed with a third part", refuseVerify, threeParts(t, good), now, ErrPartiallySigned},
+		{"signed part forwarded as message/rfc822", refuseVerify, mixed("mixed", "f1", textPart("FYI\r\n"), rfc822Part(good)), now, ErrForwarded},
+		{"top-level message/rfc822", refuseVerify, append([]byte("Content-Type: message/rfc822\r\n\r\n"), good...), now, ErrForwarded},
+		{"unsigned", refuseVerify, plainMessage([]byte("/ack\n")), now, ErrNotSigned},
+		{"S/MIME signed", refuseVerify, bytes.Replace(good, []byte(`protocol="application/pgp-signature"`), []byte(`protocol="application/pkcs7-signature"`), 1), now, ErrUnsupportedProtocol},
+		{"unescaped dash line in clear-signed text", refuseVerify, plainMessage(unescapeDash(f.clear(member, "-x\n"))), now, ErrMalformed},
+	}
+}
+
+// checkRefusal: the case is refused for its own reason, hands back no
+// plaintext and no signature, and Open refuses it the same way.
+func checkRefusal(t *testing.T, f *refusalFixture, tt refusalCase) {
+	at := tt.now
+	o := Options{Now: func() time.Time { return at }}
+	var err error
+	switch tt.op {
+	case refuseVerify:
+		var v *Verified
+		v, err = Verify(tt.msg, f.trusted, o)
+		if v != nil {
+			t.Fatalf("Verify counted a signature: %+v", v)
+		}
+	case refuseDecrypt:
+		var d *Decrypted
+		d, err = Decrypt(tt.msg, f.list, f.trusted, o)
+		if d != nil {
+			t.Fatalf("Decrypt returned plaintext: %q", d.Inner)
+		}
+		// IsEncrypted agrees: well-formed ciphertexts are
+		// "encrypted" even when they do not decrypt.
+		if !errors.Is(err, ErrMalformed) && IsEncrypted(tt.msg) != errorsIsAny(err, ErrTampered, ErrNoIntegrity, ErrTooLarge, ErrWrongKey) {
+			t.Errorf("IsEncrypted = %v for %v", IsEncrypted(tt.msg), err)
+		}
+	}
+	mustErrIs(t, tt.name, err, tt.want, refusalSentinels)
+	t.Logf("refused: %v", err)
+	checkOpenRefuses(t, tt.name, tt.msg, f.list, f.trusted, o, tt.op == refuseDecrypt, tt.want)
+}
+
+// TestRefusals is the negative table: each bad message or key is refused,
+// each with its own reason.
+func TestRefusals(t *testing.T) {
+	f := newRefusalFixture(t)
+	for _, tt := range append(f.decryptCases(t), f.verifyCases(t)...) {
+		t.Run(tt.name, func(t *testing.T) { checkRefusal(t, f, tt) })
 	}
 
 	// The control case: the untouched fixtures are accepted.
-	if _, err := Verify(good, trusted, Options{}); err != nil {
+	if _, err := Verify(f.good, f.trusted, Options{}); err != nil {
 		t.Errorf("good signed message: %v", err)
 	}
-	if _, err := Decrypt(goodEnc, list, trusted, Options{}); err != nil {
+	if _, err := Decrypt(f.goodEnc, f.list, f.trusted, Options{}); err != nil {
 		t.Errorf("good encrypted message: %v", err)
 	}
 
 	t.Run("RSA-1024 key at load", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "weak.asc"), g.export("--armor", "--export", weak), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "weak.asc"), f.g.export("--armor", "--export", f.weak), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		kr, ps, err := LoadPinned(dir, []Pin{{"weak@src.test", weak}}, now)
+		kr, ps, err := LoadPinned(dir, []Pin{{"weak@src.test", f.weak}}, f.now)
 		if err != nil || kr.Len() != 0 || len(ps) != 1 {
 			t.Fatalf("LoadPinned = %d keys, %v, %v", kr.Len(), ps, err)
 		}
