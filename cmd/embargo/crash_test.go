@@ -24,11 +24,12 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
-// deliveriesAtOnce is the queue worker's default concurrency
-// (queue.Options.Concurrency), which `embargo serve` uses: the most rows that
-// can be in state "sending" when the process dies, so the most messages one
-// kill can make the queue send again.
-const deliveriesAtOnce = 4
+// deliveriesAtOnce is the most rows the queue worker holds in state
+// "sending" with `embargo serve`'s defaults (queue.DefaultMaxClaimed):
+// claimed, with the relay, or delivered and waiting for the group commit
+// that records them. It is the most messages one kill can make the queue
+// send again.
+const deliveriesAtOnce = queue.DefaultMaxClaimed
 
 // crashLoad is what the senders of the crash loop did.
 type crashLoad struct {
