@@ -19,6 +19,12 @@ import (
 // roster plus extra configuration lines (holidays = […]).
 func checkDrill(t *testing.T, name string, text []byte, extra string) *drill {
 	t.Helper()
+	return playCheck(t, name, text, extra, false)
+}
+
+// playCheck is checkDrill, ticking at every virtual minute with everyMinute.
+func playCheck(t *testing.T, name string, text []byte, extra string, everyMinute bool) *drill {
+	t.Helper()
 	sc, err := parseScenario(text, name)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +38,7 @@ func checkDrill(t *testing.T, name string, text []byte, extra string) *drill {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dr.check = true
+	dr.check, dr.everyMinute = true, everyMinute
 	if err := dr.run(t.Context()); err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}
