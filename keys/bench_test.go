@@ -69,7 +69,7 @@ func BenchmarkEncrypt100(b *testing.B) {
 
 // BenchmarkEncryptShared100 is the reference: one OpenPGP message to all 100
 // recipients at once (one SEIPD, 100 PKESKs), signed; embargo does not do
-// this (libraries.md §3.3), it only bounds the cost of per-copy encryption.
+// this (docs/dependencies.md §3.3), it only bounds the cost of per-copy encryption.
 func BenchmarkEncryptShared100(b *testing.B) {
 	list, recips, notice := benchSetup(b)
 	to := make([]*openpgp.Entity, len(recips))

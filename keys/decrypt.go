@@ -204,7 +204,7 @@ func messageSignature(md *openpgp.MessageDetails, plaintext []byte, trusted *Key
 		return nil, fmt.Errorf("%w: %d signatures", ErrMultipleSignatures, n)
 	}
 	// go-crypto leaves SignedBy nil and SignatureError nil for an unknown
-	// signer: that is not a valid signature (libraries.md §3.6).
+	// signer: that is not a valid signature (docs/dependencies.md §3.6).
 	if md.SignedBy == nil {
 		return nil, fmt.Errorf("%w: %016X", ErrUnknownSigner, md.SignedByKeyId)
 	}

@@ -36,7 +36,7 @@
 // reads it), optionally signed inside by a list key; there is no plaintext
 // fallback. Announcements are PGP/MIME signed.
 //
-// Threat references (threats.md): D1 integrity, D2/D9 EFAIL and
+// Threat references (docs/threat-model.md): D1 integrity, D2/D9 EFAIL and
 // encryption spoofing, D3 ciphertext hashes for replay detection, D4 weak
 // algorithms, D5 pinning, D6 no plaintext fallback, D7 protected headers,
 // C5 decompression bombs, E2 partial signing, E4 key state.

@@ -68,7 +68,7 @@ func Encrypt(outer mail.Header, inner []byte, to *Key, signer *Key, o Options) (
 func encryptMessage(plaintext []byte, to, signer *Key, o Options) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(len(plaintext)*11/8 + 1024) // base64 and line ends, packet headers
-	if err := encryptArmored(&crlfWriter{w: &b}, bytes.NewReader(plaintext), to, signer, o); err != nil {
+	if err := encryptArmored(&b, bytes.NewReader(plaintext), to, signer, o); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

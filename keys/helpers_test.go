@@ -100,7 +100,7 @@ const innerText = "Content-Type: text/plain; charset=utf-8\r\n" +
 	"-- \r\n" +
 	"security@example.org\r\n"
 
-// ---- gpg harness (threats.md §2.1) ----
+// ---- gpg harness (docs/threat-model.md §2.1) ----
 
 // gpgHome is one GnuPG home directory with its own agent.
 type gpgHome struct {

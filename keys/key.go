@@ -321,7 +321,7 @@ func hashName(h crypto.Hash) string {
 	return fmt.Sprintf("hash %d", int(h))
 }
 
-// listKeyConfig generates list keys gpg 2.2 imports (libraries.md §3.2): a v4
+// listKeyConfig generates list keys gpg 2.2 imports (docs/dependencies.md §3.2): a v4
 // legacy EdDSA Ed25519 primary (RFC 4880bis algorithm 22, not RFC 9580's
 // algorithm 27) with a cv25519 ECDH encryption subkey, advertising AES-256
 // and SHA-256 (RFC 4880 §5.2.3.7, §5.2.3.8) and no compression.

@@ -74,7 +74,7 @@ func (o Options) boundary() (string, error) {
 }
 
 // config is the go-crypto configuration every operation starts from. The v1
-// API is used (libraries.md §3.1); the policy it does not enforce (weak
+// API is used (docs/dependencies.md §3.1); the policy it does not enforce (weak
 // hashes, weak keys) is enforced by this package's own checks.
 func (o Options) config() *packet.Config {
 	// go-crypto's own decompression limit sits above ours, with room for the

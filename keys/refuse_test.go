@@ -215,7 +215,7 @@ func TestBombBoundedMemory(t *testing.T) {
 	}
 }
 
-// ---- fixtures built by code (threats.md §2.1) ----
+// ---- fixtures built by code (docs/threat-model.md §2.1) ----
 
 // payloadOf returns the binary OpenPGP message inside msg.
 func payloadOf(t testing.TB, msg []byte) []byte {

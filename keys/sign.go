@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -62,7 +61,7 @@ func Sign(outer mail.Header, inner []byte, signer *Key, o Options) ([]byte, erro
 	}
 	b.WriteString("This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n")
 	b.WriteString("--" + boundary + "\r\n")
-	// RFC 3156 §5 and libraries.md §3.5 rule 3: part 1 is written by hand,
+	// RFC 3156 §5 and docs/dependencies.md §3.5 rule 3: part 1 is written by hand,
 	// exactly the bytes that were signed; the CRLF that follows belongs to
 	// the next delimiter (RFC 2046 §5.1.1) and is not signed.
 	b.Write(inner)
@@ -96,17 +95,12 @@ func detachSign(data []byte, signer *Key, o Options) (armored []byte, hash crypt
 		return nil, 0, fmt.Errorf("keys: read back signature: got %T", p)
 	}
 	var b bytes.Buffer
-	w, err := armor.Encode(&b, armorSignature, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := w.Write(raw.Bytes()); err != nil {
-		return nil, 0, err
-	}
+	w := newArmorWriter(&b, armorSignature)
+	w.Write(raw.Bytes()) // a bytes.Buffer does not fail
 	if err := w.Close(); err != nil {
 		return nil, 0, err
 	}
-	return toCRLF(b.Bytes()), sp.Hash, nil
+	return b.Bytes(), sp.Hash, nil
 }
 
 // canSign checks that k can make signatures at now.
@@ -172,11 +166,17 @@ func micalgOf(h crypto.Hash) (string, error) {
 // line. Everything goes through go-message, which refuses CR or LF in a
 // value (no header injection).
 func writeOuter(b *bytes.Buffer, outer mail.Header, mediaType string, params map[string]string) error {
-	h := contentFree(outer)
-	if err := textproto.WriteHeader(b, h.Header.Header); err != nil {
-		return fmt.Errorf("header: %w", err)
+	fields, err := fieldsOf(outer)
+	if err != nil {
+		return err
 	}
-	b.Truncate(b.Len() - 2) // the blank line; ours follow
+	b.Write(fields)
+	return writeMIMEFields(b, mediaType, params)
+}
+
+// writeMIMEFields writes MIME-Version and the Content-Type, then the blank
+// line that ends the header.
+func writeMIMEFields(b *bytes.Buffer, mediaType string, params map[string]string) error {
 	var m message.Header
 	m.SetContentType(mediaType, params)
 	m.Set("MIME-Version", "1.0") // Set prepends: written before Content-Type

@@ -1,15 +1,13 @@
 package keys
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 )
@@ -23,15 +21,21 @@ import (
 // entity is); a bare CR or LF in it is an ErrMalformed error. On any error,
 // what was written to w is not a message and must be thrown away.
 func EncryptStream(w io.Writer, outer mail.Header, inner io.Reader, to, signer *Key, o Options) error {
+	fields, err := fieldsOf(outer)
+	if err != nil {
+		return fmt.Errorf("keys: encrypt: %w", err)
+	}
+	return encryptStream(w, bytes.NewBuffer(fields), inner, to, signer, o)
+}
+
+// encryptStream writes head (the outer header fields, without MIME fields),
+// the PGP/MIME fields and parts, and the armored message.
+func encryptStream(w io.Writer, head *bytes.Buffer, inner io.Reader, to, signer *Key, o Options) error {
 	boundary, err := o.boundary()
 	if err != nil {
 		return err
 	}
-	var head bytes.Buffer
-	if err := writeOuter(&head, outer, "multipart/encrypted", map[string]string{
-		"boundary": boundary,
-		"protocol": "application/pgp-encrypted",
-	}); err != nil {
+	if err := writeEncryptedFields(head, boundary); err != nil {
 		return fmt.Errorf("keys: encrypt: %w", err)
 	}
 	// The same parts as Encrypt: RFC 3156 §4.
@@ -48,7 +52,7 @@ func EncryptStream(w io.Writer, outer mail.Header, inner io.Reader, to, signer *
 		return err
 	}
 	guard := &delimGuard{w: w, delim: []byte("--" + boundary)}
-	if err := encryptArmored(&crlfWriter{w: guard}, &crlfChecker{r: inner}, to, signer, o); err != nil {
+	if err := encryptArmored(guard, &crlfChecker{r: inner}, to, signer, o); err != nil {
 		return err
 	}
 	if guard.found {
@@ -58,7 +62,8 @@ func EncryptStream(w io.Writer, outer mail.Header, inner io.Reader, to, signer *
 	return err
 }
 
-// encryptArmored writes the ASCII-armored OpenPGP message of plaintext to w:
+// encryptArmored writes the ASCII-armored OpenPGP message of plaintext to w,
+// CRLF line ends (armorWriter):
 // one PKESK for to's current encryption subkey and a SEIPD v1 packet with
 // MDC, AES-256, no compression (RFC 4880 §5.1, §5.13, §5.14), which gpg 2.2
 // reads, holding, if signer is not nil, a one-pass signature, the literal
@@ -91,10 +96,7 @@ func encryptArmored(w io.Writer, plaintext io.Reader, to, signer *Key, o Options
 	if _, err := io.ReadFull(cfg.Random(), sessionKey); err != nil {
 		return fmt.Errorf("keys: session key: %w", err)
 	}
-	aw, err := armor.Encode(w, armorMessage, nil)
-	if err != nil {
-		return err
-	}
+	aw := newArmorWriter(w, armorMessage)
 	// v3 PKESK (aeadSupported=false): RFC 4880 §5.1.
 	if err := packet.SerializeEncryptedKeyAEAD(aw, ek.PublicKey, cipher, false, sessionKey, cfg); err != nil {
 		return fmt.Errorf("keys: encrypt session key: %w", err)
@@ -144,7 +146,10 @@ func encryptArmored(w io.Writer, plaintext io.Reader, to, signer *Key, o Options
 		}
 		dst = io.MultiWriter(lit, h)
 	}
-	if _, err := io.Copy(dst, plaintext); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(dst, plaintext, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
 		return fmt.Errorf("keys: encrypt: %w", err)
 	}
 	if err := lit.Close(); err != nil {
@@ -169,69 +174,14 @@ func encryptArmored(w io.Writer, plaintext io.Reader, to, signer *Key, o Options
 // the protected copies of h's fields in front and protected-headers="v1" in
 // its Content-Type, then the rest of inner, unread until then.
 func ProtectHeadersReader(inner io.Reader, h mail.Header) (io.Reader, error) {
-	br := bufio.NewReader(inner)
-	eh, err := textproto.ReadHeader(br)
-	if err != nil {
-		return nil, fmt.Errorf("keys: inner entity: %w: %v", ErrMalformed, err)
-	}
-	var prot textproto.Header
-	fields := h.Fields()
-	var keys, vals []string
-	for fields.Next() {
-		if protectedFields[lower(fields.Key())] && !eh.Has(fields.Key()) {
-			keys = append(keys, fields.Key())
-			vals = append(vals, fields.Value())
-		}
-	}
-	for i := len(keys) - 1; i >= 0; i-- { // Add prepends
-		prot.Add(keys[i], vals[i])
-	}
-	mh := message.Header{Header: eh}
-	t, params, err := mh.ContentType()
-	if err != nil {
-		t, params = "text/plain", map[string]string{}
-	}
-	if params == nil {
-		params = map[string]string{}
-	}
-	params["protected-headers"] = "v1"
-	mh.SetContentType(t, params)
 	var b bytes.Buffer
-	if err := textproto.WriteHeader(&b, prot); err != nil {
+	if err := textproto.WriteHeader(&b, h.Header.Header); err != nil {
 		return nil, fmt.Errorf("keys: protected headers: %w", err)
 	}
-	b.Truncate(b.Len() - 2) // WriteHeader ends with the blank line
-	if err := textproto.WriteHeader(&b, mh.Header); err != nil {
-		return nil, fmt.Errorf("keys: inner header: %w", err)
-	}
-	return io.MultiReader(&b, br), nil
+	return ProtectHeaderFields(inner, b.Bytes()[:b.Len()-2])
 }
 
 func lower(s string) string { return string(bytes.ToLower([]byte(s))) }
-
-// crlfWriter turns the LF line ends of the armor encoder into CRLF (the
-// armor writes no CR of its own).
-type crlfWriter struct{ w io.Writer }
-
-func (c *crlfWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			m, err := c.w.Write(p)
-			return n + m, err
-		}
-		if _, err := c.w.Write(p[:i]); err != nil {
-			return n, err
-		}
-		if _, err := c.w.Write([]byte("\r\n")); err != nil {
-			return n, err
-		}
-		n += i + 1
-		p = p[i+1:]
-	}
-	return n, nil
-}
 
 // crlfChecker passes a reader through and fails on a CR not followed by LF
 // or an LF not preceded by CR: what is signed and encrypted must be the
@@ -244,12 +194,11 @@ type crlfChecker struct {
 
 func (c *crlfChecker) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	for i, b := range p[:n] {
-		switch {
-		case c.prevCR && b != '\n', !c.prevCR && b == '\n':
+	if n > 0 {
+		if i := crlfViolation(p[:n], c.prevCR); i >= 0 {
 			return 0, fmt.Errorf("%w: bare CR or LF at offset %d of the inner entity", ErrMalformed, c.off+int64(i))
 		}
-		c.prevCR = b == '\r'
+		c.prevCR = p[n-1] == '\r'
 	}
 	c.off += int64(n)
 	if err == io.EOF && c.prevCR {
@@ -257,6 +206,10 @@ func (c *crlfChecker) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// copyBufs are the buffers encryptArmored copies the plaintext through:
+// io.Copy would allocate 32 KiB per message.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // delimGuard passes writes through and notes whether delim occurs in them,
 // across write boundaries (RFC 2046 §5.1.1: the boundary must not occur in
@@ -273,7 +226,7 @@ func (g *delimGuard) Write(p []byte) (int, error) {
 		keep := len(g.delim) - 1
 		// A delimiter across the previous writes and this one starts in tail.
 		edge := append(g.tail, p[:min(len(p), keep)]...)
-		g.found = bytes.Contains(edge, g.delim) || bytes.Contains(p, g.delim)
+		g.found = bytes.Contains(edge, g.delim) || containsDelim(p, g.delim)
 		if len(p) >= keep {
 			g.tail = append(g.tail[:0], p[len(p)-keep:]...)
 		} else {
@@ -282,4 +235,53 @@ func (g *delimGuard) Write(p []byte) (int, error) {
 		}
 	}
 	return g.w.Write(p)
+}
+
+// containsDelim is bytes.Contains(p, delim) for a MIME delimiter, which
+// starts with "--": it looks for the first byte alone (vectorised), which
+// base64 never holds and armor only in its first and last lines, and
+// compares the rest only there. bytes.Contains would soon fall back to a
+// brute-force search, the armor lines starting with "--".
+func containsDelim(p, delim []byte) bool {
+	for i := 0; i < len(p); i++ {
+		k := bytes.IndexByte(p[i:], delim[0])
+		if k < 0 {
+			return false
+		}
+		i += k
+		if bytes.HasPrefix(p[i:], delim) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeEncryptedFields writes the MIME fields of a multipart/encrypted
+// message (RFC 3156 §4). A boundary of ours ("=_" and 32 hex digits) needs
+// no quoting rules applied: the fields are written as go-message writes
+// them, from a template; any other goes through go-message.
+func writeEncryptedFields(b *bytes.Buffer, boundary string) error {
+	if !ourBoundary(boundary) {
+		return writeMIMEFields(b, "multipart/encrypted", map[string]string{
+			"boundary": boundary,
+			"protocol": "application/pgp-encrypted",
+		})
+	}
+	b.WriteString("Mime-Version: 1.0\r\nContent-Type: multipart/encrypted;\r\n boundary=\"")
+	b.WriteString(boundary)
+	b.WriteString("\";\r\n protocol=\"application/pgp-encrypted\"\r\n\r\n")
+	return nil
+}
+
+// ourBoundary reports whether b has the form Options.boundary makes.
+func ourBoundary(b string) bool {
+	if len(b) != 34 || b[:2] != "=_" {
+		return false
+	}
+	for i := 2; i < len(b); i++ {
+		if c := b[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,5 +1,5 @@
 // Package lists owns list policy: which addresses are ours, who may post where,
-// who receives which copies. It is a pure core (docs/style.md §3): no I/O, no
+// who receives which copies. It is a pure core (docs/design.md §1): no I/O, no
 // clock, no SMTP — refusals carry their SMTP status as data so that smtpd can
 // answer without this package knowing SMTP.
 //
@@ -16,7 +16,7 @@ import (
 // Name identifies one of the three lists.
 type Name string
 
-// The lists embargo runs (DESIGN.md, table of people and addresses).
+// The lists embargo runs (docs/design.md, table of people and addresses).
 const (
 	Security     Name = "security"
 	Distributors Name = "distributors"
@@ -111,7 +111,7 @@ func (r *Roster) IsCommittee(addr string) bool {
 }
 
 // IsOurs reports whether addr is one of our list addresses or their
-// sub-addresses, so automatic mail is never sent to ourselves (threats.md B9).
+// sub-addresses, so automatic mail is never sent to ourselves (docs/threat-model.md B9).
 func (r *Roster) IsOurs(addr string) bool {
 	_, err := r.Route(addr)
 	return err == nil || strings.HasSuffix(strings.ToLower(addr), "@"+r.List(Security).Domain())
@@ -189,7 +189,7 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 				t.Detail = DetailBounces
 			}
 		case Announce:
-			// Output only (threats.md F5): nobody posts to the announce list.
+			// Output only (docs/threat-model.md F5): nobody posts to the announce list.
 			d := strings.ToLower(detail)
 			if !hasDetail {
 				return Target{}, &Refusal{Code: 550, Enhanced: "5.7.1", Text: "The announce list is output only; to subscribe, write to " + l.SubAddress(DetailSubscribe)}

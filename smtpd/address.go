@@ -27,7 +27,7 @@ const (
 	maxLabelLen   = 63
 )
 
-// parseRecipient re-parses a RCPT address strictly (threats.md B3). go-smtp's parsePath
+// parseRecipient re-parses a RCPT address strictly (docs/threat-model.md B3). go-smtp's parsePath
 // has already stripped any source route (RFC 5321 §3.6.1 lets us ignore it) and
 // unquoted the local part, so <"a@evil"@ex.org> arrives as a@evil@ex.org. Accepted is
 // only dot-atom@domain:

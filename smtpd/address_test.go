@@ -17,7 +17,7 @@ func TestParseRecipient(t *testing.T) {
 		{"x@a-b.ex-1.org", "x@a-b.ex-1.org"},
 		{"x@ex.o1", "x@ex.o1"},
 
-		// threats.md B3, as go-smtp hands them over.
+		// docs/threat-model.md B3, as go-smtp hands them over.
 		{"security@ex.org@evil.com", ""}, // from <"security@ex.org"@evil.com> and <security@ex.org@evil.com>
 		{"security%evil.com@ex.org", ""},
 		{"evil.com!security@ex.org", ""},

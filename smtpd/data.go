@@ -55,7 +55,7 @@ func transferError(err error) (replyErr error, senderFault bool) {
 
 // bareLineEnd returns the offset of the first CR not followed by LF or LF not preceded
 // by CR, or -1. RFC 5322 §2.3 lets CR and LF occur only together; SMTP smuggling
-// (threats.md B1) relies on receivers that accept them alone. go-smtp passes them
+// (docs/threat-model.md B1) relies on receivers that accept them alone. go-smtp passes them
 // through in DATA and in BDAT chunks, and embargo refuses rather than normalises,
 // because it re-emits content and a normalised message is not the one that was sent.
 func bareLineEnd(msg []byte) int {

@@ -8,7 +8,7 @@
 //
 // # What smtpd adds to go-smtp
 //
-// go-smtp is a correct protocol engine with permissive defaults (docs/threats.md §0).
+// go-smtp is a correct protocol engine with permissive defaults (docs/threat-model.md §0).
 // smtpd closes these gaps:
 //
 //   - Bare CR and bare LF reach Session.Data unchanged, in DATA and in BDAT chunks. smtpd
@@ -18,16 +18,16 @@
 //     connection reader sees those bytes go by and refuses the message too.
 //   - go-smtp's address parser strips source routes and unquotes local parts. smtpd
 //     re-parses every recipient strictly and refuses anything but a plain
-//     dot-atom@domain with 550 5.1.1 before the Handler sees it (threats.md B3).
+//     dot-atom@domain with 550 5.1.1 before the Handler sees it (docs/threat-model.md B3).
 //   - A plain error returned to go-smtp after DATA becomes a permanent 554 carrying the
 //     error text. smtpd turns every error into a reply in one function (reply.go):
 //     policy refusals keep their code, everything else becomes 451 4.3.0 with generic
-//     text, and the details go to the log only (threats.md A1, B4).
+//     text, and the details go to the log only (docs/threat-model.md A1, B4).
 //   - go-smtp has no connection caps, counts nobody until EHLO and has no session
-//     lifetime or error limit. smtpd wraps the listener (threats.md B7), and every
+//     lifetime or error limit. smtpd wraps the listener (docs/threat-model.md B7), and every
 //     refusal it or the Handler makes counts towards MaxErrors, the 452 for too many
 //     recipients included.
-//   - More than MaxReceived Received fields are refused as a mail loop (threats.md B9).
+//   - More than MaxReceived Received fields are refused as a mail loop (docs/threat-model.md B9).
 //   - A message without any header, MAIL FROM with AUTH= (no AUTH is offered), an EHLO
 //     name with control characters and, in BDAT, a line over MaxLineLength are refused.
 //     Replies in plain text never carry a control character.

@@ -171,7 +171,7 @@ func runScript(t *testing.T, script []byte) (*fuzzHandler, string, string) {
 	return h, c.output(), logBuf.String()
 }
 
-// FuzzSession feeds arbitrary bytes to the server as a client dialogue (threats.md B1,
+// FuzzSession feeds arbitrary bytes to the server as a client dialogue (docs/threat-model.md B1,
 // §2.5). Properties: no panic in smtpd (go-smtp recovers panics and logs them, so the
 // log is checked), no bare CR or LF in a message handed over, one "OK: queued" reply
 // per stored message and none without, and no internal text or go-smtp's leaking 554

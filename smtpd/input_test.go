@@ -109,7 +109,7 @@ func runInput(t *testing.T, tests []inputCase) {
 func TestBadEnvelope(t *testing.T) {
 	const cyrillic = "\u0455ecurity@ex.org" // U+0455 CYRILLIC SMALL LETTER DZE looks like 's'
 	runInput(t, []inputCase{
-		// Recipients (threats.md B3). The Handler accepts only security@ex.org.
+		// Recipients (docs/threat-model.md B3). The Handler accepts only security@ex.org.
 		{name: "unknown recipient", run: rcpt("victim@gmail.com"), code: 550, enhanced: "5.1.1", offered: "victim@gmail.com"},
 		{name: "quoted local part hiding an address", run: rcpt(`"security@ex.org"@evil.com`), code: 550, enhanced: "5.1.1"},
 		{name: "two at signs", run: rcpt("security@ex.org@evil.com"), code: 550, enhanced: "5.1.1"},
@@ -170,7 +170,7 @@ func TestBadMessage(t *testing.T) {
 		{name: "oversize announced by SIZE", opts: Options{MaxMessageBytes: 1024}, run: command("MAIL FROM:<a@b.test> SIZE=2048"), code: 552, enhanced: "5.3.4"},
 		{name: "oversize in BDAT", opts: Options{MaxMessageBytes: 1024}, run: inBDAT(strings.Repeat("0123456789abcde\r\n", 120)), code: 552, enhanced: "5.3.4", offered: "security@ex.org"},
 
-		// Bare line ends (threats.md B1).
+		// Bare line ends (docs/threat-model.md B1).
 		{name: "bare LF in DATA", run: inData("Subject: x\n\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
 		{name: "bare CR in DATA", run: inData("Subject: x\r\r\nbody\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
 		{name: "bare LF in BDAT", run: inBDAT("Subject: x\r\n\r\nbo\ndy\r\n"), code: 550, enhanced: "5.5.2", offered: "security@ex.org"},
@@ -200,7 +200,7 @@ func TestBadMessage(t *testing.T) {
 		{name: "line of MaxLineLength in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 98) + "\r\n"), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
 		{name: "line of MaxLineLength+1 in BDAT", opts: Options{MaxLineLength: 100}, run: inBDAT("Subject: x\r\n\r\n" + strings.Repeat("a", 99) + "\r\n"), code: 500, enhanced: "5.4.0", offered: "security@ex.org"},
 
-		// Mail loops (threats.md B9).
+		// Mail loops (docs/threat-model.md B9).
 		{name: "51 Received fields", run: inData(received(51) + simpleMsg), code: 554, enhanced: "5.4.6", offered: "security@ex.org"},
 		{name: "50 Received fields", run: inData(received(50) + simpleMsg), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},
 		{name: "Received in the body does not count", run: inData(simpleMsg + received(60)), code: 250, enhanced: "2.0.0", offered: "security@ex.org", handled: 1},

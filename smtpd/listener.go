@@ -18,7 +18,7 @@ const refuseWriteTimeout = 2 * time.Second
 // reading can outlive the lifetime.
 const lifetimeWriteGrace = 5 * time.Second
 
-// connLimiter counts open connections in total and per client IP (threats.md B7).
+// connLimiter counts open connections in total and per client IP (docs/threat-model.md B7).
 // go-smtp has no cap and creates a session only at the first EHLO, so a peer that
 // connects and stays silent would be invisible to it; counting at Accept sees it.
 type connLimiter struct {

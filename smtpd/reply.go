@@ -141,7 +141,7 @@ func reply(log *slog.Logger, sessionID string, err error) *smtp.SMTPError {
 }
 
 // internalReply is temporary on purpose: a storage failure must make the sender retry,
-// never bounce a report for good (threats.md A1). RFC 3463 X.3.0: mail system status.
+// never bounce a report for good (docs/threat-model.md A1). RFC 3463 X.3.0: mail system status.
 func internalReply(sessionID string, enhanced smtp.EnhancedCode) *smtp.SMTPError {
 	return &smtp.SMTPError{
 		Code:         451,
@@ -206,7 +206,7 @@ func formatEnhanced(ec smtp.EnhancedCode) string {
 }
 
 // sanitizeText makes text safe for one reply line. CR and LF would split the reply and
-// let the text forge a second one (go-smtp #275, threats.md B4); other controls and
+// let the text forge a second one (go-smtp #275, docs/threat-model.md B4); other controls and
 // non-ASCII are not reply text either (RFC 5321 §4.2: textstring is HT and 32-126).
 func sanitizeText(s string) string {
 	var b strings.Builder

@@ -69,7 +69,7 @@ func TestReply(t *testing.T) {
 }
 
 // TestReplyOnTheWire proves that the client reads exactly one reply, with no internal
-// text, whatever the Handler returns (threats.md A1, B4).
+// text, whatever the Handler returns (docs/threat-model.md A1, B4).
 func TestReplyOnTheWire(t *testing.T) {
 	tests := []struct {
 		name       string

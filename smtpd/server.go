@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Defaults applied to zero Options fields. They follow Postfix's defaults (threats.md
+// Defaults applied to zero Options fields. They follow Postfix's defaults (docs/threat-model.md
 // §4), tightened where embargo has few local addresses.
 const (
 	DefaultMaxMessageBytes     = 10 << 20 // Postfix message_size_limit 10 240 000
@@ -158,7 +158,7 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	// Every field that matters is set here, on purpose: go-smtp's zero values mean
-	// "unlimited" (threats.md §0.3).
+	// "unlimited" (docs/threat-model.md §0.3).
 	ss.Network = opts.Network
 	ss.Addr = opts.Addr
 	ss.Domain = opts.Domain
@@ -171,7 +171,7 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 	ss.WriteTimeout = opts.WriteTimeout
 	ss.EnableSMTPUTF8 = true     // RFC 6531; recipients are still ASCII-only (address.go)
 	ss.AllowInsecureAuth = false // and no AUTH at all: session has no AuthSession methods
-	ss.Debug = nil               // it would tee message bodies (threats.md D10)
+	ss.Debug = nil               // it would tee message bodies (docs/threat-model.md D10)
 	ss.ErrorLog = errorLog{log}
 	s.smtp = ss
 	return s

@@ -125,7 +125,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt re-parses the address strictly before the Handler sees it (threats.md B3):
+// Rcpt re-parses the address strictly before the Handler sees it (docs/threat-model.md B3):
 // go-smtp hands over what its lenient parsePath made of the path. Rcpt enforces
 // MaxRecipients (452 4.5.3, RFC 5321 §4.5.3.1.8) itself rather than go-smtp, whose
 // refusal never reaches the session and so could not count towards MaxErrors.

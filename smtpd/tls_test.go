@@ -47,7 +47,7 @@ func selfSigned(t *testing.T) (server, client *tls.Config) {
 }
 
 // TestSTARTTLSInjection sends plaintext commands behind STARTTLS in one write
-// (CVE-2011-0411, threats.md B5). go-smtp discards its read buffer at the handshake;
+// (CVE-2011-0411, docs/threat-model.md B5). go-smtp discards its read buffer at the handshake;
 // this test locks that in: the injected MAIL must not be in effect over TLS.
 func TestSTARTTLSInjection(t *testing.T) {
 	tests := []struct {

@@ -1,7 +1,7 @@
 // Package templates renders message bodies from embedded text/template files that
-// an operator can override from a directory (DESIGN.md §1). It renders bodies
+// an operator can override from a directory (docs/design.md §1). It renders bodies
 // only: headers are always built in Go, so no field value can add or change a
-// header (docs/threats.md B10, F4).
+// header (docs/threat-model.md B10, F4).
 package templates
 
 import (
@@ -36,7 +36,7 @@ var funcs = template.FuncMap{
 	// local zone (docs/process.md §6).
 	"utc": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC (Monday)") },
 	// quote prefixes every line with "> ", so quoted text can never start a
-	// command line (docs/style.md §4).
+	// command line (docs/design.md §1).
 	"quote": func(s string) string {
 		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 		for i, l := range lines {

@@ -48,7 +48,7 @@ type DistributorNotice struct {
 type EmbargoLifted struct{ At time.Time }
 
 // Release publishes the advisory: announce@, every outside channel, the
-// tracking-issue text and CVE data to the SRC (DESIGN.md §2, disclosed).
+// tracking-issue text and CVE data to the SRC (docs/design.md §2, disclosed).
 type Release struct{ At time.Time }
 
 // AlertSRC tells the whole committee (and the fix team) something that needs

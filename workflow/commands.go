@@ -140,7 +140,7 @@ func Commands() []Spec {
 			Help:     "Set the CVSS vector (CVSS:3.1/… or CVSS:4.0/…); score and severity follow from it (FIRST: None 0, Low 0.1–3.9, Medium 4.0–6.9, High 7.0–8.9, Critical 9.0–10.0). The receipt states the score.",
 			Examples: []string{"/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "/cvss CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"}, Parse: parseCVSSCmd, apply: (*machine).cvss},
 		{Name: "severity", Usage: "/severity none|low|medium|high|critical|auto", WhoCanUse: everyone,
-			Help:     "Override the severity the CVSS score gives (the Fix Lead's call, process.md §3); auto removes the override.",
+			Help:     "Override the severity the CVSS score gives (the Fix Lead's call, docs/process.md §3); auto removes the override.",
 			Examples: []string{"/severity high", "/severity auto"}, Parse: parseSeverityCmd, apply: (*machine).severity},
 		{Name: "cve", Usage: "/cve CVE-YYYY-NNNN…", WhoCanUse: everyone,
 			Help:     "Set the incident's CVE IDs (replacing any before). With a CVE, distributors must be notified at least 7 days before T: once T is set, a CVE that would break that rule (a notice, or T, less than 7 days ahead) is refused until T moves (/disclose DATE, in the same message or before) or the incident is an emergency, public or broken.",
@@ -526,7 +526,7 @@ const (
 )
 
 // ParseInstant reads a /disclose date: YYYY-MM-DD (16:00 UTC that day) or
-// YYYY-MM-DDTHH:MMZ. Time zones other than Z are refused (threats.md E6).
+// YYYY-MM-DDTHH:MMZ. Time zones other than Z are refused (docs/threat-model.md E6).
 func ParseInstant(s string) (time.Time, error) {
 	if t, err := time.Parse(dateLayout, s); err == nil {
 		return t.Add(DefaultHour * time.Hour), nil

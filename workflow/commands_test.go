@@ -207,7 +207,7 @@ func golden(t *testing.T, path, got string) {
 
 // FuzzCommandParser: Parse never panics, every accepted command re-serialises
 // to a canonical form that parses back to the same commands, and that form is
-// a fixed point (threats.md E6).
+// a fixed point (docs/threat-model.md E6).
 func FuzzCommandParser(f *testing.F) {
 	for _, s := range Commands() {
 		for _, e := range s.Examples {

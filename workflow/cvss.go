@@ -11,7 +11,7 @@ import (
 
 // CVSS is a parsed CVSS v3.1 or v4.0 vector. The incident stores only the
 // vector (the source of truth); score and severity are computed from it on
-// demand (libraries.md §6).
+// demand (docs/dependencies.md §6).
 type CVSS struct {
 	Vector  string  // canonical form: the specification's metric order, "X" values left out
 	Version string  // "3.1" or "4.0"

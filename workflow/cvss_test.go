@@ -207,7 +207,7 @@ func TestCVSS40Reference(t *testing.T) {
 	if ours != 0 {
 		t.Errorf("%d of 104976 CVSS 4.0 base vectors score differently from the reference", ours)
 	}
-	// The measurement behind the workaround (libraries.md §6): go-cvss v0.6.4
+	// The measurement behind the workaround (docs/dependencies.md §6): go-cvss v0.6.4
 	// is 0.1 low on 450 vectors. If this changes, go-cvss was fixed or changed.
 	t.Logf("go-cvss Score differs from the reference on %d of 104976 base vectors, e.g. %v", theirs, examples)
 	if theirs != 450 {

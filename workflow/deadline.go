@@ -8,7 +8,7 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// The process timeline (process.md §2, §3, §6; DESIGN.md §2).
+// The process timeline (process.md §2, §3, §6; docs/design.md §2).
 const (
 	TriageReminderDays = 1                   // working days from the report: remind the on-call
 	TriageEscalateDays = 3                   // working days from the report: escalate to all SRC
@@ -64,7 +64,7 @@ func staleFor(sev Severity, deferred bool) time.Duration {
 }
 
 // slots is the release rule as a cron schedule: 16:00 UTC, Monday–Thursday
-// (libraries.md §4: cron as a calendar calculator only; Next is pure).
+// (docs/dependencies.md §4: cron as a calendar calculator only; Next is pure).
 var slots = func() cron.Schedule {
 	s, err := cron.ParseStandard("0 16 * * 1-4")
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Digest is what the SRC reads every Monday (issue 6): who is on call, the
+// Digest is what the SRC reads every Monday: who is on call, the
 // open incidents, and the deadlines of the week, overdue ones included. The
 // caller adds the member keys that expire soon and renders it.
 type Digest struct {

@@ -1,6 +1,6 @@
 // Package workflow is the pure core of embargo's incident process: the
 // incident record, the slash-commands SRC members send in signed replies, and
-// the state machine they drive (DESIGN.md §2–§3, docs/process.md). It does no
+// the state machine they drive (docs/design.md §2–§3, docs/process.md). It does no
 // I/O and never reads the clock: callers pass the time, the verified signer
 // and the roster, and get back the new incident, the mail to send (Action
 // values) and a receipt. purity_test.go enforces this.

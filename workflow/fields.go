@@ -109,7 +109,7 @@ func setResult(name, value string) string {
 		}
 	}
 	for _, l := range lines {
-		// Indented: a receipt line never starts with "/" or ">" (threats.md E5).
+		// Indented: a receipt line never starts with "/" or ">" (docs/threat-model.md E5).
 		s += "\n  " + l
 	}
 	return s

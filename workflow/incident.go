@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Phase is where an incident stands in the process (DESIGN.md §2).
+// Phase is where an incident stands in the process (docs/design.md §2).
 type Phase int
 
 // The phases, in order. The zero value means unset.
@@ -198,7 +198,7 @@ type Advisory struct {
 // Resolution is how an incident was closed. The zero value means open.
 type Resolution int
 
-// The resolutions (DESIGN.md §2).
+// The resolutions (docs/design.md §2).
 const (
 	ResolutionUnset Resolution = iota
 	ResolutionFixed

@@ -25,7 +25,7 @@ type Lookup struct {
 }
 
 // Thread returns the incident an inbound message continues, or nil when it is a
-// new report. The order is DESIGN.md §2: the security+<id>@ sub-address, then
+// new report. The order is docs/design.md §2: the security+<id>@ sub-address, then
 // In-Reply-To/References against stored Message-IDs, then the [SEC-…] subject
 // tag. A match counts only if the sender belongs to that incident (the SRC, its fix
 // team, its reporter): anyone else starts a new report, so mail to an incident
@@ -111,7 +111,7 @@ func Receive(inc *Incident, id ID, in Inbound, now time.Time) Received {
 		}
 		r := Received{Incident: n, New: true, Mail: []Mail{{Template: "report", To: AudienceSRC, Forward: true}}}
 		// RFC 3834 §2: never answer automatic mail. The caller adds its own rate
-		// limit (threats.md B8) on top.
+		// limit (docs/threat-model.md B8) on top.
 		if !in.Auto && in.Sender != "" {
 			r.Mail = append([]Mail{{Template: "ack", To: AudienceReporter}}, r.Mail...)
 		}

@@ -76,7 +76,7 @@ type Result struct {
 //
 // In order, before anything applies, the message is refused when: a command
 // is unknown or malformed (Parse); the signature was made more than 24 h
-// before now or more than 5 min after it (threats.md E3); the text names an
+// before now or more than 5 min after it (docs/threat-model.md E3); the text names an
 // incident other than inc, apart from the ID of a /duplicate command; or the
 // signer may not run one of the commands (Spec.WhoCanUse: role src may run
 // everything; role associate, only while the incident is rated Low or None or
@@ -162,7 +162,7 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 }
 
 // CheckSignatureTime refuses a signature created more than SignatureMaxAge
-// before now or more than SignatureMaxSkew after it (threats.md E3).
+// before now or more than SignatureMaxSkew after it (docs/threat-model.md E3).
 func CheckSignatureTime(signedAt, now time.Time) error {
 	if signedAt.Before(now.Add(-SignatureMaxAge)) {
 		return argErr(ErrStaleSignature, "the signature was made %s, more than 24 h ago: sign the commands again", FormatInstant(signedAt))
@@ -202,7 +202,7 @@ func NamedIDs(text string) []ID {
 }
 
 // checkIDs refuses a signed text that names an incident other than the
-// thread's (threats.md E3: a signed command cannot be replayed into another
+// thread's (docs/threat-model.md E3: a signed command cannot be replayed into another
 // incident). The argument of /duplicate is the one other ID allowed.
 func checkIDs(text string, id ID, cmds []Command) error {
 	ok := map[ID]bool{id: true}

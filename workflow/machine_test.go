@@ -350,7 +350,7 @@ func assertNothing(t *testing.T, inc Incident, r Result) {
 	}
 }
 
-// TestAttacks: messages that must change nothing at all (threats.md E).
+// TestAttacks: messages that must change nothing at all (docs/threat-model.md E).
 func TestAttacks(t *testing.T) {
 	approved := func(t *testing.T) Incident { return step(t, notified(t), "/approve\n", alice, mon).Incident }
 	removed := Signer{Fingerprint: "A11CE", Email: "alice@ex.org"} // alice's key after removal from the roster
@@ -426,7 +426,7 @@ func TestNextSlot(t *testing.T) {
 			t.Errorf("%s: NextSlot(%v) = %v, want %v", tt.name, tt.in, got, tt.want)
 		}
 	}
-	// The sequence libraries.md §4 measured with cron: from Thu 2025-03-06 15:00.
+	// The sequence docs/dependencies.md §4 measured with cron: from Thu 2025-03-06 15:00.
 	s := time.Date(2025, 3, 6, 15, 0, 0, 0, time.UTC)
 	var got []string
 	for i := 0; i < 5; i++ {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// The on-call (process.md §2, §10; issue 6): an ordered rotation of SRC
+// The on-call (docs/process.md §2, §10): an ordered rotation of SRC
 // members, one week each, shifts starting Monday 00:00 UTC. The on-call is
 // the default incident commander of the reports that arrive during their
 // shift and gets the 1-working-day triage reminder. A handover (/oncall ADDR)

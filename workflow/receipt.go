@@ -8,7 +8,7 @@ import (
 
 // Receipt tells the signer what became of each command of a message. The
 // caller signs, encrypts and sends its Text; the quoted command lines start
-// with "> ", so the receipt can never be taken for commands (threats.md E5).
+// with "> ", so the receipt can never be taken for commands (docs/threat-model.md E5).
 type Receipt struct {
 	Incident ID
 	Signer   string    // the signer's address

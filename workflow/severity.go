@@ -8,7 +8,7 @@ import (
 )
 
 // Severity is the qualitative rating of an incident (FIRST CVSS v3.1
-// specification §5; process.md §4). The zero value means unset.
+// specification §5; docs/process.md §4). The zero value means unset.
 type Severity int
 
 // The severities, in increasing order.

@@ -17,7 +17,7 @@ const FinalNoticeWindow = 25 * time.Hour
 // daemon was down) and is held for the SRC to confirm: never silently late.
 const ReleaseGrace = 10 * time.Minute
 
-// Tick is what the scheduler asks of an open incident at now (DESIGN.md §1:
+// Tick is what the scheduler asks of an open incident at now (docs/design.md §1:
 // deadlines live in the store, a tick decides what is due). It returns the
 // incident with what it did recorded (so a second tick, or a tick after a
 // restart, sends nothing twice) and the mail to send; the caller commits both

@@ -22,7 +22,7 @@ func storeCounts(t *testing.T, dir string) daemon.StoreSummary {
 
 // TestBackupRestore: an online backup through the running daemon, then the
 // store is deleted, restored from the backup, and holds the same; the daemon
-// starts on it and goes on numbering incidents. threats.md A5's E test.
+// starts on it and goes on numbering incidents. docs/threat-model.md A5's E test.
 func TestBackupRestore(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
 	cfg := h.ConfigFile()

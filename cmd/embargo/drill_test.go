@@ -14,7 +14,7 @@ var updateDrill = flag.Bool("update-drill", false, "rewrite testdata/drill.golde
 // TestDrillGolden runs the built-in scenario through the real daemon on a
 // virtual clock and compares the timeline with testdata/drill.golden
 // (go test ./cmd/embargo -run TestDrillGolden -update-drill rewrites it). The
-// rows below are the process's deadlines (process.md §3, §6; issue 6), each
+// rows below are the process's deadlines (docs/process.md §3, §6), each
 // at its instant.
 func TestDrillGolden(t *testing.T) {
 	var out, errb bytes.Buffer

@@ -4,7 +4,7 @@
 // It follows RFC 5322 (message format), RFC 2045–2047 (MIME, encoded words),
 // RFC 2046 section 5.1.1 (boundaries), RFC 3676 (format=flowed, undone in the
 // text it hands out), RFC 3834 (automatic responses) and RFC 2369/2919 (list
-// headers). Limits come from docs/threats.md C1–C4 and C6: header bytes,
+// headers). Limits come from docs/threat-model.md C1–C4 and C6: header bytes,
 // fields, MIME depth, part count. A message that breaks them is refused at the end
 // of DATA with a 5xx, so the sender learns at once instead of via a bounce.
 package message
@@ -22,13 +22,13 @@ import (
 	"unicode/utf8"
 
 	gomessage "github.com/emersion/go-message"
-	_ "github.com/emersion/go-message/charset" // legacy charsets (threats.md C3)
+	_ "github.com/emersion/go-message/charset" // legacy charsets (docs/threat-model.md C3)
 	"github.com/emersion/go-message/mail"
 
 	"github.com/embargo-project/embargo/lists"
 )
 
-// Limits bound what Parse accepts. Zero fields take the defaults of threats.md §4.
+// Limits bound what Parse accepts. Zero fields take the defaults of docs/threat-model.md §4.
 type Limits struct {
 	MaxHeaderBytes int // top-level header section; default 100 KiB
 	MaxFields      int // header fields per entity; default 500
@@ -92,7 +92,7 @@ type Message struct {
 	lim    Limits
 }
 
-// singletons may appear at most once (RFC 5322 section 3.6, and threats.md C6: two From
+// singletons may appear at most once (RFC 5322 section 3.6, and docs/threat-model.md C6: two From
 // fields let us and the member's client see different authors).
 var singletons = []string{"From", "To", "Subject", "Date", "Message-Id", "Content-Type", "Sender", "Reply-To", "In-Reply-To", "References"}
 
@@ -233,7 +233,7 @@ func (m *Message) readHeader(lim Limits) error {
 }
 
 // isAuto implements the RFC 3834 section 2 "do not respond" rules and the list and bulk
-// conventions of threats.md B8.
+// conventions of docs/threat-model.md B8.
 func isAuto(h mail.Header) bool {
 	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && !strings.HasPrefix(v, "no") {
 		return true
@@ -264,7 +264,7 @@ func msgID(h mail.Header, k string) string {
 }
 
 // msgIDs reads a list of message identifiers. go-message is strict and gives up
-// on the first malformed one (libraries.md §2), so fall back to a pattern.
+// on the first malformed one (docs/dependencies.md §2), so fall back to a pattern.
 func msgIDs(h mail.Header, k string) []string {
 	ids, err := h.MsgIDList(k)
 	if err == nil {
@@ -283,7 +283,7 @@ func msgIDs(h mail.Header, k string) []string {
 }
 
 // walk visits the MIME tree with our own depth and part limits (go-message has
-// none: threats.md C2) and collects text and attachments.
+// none: docs/threat-model.md C2) and collects text and attachments.
 func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 	parts := 0
 	var text strings.Builder
@@ -370,7 +370,7 @@ func brokenReason(err error) string {
 
 // Sanitize makes an attacker-controlled string safe to show and to put in a
 // header built by go-message: it drops C0/C1 controls (CR and LF included) and the
-// bidi overrides that can disguise text (threats.md B10), and trims it.
+// bidi overrides that can disguise text (docs/threat-model.md B10), and trims it.
 func Sanitize(s string) string {
 	s = strings.Map(func(r rune) rune {
 		switch {

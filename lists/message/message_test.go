@@ -150,7 +150,7 @@ func TestAuto(t *testing.T) {
 }
 
 func TestSanitizeInjection(t *testing.T) {
-	// threats.md B10: an encoded CR LF in the subject must not survive.
+	// docs/threat-model.md B10: an encoded CR LF in the subject must not survive.
 	m, err := Parse(crlf("From: a@out.test\nSubject: =?UTF-8?Q?x=0D=0ABcc:_a@evil.test?=\n\nx\n"), Limits{})
 	if err != nil {
 		t.Fatal(err)

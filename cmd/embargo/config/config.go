@@ -115,6 +115,42 @@ type Intake struct {
 	// fields bearing its own authserv-id from the mail it receives (RFC
 	// 8601 §5). Default none: nothing is believed.
 	TrustedAuthservIDs []string `toml:"trusted_authserv_ids"`
+	// NewIncidentsPerSenderPerHour and NewIncidentsPerClientPerHour are
+	// the intake limits (docs/threat-model.md B7): how many new incidents
+	// one envelope sender, and one SMTP client address, may open in an
+	// hour; beyond, a report is refused with 450 4.7.1 and the sender's
+	// MTA tries again later. Mail into an existing incident and reports
+	// from committee members are never limited. The per-client limit does
+	// not apply over LMTP (the client is the MTA in front, whose own rate
+	// limits apply); behind an MTA relaying over SMTP, set it to 0. Unset:
+	// DefaultNewIncidentsPerSender and DefaultNewIncidentsPerClient; 0: no
+	// limit.
+	NewIncidentsPerSenderPerHour *int `toml:"new_incidents_per_sender_per_hour"`
+	NewIncidentsPerClientPerHour *int `toml:"new_incidents_per_client_per_hour"`
+}
+
+// The intake limits' defaults: far above what a project ever gets from one
+// reporter or one mail server in an hour, far below a flood.
+const (
+	DefaultNewIncidentsPerSender = 10
+	DefaultNewIncidentsPerClient = 30
+)
+
+// NewPerSender is new_incidents_per_sender_per_hour, its default if unset.
+func (i Intake) NewPerSender() int {
+	return orDefaultPtr(i.NewIncidentsPerSenderPerHour, DefaultNewIncidentsPerSender)
+}
+
+// NewPerClient is new_incidents_per_client_per_hour, its default if unset.
+func (i Intake) NewPerClient() int {
+	return orDefaultPtr(i.NewIncidentsPerClientPerHour, DefaultNewIncidentsPerClient)
+}
+
+func orDefaultPtr(v *int, def int) int {
+	if v == nil {
+		return def
+	}
+	return *v
 }
 
 // List is one of the three lists.

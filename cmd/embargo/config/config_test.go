@@ -57,6 +57,8 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown governance key", base + "[governance]\nquorom = 2\n", []string{"governance.quorom"}},
 		{"authserv-id with a space", base + "[intake]\ntrusted_authserv_ids = [\"mx.example.org 1\"]\n", []string{"intake.trusted_authserv_ids", `"mx.example.org 1" is not an authserv-id`}},
 		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
+		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
+		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +132,25 @@ func TestGovernanceDefaults(t *testing.T) {
 	}
 	if cfg, err := Load(""); err != nil || cfg.Governance.Quorum != 1 {
 		t.Errorf("the development default (one member) must set quorum 1: %v", err)
+	}
+}
+
+// TestIntakeLimits: unset, the limits take their defaults; 0 turns one off
+// (it is not "unset").
+func TestIntakeLimits(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, c := cfg.Intake.NewPerSender(), cfg.Intake.NewPerClient(); s != DefaultNewIncidentsPerSender || c != DefaultNewIncidentsPerClient {
+		t.Errorf("defaults: %d per sender, %d per client", s, c)
+	}
+	cfg, err = Parse([]byte("domain = \"example.org\"\n[intake]\nnew_incidents_per_sender_per_hour = 3\nnew_incidents_per_client_per_hour = 0\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, c := cfg.Intake.NewPerSender(), cfg.Intake.NewPerClient(); s != 3 || c != 0 {
+		t.Errorf("set: %d per sender, %d per client; want 3 and 0 (off)", s, c)
 	}
 }
 

@@ -65,6 +65,14 @@ func (c *Config) Problems() []string {
 			p.add("intake.trusted_authserv_ids: %q is not an authserv-id: give the name the MTA writes first in its Authentication-Results fields, e.g. \"mx.example.org\"", id)
 		}
 	}
+	for _, l := range []struct {
+		key string
+		v   *int
+	}{{"new_incidents_per_sender_per_hour", c.Intake.NewIncidentsPerSenderPerHour}, {"new_incidents_per_client_per_hour", c.Intake.NewIncidentsPerClientPerHour}} {
+		if l.v != nil && *l.v < 0 {
+			p.add("intake.%s = %d: give a number of new incidents per hour, or 0 for no limit", l.key, *l.v)
+		}
+	}
 	c.validateLMTP(&p)
 	c.validateDKIM(&p)
 	c.validateHTTP(&p)

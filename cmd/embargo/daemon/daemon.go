@@ -83,8 +83,9 @@ type Options struct {
 
 // testHooks are failpoints for the end-to-end tests.
 type testHooks struct {
-	beforeCommit func(*bolt.Tx) error // runs before each inbound commit; an error rolls it back
-	panic        func(raw []byte)     // runs first on every inbound message
+	beforeCommit func(*bolt.Tx) error      // runs before each inbound commit; an error rolls it back
+	panic        func(raw []byte)          // runs first on every inbound message
+	groupCommit  func(*bolt.Tx, int) error // runs before each group commit, with the group's size; an error fails the group
 }
 
 // Daemon is a running embargo.

@@ -81,7 +81,7 @@ func readDKIMKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		// threats.md D10: whoever reads this key can sign mail as the lists.
+		// docs/threat-model.md D10: whoever reads this key can sign mail as the lists.
 		return nil, fmt.Errorf("dkim key %s is readable by group or others (mode %04o): run `chmod 600 %s`", path, fi.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)

@@ -15,6 +15,14 @@ func WithBeforeCommit(o Options, f func(tx *bolt.Tx) error) Options {
 	return o
 }
 
+// WithGroupCommit returns o with f run before each group commit of the
+// list service, with the number of transactions in the group; an error
+// fails the whole group as a failed commit does.
+func WithGroupCommit(o Options, f func(tx *bolt.Tx, n int) error) Options {
+	o.hooks.groupCommit = f
+	return o
+}
+
 // WithPanic returns o with f run first on every inbound message (the
 // poison-message tests).
 func WithPanic(o Options, f func(raw []byte)) Options {
@@ -35,4 +43,23 @@ func SampleCount(d *Daemon, name string) uint64 {
 		}
 	}
 	return 0
+}
+
+// CounterValue is the value of the counter name with the label value
+// label, read from the daemon's metrics registry as /metrics would.
+func CounterValue(d *Daemon, name, label string) float64 {
+	fams, _ := d.metrics.reg.Gather()
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

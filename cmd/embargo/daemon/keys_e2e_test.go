@@ -57,7 +57,7 @@ func exportListKey(t *testing.T, h *daemontest.Harness, list string) []byte {
 }
 
 // canaryFree asserts that no byte the relay received carries the canary in
-// clear (threats.md D7): it may only travel inside OpenPGP packets.
+// clear (docs/threat-model.md D7): it may only travel inside OpenPGP packets.
 func canaryFree(t *testing.T, msgs []queuetest.Message, canary string) {
 	t.Helper()
 	for _, m := range msgs {
@@ -197,7 +197,7 @@ func TestReporterKeyPinned(t *testing.T) {
 }
 
 // TestBadCiphertextRefused: tampered or unprotected ciphertext is refused with
-// a reason, and nothing is stored (threats.md D1).
+// a reason, and nothing is stored (docs/threat-model.md D1).
 func TestBadCiphertextRefused(t *testing.T) {
 	f := newKeysFixture(t, "")
 	ct := f.reporter.Must([]byte("secret report\n"), "--encrypt", "--armor", "-r", f.secFpr)
@@ -231,7 +231,7 @@ func TestBadCiphertextRefused(t *testing.T) {
 	})
 }
 
-// TestCiphertextResubmission (threats.md D3): the same ciphertext sent again
+// TestCiphertextResubmission (docs/threat-model.md D3): the same ciphertext sent again
 // by someone else joins the first incident, flagged to the SRC; its sender is
 // not made a reporter and gets nothing, so the report's content never
 // reaches them.

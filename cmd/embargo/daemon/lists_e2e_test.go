@@ -80,7 +80,7 @@ func TestDistributorNotice(t *testing.T) {
 
 // TestDistributorsLeakGuard: a member's post to distributors@ with an outside
 // Cc is refused at the end of DATA, the SRC alerted, nothing sent to the
-// distributors, and the outside address in no outbound byte (threats.md G1).
+// distributors, and the outside address in no outbound byte (docs/threat-model.md G1).
 // A plaintext post is refused the same way (G2).
 func TestDistributorsLeakGuard(t *testing.T) {
 	d1 := &distributor{addr: "one@vendor1.test"}
@@ -128,7 +128,7 @@ func TestDistributorsLeakGuard(t *testing.T) {
 }
 
 // TestDiscloseNowOrder: /disclose now tells the distributors the embargo is
-// lifted before the announcement leaves (threats.md G5), the outside channel
+// lifted before the announcement leaves (docs/threat-model.md G5), the outside channel
 // gets its signed copy, and the SRC the release-day pack.
 func TestDiscloseNowOrder(t *testing.T) {
 	d1 := &distributor{addr: "one@vendor1.test"}

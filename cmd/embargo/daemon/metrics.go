@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/smtpd"
 )
@@ -25,6 +26,7 @@ type metrics struct {
 	latency    prometheus.Histogram
 	release    prometheus.Histogram
 	command    prometheus.Histogram
+	refused    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -58,16 +60,23 @@ func newMetrics() *metrics {
 			Help:    "Time to handle one signed command message: apply its commands and compose the receipt and what they cause.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_intake_refused_total",
+			Help: "Reports refused with 450 4.7.1 since start because they would have opened a new incident beyond an intake limit, by reason: sender (new_incidents_per_sender_per_hour) or client (new_incidents_per_client_per_hour).",
+		}, []string{"reason"}),
 	}
 	// Every result is reported from the start, zero included, so that the
 	// series do not come and go.
 	for _, r := range []string{"delivered", "partial", "deferred", "refused"} {
 		m.deliveries.WithLabelValues(r)
 	}
+	for _, r := range []string{listd.LimitSender, listd.LimitClient} {
+		m.refused.WithLabelValues(r)
+	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused,
 	)
 	return m
 }
@@ -102,6 +111,29 @@ type countingRelay struct {
 
 func (r countingRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
 	err := r.Relay.Send(ctx, from, to, data)
+	r.count(to, err)
+	return err
+}
+
+// MaxBatch and SendBatch pass batches on to a relay that takes them (the
+// Maildir), so that counting does not undo them.
+func (r countingRelay) MaxBatch() int {
+	if br, ok := r.Relay.(queue.BatchRelay); ok {
+		return br.MaxBatch()
+	}
+	return 1
+}
+
+func (r countingRelay) SendBatch(ctx context.Context, msgs []queue.Outgoing) []error {
+	errs := r.Relay.(queue.BatchRelay).SendBatch(ctx, msgs)
+	for i, err := range errs {
+		r.count(msgs[i].To, err)
+	}
+	return errs
+}
+
+// count records one delivery attempt by its result.
+func (r countingRelay) count(to []string, err error) {
 	var rcptErr *queue.RcptError
 	result := "deferred"
 	switch {
@@ -116,7 +148,6 @@ func (r countingRelay) Send(ctx context.Context, from string, to []string, data 
 		r.m.sent.Inc()
 	}
 	r.m.deliveries.WithLabelValues(result).Inc()
-	return err
 }
 
 // handler counts the messages h accepted (committed and answered 250).
@@ -129,8 +160,12 @@ type countingHandler struct {
 
 func (h countingHandler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) error {
 	err := h.Handler.Handle(ctx, env, msg)
-	if err == nil {
+	var lr *listd.LimitRefusal
+	switch {
+	case err == nil:
 		h.m.received.Inc()
+	case errors.As(err, &lr):
+		h.m.refused.WithLabelValues(lr.Reason).Inc()
 	}
 	return err
 }

@@ -142,7 +142,7 @@ func TestReportEndToEnd(t *testing.T) {
 
 // TestStrangerCannotJoinThread: mail from outside to an incident address, or
 // citing its messages, is a new report, and the answer is the same as for any
-// new report (DESIGN.md §2).
+// new report (docs/design.md §2).
 func TestStrangerCannotJoinThread(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "bug", "details"))
@@ -174,7 +174,7 @@ func TestStrangerCannotJoinThread(t *testing.T) {
 	}
 }
 
-// TestAcknowledgementRules covers RFC 3834 and threats.md B8.
+// TestAcknowledgementRules covers RFC 3834 and docs/threat-model.md B8.
 func TestAcknowledgementRules(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	// Automatic mail: the SRC gets it, nobody is answered.
@@ -200,7 +200,7 @@ func TestAcknowledgementRules(t *testing.T) {
 }
 
 // TestLoopAndDuplicate: our own mail coming back is kept but causes nothing
-// (threats.md B9); the same bytes twice (a lost 250, RFC 1047) are taken once.
+// (docs/threat-model.md B9); the same bytes twice (a lost 250, RFC 1047) are taken once.
 func TestLoopAndDuplicate(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.MustSend("x@out.test", []string{"security@ex.test"}, "From: x@out.test\nX-Loop: security@ex.test\nSubject: loop\n\nx\n")
@@ -364,7 +364,7 @@ func TestRestartLosesNothing(t *testing.T) {
 }
 
 // TestPermanentFailureAlertsSRC: a relay 5xx is reported to the SRC, never to
-// the sender of the triggering mail (threats.md B8, B11).
+// the sender of the triggering mail (docs/threat-model.md B8, B11).
 func TestPermanentFailureAlertsSRC(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.Rec.FailRcpt("bob@ex.test", 550)
@@ -389,7 +389,7 @@ func TestPermanentFailureAlertsSRC(t *testing.T) {
 }
 
 // TestCorruptStoreRefusesToStart: a damaged file stops start-up before any
-// listener opens, with a message that says how to restore (threats.md A5).
+// listener opens, with a message that says how to restore (docs/threat-model.md A5).
 func TestCorruptStoreRefusesToStart(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "x", "y"))
@@ -421,7 +421,7 @@ func TestCorruptStoreRefusesToStart(t *testing.T) {
 	}
 }
 
-// TestLooseStorePermissionsRefused: a group-readable store is refused (threats.md D10).
+// TestLooseStorePermissionsRefused: a group-readable store is refused (docs/threat-model.md D10).
 func TestLooseStorePermissionsRefused(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.Stop()
@@ -432,7 +432,7 @@ func TestLooseStorePermissionsRefused(t *testing.T) {
 }
 
 // TestHeaderInjection: an encoded CR LF in a report's subject cannot add a
-// header to the copies we build (threats.md B10).
+// header to the copies we build (docs/threat-model.md B10).
 func TestHeaderInjection(t *testing.T) {
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
 	h.MustSend("rep@out.test", []string{"security@ex.test"},
@@ -451,7 +451,7 @@ func TestHeaderInjection(t *testing.T) {
 // TestPoisonMessage: a message that makes processing panic is quarantined
 // and answered 250 (it would otherwise come back forever), the SRC is told,
 // the daemon keeps serving, and the panic puts no message content in the logs
-// (threats.md A6, G6).
+// (docs/threat-model.md A6, G6).
 func TestPoisonMessage(t *testing.T) {
 	const canary = "CANARY-poison-7f3a"
 	h := daemontest.New(t, daemontest.Config{}, daemon.WithPanic(daemon.Options{}, func(raw []byte) {

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -91,6 +93,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Project:            d.cfg.Project,
 		Record:             d.cfg.RecordProject(),
 		AcksPerDay:         d.cfg.Intake.AcksPerSenderPerDay,
+		NewPerSender:       d.cfg.Intake.NewPerSender(),
+		NewPerClient:       d.cfg.Intake.NewPerClient(),
 		TrustedAuthservIDs: d.cfg.Intake.TrustedAuthservIDs,
 		Now:                d.o.Now,
 		Kick:               func() { d.worker.Kick(); fanout.Kick() },
@@ -103,8 +107,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	}
 	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
 
-	if d.o.hooks.panic != nil || d.o.hooks.beforeCommit != nil { // only tests set them (export_test.go)
-		d.svc.SetTestHooks(listd.TestHooks{Panic: d.o.hooks.panic, BeforeCommit: d.o.hooks.beforeCommit})
+	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil { // only tests set them (export_test.go)
+		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit})
 	}
 	d.worker = queue.New(d.db, relay, queue.Options{
 		Now:         d.o.Now,
@@ -162,13 +166,23 @@ func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore tim
 	return f(tx, id, msg, notBefore)
 }
 
-// handler is what the SMTP and LMTP listeners hand accepted mail to: listd,
-// counted for /metrics.
-func (d *Daemon) handler() smtpd.Handler { return d.metrics.handler(handler{d.svc}) }
+// handler is what the SMTP listener hands accepted mail to: listd, counted
+// for /metrics.
+func (d *Daemon) handler() smtpd.Handler { return d.metrics.handler(handler{svc: d.svc}) }
+
+// lmtpHandler is handler for the LMTP listener, whose one client is the MTA
+// in front: the per-client intake limit does not count it (that MTA's own
+// limits apply).
+func (d *Daemon) lmtpHandler() smtpd.Handler {
+	return d.metrics.handler(handler{svc: d.svc, noClient: true})
+}
 
 // handler adapts listd to smtpd's Handler: smtpd declares its types with the
 // standard library only, listd does not import smtpd.
-type handler struct{ svc *listd.Service }
+type handler struct {
+	svc      *listd.Service
+	noClient bool
+}
 
 // Recipient judges rcpt with the recipients the transaction accepted before
 // it: listd refuses one that cannot share the transaction with them.
@@ -177,5 +191,22 @@ func (h handler) Recipient(ctx context.Context, from, rcpt string) error {
 }
 
 func (h handler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) error {
-	return h.svc.Handle(ctx, listd.Envelope{From: env.From, To: env.To, SMTPUTF8: env.SMTPUTF8, SessionID: env.SessionID}, msg)
+	e := listd.Envelope{From: env.From, To: env.To, SMTPUTF8: env.SMTPUTF8, SessionID: env.SessionID}
+	if !h.noClient {
+		e.Client = clientIP(env.RemoteAddr)
+	}
+	return h.svc.Handle(ctx, e, msg)
+}
+
+// clientIP is the address of a TCP peer ("192.0.2.1:25" → "192.0.2.1"),
+// "" for anything else.
+func clientIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().String()
+	}
+	return ""
 }

@@ -9,10 +9,11 @@
 // notes when a copy for the probe address arrives), then sends -n reports from
 // -senders envelope senders over -sessions connections that are reused, as
 // fast as they are answered. When half are sent it sends one more report, the
-// probe, from its own connection and address, and times its 250 (the SMTP
-// acknowledgement) and the arrival at the sink of the mail the daemon sends
-// back to the probe's address (the reporter's acknowledgement). It prints
-// key=value lines for the script.
+// probe, from its own connection and address (and from -probe-source, a
+// client address of its own, as a real reporter's mail server is), and times
+// its 250 (the SMTP acknowledgement) and the arrival at the sink of the mail
+// the daemon sends back to the probe's address (the reporter's
+// acknowledgement). It prints key=value lines for the script.
 package main
 
 import (
@@ -81,6 +82,7 @@ func ports(args []string) error {
 
 type floodConfig struct {
 	addr, to, sink, probe string
+	source, probeSource   string // local addresses the flood and the probe connect from ("": any)
 	n, senders, sessions  int
 	size                  int
 	ackTimeout, connect   time.Duration
@@ -117,6 +119,8 @@ func flood(args []string) error {
 	fs.StringVar(&c.to, "to", "", "the security list address")
 	fs.StringVar(&c.sink, "sink", "", "listen here as the daemon's relay, host:port")
 	fs.StringVar(&c.probe, "probe", "probe@reporter.test", "the probe report's sender")
+	fs.StringVar(&c.source, "source", "", "the local address the flood connects from, e.g. 127.0.0.1 (default: any)")
+	fs.StringVar(&c.probeSource, "probe-source", "", "the local address the probe connects from, e.g. 127.0.0.2: another client than the flood's")
 	fs.IntVar(&c.n, "n", 100000, "reports to send")
 	fs.IntVar(&c.senders, "senders", 1000, "distinct envelope senders")
 	fs.IntVar(&c.sessions, "sessions", 8, "parallel connections, each reused")
@@ -162,7 +166,8 @@ func (c *floodConfig) report(el time.Duration) {
 	for k, v := range c.counts.replies {
 		fmt.Printf("reply_%s=%d\n", k, v)
 	}
-	fmt.Printf("elapsed_s=%.3f\naccepted_per_s=%.1f\n", el.Seconds(), float64(acc)/el.Seconds())
+	answered := acc + c.counts.temp.Load() + c.counts.perm.Load()
+	fmt.Printf("elapsed_s=%.3f\naccepted_per_s=%.1f\nanswered_per_s=%.1f\n", el.Seconds(), float64(acc)/el.Seconds(), float64(answered)/el.Seconds())
 	slices.Sort(c.latencies)
 	if n := len(c.latencies); n > 0 {
 		ms := func(q float64) float64 {
@@ -206,7 +211,7 @@ func (c *floodConfig) session(next *atomic.Int64, probe func()) {
 	for next.Load() < int64(c.n) {
 		if cl == nil {
 			var err error
-			if cl, err = c.dial(); err != nil {
+			if cl, err = c.dial(c.source); err != nil {
 				c.connectFailed.Add(1)
 				time.Sleep(100 * time.Millisecond)
 				continue
@@ -256,11 +261,20 @@ func (c *floodConfig) count(err error) bool {
 	}
 }
 
-// dial connects and says EHLO, with a real MTA's patience: RFC 5321
-// §4.5.3.2 gives 5 minutes per command and 10 for the reply to the final
-// dot, so a slow server shows up as latency, not as a reconnection.
-func (c *floodConfig) dial() (*smtp.Client, error) {
-	conn, err := net.DialTimeout("tcp", c.addr, c.connect)
+// dial connects from source ("" for any local address) and says EHLO, with
+// a real MTA's patience: RFC 5321 §4.5.3.2 gives 5 minutes per command and
+// 10 for the reply to the final dot, so a slow server shows up as latency,
+// not as a reconnection.
+func (c *floodConfig) dial(source string) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: c.connect}
+	if source != "" {
+		ip := net.ParseIP(source)
+		if ip == nil {
+			return nil, fmt.Errorf("dial: %q is not an IP address", source)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	conn, err := d.Dial("tcp", c.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +296,7 @@ func (c *floodConfig) sendProbe() {
 	start := time.Now()
 	for {
 		c.probeTries++
-		cl, err := c.dial()
+		cl, err := c.dial(c.probeSource)
 		if err == nil {
 			err = cl.SendMail(c.probe, []string{c.to}, strings.NewReader(msg))
 			c.probeAt = time.Now()

@@ -13,7 +13,7 @@ import (
 )
 
 // Limits of DSN parsing: a report is small; anything larger is not one we
-// read (threats.md C1, C2).
+// read (docs/threat-model.md C1, C2).
 const (
 	maxDSNHeader     = 64 << 10
 	maxDSNPart       = 64 << 10
@@ -167,7 +167,7 @@ func firstWord(s string) string {
 // bounces counted (one already counted for this release is not). Anything else — not a DSN, an unknown or old
 // release, a recipient the release did not cover, a delay notice — counts
 // nothing and is no error; the caller archives the mail either way and
-// never forwards it (threats.md G7).
+// never forwards it (docs/threat-model.md G7).
 //
 // A forged DSN can count against a subscriber at most once per release,
 // and only for a release that covered it and started within

@@ -22,7 +22,7 @@ import (
 
 // reply is one mail this package writes to a (would-be) subscriber. Every
 // header is set here through go-message, which refuses CR and LF in values
-// (threats.md B10); templates render the body only.
+// (docs/threat-model.md B10); templates render the body only.
 type reply struct {
 	List      lists.List
 	Project   string
@@ -147,7 +147,7 @@ var ownedFields = []string{
 	"List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "List-Post", "List-Help",
 	"List-Subscribe", "List-Owner", "List-Archive", "Precedence", "X-Loop",
 	"Return-Path", "Delivered-To", "Bcc", "Cc",
-	// Receipt requests would tell each reader's client to write back (threats.md F3).
+	// Receipt requests would tell each reader's client to write back (docs/threat-model.md F3).
 	"Disposition-Notification-To", "Return-Receipt-To", "X-Confirm-Reading-To",
 }
 

@@ -1,5 +1,5 @@
 // Package announce runs the announce list: the public, output-only list of
-// signed advisories (DESIGN.md §4). It owns the subscribers, subscription
+// signed advisories (docs/design.md §4). It owns the subscribers, subscription
 // by mail with double opt-in, and the fan-out of one release to every
 // subscriber; daemon/listd routes the mail to it, daemon/web calls
 // Unsubscribe for RFC 8058 one-click requests.
@@ -18,7 +18,7 @@
 // confirmation that asks for a reply: its Reply-To is
 // announce+confirm-<token>@. The token is 128 bits from crypto/rand, stored
 // only as a SHA-256 hash that includes its action, bound to the address it
-// was sent to, used once, valid 48 hours (threats.md F1). The confirmation
+// was sent to, used once, valid 48 hours (docs/threat-model.md F1). The confirmation
 // is the same whether or not the address is subscribed, so neither the
 // answer nor its absence says anything about the list (F3), and at most
 // three go to one address a day (F2). Confirmations and the result mails
@@ -74,7 +74,7 @@
 // clock and compares the wall clock with the monotonic clock since then; a
 // forward jump of more than MaxClockJump holds (Held hook, Resume) every
 // job whose T falls inside the jump, also when the jump happened while the
-// daemon was down (threats.md G4).
+// daemon was down (docs/threat-model.md G4).
 //
 // # List-Unsubscribe
 //

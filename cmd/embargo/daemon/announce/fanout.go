@@ -214,7 +214,7 @@ func (f *Fanout) shutdown() {
 }
 
 // tick persists the heartbeat and starts the jobs that are due, holding
-// those that a forward jump of the wall clock made due (threats.md G4). It
+// those that a forward jump of the wall clock made due (docs/threat-model.md G4). It
 // returns the earliest T still ahead (zero if none).
 //
 // The check compares the wall clock with the monotonic clock since the

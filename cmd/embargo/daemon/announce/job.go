@@ -12,7 +12,7 @@ import (
 	"github.com/embargo-project/embargo/lists"
 )
 
-// JobState is where a release stands (threats.md G4: persisted states).
+// JobState is where a release stands (docs/threat-model.md G4: persisted states).
 type JobState string
 
 const (

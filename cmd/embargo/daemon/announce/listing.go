@@ -47,7 +47,7 @@ type Listing struct {
 
 // ParseListing reads a Mailman 3 members listing or a Google Groups member
 // export, whichever data is. An address that is not a plain local@domain
-// (threats.md B3, B4), a duplicate, or a Google Groups member who has not
+// (docs/threat-model.md B3, B4), a duplicate, or a Google Groups member who has not
 // joined (invited, pending) or takes no mail is reported with its line and
 // left out; the rest of the file still counts. Only a file that cannot be
 // read as either format is an error.

@@ -232,7 +232,7 @@ func TestImportDoesNotBringBack(t *testing.T) {
 }
 
 // TestLeftStoresNoAddress: what the store remembers of an address that left
-// does not contain the address (threats.md F3 spirit: nothing to leak).
+// does not contain the address (docs/threat-model.md F3 spirit: nothing to leak).
 func TestLeftStoresNoAddress(t *testing.T) {
 	db, _ := newDB(t)
 	o := importOptions(t)

@@ -49,19 +49,19 @@ type Options struct {
 	// unsigned and releases are not checked (development only).
 	Key *keys.Key
 	// Rand is the source of tokens, Message-IDs and MIME boundaries.
-	// Default crypto/rand. Tokens must come from a CSPRNG (threats.md F1):
+	// Default crypto/rand. Tokens must come from a CSPRNG (docs/threat-model.md F1):
 	// tests alone set a deterministic reader.
 	Rand io.Reader
 	// Render renders a message body from a template name and its data
 	// (templates.Set.Render). Default: the embedded templates.
 	Render func(name string, data any) (string, error)
 	// IsOurs reports addresses that are ours (lists.Roster.IsOurs): no
-	// confirmation is ever sent to them (threats.md B9).
+	// confirmation is ever sent to them (docs/threat-model.md B9).
 	IsOurs func(addr string) bool
 
 	// ConfirmationsPerDay caps the confirmation mails sent to one address
 	// in any 24 hours, so that nobody can use the list to mail-bomb a third
-	// party (threats.md F2). Default 3.
+	// party (docs/threat-model.md F2). Default 3.
 	ConfirmationsPerDay int
 	// TokenLifetime is how long a confirmation token is valid. Default 48 h.
 	TokenLifetime time.Duration
@@ -118,7 +118,7 @@ type Options struct {
 	Now func() time.Time
 	// Mono is a monotonic clock: the time elapsed since an arbitrary
 	// origin. Default: Go's monotonic reading since New. With Now it
-	// detects a wall clock that jumped (threats.md G4).
+	// detects a wall clock that jumped (docs/threat-model.md G4).
 	Mono func() time.Duration
 	// MaxClockJump is the largest forward jump of the wall clock, against
 	// the monotonic clock since the last persisted heartbeat, that the

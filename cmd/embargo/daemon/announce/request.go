@@ -47,16 +47,16 @@ type tokenRecord struct {
 // enqueue with it. It never returns an error for what the mail says, only
 // for a store that fails: the sender always gets the same 250, and the
 // replies are the same whether or not the address is subscribed
-// (threats.md F3).
+// (docs/threat-model.md F3).
 //
 //   - subscribe, unsubscribe: a confirmation mail to the requester (the From
 //     address, else the envelope sender) with a fresh token, at most
-//     Options.ConfirmationsPerDay per address in 24 hours (threats.md F2).
+//     Options.ConfirmationsPerDay per address in 24 hours (docs/threat-model.md F2).
 //     The mail asks for a reply; it holds no link to follow. Its text does
 //     not depend on whether the address is subscribed.
 //   - confirm-<token>: the token's action for the address it was issued to
 //     (never the sender of the confirming mail), once, within
-//     Options.TokenLifetime (threats.md F1), then a short result mail to
+//     Options.TokenLifetime (docs/threat-model.md F1), then a short result mail to
 //     that address. A used, expired, unknown or malformed token does nothing.
 //
 // Automatic mail (RFC 3834 §2: Auto-Submitted, Precedence bulk/junk/list,

@@ -443,7 +443,7 @@ func (b *buckets) prune(now time.Time, limit int) (int, error) {
 
 // normAddress checks that addr is a plain ASCII local@domain that can be
 // written into RCPT TO as it is (dot-atom local part, LDH domain with a
-// dot; threats.md B3, B4), and returns it trimmed and its key: the address
+// dot; docs/threat-model.md B3, B4), and returns it trimmed and its key: the address
 // in lower case, so that one mailbox has one subscription.
 func normAddress(addr string) (clean, key string, ok bool) {
 	addr = strings.TrimSpace(addr)
@@ -498,7 +498,7 @@ func ldhDomain(s string) bool {
 
 // Token actions: what a token may do. The hash under which a token is
 // stored includes its action, so a token can never be looked up as another
-// kind (threats.md F1).
+// kind (docs/threat-model.md F1).
 const (
 	actionSubscribe   = "subscribe"
 	actionUnsubscribe = "unsubscribe"
@@ -512,7 +512,7 @@ var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithP
 // tokenLen is the length of an encoded 128-bit token.
 const tokenLen = 26
 
-// newToken draws 128 bits from rnd (crypto/rand by default; threats.md F1:
+// newToken draws 128 bits from rnd (crypto/rand by default; docs/threat-model.md F1:
 // never derived from a secret).
 func newToken(rnd io.Reader) (string, error) {
 	var b [16]byte

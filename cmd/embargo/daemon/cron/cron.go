@@ -1,6 +1,6 @@
 // Package cron is embargo's tick: it calls a function once a minute, in UTC,
 // and knows nothing of incidents. The schedule itself lives in the store
-// (DESIGN.md §1; libraries.md §4): each tick reads the persisted deadlines and
+// (docs/design.md §1; docs/dependencies.md §4): each tick reads the persisted deadlines and
 // markers and decides what is due, so a restart loses nothing and a missed
 // minute is caught up by the next tick. robfig/cron is used as the tick only:
 //
@@ -95,7 +95,7 @@ func Run(ctx context.Context, o Options, f Func) error {
 }
 
 // addFunc parses spec; robfig/cron panics on some malformed specs
-// ("CRON_TZ=UTC" alone, libraries.md §4), which is an error here.
+// ("CRON_TZ=UTC" alone, docs/dependencies.md §4), which is an error here.
 func addFunc(c *rcron.Cron, spec string, f func()) (id rcron.EntryID, err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -16,7 +16,7 @@ import (
 )
 
 // GPG is a throw-away GnuPG home: the person at the other end of the
-// mail, with nothing but gpg (docs/threats.md §2.1).
+// mail, with nothing but gpg (docs/threat-model.md §2.1).
 type GPG struct {
 	t   testing.TB
 	dir string

@@ -1,7 +1,7 @@
 // Package incidentdb keeps incidents and the archive of every inbound message in
 // the bbolt file. Every function takes the caller's transaction, so that a
 // message, the incident change it causes and the mail it triggers (daemon/queue)
-// commit together or not at all (docs/threats.md A1, A2).
+// commit together or not at all (docs/threat-model.md A1, A2).
 package incidentdb
 
 import (
@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +31,7 @@ var (
 	bucketByInc     = []byte("messages_by_incident")
 	bucketMsgIDs    = []byte("message_ids")   // Message-ID → incident ID (inbound and outbound)
 	bucketSeen      = []byte("seen")          // sha256(raw) → seq, for duplicate deliveries (A4)
-	bucketAcks      = []byte("acks")          // address → JSON []time.Time, ack rate limit (B8)
+	bucketAcks      = []byte("acks")          // address → window start (Unix ns) ‖ count, ack rate limit (B8)
 	bucketRepKeys   = []byte("reporter_keys") // incident ID → the reporter's armored public key
 )
 
@@ -44,6 +46,12 @@ func Init(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("incidentdb: create bucket %s: %w", b, err)
 		}
+	}
+	if err := initDue(tx); err != nil {
+		return err
+	}
+	if err := initLimits(tx); err != nil {
+		return err
 	}
 	return initCommands(tx)
 }
@@ -91,8 +99,17 @@ func Get(tx *bolt.Tx, id workflow.ID) (*workflow.Incident, error) {
 	return &inc, nil
 }
 
-// Put stores an incident.
+// Put stores an incident and files it in the deadline index as due now: the
+// next tick looks at it and files it under its next instant. The daemon
+// writes incidents with PutNext, which knows that instant.
 func Put(tx *bolt.Tx, inc *workflow.Incident) error {
+	if err := put(tx, inc); err != nil {
+		return err
+	}
+	return setDue(tx, inc.ID, dueNow, true)
+}
+
+func put(tx *bolt.Tx, inc *workflow.Incident) error {
 	if _, ok := workflow.ParseID(string(inc.ID)); !ok {
 		return fmt.Errorf("incidentdb: put: invalid id %q", inc.ID)
 	}
@@ -119,23 +136,29 @@ func List(tx *bolt.Tx) ([]workflow.Incident, error) {
 	return out, err
 }
 
+// sortIncidents orders incidents by year and number. It runs on every open
+// incident (the digest, `embargo status`): the number is parsed once per
+// incident, and the sort is O(n log n) (an insertion sort took tens of
+// seconds once numbers passed 9999 and sorted among the 1000s as strings).
 func sortIncidents(l []workflow.Incident) {
-	key := func(id workflow.ID) (string, int) {
-		s := string(id)
+	type key struct {
+		prefix string
+		n      int
+	}
+	keys := make(map[workflow.ID]key, len(l))
+	for _, inc := range l {
+		s := string(inc.ID)
 		i := strings.LastIndexByte(s, '-')
 		n, _ := strconv.Atoi(s[i+1:])
-		return s[:i], n
+		keys[inc.ID] = key{s[:max(i, 0)], n}
 	}
-	for i := 1; i < len(l); i++ {
-		for j := i; j > 0; j-- {
-			ya, na := key(l[j-1].ID)
-			yb, nb := key(l[j].ID)
-			if ya < yb || (ya == yb && na <= nb) {
-				break
-			}
-			l[j-1], l[j] = l[j], l[j-1]
+	slices.SortStableFunc(l, func(a, b workflow.Incident) int {
+		ka, kb := keys[a.ID], keys[b.ID]
+		if c := strings.Compare(ka.prefix, kb.prefix); c != 0 {
+			return c
 		}
-	}
+		return ka.n - kb.n
+	})
 }
 
 // AddMessage archives a raw inbound message and indexes it. It returns the
@@ -245,32 +268,57 @@ func Raw(tx *bolt.Tx, seq uint64) ([]byte, error) {
 	return raw, nil
 }
 
-// AllowAck applies the acknowledgement rate limit (threats.md B8): at most perDay
-// acknowledgements to one address in 24 hours. It records the ack when allowed.
+// AllowAck applies the acknowledgement rate limit (docs/threat-model.md B8): at most
+// perDay acknowledgements to one address in the 24 hours from the first of
+// them; then the count starts again with the next one. With perDay 1 (the
+// default) that is one in any 24 hours. It records the ack when allowed.
+//
+// The record is a fixed 12 bytes (the window's start, the count), read and
+// written in every report's transaction: a list of every instant, as before,
+// grew with each report from a sender allowed many and was decoded and
+// encoded whole each time (O(n) per report). Records of that form are read
+// as the window they describe.
 func AllowAck(tx *bolt.Tx, addr string, now time.Time, perDay int) (bool, error) {
 	b := tx.Bucket(bucketAcks)
 	key := []byte(strings.ToLower(addr))
-	var times []time.Time
-	if v := b.Get(key); v != nil {
-		if err := json.Unmarshal(v, &times); err != nil {
-			times = nil // a damaged entry only resets one sender's limit
+	start, count := ackWindow(b.Get(key), now)
+	if count > 0 && now.Sub(start) < 24*time.Hour && now.Sub(start) >= 0 {
+		if count >= perDay {
+			return false, nil
 		}
+		count++
+	} else {
+		start, count = now.UTC(), 1
 	}
-	kept := times[:0]
+	v := make([]byte, 12)
+	binary.BigEndian.PutUint64(v, uint64(start.UnixNano()))
+	binary.BigEndian.PutUint32(v[8:], uint32(min(count, math.MaxUint32)))
+	return true, b.Put(key, v)
+}
+
+// ackWindow reads an acknowledgement record: its window's start and count.
+// A JSON list of instants (the older form) reads as the window of those
+// within 24 hours of now; a damaged record as none (it only resets one
+// sender's limit).
+func ackWindow(v []byte, now time.Time) (time.Time, int) {
+	if len(v) == 12 {
+		return time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC(), int(binary.BigEndian.Uint32(v[8:]))
+	}
+	var times []time.Time
+	if len(v) == 0 || json.Unmarshal(v, &times) != nil {
+		return time.Time{}, 0
+	}
+	var start time.Time
+	n := 0
 	for _, t := range times {
 		if now.Sub(t) < 24*time.Hour {
-			kept = append(kept, t)
+			if n == 0 || t.Before(start) {
+				start = t
+			}
+			n++
 		}
 	}
-	if len(kept) >= perDay {
-		return false, nil
-	}
-	kept = append(kept, now.UTC())
-	v, err := json.Marshal(kept)
-	if err != nil {
-		return false, err
-	}
-	return true, b.Put(key, v)
+	return start, n
 }
 
 func be(n uint64) []byte {
@@ -280,7 +328,7 @@ func be(n uint64) []byte {
 }
 
 // SetReporterKey pins the reporter's public key to one incident. The first key
-// stays: a later mail cannot replace it (threats.md D5).
+// stays: a later mail cannot replace it (docs/threat-model.md D5).
 func SetReporterKey(tx *bolt.Tx, id workflow.ID, armored []byte) (bool, error) {
 	b := tx.Bucket(bucketRepKeys)
 	if b.Get([]byte(id)) != nil {
@@ -298,11 +346,11 @@ func ReporterKey(tx *bolt.Tx, id workflow.ID) ([]byte, bool) {
 	return bytes.Clone(v), true
 }
 
-// Seen signatures (threats.md E3) and small settings live in their own buckets.
+// Seen signatures (docs/threat-model.md E3) and small settings live in their own buckets.
 var (
 	bucketReplay = []byte("replay")      // replay key → expiry (unix seconds, big-endian)
 	bucketMeta   = []byte("meta")        // name → value
-	bucketCipher = []byte("ciphertexts") // sha256 of encrypted data → first arrival (threats.md D3)
+	bucketCipher = []byte("ciphertexts") // sha256 of encrypted data → first arrival (docs/threat-model.md D3)
 )
 
 // initCommands creates the buckets the command path needs. Init calls it.

@@ -3,6 +3,7 @@ package incidentdb
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -138,6 +139,34 @@ func TestAllowAck(t *testing.T) {
 			return nil
 		})
 	}
+	// Three a day: three in the 24 hours from the first, then a new count;
+	// the record stays 12 bytes however many were allowed.
+	db.Update(func(tx *bolt.Tx) error {
+		for i, want := range []bool{true, true, true, false, false} {
+			if got, _ := AllowAck(tx, "c@x", t0.Add(time.Duration(i)*time.Hour), 3); got != want {
+				t.Errorf("3 a day, ack %d: %v, want %v", i, got, want)
+			}
+		}
+		if got, _ := AllowAck(tx, "c@x", t0.Add(24*time.Hour), 3); !got {
+			t.Error("3 a day: refused 24 hours after the first")
+		}
+		for i := range 1000 {
+			AllowAck(tx, "d@x", t0.Add(time.Duration(i)*time.Second), 1000000)
+		}
+		if n := len(tx.Bucket(bucketAcks).Get([]byte("d@x"))); n != 12 {
+			t.Errorf("the record of 1000 acknowledgements is %d bytes", n)
+		}
+		// A record of the older form, a JSON list of instants.
+		old, _ := json.Marshal([]time.Time{t0.Add(-30 * time.Hour), t0.Add(-2 * time.Hour)})
+		tx.Bucket(bucketAcks).Put([]byte("e@x"), old)
+		if got, _ := AllowAck(tx, "e@x", t0, 1); got {
+			t.Error("an older record with an ack 2 hours ago allowed another")
+		}
+		if got, _ := AllowAck(tx, "e@x", t0.Add(22*time.Hour), 1); !got {
+			t.Error("an older record: refused 24 hours after its last ack")
+		}
+		return nil
+	})
 }
 
 // TestArchiveLargeMessages: large messages are archived as received, read

@@ -10,7 +10,7 @@ import (
 
 // advisoryData is what the advisory templates (process.md §7) read. Every
 // text field went through safeText: values come from SRC-signed commands
-// only (threats.md F4), and still cannot change a message's structure.
+// only (docs/threat-model.md F4), and still cannot change a message's structure.
 type advisoryData struct {
 	Project, ID, CVE, Summary              string
 	Actor, Impact, Condition               string

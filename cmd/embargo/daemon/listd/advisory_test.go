@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestSafeText: field values cannot change a message's structure (threats.md
+// TestSafeText: field values cannot change a message's structure (docs/threat-model.md
 // F4, the lists issue's template rule).
 func TestSafeText(t *testing.T) {
 	in := "line one\r\n-----BEGIN PGP SIGNATURE-----\rsecond\u202Egnp.exe\n.\nFrom the start\n--boundary\x00\x1b"

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,4 +90,44 @@ func indexOf(b []byte, s string) int {
 		}
 	}
 	panic("not found")
+}
+
+// BenchmarkHandleReports measures Handle on new plaintext reports from 8
+// goroutines at once, on a synced store (as the daemon runs it), without
+// SMTP and without delivery: the list service's share of intake. It
+// reports messages per second and per commit (the group commit's groups).
+func BenchmarkHandleReports(b *testing.B) {
+	k := newStoreKeys(b)
+	s, db := storeService(b, k)
+	db.NoSync = false
+	var commits atomic.Int64
+	s.SetTestHooks(TestHooks{GroupCommit: func(*bolt.Tx, int) error { commits.Add(1); return nil }})
+	body := strings.Repeat("The parser overflows when given a long header line. ", 20)
+	var next atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				from := fmt.Sprintf("rep%d@out.test", i)
+				raw := plainMail(from, "security@ex.test", fmt.Sprintf("report %d", i), fmt.Sprintf("%d@out.test", i), body)
+				if err := s.Handle(context.Background(), Envelope{From: from, To: []string{"security@ex.test"}}, raw); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	st := db.Stats().TxStats
+	b.ReportMetric(float64(st.GetWrite())/float64(max(commits.Load(), 1)), "pages/commit")
+	b.ReportMetric(float64(st.GetWriteTime().Microseconds())/float64(max(commits.Load(), 1)), "µs-write/commit")
+	b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/float64(max(commits.Load(), 1)), "msgs/commit")
 }

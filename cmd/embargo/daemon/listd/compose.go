@@ -17,7 +17,7 @@ import (
 )
 
 // outMail is one message embargo writes. Every header is set here through
-// go-message, which refuses CR and LF in values (threats.md B10): nothing from a
+// go-message, which refuses CR and LF in values (docs/threat-model.md B10): nothing from a
 // template or from inbound mail can add a header.
 type outMail struct {
 	From        *mail.Address
@@ -37,7 +37,7 @@ type outMail struct {
 }
 
 // errBareLine means a rendered message is not clean CRLF: a bug, never sent
-// (threats.md B2).
+// (docs/threat-model.md B2).
 var errBareLine = errors.New("listd: rendered message has a bare CR or LF")
 
 // header returns the message's header fields, without the MIME fields.
@@ -126,7 +126,7 @@ func (o *outMail) entity() ([]byte, error) {
 		}
 		ah.SetFilename(name)
 		// Base64 for every attachment: no inbound byte sequence reaches the
-		// relay unencoded (threats.md B2).
+		// relay unencoded (docs/threat-model.md B2).
 		ah.Set("Content-Transfer-Encoding", "base64")
 		aw, err := w.CreateAttachment(ah)
 		if err != nil {

@@ -61,7 +61,7 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 // outerHeader is what relays see of an encrypted message: the list address,
 // the recipient, a generic subject, random identifiers. Reply-To is the plain
 // list address: replies thread by In-Reply-To, and the incident ID stays
-// inside (threats.md D7).
+// inside (docs/threat-model.md D7).
 func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
 	outer := outMail{
 		From:       s.listAddress(sec),
@@ -96,18 +96,32 @@ func (s *Service) random(n int) (string, error) {
 }
 
 // newMessageID makes a random Message-ID: nothing in it links copies to one
-// another or to the reporter's identifiers (threats.md D7).
+// another or to the reporter's identifiers (docs/threat-model.md D7).
 func (s *Service) newMessageID(kind, domain string) (string, error) {
-	r, err := s.random(12)
+	r, err := s.token()
 	if err != nil {
 		return "", err
 	}
 	return kind + "." + r + "@" + domain, nil
 }
 
+// token is the unique part of a Message-ID or a thread anchor: the second
+// it was made (8 hex digits, as the Date field says anyway) and 64 random
+// bits. The message-ID index files each Message-ID the service makes; a
+// time-ordered token files new ones at the end of their kind's range, a
+// leaf or two per commit, where fully random ones each rewrote a leaf and
+// its branch somewhere in an ever larger tree.
+func (s *Service) token() (string, error) {
+	r, err := s.random(8)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%08x", uint32(s.o.Now().Unix())) + r, nil
+}
+
 // Alert queues a notice to the committee that a message could not be delivered.
 // The delivery worker calls it inside the transaction that marks the row failed.
-// It is never sent to the author of the triggering mail (threats.md B8), and
+// It is never sent to the author of the triggering mail (docs/threat-model.md B8), and
 // failures of alerts raise no further alerts.
 func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	s = s.current()

@@ -27,7 +27,7 @@ type distMail struct {
 // toDistributors sends one body to every distributor, each copy rebuilt and
 // encrypted to exactly that distributor's pinned key, signed by the
 // distributors list key, To: the list address only, under the generic outer
-// Subject (threats.md D6, D7, G1). A distributor without a usable key gets
+// Subject (docs/threat-model.md D6, D7, G1). A distributor without a usable key gets
 // nothing, and the SRC is told who and why. There is no plaintext path.
 func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Time) ([]queue.Msg, error) {
 	dl := s.o.Roster.List(lists.Distributors)
@@ -115,7 +115,7 @@ func (s *Service) distributorNotice(inc *workflow.Incident, a workflow.Distribut
 }
 
 // embargoLifted tells the distributors first, before any announcement
-// (threats.md G5).
+// (docs/threat-model.md G5).
 func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted, now time.Time) ([]queue.Msg, error) {
 	d := s.advisory(inc)
 	d.At = workflow.FormatInstant(a.At)
@@ -131,7 +131,7 @@ func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted
 // separately from err: the alert it raises must commit, and only then is
 // the sender answered with the refusal. Only encrypted mail signed by a
 // pinned member key is taken; a post that names anyone outside the list
-// and the SRC in To or Cc is refused and the SRC alerted (threats.md G1,
+// and the SRC in To or Cc is refused and the SRC alerted (docs/threat-model.md G1,
 // G2, F5). Committee posts go to every distributor; a distributor's post
 // goes to the SRC only, never to the other distributors.
 func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refusal, err error) {

@@ -25,29 +25,10 @@ import (
 func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Received, roster bool, _ error) {
 	msg, now := d.msg, d.now
 	sec := s.o.Roster.List(lists.Security)
-	in := workflow.Inbound{
-		Sender:    msg.From(),
-		Detail:    detail,
-		Subject:   msg.Subject(),
-		MessageID: msg.MessageID(),
-		Refs:      msg.Refs(),
-		Auto:      msg.Auto() || d.env.From == "" || s.o.Roster.IsOurs(d.env.From),
-	}
-	var lookErr error
-	look := workflow.Lookup{
-		Incident: func(id workflow.ID) (*workflow.Incident, bool) {
-			inc, err := incidentdb.Get(tx, id)
-			if err != nil && !errors.Is(err, incidentdb.ErrNotFound) {
-				lookErr = err
-			}
-			return inc, err == nil
-		},
-		MessageID: func(id string) (workflow.ID, bool) { return incidentdb.IncidentOf(tx, id) },
-		IsSRC:     s.o.Roster.IsCommittee,
-	}
-	inc := workflow.Thread(in, look)
-	if lookErr != nil {
-		return workflow.Received{}, false, lookErr
+	in := inboundOf(d, detail, s.o.Roster)
+	inc, err := s.thread(tx, d, detail)
+	if err != nil {
+		return workflow.Received{}, false, err
 	}
 	inc, note, firstSeen, err := s.resubmitted(tx, msg, inc)
 	if err != nil {
@@ -68,6 +49,10 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 	}
 	var id workflow.ID
 	if inc == nil {
+		// A new incident: within the intake limits (limits.go), counted.
+		if err := s.admitNew(tx, d); err != nil {
+			return workflow.Received{}, false, err
+		}
 		if id, err = incidentdb.NextID(tx, now.Year()); err != nil {
 			return workflow.Received{}, false, err
 		}
@@ -92,10 +77,10 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 		r.Incident, cmdMail, roster = after, msgs, changed
 	}
 	if r.New {
-		// A random anchor: threading headers name no incident (threats.md
+		// A random anchor: threading headers name no incident (docs/threat-model.md
 		// D7). It is filed under the incident, so that a reply whose
 		// References carry only the anchor still finds its thread.
-		tok, err := s.random(12)
+		tok, err := s.token()
 		if err != nil {
 			return r, roster, err
 		}
@@ -104,7 +89,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 			return r, roster, err
 		}
 	}
-	if err := incidentdb.Put(tx, &r.Incident); err != nil {
+	if err := s.putIncident(tx, &r.Incident); err != nil {
 		return r, roster, err
 	}
 	// The reporter's key, pinned only from an authenticated sender
@@ -130,6 +115,38 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 		return r, roster, err
 	}
 	return r, roster, nil
+}
+
+// inboundOf is what workflow needs to know of a message to security@.
+func inboundOf(d *delivery, detail string, r *lists.Roster) workflow.Inbound {
+	msg := d.msg
+	return workflow.Inbound{
+		Sender:    msg.From(),
+		Detail:    detail,
+		Subject:   msg.Subject(),
+		MessageID: msg.MessageID(),
+		Refs:      msg.Refs(),
+		Auto:      msg.Auto() || d.env.From == "" || r.IsOurs(d.env.From),
+	}
+}
+
+// thread finds the incident a message to security@ belongs to
+// (workflow.Thread), or nil for a new report. It only reads.
+func (s *Service) thread(tx *bolt.Tx, d *delivery, detail string) (*workflow.Incident, error) {
+	var lookErr error
+	look := workflow.Lookup{
+		Incident: func(id workflow.ID) (*workflow.Incident, bool) {
+			inc, err := incidentdb.Get(tx, id)
+			if err != nil && !errors.Is(err, incidentdb.ErrNotFound) {
+				lookErr = err
+			}
+			return inc, err == nil
+		},
+		MessageID: func(id string) (workflow.ID, bool) { return incidentdb.IncidentOf(tx, id) },
+		IsSRC:     s.o.Roster.IsCommittee,
+	}
+	inc := workflow.Thread(inboundOf(d, detail, s.o.Roster), look)
+	return inc, lookErr
 }
 
 // resubmitted applies docs/threat-model.md D3: a captured ciphertext
@@ -195,7 +212,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	var attach []message.Attachment
 	if s.o.ListKey != nil {
 		fpr = s.o.ListKey.Fingerprint()
-		pub, err := s.o.ListKey.ArmoredPublic()
+		pub, err := s.listKeyArmored()
 		if err != nil {
 			return nil, err
 		}
@@ -241,6 +258,16 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 		return nil, err
 	}
 	return []queue.Msg{q}, nil
+}
+
+// listKeyArmored is the security list's public key, armored, as every
+// acknowledgement attaches it: made once (the list key never changes while
+// the daemon runs), not in every report's transaction. The slice is shared:
+// it is never changed.
+func (s *Service) listKeyArmored() ([]byte, error) {
+	sh := s.sh
+	sh.pubOnce.Do(func() { sh.pub, sh.pubErr = s.o.ListKey.ArmoredPublic() })
+	return sh.pub, sh.pubErr
 }
 
 // renderCopies makes one copy per committee member (and fix-team member),

@@ -3,7 +3,8 @@
 // before any transaction (lists/inbound: parsed, decrypted, verified, decoded,
 // its command block read), into a value nothing changes; then one bbolt
 // transaction holds the raw message, the incident change and every outbound
-// row it causes, and smtpd answers 250 only after that commit (docs/design.md
+// row it causes, committed with the other messages waiting (commit.go), and
+// smtpd answers 250 only after that commit (docs/design.md
 // §1, docs/threat-model.md A1, A2). The decisions themselves are made by the pure cores:
 // lists (who gets what) and workflow (what the message means for the incident).
 package listd
@@ -47,7 +48,11 @@ type Options struct {
 	// JSON 5 draft of the release pack (release.go) is built from it.
 	Record     record.Project
 	Limits     message.Limits
-	AcksPerDay int // acknowledgements per sender address in 24 h (threats.md B8)
+	AcksPerDay int // acknowledgements per sender address in 24 h (docs/threat-model.md B8)
+	// NewPerSender and NewPerClient are the intake limits (limits.go): the
+	// new incidents one envelope sender, and one client address, may open
+	// in an hour. 0: no limit.
+	NewPerSender, NewPerClient int
 	// TrustedAuthservIDs are the authserv-ids whose Authentication-Results
 	// fields are believed when a reporter key arrives (reporterkey.go).
 	TrustedAuthservIDs []string
@@ -84,7 +89,7 @@ type Options struct {
 	Mono func() time.Duration
 
 	// LiftGrace is how long the announcement waits after the distributors
-	// were sent "embargo lifted" (threats.md G5: they hear first). Default 1 min.
+	// were sent "embargo lifted" (docs/threat-model.md G5: they hear first). Default 1 min.
 	LiftGrace time.Duration
 
 	Now    func() time.Time
@@ -126,6 +131,16 @@ type shared struct {
 	jumpFrom time.Time // where the wall clock stopped being trusted, for this tick
 
 	hooks TestHooks // failpoints, set by tests alone (testhooks.go)
+
+	// writer commits every write transaction of the service in groups
+	// (commit.go); limits keeps the intake limits' alert state (limits.go).
+	writer *committer
+	limits limitState
+
+	// The security list's armored public key (listKeyArmored).
+	pubOnce sync.Once
+	pub     []byte
+	pubErr  error
 }
 
 // New returns a Service.
@@ -152,7 +167,7 @@ func New(o Options) *Service {
 		start := time.Now()
 		o.Mono = func() time.Duration { return time.Since(start) }
 	}
-	s := &Service{o: o, log: o.Logger, sh: &shared{base: o}}
+	s := &Service{o: o, log: o.Logger, sh: &shared{base: o, writer: &committer{db: o.DB, maxGroup: defaultMaxGroup}}}
 	s.sh.live.Store(s.initial())
 	return s
 }
@@ -163,13 +178,16 @@ type Envelope struct {
 	To        []string
 	SMTPUTF8  bool
 	SessionID string
+	// Client is the SMTP client's IP address, which the per-client intake
+	// limit counts; "" when it says nothing (LMTP: the MTA in front).
+	Client string
 }
 
 // Handle stores one accepted message and everything it causes.
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
 	s = s.current() // one roster and one keyring for the whole message
 	// A message that makes a parser panic must not crash-loop the daemon nor
-	// come back forever (threats.md A6): it is kept in quarantine, the SRC is
+	// come back forever (docs/threat-model.md A6): it is kept in quarantine, the SRC is
 	// told, and the sender gets 250. The log names the place, never content
 	// (G6): a panic value can quote the message.
 	defer func() {
@@ -230,7 +248,7 @@ func (s *Service) quarantine(env Envelope, raw []byte) error {
 	now := s.o.Now().UTC()
 	sec := s.o.Roster.List(lists.Security)
 	sum := sha256.Sum256(raw)
-	return s.o.DB.Update(func(tx *bolt.Tx) error {
+	return s.sh.writer.do(func(tx *bolt.Tx) error {
 		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: "poison"}, raw, sum); err != nil {
 			return err
 		}
@@ -294,15 +312,30 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 		return err
 	}
 	log := s.log.With("session", env.SessionID, "size", len(raw))
+	if err := s.precheckLimits(d); err != nil {
+		lr, _ := asLimitRefusal(err)
+		s.limitRefused(lr, d)
+		return err
+	}
 	var out outcome
-	err = s.o.DB.Batch(func(tx *bolt.Tx) error {
+	err = s.sh.writer.do(func(tx *bolt.Tx) error {
 		var err error
 		out, err = s.store(tx, d)
 		return err
 	})
 	if err != nil {
 		var perm interface{ Permanent() bool }
-		if errors.As(err, &perm) {
+		var pe *panicError
+		switch {
+		case errors.As(err, &pe):
+			// As Handle's own recover does: keep it in quarantine.
+			log.Error("panic while storing a message; quarantined", "stack", pe.stack)
+			return s.quarantine(env, raw)
+		case isLimit(err):
+			lr, _ := asLimitRefusal(err)
+			s.limitRefused(lr, d)
+			return lr
+		case errors.As(err, &perm):
 			return err
 		}
 		return fmt.Errorf("listd: store message: %w", err)
@@ -377,9 +410,10 @@ func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
 }
 
 // store is the message's transaction: the raw message, the incident change
-// and every outbound row it causes. It is safe to run twice: bbolt's Batch
-// runs a closure again, alone, when its batch fails, so store reads d and
-// the transaction only and changes nothing but the transaction.
+// and every outbound row it causes. It is safe to run twice: the group
+// commit runs it again when another message of its group fails (commit.go),
+// so store reads d and the transaction only and changes nothing but the
+// transaction.
 func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	var out outcome
 	if incidentdb.Seen(tx, d.seen) {
@@ -405,10 +439,10 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 			out.result = "announce"
 			return out, incidentdb.MarkSeen(tx, d.seen)
 		}
-		// DSNs to our envelope sender: archived, never forwarded (threats.md G7).
+		// DSNs to our envelope sender: archived, never forwarded (docs/threat-model.md G7).
 		rec.Note, out.result = "bounce", "bounce"
 	case m != nil && hasLoop(m, s.o.Roster):
-		// Our own mail came back (threats.md B9): keep it, send nothing.
+		// Our own mail came back (docs/threat-model.md B9): keep it, send nothing.
 		rec.Note, out.result = "loop", "loop"
 	case isDistributors(d.targets):
 		var err error
@@ -418,7 +452,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		}
 		rec.Note = "distributors"
 		if out.refusal != nil {
-			rec.Note = "quarantine" // kept, never redistributed (threats.md G2)
+			rec.Note = "quarantine" // kept, never redistributed (docs/threat-model.md G2)
 		}
 	case isApply(d.targets):
 		var g govOutcome
@@ -429,12 +463,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		}
 		out.incID, out.roster, rec.Note = rec.Incident, g.roster, "application"
 	default:
-		detail := ""
-		for _, t := range d.targets {
-			if t.List == lists.Security && t.Detail != "" && kindOf(t) != kindBounce {
-				detail = t.Detail
-			}
-		}
+		detail := intakeDetail(d.targets)
 		if id, ok := proposalOf(tx, m, detail); ok {
 			took, g, err := s.proposalThread(tx, d, id)
 			if err != nil {
@@ -474,6 +503,20 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	return out, nil
 }
 
+// intakeDetail is the incident sub-address among the recipients
+// (security+SEC-…@), "" for none.
+func intakeDetail(ts []lists.Target) string {
+	detail := ""
+	for _, t := range ts {
+		if t.List == lists.Security && t.Detail != "" && kindOf(t) != kindBounce {
+			detail = t.Detail
+		}
+	}
+	return detail
+}
+
+func isLimit(err error) bool { _, ok := asLimitRefusal(err); return ok }
+
 func isDistributors(ts []lists.Target) bool {
 	for _, t := range ts {
 		if t.List == lists.Distributors && t.Detail == "" {
@@ -504,7 +547,7 @@ func hasLoop(m *inbound.Message, r *lists.Roster) bool {
 }
 
 // cryptoRefusal explains to the sender why an encrypted message was refused.
-// Nothing of it is stored (threats.md D1).
+// Nothing of it is stored (docs/threat-model.md D1).
 func (s *Service) cryptoRefusal(err error, key *keys.Key) error {
 	fpr := s.fingerprint(key)
 	// RFC 3463 X.7.5: cryptographic failure.

@@ -19,7 +19,7 @@ import (
 
 // Announcer fans one signed advisory out to the announce list's subscribers:
 // the body is stored once and a persisted cursor walks the subscribers in
-// batches (DESIGN.md §4). It returns how many subscribers the release covers.
+// batches (docs/design.md §4). It returns how many subscribers the release covers.
 type Announcer interface {
 	Release(tx *bolt.Tx, id string, msg []byte, notBefore time.Time) (subscribers int, err error)
 }
@@ -31,7 +31,7 @@ type Channel struct {
 	Tag     string // subject tag, e.g. "[example]"
 }
 
-// release publishes an advisory at T (DESIGN.md §2, disclosed): the signed
+// release publishes an advisory at T (docs/design.md §2, disclosed): the signed
 // advisory to the announce subscribers and every outside channel, the public
 // version to the distributors, and the release-day pack to the SRC. It runs
 // in the transaction that marks the incident disclosed, so the incident and
@@ -39,7 +39,7 @@ type Channel struct {
 // sends nothing twice but for the one in flight.
 //
 // notBefore holds the public copies back when the distributors are being told
-// "embargo lifted" in the same step, so that they hear first (threats.md G5).
+// "embargo lifted" in the same step, so that they hear first (docs/threat-model.md G5).
 func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Release, now, notBefore time.Time) ([]queue.Msg, error) {
 	defer s.observe("release", time.Now())
 	d := s.advisory(inc)

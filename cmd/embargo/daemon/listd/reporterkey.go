@@ -80,7 +80,7 @@ func (s *Service) reporterKeys(tx *bolt.Tx, d *delivery, inc *workflow.Incident,
 		event = "pinned"
 	}
 	s.log.Warn("reporter key arrived", "incident", inc.ID, "fingerprint", fpr, "authenticated", how != "", "result", event)
-	if err := incidentdb.Put(tx, inc); err != nil {
+	if err := s.putIncident(tx, inc); err != nil {
 		return err
 	}
 	return s.reporterKeyAlert(tx, inc, seen, how, pinned, event, d.now)
@@ -129,7 +129,7 @@ func (s *Service) putIf(tx *bolt.Tx, inc *workflow.Incident, changed bool) error
 	if !changed {
 		return nil
 	}
-	return incidentdb.Put(tx, inc)
+	return s.putIncident(tx, inc)
 }
 
 // migrateReporterKey brings the one key of an incident from before keys

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -80,44 +81,48 @@ func (s *Service) Seal(r *queue.Row, body io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, queue.Permanent(err)
 	}
-	outer, err := parseHeader(sp.Outer)
-	if err != nil {
-		return nil, queue.Permanent(err)
-	}
 	rd := &readErr{r: body}
 	if sp.SignOnly {
-		if lists.Name(sp.Signer) == lists.Distributors {
-			// docs/threat-model.md D6: the embargo list sends only ciphertext.
-			return nil, queue.Permanent(errors.New("listd: the distributors list sends nothing unencrypted"))
-		}
-		ent := bytes.NewBuffer(make([]byte, 0, r.BodySize))
-		if _, err := ent.ReadFrom(rd); err != nil {
-			return nil, err
-		}
-		out, err := keys.Sign(outer, ent.Bytes(), signer, s.keyOptions())
-		if err != nil {
-			return nil, queue.Permanent(err)
-		}
-		return out, nil
+		return s.signOnly(r, rd, signer)
 	}
 	to, err := s.sealKey(r)
 	if err != nil {
 		return nil, queue.Permanent(err)
 	}
-	innerHeader, err := parseHeader(sp.Inner)
-	if err != nil {
-		return nil, queue.Permanent(err)
-	}
-	inner, err := keys.ProtectHeadersReader(rd, innerHeader)
+	// The spec's headers go in as rendered when the copy was queued: keys
+	// checks them and copies them field by field, with no parsing and
+	// rendering again per copy.
+	inner, err := keys.ProtectHeaderFields(rd, sp.Inner)
 	if err != nil {
 		return nil, rd.or(queue.Permanent(err))
 	}
 	var out bytes.Buffer
 	out.Grow(sealedSize(r))
-	if err := keys.EncryptStream(&out, outer, inner, to, signer, s.keyOptions()); err != nil {
+	if err := keys.EncryptStreamFields(&out, sp.Outer, inner, to, signer, s.keyOptions()); err != nil {
 		return nil, rd.or(queue.Permanent(err))
 	}
 	return out.Bytes(), nil
+}
+
+// signOnly makes a copy signed and sent unencrypted.
+func (s *Service) signOnly(r *queue.Row, rd *readErr, signer *keys.Key) ([]byte, error) {
+	if lists.Name(r.Seal.Signer) == lists.Distributors {
+		// docs/threat-model.md D6: the embargo list sends only ciphertext.
+		return nil, queue.Permanent(errors.New("listd: the distributors list sends nothing unencrypted"))
+	}
+	outer, err := parseHeader(r.Seal.Outer)
+	if err != nil {
+		return nil, queue.Permanent(err)
+	}
+	ent := bytes.NewBuffer(make([]byte, 0, r.BodySize))
+	if _, err := ent.ReadFrom(rd); err != nil {
+		return nil, err
+	}
+	out, err := keys.Sign(outer, ent.Bytes(), signer, s.keyOptions())
+	if err != nil {
+		return nil, queue.Permanent(err)
+	}
+	return out, nil
 }
 
 // sealedSize estimates the sealed message: the outer header and MIME parts,
@@ -184,12 +189,19 @@ func (s *Service) sealKey(r *queue.Row) (*keys.Key, error) {
 
 // parseHeader reads back a header block of a seal spec.
 func parseHeader(b []byte) (mail.Header, error) {
-	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(b), strings.NewReader("\r\n"))))
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(io.MultiReader(bytes.NewReader(b), strings.NewReader("\r\n")))
+	h, err := textproto.ReadHeader(br)
+	br.Reset(nil)
+	headerReaders.Put(br)
 	if err != nil {
 		return mail.Header{}, fmt.Errorf("listd: seal spec header: %w", err)
 	}
 	return mail.Header{Header: gomessage.Header{Header: h}}, nil
 }
+
+// headerReaders serve parseHeader, twice per sealed copy.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
 
 // readErr keeps the stored body's read error, which says itself whether
 // retrying may cure it; an error of the sealing itself is permanent.

@@ -13,8 +13,15 @@ type TestHooks struct {
 	// rolls the transaction back. It is the failpoint of the
 	// storage-failure tests (smtpd must answer 451, never 250).
 	BeforeCommit func(tx *bolt.Tx) error
+	// GroupCommit runs once per group commit, after every message of the
+	// group was stored, with their number; an error rolls the whole group
+	// back as a failed commit does (every message of it answered 451).
+	GroupCommit func(tx *bolt.Tx, n int) error
 }
 
 // SetTestHooks installs failpoints, for tests only. Call it before the
 // Service handles any mail.
-func (s *Service) SetTestHooks(h TestHooks) { s.sh.hooks = h }
+func (s *Service) SetTestHooks(h TestHooks) {
+	s.sh.hooks = h
+	s.sh.writer.groupHook = h.GroupCommit
+}

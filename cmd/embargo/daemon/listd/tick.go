@@ -30,7 +30,7 @@ const (
 // expire.
 const KeyExpiryWarning = 30 * 24 * time.Hour
 
-// Tick sweeps what is due at now (DESIGN.md §1): for each open incident,
+// Tick sweeps what is due at now (docs/design.md §1): for each open incident,
 // workflow.TickAfterGap decides from the persisted deadlines and markers,
 // and from the gap the clock check found (a clock jump, or downtime: a
 // release whose T fell in it is held, and the hold stored with the
@@ -40,15 +40,12 @@ const KeyExpiryWarning = 30 * 24 * time.Hour
 // rather than never after the daemon was down. Then, once a week, the
 // Monday digest (its marker is committed with its mail).
 //
-// The sweep is a scan, with no deadline index: once a minute every incident
-// record is read, the closed ones skipped unread (incidentdb.OpenIncidents)
-// and the open ones decoded and given to workflow.Tick; a sweep with nothing
-// due writes nothing. That is acceptable at a project's scale. BenchmarkTick,
-// on the 2-core development VM: 10,000 incidents of which 200 open, about
-// 11 ms a sweep (1,000 of which 200 open: 7 ms); the extreme of 10,000 open
-// incidents, about 410 ms, under 1 % of each minute. An index keyed by each
-// incident's next reminder instant would make the sweep O(due) if a store
-// ever outgrew this.
+// The sweep reads the deadline index (due.go): only the incidents filed
+// under an instant at or before now are read and given to
+// workflow.TickAfterGap,
+// and each due one is ticked in its own short transaction, through the
+// group commit, so that mail arriving meanwhile is never held up by a
+// sweep. A sweep with nothing due reads one index page and writes nothing.
 //
 // One incident's failure (a template error, a full disk) is logged and
 // reported in the returned error; the others still go out.
@@ -58,37 +55,11 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	if err := s.checkClock(now); err != nil {
 		return fmt.Errorf("listd: tick: %w", err)
 	}
-	var due []workflow.ID
-	err := s.o.DB.View(func(tx *bolt.Tx) error {
-		env := s.workflowEnv(tx)
-		incs, err := incidentdb.OpenIncidents(tx)
-		if err != nil {
-			return err
-		}
-		for _, inc := range incs {
-			if workflow.TickAfterGap(inc, now, env, s.sh.jumpFrom).Applied {
-				due = append(due, inc.ID)
-			}
-		}
-		return nil
-	})
+	due, err := s.dueIncidents(now) // the deadline index (due.go)
 	if err != nil {
 		return fmt.Errorf("listd: tick: %w", err)
 	}
-	var errs []error
-	sent := 0
-	for _, id := range due {
-		if ctx.Err() != nil {
-			errs = append(errs, ctx.Err())
-			break
-		}
-		n, err := s.tickIncident(id, now)
-		if err != nil {
-			s.log.Error("tick failed for an incident", "incident", id, "err", err)
-			errs = append(errs, fmt.Errorf("tick %s: %w", id, err))
-		}
-		sent += n
-	}
+	sent, errs := s.sweep(ctx, due, now)
 	if ctx.Err() == nil {
 		n, err := s.govTick(now)
 		if err != nil {
@@ -119,7 +90,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 	var kinds []string
 	var n int
-	err := s.o.DB.Update(func(tx *bolt.Tx) error {
+	err := s.sh.writer.do(func(tx *bolt.Tx) error {
 		kinds, n = nil, 0
 		inc, err := incidentdb.Get(tx, id)
 		if err != nil {
@@ -130,7 +101,7 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 			return nil
 		}
 		sec := s.o.Roster.List(lists.Security)
-		if err := incidentdb.Put(tx, &r.Incident); err != nil {
+		if err := s.putIncident(tx, &r.Incident); err != nil {
 			return err
 		}
 		var out []queue.Msg
@@ -282,7 +253,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 					continue
 				}
 				move(inc)
-				if err := incidentdb.Put(tx, inc); err != nil {
+				if err := s.putIncident(tx, inc); err != nil {
 					return nil, err
 				}
 			}

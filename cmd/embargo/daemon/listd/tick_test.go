@@ -147,7 +147,7 @@ func TestServiceTick(t *testing.T) {
 // common case: every incident read and decoded, workflow.Tick on the open
 // ones. The figures are in Service.Tick's comment.
 func BenchmarkTick(b *testing.B) {
-	for _, tc := range []struct{ total, open int }{{1000, 200}, {10000, 200}, {10000, 10000}} {
+	for _, tc := range []struct{ total, open int }{{1000, 200}, {10000, 200}, {10000, 10000}, {20000, 20000}} {
 		b.Run(fmt.Sprintf("incidents=%d/open=%d", tc.total, tc.open), func(b *testing.B) {
 			s, db := tickService(b)
 			var incs []workflow.Incident

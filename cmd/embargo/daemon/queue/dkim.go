@@ -60,7 +60,7 @@ type DKIMRelay struct {
 	opts DKIMOptions
 }
 
-var _ Relay = (*DKIMRelay)(nil)
+var _ BatchRelay = (*DKIMRelay)(nil)
 
 // NewDKIMRelay wraps next. It checks the options by signing a test message,
 // so a bad key fails at start-up rather than at the first delivery.
@@ -99,21 +99,65 @@ func (r *DKIMRelay) Sign(data []byte) ([]byte, error) {
 
 // Send signs data and hands it to the next relay.
 func (r *DKIMRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
+	signed, err := r.prepare(data)
+	if err != nil {
+		return err
+	}
+	return r.next.Send(ctx, from, to, signed)
+}
+
+// MaxBatch is the next relay's: a DKIMRelay batches when what it wraps does.
+func (r *DKIMRelay) MaxBatch() int { return batchSize(r.next) }
+
+// SendBatch signs each message and hands the batch to the next relay.
+func (r *DKIMRelay) SendBatch(ctx context.Context, msgs []Outgoing) []error {
+	errs := make([]error, len(msgs))
+	signed := make([]Outgoing, 0, len(msgs))
+	var idx []int
+	for i, m := range msgs {
+		data, err := r.prepare(m.Data)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		signed = append(signed, Outgoing{From: m.From, To: m.To, Data: data})
+		idx = append(idx, i)
+	}
+	if len(signed) == 0 {
+		return errs
+	}
+	var sent []error
+	if br, ok := r.next.(BatchRelay); ok && br.MaxBatch() > 1 {
+		sent = br.SendBatch(ctx, signed)
+	} else {
+		sent = make([]error, len(signed))
+		for i, m := range signed {
+			sent[i] = r.next.Send(ctx, m.From, m.To, m.Data)
+		}
+	}
+	for k, i := range idx {
+		errs[i] = sent[k]
+	}
+	return errs
+}
+
+// prepare checks a message and signs it.
+func (r *DKIMRelay) prepare(data []byte) ([]byte, error) {
 	// Refuse what the next relay would refuse before spending a signature on it.
 	if err := checkData(data); err != nil {
-		return err
+		return nil, err
 	}
 	// RFC 6376 §5.4: From must be signed, and RFC 5322 §3.6 wants exactly one.
 	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(data))).ReadMIMEHeader()
 	if err != nil {
-		return Permanent(fmt.Errorf("queue: dkim: header: %w", err))
+		return nil, Permanent(fmt.Errorf("queue: dkim: header: %w", err))
 	}
 	if n := len(h.Values("From")); n != 1 {
-		return Permanent(fmt.Errorf("queue: dkim: message has %d From fields, want 1 (renderer bug)", n))
+		return nil, Permanent(fmt.Errorf("queue: dkim: message has %d From fields, want 1 (renderer bug)", n))
 	}
 	signed, err := r.Sign(data)
 	if err != nil {
-		return Permanent(err)
+		return nil, Permanent(err)
 	}
-	return r.next.Send(ctx, from, to, signed)
+	return signed, nil
 }

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -140,5 +142,46 @@ func TestDKIMRelayRefuses(t *testing.T) {
 	}
 	if called {
 		t.Error("an unsignable message reached the next relay")
+	}
+}
+
+// TestDKIMRelayBatches: over a Maildir, DKIM signs each message of a batch
+// and hands the batch on whole; a bad message fails alone.
+func TestDKIMRelayBatches(t *testing.T) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	md, err := NewMaildir(dir, RelayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewDKIMRelay(md, DKIMOptions{Domain: "ex.test", Selector: "ed", Signer: edKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.MaxBatch() != maildirBatch {
+		t.Errorf("MaxBatch = %d, want the Maildir's %d", r.MaxBatch(), maildirBatch)
+	}
+	errs := r.SendBatch(t.Context(), []Outgoing{
+		{To: []string{"a@ex.test"}, Data: []byte(dkimMsg)},
+		{To: []string{"b@ex.test"}, Data: []byte("Subject: no From\r\n\r\nx\r\n")},
+		{To: []string{"c@ex.test"}, Data: []byte(dkimMsg)},
+	})
+	if errs[0] != nil || errs[2] != nil || !IsPermanent(errs[1]) {
+		t.Fatalf("SendBatch = %v, want the message without From refused alone", errs)
+	}
+	files, _ := os.ReadDir(filepath.Join(dir, "new"))
+	if len(files) != 2 {
+		t.Fatalf("new/ holds %d files, want 2", len(files))
+	}
+	for _, f := range files {
+		raw, _ := os.ReadFile(filepath.Join(dir, "new", f.Name()))
+		if !bytes.Contains(raw, []byte("\nDKIM-Signature:")) {
+			t.Errorf("%s is not DKIM-signed", f.Name())
+		}
+	}
+	// Over a relay that takes one message at a time, it takes one at a time.
+	plain, _ := NewDKIMRelay(relayFunc(func(context.Context, string, []string, []byte) error { return nil }), DKIMOptions{Domain: "ex.test", Selector: "ed", Signer: edKey})
+	if plain.MaxBatch() != 1 {
+		t.Errorf("MaxBatch over a plain relay = %d, want 1", plain.MaxBatch())
 	}
 }

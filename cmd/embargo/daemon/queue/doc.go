@@ -9,27 +9,37 @@
 // write transaction. An inbound message, the incident change it causes and
 // all the mail it triggers therefore commit together, and the SMTP server
 // answers 250 only after that commit (RFC 5321 §6.1: a 250 means we are now
-// responsible for the message; docs/threats.md A1, A2). A rolled-back
+// responsible for the message; docs/threat-model.md A1, A2). A rolled-back
 // transaction leaves no row, so no notice ever goes out about a change that
 // did not happen. The worker reads committed rows only.
 //
 // # Delivery is at-least-once
 //
-// The worker claims a due row (state "sending", attempt counted, committed),
-// hands it to the relay with no transaction open, and records the outcome in
-// a new Update right after the relay's answer: delivered rows are deleted,
-// refused recipients are failed, the rest wait for their next attempt. The
-// same model as Postfix and qmail: write, sync, publish, reply, and cross off
-// each recipient only after its delivery (docs/threats.md §0.9).
+// The worker claims due rows (state "sending", attempt counted, committed),
+// hands each to the relay with no transaction open, and records the outcome
+// after the relay's answer: delivered rows are deleted, refused recipients
+// are failed, the rest wait for their next attempt. The same model as
+// Postfix and qmail: write, sync, publish, reply, and cross off each
+// recipient only after its delivery (docs/threat-model.md §0.9).
 //
-// A crash after the relay's 250 but before the row is crossed off leaves it in
-// "sending"; the next start sends it again, once, with the same bytes and so
-// the same Message-ID, by which a recipient (or a filter) can recognise the
-// duplicate. Exactly-once is not promised: no SMTP client can, because the
-// 250 and our commit cannot be one atomic step (docs/threats.md §3, promise 3).
-// What is promised is that no row is silently dropped: each is retried until
-// it is delivered, refused permanently, or expired, and the last two call
-// Options.Failed inside the same transaction so the committee is alerted.
+// One goroutine writes: each turn it commits, in one transaction, the
+// outcomes that came back since the last turn and the claim of the rows due
+// now. Under load one commit (two fsyncs) serves many rows, where a commit
+// per row would bound the drain at a few hundred rows a second; a lone row
+// still waits for one commit only, with no timer (a group commit, like the
+// one bbolt's own Batch makes with a delay we do not want).
+//
+// A crash after the relay's 250 but before the outcome is committed leaves
+// the row in "sending"; the next start sends it again, once, with the same
+// bytes and so the same Message-ID, by which a recipient (or a filter) can
+// recognise the duplicate, and its attempt counted. Options.MaxClaimed
+// bounds the rows in "sending" at any instant, and so the copies one crash
+// can send again (DefaultMaxClaimed, 64). Exactly-once is not promised: no
+// SMTP client can, because the 250 and our commit cannot be one atomic step
+// (docs/threat-model.md §3, promise 3). What is promised is that no row is
+// silently dropped: each is retried until it is delivered, refused
+// permanently, or expired, and the last two call Options.Failed inside the
+// same transaction so the committee is alerted.
 //
 // # Shared bodies and sealing at delivery
 //
@@ -78,5 +88,12 @@
 // (STARTTLS mandatory, certificate and host name verified, AUTH PLAIN only
 // after TLS), smtps:// (implicit TLS, RFC 8314) and maildir:///path. Messages
 // must already be canonical (CRLF line ends, no bare CR or LF): the queue does
-// not rewrite them, and refuses to send one that is not (docs/threats.md B2).
+// not rewrite them, and refuses to send one that is not (docs/threat-model.md B2).
+//
+// The SMTP relays keep the connections that ended a transaction cleanly and
+// send the next message over them (a drain costs a few handshakes, not one
+// per copy); each delivery in progress holds one, and an idle one is closed
+// after a few seconds. The Maildir relay takes rows in batches
+// (BatchRelay): a batch's files are synced together and its directory once,
+// all before any of its rows is recorded as sent.
 package queue

@@ -27,11 +27,13 @@ import (
 //
 //	relay=smtp     to EMBARGO_BENCH_SINK (host:port, e.g. smtp-sink), or to
 //	               a discarding go-smtp server in process if unset
-//	relay=maildir  to a Maildir in a temporary directory (fsync per file)
+//	relay=maildir  to a Maildir in a temporary directory (each file synced,
+//	               the directory once per batch)
 //
 // EMBARGO_BENCH_ROWS sets the number of copies (default 2000).
 // contrib/bench/run drives it with -benchtime 1x. Metrics: copies/s, and
-// sends/op (relay calls, one per copy).
+// sends/op (relay calls: one per copy over SMTP, one per batch of files to
+// the Maildir).
 func BenchmarkDrain(b *testing.B) {
 	rows := 2000
 	if v := os.Getenv("EMBARGO_BENCH_ROWS"); v != "" {
@@ -87,7 +89,7 @@ func drainBench(b *testing.B, relay Relay, rows int) {
 		b.StartTimer()
 		start := time.Now()
 		ctx, cancel := context.WithCancel(context.Background())
-		w := New(db, cr, Options{})
+		w := New(db, cr, benchOptions(b))
 		done := make(chan error, 1)
 		go func() { done <- w.Run(ctx) }()
 		waitDrained(b, db, cr, int64(rows*(i+1)))
@@ -145,7 +147,8 @@ func drainMsg(n int) Msg {
 	return Msg{From: "security+bounces@embargo.test", To: []string{to}, Data: []byte(data), MessageID: id, Kind: "report-copy"}
 }
 
-// countingRelay counts relay calls and accepted copies.
+// countingRelay counts relay calls and accepted copies. It passes batches
+// on to a BatchRelay (a batch is one call).
 type countingRelay struct {
 	Relay
 	sends, ok atomic.Int64
@@ -158,6 +161,19 @@ func (r *countingRelay) Send(ctx context.Context, from string, to []string, data
 		r.ok.Add(int64(len(to)))
 	}
 	return err
+}
+
+func (r *countingRelay) MaxBatch() int { return batchSize(r.Relay) }
+
+func (r *countingRelay) SendBatch(ctx context.Context, msgs []Outgoing) []error {
+	r.sends.Add(1)
+	errs := r.Relay.(BatchRelay).SendBatch(ctx, msgs)
+	for i, err := range errs {
+		if err == nil {
+			r.ok.Add(int64(len(msgs[i].To)))
+		}
+	}
+	return errs
 }
 
 // discardServer is a go-smtp server on loopback that reads and drops every
@@ -181,3 +197,19 @@ func (discardSession) Logout() error                        { return nil }
 func (discardSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (discardSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (discardSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
+
+// benchOptions are the worker's defaults, or what EMBARGO_BENCH_CONCURRENCY
+// and EMBARGO_BENCH_MAX_CLAIMED say, to try others.
+func benchOptions(b *testing.B) Options {
+	var o Options
+	for env, v := range map[string]*int{"EMBARGO_BENCH_CONCURRENCY": &o.Concurrency, "EMBARGO_BENCH_MAX_CLAIMED": &o.MaxClaimed} {
+		if s := os.Getenv(env); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				b.Fatalf("%s=%q: want a positive integer", env, s)
+			}
+			*v = n
+		}
+	}
+	return o
+}

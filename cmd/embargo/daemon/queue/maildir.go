@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -27,16 +28,33 @@ import (
 //
 // Delivery follows the Maildir protocol: write into tmp/, fsync, then rename
 // into new/ and fsync the directory, so a reader never sees a partial file and
-// a crash leaves at most a stray file in tmp/.
+// a crash leaves at most a stray file in tmp/. The worker hands the Maildir a
+// batch of messages at once (BatchRelay): their files are written, synced
+// concurrently (the file system's journal then commits many in one go),
+// renamed, and the directory synced once for the batch. A message counts as
+// delivered only after all of that, so "sent" is never recorded for a file
+// that is not both complete and durable (RFC 5321 §6.1).
 type Maildir struct {
 	dir     string
 	now     func() time.Time
 	host    string
 	pid     int
 	counter atomic.Uint64
+
+	// syncFile and syncDir make data durable; tests replace them to watch
+	// the order of the steps, or to fail them.
+	syncFile func(*os.File) error
+	syncDir  func(dir string) error
 }
 
-var _ Relay = (*Maildir)(nil)
+var _ BatchRelay = (*Maildir)(nil)
+
+// Maildir batches: at most maildirBatch messages, whose files are synced
+// maildirSyncs at a time.
+const (
+	maildirBatch = 64
+	maildirSyncs = 16
+)
 
 // NewMaildir creates dir and its tmp, new and cur subdirectories (0700) if
 // needed. Only opts.Now is used.
@@ -54,61 +72,133 @@ func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 	if host == "" {
 		host = "localhost"
 	}
-	return &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid()}, nil
+	return &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid(),
+		syncFile: (*os.File).Sync, syncDir: syncDir}, nil
 }
 
-// Send writes one file per recipient. A crash between two recipients leaves
-// the first one written; the retry writes it again (at-least-once).
+// Send writes one file per recipient: SendBatch of one message.
 func (m *Maildir) Send(ctx context.Context, from string, to []string, data []byte) error {
-	if err := checkEnvelope(from, to); err != nil {
+	return m.SendBatch(ctx, []Outgoing{{From: from, To: to, Data: data}})[0]
+}
+
+// MaxBatch is the most messages SendBatch takes at once.
+func (m *Maildir) MaxBatch() int { return maildirBatch }
+
+// mdFile is one file of a batch, in tmp/ until renamed.
+type mdFile struct {
+	msg  int // its message in the batch
+	f    *os.File
+	name string
+}
+
+// SendBatch writes one file per recipient of each message, headed by
+// Return-Path and Delivered-To, with LF line ends. A message is delivered
+// when all its files are: each written, synced and renamed into new/, and
+// new/ synced. A message one of whose files fails gets the error and none
+// of its files stays in new/, unless the failure is the last directory sync,
+// after which the retry may write files that already arrived (at-least-once).
+func (m *Maildir) SendBatch(ctx context.Context, msgs []Outgoing) []error {
+	errs := make([]error, len(msgs))
+	var files []mdFile
+	for i, msg := range msgs {
+		if errs[i] = m.write(ctx, i, msg, &files); errs[i] != nil {
+			files = m.discard(files, i)
+		}
+	}
+	m.syncAll(files, errs)
+	renamed := false
+	for _, f := range files {
+		if errs[f.msg] != nil {
+			os.Remove(filepath.Join(m.dir, "tmp", f.name))
+			continue
+		}
+		if err := os.Rename(filepath.Join(m.dir, "tmp", f.name), filepath.Join(m.dir, "new", f.name)); err != nil {
+			errs[f.msg] = fmt.Errorf("queue: maildir: %w", err)
+			os.Remove(filepath.Join(m.dir, "tmp", f.name))
+			continue
+		}
+		renamed = true
+	}
+	if !renamed {
+		return errs
+	}
+	// The renames are durable only once the directory is synced.
+	if err := m.syncDir(filepath.Join(m.dir, "new")); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("queue: maildir: sync new/: %w", err)
+			}
+		}
+	}
+	return errs
+}
+
+// write checks one message and writes its files into tmp/, unsynced and
+// still open, appending them to files.
+func (m *Maildir) write(ctx context.Context, i int, msg Outgoing, files *[]mdFile) error {
+	if err := checkEnvelope(msg.From, msg.To); err != nil {
 		return err
 	}
-	if err := checkData(data); err != nil {
+	if err := checkData(msg.Data); err != nil {
 		return err
 	}
 	// checkData guarantees every LF follows a CR and no CR stands alone,
 	// so dropping each CR of a CRLF pair is the whole conversion.
-	lf := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
-	for _, rcpt := range to {
+	lf := bytes.ReplaceAll(msg.Data, []byte("\r\n"), []byte("\n"))
+	for _, rcpt := range msg.To {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		head := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", from, rcpt)
-		if err := m.deliver(head, lf); err != nil {
+		f, name, err := m.create()
+		if err != nil {
 			return err
+		}
+		*files = append(*files, mdFile{msg: i, f: f, name: name})
+		head := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", msg.From, rcpt)
+		if _, err := f.WriteString(head); err != nil {
+			return fmt.Errorf("queue: maildir: %w", err)
+		}
+		if _, err := f.Write(lf); err != nil {
+			return fmt.Errorf("queue: maildir: %w", err)
 		}
 	}
 	return nil
 }
 
-func (m *Maildir) deliver(head string, data []byte) error {
-	f, name, err := m.create()
-	if err != nil {
-		return err
+// discard closes and removes the files of message i, the last in files.
+func (m *Maildir) discard(files []mdFile, i int) []mdFile {
+	for len(files) > 0 && files[len(files)-1].msg == i {
+		f := files[len(files)-1]
+		f.f.Close()
+		os.Remove(filepath.Join(m.dir, "tmp", f.name))
+		files = files[:len(files)-1]
 	}
-	tmp := filepath.Join(m.dir, "tmp", name)
-	_, err = f.WriteString(head)
-	if err == nil {
-		_, err = f.Write(data)
+	return files
+}
+
+// syncAll syncs and closes every file, maildirSyncs at a time, and sets the
+// error of each message one of whose files failed.
+func (m *Maildir) syncAll(files []mdFile, errs []error) {
+	failed := make([]error, len(files))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maildirSyncs)
+	for k, f := range files {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := m.syncFile(f.f)
+			if cerr := f.f.Close(); err == nil {
+				err = cerr
+			}
+			failed[k] = err
+		})
 	}
-	if err == nil {
-		err = f.Sync()
+	wg.Wait()
+	for k, err := range failed {
+		if err != nil && errs[files[k].msg] == nil {
+			errs[files[k].msg] = fmt.Errorf("queue: maildir: %w", err)
+		}
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(m.dir, "new", name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("queue: maildir: %w", err)
-	}
-	// The rename is durable only once the directory is synced.
-	if err := syncDir(filepath.Join(m.dir, "new")); err != nil {
-		return fmt.Errorf("queue: maildir: %w", err)
-	}
-	return nil
 }
 
 // create opens a new file in tmp/ named <unixnano>.<pid>_<counter>.<host>.

@@ -23,10 +23,11 @@ var (
 )
 
 // schemaVersion is the "v" field written in every row record. Version 2
-// added shared bodies and seal specs; version 1 rows are still read. An
-// older embargo refuses version 2 rows (it would send a header without its
-// body) instead of misreading them.
-const schemaVersion = 2
+// added shared bodies and seal specs; version 3 stores a seal spec's
+// headers as text (sealJSON). Older rows are still read. An older embargo
+// refuses newer rows (it would send a header without its body, or a spec
+// without its headers) instead of misreading them.
+const schemaVersion = 3
 
 // Errors returned by the row operations.
 var (
@@ -169,7 +170,7 @@ type record struct {
 	Size        int       `json:"size"`
 	Body        uint64    `json:"body,omitempty"` // the shared body's ID
 	BodySize    int       `json:"body_size,omitempty"`
-	Seal        *Seal     `json:"seal,omitempty"`
+	Seal        *sealJSON `json:"seal,omitempty"`
 	State       State     `json:"state"`
 	Created     time.Time `json:"created"`
 	Requeued    time.Time `json:"requeued,omitzero"`
@@ -189,7 +190,7 @@ func (rec *record) row(id uint64) Row {
 			Kind:      rec.Kind,
 			Incident:  rec.Incident,
 			NoAlert:   rec.NoAlert,
-			Seal:      rec.Seal,
+			Seal:      rec.Seal.seal(),
 		},
 		State:       rec.State,
 		Size:        rec.Size,
@@ -262,7 +263,7 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			NoAlert:     m.NoAlert,
 			Size:        len(m.Data) + len(m.Body),
 			BodySize:    len(m.Body),
-			Seal:        m.Seal,
+			Seal:        storedSeal(m.Seal),
 			State:       StateQueued,
 			Created:     now,
 			NextAttempt: now,
@@ -531,7 +532,7 @@ func (bk buckets) put(id uint64, old, rec *record) error {
 		}
 	}
 	rec.V = schemaVersion
-	v, err := json.Marshal(rec)
+	v, err := encodeRecord(rec)
 	if err != nil {
 		return fmt.Errorf("queue: encode row %d: %w", id, err)
 	}

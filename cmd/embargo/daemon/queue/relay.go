@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -37,7 +35,7 @@ type RelayOptions struct {
 	HeloName string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// Tests set it to trust their own certificate. Verification itself is never
-	// turned off (docs/threats.md B6).
+	// turned off (docs/threat-model.md B6).
 	RootCAs *x509.CertPool
 	// DialTimeout bounds the TCP connect (and the TLS handshake for smtps).
 	// Default 30 s.
@@ -107,14 +105,14 @@ func NewRelay(rawURL string, opts RelayOptions) (Relay, error) {
 	if host == "" {
 		return nil, fmt.Errorf("queue: relay URL %s: host missing", u.Redacted())
 	}
-	r := &smtpRelay{host: host, opts: opts}
+	r := newSMTPRelay(host, opts)
 	switch u.Scheme {
 	case "smtp":
 		if u.User != nil {
 			return nil, fmt.Errorf("queue: relay URL %s: credentials need smtp+starttls:// or smtps://", u.Redacted())
 		}
 		if !isLoopback(host) {
-			// docs/threats.md B6: never plaintext across a network.
+			// docs/threat-model.md B6: never plaintext across a network.
 			return nil, fmt.Errorf("queue: relay URL %s: smtp:// is for a local MTA on loopback; use smtp+starttls:// or smtps://", u.Redacted())
 		}
 		if port == "" {
@@ -207,7 +205,7 @@ func (e *RcptError) Permanent() bool {
 
 // checkData refuses what the SMTP client would not send faithfully: go-smtp's
 // DotWriter turns a bare LF into CRLF but lets a bare CR through, which a
-// receiver may read as a line end (SMTP smuggling, docs/threats.md B2).
+// receiver may read as a line end (SMTP smuggling, docs/threat-model.md B2).
 // Either means the renderer upstream has a bug, so the refusal is permanent.
 func checkData(data []byte) error {
 	if len(data) == 0 {
@@ -228,7 +226,7 @@ func checkData(data []byte) error {
 }
 
 // checkEnvelope refuses addresses that cannot be written into a MAIL or RCPT
-// command as they are. Addresses come from the roster (threats.md B4), so a
+// command as they are. Addresses come from the roster (docs/threat-model.md B4), so a
 // bad one is a configuration or caller bug: permanent.
 func checkEnvelope(from string, to []string) error {
 	if from != "" {
@@ -276,182 +274,6 @@ const (
 	tlsStart
 	tlsImplicit
 )
-
-// smtpRelay submits to a smarthost or a local MTA with go-smtp's client, one
-// connection per message: embargo sends a few mails a minute, and a fresh
-// connection leaves no session state to go stale between attempts.
-type smtpRelay struct {
-	addr, host string
-	tls        tlsMode
-	user, pass string
-	opts       RelayOptions
-}
-
-func (r *smtpRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
-	if err := checkEnvelope(from, to); err != nil {
-		return err
-	}
-	if err := checkData(data); err != nil {
-		return err
-	}
-	conn, err := r.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	// go-smtp takes no context: closing the connection is how a cancel
-	// interrupts a command in progress.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	c, err := r.open(conn)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return r.transact(c, from, to, data)
-}
-
-func (r *smtpRelay) dial(ctx context.Context) (net.Conn, error) {
-	dialer := &net.Dialer{Timeout: r.opts.DialTimeout}
-	var conn net.Conn
-	var err error
-	if r.tls == tlsImplicit {
-		conn, err = (&tls.Dialer{NetDialer: dialer, Config: r.tlsConfig()}).DialContext(ctx, "tcp", r.addr)
-	} else {
-		conn, err = dialer.DialContext(ctx, "tcp", r.addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: dial %s: %w", r.addr, err)
-	}
-	return conn, nil
-}
-
-func (r *smtpRelay) tlsConfig() *tls.Config {
-	return &tls.Config{
-		ServerName: r.host, // the name verified against the certificate
-		RootCAs:    r.opts.RootCAs,
-		MinVersion: tls.VersionTLS12,
-	}
-}
-
-// open greets, secures and authenticates. Every failure here is about the
-// relay, not the message, so it is temporary whatever its code: a wrong
-// password or a missing STARTTLS keeps the mail queued (and raises the expiry
-// alert if nobody fixes it) rather than failing every row at once.
-func (r *smtpRelay) open(conn net.Conn) (*smtp.Client, error) {
-	var c *smtp.Client
-	if r.tls == tlsStart {
-		// NewClientStartTLS greets and sends EHLO under go-smtp's own 5-minute
-		// timeout before ours can be set, so bound that phase here.
-		guard := time.AfterFunc(2*r.opts.CommandTimeout, func() { conn.Close() })
-		var err error
-		c, err = smtp.NewClientStartTLS(conn, r.tlsConfig())
-		guard.Stop()
-		if err != nil {
-			// Includes "server doesn't support STARTTLS": never fall back to plaintext.
-			return nil, fmt.Errorf("queue: STARTTLS with %s: %w", r.addr, err)
-		}
-	} else {
-		c = smtp.NewClient(conn)
-	}
-	c.CommandTimeout = r.opts.CommandTimeout
-	c.SubmissionTimeout = r.opts.DataTimeout
-	// NewClientStartTLS said EHLO as "localhost" before TLS; the session after
-	// STARTTLS starts afresh and gets our name. A certificate that fails
-	// verification surfaces here, at the first write over TLS.
-	if err := c.Hello(r.opts.HeloName); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("queue: EHLO to %s: %w", r.addr, err)
-	}
-	if r.tls != tlsNone {
-		if _, isTLS := c.TLSConnectionState(); !isTLS {
-			c.Close()
-			return nil, fmt.Errorf("queue: %s: connection is not TLS", r.addr)
-		}
-	}
-	if r.user != "" {
-		// Only ever over TLS: NewRelay refuses credentials for smtp://.
-		if !c.SupportsAuth(sasl.Plain) {
-			c.Close()
-			return nil, fmt.Errorf("queue: %s offers no AUTH PLAIN", r.addr)
-		}
-		if err := c.Auth(sasl.NewPlainClient("", r.user, r.pass)); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("queue: AUTH at %s: %w", r.addr, err)
-		}
-	}
-	return c, nil
-}
-
-// transact runs one mail transaction. RCPT is sent per recipient keeping each
-// refusal, because Client.SendMail gives up at the first refused RCPT.
-func (r *smtpRelay) transact(c *smtp.Client, from string, to []string, data []byte) error {
-	opts := &smtp.MailOptions{
-		// RET=HDRS: a bounce need not carry the (encrypted) body back. go-smtp
-		// sends it only when the server advertises DSN (RFC 3461 §4.3).
-		Return: smtp.DSNReturnHeaders,
-		Size:   int64(len(data)),
-	}
-	if !isASCII(from) || !allASCII(to) {
-		// RFC 6531 §3.4: without SMTPUTF8 these addresses cannot be sent at all.
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
-			return Permanent(fmt.Errorf("queue: %s lacks SMTPUTF8, needed for a non-ASCII address", r.addr))
-		}
-		opts.UTF8 = true
-	}
-	// An empty from goes out as MAIL FROM:<>, the null reverse-path (RFC 5321 §4.5.5).
-	if err := c.Mail(from, opts); err != nil {
-		return classify("MAIL FROM", err)
-	}
-	failed := make(map[string]error)
-	for _, rcpt := range to {
-		if err := c.Rcpt(rcpt, nil); err != nil {
-			var se *smtp.SMTPError
-			if !errors.As(err, &se) {
-				// Not a reply: the connection broke. Nothing was delivered.
-				return fmt.Errorf("queue: RCPT TO: %w", err)
-			}
-			failed[rcpt] = classify("RCPT TO", err)
-		}
-	}
-	if len(failed) == len(to) {
-		_ = c.Reset()
-		_ = c.Quit()
-		return &RcptError{Failed: failed}
-	}
-	if err := r.data(c, data); err != nil {
-		if len(failed) == 0 {
-			return err
-		}
-		// Report per recipient so that the RCPT refusals are not lost.
-		for _, rcpt := range to {
-			if _, ok := failed[rcpt]; !ok {
-				failed[rcpt] = err
-			}
-		}
-		return &RcptError{Failed: failed}
-	}
-	// The message is the relay's now; a failing QUIT changes nothing.
-	_ = c.Quit()
-	if len(failed) > 0 {
-		return &RcptError{Failed: failed}
-	}
-	return nil
-}
-
-func (r *smtpRelay) data(c *smtp.Client, data []byte) error {
-	w, err := c.Data()
-	if err != nil {
-		return classify("DATA", err)
-	}
-	if _, err := w.Write(data); err != nil {
-		return fmt.Errorf("queue: write data: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return classify("end of data", err)
-	}
-	return nil
-}
 
 // classify wraps the error of a mail-transaction command. A 5xx reply is
 // permanent for this message (RFC 5321 §4.2.1), except 530 (authentication

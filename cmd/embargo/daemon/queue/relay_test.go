@@ -160,7 +160,7 @@ func TestSMTPRelayTLS(t *testing.T) {
 }
 
 // A relay without STARTTLS must leave the row queued, not failed, and send
-// nothing (docs/threats.md B6).
+// nothing (docs/threat-model.md B6).
 func TestWorkerKeepsRowQueuedWhenTLSFails(t *testing.T) {
 	db := tempDB(t)
 	rec := queuetest.NewRecorder(t)

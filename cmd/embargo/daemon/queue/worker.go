@@ -28,8 +28,16 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the retry interval, which doubles after
 	// each temporary failure, with jitter. Defaults 1 minute and 1 hour.
 	MinBackoff, MaxBackoff time.Duration
-	// Concurrency is how many rows are delivered at once. Default 4.
+	// Concurrency is how many rows are delivered at once: the SMTP
+	// connections the relay keeps open, or the Maildir batches written at
+	// once. Default 4.
 	Concurrency int
+	// MaxClaimed bounds the rows in state "sending": claimed and waiting for
+	// a sender, with the relay, or delivered and waiting for their outcome
+	// to be committed (outcomes are recorded in group commits). A crash
+	// therefore sends again at most MaxClaimed rows, each at most once.
+	// Default DefaultMaxClaimed; it is raised to Concurrency if lower.
+	MaxClaimed int
 	// Failed is called inside the bbolt Update that marks a row failed
 	// (permanent refusal, expiry or a bad row), so that the caller can enqueue
 	// an alert to the committee atomically with the failure. r.Data is nil: an
@@ -74,6 +82,10 @@ type Sealer interface {
 // no Sealer: the row's body is never sent as it is.
 var ErrNoSealer = errors.New("queue: row must be sealed and no sealer is configured")
 
+// DefaultMaxClaimed is Options.MaxClaimed's default: the most rows one crash
+// (kill -9, power loss) can make the queue send again.
+const DefaultMaxClaimed = 64
+
 // ReasonExpired is the reason given to Options.Failed for a row whose lifetime
 // ended; Row.LastError then holds the last temporary error.
 const ReasonExpired = "expired"
@@ -91,6 +103,11 @@ type Worker struct {
 	log     *slog.Logger
 	kick    chan struct{}
 	running atomic.Bool
+
+	// beforeCommit, set by tests only, sees the outcomes of each turn just
+	// before they are committed: the instant between the relay's 250 and
+	// the mark a crash test aims at.
+	beforeCommit func([]outcome)
 }
 
 // New returns a Worker; it does nothing until Run.
@@ -113,6 +130,10 @@ func New(db *bolt.DB, relay Relay, opts Options) *Worker {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
+	if opts.MaxClaimed <= 0 {
+		opts.MaxClaimed = DefaultMaxClaimed
+	}
+	opts.MaxClaimed = max(opts.MaxClaimed, opts.Concurrency)
 	if opts.MaxInflightBytes <= 0 {
 		opts.MaxInflightBytes = 16 << 20
 	}
@@ -162,12 +183,18 @@ func (w *Worker) Drop(id uint64) error {
 }
 
 // Run delivers due rows until ctx is done, then waits for the deliveries in
-// flight, which the cancel interrupts, and returns nil. It returns an error
-// only if the database fails for good.
+// flight, which the cancel interrupts, records the outcomes that came back,
+// and returns nil. It returns an error only if the database fails for good.
 //
-// A row found in state "sending" at start was with the relay when the last
-// process stopped: it may have been delivered. It is sent again at once, with
-// the same Message-ID (at-least-once; see the package doc).
+// Run's own goroutine is the queue's one writer: each turn it commits, in
+// one transaction, the outcomes that came back since the last turn and the
+// claim of the rows due now (a group commit: under load one commit serves
+// many rows, and a lone row still waits for one commit only). Concurrency
+// senders take the claimed rows, seal them and hand them to the relay.
+//
+// A row found in state "sending" at start was claimed when the last process
+// stopped: it may have been delivered. It is sent again at once, with the
+// same Message-ID (at-least-once; see the package doc).
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("queue: worker already running")
@@ -177,13 +204,27 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	busy := make(map[uint64]int) // rows with a delivery in flight, and their sizes; only this goroutine touches it
-	inflight := 0                // the sum of those sizes
-	// At most Concurrency deliveries are in flight and each reports once, so
-	// these sends never block, not even after Run has stopped reading.
-	done := make(chan uint64, w.opts.Concurrency)
+	// At most MaxClaimed rows are claimed and each is sent to work once and
+	// reported once, so neither channel send ever blocks.
+	work := make(chan Row, w.opts.MaxClaimed)
+	done := make(chan outcome, w.opts.MaxClaimed)
+	sendCtx, stopSenders := context.WithCancel(ctx)
+	var senders sync.WaitGroup
+	for range w.opts.Concurrency {
+		senders.Go(func() { w.sender(sendCtx, work, done) })
+	}
+	l := &loop{busy: make(map[uint64]int)}
+	defer func() {
+		// The senders stop at the cancel (or a failed store); what they
+		// delivered meanwhile is recorded, so that a clean stop sends
+		// nothing twice.
+		stopSenders()
+		senders.Wait()
+		l.take(done)
+		if len(l.outcomes) > 0 {
+			w.commit(l.outcomes, nil, 0, 0)
+		}
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -193,30 +234,37 @@ func (w *Worker) Run(ctx context.Context) error {
 			// because of the cancel must not lead to claiming more rows.
 			return nil
 		}
-		wait := time.Duration(-1) // no timer: a kick or a finished delivery wakes us
-		if free := w.opts.Concurrency - len(busy); free > 0 {
-			rows, next, full, err := w.claim(busy, free, w.opts.MaxInflightBytes-inflight)
-			switch {
-			case errors.Is(err, berrors.ErrDatabaseNotOpen):
-				return fmt.Errorf("queue: %w", err)
-			case err != nil:
-				w.log.Error("outbound queue read failed", "err", err)
-				wait = w.opts.MinBackoff
-			case full:
-				// A due row waits for room: a finished delivery wakes us.
-			case !next.IsZero() && len(busy)+len(rows) < w.opts.Concurrency:
-				wait = max(0, next.Sub(w.opts.Now()))
-			}
-			for _, r := range rows {
-				busy[r.ID] = r.Size
-				inflight += r.Size
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					w.deliver(ctx, r)
-					done <- r.ID
-				}()
-			}
+		l.take(done)
+		// The rows whose outcomes this turn records leave the busy set
+		// first, so that their room serves the claim of the same commit;
+		// none of them is due in it (recorded, they are gone or wait for a
+		// backoff; unrecorded, for their lease).
+		for _, o := range l.outcomes {
+			l.inflight -= l.busy[o.row.ID]
+			delete(l.busy, o.row.ID)
+		}
+		free := w.opts.MaxClaimed - len(l.busy)
+		if w.beforeCommit != nil && len(l.outcomes) > 0 {
+			w.beforeCommit(l.outcomes)
+		}
+		rows, next, full, err := w.commit(l.outcomes, l.busy, free, w.opts.MaxInflightBytes-l.inflight)
+		l.outcomes = l.outcomes[:0]
+		wait := time.Duration(-1) // no timer: a kick or an outcome wakes us
+		switch {
+		case errors.Is(err, berrors.ErrDatabaseNotOpen):
+			return fmt.Errorf("queue: %w", err)
+		case err != nil:
+			w.log.Error("outbound queue read failed", "err", err)
+			wait = w.opts.MinBackoff
+		case full:
+			// A due row waits for room: an outcome wakes us.
+		case !next.IsZero() && len(l.busy)+len(rows) < w.opts.MaxClaimed:
+			wait = max(0, next.Sub(w.opts.Now()))
+		}
+		for _, r := range rows {
+			l.busy[r.ID] = r.Size
+			l.inflight += r.Size
+			work <- r
 		}
 		if wait >= 0 {
 			timer.Reset(wait)
@@ -228,15 +276,33 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		case <-w.kick:
 		case <-timer.C:
-		case id := <-done:
-			inflight -= busy[id]
-			delete(busy, id)
+		case o := <-done:
+			l.outcomes = append(l.outcomes, o)
+		}
+	}
+}
+
+// loop is Run's state; only Run's goroutine touches it.
+type loop struct {
+	busy     map[uint64]int // claimed rows not yet recorded, and their sizes
+	inflight int            // the sum of those sizes
+	outcomes []outcome      // come back from the senders, to record
+}
+
+// take collects the outcomes waiting in done without blocking.
+func (l *loop) take(done <-chan outcome) {
+	for {
+		select {
+		case o := <-done:
+			l.outcomes = append(l.outcomes, o)
+		default:
+			return
 		}
 	}
 }
 
 // recoverSending turns rows left in "sending" by a stopped process back into
-// queued rows due now (docs/threats.md A3: retry "sending" rows at start-up).
+// queued rows due now (docs/threat-model.md A3: retry "sending" rows at start-up).
 func (w *Worker) recoverSending() error {
 	now := w.opts.Now()
 	var n int
@@ -286,268 +352,160 @@ func (w *Worker) recoverSending() error {
 	return nil
 }
 
-// claim picks up to free due rows that are not in flight, marks them sending
-// with the attempt counted (so a crash mid-send is visible at the next start,
-// and the count survives it: docs/threat-model.md A6), and returns them with
-// their Data (a shared body is read at delivery). next is the NextAttempt of
-// the first row it did not take.
+// commit records outcomes and claims up to free due rows that are not
+// busy, in one Update: the group commit of Run's turn. With busy nil it
+// records only. It returns the claimed rows, the NextAttempt of the first
+// row it did not take, and whether a due row waits for room.
 //
-// Rows are taken in due order while their sizes fit in room; the first that
-// does not fit stops the claim (full), so that a large row is not starved by
-// small ones behind it. With nothing in flight, the first row is taken
-// whatever its size.
+// Should the shared transaction fail (a Failed hook refusing one outcome),
+// each outcome is recorded in an Update of its own, so that one cannot hold
+// back the others, and the claim is tried alone; an outcome that still
+// fails leaves its row "sending" under its lease.
 //
-// The lookup runs in a View: an Update commits (and syncs) even when it
-// changes nothing, and most wake-ups find nothing to do.
-func (w *Worker) claim(busy map[uint64]int, free, room int) ([]Row, time.Time, bool, error) {
+// A turn with no outcome looks for due rows in a View first: an Update
+// commits (and syncs) even when it changes nothing, and most wake-ups find
+// nothing to do.
+func (w *Worker) commit(outcomes []outcome, busy map[uint64]int, free, room int) ([]Row, time.Time, bool, error) {
 	now := w.opts.Now()
-	inFlight := func(id uint64) bool { _, ok := busy[id]; return ok }
-	var ids []uint64
-	var next time.Time
-	err := w.db.View(func(tx *bolt.Tx) error {
-		bk, err := open(tx)
-		if err != nil {
-			return err
+	rec := outcomes[:0:0]
+	for _, o := range outcomes {
+		if !o.interrupted {
+			rec = append(rec, o)
 		}
-		ids, next = bk.dueIDs(now, free, inFlight)
-		return nil
-	})
-	if err != nil || len(ids) == 0 {
-		return nil, next, false, err
 	}
-
-	var rows []Row
-	var full bool
-	err = w.db.Update(func(tx *bolt.Tx) error {
-		rows, full = rows[:0], false
-		bk, err := open(tx)
-		if err != nil {
-			return err
-		}
-		left := room
-		taken := make(map[uint64]bool, len(ids))
-		for _, id := range ids {
-			old, err := bk.get(id)
-			if errors.Is(err, ErrNotFound) {
-				continue // dropped since the View
-			}
+	var c claim
+	if busy != nil && free > 0 && len(rec) == 0 {
+		var ids []uint64
+		err := w.db.View(func(tx *bolt.Tx) error {
+			bk, err := open(tx)
 			if err != nil {
 				return err
 			}
-			if old.State == StateFailed || old.NextAttempt.After(now) {
-				continue // retried or failed since the View
-			}
-			if old.Size > left && len(busy)+len(rows) > 0 {
-				full = true
-				break
-			}
-			left -= old.Size
-			rec := *old
-			rec.State = StateSending
-			rec.Attempts++
-			rec.LastAttempt = now
-			// A lease: should the outcome never be recorded (the Failed hook
-			// refuses, the disk is full), the row comes back after a backoff
-			// instead of being resent in a tight loop. A restart does not
-			// wait for it (recoverSending).
-			rec.NextAttempt = now.Add(w.backoff(rec.Attempts))
-			if err := bk.put(id, old, &rec); err != nil {
+			ids, c.next = bk.dueIDs(now, free, func(id uint64) bool { _, ok := busy[id]; return ok })
+			return nil
+		})
+		if err != nil || len(ids) == 0 {
+			return nil, c.next, false, err
+		}
+	}
+	if len(rec) == 0 && (busy == nil || free <= 0) {
+		return nil, time.Time{}, false, nil
+	}
+	var notes []func()
+	err := w.db.Update(func(tx *bolt.Tx) error {
+		notes = notes[:0]
+		bk, err := open(tx)
+		if err != nil {
+			return err
+		}
+		for _, o := range rec {
+			if err := w.record(tx, bk, o, now, &notes); err != nil {
 				return err
 			}
-			r := rec.row(id)
-			r.Data = bytes.Clone(bk.data.Get(idKey(id)))
-			r.blob, _ = rec.blobKey()
-			rows = append(rows, r)
-			taken[id] = true
 		}
-		_, next = bk.dueIDs(now, 0, func(id uint64) bool { return inFlight(id) || taken[id] })
+		if busy != nil && free > 0 {
+			return w.claim(bk, &c, busy, free, room, now)
+		}
 		return nil
 	})
+	if err != nil && len(rec) > 0 {
+		// Alone, each outcome stands or falls by itself.
+		for _, o := range rec {
+			w.recordAlone(o)
+		}
+		if busy == nil || free <= 0 {
+			return nil, time.Time{}, false, nil
+		}
+		return w.commit(nil, busy, free, room)
+	}
 	if err != nil {
 		return nil, time.Time{}, false, err
 	}
-	return rows, next, full, nil
+	for _, n := range notes {
+		n()
+	}
+	return c.rows, c.next, c.full, nil
 }
 
-// deliver sends one claimed row and records the outcome in its own Update,
-// right after the relay's answer (docs/threats.md A3).
-func (w *Worker) deliver(ctx context.Context, r Row) {
-	err := checkEnvelope(r.From, r.To)
-	var data []byte
-	if err == nil {
-		data, err = w.message(&r)
-	}
-	if err == nil {
-		err = checkData(data)
-	}
-	if err == nil {
-		err = w.send(ctx, r, data)
-	}
-	var rcptErr *RcptError
-	if err != nil && ctx.Err() != nil && !errors.As(err, &rcptErr) && !IsPermanent(err) {
-		// Stopped mid-delivery. The row stays "sending" and the next start
-		// sends it again: the relay may or may not have it.
-		w.log.Info("outbound delivery interrupted", append(rowAttrs(r), "result", "interrupted")...)
-		return
-	}
-	if rerr := w.record(r, err); rerr != nil {
-		// The row stays "sending" under its lease: it is sent again once the
-		// lease is over, or at the next start.
-		w.log.Error("outbound outcome not recorded", append(rowAttrs(r), "err", rerr)...)
-		return
-	}
-	if w.opts.Delivered != nil && (err == nil || errors.As(err, &rcptErr) && len(rcptErr.Failed) < len(r.To)) {
-		w.opts.Delivered(r, w.opts.Now())
-	}
-}
-
-// send calls the relay, turning a panic into a temporary error so that one
-// bad row cannot take the daemon down (docs/threats.md A6); it is then
-// retried with backoff and expires with an alert like any failing row.
-func (w *Worker) send(ctx context.Context, r Row, data []byte) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("queue: relay panicked: %v", p)
-		}
-	}()
-	return w.relay.Send(ctx, r.From, r.To, data)
-}
-
-// record writes the outcome of one attempt. Outcomes of concurrent deliveries
-// (and inbound messages being stored) share a commit through db.Batch: the fn
-// only reads and writes inside its transaction, so bbolt may re-run it alone
-// if another fn of the batch fails.
-func (w *Worker) record(r Row, sendErr error) error {
-	now := w.opts.Now()
-	return w.db.Batch(func(tx *bolt.Tx) error {
+// recordAlone records one outcome in an Update of its own.
+func (w *Worker) recordAlone(o outcome) {
+	var notes []func()
+	err := w.db.Update(func(tx *bolt.Tx) error {
+		notes = notes[:0]
 		bk, err := open(tx)
 		if err != nil {
 			return err
 		}
-		old, err := bk.get(r.ID)
+		return w.record(tx, bk, o, w.opts.Now(), &notes)
+	})
+	if err != nil {
+		// The row stays "sending" under its lease: it is sent again once the
+		// lease is over, or at the next start.
+		w.log.Error("outbound outcome not recorded", append(rowAttrs(o.row), "err", err)...)
+		return
+	}
+	for _, n := range notes {
+		n()
+	}
+}
+
+// claim is what one claim took.
+type claim struct {
+	rows []Row
+	next time.Time
+	full bool
+}
+
+// claim marks up to free due rows that are not busy "sending", with the
+// attempt counted (so a crash mid-send is visible at the next start, and
+// the count survives it: docs/threat-model.md A6), and returns them with
+// their Data (a shared body is read at delivery).
+//
+// Rows are taken in due order while their sizes fit in room; the first that
+// does not fit stops the claim (full), so that a large row is not starved by
+// small ones behind it. With nothing busy, the first row is taken whatever
+// its size.
+func (w *Worker) claim(bk buckets, c *claim, busy map[uint64]int, free, room int, now time.Time) error {
+	*c = claim{}
+	inFlight := func(id uint64) bool { _, ok := busy[id]; return ok }
+	ids, _ := bk.dueIDs(now, free, inFlight)
+	left := room
+	taken := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		old, err := bk.get(id)
 		if errors.Is(err, ErrNotFound) {
-			w.log.Info("outbound row dropped during delivery", rowAttrs(r)...)
-			return nil
+			continue // an index entry without its row: skip it, as dueIDs skips what is not ours
 		}
 		if err != nil {
 			return err
 		}
-		if sendErr == nil {
-			w.log.Info("outbound delivered", append(rowAttrs(r), "result", "delivered")...)
-			return bk.delete(r.ID, old)
+		if old.State == StateFailed || old.NextAttempt.After(now) {
+			continue // the index and the row disagree; the row is right
 		}
-
-		var rcptErr *RcptError
-		if !errors.As(sendErr, &rcptErr) {
-			if IsPermanent(sendErr) {
-				rec := *old
-				rec.LastError = sendErr.Error()
-				return w.fail(tx, bk, r.ID, old, &rec, sendErr.Error())
-			}
-			rec := *old
-			return w.retryLater(tx, bk, r.ID, old, &rec, sendErr, now)
+		if old.Size > left && len(busy)+len(c.rows) > 0 {
+			c.full = true
+			break
 		}
-
-		// Some recipients refused: cross off the delivered ones (Postfix keeps
-		// a per-recipient "done" mark the same way), fail the permanently
-		// refused ones and keep the rest queued.
-		var perm, temp []string
-		var permErrs, tempErrs []error
-		for _, rcpt := range old.To {
-			err, refused := rcptErr.Failed[rcpt]
-			switch {
-			case !refused:
-			case IsPermanent(err):
-				perm = append(perm, rcpt)
-				permErrs = append(permErrs, fmt.Errorf("<%s>: %w", rcpt, err))
-			default:
-				temp = append(temp, rcpt)
-				tempErrs = append(tempErrs, fmt.Errorf("<%s>: %w", rcpt, err))
-			}
-		}
-		if len(perm)+len(temp) < len(old.To) {
-			w.log.Info("outbound delivered", append(rowAttrs(r), "result", "partial",
-				"rcpts_done", len(old.To)-len(perm)-len(temp))...)
-		}
-		if len(perm) == 0 && len(temp) == 0 {
-			return bk.delete(r.ID, old) // the refusals named no recipient of this row
-		}
-		if len(perm) > 0 && len(temp) > 0 {
-			// Split: the failed recipients go to a new failed row, so that
-			// `queue retry` can act on them, and this row keeps the others.
-			failedRec := *old
-			failedRec.To = perm
-			failedRec.LastError = errors.Join(permErrs...).Error()
-			id, err := bk.rows.NextSequence()
-			if err != nil {
-				return fmt.Errorf("queue: next sequence: %w", err)
-			}
-			if d := bk.data.Get(idKey(r.ID)); d != nil {
-				if err := bk.data.Put(idKey(id), bytes.Clone(d)); err != nil {
-					return fmt.Errorf("queue: put data %d: %w", id, err)
-				}
-			}
-			if key, ok := old.blobKey(); ok {
-				if err := bk.addRef(key); err != nil {
-					return err
-				}
-			}
-			if err := w.fail(tx, bk, id, nil, &failedRec, failedRec.LastError); err != nil {
-				return err
-			}
-		}
+		left -= old.Size
 		rec := *old
-		if len(temp) > 0 {
-			rec.To = temp
-			return w.retryLater(tx, bk, r.ID, old, &rec, errors.Join(tempErrs...), now)
+		rec.State = StateSending
+		rec.Attempts++
+		rec.LastAttempt = now
+		// A lease: should the outcome never be recorded (the Failed hook
+		// refuses, the disk is full), the row comes back after a backoff
+		// instead of being resent in a tight loop. A restart does not
+		// wait for it (recoverSending).
+		rec.NextAttempt = now.Add(w.backoff(rec.Attempts))
+		if err := bk.put(id, old, &rec); err != nil {
+			return err
 		}
-		rec.To = perm
-		rec.LastError = errors.Join(permErrs...).Error()
-		return w.fail(tx, bk, r.ID, old, &rec, rec.LastError)
-	})
-}
-
-// retryLater schedules the next attempt after a temporary failure, or fails the
-// row as expired once its lifetime is over.
-func (w *Worker) retryLater(tx *bolt.Tx, bk buckets, id uint64, old, rec *record, sendErr error, now time.Time) error {
-	rec.LastError = sendErr.Error()
-	expires := rec.expires(w.opts.Lifetime)
-	if !now.Before(expires) {
-		return w.fail(tx, bk, id, old, rec, ReasonExpired)
+		r := rec.row(id)
+		r.Data = bytes.Clone(bk.data.Get(idKey(id)))
+		r.blob, _ = rec.blobKey()
+		c.rows = append(c.rows, r)
+		taken[id] = true
 	}
-	rec.State = StateQueued
-	// The last attempt falls at the expiry instant rather than up to a
-	// MaxBackoff after it, so the alert comes on time.
-	rec.NextAttempt = now.Add(w.backoff(rec.Attempts))
-	if rec.NextAttempt.After(expires) {
-		rec.NextAttempt = expires
-	}
-	if err := bk.put(id, old, rec); err != nil {
-		return err
-	}
-	w.log.Warn("outbound deferred", append(attrs(id, rec), "result", "deferred",
-		"next_attempt", rec.NextAttempt, "err", rec.LastError)...)
-	return nil
-}
-
-// fail marks a row failed and calls the Failed hook in the same transaction.
-func (w *Worker) fail(tx *bolt.Tx, bk buckets, id uint64, old, rec *record, reason string) error {
-	rec.State = StateFailed
-	rec.NextAttempt = time.Time{}
-	if err := bk.put(id, old, rec); err != nil {
-		return err
-	}
-	a := append(attrs(id, rec), "result", "failed", "reason", reason, "failed_rcpts", rec.To)
-	if rec.LastError != reason {
-		a = append(a, "err", rec.LastError)
-	}
-	w.log.Error("outbound failed", a...)
-	if rec.NoAlert || w.opts.Failed == nil {
-		return nil
-	}
-	if err := w.opts.Failed(tx, rec.row(id), reason); err != nil {
-		return fmt.Errorf("queue: failed hook for row %d: %w", id, err)
-	}
+	_, c.next = bk.dueIDs(now, 0, func(id uint64) bool { return inFlight(id) || taken[id] })
 	return nil
 }
 

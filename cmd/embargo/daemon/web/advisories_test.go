@@ -305,7 +305,7 @@ func TestPagesNameTheProject(t *testing.T) {
 }
 
 // TestNothingUnpublishedIsReachable is the web side of "nothing embargoed is
-// reachable" (issue 7): advisories whose Published is zero, or later than
+// reachable": advisories whose Published is zero, or later than
 // now by as little as a nanosecond, carry a canary in every field; no
 // response of any route, found by crawling every link of the index, the
 // pages and the feeds or guessed from their IDs and CVEs, contains one.

@@ -1,5 +1,5 @@
 // Package web is embargo's HTTP listener: the few things a mail-only service
-// still has to say over HTTP, and nothing else (issue 7 item 3).
+// still has to say over HTTP, and nothing else.
 //
 //   - /healthz and /metrics (Prometheus text exposition format 0.0.4,
 //     written by hand) for operators. /metrics answers loopback clients
@@ -16,7 +16,7 @@
 //     CVE feed, and one OSV record (schema 1.6) per advisory. The daemon hands
 //     over only disclosed incidents; this package drops anything whose
 //     publication time is unset or still in the future as well (defense in
-//     depth: threats.md, nothing embargoed is reachable).
+//     depth: docs/threat-model.md, nothing embargoed is reachable).
 //
 // The package knows no storage and no incident: it is given functions
 // (Options) and plain structs (Snapshot, Advisory), set in cmd/embargo. It

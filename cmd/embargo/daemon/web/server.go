@@ -66,7 +66,7 @@ type Options struct {
 	UnsubscribeMinDuration time.Duration
 }
 
-// Limits of the listener (threats.md §4: every resource bounded).
+// Limits of the listener (docs/threat-model.md §4: every resource bounded).
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second

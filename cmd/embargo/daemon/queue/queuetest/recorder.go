@@ -2,7 +2,7 @@
 // 127.0.0.1 that accepts (or, on request, refuses) what embargo sends and keeps
 // every transaction's envelope and raw bytes, so that tests can collect the
 // daemon's outbound mail exactly as a smarthost would receive it
-// (docs/threats.md §2.2).
+// (docs/threat-model.md §2.2).
 package queuetest
 
 import (
@@ -381,7 +381,7 @@ func (discardLog) Println(...any)        {}
 
 // CheckCRLF returns an error if data has a CR or LF that is not part of a
 // CRLF pair, or a line longer than 998 octets (RFC 5322 §2.1.1): the checks
-// docs/threats.md §2.2 asks of every recorded message.
+// docs/threat-model.md §2.2 asks of every recorded message.
 func CheckCRLF(data []byte) error {
 	line := 0
 	for i := 0; i < len(data); i++ {

@@ -1,0 +1,50 @@
+package listd
+
+import (
+	"errors"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestLimitDecidedInTransaction: the limit is decided where the incident
+// would be opened, in the message's transaction, whatever the check before
+// it found (two messages of one group both pass the read-only check): the
+// transaction refuses with 450 4.7.1 and writes nothing; a reply into the
+// sender's incident still passes.
+func TestLimitDecidedInTransaction(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k, func(o *Options) { o.NewPerSender = 1 })
+	env, raw := report(1)
+	if err := s.Handle(t.Context(), env, raw); err != nil {
+		t.Fatal(err)
+	}
+	before, rows, _ := stored(t, db)
+	// The second report, straight to the transaction (no check before it).
+	env.To = []string{"security@ex.test"}
+	raw2 := plainMail(env.From, "security@ex.test", "another", "r1b@out.test", "More.\n")
+	d, err := s.openOnce(env, raw2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { _, err := s.store(tx, d); return err })
+	var lr *LimitRefusal
+	if !errors.As(err, &lr) || lr.Reason != LimitSender {
+		t.Fatalf("the second new incident in the transaction: %v, want a LimitRefusal by sender", err)
+	}
+	if c, e := lr.SMTPStatus(); c != 450 || e != "4.7.1" || lr.Permanent() {
+		t.Errorf("reply %d %s (permanent %v), want 450 4.7.1", c, e, lr.Permanent())
+	}
+	if after, rows2, _ := stored(t, db); after != before || rows2 != rows {
+		t.Errorf("a refused report left %d messages and %d rows, want %d and %d", after, rows2, before, rows)
+	}
+	// Its reply in the thread of SEC-2026-0001 is no new incident.
+	reply := plainMail(env.From, "security+SEC-2026-0001@ex.test", "Re: report", "r1c@out.test", "Details.\n")
+	if err := s.Handle(t.Context(), Envelope{From: env.From, To: []string{"security+SEC-2026-0001@ex.test"}}, reply); err != nil {
+		t.Fatalf("the reporter's reply into the incident: %v", err)
+	}
+	// The check before the transaction refuses the same report on its own.
+	if err := s.Handle(t.Context(), env, raw2); !errors.As(err, &lr) {
+		t.Fatalf("Handle of the second report: %v, want a LimitRefusal", err)
+	}
+}

@@ -1,0 +1,158 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// outcome is what became of one claimed row, sent from a sender to Run.
+type outcome struct {
+	row Row
+	err error // nil: delivered to every recipient
+	// interrupted: stopped mid-delivery by the cancel. Nothing is recorded;
+	// the row stays "sending" and the next start sends it again, since the
+	// relay may or may not have it.
+	interrupted bool
+}
+
+// Outgoing is one message of a batch given to a BatchRelay.
+type Outgoing struct {
+	From string
+	To   []string
+	Data []byte
+}
+
+// BatchRelay is a Relay that takes several messages in one call, so that
+// it can make them durable together: the Maildir relay writes a batch of
+// files, syncs them concurrently, renames them and syncs the directory once.
+// The worker gives a BatchRelay up to MaxBatch rows at once, and records
+// their outcomes in one commit.
+type BatchRelay interface {
+	Relay
+	// MaxBatch is the most messages SendBatch takes at once; 1 or less
+	// makes the worker call Send for each message instead.
+	MaxBatch() int
+	// SendBatch delivers msgs and returns one error per message, in order,
+	// each meaning what Send's error means; a nil error means the message
+	// is as safe as Send's nil promises (RFC 5321 §6.1).
+	SendBatch(ctx context.Context, msgs []Outgoing) []error
+}
+
+// batchSize is how many rows a sender hands the relay at once.
+func batchSize(r Relay) int {
+	if br, ok := r.(BatchRelay); ok {
+		return max(1, br.MaxBatch())
+	}
+	return 1
+}
+
+// sender delivers claimed rows until ctx is done and reports each outcome
+// to done. With a BatchRelay it takes the rows waiting, up to a batch.
+func (w *Worker) sender(ctx context.Context, work <-chan Row, done chan<- outcome) {
+	size := batchSize(w.relay)
+	rows := make([]Row, 0, size)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-work:
+			rows = append(rows[:0], r)
+		fill:
+			for len(rows) < size {
+				select {
+				case r := <-work:
+					rows = append(rows, r)
+				default:
+					break fill
+				}
+			}
+			w.deliver(ctx, rows, done)
+		}
+	}
+}
+
+// deliver makes each row's message (sealing it if it must be) and hands it
+// to the relay: one at a time, or, with a batch relay, all at once.
+func (w *Worker) deliver(ctx context.Context, rows []Row, done chan<- outcome) {
+	batched := len(rows) > 1
+	var ready []Row
+	var msgs []Outgoing
+	for _, r := range rows {
+		data, err := w.prepare(&r)
+		switch {
+		case err != nil:
+			w.report(ctx, r, err, done)
+		case batched:
+			ready = append(ready, r)
+			msgs = append(msgs, Outgoing{From: r.From, To: r.To, Data: data})
+		default:
+			w.report(ctx, r, w.send(ctx, r, data), done)
+		}
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	errs := w.sendBatch(ctx, msgs)
+	for i, r := range ready {
+		w.report(ctx, r, errs[i], done)
+	}
+}
+
+// prepare checks a row and makes its message.
+func (w *Worker) prepare(r *Row) ([]byte, error) {
+	if err := checkEnvelope(r.From, r.To); err != nil {
+		return nil, err
+	}
+	data, err := w.message(r)
+	if err == nil {
+		err = checkData(data)
+	}
+	return data, err
+}
+
+// report passes a row's outcome to Run, which records it in its next commit
+// (docs/threat-model.md A3).
+func (w *Worker) report(ctx context.Context, r Row, err error, done chan<- outcome) {
+	var rcptErr *RcptError
+	if err != nil && ctx.Err() != nil && !errors.As(err, &rcptErr) && !IsPermanent(err) {
+		w.log.Info("outbound delivery interrupted", append(rowAttrs(r), "result", "interrupted")...)
+		done <- outcome{row: r, interrupted: true}
+		return
+	}
+	done <- outcome{row: r, err: err}
+}
+
+// send calls the relay, turning a panic into a temporary error so that one
+// bad row cannot take the daemon down (docs/threat-model.md A6); it is then
+// retried with backoff and expires with an alert like any failing row.
+func (w *Worker) send(ctx context.Context, r Row, data []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("queue: relay panicked: %v", p)
+		}
+	}()
+	return w.relay.Send(ctx, r.From, r.To, data)
+}
+
+// sendBatch calls the batch relay, with send's panic rule; a relay that
+// answers for the wrong number of messages fails them all, temporarily.
+func (w *Worker) sendBatch(ctx context.Context, msgs []Outgoing) (errs []error) {
+	fail := func(err error) []error {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			errs = fail(fmt.Errorf("queue: relay panicked: %v", p))
+		}
+	}()
+	errs = w.relay.(BatchRelay).SendBatch(ctx, msgs)
+	if len(errs) != len(msgs) {
+		return fail(fmt.Errorf("queue: relay answered for %d of %d messages", len(errs), len(msgs)))
+	}
+	return errs
+}
