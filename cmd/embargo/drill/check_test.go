@@ -22,8 +22,9 @@ func checkDrill(t *testing.T, name string, text []byte, extra string) *drill {
 	return playCheck(t, name, text, extra, false)
 }
 
-// playCheck is checkDrill, ticking at every virtual minute with everyMinute.
-func playCheck(t *testing.T, name string, text []byte, extra string, everyMinute bool) *drill {
+// playCheck is checkDrill, ticking at every virtual minute with everyMinute,
+// with the configuration changed by tweak first.
+func playCheck(t *testing.T, name string, text []byte, extra string, everyMinute bool, tweak ...func(*config.Config)) *drill {
 	t.Helper()
 	sc, err := parseScenario(text, name)
 	if err != nil {
@@ -37,6 +38,9 @@ func playCheck(t *testing.T, name string, text []byte, extra string, everyMinute
 	dr, err := newDrill(base, sc, t.TempDir(), daemon.NewLogger("debug", logs))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tweak {
+		f(dr.cfg)
 	}
 	dr.check, dr.everyMinute = true, everyMinute
 	if err := dr.run(t.Context()); err != nil {

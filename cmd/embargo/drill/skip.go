@@ -26,9 +26,11 @@ import (
 // the tick found nothing due then, which is what the checker is told.
 //
 // "May be due" is read from the store as the tick reads it, with the
-// functions the tick decides with, and errs early: a minute ticked in vain
-// costs a tick; one skipped in error would change the timeline.
-// TestSkipMatchesEveryMinute plays scenarios both ways and compares.
+// functions the tick decides with (workflow.NextTick,
+// governance.NextDeadline), and errs early: a minute ticked in vain costs a
+// tick; one skipped in error would change the timeline.
+// TestSkipMatchesEveryMinute plays a scenario both ways and compares;
+// Options.EveryMinute (embargo drill --every-minute) ticks every minute.
 
 // nextTick returns the minute after m at which the drill ticks next: the
 // first at which something may be due (nextDue), but no later than the
@@ -73,11 +75,13 @@ func ceilMinute(t time.Time) time.Time {
 
 // nextDue returns the earliest instant after now, up to limit, at which the
 // daemon's tick (listd's Service.Tick) may do something: for an incident,
-// workflow.TickAfterGap (incidentDue); the governance tick at a proposal's
-// deadline (governance.NextDeadline); the Monday digest, which is also when
-// the on-call shift and a pending handover end; and the delivery it kicks:
-// a queued row's next attempt and a release the announce fan-out holds for
-// later. It is limit when nothing may be due before.
+// workflow.NextTick, the instant the daemon's deadline index files it under
+// (TestNextTickNeverLate proves it against the property simulation); the
+// governance tick at a proposal's deadline (governance.NextDeadline); the
+// Monday digest, which is also when the on-call shift and a pending
+// handover end; and the delivery it kicks: a queued row's next attempt and a
+// release the announce fan-out holds for later. It is limit when nothing
+// may be due before.
 func (dr *drill) nextDue(now, limit time.Time) (time.Time, error) {
 	next := limit
 	cand := func(t time.Time) {
@@ -86,7 +90,7 @@ func (dr *drill) nextDue(now, limit time.Time) (time.Time, error) {
 		}
 	}
 	cand(workflow.ShiftStart(now).Add(workflow.ShiftLength))
-	holidays := dr.cfg.HolidayTimes()
+	env := workflow.Env{Holidays: dr.cfg.HolidayTimes()}
 	gov := governance.Config{Quorum: dr.cfg.Governance.Quorum, LazyConsensus: dr.cfg.Governance.LazyConsensus()}
 	err := dr.d.View(func(tx *bolt.Tx) error {
 		incs, err := incidentdb.List(tx)
@@ -94,7 +98,15 @@ func (dr *drill) nextDue(now, limit time.Time) (time.Time, error) {
 			return err
 		}
 		for _, inc := range incs {
-			incidentDue(inc, now, limit, holidays, cand)
+			switch t := workflow.NextTick(inc, env); {
+			case t.IsZero(): // nothing until the incident changes
+			case !t.After(now):
+				// Due already and the tick at now left it so (a reminder
+				// behind its marker): tick again at the next minute.
+				cand(now.Add(time.Nanosecond))
+			default:
+				cand(t)
+			}
 		}
 		st, err := govdb.Load(tx)
 		if err != nil {
@@ -107,6 +119,11 @@ func (dr *drill) nextDue(now, limit time.Time) (time.Time, error) {
 			cand(p.Deadline)
 			cand(p.Deadline.Add(gov.LazyConsensus))
 		}
+		// Delivery held for later: a retry, or the public copies waiting
+		// LiftGrace behind "embargo lifted" (docs/threat-model.md G5). The
+		// drill's relay accepts everything and LiftGrace is a minute, so
+		// in a drill these fall on the next minute; they are here so that
+		// the skipping stays right if either changes.
 		rows, err := queue.List(tx)
 		if err != nil {
 			return err
@@ -129,73 +146,4 @@ func (dr *drill) nextDue(now, limit time.Time) (time.Time, error) {
 		return nil
 	})
 	return next, err
-}
-
-// incidentDue offers cand every instant after now, up to limit, at which
-// workflow.TickAfterGap may act on inc: the edges of ticker.release (the
-// final notice's window from T-25 h to T-24 h, the hold at T-24 h, the
-// release at T, the hold of a release later than ReleaseGrace), each
-// reminder's instant (workflow.Reminders), and the minute at which the
-// reminders' list changes as time passes (a repeating reminder, stale or
-// asap, moves on to its next occurrence).
-func incidentDue(inc workflow.Incident, now, limit time.Time, holidays []time.Time, cand func(time.Time)) {
-	if !inc.T.IsZero() {
-		finalBy := inc.T.Add(-workflow.FinalNoticeBefore)
-		cand(inc.T.Add(-workflow.FinalNoticeWindow))
-		cand(finalBy)
-		cand(finalBy.Add(time.Nanosecond)) // the window is closed after finalBy, not at it
-		cand(inc.T)
-		cand(inc.T.Add(workflow.ReleaseGrace).Add(time.Nanosecond))
-	}
-	rs := workflow.Reminders(inc, now, holidays)
-	for _, r := range rs {
-		switch {
-		case r.At.After(now):
-			cand(r.At)
-		case !inc.Reminded[r.Key].Equal(r.At):
-			// Due and not marked sent: the tick at now passed it over (a
-			// repeating reminder behind its marker). Tick again at once
-			// rather than guess.
-			cand(now.Add(time.Nanosecond))
-		}
-	}
-	if t, ok := remindersChange(inc, now, limit, holidays, rs); ok && false {
-		cand(t)
-	}
-}
-
-// remindersChange returns the first whole minute in (now, limit] at which
-// workflow.Reminders lists something other than rs (its list at now), if
-// it does by limit. What it lists depends on the time only through the
-// repeating reminders' occurrences (the latest at or before the time), which
-// only move forward: once changed, the list stays changed, so a bisection
-// finds the first minute.
-func remindersChange(inc workflow.Incident, now, limit time.Time, holidays []time.Time, rs []workflow.Reminder) (time.Time, bool) {
-	changed := func(t time.Time) bool { return !sameReminders(workflow.Reminders(inc, t, holidays), rs) }
-	lo, hi := now.Truncate(time.Minute), limit.Truncate(time.Minute)
-	if !hi.After(lo) || !changed(hi) {
-		return time.Time{}, false
-	}
-	// changed(hi), and lo is now's minute (unchanged, or now itself).
-	for hi.Sub(lo) > time.Minute {
-		mid := lo.Add(hi.Sub(lo) / time.Minute / 2 * time.Minute)
-		if changed(mid) {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	return hi, true
-}
-
-func sameReminders(a, b []workflow.Reminder) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Key != b[i].Key || !a[i].At.Equal(b[i].At) || !a[i].Due.Equal(b[i].Due) || a[i].To != b[i].To {
-			return false
-		}
-	}
-	return true
 }
