@@ -92,23 +92,26 @@ func TestSubscribersImportMailman10k(t *testing.T) {
 	if got := strings.TrimSpace(mustCLI(t, "subscribers", "count", "--config", cfg)); got != fmt.Sprint(n-3) {
 		t.Errorf("count = %s, want %d", got, n-3)
 	}
-	msgs := queuedNotices(t, h)
-	got := notices(t, msgs)
-	if len(got) != n-3 || len(msgs) != n-3 {
-		t.Fatalf("%d notices queued to %d addresses, want one to each of %d", len(msgs), len(got), n-3)
-	}
-	// One notice per subscriber, each with its own one-click URI.
-	urls := map[string]bool{}
+	msgs := queuedNotices(t, h, true)
+	// One notice to each subscriber, each with its own one-click URI.
+	to, urls := map[string]bool{}, map[string]bool{}
 	for _, m := range msgs {
-		if len(m.To) != 1 || !want[m.To[0]] {
-			t.Fatalf("a notice to %v, which the listing does not hold", m.To)
+		if len(m.To) != 1 || !want[m.To[0]] || to[m.To[0]] {
+			t.Fatalf("a notice to %v: not in the listing, or a second one", m.To)
 		}
+		to[m.To[0]] = true
 		hd := daemontest.Header(t, m)
 		u := hd.Get("List-Unsubscribe")
+		if !strings.Contains(hd.Get("Subject"), "You now receive") {
+			t.Fatalf("notice to %v: subject %q", m.To, hd.Get("Subject"))
+		}
 		if !strings.HasPrefix(u, "<https://security.ex.test/unsubscribe/") || urls[u] || hd.Get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click" {
 			t.Fatalf("notice to %v: List-Unsubscribe %q (seen before: %v)", m.To, u, urls[u])
 		}
 		urls[u] = true
+	}
+	if len(to) != n-3 {
+		t.Fatalf("%d notices queued, want one to each of %d addresses", len(to), n-3)
 	}
 	list := mustCLI(t, "subscribers", "list", "--config", cfg)
 	if !regexp.MustCompile(`(?m)^reader3@example3\.net +Reader Number 3 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +import +0$`).MatchString(list) || strings.Count(list, "\n") != n-3+1 {
@@ -118,7 +121,7 @@ func TestSubscribersImportMailman10k(t *testing.T) {
 	// Again: nothing new, nothing queued.
 	out = mustCLI(t, "subscribers", "import", file, "--config", cfg)
 	daemontest.MustContain(t, "second import", out, "0 subscribed", fmt.Sprintf("%d already subscribed: nothing sent", n-3))
-	if again := queuedNotices(t, h); len(again) != len(msgs) {
+	if again := queuedNotices(t, h, false); len(again) != len(msgs) {
 		t.Errorf("%d notices queued after the second import, %d before", len(again), len(msgs))
 	}
 	if sent := h.Rec.Messages(); len(sent) != 0 {
@@ -136,8 +139,9 @@ func (holdRelay) Send(ctx context.Context, _ string, _ []string, _ []byte) error
 }
 
 // queuedNotices returns the import notices in the running daemon's queue,
-// held there by holdRelay: each row's message as the relay would get it.
-func queuedNotices(t *testing.T, h *daemontest.Harness) []queuetest.Message {
+// held there by holdRelay: with data, each row's message as the relay would
+// get it; without, only its envelope.
+func queuedNotices(t *testing.T, h *daemontest.Harness, data bool) []queuetest.Message {
 	t.Helper()
 	var out []queuetest.Message
 	err := h.D.View(func(tx *bolt.Tx) error {
@@ -147,6 +151,10 @@ func queuedNotices(t *testing.T, h *daemontest.Harness) []queuetest.Message {
 		}
 		for _, r := range rows {
 			if r.Kind != announce.KindNotice {
+				continue
+			}
+			if !data {
+				out = append(out, queuetest.Message{From: r.From, To: r.To})
 				continue
 			}
 			full, err := queue.Get(tx, r.ID)
