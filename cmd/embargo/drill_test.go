@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/drill"
 )
 
 var updateDrill = flag.Bool("update-drill", false, "rewrite testdata/drill.golden")
@@ -86,5 +90,44 @@ func TestDrillCheck(t *testing.T) {
 	}
 	if !strings.Contains(drillHelp, "--check") || !strings.Contains(drillHelp, "exits 1") {
 		t.Errorf("drill --help does not explain --check:\n%s", drillHelp)
+	}
+}
+
+// TestDrillEveryMinute: embargo drill --every-minute ticks at every virtual
+// minute and prints the timeline the default, which skips idle minutes,
+// prints (the drill package's TestSkipMatchesEveryMinute compares the two
+// on a longer scenario, event by event). The scenario is short: a report and
+// its triage reminder a working day later would be 1,440 ticks.
+func TestDrillEveryMinute(t *testing.T) {
+	scenario := filepath.Join(t.TempDir(), "short.scenario")
+	text := "start 2026-11-23 09:00\nend +2h\n@ +0 mail reporter@example.net\nSubject: a crash\n\nDetails.\n.\n@ +1h commands src1\n/accept\n.\n"
+	if err := os.WriteFile(scenario, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var everyMinute []bool
+	runDrill = func(ctx context.Context, o drill.Options, w io.Writer) error {
+		everyMinute = append(everyMinute, o.EveryMinute)
+		return drill.Run(ctx, o, w)
+	}
+	t.Cleanup(func() { runDrill = drill.Run })
+	play := func(args ...string) string {
+		var out, errb bytes.Buffer
+		if code := runIO(append([]string{"drill", "--scenario", scenario}, args...), nil, &out, &errb); code != 0 {
+			t.Fatalf("embargo drill %v: exit %d\n%s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	every, skip := play("--every-minute"), play()
+	if len(everyMinute) != 2 || !everyMinute[0] || everyMinute[1] {
+		t.Errorf("Options.EveryMinute of drill, drill --every-minute: %v, want [true false]", everyMinute)
+	}
+	if every != skip {
+		t.Errorf("--every-minute:\n%s\nskipping idle minutes:\n%s", every, skip)
+	}
+	if !strings.Contains(every, "Your report is confirmed") {
+		t.Errorf("the scenario did not play:\n%s", every)
+	}
+	if !strings.Contains(drillHelp, "--every-minute") {
+		t.Errorf("drill --help does not explain --every-minute:\n%s", drillHelp)
 	}
 }

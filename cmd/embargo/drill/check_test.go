@@ -19,6 +19,13 @@ import (
 // roster plus extra configuration lines (holidays = […]).
 func checkDrill(t *testing.T, name string, text []byte, extra string) *drill {
 	t.Helper()
+	return playCheck(t, name, text, extra, false)
+}
+
+// playCheck is checkDrill, ticking at every virtual minute with everyMinute,
+// with the configuration changed by tweak first.
+func playCheck(t *testing.T, name string, text []byte, extra string, everyMinute bool, tweak ...func(*config.Config)) *drill {
+	t.Helper()
 	sc, err := parseScenario(text, name)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +39,10 @@ func checkDrill(t *testing.T, name string, text []byte, extra string) *drill {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dr.check = true
+	for _, f := range tweak {
+		f(dr.cfg)
+	}
+	dr.check, dr.everyMinute = true, everyMinute
 	if err := dr.run(t.Context()); err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}

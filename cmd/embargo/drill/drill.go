@@ -77,6 +77,10 @@ type Options struct {
 	// timeline: each broken rule, and then Run returns ErrViolations; or a
 	// one-line summary.
 	Check bool
+	// EveryMinute ticks the scheduler at every virtual minute, as the
+	// daemon's own does, instead of only at the minutes at which something
+	// may be due: slower, with the same timeline.
+	EveryMinute bool
 }
 
 // Run plays a scenario through the real daemon in a temporary directory and
@@ -106,7 +110,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dr.check = o.Check
+	dr.check, dr.everyMinute = o.Check, o.EveryMinute
 	if err := dr.run(ctx); err != nil {
 		return err
 	}
@@ -135,6 +139,10 @@ type drill struct {
 	// tickSpec, set by a test, runs the daemon's own cron tick on this
 	// schedule (in real time) instead of the drill's minute steps.
 	tickSpec string
+	// everyMinute ticks at every virtual minute (Options.EveryMinute);
+	// ticks counts the ticks run.
+	everyMinute bool
+	ticks       int
 
 	// --check (check.go): the records as last stored, and the states and
 	// ticks between the rows. doctor, set by a test, edits the timeline
@@ -224,16 +232,17 @@ func (dr *drill) down() error {
 	return err
 }
 
-// run plays the scenario: events at their instants, and a tick at every
-// whole minute while the daemon is up, each followed by the deliveries it
-// caused, before the clock moves on.
+// run plays the scenario: events at their instants, and the scheduler's
+// tick at the minutes at which something may be due while the daemon is up
+// (every minute with everyMinute; skip.go), each followed by the deliveries
+// it caused, before the clock moves on.
 func (dr *drill) run(ctx context.Context) error {
 	if err := dr.up(ctx); err != nil {
 		return err
 	}
 	defer dr.down()
 	next := 0
-	for m := dr.sc.start.Truncate(time.Minute); !m.After(dr.sc.end); m = m.Add(time.Minute) {
+	for m := dr.sc.start.Truncate(time.Minute); !m.After(dr.sc.end); {
 		for next < len(dr.sc.events) && !dr.sc.events[next].at.After(m) {
 			ev := dr.sc.events[next]
 			next++
@@ -246,12 +255,18 @@ func (dr *drill) run(ctx context.Context) error {
 			}
 		}
 		if dr.d == nil {
+			// Down: nothing happens until the next event.
+			m = m.Add(time.Minute)
+			if next < len(dr.sc.events) && !dr.everyMinute && ceilMinute(dr.sc.events[next].at).After(m) {
+				m = ceilMinute(dr.sc.events[next].at)
+			}
 			continue
 		}
 		dr.clk.set(m)
 		if err := dr.d.Tick(ctx, m); err != nil {
 			return fmt.Errorf("tick at %s: %w", workflow.FormatInstant(m), err)
 		}
+		dr.ticks++
 		if err := dr.settle(); err != nil {
 			return err
 		}
@@ -259,6 +274,14 @@ func (dr *drill) run(ctx context.Context) error {
 			return err
 		}
 		dr.tickMark(m)
+		to, err := dr.nextTick(m, next)
+		if err != nil {
+			return err
+		}
+		for s := m.Add(time.Minute); s.Before(to); s = s.Add(time.Minute) {
+			dr.tickMark(s) // a minute skipped: its tick would have found nothing due
+		}
+		m = to
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/fnv"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -218,15 +219,51 @@ func CopyStoreDir(t testing.TB, src string) string {
 	t.Helper()
 	dst := t.TempDir()
 	for _, name := range []string{daemon.DBFile, daemon.CreatedFile} {
-		b, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, name), b, 0o600); err != nil {
+		if err := copySparse(filepath.Join(src, name), filepath.Join(dst, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dst
+}
+
+// copySparse copies the file src to dst (created 0600) through a small
+// buffer, leaving each all-zero block a hole: a store holds a few hundred
+// kilobytes in a file bbolt grew to 16 MB, and the damage cases copy it
+// some two hundred times. Read back, dst holds the same bytes.
+func copySparse(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	buf, zero := make([]byte, 64<<10), make([]byte, 64<<10)
+	var off int64
+	for {
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
+			if _, err := out.WriteAt(buf[:n], off); err != nil {
+				out.Close()
+				return err
+			}
+		}
+		off += int64(n)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			out.Close()
+			return rerr
+		}
+	}
+	if err := out.Truncate(off); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func storePath(dir string) string { return filepath.Join(dir, daemon.DBFile) }
@@ -263,15 +300,46 @@ func writeStore(t testing.TB, dir string, b []byte) {
 	}
 }
 
+// edit lets f change the pages in use (up to the newest meta's high-water
+// mark, where every edit falls) and writes back the pages it changed: the
+// unused tail of the file, most of it, is neither read nor written.
 func edit(t testing.TB, dir string, f func(b []byte, pageSize int)) {
 	t.Helper()
-	b, err := os.ReadFile(storePath(dir))
+	ps, hwm := layout(t, dir)
+	fh, err := os.OpenFile(storePath(dir), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, _ := layout(t, dir)
+	defer fh.Close()
+	b := make([]byte, hwm*ps)
+	if _, err := fh.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	was := bytes.Clone(b)
 	f(b, ps)
-	writeStore(t, dir, b)
+	for p := 0; p < len(b); p += ps {
+		if !bytes.Equal(b[p:p+ps], was[p:p+ps]) {
+			if _, err := fh.WriteAt(b[p:p+ps], int64(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// inUse reads the pages in use of the store in dir.
+func inUse(t testing.TB, dir string) []byte {
+	t.Helper()
+	ps, hwm := layout(t, dir)
+	fh, err := os.Open(storePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, hwm*ps)
+	if _, err := fh.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func u32(b []byte) uint32 { return binary.NativeEndian.Uint32(b) }
@@ -280,12 +348,16 @@ func u32(b []byte) uint32 { return binary.NativeEndian.Uint32(b) }
 // use), read from the file (bbolt's format: meta at offset 16 of pages 0, 1).
 func layout(t testing.TB, dir string) (pageSize, hwm int) {
 	t.Helper()
-	b, err := os.ReadFile(storePath(dir))
+	fh, err := os.Open(storePath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pageSize = int(u32(b[16+8:]))
-	return pageSize, int(metaField(t, dir, newestMeta(t, dir), 40))
+	defer fh.Close()
+	var head [32]byte
+	if _, err := fh.ReadAt(head[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	return int(u32(head[16+8:])), int(metaField(t, dir, newestMeta(t, dir), 40))
 }
 
 func newestMeta(t testing.TB, dir string) int {
@@ -295,15 +367,25 @@ func newestMeta(t testing.TB, dir string) int {
 	return 0
 }
 
-// metaField reads the uint64 at offset off of meta page i.
+// metaField reads the uint64 at offset off of meta page i, reading only the
+// page size and the field.
 func metaField(t testing.TB, dir string, i, off int) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(storePath(dir))
+	fh, err := os.Open(storePath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := int(u32(b[16+8:]))
-	return binary.NativeEndian.Uint64(b[i*ps+16+off:])
+	defer fh.Close()
+	var head [32]byte
+	if _, err := fh.ReadAt(head[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	ps := int(u32(head[16+8:]))
+	var v [8]byte
+	if _, err := fh.ReadAt(v[:], int64(i*ps+16+off)); err != nil {
+		t.Fatal(err)
+	}
+	return binary.NativeEndian.Uint64(v[:])
 }
 
 // setMeta writes a uint64 field of meta page i and its checksum (FNV-64a of
@@ -334,10 +416,7 @@ func findPage(t testing.TB, dir, typ string) int {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	b, err := os.ReadFile(storePath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := inUse(t, dir)
 	ps, _ := layout(t, dir)
 	found := -1
 	db.View(func(tx *bolt.Tx) error {
