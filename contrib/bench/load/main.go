@@ -1,9 +1,11 @@
 // Command load is the Go half of contrib/bench/run: the flood client that
 // smtp-source cannot be (many envelope senders, refusals counted instead of
-// aborting, one timed report in the middle) and a free-port picker.
+// aborting, one timed report in the middle), a free-port picker, and the
+// reference of the Maildir drain (maildir.go).
 //
 //	load ports N
 //	load flood -addr HOST:PORT -to security@DOMAIN -sink HOST:PORT [flags]
+//	load maildir -dir DIR [-n N] [-size BYTES]
 //
 // flood listens on -sink as the daemon's relay (a discarding SMTP server that
 // notes when a copy for the probe address arrives), then sends -n reports from
@@ -35,7 +37,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load ports N | load flood [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load ports N | load flood [flags] | load maildir [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -44,8 +46,10 @@ func main() {
 		err = ports(os.Args[2:])
 	case "flood":
 		err = flood(os.Args[2:])
+	case "maildir":
+		err = maildir(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: want ports or flood", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want ports, flood or maildir", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
