@@ -150,11 +150,6 @@ func openStore(dir string, mode openMode, log *slog.Logger) (*bolt.DB, error) {
 			return nil, err
 		}
 	}
-	// The delivery worker records its outcomes with db.Batch: concurrent
-	// ones share a commit, and a lone one waits at most this long. Inbound
-	// messages share commits through listd's own group commit, which has
-	// no delay (listd/commit.go).
-	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := db.Update(initBuckets); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialise store: %w", err)

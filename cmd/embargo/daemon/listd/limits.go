@@ -194,6 +194,15 @@ func (s *Service) exempt(d *delivery) bool {
 	return s.o.Roster.IsCommittee(m.From()) && authenticatedFrom(m.Outer().Header, m.From(), s.o.TrustedAuthservIDs) != ""
 }
 
+// withinWindow reports whether an alert at last covers a refusal at now.
+// Concurrent refusals reach limitRefused out of their arrival order, so a
+// refusal a few milliseconds before the alert is covered too; only a clock
+// that went back by more than the window alerts again.
+func withinWindow(now, last time.Time) bool {
+	d := now.Sub(last)
+	return d < LimitWindow && -d < LimitWindow
+}
+
 // limitRefused logs a refusal and tells the SRC, once per limit and
 // LimitWindow (an alert committed before the sender hears the 450).
 func (s *Service) limitRefused(lr *LimitRefusal, d *delivery) {
@@ -206,7 +215,7 @@ func (s *Service) limitRefused(lr *LimitRefusal, d *delivery) {
 		st.last = map[string]time.Time{}
 	}
 	last, told := st.last[lr.Reason]
-	if told && !now.Before(last) && now.Sub(last) < LimitWindow {
+	if told && withinWindow(now, last) {
 		st.mu.Unlock()
 		return
 	}
@@ -216,7 +225,7 @@ func (s *Service) limitRefused(lr *LimitRefusal, d *delivery) {
 	err := s.sh.writer.do(func(tx *bolt.Tx) error {
 		sent = false
 		key := metaLimitAlert + lr.Reason
-		if t, err := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, key)); err == nil && !now.Before(t) && now.Sub(t) < LimitWindow {
+		if t, err := time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, key)); err == nil && withinWindow(now, t) {
 			return nil // told before a restart
 		}
 		if err := incidentdb.SetMeta(tx, key, now.Format(time.RFC3339Nano)); err != nil {

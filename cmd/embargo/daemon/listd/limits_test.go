@@ -3,6 +3,7 @@ package listd
 import (
 	"errors"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -46,5 +47,34 @@ func TestLimitDecidedInTransaction(t *testing.T) {
 	// The check before the transaction refuses the same report on its own.
 	if err := s.Handle(t.Context(), env, raw2); !errors.As(err, &lr) {
 		t.Fatalf("Handle of the second report: %v, want a LimitRefusal", err)
+	}
+}
+
+// TestLimitAlertOnceOutOfOrder: refusals that reach limitRefused out of
+// their arrival order (concurrent sessions) still make one alert per limit
+// and window, and so does a refusal after a restart (the marker in the
+// store); a refusal a window later alerts again.
+func TestLimitAlertOnceOutOfOrder(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k)
+	lr := &LimitRefusal{Reason: LimitClient, Who: "192.0.2.7", Limit: 30, Opened: 30, Until: mon.Add(time.Hour)}
+	alerts := func() int { return len(rowsOf(t, db, "alert-limit")) }
+	s.limitRefused(lr, &delivery{now: mon})
+	per := alerts()
+	if per == 0 {
+		t.Fatal("the first refusal alerted nobody")
+	}
+	for _, at := range []time.Time{mon.Add(-3 * time.Millisecond), mon.Add(time.Second), mon.Add(-time.Second)} {
+		s.limitRefused(lr, &delivery{now: at})
+	}
+	// As after a restart: the marker in the store decides.
+	s.sh.limits.last = nil
+	s.limitRefused(lr, &delivery{now: mon.Add(-5 * time.Millisecond)})
+	if got := alerts(); got != per {
+		t.Errorf("%d alert copies for one limit within its window, want %d", got, per)
+	}
+	s.limitRefused(lr, &delivery{now: mon.Add(LimitWindow + time.Minute)})
+	if got := alerts(); got != 2*per {
+		t.Errorf("%d alert copies a window later, want %d", got, 2*per)
 	}
 }

@@ -296,7 +296,7 @@ func (h *heapWatch) end() uint64 {
 
 // TestLargeReportSealedAtDelivery: a 9.5 MB report to a committee of six
 // is stored once beside its archived original (not six ciphertexts), the
-// heap while taking it in and delivering it stays under 4 × its size, and
+// heap while taking it in and delivering it stays under 5 × its size, and
 // every member's copy is a PGP/MIME message gpg decrypts with that
 // member's key alone, under a generic outer Subject.
 func TestLargeReportSealedAtDelivery(t *testing.T) {
@@ -331,7 +331,12 @@ func TestLargeReportSealedAtDelivery(t *testing.T) {
 	if growth > int64(len(raw))*5/2 {
 		t.Errorf("the store grew %d bytes for a %d-byte report: more than 2.5×, so the body is not stored once", growth, len(raw))
 	}
-	limit := uint64(len(raw)) * 4
+	// The intake holds the report (1×), the shared body it queues (1×) and
+	// bbolt's dirty pages for the archive and the body at the commit (2×):
+	// 3.9× measured, so 5× leaves room for the GC's timing under -race. Six
+	// ciphertexts sealed at intake, the flaw this guards against, need
+	// 1 + 6 × 1.4 before any page is written.
+	limit := uint64(len(raw)) * 5
 	if testing.Short() {
 		limit += 8 << 20 // below a few MB, the daemon's own working set dominates
 	}
