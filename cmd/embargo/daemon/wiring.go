@@ -119,6 +119,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Sealer:      d.svc, // each encrypted copy is sealed as it leaves (listd.Service.Seal)
 		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
+		Update:      d.svc.Write, // claims and outcomes share intake's group commits
 	})
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}

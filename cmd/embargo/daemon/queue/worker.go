@@ -61,6 +61,13 @@ type Options struct {
 	// all its recipients or some), at Now, once the outcome is recorded: the
 	// daemon's delivery-latency metric.
 	Delivered func(r Row, at time.Time)
+	// Update, when set, runs the worker's write transactions (claims and
+	// outcomes) instead of DB.Update: the daemon passes the list service's
+	// group commit, so that one commit (two fsyncs) serves intake and
+	// delivery together instead of each taking bbolt's one writer in turn.
+	// It must return nil only once fn's writes are durable, and may run fn
+	// more than once (fn changes nothing but the transaction).
+	Update func(fn func(*bolt.Tx) error) error
 }
 
 // Sealer makes the message of a row queued with a Seal spec, at delivery,
@@ -134,6 +141,9 @@ func New(db *bolt.DB, relay Relay, opts Options) *Worker {
 		opts.MaxClaimed = DefaultMaxClaimed
 	}
 	opts.MaxClaimed = max(opts.MaxClaimed, opts.Concurrency)
+	if opts.Update == nil {
+		opts.Update = db.Update
+	}
 	if opts.MaxInflightBytes <= 0 {
 		opts.MaxInflightBytes = 16 << 20
 	}
@@ -170,7 +180,7 @@ func (w *Worker) Enqueue(tx *bolt.Tx, msgs ...Msg) error {
 
 // Retry makes a queued or failed row due now (for `embargo queue retry`).
 func (w *Worker) Retry(id uint64) error {
-	err := w.db.Update(func(tx *bolt.Tx) error { return Retry(tx, id, w.opts.Now()) })
+	err := w.opts.Update(func(tx *bolt.Tx) error { return Retry(tx, id, w.opts.Now()) })
 	if err == nil {
 		w.Kick()
 	}
@@ -179,7 +189,7 @@ func (w *Worker) Retry(id uint64) error {
 
 // Drop deletes a row (for `embargo queue drop`).
 func (w *Worker) Drop(id uint64) error {
-	return w.db.Update(func(tx *bolt.Tx) error { return Drop(tx, id) })
+	return w.opts.Update(func(tx *bolt.Tx) error { return Drop(tx, id) })
 }
 
 // Run delivers due rows until ctx is done, then waits for the deliveries in
@@ -392,7 +402,7 @@ func (w *Worker) commit(outcomes []outcome, busy map[uint64]int, free, room int)
 		return nil, time.Time{}, false, nil
 	}
 	var notes []func()
-	err := w.db.Update(func(tx *bolt.Tx) error {
+	err := w.opts.Update(func(tx *bolt.Tx) error {
 		notes = notes[:0]
 		bk, err := open(tx)
 		if err != nil {
@@ -430,7 +440,7 @@ func (w *Worker) commit(outcomes []outcome, busy map[uint64]int, free, room int)
 // recordAlone records one outcome in an Update of its own.
 func (w *Worker) recordAlone(o outcome) {
 	var notes []func()
-	err := w.db.Update(func(tx *bolt.Tx) error {
+	err := w.opts.Update(func(tx *bolt.Tx) error {
 		notes = notes[:0]
 		bk, err := open(tx)
 		if err != nil {

@@ -741,3 +741,47 @@ func TestNotBefore(t *testing.T) {
 		t.Fatalf("after NotBefore: %d messages, want both", len(got))
 	}
 }
+
+// TestWritesGoThroughUpdate: with Options.Update set, the worker's claims and
+// outcomes are written through it (the daemon's group commit), and a
+// transaction function run twice, as a group commit does when another
+// function of its group fails, neither sends nor reports anything twice.
+func TestWritesGoThroughUpdate(t *testing.T) {
+	db := tempDB(t)
+	rec := queuetest.NewRecorder(t)
+	var calls atomic.Int64
+	twice := func(fn func(*bolt.Tx) error) error {
+		calls.Add(1)
+		// The first run is rolled back, as when a group's other member fails.
+		err := db.Update(func(tx *bolt.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			return err
+		}
+		return db.Update(fn)
+	}
+	var delivered atomic.Int64
+	w := start(t, db, smtpRelayTo(t, rec), Options{
+		Update:    twice,
+		Delivered: func(Row, time.Time) { delivered.Add(1) },
+	})
+	enqueueNow(t, db, time.Now(), testMsg(1), testMsg(2), testMsg(3))
+	w.Kick()
+	rec.WaitFor(3, 5*time.Second)
+	waitUntil(t, "empty queue", emptyQueue(t, db))
+	waitUntil(t, "3 reported", func() bool { return delivered.Load() == 3 })
+	if n := len(rec.Messages()); n != 3 {
+		t.Errorf("relay got %d messages, want 3", n)
+	}
+	if calls.Load() == 0 {
+		t.Error("the worker never wrote through Options.Update")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := delivered.Load(); n != 3 {
+		t.Errorf("Delivered called %d times, want 3", n)
+	}
+}
