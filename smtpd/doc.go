@@ -56,6 +56,7 @@
 //	503 5.5.1  a second MAIL inside a transaction (RFC 5321 §4.1.4)
 //	552 5.3.4  message larger than MaxMessageBytes (also SIZE= on MAIL, from go-smtp)
 //	452 4.5.3  more than MaxRecipients (RFC 5321 §4.5.3.1.10)
+//	452 4.3.1  MAIL while FreeSpace reports less than MinFreeBytes or 1.5 × SIZE= free
 //	550 5.5.2  bare CR or bare LF in the message, or "CRLF . CR x" in DATA
 //	554 5.6.0  a message with no header at all (RFC 5322 §3.6)
 //	554 5.4.6  more than MaxReceived Received fields

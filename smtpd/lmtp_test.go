@@ -14,12 +14,19 @@ import (
 // startLMTP serves LMTP on a unix socket, as behind a local MTA.
 func startLMTP(t *testing.T, h Handler) string {
 	t.Helper()
+	return startLMTPOpts(t, Options{MaxConnectionsPerIP: 1}, h)
+}
+
+// startLMTPOpts is startLMTP with opts (LMTP and Domain are set here).
+func startLMTPOpts(t *testing.T, opts Options, h Handler) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "lmtp.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Skipf("unix sockets unavailable: %v", err)
 	}
-	srv := New(Options{LMTP: true, Domain: "mx.test", MaxConnectionsPerIP: 1}, h, testLogger(t))
+	opts.LMTP, opts.Domain = true, "mx.test"
+	srv := New(opts, h, testLogger(t))
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close(); <-done })

@@ -55,6 +55,10 @@ var (
 	// RFC 5321 §4.5.3.1.10: too many recipients is a temporary 452, RFC 3463 X.5.3.
 	// smtpd enforces MaxRecipients itself so that the refusal counts towards MaxErrors.
 	errTooManyRecipients = &replyError{452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients; send the others in another transaction"}
+	// Postfix's reply at MAIL when its queue file system is short of queue_minfree:
+	// RFC 5321 §4.5.3.1.10 and §4.2.2 (452, insufficient system storage), RFC 3463
+	// X.3.1 (mail system full). Temporary, so the client keeps the message and retries.
+	errInsufficientStorage = &replyError{452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage, please try again later"}
 	// RFC 5321 §4.1.1.11: a MAIL parameter of an extension not offered gets 555; AUTH
 	// (RFC 4954 §5) is never offered on this listener. RFC 3463 X.5.4: bad arguments.
 	errAuthParam = &replyError{555, smtp.EnhancedCode{5, 5, 4}, "MAIL FROM parameter AUTH not recognised: this server offers no AUTH"}

@@ -28,6 +28,10 @@ const (
 	DefaultSessionLifetime     = 10 * time.Minute
 	DefaultMaxErrors           = 20 // Postfix smtpd_hard_error_limit
 	DefaultMaxReceived         = 50 // Postfix hopcount_limit
+	// DefaultMinFreeBytes is the free-space reserve when FreeSpace is set: above
+	// 1.5 × DefaultMaxMessageBytes, the least Postfix's queue_minfree documentation
+	// asks for.
+	DefaultMinFreeBytes = 64 << 20
 )
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Close or Shutdown.
@@ -75,6 +79,19 @@ type Options struct {
 	// MaxReceived refuses a message with more Received fields as a loop: 554 5.4.6.
 	MaxReceived int
 
+	// FreeSpace, when set, reports the bytes free (to the daemon's user) on the file
+	// system that holds the store; smtpd asks it at every MAIL. MAIL is refused with
+	// 452 4.3.1 (RFC 5321 §4.5.3.1.10; RFC 3463 X.3.1, mail system full) when fewer
+	// than MinFreeBytes are free, or fewer than 1.5 times the size announced with
+	// SIZE= (RFC 1870 §6: 452 for a temporary lack of storage), as Postfix does with
+	// queue_minfree: the client tries again later instead of sending a whole message
+	// that the commit then refuses. FreeSpace is called concurrently and should be
+	// cheap (cached). An error from it is logged and the MAIL accepted (storage.go).
+	FreeSpace func() (uint64, error)
+	// MinFreeBytes is the reserve FreeSpace is held against. Zero: DefaultMinFreeBytes;
+	// negative: no reserve, only the SIZE= rule.
+	MinFreeBytes int64
+
 	// LMTP serves LMTP (RFC 2033) instead of SMTP: LHLO, and one reply per recipient
 	// after the message.
 	LMTP bool
@@ -108,6 +125,7 @@ func (o Options) withDefaults() Options {
 	o.SessionLifetime = orDefault(o.SessionLifetime, DefaultSessionLifetime)
 	o.MaxErrors = orDefault(o.MaxErrors, DefaultMaxErrors)
 	o.MaxReceived = orDefault(o.MaxReceived, DefaultMaxReceived)
+	o.MinFreeBytes = orDefault(o.MinFreeBytes, DefaultMinFreeBytes)
 	return o
 }
 

@@ -116,12 +116,17 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Info("smtpd: sender refused", "from", from, "reason", err)
 		return s.refuse(errBadSender)
 	}
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if !s.srv.storageOK(s.log, size) {
+		return s.refuse(errInsufficientStorage)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hasFrom, s.from, s.smtputf8 = true, norm, utf8
-	if opts != nil {
-		s.sizeHint = opts.Size
-	}
+	s.sizeHint = size
 	return nil
 }
 
