@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/embargo-project/embargo/smtpd"
 )
 
 // defaultTOML is the development default: loopback only, a Maildir instead
@@ -85,6 +87,11 @@ type SMTP struct {
 	MaxConnectionsPerIP    int    `toml:"max_connections_per_ip"`
 	SessionLifetimeMinutes int    `toml:"session_lifetime_minutes"`
 	MaxErrors              int    `toml:"max_errors"`
+	// MinFreeBytes is the free space the file system of data_dir keeps in
+	// reserve: below it, or below 1.5 × the SIZE= a client announces, MAIL
+	// is answered 452 4.3.1 over SMTP and LMTP (Postfix's queue_minfree).
+	// Unset: smtpd.DefaultMinFreeBytes (64 MiB); 0: no check.
+	MinFreeBytes *int64 `toml:"min_free_bytes"`
 	// TLSCert and TLSKey are PEM files; set, they enable STARTTLS. SIGHUP
 	// reloads them.
 	TLSCert string `toml:"tls_cert"`
@@ -146,7 +153,12 @@ func (i Intake) NewPerClient() int {
 	return orDefaultPtr(i.NewIncidentsPerClientPerHour, DefaultNewIncidentsPerClient)
 }
 
-func orDefaultPtr(v *int, def int) int {
+// MinFree is smtp.min_free_bytes, its default if unset; 0 turns the check off.
+func (s SMTP) MinFree() int64 {
+	return orDefaultPtr(s.MinFreeBytes, smtpd.DefaultMinFreeBytes)
+}
+
+func orDefaultPtr[T int | int64](v *T, def T) T {
 	if v == nil {
 		return def
 	}

@@ -58,6 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		{"authserv-id with a space", base + "[intake]\ntrusted_authserv_ids = [\"mx.example.org 1\"]\n", []string{"intake.trusted_authserv_ids", `"mx.example.org 1" is not an authserv-id`}},
 		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
 		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
+		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
 	}
 	for _, tt := range tests {
@@ -151,6 +152,39 @@ func TestIntakeLimits(t *testing.T) {
 	}
 	if s, c := cfg.Intake.NewPerSender(), cfg.Intake.NewPerClient(); s != 3 || c != 0 {
 		t.Errorf("set: %d per sender, %d per client; want 3 and 0 (off)", s, c)
+	}
+}
+
+// TestMinFreeBytes: unset, smtp.min_free_bytes is smtpd's default; 0 turns
+// the check off, and `embargo check` warns about that and about a reserve
+// below 1.5 × max_message_bytes.
+func TestMinFreeBytes(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want int64
+		warn string // a substring of one warning; "" for none about min_free_bytes
+	}{
+		{"", smtpd.DefaultMinFreeBytes, ""},
+		{"[smtp]\nmin_free_bytes = 0\n", 0, "no free-space check"},
+		{"[smtp]\nmin_free_bytes = 1048576\n", 1 << 20, "less than 1.5 × smtp.max_message_bytes (15728640)"},
+		{"[smtp]\nmin_free_bytes = 1048576\nmax_message_bytes = 65536\n", 1 << 20, ""},
+	} {
+		cfg, err := Parse([]byte("domain = \"example.org\"\n"+tt.toml), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.SMTP.MinFree(); got != tt.want {
+			t.Errorf("%q: MinFree() = %d, want %d", tt.toml, got, tt.want)
+		}
+		var warns []string
+		for _, w := range cfg.Report().Warnings {
+			if strings.Contains(w, "min_free_bytes") {
+				warns = append(warns, w)
+			}
+		}
+		if tt.warn == "" && len(warns) > 0 || tt.warn != "" && (len(warns) != 1 || !strings.Contains(warns[0], tt.warn)) {
+			t.Errorf("%q: warnings %q, want one containing %q", tt.toml, warns, tt.warn)
+		}
 	}
 }
 

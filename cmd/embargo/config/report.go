@@ -64,6 +64,12 @@ func (c *Config) Report() *Report {
 	if host, _, _ := net.SplitHostPort(c.SMTP.Listen); c.SMTP.TLSCert == "" && !IsLoopbackHost(host) {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("smtp.listen %s takes mail from other hosts without STARTTLS: set smtp.tls_cert and smtp.tls_key", c.SMTP.Listen))
 	}
+	switch free := c.SMTP.MinFree(); {
+	case free == 0:
+		r.Warnings = append(r.Warnings, "smtp.min_free_bytes = 0: no free-space check at MAIL; on a full disk clients send whole messages that fail with 451")
+	case free > 0 && free < c.SMTP.MaxMessageBytes/2*3:
+		r.Warnings = append(r.Warnings, fmt.Sprintf("smtp.min_free_bytes %d is less than 1.5 × smtp.max_message_bytes (%d): a message without SIZE= may fill the disk (Postfix asks the same of queue_minfree)", free, c.SMTP.MaxMessageBytes/2*3))
+	}
 	if network, addr := c.LMTP.Addr(); c.LMTP.Listen != "" && network == "tcp" {
 		if h, _, err := net.SplitHostPort(addr); err == nil && !IsLoopbackHost(h) {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("lmtp.listen %q is not a loopback address: LMTP is meant for the MTA on this host, and it has no per-IP connection limit", c.LMTP.Listen))

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/embargo-project/embargo/smtpd"
 )
 
 var (
@@ -90,6 +92,9 @@ func (c *Config) validateSMTP(p *problems) {
 	}
 	if s.MaxRecipients < 1 || s.MaxRecipients > 1000 {
 		p.add("smtp.max_recipients %d is out of range 1–1000 (default 10)", s.MaxRecipients)
+	}
+	if s.MinFree() < 0 {
+		p.add("smtp.min_free_bytes %d is negative: give the bytes data_dir's file system keeps free (default %d), or 0 for no check", s.MinFree(), smtpd.DefaultMinFreeBytes)
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		p.add("smtp.tls_cert and smtp.tls_key go together: set both (PEM files) to offer STARTTLS, or neither")
