@@ -83,9 +83,10 @@ type Options struct {
 
 // testHooks are failpoints for the end-to-end tests.
 type testHooks struct {
-	beforeCommit func(*bolt.Tx) error      // runs before each inbound commit; an error rolls it back
-	panic        func(raw []byte)          // runs first on every inbound message
-	groupCommit  func(*bolt.Tx, int) error // runs before each group commit, with the group's size; an error fails the group
+	beforeCommit func(*bolt.Tx) error             // runs before each inbound commit; an error rolls it back
+	panic        func(raw []byte)                 // runs first on every inbound message
+	groupCommit  func(*bolt.Tx, int) error        // runs before each group commit, with the group's size; an error fails the group
+	freeSpace    func(dir string) (uint64, error) // replaces statfs on data_dir (diskfree.go)
 }
 
 // Daemon is a running embargo.
@@ -101,6 +102,7 @@ type Daemon struct {
 	subs    *subscriberOps // `embargo subscribers` changes, behind the control socket
 	metrics *metrics
 	certs   *certHolder // nil without smtp.tls_cert
+	free    *freeSpace  // nil with smtp.min_free_bytes = 0
 
 	smtp, lmtp                  *smtpd.Server // lmtp: nil without [lmtp]
 	web                         *web.Server   // nil without http.listen
@@ -266,6 +268,7 @@ func (d *Daemon) startSMTP() error {
 	}
 	o := d.cfg.SMTP.ServerOptions()
 	o.Domain, o.TLSConfig = d.cfg.Domain, d.tlsConfig()
+	o = d.withFreeSpace(o)
 	d.smtp = smtpd.New(o, d.handler(), d.log.With("component", "smtpd"))
 	l, err := net.Listen("tcp", d.cfg.SMTP.Listen)
 	if err != nil {

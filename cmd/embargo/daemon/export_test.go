@@ -30,6 +30,14 @@ func WithPanic(o Options, f func(raw []byte)) Options {
 	return o
 }
 
+// WithFreeSpace returns o with f in place of statfs on data_dir for the
+// free-space check at MAIL ([smtp] min_free_bytes): the tests say how much is
+// free rather than fill a disk. Its answers are cached as statfs's are.
+func WithFreeSpace(o Options, f func(dir string) (uint64, error)) Options {
+	o.hooks.freeSpace = f
+	return o
+}
+
 // DB is the daemon's store, for tests that write to it directly.
 func DB(d *Daemon) *bolt.DB { return d.db }
 
