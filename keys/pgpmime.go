@@ -102,7 +102,10 @@ func parseEntityIn(b []byte, st *parseStats) (*entity, error) {
 			}
 		}
 	}
-	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n"))))
+	// A buffer the size of the header, up to bufio's 4 KiB default:
+	// each entity parsed, on intake and per signed copy, allocates less.
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n")), min(len(hdr)+2, 4096))
+	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}

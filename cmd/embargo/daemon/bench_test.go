@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,7 +48,7 @@ func loadReports(b *testing.B, addr string, n int) int64 {
 				from := fmt.Sprintf("rep%d@out.test", i)
 				msg := fmt.Sprintf("From: %s\r\nTo: security@ex.test\r\nSubject: report %d\r\nMessage-ID: <%d.%d@out.test>\r\n\r\n%s\r\n",
 					from, i, i, time.Now().UnixNano(), benchBody)
-				if err := cl.SendMail(from, []string{"security@ex.test"}, stringsReader(msg)); err != nil {
+				if err := cl.SendMail(from, []string{"security@ex.test"}, strings.NewReader(msg)); err != nil {
 					b.Errorf("message %d: %v", i, err)
 					return
 				}
@@ -67,22 +68,6 @@ var benchBody = func() string {
 	}
 	return s
 }()
-
-type stringsReaderT struct {
-	s string
-	i int
-}
-
-func (r *stringsReaderT) Read(p []byte) (int, error) {
-	if r.i >= len(r.s) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.s[r.i:])
-	r.i += n
-	return n, nil
-}
-
-func stringsReader(s string) io.Reader { return &stringsReaderT{s: s} }
 
 // BenchmarkIntake measures accepted reports per second through the whole
 // daemon: strict SMTP, MIME parsing, one synced bbolt commit per message

@@ -200,6 +200,7 @@ func (o *outMail) plainHead(ent []byte) ([]byte, error) {
 // in values), CRLF line ends, without the blank line that ends a header.
 func headerBytes(h mail.Header) ([]byte, error) {
 	var b bytes.Buffer
+	b.Grow(1024) // a list message's header: grown once, not from 64 bytes up
 	if err := textproto.WriteHeader(&b, h.Header.Header); err != nil {
 		return nil, fmt.Errorf("listd: compose: %w", err)
 	}

@@ -114,7 +114,9 @@ func (s *Service) signOnly(r *queue.Row, rd *readErr, signer *keys.Key) ([]byte,
 	if err != nil {
 		return nil, queue.Permanent(err)
 	}
-	ent := bytes.NewBuffer(make([]byte, 0, r.BodySize))
+	// ReadFrom wants MinRead bytes free before it reads: with room for
+	// BodySize only, it would copy the whole body once more at EOF.
+	ent := bytes.NewBuffer(make([]byte, 0, r.BodySize+bytes.MinRead))
 	if _, err := ent.ReadFrom(rd); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -395,4 +396,45 @@ func TestCheckData(t *testing.T) {
 			t.Errorf("checkData(%q) = %v, want a permanent error", tt.data, err)
 		}
 	}
+}
+
+// TestCheckDataFirstBareByte compares checkData with the byte-by-byte
+// definition on every string of up to 7 bytes over {a, CR, LF}: the same
+// verdict and the same offset named.
+func TestCheckDataFirstBareByte(t *testing.T) {
+	ref := func(data []byte) string {
+		for i := 0; i < len(data); i++ {
+			switch data[i] {
+			case '\r':
+				if i+1 == len(data) || data[i+1] != '\n' {
+					return fmt.Sprintf("bare CR at byte %d ", i)
+				}
+				i++
+			case '\n':
+				return fmt.Sprintf("bare LF at byte %d ", i)
+			}
+		}
+		return ""
+	}
+	alphabet := []byte{'a', '\r', '\n'}
+	var walk func(b []byte)
+	walk = func(b []byte) {
+		if len(b) > 0 {
+			want := ref(b)
+			err := checkData(b)
+			switch {
+			case want == "" && err != nil:
+				t.Errorf("checkData(%q) = %v, want nil", b, err)
+			case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Errorf("checkData(%q) = %v, want %q", b, err, want)
+			}
+		}
+		if len(b) == 7 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(append(b[:len(b):len(b)], c))
+		}
+	}
+	walk(nil)
 }
