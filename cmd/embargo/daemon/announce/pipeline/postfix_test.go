@@ -8,15 +8,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/postfixtest"
 )
 
 // These tests run the client against Postfix itself: smtp-sink, its
@@ -33,19 +33,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// worldDir is a temporary directory the postfix and nobody users can
-// reach (t.TempDir's parents are 0700).
-func worldDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "embargo-pipeline-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o777)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func waitListen(t *testing.T, addr string, out *bytes.Buffer) {
@@ -83,7 +70,7 @@ func startSink(t *testing.T, args ...string) (string, string) {
 			t.Skip("smtp-sink is not installed (Debian package postfix)")
 		}
 	}
-	dir := worldDir(t)
+	dir := postfixtest.WorldDir(t)
 	addr := freeAddr(t)
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody") // smtp-sink refuses to run as root without it
@@ -199,7 +186,7 @@ func TestPostfix(t *testing.T) {
 	}
 	rec := queuetest.New(t, queuetest.Options{})
 	pf := startPostfix(t, rec.Addr(), "refused@example.net REJECT no such user\nlater@example.net DEFER_IF_PERMIT try later\n")
-	c := dial(t, Config{Addr: pf.addr, HeloName: "client.test"})
+	c := dial(t, Config{Addr: pf.Addr, HeloName: "client.test"})
 	if !c.Pipelining() {
 		t.Fatal("Postfix offers PIPELINING, the client did not see it")
 	}
@@ -225,7 +212,7 @@ func TestPostfix(t *testing.T) {
 	// stays one message.
 	msgs := rec.WaitFor(198, 60*time.Second)
 	if len(msgs) != 198 {
-		t.Fatalf("the recorder got %d messages through Postfix, want 198\n%s", len(msgs), pf.log())
+		t.Fatalf("the recorder got %d messages through Postfix, want 198\n%s", len(msgs), pf.Log())
 	}
 	byRcpt := map[string][]byte{}
 	for _, m := range msgs {
@@ -249,119 +236,31 @@ func TestPostfix(t *testing.T) {
 			}
 		}
 	}
-	if l := pf.log(); strings.Contains(l, "pipelining") || strings.Contains(l, "warning") {
+	if l := pf.Log(); strings.Contains(l, "pipelining") || strings.Contains(l, "warning") {
 		t.Errorf("Postfix complained:\n%s", l)
 	}
 }
 
-type postfix struct {
-	dir, addr string
-}
-
-func (p *postfix) log() string {
-	b, _ := os.ReadFile(filepath.Join(p.dir, "maillog"))
-	return string(b)
-}
-
-// startPostfix configures and starts a private Postfix that listens on a
-// free loopback port, checks recipients against access (a check_recipient_access
-// table) and relays example.net to nexthop.
-func startPostfix(t *testing.T, nexthop, access string) *postfix {
+// startPostfix starts a private Postfix that checks recipients against
+// access (a check_recipient_access table) and relays example.net to nexthop.
+func startPostfix(t *testing.T, nexthop, access string) *postfixtest.Instance {
 	t.Helper()
-	bin, err := exec.LookPath("postfix")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/postfix"); err != nil {
-			t.Skip("postfix is not installed")
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("a private Postfix instance needs root")
-	}
-	pfUser, err := user.Lookup("postfix")
-	if err != nil {
-		t.Skip("no postfix user")
-	}
-	daemonDir, err := exec.Command(filepath.Join(filepath.Dir(bin), "postconf"), "-h", "-d", "daemon_directory").Output()
-	if err != nil {
-		t.Skipf("postconf: %v", err)
-	}
-	p := &postfix{dir: worldDir(t), addr: freeAddr(t)}
-	etc, spool, data := filepath.Join(p.dir, "etc"), filepath.Join(p.dir, "spool"), filepath.Join(p.dir, "data")
-	for _, d := range []string{etc, spool, data} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	uid, _ := strconv.Atoi(pfUser.Uid)
-	gid, _ := strconv.Atoi(pfUser.Gid)
-	os.Chown(data, uid, gid)
-	files := map[string]string{
-		"main.cf": fmt.Sprintf(`compatibility_level = 3.6
-meta_directory = /etc/postfix
-queue_directory = %[1]s
-data_directory = %[2]s
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+	dir := postfixtest.WorldDir(t)
+	return postfixtest.Start(t, postfixtest.Config{
+		Dir: dir,
+		MainCF: fmt.Sprintf(`meta_directory = /etc/postfix
 myhostname = mx.pipeline.test
 mydomain = pipeline.test
 myorigin = pipeline.test
 mydestination =
 relay_domains = example.net
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
 local_header_rewrite_clients =
-smtpd_recipient_restrictions = check_recipient_access texthash:%[3]s/access, permit_mynetworks, reject
-transport_maps = texthash:%[3]s/transport
-smtp_dns_support_level = disabled
-maillog_file = %[4]s/maillog
-maillog_file_prefixes = %[4]s
-`, spool, data, etc, p.dir),
-		"master.cf": p.addr + ` inet n - n - - smtpd
-pickup    unix  n - n 60   1 pickup
-cleanup   unix  n - n -    0 cleanup
-qmgr      unix  n - n 300  1 qmgr
-rewrite   unix  - - n -    - trivial-rewrite
-bounce    unix  - - n -    0 bounce
-defer     unix  - - n -    0 bounce
-trace     unix  - - n -    0 bounce
-verify    unix  - - n -    1 verify
-flush     unix  n - n 1000 0 flush
-proxymap  unix  - - n -    - proxymap
-smtp      unix  - - n -    - smtp
-relay     unix  - - n -    - smtp
-error     unix  - - n -    - error
-retry     unix  - - n -    - error
-discard   unix  - - n -    - discard
-anvil     unix  - - n -    1 anvil
-scache    unix  - - n -    1 scache
-postlog   unix-dgram n - n - 1 postlogd
-`,
-		"access":    access,
-		"transport": "example.net smtp:[" + strings.Replace(nexthop, ":", "]:", 1) + "\n",
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if out, err := exec.Command(bin, "-c", etc, "check").CombinedOutput(); err != nil {
-		t.Fatalf("postfix check: %v\n%s\n%s", err, out, p.log())
-	}
-	var out bytes.Buffer
-	master := exec.Command(filepath.Join(strings.TrimSpace(string(daemonDir)), "master"), "-c", etc, "-d")
-	master.Stdout, master.Stderr = &out, &out
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stopCmd(master)
-		if t.Failed() {
-			t.Logf("postfix log:\n%s", p.log())
-		}
+smtpd_recipient_restrictions = check_recipient_access texthash:%[1]s/access, permit_mynetworks, reject
+transport_maps = texthash:%[1]s/transport
+`, postfixtest.Etc(dir)),
+		Files: map[string]string{
+			"access":    access,
+			"transport": "example.net smtp:[" + strings.Replace(nexthop, ":", "]:", 1) + "\n",
+		},
 	})
-	waitListen(t, p.addr, &out)
-	return p
 }
