@@ -100,7 +100,11 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	out = append(out, dist...)
 	d.Distributors = len(s.o.Roster.WithRole(workflow.RoleDistributor))
 
-	// The SRC: tracking-issue text (§7.5), chat line (§7.6), CVE record (§7.9).
+	// The SRC: the text of the project's public tracking issue, chat line
+	// and CVE record (docs/process.md §7.5, §7.6, §7.9). The attachments'
+	// names are what the release pack lists (templates/mail/release-pack.txt):
+	// tracking-issue.md is that public issue's Markdown for the SRC to post,
+	// not a document of this repository.
 	issue, err := s.o.Templates.Render("tracking-issue", d)
 	if err != nil {
 		return nil, err
