@@ -19,7 +19,6 @@ type sessionServer struct {
 	addr     string
 	sessions atomic.Int32
 	msgs     atomic.Int32
-	quits    atomic.Int32
 	next421  atomic.Bool
 	mu       sync.Mutex
 	conns    []*smtp.Conn

@@ -42,10 +42,10 @@ func TestEnqueueRolledBackSendsNothing(t *testing.T) {
 	if err := db.Update(func(tx *bolt.Tx) error { return w.Enqueue(tx, committed) }); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	msgs := rec.WaitFor(1, 5*time.Second)
+	rec.WaitFor(1, 5*time.Second)
 	waitUntil(t, "empty queue", emptyQueue(t, db))
 	w.Kick() // a spurious wake-up must not resend anything
-	msgs = rec.Messages()
+	msgs := rec.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("recorder got %d messages, want 1", len(msgs))
 	}

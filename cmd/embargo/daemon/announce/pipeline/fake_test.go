@@ -27,13 +27,12 @@ type fake struct {
 	// upper case, the whole line); "" keeps the default.
 	answer func(verb, line string) string
 
-	mu         sync.Mutex
-	msgs       []fakeMsg
-	cmds       []string // every command line, in order
-	idleEnds   int      // content ends answered only after the client went quiet
-	errs       []string // protocol violations the fake saw
-	sessions   int
-	transcript bytes.Buffer
+	mu       sync.Mutex
+	msgs     []fakeMsg
+	cmds     []string // every command line, in order
+	idleEnds int      // content ends answered only after the client went quiet
+	errs     []string // protocol violations the fake saw
+	sessions int
 }
 
 type fakeMsg struct {

@@ -28,9 +28,6 @@ func (r *Reply) Temporary() bool { return r.Code/100 == 4 }
 // by fixing it, as the queue's relays decide.
 func (r *Reply) Permanent() bool { return r.Code/100 == 5 && r.Code != 530 }
 
-// closing reports a 421: the relay is closing the connection (RFC 5321 §3.8).
-func (r *Reply) closing() bool { return r.Code == 421 }
-
 // Limits of what a relay may send back: RFC 5321 §4.5.3.1.5 allows 512
 // octets per reply line; extensions and long texts get some room.
 const (
