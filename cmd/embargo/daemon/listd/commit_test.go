@@ -79,26 +79,7 @@ func TestGroupCommitFails(t *testing.T) {
 		}
 		return errors.New("injected: fdatasync: input/output error")
 	}})
-	errs := make([]error, 5)
-	var wg sync.WaitGroup
-	env, raw := report(0)
-	wg.Go(func() { errs[0] = s.Handle(t.Context(), env, raw) })
-	for { // the first message is being committed
-		mu.Lock()
-		n := len(sizes)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	for i := 1; i < 5; i++ {
-		env, raw := report(i)
-		wg.Go(func() { errs[i] = s.Handle(t.Context(), env, raw) })
-	}
-	waitWaiting(t, s, 4)
-	close(release)
-	wg.Wait()
+	errs := handleBehindFirst(t, s, 5, func() int { mu.Lock(); defer mu.Unlock(); return len(sizes) }, release)
 	if fmt.Sprint(sizes) != "[1 4]" {
 		t.Fatalf("group sizes %v, want [1 4]: the four that waited share one commit", sizes)
 	}
@@ -149,26 +130,7 @@ func TestGroupCommitOneFails(t *testing.T) {
 			return nil
 		},
 	})
-	errs := make([]error, 6)
-	var wg sync.WaitGroup
-	env, raw := report(0)
-	wg.Go(func() { errs[0] = s.Handle(t.Context(), env, raw) })
-	for {
-		mu.Lock()
-		n := len(sizes)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	for i := 1; i < 6; i++ {
-		env, raw := report(i)
-		wg.Go(func() { errs[i] = s.Handle(t.Context(), env, raw) })
-	}
-	waitWaiting(t, s, 5)
-	close(release)
-	wg.Wait()
+	errs := handleBehindFirst(t, s, 6, func() int { mu.Lock(); defer mu.Unlock(); return len(sizes) }, release)
 	for i, err := range errs {
 		if (err != nil) != (i == 2) {
 			t.Errorf("message %d: %v", i, err)
@@ -197,4 +159,27 @@ func TestGroupCommitOneFails(t *testing.T) {
 	if len(sizes) < 2 || sizes[1] != 3 {
 		t.Errorf("group sizes %v, want [1 3 …]", sizes)
 	}
+}
+
+// handleBehindFirst hands report 0 to s and, once its group is being
+// committed (groups() is 1; the test's group hook then waits for release),
+// reports 1 to n-1, which wait behind it; then it releases the first commit
+// and returns each message's result.
+func handleBehindFirst(t *testing.T, s *Service, n int, groups func() int, release chan struct{}) []error {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	env, raw := report(0)
+	wg.Go(func() { errs[0] = s.Handle(t.Context(), env, raw) })
+	for groups() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i < n; i++ {
+		env, raw := report(i)
+		wg.Go(func() { errs[i] = s.Handle(t.Context(), env, raw) })
+	}
+	waitWaiting(t, s, n-1)
+	close(release)
+	wg.Wait()
+	return errs
 }
