@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Txn is one mail transaction: the envelope and the message, which is
@@ -22,6 +23,8 @@ type Txn struct {
 	// before it are in flight, and the first copy of a batch does not wait
 	// for the last one's. An error refuses the transaction (permanent).
 	MakeHeader func() ([]byte, error)
+
+	smtputf8 bool // an address is not ASCII: MAIL gets SMTPUTF8 (set by check)
 }
 
 // Body is the shared part of a message, checked and dot-stuffed once
@@ -30,6 +33,7 @@ type Body struct {
 	stuffed  []byte // dot-stuffed, ending in CRLF
 	size     int    // octets before stuffing, as SIZE= counts them (RFC 1870)
 	eightBit bool
+	asIs     bool // made by NewBodyAsIs
 }
 
 // Size is the number of octets of the body as sent, before dot-stuffing.
@@ -49,7 +53,26 @@ const maxLine = 998
 // prepares it. A message that does not end with CRLF gets one: the end of
 // data needs it, and DKIM's canonical body has it anyway (RFC 6376 §3.4.4).
 func NewBody(msg []byte) (*Body, error) {
-	if err := checkText(msg); err != nil {
+	return newBody(msg, maxLine)
+}
+
+// NewBodyAsIs is NewBody for the outbound queue's copies, which have
+// always left as they were made: a line over 998 octets is sent as it is,
+// and 8-bit content goes to a relay without 8BITMIME too, as go-smtp's
+// client, the queue's before this one, sent them (a refusal here would
+// fail the copy for good). A bare CR or LF is still refused
+// (docs/threat-model.md B2).
+func NewBodyAsIs(msg []byte) (*Body, error) {
+	b, err := newBody(msg, -1)
+	if b != nil {
+		b.asIs = true
+	}
+	return b, err
+}
+
+// newBody checks msg, with lines up to limit octets (-1: any length).
+func newBody(msg []byte, limit int) (*Body, error) {
+	if err := checkText(msg, limit); err != nil {
 		return nil, err
 	}
 	b := &Body{size: len(msg)}
@@ -62,8 +85,9 @@ func NewBody(msg []byte) (*Body, error) {
 	return b, nil
 }
 
-// checkText refuses bare CR or LF and over-long lines.
-func checkText(b []byte) error {
+// checkText refuses bare CR and LF, and lines over limit octets unless
+// limit is -1.
+func checkText(b []byte, limit int) error {
 	start := 0
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
@@ -71,7 +95,7 @@ func checkText(b []byte) error {
 			if i+1 == len(b) || b[i+1] != '\n' {
 				return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i)
 			}
-			if i-start > maxLine {
+			if limit >= 0 && i-start > limit {
 				return fmt.Errorf("%w: line at byte %d", ErrLongLine, start)
 			}
 			i++
@@ -80,7 +104,7 @@ func checkText(b []byte) error {
 			return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i)
 		}
 	}
-	if len(b)-start > maxLine {
+	if limit >= 0 && len(b)-start > limit {
 		return fmt.Errorf("%w: line at byte %d", ErrLongLine, start)
 	}
 	return nil
@@ -114,20 +138,30 @@ func has8Bit(b []byte) bool {
 }
 
 // checkAddr refuses what cannot be written into MAIL or RCPT as it is:
-// addresses come from the subscriber store, checked at subscription, so a
-// bad one is a bug, and non-ASCII ones would need SMTPUTF8 (RFC 6531).
-func checkAddr(a string, null bool) error {
+// addresses come from the subscriber store or the roster, checked when they
+// were added, so a bad one is a bug. A non-ASCII address (nonASCII) needs
+// the relay's SMTPUTF8 (RFC 6531 §3.4), which smtputf8 says it offers, and
+// must be UTF-8.
+func checkAddr(a string, null, smtputf8 bool) (nonASCII bool, err error) {
 	if a == "" && null {
-		return nil
+		return false, nil
 	}
 	at := strings.LastIndexByte(a, '@')
 	if at <= 0 || at == len(a)-1 || len(a) > 254 {
-		return fmt.Errorf("pipeline: address %q is not local@domain", a)
+		return false, fmt.Errorf("pipeline: address %q is not local@domain", a)
 	}
 	for i := 0; i < len(a); i++ {
-		if c := a[i]; c <= ' ' || c >= 0x7f || c == '<' || c == '>' {
-			return fmt.Errorf("pipeline: address %q has a control, space, angle bracket or non-ASCII octet", a)
+		if c := a[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' {
+			return false, fmt.Errorf("pipeline: address %q has a control, space or angle bracket", a)
+		} else if c >= 0x80 {
+			nonASCII = true
 		}
 	}
-	return nil
+	switch {
+	case nonASCII && !smtputf8:
+		return true, fmt.Errorf("pipeline: address %q is not ASCII and the relay lacks SMTPUTF8 (RFC 6531 §3.4)", a)
+	case nonASCII && !utf8.ValidString(a):
+		return true, fmt.Errorf("pipeline: address %q is not UTF-8 (RFC 6531 §3.3)", a)
+	}
+	return nonASCII, nil
 }

@@ -401,24 +401,28 @@ func (c *Client) check(t *Txn) error {
 		}
 		t.Header, t.MakeHeader = h, nil
 	}
-	err := checkAddr(t.From, true)
+	_, offered := c.ext["SMTPUTF8"]
+	utf8, err := checkAddr(t.From, true, offered)
 	if err == nil && len(t.To) == 0 {
 		err = errors.New("pipeline: no recipients")
 	}
 	for _, to := range t.To {
 		if err == nil {
-			err = checkAddr(to, false)
+			var nonASCII bool
+			nonASCII, err = checkAddr(to, false, offered)
+			utf8 = utf8 || nonASCII
 		}
 	}
+	t.smtputf8 = utf8
 	if err == nil && t.Body == nil {
 		err = errors.New("pipeline: no message")
 	}
 	if err == nil && len(t.Header) > 0 {
-		if err = checkText(t.Header); err == nil && !bytes.HasSuffix(t.Header, []byte("\r\n")) {
+		if err = checkText(t.Header, maxLine); err == nil && !bytes.HasSuffix(t.Header, []byte("\r\n")) {
 			err = fmt.Errorf("%w: the copy's header does not end with CRLF", ErrBareLineEnd)
 		}
 	}
-	if err == nil && (t.Body.eightBit || has8Bit(t.Header)) {
+	if err == nil && !t.Body.asIs && (t.Body.eightBit || has8Bit(t.Header)) {
 		if _, ok := c.ext["8BITMIME"]; !ok {
 			err = errors.New("pipeline: 8-bit message and the relay lacks 8BITMIME (RFC 6152)")
 		}
@@ -445,6 +449,9 @@ func (c *Client) mailCommand(t *Txn) string {
 	}
 	if _, ok := c.ext["8BITMIME"]; ok && (t.Body.eightBit || has8Bit(t.Header)) {
 		b.WriteString(" BODY=8BITMIME")
+	}
+	if t.smtputf8 {
+		b.WriteString(" SMTPUTF8") // RFC 6531 §3.4
 	}
 	if _, ok := c.ext["DSN"]; ok {
 		b.WriteString(" RET=HDRS") // a bounce need not carry the message back (RFC 3461 §4.3)
