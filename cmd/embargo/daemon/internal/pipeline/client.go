@@ -1,20 +1,23 @@
-// Package pipeline is the SMTP client of the announce fan-out: one
-// connection to the relay that carries many mail transactions, with
-// command pipelining (RFC 2920) when the relay offers it.
+// Package pipeline is the SMTP client of the announce fan-out and of the
+// outbound queue's relay: one connection to the relay that carries many
+// mail transactions, with command pipelining (RFC 2920) when the relay
+// offers it.
 //
 // go-smtp's client sends one command and waits for its reply, and its
 // SendMail gives up at the first refused RCPT. A release sends one
-// transaction per subscriber, so each round trip counts: here MAIL, every
-// RCPT and DATA go in one write, and the message content goes in the same
-// write as the next transaction's MAIL, RCPT and DATA (RFC 2920 §3.1: the
-// content may be the first "command" of a group). That is one round trip
-// per transaction. Replies are read in order and each refusal is kept, per
-// recipient or for the whole transaction. Without PIPELINING each command
-// waits for its reply, as RFC 5321 requires.
+// transaction per subscriber, and the queue drains backlogs of copies, so
+// each round trip counts: here MAIL, every RCPT and DATA go in one write,
+// and the message content goes in the same write as the next transaction's
+// MAIL, RCPT and DATA (RFC 2920 §3.1: the content may be the first
+// "command" of a group). That is one round trip per transaction. Replies
+// are read in order and each refusal is kept, per recipient or for the
+// whole transaction. Without PIPELINING each command waits for its reply,
+// as RFC 5321 requires.
 //
 // Implemented: RFC 5321 (SMTP), RFC 2920 (PIPELINING), RFC 1870 (SIZE),
 // RFC 6152 (8BITMIME), RFC 3461 (RET=HDRS with DSN), RFC 3207 (STARTTLS),
-// RFC 8314 (implicit TLS), RFC 4954 and RFC 4616 (AUTH PLAIN).
+// RFC 8314 (implicit TLS), RFC 4954 and RFC 4616 (AUTH PLAIN), RFC 6531
+// (SMTPUTF8, for non-ASCII addresses).
 package pipeline
 
 import (
