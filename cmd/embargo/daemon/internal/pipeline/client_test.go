@@ -591,3 +591,62 @@ func TestBodyAsIs(t *testing.T) {
 		t.Errorf("messages %+v", m)
 	}
 }
+
+// TestCheckTextAndHas8Bit: the vectorised checks say what a byte-by-byte
+// reading says, error position included, over every short text of CR, LF,
+// 'x', '.' and an 8-bit octet, with a line limit of 2 and none.
+func TestCheckTextAndHas8Bit(t *testing.T) {
+	reference := func(b []byte, limit int) string {
+		start := 0
+		for i := 0; i < len(b); i++ {
+			switch b[i] {
+			case '\r':
+				if i+1 == len(b) || b[i+1] != '\n' {
+					return fmt.Sprint("bare ", i)
+				}
+				if limit >= 0 && i-start > limit {
+					return fmt.Sprint("long ", start)
+				}
+				i++
+				start = i + 1
+			case '\n':
+				return fmt.Sprint("bare ", i)
+			}
+		}
+		if limit >= 0 && len(b)-start > limit {
+			return fmt.Sprint("long ", start)
+		}
+		return "ok"
+	}
+	alphabet := []byte{'\r', '\n', 'x', '.', 0xe9}
+	var texts [][]byte
+	var grow func(prefix []byte)
+	grow = func(prefix []byte) {
+		texts = append(texts, prefix)
+		if len(prefix) < 7 {
+			for _, c := range alphabet {
+				grow(append(prefix[:len(prefix):len(prefix)], c))
+			}
+		}
+	}
+	grow(nil)
+	texts = append(texts, []byte(strings.Repeat("x", 20)+"\xe9"), []byte(strings.Repeat("x", 20)+"\r\n"))
+	for _, text := range texts {
+		for _, limit := range []int{2, -1} {
+			got := "ok"
+			if err := checkText(text, limit); errors.Is(err, ErrBareLineEnd) {
+				got = "bare " + err.Error()[strings.LastIndexByte(err.Error(), ' ')+1:]
+			} else if errors.Is(err, ErrLongLine) {
+				got = "long " + err.Error()[strings.LastIndexByte(err.Error(), ' ')+1:]
+			}
+			if want := reference(text, limit); got != want {
+				t.Fatalf("checkText(%q, %d): %s, want %s", text, limit, got, want)
+			}
+		}
+		for _, b := range [][]byte{text, append(append([]byte("12345678"), text...), "12345678"...)} { // the word loop too
+			if got, want := has8Bit(b), bytes.IndexFunc(b, func(r rune) bool { return r >= 0x80 }) >= 0; got != want {
+				t.Fatalf("has8Bit(%q) = %v, want %v", b, got, want)
+			}
+		}
+	}
+}
