@@ -53,6 +53,8 @@ const maxLine = 998
 // NewBody checks msg (CRLF line ends only, no line over 998 octets) and
 // prepares it. A message that does not end with CRLF gets one: the end of
 // data needs it, and DKIM's canonical body has it anyway (RFC 6376 §3.4.4).
+// A message with no line to dot-stuff is kept as it is, not copied: it
+// must not change while the Body is in use.
 func NewBody(msg []byte) (*Body, error) {
 	return newBody(msg, maxLine)
 }
@@ -81,7 +83,10 @@ func newBody(msg []byte, limit int) (*Body, error) {
 		msg = append(msg[:len(msg):len(msg)], '\r', '\n')
 		b.size += 2
 	}
-	b.stuffed = stuff(nil, msg)
+	b.stuffed = msg
+	if bytes.HasPrefix(msg, []byte(".")) || bytes.Contains(msg, []byte("\r\n.")) {
+		b.stuffed = stuff(nil, msg)
+	}
 	b.eightBit = has8Bit(msg)
 	return b, nil
 }
