@@ -8,7 +8,7 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/keys"

@@ -15,7 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/keys"
 )

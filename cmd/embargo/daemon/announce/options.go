@@ -10,7 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/templates"

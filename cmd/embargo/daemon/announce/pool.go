@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce/pipeline"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 )
 
 // BenchmarkReleaseOneClick releases one advisory at T to N subscribers with

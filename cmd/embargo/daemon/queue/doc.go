@@ -90,9 +90,12 @@
 // must already be canonical (CRLF line ends, no bare CR or LF): the queue does
 // not rewrite them, and refuses to send one that is not (docs/threat-model.md B2).
 //
-// The SMTP relays keep the connections that ended a transaction cleanly and
-// send the next message over them (a drain costs a few handshakes, not one
-// per copy); each delivery in progress holds one, and an idle one is closed
+// The SMTP relays pipeline commands when the relay offers it (RFC 2920) and
+// take a backlog in batches (BatchRelay) whose copies share writes, one
+// round trip a copy. They keep the connections that ended a transaction
+// cleanly and send the next messages over them (a drain costs a few
+// handshakes, not one per copy); each delivery or batch in progress holds
+// one, and an idle one is closed
 // after a few seconds. The Maildir relay takes rows in batches
 // (BatchRelay): a batch's files are synced together and its directory once,
 // all before any of its rows is recorded as sent.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 )
 
 // Relay hands one message to the next hop.
@@ -99,54 +98,15 @@ func NewRelay(rawURL string, opts RelayOptions) (Relay, error) {
 	default:
 		return nil, fmt.Errorf("queue: relay URL %s: unknown scheme %q", u.Redacted(), u.Scheme)
 	}
-	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("queue: relay URL %s: path not allowed", u.Redacted())
+	// The SMTP schemes read as the release fan-out reads them: one [relay]
+	// url serves both.
+	cfg, err := pipeline.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
 	}
-	host, port := u.Hostname(), u.Port()
-	if host == "" {
-		return nil, fmt.Errorf("queue: relay URL %s: host missing", u.Redacted())
-	}
-	r := newSMTPRelay(host, opts)
-	switch u.Scheme {
-	case "smtp":
-		if u.User != nil {
-			return nil, fmt.Errorf("queue: relay URL %s: credentials need smtp+starttls:// or smtps://", u.Redacted())
-		}
-		if !isLoopback(host) {
-			// docs/threat-model.md B6: never plaintext across a network.
-			return nil, fmt.Errorf("queue: relay URL %s: smtp:// is for a local MTA on loopback; use smtp+starttls:// or smtps://", u.Redacted())
-		}
-		if port == "" {
-			port = "25"
-		}
-	case "smtp+starttls":
-		r.tls = tlsStart
-		if port == "" {
-			port = "587"
-		}
-	case "smtps":
-		r.tls = tlsImplicit
-		if port == "" {
-			port = "465"
-		}
-	}
-	r.addr = net.JoinHostPort(host, port)
-	if u.User != nil {
-		r.user = u.User.Username()
-		r.pass, _ = u.User.Password()
-		if r.user == "" {
-			return nil, fmt.Errorf("queue: relay URL %s: empty user name", u.Redacted())
-		}
-	}
-	return r, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	cfg.HeloName, cfg.RootCAs = opts.HeloName, opts.RootCAs
+	cfg.DialTimeout, cfg.CommandTimeout, cfg.DataTimeout = opts.DialTimeout, opts.CommandTimeout, opts.DataTimeout
+	return &smtpRelay{cfg: cfg, idleTime: connIdle, maxAge: connMaxAge, maxUses: connMaxUses}, nil
 }
 
 // Permanent marks err as a permanent refusal: the worker fails the row at once
@@ -204,10 +164,10 @@ func (e *RcptError) Permanent() bool {
 	return len(e.Failed) > 0
 }
 
-// checkData refuses what the SMTP client would not send faithfully: go-smtp's
-// DotWriter turns a bare LF into CRLF but lets a bare CR through, which a
-// receiver may read as a line end (SMTP smuggling, docs/threat-model.md B2).
-// Either means the renderer upstream has a bug, so the refusal is permanent.
+// checkData refuses what no relay gets: a bare CR or LF, which a receiver
+// may read as a line end (SMTP smuggling, docs/threat-model.md B2), before
+// any relay (SMTP or Maildir) sees the message. Either means the renderer
+// upstream has a bug, so the refusal is permanent.
 func checkData(data []byte) error {
 	if len(data) == 0 {
 		return Permanent(errors.New("queue: message is empty"))
@@ -266,42 +226,4 @@ func checkAddr(addr string) error {
 		}
 	}
 	return nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-type tlsMode int
-
-const (
-	tlsNone tlsMode = iota
-	tlsStart
-	tlsImplicit
-)
-
-// classify wraps the error of a mail-transaction command. A 5xx reply is
-// permanent for this message (RFC 5321 §4.2.1), except 530 (authentication
-// required), which is the relay's configuration and cured by fixing it.
-func classify(stage string, err error) error {
-	wrapped := fmt.Errorf("queue: %s: %w", stage, err)
-	var se *smtp.SMTPError
-	if errors.As(err, &se) && se.Code >= 500 && se.Code <= 599 && se.Code != 530 {
-		return Permanent(wrapped)
-	}
-	return wrapped
-}
-
-func allASCII(ss []string) bool {
-	for _, s := range ss {
-		if !isASCII(s) {
-			return false
-		}
-	}
-	return true
 }

@@ -1,20 +1,23 @@
-// Package pipeline is the SMTP client of the announce fan-out: one
-// connection to the relay that carries many mail transactions, with
-// command pipelining (RFC 2920) when the relay offers it.
+// Package pipeline is the SMTP client of the announce fan-out and of the
+// outbound queue's relay: one connection to the relay that carries many
+// mail transactions, with command pipelining (RFC 2920) when the relay
+// offers it.
 //
 // go-smtp's client sends one command and waits for its reply, and its
 // SendMail gives up at the first refused RCPT. A release sends one
-// transaction per subscriber, so each round trip counts: here MAIL, every
-// RCPT and DATA go in one write, and the message content goes in the same
-// write as the next transaction's MAIL, RCPT and DATA (RFC 2920 §3.1: the
-// content may be the first "command" of a group). That is one round trip
-// per transaction. Replies are read in order and each refusal is kept, per
-// recipient or for the whole transaction. Without PIPELINING each command
-// waits for its reply, as RFC 5321 requires.
+// transaction per subscriber, and the queue drains backlogs of copies, so
+// each round trip counts: here MAIL, every RCPT and DATA go in one write,
+// and the message content goes in the same write as the next transaction's
+// MAIL, RCPT and DATA (RFC 2920 §3.1: the content may be the first
+// "command" of a group). That is one round trip per transaction. Replies
+// are read in order and each refusal is kept, per recipient or for the
+// whole transaction. Without PIPELINING each command waits for its reply,
+// as RFC 5321 requires.
 //
 // Implemented: RFC 5321 (SMTP), RFC 2920 (PIPELINING), RFC 1870 (SIZE),
 // RFC 6152 (8BITMIME), RFC 3461 (RET=HDRS with DSN), RFC 3207 (STARTTLS),
-// RFC 8314 (implicit TLS), RFC 4954 and RFC 4616 (AUTH PLAIN).
+// RFC 8314 (implicit TLS), RFC 4954 and RFC 4616 (AUTH PLAIN), RFC 6531
+// (SMTPUTF8, for non-ASCII addresses).
 package pipeline
 
 import (
@@ -401,24 +404,28 @@ func (c *Client) check(t *Txn) error {
 		}
 		t.Header, t.MakeHeader = h, nil
 	}
-	err := checkAddr(t.From, true)
+	_, offered := c.ext["SMTPUTF8"]
+	utf8, err := checkAddr(t.From, true, offered)
 	if err == nil && len(t.To) == 0 {
 		err = errors.New("pipeline: no recipients")
 	}
 	for _, to := range t.To {
 		if err == nil {
-			err = checkAddr(to, false)
+			var nonASCII bool
+			nonASCII, err = checkAddr(to, false, offered)
+			utf8 = utf8 || nonASCII
 		}
 	}
+	t.smtputf8 = utf8
 	if err == nil && t.Body == nil {
 		err = errors.New("pipeline: no message")
 	}
 	if err == nil && len(t.Header) > 0 {
-		if err = checkText(t.Header); err == nil && !bytes.HasSuffix(t.Header, []byte("\r\n")) {
+		if err = checkText(t.Header, maxLine); err == nil && !bytes.HasSuffix(t.Header, []byte("\r\n")) {
 			err = fmt.Errorf("%w: the copy's header does not end with CRLF", ErrBareLineEnd)
 		}
 	}
-	if err == nil && (t.Body.eightBit || has8Bit(t.Header)) {
+	if err == nil && !t.Body.asIs && (t.Body.eightBit || has8Bit(t.Header)) {
 		if _, ok := c.ext["8BITMIME"]; !ok {
 			err = errors.New("pipeline: 8-bit message and the relay lacks 8BITMIME (RFC 6152)")
 		}
@@ -445,6 +452,9 @@ func (c *Client) mailCommand(t *Txn) string {
 	}
 	if _, ok := c.ext["8BITMIME"]; ok && (t.Body.eightBit || has8Bit(t.Header)) {
 		b.WriteString(" BODY=8BITMIME")
+	}
+	if t.smtputf8 {
+		b.WriteString(" SMTPUTF8") // RFC 6531 §3.4
 	}
 	if _, ok := c.ext["DSN"]; ok {
 		b.WriteString(" RET=HDRS") // a bounce need not carry the message back (RFC 3461 §4.3)

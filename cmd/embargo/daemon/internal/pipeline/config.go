@@ -71,8 +71,8 @@ func (c Config) tlsConfig() *tls.Config {
 // (maildir://): the fan-out then goes through the queue's relay.
 var ErrNotSMTP = errors.New("pipeline: not an SMTP relay URL")
 
-// ParseURL reads a relay URL with the same rules as the queue's relays
-// (daemon/queue.NewRelay), so that one [relay] url serves both:
+// ParseURL reads a relay URL; the queue's NewRelay reads its SMTP schemes
+// with it too, so that one [relay] url serves both:
 //
 //	smtp://host:port                   plain SMTP, only to a loopback address
 //	smtp+starttls://user:pass@host:587 STARTTLS required, AUTH PLAIN after it
@@ -105,7 +105,7 @@ func ParseURL(raw string) (Config, error) {
 		}
 		if !isLoopback(host) {
 			// docs/threat-model.md B6: never plaintext across a network.
-			return Config{}, fmt.Errorf("pipeline: relay URL %s: smtp:// is for a local MTA on loopback", u.Redacted())
+			return Config{}, fmt.Errorf("pipeline: relay URL %s: smtp:// is for a local MTA on loopback; use smtp+starttls:// or smtps://", u.Redacted())
 		}
 		port = cmpOr(port, "25")
 	case "smtp+starttls":

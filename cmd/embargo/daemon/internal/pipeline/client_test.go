@@ -532,3 +532,121 @@ func TestMakeHeader(t *testing.T) {
 		t.Errorf("messages %q", msgs)
 	}
 }
+
+// TestSMTPUTF8: a non-ASCII address goes out with SMTPUTF8 on MAIL when
+// the relay offers it (RFC 6531 §3.4), an ASCII one without; without the
+// extension, or when not UTF-8, it is refused for good (TestLocalRefusals).
+func TestSMTPUTF8(t *testing.T) {
+	f := newFake(t, true, "SMTPUTF8")
+	c := dial(t, f.config())
+	b := body(t, shared)
+	res, err := c.Send(context.Background(), []Txn{
+		{From: "a@example.org", To: []string{"jürgen@example.net"}, Body: b},
+		{From: "a@example.org", To: []string{"b@example.net"}, Body: b},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDelivered(t, res)
+	var mails []string
+	for _, l := range f.commands() {
+		if strings.HasPrefix(l, "MAIL") {
+			mails = append(mails, l)
+		}
+	}
+	if want := []string{"MAIL FROM:<a@example.org> SMTPUTF8", "MAIL FROM:<a@example.org>"}; fmt.Sprint(mails) != fmt.Sprint(want) {
+		t.Errorf("MAIL commands %q, want %q", mails, want)
+	}
+	if m := f.messages(); len(m) != 2 || m[0].to[0] != "jürgen@example.net" {
+		t.Errorf("messages %+v", m)
+	}
+	res, err = c.Send(context.Background(), []Txn{{From: "a@example.org", To: []string{"j\xffrgen@example.net"}, Body: b}})
+	var p interface{ Permanent() bool }
+	if err != nil || !errors.As(res[0].Err, &p) || !p.Permanent() {
+		t.Errorf("an address that is not UTF-8: %+v, %v; want a permanent refusal", res[0], err)
+	}
+}
+
+// TestBodyAsIs: the queue's bodies go as they are, long lines and 8-bit
+// content to a relay without 8BITMIME included, bare line ends never.
+func TestBodyAsIs(t *testing.T) {
+	long := "Subject: x\r\n\r\n" + strings.Repeat("é", 600) + "\r\n.dot\r\n"
+	b, err := NewBodyAsIs([]byte(long))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"a\nb\r\n", "a\rb\r\n"} {
+		if _, err := NewBodyAsIs([]byte(bad)); !errors.Is(err, ErrBareLineEnd) {
+			t.Errorf("NewBodyAsIs(%q) = %v, want ErrBareLineEnd", bad, err)
+		}
+	}
+	f := newFake(t, true) // no 8BITMIME
+	c := dial(t, f.config())
+	res, err := c.Send(context.Background(), []Txn{{From: "a@example.org", To: []string{"b@example.net"}, Body: b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDelivered(t, res)
+	if m := f.messages(); len(m) != 1 || string(m[0].data) != long {
+		t.Errorf("messages %+v", m)
+	}
+}
+
+// TestCheckTextAndHas8Bit: the vectorised checks say what a byte-by-byte
+// reading says, error position included, over every short text of CR, LF,
+// 'x', '.' and an 8-bit octet, with a line limit of 2 and none.
+func TestCheckTextAndHas8Bit(t *testing.T) {
+	reference := func(b []byte, limit int) string {
+		start := 0
+		for i := 0; i < len(b); i++ {
+			switch b[i] {
+			case '\r':
+				if i+1 == len(b) || b[i+1] != '\n' {
+					return fmt.Sprint("bare ", i)
+				}
+				if limit >= 0 && i-start > limit {
+					return fmt.Sprint("long ", start)
+				}
+				i++
+				start = i + 1
+			case '\n':
+				return fmt.Sprint("bare ", i)
+			}
+		}
+		if limit >= 0 && len(b)-start > limit {
+			return fmt.Sprint("long ", start)
+		}
+		return "ok"
+	}
+	alphabet := []byte{'\r', '\n', 'x', '.', 0xe9}
+	var texts [][]byte
+	var grow func(prefix []byte)
+	grow = func(prefix []byte) {
+		texts = append(texts, prefix)
+		if len(prefix) < 7 {
+			for _, c := range alphabet {
+				grow(append(prefix[:len(prefix):len(prefix)], c))
+			}
+		}
+	}
+	grow(nil)
+	texts = append(texts, []byte(strings.Repeat("x", 20)+"\xe9"), []byte(strings.Repeat("x", 20)+"\r\n"))
+	for _, text := range texts {
+		for _, limit := range []int{2, -1} {
+			got := "ok"
+			if err := checkText(text, limit); errors.Is(err, ErrBareLineEnd) {
+				got = "bare " + err.Error()[strings.LastIndexByte(err.Error(), ' ')+1:]
+			} else if errors.Is(err, ErrLongLine) {
+				got = "long " + err.Error()[strings.LastIndexByte(err.Error(), ' ')+1:]
+			}
+			if want := reference(text, limit); got != want {
+				t.Fatalf("checkText(%q, %d): %s, want %s", text, limit, got, want)
+			}
+		}
+		for _, b := range [][]byte{text, append(append([]byte("12345678"), text...), "12345678"...)} { // the word loop too
+			if got, want := has8Bit(b), bytes.IndexFunc(b, func(r rune) bool { return r >= 0x80 }) >= 0; got != want {
+				t.Fatalf("has8Bit(%q) = %v, want %v", b, got, want)
+			}
+		}
+	}
+}
