@@ -47,28 +47,47 @@ func batchSize(r Relay) int {
 	return 1
 }
 
+// batchBytes bounds the stored size of the rows one batch holds: a batch's
+// copies are prepared (sealed) together before the relay takes them, so a
+// backlog of large copies (a 10 MB report to every member) goes one or two
+// at a time rather than a batch's worth at once. The first row of a batch
+// is always taken, whatever its size.
+const batchBytes = 4 << 20
+
 // sender delivers claimed rows until ctx is done and reports each outcome
-// to done. With a BatchRelay it takes the rows waiting, up to a batch.
+// to done. With a BatchRelay it takes the rows waiting, up to a batch and
+// batchBytes.
 func (w *Worker) sender(ctx context.Context, work <-chan Row, done chan<- outcome) {
 	size := batchSize(w.relay)
 	rows := make([]Row, 0, size)
+	var next *Row // taken from work but over the last batch's bytes
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-work:
-			rows = append(rows[:0], r)
-		fill:
-			for len(rows) < size {
-				select {
-				case r := <-work:
-					rows = append(rows, r)
-				default:
+		if next == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case r := <-work:
+				next = &r
+			}
+		}
+		rows = append(rows[:0], *next)
+		next = nil
+		bytes := rows[0].Size
+	fill:
+		for len(rows) < size {
+			select {
+			case r := <-work:
+				if bytes+r.Size > batchBytes {
+					next = &r
 					break fill
 				}
+				rows = append(rows, r)
+				bytes += r.Size
+			default:
+				break fill
 			}
-			w.deliver(ctx, rows, done)
 		}
+		w.deliver(ctx, rows, done)
 	}
 }
 
