@@ -91,6 +91,8 @@ s2_intake() {
 		fi
 	fi
 
+	[ -n "$emb" ] && [ -n "${pf:-}" ] && s2_intake_alone "$pf"
+
 	# The Go pair, found by name in whichever package under cmd/embargo
 	# holds it now.
 	name="2c. Go BenchmarkIntake vs BenchmarkReferenceGoSMTP, $go_intake_n reports"
@@ -107,6 +109,30 @@ s2_intake() {
 	else
 		fail_row "$name" "go test -bench failed or found neither: $(why "$out")"
 	fi
+}
+
+
+# s2_intake_alone PF: the same load while embargo's relay accepts connections
+# but never greets (contrib/bench/load stall), so every queued copy stays
+# queued and the accept path is measured alone, as Postfix's durable accept
+# (PF msgs/s, measured in 2a) delivers to discard.
+s2_intake_alone() {
+	local pf=$1 emb="" la stall name="2d. Intake alone (relay not answering) vs Postfix durable accept, $intake_n reports"
+	spawn "$T/stall.log" "$BIN/load" stall -listen "127.0.0.1:$P_RELAY"
+	stall=$spawned
+	if ! start_embargo intake-alone 1000000 "smtp://127.0.0.1:$P_RELAY" off; then
+		fail_row "$name" "$ERR"
+		stop "$stall"
+		return
+	fi
+	la=$(load1)
+	emb=$(smtp_source_rate "$P_EMB" "$intake_n" "$T/src-intake-alone.out") ||
+		fail_row "$name" "smtp-source to embargo: $(why "$T/src-intake-alone.out")"
+	stop "$EMB_PID"
+	stop "$stall"
+	[ -n "$emb" ] || return
+	row "$name" "$(num "$emb") reports/s" "$(num "$pf") msgs/s" "$(ratio "$emb" "$pf")" "$la" \
+		"as 2a, but the relay accepts connections and never greets: the worker waits on its first connections and every copy stays queued, so the figure is the accept path alone (parse, archive, incident, 3 rows, synced group commit, 250). Postfix's figure is 2a's"
 }
 
 s3_drain() {

@@ -6,6 +6,7 @@
 //	load ports N
 //	load flood -addr HOST:PORT -to security@DOMAIN -sink HOST:PORT [flags]
 //	load maildir -dir DIR [-n N] [-size BYTES]
+//	load stall -listen HOST:PORT
 //
 // flood listens on -sink as the daemon's relay (a discarding SMTP server that
 // notes when a copy for the probe address arrives), then sends -n reports from
@@ -37,7 +38,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load ports N | load flood [flags] | load maildir [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load ports N | load flood [flags] | load maildir [flags] | load stall -listen HOST:PORT")
 		os.Exit(2)
 	}
 	var err error
@@ -48,8 +49,10 @@ func main() {
 		err = flood(os.Args[2:])
 	case "maildir":
 		err = maildir(os.Args[2:])
+	case "stall":
+		err = stall(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: want ports, flood or maildir", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want ports, flood, maildir or stall", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
