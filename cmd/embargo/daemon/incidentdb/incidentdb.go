@@ -168,7 +168,7 @@ func sortIncidents(l []workflow.Incident) {
 // until the transaction ends (a copy of a 10 MB report would double what the
 // transaction holds).
 func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, error) {
-	b := tx.Bucket(bucketMessages)
+	b, rb, ib := appendOnly(tx, bucketMessages), appendOnly(tx, bucketRaw), appendOnly(tx, bucketByInc)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return rec, fmt.Errorf("incidentdb: message sequence: %w", err)
@@ -184,7 +184,7 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 	if err := b.Put(be(seq), v); err != nil {
 		return rec, err
 	}
-	if err := chunk.Put(tx.Bucket(bucketRaw), be(seq), raw); err != nil {
+	if err := chunk.Put(rb, be(seq), raw); err != nil {
 		return rec, err
 	}
 	// A refused message kept in quarantine is not "seen": sending the same
@@ -195,7 +195,7 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 		}
 	}
 	if rec.Incident != "" {
-		if err := tx.Bucket(bucketByInc).Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {
+		if err := ib.Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {
 			return rec, err
 		}
 		if rec.MessageID != "" {
@@ -205,6 +205,19 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 		}
 	}
 	return rec, nil
+}
+
+// appendOnly is a bucket of the archive, whose keys grow (the message's
+// sequence number; the incident ID, then that number): new entries go at
+// the end and nothing is ever deleted. bbolt splits a page half full by
+// default, which suits inserts anywhere; here the halves would stay half
+// empty for good, and every commit would write twice the pages its new
+// entries need. The fill percent holds for the bucket's handle, which the
+// transaction keeps: set on the one AddMessage uses.
+func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = 1
+	return b
 }
 
 // Seen reports whether exactly these bytes were already accepted (a client that
