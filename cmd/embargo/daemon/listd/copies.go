@@ -53,7 +53,8 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 		q.Data = head
 		return err
 	}
-	spec, err := sealSpec(lists.Security, key, s.outerHeader(sec, om), om)
+	outer := s.outerMail(sec, om)
+	spec, err := composedSeal(lists.Security, key, om, &outer) // headers written at delivery
 	q.Seal = spec
 	return err
 }
@@ -63,6 +64,12 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 // list address: replies thread by In-Reply-To, and the incident ID stays
 // inside (docs/threat-model.md D7).
 func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
+	outer := s.outerMail(sec, om)
+	return outer.header()
+}
+
+// outerMail is the outer header's fields (outerHeader).
+func (s *Service) outerMail(sec lists.List, om *outMail) outMail {
 	outer := outMail{
 		From:       s.listAddress(sec),
 		To:         om.To,
@@ -80,7 +87,7 @@ func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
 		// The reporter's own Message-ID is not ours to repeat in clear.
 		outer.InReplyTo, outer.References = "", nil
 	}
-	return outer.header()
+	return outer
 }
 
 func (s *Service) listAddress(sec lists.List) *mail.Address {

@@ -24,10 +24,11 @@ var (
 
 // schemaVersion is the "v" field written in every row record. Version 2
 // added shared bodies and seal specs; version 3 stores a seal spec's
-// headers as text (sealJSON). Older rows are still read. An older embargo
-// refuses newer rows (it would send a header without its body, or a spec
-// without its headers) instead of misreading them.
-const schemaVersion = 3
+// headers as text (sealJSON); version 4 adds composed specs (Seal.Compose).
+// Older rows are still read. An older embargo refuses newer rows (it would
+// send a header without its body, or a spec without its headers) instead
+// of misreading them.
+const schemaVersion = 4
 
 // Errors returned by the row operations.
 var (
@@ -105,6 +106,12 @@ type Seal struct {
 	// Inner is the header protected inside the encryption: the real
 	// Subject, From, To, … (draft-autocrypt-lamps-protected-headers).
 	Inner []byte `json:"inner,omitempty"`
+	// Compose, in place of Outer and Inner, is what the Sealer writes both
+	// headers (and, as it says, the body's MIME form) from at delivery: a
+	// JSON value the caller defines and the queue stores as it is. Writing
+	// the headers at delivery keeps that work out of the write transaction
+	// that queues the row, and the row small.
+	Compose []byte `json:"compose,omitempty"`
 }
 
 // check refuses a spec the Sealer could only get wrong.
@@ -120,7 +127,11 @@ func (s *Seal) check() error {
 		return errors.New("seal to a reporter names no key")
 	case len(s.Key) > 0 && (s.To == "" || s.Reporter):
 		return errors.New("seal carries a key but names no fingerprint, or is a reporter's")
-	case len(s.Outer) == 0:
+	case len(s.Compose) > 0 && (len(s.Outer) > 0 || len(s.Inner) > 0):
+		return errors.New("seal has both header blocks and a composed spec")
+	case len(s.Compose) > 0 && !json.Valid(s.Compose):
+		return errors.New("seal's composed spec is not JSON")
+	case len(s.Outer) == 0 && len(s.Compose) == 0:
 		return errors.New("seal has no outer header")
 	}
 	return nil

@@ -34,6 +34,9 @@ type sealJSON struct {
 	InnerText string `json:"inner_text,omitempty"`
 	Outer     []byte `json:"outer,omitempty"`
 	Inner     []byte `json:"inner,omitempty"`
+	// Compose is stored as the JSON value it is, not as a string: no
+	// quoting, nothing to unquote when the row is read.
+	Compose json.RawMessage `json:"compose,omitempty"`
 }
 
 // storedSeal is s as a record holds it; nil for nil.
@@ -41,7 +44,7 @@ func storedSeal(s *Seal) *sealJSON {
 	if s == nil {
 		return nil
 	}
-	j := &sealJSON{Signer: s.Signer, To: s.To, Reporter: s.Reporter, SignOnly: s.SignOnly, Key: s.Key}
+	j := &sealJSON{Signer: s.Signer, To: s.To, Reporter: s.Reporter, SignOnly: s.SignOnly, Key: s.Key, Compose: s.Compose}
 	j.OuterText, j.Outer = textOrBytes(s.Outer)
 	j.InnerText, j.Inner = textOrBytes(s.Inner)
 	return j
@@ -52,7 +55,7 @@ func (j *sealJSON) seal() *Seal {
 	if j == nil {
 		return nil
 	}
-	s := &Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Key: j.Key, Outer: j.Outer, Inner: j.Inner}
+	s := &Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Key: j.Key, Outer: j.Outer, Inner: j.Inner, Compose: j.Compose}
 	if j.OuterText != "" {
 		s.Outer = []byte(j.OuterText)
 	}

@@ -5,6 +5,9 @@ import (
 	"encoding/base64"
 	"reflect"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // A seal spec's headers are stored as text, "<" and ">" as they are, and
@@ -73,5 +76,35 @@ func TestSealJSONKeepsEveryField(t *testing.T) {
 	}
 	if got := storedSeal(&s).seal(); !reflect.DeepEqual(*got, s) {
 		t.Errorf("the stored form changes the spec:\n got %+v\nwant %+v", *got, s)
+	}
+}
+
+// TestComposedSpecStoredAsJSON: a composed spec goes into the row as the
+// JSON value it is (no string to quote and unquote), comes back byte for
+// byte through Enqueue and Get, and the row says schema version 4, which
+// an older embargo refuses rather than sealing a spec it cannot read.
+func TestComposedSpecStoredAsJSON(t *testing.T) {
+	db := tempDB(t)
+	spec := []byte(`{"from":{"address":"security@ex.test"},"subject":"[SEC-2026-0001] <x> & \"y\""}`)
+	msg := Msg{From: "a@ex.test", To: []string{"b@ex.test"}, Body: []byte("text\n"),
+		Seal: &Seal{Signer: "security", SignOnly: true, Compose: spec}}
+	var got Row
+	var stored []byte
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := Enqueue(tx, time.Now(), msg); err != nil {
+			return err
+		}
+		stored = bytes.Clone(tx.Bucket(bucketRows).Get(idKey(1)))
+		var err error
+		got, err = Get(tx, 1)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Seal.Compose, spec) || len(got.Seal.Outer) != 0 {
+		t.Errorf("composed spec read back as %q (outer %q)", got.Seal.Compose, got.Seal.Outer)
+	}
+	if !bytes.Contains(stored, append([]byte(`"compose":`), spec...)) || !bytes.HasPrefix(stored, []byte(`{"v":4,`)) {
+		t.Errorf("row stored as %s", stored)
 	}
 }
