@@ -455,6 +455,16 @@ func open(tx *bolt.Tx) (buckets, error) {
 	if bk.rows == nil || bk.data == nil || bk.due == nil || bk.blobs == nil || bk.refs == nil {
 		return bk, ErrNoInit
 	}
+	if tx.Writable() {
+		// Rows and due entries are added at the end of their bucket (rows
+		// by sequence number, due entries mostly by the instant they are
+		// queued at) and taken from the front as they are delivered.
+		// bbolt's default splits a page half full, which suits inserts
+		// anywhere: here every commit would write twice the pages its new
+		// rows need, and the halves would stay half empty. The fill holds
+		// for the transaction's handles, which every caller shares.
+		bk.rows.FillPercent, bk.due.FillPercent = 1, 1
+	}
 	return bk, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,4 +201,28 @@ func TestJSONRowDeliveredFromOldStore(t *testing.T) {
 	if len(got) != 2 || !bytes.Equal(got[0], msg) || !bytes.Equal(got[1], msg) {
 		t.Errorf("relay got %q, want the stored message twice", got)
 	}
+}
+
+// TestRowPagesFull: rows are queued at the end of their bucket, so its
+// pages are filled before a new one starts. Split half full (bbolt's
+// default), rows of about a kilobyte queued six at a time (a group commit)
+// took two to a page where three fit.
+func TestRowPagesFull(t *testing.T) {
+	db := tempDB(t)
+	spec := []byte(`{"subject":"` + strings.Repeat("x", 900) + `"}`)
+	const n = 96
+	for i := 0; i < n; i += 6 {
+		msgs := make([]Msg, 6)
+		for j := range msgs {
+			msgs[j] = Msg{From: "a@ex.test", To: []string{"b@ex.test"}, Body: []byte("text\n"),
+				Seal: &Seal{Signer: "security", SignOnly: true, Compose: spec}}
+		}
+		enqueueNow(t, db, time.Now(), msgs...)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket(bucketRows).Stats().LeafPageN; got > n/3+2 {
+			t.Errorf("%d rows of about 1 KB take %d leaf pages, want at most %d (three to a page)", n, got, n/3+2)
+		}
+		return nil
+	})
 }
