@@ -80,8 +80,13 @@ func TestIncidentsAndMessages(t *testing.T) {
 		if rec.Seq != 1 || rec.Size != len(raw) {
 			t.Errorf("AddMessage = %+v", rec)
 		}
-		if !Seen(tx, sha256.Sum256(raw)) {
-			t.Error("Seen after AddMessage = false")
+		// The delivery's key is the caller's (MarkSeen): archiving marks
+		// no key of its own.
+		if Seen(tx, sha256.Sum256(raw)) {
+			t.Error("Seen after AddMessage alone = true")
+		}
+		if err := MarkSeen(tx, sha256.Sum256(raw)); err != nil || !Seen(tx, sha256.Sum256(raw)) {
+			t.Errorf("Seen after MarkSeen = false (%v)", err)
 		}
 		if err := IndexMessageID(tx, "m1@x", "SEC-2026-10000"); err != nil {
 			return err
@@ -92,6 +97,12 @@ func TestIncidentsAndMessages(t *testing.T) {
 		got, err := Raw(tx, 1)
 		if err != nil || string(got) != string(raw) {
 			t.Errorf("Raw = %q %v", got, err)
+		}
+		if r, err := Message(tx, 1); err != nil || r.MessageID != "m1@x" || r.Size != len(raw) {
+			t.Errorf("Message = %+v %v", r, err)
+		}
+		if _, err := Message(tx, 2); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Message(missing) = %v, want ErrNotFound", err)
 		}
 		return nil
 	})
