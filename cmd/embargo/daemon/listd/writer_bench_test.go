@@ -20,8 +20,9 @@ import (
 // time of the OS thread that runs the transaction and its commit (user and
 // system, getrusage) is read around it. Unlike wall time it leaves out the
 // wait for the disk and for other processes on a shared machine, so runs
-// compare while other work goes on. It reports that CPU per report, and the
-// pages each commit writes.
+// compare while other work goes on. It reports that CPU and the
+// allocations (the heap's count, read around the commit) per report, and
+// the pages each commit writes.
 func BenchmarkWriterCPU(b *testing.B) {
 	const group = 6
 	s, db := storeService(b, newStoreKeys(b), func(o *Options) { o.Now = time.Now })
@@ -31,6 +32,8 @@ func BenchmarkWriterCPU(b *testing.B) {
 	defer runtime.UnlockOSThread()
 	body := strings.Repeat("The parser overflows when given a long header line. ", 20)
 	var cpu time.Duration
+	var ms runtime.MemStats
+	var mallocs uint64
 	i := 0
 	for b.Loop() {
 		ds := make([]*delivery, group)
@@ -44,6 +47,8 @@ func BenchmarkWriterCPU(b *testing.B) {
 			}
 			ds[j] = d
 		}
+		runtime.ReadMemStats(&ms)
+		mallocs -= ms.Mallocs
 		start := threadCPU(b)
 		err := s.sh.writer.do(func(tx *bolt.Tx) error {
 			for _, d := range ds {
@@ -54,11 +59,14 @@ func BenchmarkWriterCPU(b *testing.B) {
 			return nil
 		})
 		cpu += threadCPU(b) - start
+		runtime.ReadMemStats(&ms)
+		mallocs += ms.Mallocs
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*group), "writer-CPU-µs/report")
+	b.ReportMetric(float64(mallocs)/float64(b.N*group), "writer-allocs/report")
 	st := db.Stats().TxStats
 	b.ReportMetric(float64(st.GetWrite())/float64(b.N), "pages/commit")
 }
