@@ -25,12 +25,13 @@ import (
 // all messages waiting share (commit.go), so what runs there bounds how
 // many reports a second are taken in. The copies and the acknowledgement
 // a report causes were rendered there whole: each copy's two header
-// blocks (what relays see, and the header protected inside) and the
-// acknowledgement's MIME entity with the list's key attached. A row now
+// blocks (what relays see, and the header protected inside) and the MIME
+// entities, the acknowledgement's with the list's key attached. A row now
 // carries the header's fields instead (queue.Seal.Compose) and, for mail
-// to the reporter, its text; the Sealer writes the header blocks and the
-// entity at delivery, with the same functions from the same fields, as it
-// already signs and encrypts there (seal.go). What the message says is
+// to the reporter and copies with nothing attached, the text; the Sealer
+// writes the header blocks and the entity at delivery, with the same
+// functions from the same fields, as it already signs and encrypts there
+// (seal.go). What the message says is
 // fixed when it is queued: the text is rendered in the transaction, every
 // field is stored, and the message is byte for byte what the transaction
 // would have written, but for the MIME boundary, random either way. Only
@@ -196,23 +197,6 @@ func (a *composedAddr) addrOrNil() *mail.Address {
 		return nil
 	}
 	return a.addr()
-}
-
-// composedSeal is the spec of om encrypted to key and signed by the list
-// signer, its headers written at delivery; a field that cannot be composed
-// renders them now (sealSpec).
-func composedSeal(signer lists.Name, key *keys.Key, om, outer *outMail) (*queue.Seal, error) {
-	if key == nil {
-		return nil, errors.New("listd: an encrypted copy needs the recipient's key")
-	}
-	spec, err := compose(om, outer, false, false)
-	if errors.Is(err, errNotComposable) {
-		return sealSpec(signer, key, outer.header(), om)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &queue.Seal{Signer: string(signer), To: key.Fingerprint(), Compose: spec}, nil
 }
 
 // sealComposed makes a row's message from its composed spec and body: the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -117,8 +118,8 @@ func assertSameHeader(t *testing.T, name string, got, want *outMail) {
 // render and sign (but for the MIME boundaries and the signature, which
 // the boundaries change): the Date of the commit, the text rendered then,
 // the list's key attached. Each copy decrypts to the header and text of
-// the commit. The rows hold the text and the header's fields, not an
-// entity or rendered header blocks.
+// the commit, as the transaction would have rendered it. The rows hold the
+// text and the header's fields, not an entity or rendered header blocks.
 func TestComposedAckSameAfterRestart(t *testing.T) {
 	w := newSealWorld(t, 2)
 	committed := w.now
@@ -127,12 +128,19 @@ func TestComposedAckSameAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ackRow queue.Row
+	copyRows := map[string]queue.Row{}
 	for _, r := range w.rows() {
 		if r.Seal == nil || len(r.Seal.Compose) == 0 || len(r.Seal.Outer) > 0 || len(r.Seal.Inner) > 0 {
 			t.Fatalf("row %s is not composed at delivery: %+v", r.Kind, r.Seal)
 		}
+		w.db.View(func(tx *bolt.Tx) error { r, _ = queue.Get(tx, r.ID); return nil })
+		if bytes.Contains(r.Body, []byte("Content-Type")) {
+			t.Errorf("row %s holds an entity, want the text", r.Kind)
+		}
 		if r.Kind == "ack" {
-			w.db.View(func(tx *bolt.Tx) error { ackRow, _ = queue.Get(tx, r.ID); return nil })
+			ackRow = r
+		} else {
+			copyRows[r.To[0]] = r
 		}
 	}
 	if ackRow.ID == 0 || bytes.Contains(ackRow.Body, []byte("Content-Type")) || bytes.Contains(ackRow.Body, []byte("PUBLIC KEY")) {
@@ -191,6 +199,23 @@ func TestComposedAckSameAfterRestart(t *testing.T) {
 		dec, err := keys.Decrypt(data, key, nil, keys.Options{Now: w.clock})
 		if err != nil {
 			t.Fatalf("%s: %v", addr, err)
+		}
+		// The inner message is what the transaction rendered: the copy's
+		// header fields, protected, before the entity of the text.
+		row := copyRows[addr]
+		_, om, _, err := readComposed(row.Seal.Compose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		om.Body = string(row.Body)
+		ent, _ := om.entity()
+		ib, _ := headerBytes(om.header())
+		inner, err := keys.ProtectHeaderFields(bytes.NewReader(ent), ib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := io.ReadAll(inner); !bytes.Equal(dec.Inner, want) {
+			t.Errorf("%s's copy decrypts to\n%s\nwant\n%s", addr, dec.Inner, want)
 		}
 		m, err := message.Parse(dec.Inner, message.Limits{})
 		if err != nil {

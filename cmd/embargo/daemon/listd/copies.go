@@ -43,8 +43,9 @@ func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bo
 
 // seal makes q a committee copy of om: sealed at delivery, encrypted to key
 // and signed by the list when key is set (seal.go), else plaintext, which
-// only a list that allows it sends. q.Body must be om's entity.
-func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key) error {
+// only a list that allows it sends. q.Body must be om's entity, or with
+// text its text (om.Body), whose entity the Sealer writes (composed.go).
+func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key, text bool) error {
 	if key == nil || s.o.ListKey == nil {
 		if sec.EncryptionRequired() {
 			return errors.New("listd: plaintext copy on a list that requires encryption")
@@ -54,8 +55,20 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 		return err
 	}
 	outer := s.outerMail(sec, om)
-	spec, err := composedSeal(lists.Security, key, om, &outer) // headers written at delivery
-	q.Seal = spec
+	spec, err := compose(om, &outer, text, false) // headers (and entity) written at delivery
+	switch {
+	case err == nil:
+		q.Seal = &queue.Seal{Signer: string(lists.Security), To: key.Fingerprint(), Compose: spec}
+		return nil
+	case !errors.Is(err, errNotComposable):
+		return err
+	}
+	if text { // this copy's own entity, rendered now
+		if q.Body, err = om.entity(); err != nil {
+			return err
+		}
+	}
+	q.Seal, err = sealSpec(lists.Security, key, outer.header(), om)
 	return err
 }
 
@@ -174,13 +187,22 @@ func (s *Service) committee() []recipient {
 // under its own random Message-ID (idKind names it), sealed to the
 // recipient's key (seal). Each becomes a copy of row with To, MessageID and
 // the content set. It is the one loop behind every per-member copy; the
-// copies share one rendered body, which the queue stores once.
+// copies share one body, which the queue stores once: the text when every
+// copy is sealed and nothing is attached (the Sealer writes the entity),
+// else the entity rendered here.
 func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
 	if len(rcpts) == 0 {
 		return nil, nil
 	}
-	body, err := om.entity()
-	if err != nil {
+	text := om.Body != "" && len(om.Attachments) == 0 && s.o.ListKey != nil
+	for _, rc := range rcpts {
+		text = text && rc.key != nil // a plaintext copy carries the entity
+	}
+	var body []byte
+	var err error
+	if text {
+		body = []byte(om.Body)
+	} else if body, err = om.entity(); err != nil {
 		return nil, err
 	}
 	var out []queue.Msg
@@ -196,7 +218,7 @@ func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om 
 		}
 		q := row
 		q.To, q.MessageID, q.Body = []string{rc.Email}, mid, body
-		if err := s.seal(&q, sec, &c, rc.key); err != nil {
+		if err := s.seal(&q, sec, &c, rc.key, text); err != nil {
 			return nil, err
 		}
 		out = append(out, q)
