@@ -1,7 +1,7 @@
 package daemon_test
 
 import (
-	"crypto/sha256"
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -60,7 +60,6 @@ func (c *mixedCase) addr(kind string) string {
 
 func (c *mixedCase) state() mixedState {
 	var s mixedState
-	sum := sha256.Sum256(c.raw)
 	c.f.h.D.View(func(tx *bolt.Tx) error {
 		incs, _ := incidentdb.List(tx)
 		for _, inc := range incs {
@@ -74,7 +73,16 @@ func (c *mixedCase) state() mixedState {
 		}
 		sub, ok, _ := announce.Lookup(tx, c.from)
 		s.active = ok && sub.State == announce.StateActive
-		s.archived = incidentdb.Seen(tx, sum) // AddMessage marks the bytes it archives
+		// Archived, and not as a refusal kept in quarantine; the archive
+		// numbers messages from 1.
+		for seq := uint64(1); !s.archived; seq++ {
+			rec, err := incidentdb.Message(tx, seq)
+			if err != nil {
+				break
+			}
+			raw, _ := incidentdb.Raw(tx, seq)
+			s.archived = rec.Note != "quarantine" && bytes.Equal(raw, c.raw)
+		}
 		return nil
 	})
 	s.subMails, s.unsubMails = c.announceMails()

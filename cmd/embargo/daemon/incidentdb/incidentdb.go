@@ -30,7 +30,7 @@ var (
 	bucketRaw       = []byte("messages_raw") // seq ‖ chunk number → raw bytes as received, in chunks (internal/chunk); seq → raw bytes in stores written before
 	bucketByInc     = []byte("messages_by_incident")
 	bucketMsgIDs    = []byte("message_ids")   // Message-ID → incident ID (inbound and outbound)
-	bucketSeen      = []byte("seen")          // sha256(raw) → seq, for duplicate deliveries (A4)
+	bucketSeen      = []byte("seen")          // a delivery's key (MarkSeen) → empty, for duplicate deliveries (A4); sha256(raw) → seq in stores written before
 	bucketAcks      = []byte("acks")          // address → window start (Unix ns) ‖ count, ack rate limit (B8)
 	bucketRepKeys   = []byte("reporter_keys") // incident ID → the reporter's armored public key
 )
@@ -168,7 +168,7 @@ func sortIncidents(l []workflow.Incident) {
 // until the transaction ends (a copy of a 10 MB report would double what the
 // transaction holds).
 func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, error) {
-	b := tx.Bucket(bucketMessages)
+	b, rb, ib := appendOnly(tx, bucketMessages), appendOnly(tx, bucketRaw), appendOnly(tx, bucketByInc)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return rec, fmt.Errorf("incidentdb: message sequence: %w", err)
@@ -184,18 +184,11 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 	if err := b.Put(be(seq), v); err != nil {
 		return rec, err
 	}
-	if err := chunk.Put(tx.Bucket(bucketRaw), be(seq), raw); err != nil {
+	if err := chunk.Put(rb, be(seq), raw); err != nil {
 		return rec, err
 	}
-	// A refused message kept in quarantine is not "seen": sending the same
-	// bytes again must be refused again, not taken as a duplicate.
-	if rec.Note != "quarantine" {
-		if err := tx.Bucket(bucketSeen).Put(sum[:], be(seq)); err != nil {
-			return rec, err
-		}
-	}
 	if rec.Incident != "" {
-		if err := tx.Bucket(bucketByInc).Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {
+		if err := ib.Put(append([]byte(rec.Incident+"/"), be(seq)...), nil); err != nil {
 			return rec, err
 		}
 		if rec.MessageID != "" {
@@ -207,10 +200,23 @@ func AddMessage(tx *bolt.Tx, rec Record, raw []byte, sum [32]byte) (Record, erro
 	return rec, nil
 }
 
-// Seen reports whether exactly these bytes were already accepted (a client that
-// lost our 250 and sent again, RFC 1047).
-func Seen(tx *bolt.Tx, sum [32]byte) bool {
-	return tx.Bucket(bucketSeen).Get(sum[:]) != nil
+// appendOnly is a bucket of the archive, whose keys grow (the message's
+// sequence number; the incident ID, then that number): new entries go at
+// the end and nothing is ever deleted. bbolt splits a page half full by
+// default, which suits inserts anywhere; here the halves would stay half
+// empty for good, and every commit would write twice the pages its new
+// entries need. The fill percent holds for the bucket's handle, which the
+// transaction keeps: set on the one AddMessage uses.
+func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = 1
+	return b
+}
+
+// Seen reports whether a delivery with this key (MarkSeen) was already
+// accepted (a client that lost our 250 and sent again, RFC 1047).
+func Seen(tx *bolt.Tx, key [32]byte) bool {
+	return tx.Bucket(bucketSeen).Get(key[:]) != nil
 }
 
 // IndexMessageID records that a Message-ID (inbound, or of a copy we sent)
@@ -253,6 +259,19 @@ func Messages(tx *bolt.Tx, id workflow.ID) ([]Record, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// Message returns the record of an archived message.
+func Message(tx *bolt.Tx, seq uint64) (Record, error) {
+	var r Record
+	v := tx.Bucket(bucketMessages).Get(be(seq))
+	if v == nil {
+		return r, ErrNotFound
+	}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return r, fmt.Errorf("incidentdb: decode message: %w", err)
+	}
+	return r, nil
 }
 
 // Raw returns a copy of an archived message's bytes.

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,8 +80,13 @@ func TestIncidentsAndMessages(t *testing.T) {
 		if rec.Seq != 1 || rec.Size != len(raw) {
 			t.Errorf("AddMessage = %+v", rec)
 		}
-		if !Seen(tx, sha256.Sum256(raw)) {
-			t.Error("Seen after AddMessage = false")
+		// The delivery's key is the caller's (MarkSeen): archiving marks
+		// no key of its own.
+		if Seen(tx, sha256.Sum256(raw)) {
+			t.Error("Seen after AddMessage alone = true")
+		}
+		if err := MarkSeen(tx, sha256.Sum256(raw)); err != nil || !Seen(tx, sha256.Sum256(raw)) {
+			t.Errorf("Seen after MarkSeen = false (%v)", err)
 		}
 		if err := IndexMessageID(tx, "m1@x", "SEC-2026-10000"); err != nil {
 			return err
@@ -90,6 +97,12 @@ func TestIncidentsAndMessages(t *testing.T) {
 		got, err := Raw(tx, 1)
 		if err != nil || string(got) != string(raw) {
 			t.Errorf("Raw = %q %v", got, err)
+		}
+		if r, err := Message(tx, 1); err != nil || r.MessageID != "m1@x" || r.Size != len(raw) {
+			t.Errorf("Message = %+v %v", r, err)
+		}
+		if _, err := Message(tx, 2); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Message(missing) = %v, want ErrNotFound", err)
 		}
 		return nil
 	})
@@ -229,6 +242,34 @@ func TestRawReadsUnchunkedArchive(t *testing.T) {
 		}
 		if _, err := Raw(tx, 8); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Raw(missing) = %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+}
+
+// TestArchivePagesFull: the archive only appends, so its pages are filled
+// before a new one starts. Split half full (bbolt's default), 1.3 KB
+// messages committed six at a time (a group commit) took two to a page
+// where three fit, and every commit wrote the half-empty pages of its new
+// messages.
+func TestArchivePagesFull(t *testing.T) {
+	db := openDB(t)
+	raw := []byte("From: a@b.test\r\n\r\n" + strings.Repeat("x", 1300) + "\r\n")
+	const n = 90
+	for i := 0; i < n; i += 6 {
+		db.Update(func(tx *bolt.Tx) error {
+			for j := i; j < i+6; j++ {
+				id := workflow.FormatID(2026, uint64(j+1))
+				if _, err := AddMessage(tx, Record{Incident: id, MessageID: fmt.Sprintf("m%d@x", j)}, raw, sha256.Sum256(append(raw, byte(j)))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket(bucketRaw).Stats().LeafPageN; got > n/3+2 {
+			t.Errorf("%d messages of 1.3 KB take %d leaf pages, want at most %d (three to a page)", n, got, n/3+2)
 		}
 		return nil
 	})

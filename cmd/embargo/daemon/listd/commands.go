@@ -197,7 +197,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 		Body:      body,
 	}
 	q := queue.Msg{From: sec.SubAddress(lists.DetailBounces), To: []string{inc.Reporter}, MessageID: mid, Kind: "reporter-" + a.Template, Incident: string(inc.ID)}
-	if err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now, &q); err != nil {
+	if err := s.reporterCopy(tx, sec, inc, &om, inc.Reporter, now, &q, false); err != nil {
 		return nil, err
 	}
 	if err := incidentdb.IndexMessageID(tx, mid, inc.ID); err != nil {
@@ -209,27 +209,58 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 // reporterCopy makes q a message from the security list to to: encrypted
 // to the reporter's key pinned to the incident and signed by the list when
 // to is the reporter and a usable key is pinned, else signed only (plain
-// without a list key, in development). Both are made at delivery (seal.go).
-func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time, q *queue.Msg) error {
+// without a list key, in development). Both are made at delivery (seal.go),
+// the headers and the MIME entity too (composed.go): the row holds the
+// text and the header's fields. withKey attaches the list's public key
+// (the acknowledgement).
+func (s *Service) reporterCopy(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, om *outMail, to string, now time.Time, q *queue.Msg, withKey bool) error {
 	if s.o.ListKey == nil {
 		data, err := om.plain()
 		q.Data = data
 		return err
 	}
-	body, err := om.entity()
+	seal := &queue.Seal{Signer: string(lists.Security), SignOnly: true}
+	var outer *outMail
+	rk := s.reporterKeyOf(tx, inc, now)
+	if rk != nil && strings.EqualFold(to, inc.Reporter) {
+		o := s.outerMail(sec, om)
+		outer = &o
+		// The key chosen now travels with the row: the one pinned to the
+		// incident when the mail was written (docs/threat-model.md D5).
+		pub, err := rk.ArmoredPublic()
+		if err != nil {
+			return err
+		}
+		seal = &queue.Seal{Signer: string(lists.Security), To: rk.Fingerprint(), Key: pub}
+	}
+	spec, err := compose(om, outer, true, withKey)
+	switch {
+	case err == nil && om.Body != "":
+		seal.Compose, q.Body, q.Seal = spec, []byte(om.Body), seal
+		return nil
+	case err != nil && !errors.Is(err, errNotComposable):
+		return err
+	}
+	// A field a composed spec cannot carry (or no text at all): rendered
+	// now, as it always was.
+	if withKey {
+		pub, err := s.listKeyArmored()
+		if err != nil {
+			return err
+		}
+		om.Attachments = append(om.Attachments, listKeyAttachment(pub))
+	}
+	if q.Body, err = om.entity(); err != nil {
+		return err
+	}
+	if outer == nil {
+		q.Seal, err = signSpec(lists.Security, om)
+		return err
+	}
+	rendered, err := sealSpec(lists.Security, rk, outer.header(), om)
 	if err != nil {
 		return err
 	}
-	q.Body = body
-	if rk := s.reporterKeyOf(tx, inc, now); rk != nil && strings.EqualFold(to, inc.Reporter) {
-		if q.Seal, err = sealSpec(lists.Security, rk, s.outerHeader(sec, om), om); err != nil {
-			return err
-		}
-		// The key chosen now travels with the row: the one pinned to the
-		// incident when the mail was written (docs/threat-model.md D5).
-		q.Seal.Key, err = rk.ArmoredPublic()
-		return err
-	}
-	q.Seal, err = signSpec(lists.Security, om)
-	return err
+	rendered.Key, q.Seal = seal.Key, rendered
+	return nil
 }

@@ -43,8 +43,9 @@ func (s *Service) sealRecipients(sec lists.List, ms []lists.Member, sensitive bo
 
 // seal makes q a committee copy of om: sealed at delivery, encrypted to key
 // and signed by the list when key is set (seal.go), else plaintext, which
-// only a list that allows it sends. q.Body must be om's entity.
-func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key) error {
+// only a list that allows it sends. q.Body must be om's entity, or with
+// text its text (om.Body), whose entity the Sealer writes (composed.go).
+func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key, text bool) error {
 	if key == nil || s.o.ListKey == nil {
 		if sec.EncryptionRequired() {
 			return errors.New("listd: plaintext copy on a list that requires encryption")
@@ -53,8 +54,21 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 		q.Data = head
 		return err
 	}
-	spec, err := sealSpec(lists.Security, key, s.outerHeader(sec, om), om)
-	q.Seal = spec
+	outer := s.outerMail(sec, om)
+	spec, err := compose(om, &outer, text, false) // headers (and entity) written at delivery
+	switch {
+	case err == nil:
+		q.Seal = &queue.Seal{Signer: string(lists.Security), To: key.Fingerprint(), Compose: spec}
+		return nil
+	case !errors.Is(err, errNotComposable):
+		return err
+	}
+	if text { // this copy's own entity, rendered now
+		if q.Body, err = om.entity(); err != nil {
+			return err
+		}
+	}
+	q.Seal, err = sealSpec(lists.Security, key, outer.header(), om)
 	return err
 }
 
@@ -63,6 +77,12 @@ func (s *Service) seal(q *queue.Msg, sec lists.List, om *outMail, key *keys.Key)
 // list address: replies thread by In-Reply-To, and the incident ID stays
 // inside (docs/threat-model.md D7).
 func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
+	outer := s.outerMail(sec, om)
+	return outer.header()
+}
+
+// outerMail is the outer header's fields (outerHeader).
+func (s *Service) outerMail(sec lists.List, om *outMail) outMail {
 	outer := outMail{
 		From:       s.listAddress(sec),
 		To:         om.To,
@@ -80,7 +100,7 @@ func (s *Service) outerHeader(sec lists.List, om *outMail) mail.Header {
 		// The reporter's own Message-ID is not ours to repeat in clear.
 		outer.InReplyTo, outer.References = "", nil
 	}
-	return outer.header()
+	return outer
 }
 
 func (s *Service) listAddress(sec lists.List) *mail.Address {
@@ -105,18 +125,22 @@ func (s *Service) newMessageID(kind, domain string) (string, error) {
 	return kind + "." + r + "@" + domain, nil
 }
 
-// token is the unique part of a Message-ID or a thread anchor: the second
-// it was made (8 hex digits, as the Date field says anyway) and 64 random
-// bits. The message-ID index files each Message-ID the service makes; a
-// time-ordered token files new ones at the end of their kind's range, a
-// leaf or two per commit, where fully random ones each rewrote a leaf and
-// its branch somewhere in an ever larger tree.
+// token is the unique part of a Message-ID or a thread anchor: the
+// millisecond it was made (11 hex digits) and 64 random bits. The
+// message-ID index files each Message-ID the service makes (four or five a
+// report); a token that grows with time files them at the end of their
+// kind's range, a leaf or two per commit. With the second alone, as
+// before, the Message-IDs of one second (thousands under load) fell at
+// random places in that second's range, some twenty leaves per commit. The
+// instant says no more than the relay that carries the message logs
+// anyway; the random bits keep the ID unguessable (docs/threat-model.md
+// D7).
 func (s *Service) token() (string, error) {
 	r, err := s.random(8)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%08x", uint32(s.o.Now().Unix())) + r, nil
+	return fmt.Sprintf("%011x", max(s.o.Now().UnixMilli(), 0)) + r, nil
 }
 
 // Alert queues a notice to the committee that a message could not be delivered.
@@ -163,13 +187,22 @@ func (s *Service) committee() []recipient {
 // under its own random Message-ID (idKind names it), sealed to the
 // recipient's key (seal). Each becomes a copy of row with To, MessageID and
 // the content set. It is the one loop behind every per-member copy; the
-// copies share one rendered body, which the queue stores once.
+// copies share one body, which the queue stores once: the text when every
+// copy is sealed and nothing is attached (the Sealer writes the entity),
+// else the entity rendered here.
 func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
 	if len(rcpts) == 0 {
 		return nil, nil
 	}
-	body, err := om.entity()
-	if err != nil {
+	text := om.Body != "" && len(om.Attachments) == 0 && s.o.ListKey != nil
+	for _, rc := range rcpts {
+		text = text && rc.key != nil // a plaintext copy carries the entity
+	}
+	var body []byte
+	var err error
+	if text {
+		body = []byte(om.Body)
+	} else if body, err = om.entity(); err != nil {
 		return nil, err
 	}
 	var out []queue.Msg
@@ -185,7 +218,7 @@ func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om 
 		}
 		q := row
 		q.To, q.MessageID, q.Body = []string{rc.Email}, mid, body
-		if err := s.seal(&q, sec, &c, rc.key); err != nil {
+		if err := s.seal(&q, sec, &c, rc.key, text); err != nil {
 			return nil, err
 		}
 		out = append(out, q)

@@ -14,7 +14,6 @@ import (
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/inbound"
-	"github.com/embargo-project/embargo/lists/message"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -208,16 +207,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 		return nil, nil
 	}
 	incAddr := sec.SubAddress(string(inc.ID))
-	fpr := ""
-	var attach []message.Attachment
-	if s.o.ListKey != nil {
-		fpr = s.o.ListKey.Fingerprint()
-		pub, err := s.listKeyArmored()
-		if err != nil {
-			return nil, err
-		}
-		attach = append(attach, message.Attachment{Name: "security-key.asc", Type: "application/pgp-keys", Data: pub})
-	}
+	fpr := listFingerprint(s.o.ListKey) // the key is attached at delivery (reporterCopy)
 	body, err := s.o.Templates.Render(m.Template, map[string]any{
 		"Project":         s.o.Project,
 		"ID":              inc.ID,
@@ -233,24 +223,23 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 		return nil, err
 	}
 	om := outMail{
-		From:        s.listAddress(sec),
-		To:          []*mail.Address{{Address: to}},
-		ReplyTo:     s.reporterReplyTo(sec, inc),
-		Subject:     fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
-		MessageID:   mid,
-		InReplyTo:   msg.MessageID(), // RFC 3834 §3.1.5
-		Date:        now,
-		AutoSubmit:  "auto-replied", // RFC 3834 §5.2
-		XLoop:       sec.Address,
-		Body:        body,
-		Attachments: attach,
+		From:       s.listAddress(sec),
+		To:         []*mail.Address{{Address: to}},
+		ReplyTo:    s.reporterReplyTo(sec, inc),
+		Subject:    fmt.Sprintf("[%s] Vulnerability report received", inc.ID),
+		MessageID:  mid,
+		InReplyTo:  msg.MessageID(), // RFC 3834 §3.1.5
+		Date:       now,
+		AutoSubmit: "auto-replied", // RFC 3834 §5.2
+		XLoop:      sec.Address,
+		Body:       body,
 	}
 	if msg.MessageID() != "" {
 		om.References = []string{msg.MessageID()}
 	}
 	// The null sender: nothing may answer an automatic reply (RFC 3834 §3.3).
 	q := queue.Msg{From: "", To: []string{to}, MessageID: mid, Kind: "ack", Incident: string(inc.ID)}
-	if err := s.reporterCopy(tx, sec, inc, &om, to, now, &q); err != nil {
+	if err := s.reporterCopy(tx, sec, inc, &om, to, now, &q, s.o.ListKey != nil); err != nil {
 		return nil, err
 	}
 	// The reporter's reply threads by In-Reply-To this ID.

@@ -82,6 +82,9 @@ func (s *Service) Seal(r *queue.Row, body io.Reader) ([]byte, error) {
 		return nil, queue.Permanent(err)
 	}
 	rd := &readErr{r: body}
+	if len(sp.Compose) > 0 {
+		return s.sealComposed(r, rd, signer) // composed.go
+	}
 	if sp.SignOnly {
 		return s.signOnly(r, rd, signer)
 	}

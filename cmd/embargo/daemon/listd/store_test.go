@@ -314,7 +314,7 @@ func snapshot(t testing.TB, db *bolt.DB, k *storeKeys) string {
 			switch {
 			case len(r.Body) > 0:
 				// A copy sealed at delivery: the shared body, and the seal.
-				text = fmt.Sprintf("(to seal, %d-byte header) %s", len(r.Data), bodyText(t, r.Body))
+				text = fmt.Sprintf("(to seal, %d-byte header) %s", len(r.Data), bodyText(t, rowEntity(t, r)))
 			case len(r.Data) > 0:
 				text = "(plain) " + bodyText(t, r.Data)
 				if key := byAddr[strings.Join(r.To, ",")]; key != nil && bytes.Contains(r.Data, []byte("multipart/encrypted")) {
@@ -343,6 +343,27 @@ func snapshot(t testing.TB, db *bolt.DB, k *storeKeys) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// rowEntity is the entity a row's body stands for: the body, or the
+// entity the Sealer writes from a composed spec's text (composed.go).
+func rowEntity(t testing.TB, r queue.Row) []byte {
+	if r.Seal == nil || len(r.Seal.Compose) == 0 {
+		return r.Body
+	}
+	c, om, _, err := readComposed(r.Seal.Compose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Text {
+		return r.Body
+	}
+	om.Body = string(r.Body)
+	ent, err := om.entity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ent
 }
 
 func bodyText(t testing.TB, data []byte) string {

@@ -313,6 +313,7 @@ func TestEnqueueRefusesBadSeal(t *testing.T) {
 		{"no outer header", Msg{Body: body, Seal: &Seal{Signer: "security", To: "AB"}}},
 		{"no body", Msg{Data: []byte("x\r\n"), Seal: &Seal{Signer: "security", To: "AB", Outer: outer}}},
 		{"data beside the seal", Msg{Data: []byte("x\r\n"), Body: body, Seal: &Seal{Signer: "security", To: "AB", Outer: outer}}},
+		{"header blocks and a composed spec", Msg{Body: body, Seal: &Seal{Signer: "security", To: "AB", Outer: outer, Compose: []byte(`{}`)}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := tempDB(t)

@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -22,12 +21,14 @@ var (
 	bucketRefs  = []byte("queue_blob_refs") // body ID → rows that use it (8 bytes) ‖ its length (8 bytes)
 )
 
-// schemaVersion is the "v" field written in every row record. Version 2
+// schemaVersion is the version of the row records written. Version 2
 // added shared bodies and seal specs; version 3 stores a seal spec's
-// headers as text (sealJSON). Older rows are still read. An older embargo
-// refuses newer rows (it would send a header without its body, or a spec
-// without its headers) instead of misreading them.
-const schemaVersion = 3
+// headers as text (sealJSON); version 4 adds composed specs (Seal.Compose);
+// version 5 is a binary record in place of JSON (rowcodec.go). Older rows
+// are still read. An older embargo refuses newer rows (it would send a
+// header without its body, or a spec without its headers; version 5 is no
+// JSON at all) instead of misreading them.
+const schemaVersion = 5
 
 // Errors returned by the row operations.
 var (
@@ -105,6 +106,12 @@ type Seal struct {
 	// Inner is the header protected inside the encryption: the real
 	// Subject, From, To, … (draft-autocrypt-lamps-protected-headers).
 	Inner []byte `json:"inner,omitempty"`
+	// Compose, in place of Outer and Inner, is what the Sealer writes both
+	// headers (and, as it says, the body's MIME form) from at delivery: the
+	// caller defines it, the queue stores it as it is. Writing the headers
+	// at delivery keeps that work out of the write transaction that queues
+	// the row, and the row small.
+	Compose []byte `json:"compose,omitempty"`
 }
 
 // check refuses a spec the Sealer could only get wrong.
@@ -120,7 +127,9 @@ func (s *Seal) check() error {
 		return errors.New("seal to a reporter names no key")
 	case len(s.Key) > 0 && (s.To == "" || s.Reporter):
 		return errors.New("seal carries a key but names no fingerprint, or is a reporter's")
-	case len(s.Outer) == 0:
+	case len(s.Compose) > 0 && (len(s.Outer) > 0 || len(s.Inner) > 0):
+		return errors.New("seal has both header blocks and a composed spec")
+	case len(s.Outer) == 0 && len(s.Compose) == 0:
 		return errors.New("seal has no outer header")
 	}
 	return nil
@@ -158,26 +167,27 @@ type Counts struct {
 	Oldest                  time.Time // Created of the oldest row not failed; zero if there is none
 }
 
-// record is the stored JSON of a row. Data lives in bucketData.
+// record is a row as stored (rowcodec.go; JSON before schema version 5,
+// sealjson.go). Data lives in bucketData.
 type record struct {
-	V           int       `json:"v"`
-	From        string    `json:"from"`
-	To          []string  `json:"to"`
-	MessageID   string    `json:"message_id,omitempty"`
-	Kind        string    `json:"kind,omitempty"`
-	Incident    string    `json:"incident,omitempty"`
-	NoAlert     bool      `json:"no_alert,omitempty"`
-	Size        int       `json:"size"`
-	Body        uint64    `json:"body,omitempty"` // the shared body's ID
-	BodySize    int       `json:"body_size,omitempty"`
-	Seal        *sealJSON `json:"seal,omitempty"`
-	State       State     `json:"state"`
-	Created     time.Time `json:"created"`
-	Requeued    time.Time `json:"requeued,omitzero"`
-	NextAttempt time.Time `json:"next_attempt,omitzero"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"`
-	Attempts    int       `json:"attempts,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
+	V           int
+	From        string
+	To          []string
+	MessageID   string
+	Kind        string
+	Incident    string
+	NoAlert     bool
+	Size        int
+	Body        uint64 // the shared body's ID
+	BodySize    int
+	Seal        *Seal
+	State       State
+	Created     time.Time
+	Requeued    time.Time
+	NextAttempt time.Time
+	LastAttempt time.Time
+	Attempts    int
+	LastError   string
 }
 
 func (rec *record) row(id uint64) Row {
@@ -190,7 +200,7 @@ func (rec *record) row(id uint64) Row {
 			Kind:      rec.Kind,
 			Incident:  rec.Incident,
 			NoAlert:   rec.NoAlert,
-			Seal:      rec.Seal.seal(),
+			Seal:      rec.Seal,
 		},
 		State:       rec.State,
 		Size:        rec.Size,
@@ -263,7 +273,7 @@ func enqueue(tx *bolt.Tx, now time.Time, msgs []Msg) ([]uint64, error) {
 			NoAlert:     m.NoAlert,
 			Size:        len(m.Data) + len(m.Body),
 			BodySize:    len(m.Body),
-			Seal:        storedSeal(m.Seal),
+			Seal:        m.Seal,
 			State:       StateQueued,
 			Created:     now,
 			NextAttempt: now,
@@ -445,6 +455,16 @@ func open(tx *bolt.Tx) (buckets, error) {
 	if bk.rows == nil || bk.data == nil || bk.due == nil || bk.blobs == nil || bk.refs == nil {
 		return bk, ErrNoInit
 	}
+	if tx.Writable() {
+		// Rows and due entries are added at the end of their bucket (rows
+		// by sequence number, due entries mostly by the instant they are
+		// queued at) and taken from the front as they are delivered.
+		// bbolt's default splits a page half full, which suits inserts
+		// anywhere: here every commit would write twice the pages its new
+		// rows need, and the halves would stay half empty. The fill holds
+		// for the transaction's handles, which every caller shares.
+		bk.rows.FillPercent, bk.due.FillPercent = 1, 1
+	}
 	return bk, nil
 }
 
@@ -586,15 +606,17 @@ func (bk buckets) dueIDs(now time.Time, limit int, skip func(uint64) bool) (ids 
 	return ids, time.Time{}
 }
 
+// decode reads a stored row: the binary record (rowcodec.go) or, written
+// before it, JSON (sealjson.go).
 func decode(k, v []byte) (*record, error) {
-	var rec record
-	if err := json.Unmarshal(v, &rec); err != nil {
+	if len(v) > 0 && v[0] == '{' {
+		return decodeJSON(k, v)
+	}
+	rec, err := decodeBinary(v)
+	if err != nil {
 		return nil, fmt.Errorf("queue: decode row %x: %w", k, err)
 	}
-	if rec.V < 1 || rec.V > schemaVersion {
-		return nil, fmt.Errorf("queue: row %x has schema version %d, want 1 to %d", k, rec.V, schemaVersion)
-	}
-	return &rec, nil
+	return rec, nil
 }
 
 func idKey(id uint64) []byte {

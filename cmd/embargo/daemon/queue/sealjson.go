@@ -1,29 +1,56 @@
 package queue
 
 import (
-	"bytes"
 	"encoding/json"
-	"unicode/utf8"
+	"fmt"
+	"time"
 )
 
-// encodeRecord is json.Marshal without HTML escaping: a header's "<" and
-// ">" stay one byte each instead of six.
-func encodeRecord(rec *record) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(rec); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+// recordJSON is a row as schema versions 1 to 4 stored it, as JSON;
+// version 5 writes a binary record instead (rowcodec.go), and rows of the
+// older versions are still read.
+type recordJSON struct {
+	V           int       `json:"v"`
+	From        string    `json:"from"`
+	To          []string  `json:"to"`
+	MessageID   string    `json:"message_id,omitempty"`
+	Kind        string    `json:"kind,omitempty"`
+	Incident    string    `json:"incident,omitempty"`
+	NoAlert     bool      `json:"no_alert,omitempty"`
+	Size        int       `json:"size"`
+	Body        uint64    `json:"body,omitempty"`
+	BodySize    int       `json:"body_size,omitempty"`
+	Seal        *sealJSON `json:"seal,omitempty"`
+	State       State     `json:"state"`
+	Created     time.Time `json:"created"`
+	Requeued    time.Time `json:"requeued,omitzero"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
 }
 
-// sealJSON is a Seal as a row record stores it. Its header blocks are rendered header
-// fields, 7-bit or UTF-8 text, so they are stored as JSON text
-// ("outer_text", "inner_text"): a third smaller than the base64 encoding/json
-// gives a []byte, and no base64 to code each time the row is read. A block
-// that is not valid UTF-8 (which JSON text cannot hold) keeps the base64
-// form, as do the rows of schema version 2 ("outer", "inner").
+// decodeJSON reads a row of schema version 1 to 4.
+func decodeJSON(k, v []byte) (*record, error) {
+	var j recordJSON
+	if err := json.Unmarshal(v, &j); err != nil {
+		return nil, fmt.Errorf("queue: decode row %x: %w", k, err)
+	}
+	if j.V < 1 || j.V > 4 {
+		return nil, fmt.Errorf("queue: row %x has schema version %d in JSON, want 1 to 4", k, j.V)
+	}
+	return &record{
+		V: j.V, From: j.From, To: j.To, MessageID: j.MessageID, Kind: j.Kind, Incident: j.Incident,
+		NoAlert: j.NoAlert, Size: j.Size, Body: j.Body, BodySize: j.BodySize, Seal: j.Seal.seal(),
+		State: j.State, Created: j.Created, Requeued: j.Requeued, NextAttempt: j.NextAttempt,
+		LastAttempt: j.LastAttempt, Attempts: j.Attempts, LastError: j.LastError,
+	}, nil
+}
+
+// sealJSON is a Seal as a JSON row record stored it. Version 3 kept its
+// header blocks as JSON text ("outer_text", "inner_text"), or base64 for a
+// block that was not UTF-8; version 2 as base64 ("outer", "inner");
+// version 4 added the composed spec, a JSON value.
 type sealJSON struct {
 	Signer    string `json:"signer"`
 	To        string `json:"to,omitempty"`
@@ -34,17 +61,9 @@ type sealJSON struct {
 	InnerText string `json:"inner_text,omitempty"`
 	Outer     []byte `json:"outer,omitempty"`
 	Inner     []byte `json:"inner,omitempty"`
-}
-
-// storedSeal is s as a record holds it; nil for nil.
-func storedSeal(s *Seal) *sealJSON {
-	if s == nil {
-		return nil
-	}
-	j := &sealJSON{Signer: s.Signer, To: s.To, Reporter: s.Reporter, SignOnly: s.SignOnly, Key: s.Key}
-	j.OuterText, j.Outer = textOrBytes(s.Outer)
-	j.InnerText, j.Inner = textOrBytes(s.Inner)
-	return j
+	// Compose is stored as the JSON value it is, not as a string: no
+	// quoting, nothing to unquote when the row is read.
+	Compose json.RawMessage `json:"compose,omitempty"`
 }
 
 // seal is the stored spec as a Seal; nil for nil.
@@ -52,7 +71,7 @@ func (j *sealJSON) seal() *Seal {
 	if j == nil {
 		return nil
 	}
-	s := &Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Key: j.Key, Outer: j.Outer, Inner: j.Inner}
+	s := &Seal{Signer: j.Signer, To: j.To, Reporter: j.Reporter, SignOnly: j.SignOnly, Key: j.Key, Outer: j.Outer, Inner: j.Inner, Compose: j.Compose}
 	if j.OuterText != "" {
 		s.Outer = []byte(j.OuterText)
 	}
@@ -60,11 +79,4 @@ func (j *sealJSON) seal() *Seal {
 		s.Inner = []byte(j.InnerText)
 	}
 	return s
-}
-
-func textOrBytes(b []byte) (string, []byte) {
-	if utf8.Valid(b) {
-		return string(b), nil
-	}
-	return "", b
 }

@@ -1,0 +1,33 @@
+package listd
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestTokensAppend: the tokens of Message-IDs and thread anchors made one
+// after the other sort in that order, millisecond by millisecond, so that
+// the message-ID index files each commit's new entries at the end of its
+// range instead of all over the current second's.
+func TestTokensAppend(t *testing.T) {
+	k := newStoreKeys(t)
+	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s, _ := storeService(t, k, func(o *Options) {
+		o.Now = func() time.Time { at = at.Add(time.Millisecond); return at }
+	})
+	var toks []string
+	for range 200 {
+		tok, err := s.token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	if !slices.IsSorted(toks) {
+		t.Errorf("tokens made 1 ms apart do not sort in order: %q ...", toks[:4])
+	}
+	if len(slices.Compact(slices.Clone(toks))) != len(toks) || len(toks[0]) != 11+16 {
+		t.Errorf("tokens not unique or not 27 hex digits: %q", toks[0])
+	}
+}
