@@ -16,11 +16,11 @@ import (
 // files are written.
 //
 // syncfs flushes the device cache before it writes the last of the block
-// device's buffers (sync_filesystem: ->sync_fs, then sync_blockdev), where a
-// file system without a journal (such as ext4 made without one) keeps inodes and
-// block bitmaps. The fsync of tmp/ that follows flushes the cache again, after
-// those writes have completed, so that the files are on stable storage before
-// the first rename into new/ (the Maildir protocol's order).
+// device's buffers (sync_filesystem: ->sync_fs, then sync_blockdev), where
+// a file system without a journal (such as ext4 made without one) keeps
+// inodes and block bitmaps. The fsync of tmp/ that follows flushes the cache
+// again, after those writes have completed, so that the files are on stable
+// storage before the first rename into new/ (the Maildir protocol's order).
 func syncFS(tmp *os.File) error {
 	c, err := tmp.SyscallConn()
 	if err != nil {
