@@ -181,9 +181,9 @@ func (m *Maildir) openTmp(msgs []Outgoing) *os.File {
 // on tmp/: the device cache is flushed a few times for the whole batch
 // rather than once per file, which is what limits a Maildir's rate. The
 // syncfs also writes back whatever else is dirty on that file system.
-// A file whose write or close failed fails its message (write has already
-// failed it). A failed syncFS may have left any file of the batch short, so
-// it fails every message of the batch: none is renamed into new/, and the
+// A file whose close fails fails its message, as a failed write already
+// has. A failed syncFS may have left any file of the batch short, so it
+// fails every message of the batch: none is renamed into new/, and the
 // queue retries them all.
 func (m *Maildir) syncBatch(tmp *os.File, files []mdFile, errs []error) {
 	defer tmp.Close()
