@@ -5,7 +5,7 @@
 //
 //	load ports N
 //	load flood -addr HOST:PORT -to security@DOMAIN -sink HOST:PORT [flags]
-//	load maildir -dir DIR [-n N] [-size BYTES] [-sync fs|file]
+//	load maildir -dir DIR [-n N] [-size BYTES]
 //
 // flood listens on -sink as the daemon's relay (a discarding SMTP server that
 // notes when a copy for the probe address arrives), then sends -n reports from
