@@ -27,8 +27,9 @@ import (
 //
 //	relay=smtp     to EMBARGO_BENCH_SINK (host:port, e.g. smtp-sink), or to
 //	               a discarding go-smtp server in process if unset
-//	relay=maildir  to a Maildir in a temporary directory (each file synced,
-//	               the directory once per batch)
+//	relay=maildir  to a Maildir in a temporary directory (a batch's files
+//	               made durable by one syncfs on Linux, the directory synced
+//	               once per batch)
 //
 // EMBARGO_BENCH_ROWS sets the number of copies (default 2000).
 // contrib/bench/run drives it with -benchtime 1x. Metrics: copies/s, and

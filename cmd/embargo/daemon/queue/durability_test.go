@@ -270,6 +270,15 @@ func watchedMaildir(t *testing.T, ev *maildirEvents) (*Maildir, string) {
 		ev.add("syncdir")
 		return syncDir(d)
 	}
+	// A syncfs makes every file then complete in tmp/ durable.
+	if syncFS := m.syncFS; syncFS != nil {
+		m.syncFS = func(tmp *os.File) error {
+			for _, name := range completeFiles(t, filepath.Join(dir, "tmp")) {
+				ev.add("sync " + name)
+			}
+			return syncFS(tmp)
+		}
+	}
 	return m, dir
 }
 
@@ -333,8 +342,8 @@ func TestMaildirDurableBeforeSent(t *testing.T) {
 	}
 }
 
-// TestMaildirSyncFailures: a file that cannot be synced keeps its message
-// out of new/ and queued; a failed directory sync keeps every message of
+// TestMaildirSyncFailures: a file that cannot be synced (or a batch whose
+// syncfs fails) keeps its message out of new/ and queued; a failed directory sync keeps every message of
 // the batch queued (the retry may write them again: at-least-once).
 func TestMaildirSyncFailures(t *testing.T) {
 	var ev maildirEvents
@@ -351,6 +360,14 @@ func TestMaildirSyncFailures(t *testing.T) {
 			return errors.New("directory on fire")
 		}
 		return syncDir(d)
+	}
+	if syncFS := m.syncFS; syncFS != nil {
+		m.syncFS = func(tmp *os.File) error {
+			if failFile.Load() {
+				return errors.New("disk on fire")
+			}
+			return syncFS(tmp)
+		}
 	}
 	msgs := []Outgoing{{From: "a@src.test", To: []string{"x@src.test"}, Data: testMsg(1).Data},
 		{From: "a@src.test", To: []string{"y@src.test", "z@src.test"}, Data: testMsg(2).Data}}

@@ -26,14 +26,16 @@ import (
 // still verify: a reader canonicalises line ends to CRLF before checking a
 // signature (RFC 3156 §5, RFC 2046 §4.1.1).
 //
-// Delivery follows the Maildir protocol: write into tmp/, fsync, then rename
-// into new/ and fsync the directory, so a reader never sees a partial file and
-// a crash leaves at most a stray file in tmp/. The worker hands the Maildir a
-// batch of messages at once (BatchRelay): their files are written, synced
-// concurrently (the file system's journal then commits many in one go),
-// renamed, and the directory synced once for the batch. A message counts as
-// delivered only after all of that, so "sent" is never recorded for a file
-// that is not both complete and durable (RFC 5321 §6.1).
+// Delivery follows the Maildir protocol: write into tmp/, make the file
+// durable, then rename into new/ and fsync the directory, so a reader never
+// sees a partial file and a crash leaves at most a stray file in tmp/. The
+// worker hands the Maildir a batch of messages at once (BatchRelay): their
+// files are written, made durable together (one syncfs(2) of the file
+// system where there is one, see maildir_linux.go; else each file synced,
+// maildirSyncs at a time), renamed, and the directory synced once for the
+// batch. A message counts as delivered only after all of that, so "sent" is
+// never recorded for a file that is not both complete and durable (RFC 5321
+// §6.1; docs/design.md §1, Outbound).
 type Maildir struct {
 	dir     string
 	now     func() time.Time
@@ -41,19 +43,27 @@ type Maildir struct {
 	pid     int
 	counter atomic.Uint64
 
-	// syncFile and syncDir make data durable; tests replace them to watch
-	// the order of the steps, or to fail them.
+	// syncFile and syncDir make data durable; syncFS, nil where the system
+	// has no syncfs(2), makes every file written in the file system of the
+	// tmp/ it is given durable. rename moves a file into new/. Tests replace
+	// them to watch the order of the steps, or to fail them.
 	syncFile func(*os.File) error
 	syncDir  func(dir string) error
+	syncFS   func(tmp *os.File) error
+	rename   func(oldpath, newpath string) error
 }
 
 var _ BatchRelay = (*Maildir)(nil)
 
-// Maildir batches: at most maildirBatch messages, whose files are synced
-// maildirSyncs at a time.
+// Maildir batches: at most maildirBatch messages. A batch of maildirFSMin
+// files or more is made durable with one syncfs (see syncBatch); a smaller
+// one has each file synced, maildirSyncs at a time. Measured on ext4: one
+// file is faster with its own fsync, two about even, three or more faster
+// with syncfs, and 64 about three times as fast.
 const (
 	maildirBatch = 64
 	maildirSyncs = 16
+	maildirFSMin = 3
 )
 
 // NewMaildir creates dir and its tmp, new and cur subdirectories (0700) if
@@ -73,7 +83,7 @@ func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 		host = "localhost"
 	}
 	return &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid(),
-		syncFile: (*os.File).Sync, syncDir: syncDir}, nil
+		syncFile: (*os.File).Sync, syncDir: syncDir, syncFS: syncFS, rename: os.Rename}, nil
 }
 
 // Send writes one file per recipient: SendBatch of one message.
@@ -93,26 +103,35 @@ type mdFile struct {
 
 // SendBatch writes one file per recipient of each message, headed by
 // Return-Path and Delivered-To, with LF line ends. A message is delivered
-// when all its files are: each written, synced and renamed into new/, and
-// new/ synced. A message one of whose files fails gets the error and none
-// of its files stays in new/, unless the failure is the last directory sync,
-// after which the retry may write files that already arrived (at-least-once).
+// when all its files are: each written, made durable and renamed into new/,
+// and new/ synced. A message one of whose files fails gets the error and
+// none of its files goes into new/; a failed syncfs fails every message of
+// the batch, none of whose files then goes into new/. A failure of the last
+// directory sync fails every message renamed, and the retry may write files
+// that already arrived (at-least-once).
 func (m *Maildir) SendBatch(ctx context.Context, msgs []Outgoing) []error {
 	errs := make([]error, len(msgs))
+	tmp := m.openTmp(msgs)
 	var files []mdFile
 	for i, msg := range msgs {
 		if errs[i] = m.write(ctx, i, msg, &files); errs[i] != nil {
 			files = m.discard(files, i)
 		}
 	}
-	m.syncAll(files, errs)
+	// The Maildir protocol's order: every file durable before the first
+	// rename, so that new/ never names a file a crash could leave empty.
+	if tmp != nil {
+		m.syncBatch(tmp, files, errs)
+	} else {
+		m.syncAll(files, errs)
+	}
 	renamed := false
 	for _, f := range files {
 		if errs[f.msg] != nil {
 			os.Remove(filepath.Join(m.dir, "tmp", f.name))
 			continue
 		}
-		if err := os.Rename(filepath.Join(m.dir, "tmp", f.name), filepath.Join(m.dir, "new", f.name)); err != nil {
+		if err := m.rename(filepath.Join(m.dir, "tmp", f.name), filepath.Join(m.dir, "new", f.name)); err != nil {
 			errs[f.msg] = fmt.Errorf("queue: maildir: %w", err)
 			os.Remove(filepath.Join(m.dir, "tmp", f.name))
 			continue
@@ -122,7 +141,8 @@ func (m *Maildir) SendBatch(ctx context.Context, msgs []Outgoing) []error {
 	if !renamed {
 		return errs
 	}
-	// The renames are durable only once the directory is synced.
+	// The renames are durable only once the directory is synced; only then
+	// may the worker commit the rows as sent.
 	if err := m.syncDir(filepath.Join(m.dir, "new")); err != nil {
 		for i := range errs {
 			if errs[i] == nil {
@@ -131,6 +151,57 @@ func (m *Maildir) SendBatch(ctx context.Context, msgs []Outgoing) []error {
 		}
 	}
 	return errs
+}
+
+// openTmp opens tmp/ for syncBatch when the batch has maildirFSMin files
+// or more and the system has syncfs; else it returns nil, and each file is
+// synced on its own. It is opened before the first file is written because
+// syncfs reports the file system's writeback errors since the descriptor
+// it is given was opened (Linux 5.8 and later, syncfs(2)): an error in
+// writing back any of the batch's files reaches this batch.
+func (m *Maildir) openTmp(msgs []Outgoing) *os.File {
+	if m.syncFS == nil {
+		return nil
+	}
+	n := 0
+	for _, msg := range msgs {
+		n += len(msg.To)
+	}
+	if n < maildirFSMin {
+		return nil
+	}
+	tmp, err := os.Open(filepath.Join(m.dir, "tmp"))
+	if err != nil {
+		return nil // each file synced instead, which reports its own errors
+	}
+	return tmp
+}
+
+// syncBatch closes every file and makes them all durable with one syncFS
+// on tmp/: the device cache is flushed a few times for the whole batch
+// rather than once per file, which is what limits a Maildir's rate. The
+// syncfs also writes back whatever else is dirty on that file system.
+// A file whose close fails fails its message, as a failed write already
+// has. A failed syncFS may have left any file of the batch short, so it
+// fails every message of the batch: none is renamed into new/, and the
+// queue retries them all.
+func (m *Maildir) syncBatch(tmp *os.File, files []mdFile, errs []error) {
+	defer tmp.Close()
+	for _, f := range files {
+		if err := f.f.Close(); err != nil && errs[f.msg] == nil {
+			errs[f.msg] = fmt.Errorf("queue: maildir: %w", err)
+		}
+	}
+	if len(files) == 0 {
+		return
+	}
+	if err := m.syncFS(tmp); err != nil {
+		for _, f := range files {
+			if errs[f.msg] == nil {
+				errs[f.msg] = fmt.Errorf("queue: maildir: syncfs: %w", err)
+			}
+		}
+	}
 }
 
 // write checks one message and writes its files into tmp/, unsynced and

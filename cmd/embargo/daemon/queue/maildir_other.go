@@ -1,0 +1,9 @@
+//go:build !linux
+
+package queue
+
+import "os"
+
+// syncFS is nil where there is no syncfs(2): each file of a batch is synced
+// on its own (Maildir.syncAll).
+var syncFS func(tmp *os.File) error
