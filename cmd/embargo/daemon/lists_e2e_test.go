@@ -168,7 +168,7 @@ func TestDiscloseNowOrder(t *testing.T) {
 			pack = string(p)
 		}
 	}
-	daemontest.MustContain(t, "release pack", pack, "tracking-issue.md", "cve-record.json", "chat.txt")
+	daemontest.MustContain(t, "release pack", pack, "tracker-post.md", "cve-record.json", "chat.txt")
 	if inc := f.incident(); inc.Phase != workflow.PhaseDisclosed {
 		t.Errorf("after /disclose now: phase %s", inc.Phase)
 	}

@@ -100,12 +100,11 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	out = append(out, dist...)
 	d.Distributors = len(s.o.Roster.WithRole(workflow.RoleDistributor))
 
-	// The SRC: the text of the project's public tracking issue, chat line
-	// and CVE record (docs/process.md §7.5, §7.6, §7.9). The attachments'
-	// names are what the release pack lists (templates/mail/release-pack.txt):
-	// tracking-issue.md is that public issue's Markdown for the SRC to post,
-	// not a document of this repository.
-	issue, err := s.o.Templates.Render("tracking-issue", d)
+	// The SRC: the text to post on the project's public tracker, the chat
+	// line and the CVE record (docs/process.md §7.5, §7.6, §7.9). The
+	// attachments' names are what the release pack lists
+	// (templates/mail/release-pack.txt).
+	post, err := s.o.Templates.Render("tracking-issue", d)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +113,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		return nil, err
 	}
 	attach := []message.Attachment{
-		{Name: "tracking-issue.md", Type: "text/markdown", Data: []byte(issue)},
+		{Name: "tracker-post.md", Type: "text/markdown", Data: []byte(post)},
 		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
 	}
 	cve, err := s.records(&d, inc)
