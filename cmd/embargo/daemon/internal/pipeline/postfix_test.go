@@ -5,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,41 +23,6 @@ import (
 // is not installed, and the instance where the test is not root (its
 // master starts the daemons as user postfix).
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitListen(t *testing.T, addr string, out *bytes.Buffer) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %s", addr, out)
-		}
-	}
-}
-
-func stopCmd(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
 // startSink runs smtp-sink with args, dumping every message into a
 // directory, and returns its address and that directory.
 func startSink(t *testing.T, args ...string) (string, string) {
@@ -71,7 +34,7 @@ func startSink(t *testing.T, args ...string) (string, string) {
 		}
 	}
 	dir := postfixtest.WorldDir(t)
-	addr := freeAddr(t)
+	addr := postfixtest.FreeAddr(t)
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody") // smtp-sink refuses to run as root without it
 	}
@@ -82,8 +45,8 @@ func startSink(t *testing.T, args ...string) (string, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stopCmd(cmd) })
-	waitListen(t, addr, &out)
+	t.Cleanup(func() { postfixtest.Stop(cmd) })
+	postfixtest.WaitListen(t, addr, out.String)
 	return addr, dir
 }
 

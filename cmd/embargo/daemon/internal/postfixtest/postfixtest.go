@@ -143,7 +143,7 @@ func commands(t testing.TB) (postfixCmd, masterCmd string) {
 func Start(t testing.TB, c Config) *Instance {
 	t.Helper()
 	postfixCmd, masterCmd := commands(t)
-	p := &Instance{Dir: c.Dir, Etc: Etc(c.Dir), Addr: freeAddr(t)}
+	p := &Instance{Dir: c.Dir, Etc: Etc(c.Dir), Addr: FreeAddr(t)}
 	spool, data := filepath.Join(c.Dir, "spool"), filepath.Join(c.Dir, "data")
 	for _, d := range []string{p.Etc, spool, data} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -179,23 +179,32 @@ func Start(t testing.TB, c Config) *Instance {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		stop(master)
+		Stop(master)
 		if t.Failed() {
 			t.Logf("postfix log:\n%s", p.Log())
 		}
 	})
+	WaitListen(t, p.Addr, func() string { return out.String() + "\n" + p.Log() })
+	return p
+}
+
+// WaitListen returns once addr accepts connections, and fails the test
+// after 15 s with what why returns (the server's output).
+func WaitListen(t testing.TB, addr string, why func() string) {
+	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err := net.Dial("tcp", p.Addr); err == nil {
+		if conn, err := net.Dial("tcp", addr); err == nil {
 			conn.Close()
-			return p
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("postfix did not listen on %s: %s\n%s", p.Addr, out.String(), p.Log())
+			t.Fatalf("nothing listens on %s: %s", addr, why())
 		}
 	}
 }
 
-func freeAddr(t testing.TB) string {
+// FreeAddr is a free loopback address, host:port, for a server to listen on.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -205,8 +214,9 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// stop ends the master with SIGTERM, and kills it after 10 s.
-func stop(cmd *exec.Cmd) {
+// Stop ends a server started by the test with SIGTERM, and kills it after
+// 10 s.
+func Stop(cmd *exec.Cmd) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
