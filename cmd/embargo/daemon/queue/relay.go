@@ -1,14 +1,12 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,7 +29,8 @@ type Relay interface {
 
 // RelayOptions configures the relays built by NewRelay.
 type RelayOptions struct {
-	// HeloName is the name given in EHLO. Default: the host name.
+	// HeloName is the name given in EHLO. Default: the host name (as
+	// internal/pipeline's Config sets it).
 	HeloName string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// Tests set it to trust their own certificate. Verification itself is never
@@ -47,22 +46,9 @@ type RelayOptions struct {
 	Now func() time.Time
 }
 
+// withDefaults fills what the queue itself uses; the SMTP client fills its
+// own (HeloName, the timeouts: internal/pipeline's Config).
 func (o RelayOptions) withDefaults() RelayOptions {
-	if o.HeloName == "" {
-		o.HeloName, _ = os.Hostname()
-		if o.HeloName == "" || strings.ContainsAny(o.HeloName, " \r\n") {
-			o.HeloName = "localhost"
-		}
-	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 30 * time.Second
-	}
-	if o.CommandTimeout <= 0 {
-		o.CommandTimeout = 5 * time.Minute
-	}
-	if o.DataTimeout <= 0 {
-		o.DataTimeout = 10 * time.Minute
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -172,25 +158,8 @@ func checkData(data []byte) error {
 	if len(data) == 0 {
 		return Permanent(errors.New("queue: message is empty"))
 	}
-	// Line by line with IndexByte (vectorised), not byte by byte: each copy
-	// is checked before it is sent, so this runs over every byte delivered.
-	for i := 0; i < len(data); {
-		line := data[i:]
-		lf := bytes.IndexByte(line, '\n')
-		if lf >= 0 {
-			line = line[:lf]
-		}
-		// The only CR allowed in a line is the last byte, before its LF.
-		if cr := bytes.IndexByte(line, '\r'); cr >= 0 && (lf < 0 || cr != len(line)-1) {
-			return Permanent(fmt.Errorf("queue: message has a bare CR at byte %d (renderer bug)", i+cr))
-		}
-		switch {
-		case lf < 0:
-			return nil
-		case lf == 0 || line[lf-1] != '\r':
-			return Permanent(fmt.Errorf("queue: message has a bare LF at byte %d (renderer bug)", i+lf))
-		}
-		i += lf + 1
+	if err := pipeline.CheckLineEnds(data); err != nil {
+		return Permanent(fmt.Errorf("queue: %w (renderer bug)", err))
 	}
 	return nil
 }

@@ -91,6 +91,11 @@ func newBody(msg []byte, limit int) (*Body, error) {
 	return b, nil
 }
 
+// CheckLineEnds refuses a bare CR or LF (docs/threat-model.md B2), naming
+// the first: the check every copy passes before a relay takes it, whichever
+// relay (the queue's Maildir too).
+func CheckLineEnds(b []byte) error { return checkText(b, -1) }
+
 // checkText refuses bare CR and LF, and lines over limit octets unless
 // limit is -1. Line by line with IndexByte (vectorised), not byte by byte:
 // it runs over every byte of every copy sent.
@@ -103,12 +108,12 @@ func checkText(b []byte, limit int) error {
 		}
 		// The only CR allowed in a line is its last byte, before the LF.
 		if cr := bytes.IndexByte(line, '\r'); cr >= 0 && (lf < 0 || cr != len(line)-1) {
-			return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i+cr)
+			return fmt.Errorf("%w: bare CR at byte %d", ErrBareLineEnd, i+cr)
 		}
 		n := len(line) // the last line, without line end
 		if lf >= 0 {
 			if lf == 0 || line[lf-1] != '\r' {
-				return fmt.Errorf("%w at byte %d", ErrBareLineEnd, i+lf)
+				return fmt.Errorf("%w: bare LF at byte %d", ErrBareLineEnd, i+lf)
 			}
 			n = lf - 1
 		}
