@@ -51,6 +51,8 @@ func cmdServe(args []string, s stdio) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := daemon.NewLogger(cfg.LogLevel, s.err)
+	gcPercent, memLimit := gcSettings(os.Getenv)
+	log.Info("garbage collector", "gogc", gcPercent, "memory_limit_mib", memLimit>>20)
 	d := daemon.New(cfg, daemon.Options{Logger: log, Version: version, Commands: storeCommands(), Load: cf.load})
 	if err := d.Start(ctx); err != nil {
 		return err
