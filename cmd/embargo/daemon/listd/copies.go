@@ -122,15 +122,18 @@ func (s *Service) newMessageID(kind, domain string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return kind + "." + r + "@" + domain, nil
+	// The token leads, so that every Message-ID the service makes, of
+	// whatever kind, files at the one end of the index (token).
+	return r + "." + kind + "@" + domain, nil
 }
 
 // token is the unique part of a Message-ID or a thread anchor: the
 // millisecond it was made (11 hex digits) and 64 random bits. The
 // message-ID index files each Message-ID the service makes (four or five a
-// report); a token that grows with time files them at the end of their
-// kind's range, a leaf or two per commit. With the second alone, as
-// before, the Message-IDs of one second (thousands under load) fell at
+// report); a token that grows with time, leading the ID, files them all at
+// the end of the index: one leaf per commit, where a kind before the token
+// kept one end per kind (three or four leaves), and the second alone, as
+// before that, put the Message-IDs of one second (thousands under load) at
 // random places in that second's range, some twenty leaves per commit. The
 // instant says no more than the relay that carries the message logs
 // anyway; the random bits keep the ID unguessable (docs/threat-model.md

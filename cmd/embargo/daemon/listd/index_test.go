@@ -31,3 +31,26 @@ func TestTokensAppend(t *testing.T) {
 		t.Errorf("tokens not unique or not 27 hex digits: %q", toks[0])
 	}
 }
+
+// TestMessageIDsAppend: the Message-IDs of every kind the service makes
+// for a report (its thread anchor, the acknowledgement, the committee's
+// copies), made one after the other, sort in that order: the index files
+// them all at its one end, not at one end per kind.
+func TestMessageIDsAppend(t *testing.T) {
+	k := newStoreKeys(t)
+	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s, _ := storeService(t, k, func(o *Options) {
+		o.Now = func() time.Time { at = at.Add(time.Millisecond); return at }
+	})
+	var ids []string
+	for i := range 200 {
+		id, err := s.newMessageID([]string{"thread", "ack", "src", "update"}[i%4], "example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if !slices.IsSorted(ids) {
+		t.Errorf("Message-IDs made 1 ms apart do not sort in order: %q ...", ids[:4])
+	}
+}

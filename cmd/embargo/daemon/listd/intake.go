@@ -79,11 +79,11 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 		// A random anchor: threading headers name no incident (docs/threat-model.md
 		// D7). It is filed under the incident, so that a reply whose
 		// References carry only the anchor still finds its thread.
-		tok, err := s.token()
+		anchor, err := s.newMessageID("thread", sec.Domain())
 		if err != nil {
 			return r, roster, err
 		}
-		r.Incident.RootMsg = "thread." + tok + "@" + sec.Domain()
+		r.Incident.RootMsg = anchor
 		if err := incidentdb.IndexMessageID(tx, r.Incident.RootMsg, r.Incident.ID); err != nil {
 			return r, roster, err
 		}
