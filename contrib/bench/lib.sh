@@ -310,11 +310,14 @@ build() {
 
 # gobench OUT NAME PATTERN [VAR=VALUE...]: runs the test binary that holds
 # benchmark NAME, in its package directory, for the benchmarks matching
-# PATTERN, one iteration each, BENCH_COUNT times (default 1).
+# PATTERN, one iteration each, BENCH_COUNT times (default 1). The garbage
+# collector runs as `embargo serve` sets it (docs/design.md §5: GOGC=400,
+# GOMEMLIMIT=256MiB) unless the environment sets GOGC or GOMEMLIMIT, so
+# that the benchmarks' memory and speed are the daemon's.
 gobench() {
 	local out=$1 name=$2 pattern=$3
 	shift 3
-	(cd "${BENCH_DIR[$name]}" && env TMPDIR="$T/tmp" "$@" "${BENCH_BIN[$name]}" \
+	(cd "${BENCH_DIR[$name]}" && env TMPDIR="$T/tmp" GOGC="${GOGC:-400}" GOMEMLIMIT="${GOMEMLIMIT:-256MiB}" "$@" "${BENCH_BIN[$name]}" \
 		-test.run '^$' -test.bench "$pattern" -test.benchtime 1x -test.count "${BENCH_COUNT:-1}" -test.timeout 6h) >"$out" 2>&1 &&
 		grep -q '^PASS' "$out"
 }
