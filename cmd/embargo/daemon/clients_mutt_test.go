@@ -185,14 +185,20 @@ func setupMutt(t *testing.T, g *daemontest.GPG, c muttClient, fpr, commands stri
 	sendmail := filepath.Join(r.dir, "sendmail")
 	writeExec(t, sendmail, "#!/bin/sh\ncat > "+r.sent+".tmp && mv "+r.sent+".tmp "+r.sent+"\n")
 	// The editor writes the command block above the quote (or below it),
-	// as the member types it.
+	// as the member types it. mutt takes a file whose mtime, in whole
+	// seconds, did not change for an unmodified message and aborts it;
+	// Linux stamps files from a coarse clock that can lag time(2) by a
+	// tick, so an editor this fast can, near a second's boundary, leave
+	// the same second ("Aborted unmodified message", seen once under
+	// -race). A person types for longer: the stamp is set far back.
 	cmdFile := filepath.Join(r.dir, "commands.txt")
 	daemontest.WriteFile(t, cmdFile, commands)
 	editor := filepath.Join(r.dir, "editor")
+	const edited = " > \"$1.new\" && mv \"$1.new\" \"$1\" && touch -m -d @1000000000 \"$1\"\n"
 	if c.below {
-		writeExec(t, editor, "#!/bin/sh\n{ cat \"$1\"; echo; cat "+cmdFile+"; } > \"$1.new\" && mv \"$1.new\" \"$1\"\n")
+		writeExec(t, editor, "#!/bin/sh\n{ cat \"$1\"; echo; cat "+cmdFile+"; }"+edited)
 	} else {
-		writeExec(t, editor, "#!/bin/sh\n{ cat "+cmdFile+"; echo; cat \"$1\"; } > \"$1.new\" && mv \"$1.new\" \"$1\"\n")
+		writeExec(t, editor, "#!/bin/sh\n{ cat "+cmdFile+"; echo; cat \"$1\"; }"+edited)
 	}
 	var rc strings.Builder
 	if !c.gpgme {
