@@ -106,7 +106,9 @@ func TestReporterKeyHijack(t *testing.T) {
 		}
 	}
 	daemontest.MustContain(t, "the SRC's alert", alert, mfpr, "no key is pinned", "/reporter-key "+mfpr)
-	f.h.MustSend("alice@ex.test", []string{"security+" + id2 + "@ex.test"}, signedIn(f, id2, "/reply we are on it\n"))
+	// Not the text of the first /reply: signed in the same second, it
+	// would be the same signature, refused as a replay (docs/threat-model.md E3).
+	f.h.MustSend("alice@ex.test", []string{"security+" + id2 + "@ex.test"}, signedIn(f, id2, "/reply we are looking into it\n"))
 	msgs = f.next(3)
 	if r := daemontest.To(msgs, rep2); len(r) != 1 || daemontest.ArmorBlock.Find(r[0].Data) != nil {
 		t.Error("the reply to a reporter without a pinned key went encrypted (to the third party's key?)")
