@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -66,13 +68,49 @@ func (o *outMail) header() mail.Header {
 	}
 	h.SetMessageID(o.MessageID)
 	if o.ReplyTo != nil {
-		h.SetAddressList("Reply-To", []*mail.Address{o.ReplyTo})
+		h.SetAddressList("Reply-To", cleanNames(o.ReplyTo))
 	}
 	h.SetDate(o.Date)
 	h.SetSubject(o.Subject)
-	h.SetAddressList("To", o.To)
-	h.SetAddressList("From", []*mail.Address{o.From})
+	h.SetAddressList("To", cleanNames(o.To...))
+	h.SetAddressList("From", cleanNames(o.From))
 	return h
+}
+
+// cleanNames returns the addresses with display names fit for a header
+// (cleanName). The addresses themselves are left as they are.
+func cleanNames(as ...*mail.Address) []*mail.Address {
+	out := make([]*mail.Address, len(as))
+	for i, a := range as {
+		out[i] = a
+		if a == nil || cleanName(a.Name) == a.Name {
+			continue
+		}
+		c := *a
+		c.Name = cleanName(a.Name)
+		out[i] = &c
+	}
+	return out
+}
+
+// cleanName drops from a display name the control characters (C0, DEL,
+// C1) and invalid bytes, and, from a name that must be written as an
+// encoded word (not all ASCII), the backslashes: Go's encoder leaves a
+// backslash bare inside the encoded word, where RFC 2047 §5(3) allows
+// none, and go-message and net/mail then cannot read the address back
+// (FuzzCompose found both); a recipient's MUA might not either. A roster
+// name typed with a stray byte is the only way to get there.
+func cleanName(n string) string {
+	ascii := true
+	for i := 0; i < len(n); i++ {
+		ascii = ascii && n[i] < utf8.RuneSelf
+	}
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) || r == '\\' && !ascii {
+			return -1
+		}
+		return r
+	}, n)
 }
 
 // entity renders the content: its MIME header fields, a blank line and the

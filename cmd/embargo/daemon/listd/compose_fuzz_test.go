@@ -1,0 +1,140 @@
+package listd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/mail"
+
+	"github.com/embargo-project/embargo/lists/message"
+)
+
+// composedFields are the header fields outMail writes; a field outside
+// them in the output was injected (docs/threat-model.md B10).
+var composedFields = map[string]bool{
+	"From": true, "To": true, "Reply-To": true, "Subject": true, "Date": true,
+	"Message-Id": true, "In-Reply-To": true, "References": true,
+	"Auto-Submitted": true, "Precedence": true, "List-Id": true, "X-Loop": true,
+	"Mime-Version": true, "Content-Type": true, "Content-Transfer-Encoding": true,
+	"List-Post": true,
+}
+
+// FuzzCompose renders a message whose subject, display names, body, thread
+// IDs, an extra field's value and an attachment come from the fuzzer (in
+// the service they come from inbound mail and templates) and reads it back
+// with go-message. Either rendering refuses the input, or the output is
+// clean CRLF (docs/threat-model.md B2), carries only the fields outMail
+// writes (B10: a CR or LF in a value adds none), and gives back the same
+// subject, names, body and attachment.
+func FuzzCompose(f *testing.F) {
+	f.Add("heap overflow in the parser", "Reporter", "Details.\nMore.\n", "a1@example.net", "poc.c", "text/x-c", []byte("int main(){}"), "<mailto:security@example.org>")
+	f.Add("Ünïcode subject ✓ =?utf-8?q?x?=", "Ré Porter, \"Jr\"", "line\r\nwith CRLF\r\n.\r\nFrom the start\n", "x@y", "", "", []byte(nil), "")
+	f.Add("Subject\r\nBcc: victim@example.com", "Name\r\nX-Injected: 1", "body", "id\r\nX-Evil: 1", "evil\r\nname.txt", "text/plain\r\nX-Bad: 1", []byte("\x00\xff"), "v\r\nX-More: 1")
+	f.Add(strings.Repeat("long subject ", 40), strings.Repeat("n", 200), strings.Repeat("x", 2000)+"\n", strings.Repeat("r", 300)+"@h", "a.bin", "application/octet-stream", bytes.Repeat([]byte{0}, 300), "")
+	f.Fuzz(func(t *testing.T, subject, name, body, ref, attName, attType string, att []byte, extra string) {
+		o := outMail{
+			From:       &mail.Address{Name: "Security Response", Address: "security@example.org"},
+			To:         []*mail.Address{{Name: name, Address: "alice@example.net"}},
+			ReplyTo:    &mail.Address{Name: name, Address: "security+SEC-2026-0001@example.org"},
+			Subject:    subject,
+			MessageID:  "1a23a62c8b8fd4e29fe0aa02f79.src@example.org",
+			InReplyTo:  ref,
+			References: []string{ref, "1a23a62c8b8fd4e29fe0aa02f7a.thread@example.org"},
+			Date:       time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC),
+			AutoSubmit: "auto-generated",
+			ListID:     "<security.example.org>",
+			XLoop:      "security@example.org",
+			Body:       body,
+			Extra:      [][2]string{{"List-Post", extra}},
+		}
+		if att != nil || attName != "" {
+			o.Attachments = []message.Attachment{{Name: attName, Type: attType, Data: att}}
+		}
+		out, err := o.plain()
+		if errors.Is(err, errBareLine) {
+			t.Fatalf("rendered with a bare CR or LF: %q", out)
+		}
+		if err != nil {
+			return // refused whole: nothing is sent
+		}
+		r, err := mail.CreateReader(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("go-message cannot read what we rendered: %v\n%q", err, out)
+		}
+		for f := r.Header.Fields(); f.Next(); {
+			if !composedFields[f.Key()] {
+				t.Fatalf("field %q injected:\n%s", f.Key(), out)
+			}
+		}
+		// Unfolding drops the white space at either end of a value
+		// that is not encoded (RFC 5322 §2.2.3); invalid UTF-8 is not
+		// expected back.
+		if got, err := r.Header.Subject(); err != nil || got != subject && got != strings.Trim(subject, " \t") && utf8.ValidString(subject) {
+			t.Errorf("Subject = %q (%v), want %q", got, err, subject)
+		}
+		// The display name comes back without control characters or
+		// invalid bytes (cleanName), and without white space at its ends
+		// when it was not encoded.
+		clean := cleanName(name)
+		if to, err := r.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Address != "alice@example.net" || to[0].Name != clean && to[0].Name != strings.TrimSpace(clean) {
+			t.Errorf("To = %v (%v): the recipient changed", to, err)
+		}
+		text, atts := readBack(t, r)
+		// Line ends come back as CRLF, a lone CR among them (quoted-printable
+		// text has no other line end, RFC 2045 §6.7).
+		lf := strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\r", "\n")
+		if want := strings.ReplaceAll(lf, "\n", "\r\n"); text != want && utf8.ValidString(body) {
+			t.Errorf("body read back differs:\n got %q\nwant %q", text, want)
+		}
+		if o.Attachments != nil && (len(atts) != 1 || !bytes.Equal(atts[0], att)) {
+			t.Errorf("attachment read back differs: %d parts", len(atts))
+		}
+	})
+}
+
+// readBack returns the decoded text and the attachments' bytes.
+func readBack(t *testing.T, r *mail.Reader) (string, [][]byte) {
+	t.Helper()
+	var text string
+	var atts [][]byte
+	for {
+		p, err := r.NextPart()
+		if err == io.EOF {
+			return text, atts
+		}
+		if err != nil {
+			t.Fatalf("reading a part back: %v", err)
+		}
+		b, err := io.ReadAll(p.Body)
+		if err != nil {
+			t.Fatalf("decoding a part: %v", err)
+		}
+		switch p.Header.(type) {
+		case *mail.InlineHeader:
+			text = string(b)
+		case *mail.AttachmentHeader:
+			atts = append(atts, b)
+		}
+	}
+}
+
+// TestCleanName: what a display name loses on its way into a header.
+func TestCleanName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Alice Example":   "Alice Example",
+		`A\B "Jr"`:        `A\B "Jr"`, // ASCII: quoted, the backslash escaped
+		`Ré\Porter`:       "RéPorter", // encoded: no backslash inside
+		"x\x05y\x7fz":     "xyz",
+		"bad \xfa byte":   "bad  byte",
+		"tab\tand\u0085x": "tabandx",
+	} {
+		if got := cleanName(in); got != want {
+			t.Errorf("cleanName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
