@@ -16,8 +16,9 @@ import (
 	"github.com/embargo-project/embargo/lists/message"
 )
 
-// outerFields are the fields a sealed or signed copy may carry outside
-// its encryption (docs/threat-model.md B10).
+// outerFields are the header fields the service writes (outMail, and the
+// list fields of the announce copies): a field outside them in what it
+// renders was injected (docs/threat-model.md B10).
 var outerFields = map[string]bool{
 	"From": true, "To": true, "Reply-To": true, "Subject": true, "Date": true,
 	"Message-Id": true, "In-Reply-To": true, "References": true,
