@@ -1,6 +1,9 @@
 package main
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+	"runtime/metrics"
+)
 
 // The garbage collector's settings for `embargo serve` (docs/design.md §5). The daemon's live heap is small (2 to 3 MB while reports
 // arrive: the store is bbolt's memory map, outside the heap), and Go's
@@ -26,7 +29,7 @@ func gcSettings(getenv func(string) string) (percent int, limit int64) {
 	if getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(serveMemoryLimit)
 	}
-	percent = debug.SetGCPercent(-1) // reads the setting...
-	debug.SetGCPercent(percent)      // ...and puts it back
-	return percent, debug.SetMemoryLimit(-1)
+	m := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(m) // read, not set and put back: GOGC=off reads as -1 (the uint64 of -1)
+	return int(m[0].Value.Uint64()), int64(m[1].Value.Uint64())
 }
