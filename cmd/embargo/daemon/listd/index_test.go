@@ -11,11 +11,7 @@ import (
 // the message-ID index files each commit's new entries at the end of its
 // range instead of all over the current second's.
 func TestTokensAppend(t *testing.T) {
-	k := newStoreKeys(t)
-	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
-	s, _ := storeService(t, k, func(o *Options) {
-		o.Now = func() time.Time { at = at.Add(time.Millisecond); return at }
-	})
+	s := msClockService(t)
 	var toks []string
 	for range 200 {
 		tok, err := s.token()
@@ -37,11 +33,7 @@ func TestTokensAppend(t *testing.T) {
 // copies), made one after the other, sort in that order: the index files
 // them all at its one end, not at one end per kind.
 func TestMessageIDsAppend(t *testing.T) {
-	k := newStoreKeys(t)
-	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
-	s, _ := storeService(t, k, func(o *Options) {
-		o.Now = func() time.Time { at = at.Add(time.Millisecond); return at }
-	})
+	s := msClockService(t)
 	var ids []string
 	for i := range 200 {
 		id, err := s.newMessageID([]string{"thread", "ack", "src", "update"}[i%4], "example.org")
@@ -53,4 +45,14 @@ func TestMessageIDsAppend(t *testing.T) {
 	if !slices.IsSorted(ids) {
 		t.Errorf("Message-IDs made 1 ms apart do not sort in order: %q ...", ids[:4])
 	}
+}
+
+// msClockService is a Service whose clock moves 1 ms at every reading.
+func msClockService(t *testing.T) *Service {
+	t.Helper()
+	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s, _ := storeService(t, newStoreKeys(t), func(o *Options) {
+		o.Now = func() time.Time { at = at.Add(time.Millisecond); return at }
+	})
+	return s
 }
