@@ -49,6 +49,7 @@ max_connections_per_ip = 50
 url = "smtp://127.0.0.1:$sink"
 [intake]
 acks_per_sender_per_day = 1000
+acks_per_day = 0
 EOF
 "$tmp/embargo" serve --config "$tmp/embargo.toml" 2>"$tmp/serve.log" &
 daemon=$!

@@ -247,8 +247,9 @@ pf_queued() {
 # start_embargo NAME ACKS RELAY [LIMITS [HTTP]]: `embargo init --demo` in
 # $T/NAME (list keys, two SRC members and a distributor with key pairs), then
 # serve on 127.0.0.1:$P_EMB with that relay, ACKS acknowledgements per sender
-# and day, the intake limits on new incidents as init writes them (LIMITS
-# "on", the default) or off ("off": 0), and an HTTP listener (/metrics) on
+# and day, the intake limits on new incidents and the cap on acknowledgements
+# as init writes them (LIMITS "on", the default) or off ("off": 0, so that
+# every report costs its acknowledgement), and an HTTP listener (/metrics) on
 # 127.0.0.1:HTTP when given, else none. Sets EMB_PID and EMB_DIR.
 start_embargo() {
 	local name=$1 acks=$2 relay=$3 limits=${4:-on} http=${5:-}
@@ -262,10 +263,14 @@ start_embargo() {
 		sec == "[http]" && /^[ \t]*listen[ \t]*=/ { print "listen = \"" (http == "" ? "" : "127.0.0.1:" http) "\""; next }
 		sec == "[relay]" && /^[ \t]*url[ \t]*=/ { next }
 		sec == "[intake]" && /^[ \t]*acks_per_sender_per_day[ \t]*=/ { print "acks_per_sender_per_day = " acks; next }
-		sec == "[intake]" && limits == "off" && /^[ \t]*new_incidents_per_(sender|client)_per_hour[ \t]*=/ { sub(/=.*/, "= 0"); print; next }
+		sec == "[intake]" && limits == "off" && /^[ \t]*(new_incidents_per_(sender|client)_per_hour|acks_per_day)[ \t]*=/ { sub(/=.*/, "= 0"); print; next }
 		{ print }' "$EMB_DIR/embargo.toml" >"$EMB_DIR/bench.toml"
 	if [ "$limits" = off ] && ! grep -q '^new_incidents_per_client_per_hour = 0' "$EMB_DIR/bench.toml"; then
 		ERR="embargo init wrote no [intake] new_incidents_per_client_per_hour to turn off"
+		return 1
+	fi
+	if [ "$limits" = off ] && ! grep -q '^acks_per_day = 0' "$EMB_DIR/bench.toml"; then
+		ERR="embargo init wrote no [intake] acks_per_day to turn off"
 		return 1
 	fi
 	"$BIN/embargo" check --config "$EMB_DIR/bench.toml" >"$EMB_DIR.check" 2>&1 || {

@@ -114,6 +114,13 @@ type Intake struct {
 	// (docs/threat-model.md B8: forged reports must not turn embargo into a
 	// spam cannon). Default 1.
 	AcksPerSenderPerDay int `toml:"acks_per_sender_per_day"`
+	// AcksPerDay caps acknowledgements to all addresses together in 24
+	// hours (docs/threat-model.md B8): a flood forging a new sender for
+	// each report passes the per-address limit with every one. Beyond it a
+	// report is still taken and copied to the committee; only the
+	// acknowledgement is not sent, and the SRC is told once. Unset:
+	// DefaultAcksPerDay; 0: no cap.
+	AcksPerDay *int `toml:"acks_per_day"`
 	// TrustedAuthservIDs are the authserv-ids (RFC 8601 §2.2) of the MTA
 	// in front of embargo whose Authentication-Results fields are believed:
 	// a reporter key arriving after the report is pinned by itself only
@@ -142,6 +149,18 @@ const (
 	DefaultNewIncidentsPerSender = 10
 	DefaultNewIncidentsPerClient = 30
 )
+
+// DefaultAcksPerDay is acks_per_day unset. Real reports come a few a
+// day even to a large project's security team, and a public bug brings at
+// most a few dozen: 200 holds no real reporter back outside a flood. In a
+// flood of forged senders it bounds the acknowledgements to 200 a day,
+// where the intake limits alone let each client address of a botnet open
+// 30 incidents an hour (DefaultNewIncidentsPerClient), each acknowledged
+// to a different stranger.
+const DefaultAcksPerDay = 200
+
+// AckCap is acks_per_day, its default if unset; 0: no cap.
+func (i Intake) AckCap() int { return orDefaultPtr(i.AcksPerDay, DefaultAcksPerDay) }
 
 // NewPerSender is new_incidents_per_sender_per_hour, its default if unset.
 func (i Intake) NewPerSender() int {

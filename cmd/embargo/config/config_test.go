@@ -60,6 +60,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
 		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
+		{"negative acknowledgement cap", base + "[intake]\nacks_per_day = -1\n", []string{"intake.acks_per_day = -1", "0 for no cap"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,6 +153,23 @@ func TestIntakeLimits(t *testing.T) {
 	}
 	if s, c := cfg.Intake.NewPerSender(), cfg.Intake.NewPerClient(); s != 3 || c != 0 {
 		t.Errorf("set: %d per sender, %d per client; want 3 and 0 (off)", s, c)
+	}
+}
+
+// TestAckCap: unset, acks_per_day is DefaultAcksPerDay; 0 turns the cap
+// off (it is not "unset"); a number is taken as given.
+func TestAckCap(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want int
+	}{{"", DefaultAcksPerDay}, {"[intake]\nacks_per_day = 0\n", 0}, {"[intake]\nacks_per_day = 3\n", 3}} {
+		cfg, err := Parse([]byte("domain = \"example.org\"\n"+tt.toml), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if got := cfg.Intake.AckCap(); got != tt.want {
+			t.Errorf("%q: acks_per_day %d, want %d", tt.toml, got, tt.want)
+		}
 	}
 }
 

@@ -114,7 +114,7 @@ func (discardSession) Data(r io.Reader) error               { _, err := io.Copy(
 func newBenchHarness(b *testing.B) *daemontest.Harness {
 	b.Helper()
 	return daemontest.New(b, daemontest.Config{
-		Extra: "max_connections_per_ip = 50\n[intake]\nacks_per_sender_per_day = 1000000\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n",
+		Extra: "max_connections_per_ip = 50\n[intake]\nacks_per_sender_per_day = 1000000\nacks_per_day = 0\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n",
 		Relay: newBenchRelay(b),
 	}, daemon.Options{Logger: slog.New(slog.DiscardHandler)})
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	release    prometheus.Histogram
 	command    prometheus.Histogram
 	refused    *prometheus.CounterVec
+	acksHeld   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -64,6 +65,10 @@ func newMetrics() *metrics {
 			Name: "embargo_intake_refused_total",
 			Help: "Reports refused with 450 4.7.1 since start because they would have opened a new incident beyond an intake limit, by reason: sender (new_incidents_per_sender_per_hour) or client (new_incidents_per_client_per_hour).",
 		}, []string{"reason"}),
+		acksHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_acks_suppressed_total",
+			Help: "Acknowledgements to reporters (and replies to distributor applicants) not sent since start, their message taken as always, by the limit that held them back: sender (acks_per_sender_per_day) or global (acks_per_day, all addresses together).",
+		}, []string{"limit"}),
 	}
 	// Every result is reported from the start, zero included, so that the
 	// series do not come and go.
@@ -73,10 +78,13 @@ func newMetrics() *metrics {
 	for _, r := range []string{listd.LimitSender, listd.LimitClient} {
 		m.refused.WithLabelValues(r)
 	}
+	for _, l := range []string{listd.AckLimitSender, listd.AckLimitGlobal} {
+		m.acksHeld.WithLabelValues(l)
+	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld,
 	)
 	return m
 }
@@ -91,6 +99,10 @@ func (m *metrics) observe(event string, took time.Duration) {
 		m.release.Observe(took.Seconds())
 	}
 }
+
+// ackHeld is listd's Options.AckHeld: an acknowledgement a limit held back
+// (docs/threat-model.md B8).
+func (m *metrics) ackHeld(limit string) { m.acksHeld.WithLabelValues(limit).Inc() }
 
 // delivered is the queue's Options.Delivered: the row reached the relay at at.
 func (m *metrics) delivered(r queue.Row, at time.Time) {

@@ -93,6 +93,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Project:            d.cfg.Project,
 		Record:             d.cfg.RecordProject(),
 		AcksPerDay:         d.cfg.Intake.AcksPerSenderPerDay,
+		AckCap:             d.cfg.Intake.AckCap(),
 		NewPerSender:       d.cfg.Intake.NewPerSender(),
 		NewPerClient:       d.cfg.Intake.NewPerClient(),
 		TrustedAuthservIDs: d.cfg.Intake.TrustedAuthservIDs,
@@ -100,6 +101,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Kick:               func() { d.worker.Kick(); fanout.Kick() },
 		Logger:             d.log.With("component", "listd"),
 		Observe:            d.metrics.observe,
+		AckHeld:            d.metrics.ackHeld,
 	})
 	// The roster in force: the file's members as signed mail changed them.
 	if err := d.svc.Reload(set); err != nil {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +30,7 @@ var (
 	bucketByInc     = []byte("messages_by_incident")
 	bucketMsgIDs    = []byte("message_ids")   // Message-ID → incident ID (inbound and outbound)
 	bucketSeen      = []byte("seen")          // a delivery's key (MarkSeen) → empty, for duplicate deliveries (A4); sha256(raw) → seq in stores written before
-	bucketAcks      = []byte("acks")          // address → window start (Unix ns) ‖ count, ack rate limit (B8)
+	bucketAcks      = []byte("acks")          // address, or ackAllKey → window start (Unix ns) ‖ count: the acknowledgement limits (B8, acks.go)
 	bucketRepKeys   = []byte("reporter_keys") // incident ID → the reporter's armored public key
 )
 
@@ -285,59 +284,6 @@ func Raw(tx *bolt.Tx, seq uint64) ([]byte, error) {
 		return nil, ErrNotFound
 	}
 	return raw, nil
-}
-
-// AllowAck applies the acknowledgement rate limit (docs/threat-model.md B8): at most
-// perDay acknowledgements to one address in the 24 hours from the first of
-// them; then the count starts again with the next one. With perDay 1 (the
-// default) that is one in any 24 hours. It records the ack when allowed.
-//
-// The record is a fixed 12 bytes (the window's start, the count), read and
-// written in every report's transaction: a list of every instant, as before,
-// grew with each report from a sender allowed many and was decoded and
-// encoded whole each time (O(n) per report). Records of that form are read
-// as the window they describe.
-func AllowAck(tx *bolt.Tx, addr string, now time.Time, perDay int) (bool, error) {
-	b := tx.Bucket(bucketAcks)
-	key := []byte(strings.ToLower(addr))
-	start, count := ackWindow(b.Get(key), now)
-	if count > 0 && now.Sub(start) < 24*time.Hour && now.Sub(start) >= 0 {
-		if count >= perDay {
-			return false, nil
-		}
-		count++
-	} else {
-		start, count = now.UTC(), 1
-	}
-	v := make([]byte, 12)
-	binary.BigEndian.PutUint64(v, uint64(start.UnixNano()))
-	binary.BigEndian.PutUint32(v[8:], uint32(min(count, math.MaxUint32)))
-	return true, b.Put(key, v)
-}
-
-// ackWindow reads an acknowledgement record: its window's start and count.
-// A JSON list of instants (the older form) reads as the window of those
-// within 24 hours of now; a damaged record as none (it only resets one
-// sender's limit).
-func ackWindow(v []byte, now time.Time) (time.Time, int) {
-	if len(v) == 12 {
-		return time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC(), int(binary.BigEndian.Uint32(v[8:]))
-	}
-	var times []time.Time
-	if len(v) == 0 || json.Unmarshal(v, &times) != nil {
-		return time.Time{}, 0
-	}
-	var start time.Time
-	n := 0
-	for _, t := range times {
-		if now.Sub(t) < 24*time.Hour {
-			if n == 0 || t.Before(start) {
-				start = t
-			}
-			n++
-		}
-	}
-	return start, n
 }
 
 func be(n uint64) []byte {

@@ -94,7 +94,7 @@ type govOutcome struct {
 // acknowledgement to the sender, or the refusal with every reason. The
 // sender gets mail at most AcksPerDay times a day (docs/threat-model.md B8);
 // automatic mail gets none and opens nothing (RFC 3834 §2).
-func (s *Service) application(tx *bolt.Tx, d *delivery) (string, workflow.ID, govOutcome, error) {
+func (s *Service) application(tx *bolt.Tx, d *delivery, tally *ackTally) (string, workflow.ID, govOutcome, error) {
 	msg, now := d.msg, d.now
 	var g govOutcome
 	if msg.Auto() || d.env.From == "" || s.o.Roster.IsOurs(d.env.From) || s.o.Roster.IsOurs(msg.From()) || msg.From() == "" {
@@ -126,12 +126,11 @@ func (s *Service) application(tx *bolt.Tx, d *delivery) (string, workflow.ID, go
 	var acts []governance.Action
 	for _, a := range res.Actions {
 		if m, ok := a.(governance.Mail); ok && m.To != "" && !m.CCSRC {
-			allowed, err := incidentdb.AllowAck(tx, applyRateKey+m.To, now, s.o.AcksPerDay)
+			allowed, err := s.allowAck(tx, applyRateKey+m.To, id, now, tally)
 			if err != nil {
 				return "", "", g, err
 			}
 			if !allowed {
-				s.log.Info("application reply suppressed by rate limit", "proposal", id)
 				continue
 			}
 		}

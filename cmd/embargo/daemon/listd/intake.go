@@ -21,7 +21,8 @@ import (
 // mail. It reads d and the transaction only (store: it may run twice).
 // roster reports that the message's signed roster commands changed the
 // roster (governance.go).
-func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Received, roster bool, _ error) {
+// tally counts the acknowledgements held back (ackcap.go).
+func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string, tally *ackTally) (_ workflow.Received, roster bool, _ error) {
 	msg, now := d.msg, d.now
 	sec := s.o.Roster.List(lists.Security)
 	in := inboundOf(d, detail, s.o.Roster)
@@ -98,7 +99,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string) (_ workflow.Re
 	}
 	var out []queue.Msg
 	for _, m := range r.Mail {
-		msgs, err := s.render(tx, sec, &r.Incident, m, d, note)
+		msgs, err := s.render(tx, sec, &r.Incident, m, d, note, tally)
 		if err != nil {
 			return r, roster, err
 		}
@@ -179,10 +180,10 @@ func (s *Service) resubmitted(tx *bolt.Tx, msg *inbound.Message, inc *workflow.I
 }
 
 // render turns one workflow mail action into queue rows, one per recipient.
-func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, d *delivery, note string) ([]queue.Msg, error) {
+func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, d *delivery, note string, tally *ackTally) ([]queue.Msg, error) {
 	switch m.To {
 	case workflow.AudienceReporter:
-		return s.renderAck(tx, sec, inc, m, d.env, d.msg, d.now)
+		return s.renderAck(tx, sec, inc, m, d, tally)
 	case workflow.AudienceSRC:
 		return s.renderCopies(sec, inc, m, d.msg, note, d.now)
 	}
@@ -191,20 +192,20 @@ func (s *Service) render(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m 
 
 // renderAck answers the reporter: signed by the list key, with the key
 // attached, and encrypted to the reporter's own key when one is pinned to the
-// incident.
-func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, env Envelope, msg *inbound.Message, now time.Time) ([]queue.Msg, error) {
+// incident; within the acknowledgement limits (ackcap.go), which count in
+// tally what they hold back.
+func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, m workflow.Mail, d *delivery, tally *ackTally) ([]queue.Msg, error) {
+	env, msg, now := d.env, d.msg, d.now
 	// RFC 3834 §4: the response goes to the envelope sender (Return-Path).
 	to := env.From
 	if to == "" || s.o.Roster.IsOurs(to) {
 		return nil, nil
 	}
-	ok, err := incidentdb.AllowAck(tx, to, now, s.o.AcksPerDay)
-	if err != nil {
+	// docs/threat-model.md B8: per address first, then all addresses
+	// together; a report whose acknowledgement is held back is still
+	// taken and copied to the committee.
+	if ok, err := s.allowAck(tx, to, inc.ID, now, tally); err != nil || !ok {
 		return nil, err
-	}
-	if !ok {
-		s.log.Info("acknowledgement suppressed by rate limit", "incident", inc.ID)
-		return nil, nil
 	}
 	incAddr := sec.SubAddress(string(inc.ID))
 	fpr := listFingerprint(s.o.ListKey) // the key is attached at delivery (reporterCopy)

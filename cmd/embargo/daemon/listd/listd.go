@@ -49,6 +49,9 @@ type Options struct {
 	Record     record.Project
 	Limits     message.Limits
 	AcksPerDay int // acknowledgements per sender address in 24 h (docs/threat-model.md B8)
+	// AckCap is the acknowledgements to all addresses together in 24 h
+	// (ackcap.go, docs/threat-model.md B8); 0: no cap.
+	AckCap int
 	// NewPerSender and NewPerClient are the intake limits (limits.go): the
 	// new incidents one envelope sender, and one client address, may open
 	// in an hour. 0: no limit.
@@ -100,6 +103,10 @@ type Options struct {
 	// Observe, when set, is told how long each "command" message and each
 	// "release" took to handle (the daemon's metrics).
 	Observe func(event string, took time.Duration)
+	// AckHeld, when set, is told of each acknowledgement an
+	// acknowledgement limit held back (AckLimitSender or AckLimitGlobal),
+	// once its message is committed (the daemon's metrics).
+	AckHeld func(limit string)
 }
 
 // Service handles mail for the lists.
@@ -302,8 +309,9 @@ type delivery struct {
 type outcome struct {
 	result  string
 	incID   workflow.ID
-	refusal error // told to the sender after the commit
-	roster  bool  // the roster changed by mail: rebuild the snapshot after the commit
+	refusal error    // told to the sender after the commit
+	roster  bool     // the roster changed by mail: rebuild the snapshot after the commit
+	acks    ackTally // acknowledgements held back, counted after the commit
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
@@ -340,6 +348,7 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 		}
 		return fmt.Errorf("listd: store message: %w", err)
 	}
+	s.countAcks(out.acks)
 	if out.roster {
 		s.refresh() // before the mail goes out, for the next message
 	}
@@ -457,7 +466,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	case isApply(d.targets):
 		var g govOutcome
 		var err error
-		out.result, rec.Incident, g, err = s.application(tx, d)
+		out.result, rec.Incident, g, err = s.application(tx, d, &out.acks)
 		if err != nil {
 			return out, err
 		}
@@ -474,7 +483,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 				break
 			}
 		}
-		r, roster, err := s.intake(tx, d, detail)
+		r, roster, err := s.intake(tx, d, detail, &out.acks)
 		if err != nil {
 			return out, err
 		}
