@@ -215,6 +215,37 @@ func TestMinDataRateBursty(t *testing.T) {
 	}
 }
 
+// TestMinDataRateBetweenTransfers: the rate holds during a transfer only. Idle time
+// between transactions, longer than the grace, is the read timeout's business (here
+// none, so go-smtp sets no deadline of its own that would hide a rate deadline left
+// behind). Each transfer starts its own clock and count: the 20 seconds that the
+// first message's 20 kB bought do not carry over to a silent third transfer.
+func TestMinDataRateBetweenTransfers(t *testing.T) {
+	rec := &recorder{}
+	opts := rateOptions()
+	opts.ReadTimeout = -1
+	_, addr := startServer(t, opts, rec)
+	c := dialRaw(t, addr)
+	c.greet()
+	big := simpleMsg + strings.Repeat(strings.Repeat("y", 98)+"\r\n", 200)
+	for i, send := range []func(testing.TB, *rawConn) response{inData(big), inBDAT(simpleMsg)} {
+		if r := send(t, c); r.code != 250 {
+			t.Fatalf("message %d = %v, want 250", i+1, r)
+		}
+		time.Sleep(2 * testGrace)
+		if r := c.cmd("NOOP"); r.code != 250 {
+			t.Fatalf("NOOP after message %d and a pause = %v, want 250", i+1, r)
+		}
+	}
+	begin(t, c)
+	start := time.Now()
+	dataCmd(t, c)
+	expectTooSlow(t, c, start)
+	if got := len(rec.delivered()); got != 2 {
+		t.Errorf("Handle called %d times, want 2", got)
+	}
+}
+
 // TestMinDataRateOff: MinDataRate < 0 ([smtp] min_data_rate = 0) keeps the old
 // behaviour: a message trickled at 100 bytes/s for longer than the grace is taken, and
 // a silent DATA lasts until ReadTimeout. With the rate on, the same trickle is cut.
