@@ -258,7 +258,7 @@ func TestSMTPDefaultsAreSmtpds(t *testing.T) {
 		o.MaxLineLength != smtpd.DefaultMaxLineLength || o.ReadTimeout != smtpd.DefaultReadTimeout ||
 		o.WriteTimeout != smtpd.DefaultWriteTimeout || o.MaxConnections != smtpd.DefaultMaxConnections ||
 		o.MaxConnectionsPerIP != smtpd.DefaultMaxConnectionsPerIP || o.SessionLifetime != smtpd.DefaultSessionLifetime ||
-		o.MaxErrors != smtpd.DefaultMaxErrors {
+		o.MaxErrors != smtpd.DefaultMaxErrors || o.MinDataRate != smtpd.DefaultMinDataRate {
 		t.Errorf("ServerOptions() = %+v, want smtpd's defaults", o)
 	}
 }
