@@ -48,6 +48,9 @@ type connState struct {
 	// once, the session refuses everything, and in plain text the next reply is
 	// replaced by this one and followed by the close.
 	finish atomic.Pointer[replyError]
+	// transfer is the DATA or BDAT transfer being read, nil between them: set by
+	// session.deliver, read by conn for the minimum data rate (datarate.go).
+	transfer atomic.Pointer[transfer]
 }
 
 func newConnState() *connState {
@@ -83,6 +86,13 @@ type conn struct {
 	buf     []byte // bytes read from the socket and not yet given to go-smtp
 	line    lineState
 	readErr error // sticky: once a read timed out, every read fails with this
+
+	// The minimum data rate (datarate.go), read side too.
+	rate         dataRate
+	readDeadline time.Time // go-smtp's read deadline, clamped to the lifetime
+	xfer         *transfer // the transfer xferBytes counts
+	xferBytes    int64
+	rateCut      bool // the socket's read deadline is the rate's, before readDeadline
 
 	shutdownOnce sync.Once
 	lingering    atomic.Bool // shutdown's goroutine owns the close
@@ -130,7 +140,9 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	if len(c.buf) == 0 {
 		if c.state.tls.Load() {
-			return c.readSocket(b)
+			n, err := c.readSocket(b)
+			c.countTransfer(n)
+			return n, err
 		}
 		if cap(c.buf) == 0 {
 			c.buf = make([]byte, 0, readBufferSize)
@@ -150,6 +162,7 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p)
 	c.buf = c.buf[n:]
+	c.countTransfer(n)
 	if plain && c.line.scan(b[:n]) && c.state.inData.Load() > 0 {
 		c.state.dotCR.Store(true)
 	}
@@ -159,6 +172,7 @@ func (c *conn) Read(b []byte) (int, error) {
 // readSocket reads from the network. Bytes read are returned without the error that
 // may come with them: a net.Conn repeats EOF and timeouts on the next read.
 func (c *conn) readSocket(b []byte) (int, error) {
+	c.armRateDeadline()
 	n, err := c.Conn.Read(b)
 	if n > 0 || err == nil {
 		return n, nil
@@ -187,13 +201,17 @@ func (c *conn) readSocket(b []byte) (int, error) {
 
 // readFailed finishes the connection after a read timeout: the command timeout, the
 // timeout of a whole DATA or BDAT transfer (go-smtp sets the deadline at the command
-// line only), or the session lifetime (the deadlines are clamped to it). The reply
-// says which, and Write sends it in place of whatever go-smtp answers next.
+// line only), the minimum data rate (datarate.go), or the session lifetime (the
+// deadlines are clamped to it). The reply says which, and Write sends it in place of
+// whatever go-smtp answers next.
 func (c *conn) readFailed(err error) error {
 	r := errIdleTimeout
 	switch {
 	case !c.expires.IsZero() && !time.Now().Before(c.expires):
 		r = errLifetime
+	case c.rateCut:
+		r = c.rate.tooSlow
+		c.log.Info("smtpd: data below the minimum rate", "session", c.state.id, "bytes", c.xferBytes, "elapsed", time.Since(c.xfer.start).Round(time.Millisecond), "min_rate", c.rate.min)
 	case c.state.inData.Load() > 0:
 		r = errTimeout
 	case c.line.open():
@@ -298,7 +316,10 @@ func (c *conn) SetDeadline(t time.Time) error {
 }
 
 func (c *conn) SetReadDeadline(t time.Time) error {
-	return c.Conn.SetReadDeadline(c.clamp(t, 0))
+	// go-smtp calls this from the goroutine that reads, so the read-side fields are
+	// safe; the listener's call comes before go-smtp has the connection.
+	c.readDeadline, c.rateCut = c.clamp(t, 0), false
+	return c.Conn.SetReadDeadline(c.readDeadline)
 }
 
 func (c *conn) SetWriteDeadline(t time.Time) error {

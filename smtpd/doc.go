@@ -27,6 +27,10 @@
 //     lifetime or error limit. smtpd wraps the listener (docs/threat-model.md B7), and every
 //     refusal it or the Handler makes counts towards MaxErrors, the 452 for too many
 //     recipients included.
+//   - go-smtp's only bound on a DATA transfer is ReadTimeout, set at the DATA line, so a
+//     client trickling a byte a second holds its connection for all of it. smtpd's
+//     connection holds a DATA or BDAT transfer to MinDataRate on average once
+//     DataRateGrace has passed (datarate.go; docs/threat-model.md B7).
 //   - More than MaxReceived Received fields are refused as a mail loop (docs/threat-model.md B9).
 //   - A message without any header, MAIL FROM with AUTH= (no AUTH is offered), an EHLO
 //     name with control characters and, in BDAT, a line over MaxLineLength are refused.
@@ -64,7 +68,8 @@
 //	451 4.3.0  any other error: generic text with the session ID, details in the log
 //	451 4.4.5  the Handler ran out of time (context.DeadlineExceeded)
 //	421 4.4.2  read timeout (waiting for a command, inside DATA or BDAT, or a command
-//	           line without CRLF), or session lifetime over; then the connection closes
+//	           line without CRLF), DATA or BDAT below MinDataRate, or session lifetime
+//	           over; then the connection closes
 //	421 4.4.0  connection error inside DATA or BDAT
 //	421 4.7.0  too many connections, or MaxErrors refusals; then the connection closes
 //

@@ -121,6 +121,7 @@ type listener struct {
 	net.Listener
 	lim      *connLimiter
 	lifetime time.Duration // ≤ 0: unlimited
+	rate     dataRate
 	log      *slog.Logger
 }
 
@@ -136,7 +137,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			refuse(nc)
 			continue
 		}
-		c := &conn{Conn: nc, state: newConnState(), lim: l.lim, key: key, opened: time.Now(), log: l.log}
+		c := &conn{Conn: nc, state: newConnState(), lim: l.lim, key: key, opened: time.Now(), rate: l.rate, log: l.log}
 		l.lim.track(c)
 		if l.lifetime > 0 {
 			c.expires = c.opened.Add(l.lifetime)

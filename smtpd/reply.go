@@ -88,6 +88,14 @@ var (
 	errTooManyErrors = &replyError{421, smtp.EnhancedCode{4, 7, 0}, "Too many errors, closing connection"}
 )
 
+// errTooSlow is the reply to a DATA or BDAT transfer that fell below the minimum data
+// rate (datarate.go; docs/threat-model.md B7). RFC 3463 X.4.2, bad connection, as for
+// the timeouts; RFC 5321 §3.8: 421, and the connection closes.
+func errTooSlow(rate int64) *replyError {
+	return &replyError{421, smtp.EnhancedCode{4, 4, 2},
+		"Data arriving too slowly (below " + strconv.FormatInt(rate, 10) + " bytes/s), closing connection"}
+}
+
 // tooManyConnections is written by the listener before go-smtp sees the connection, in
 // place of the 220 greeting (RFC 5321 §3.1 allows 421 at connection open).
 const tooManyConnections = "421 4.7.0 Too many connections, try again later\r\n"

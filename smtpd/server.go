@@ -26,8 +26,12 @@ const (
 	DefaultMaxConnections      = 100
 	DefaultMaxConnectionsPerIP = 10
 	DefaultSessionLifetime     = 10 * time.Minute
-	DefaultMaxErrors           = 20 // Postfix smtpd_hard_error_limit
-	DefaultMaxReceived         = 50 // Postfix hopcount_limit
+	DefaultMaxErrors           = 20  // Postfix smtpd_hard_error_limit
+	DefaultMaxReceived         = 50  // Postfix hopcount_limit
+	DefaultMinDataRate         = 500 // bytes per second, Postfix smtpd_min_data_rate
+	// DefaultDataRateGrace is how long a DATA or BDAT transfer runs before its average
+	// rate is held against MinDataRate (datarate.go says why 10 s).
+	DefaultDataRateGrace = 10 * time.Second
 	// DefaultMinFreeBytes is the free-space reserve when FreeSpace is set: above
 	// 1.5 × DefaultMaxMessageBytes, the least Postfix's queue_minfree documentation
 	// asks for.
@@ -59,9 +63,10 @@ type Options struct {
 	// a BDAT chunk, so smtpd checks the lines of a BDAT message itself.
 	MaxLineLength int
 	// ReadTimeout bounds the wait for each command, and for the whole DATA transfer:
-	// go-smtp does not extend it while data arrives. WriteTimeout bounds each reply
-	// and also each Handler call, well within the 10 minutes a client waits for the
-	// reply to the final dot (RFC 5321 §4.5.3.2.6).
+	// go-smtp does not extend it while data arrives (MinDataRate ends a slow transfer
+	// sooner). WriteTimeout bounds each reply and also each Handler call, well within
+	// the 10 minutes a client waits for the reply to the final dot (RFC 5321
+	// §4.5.3.2.6).
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 
@@ -78,6 +83,14 @@ type Options struct {
 	MaxErrors int
 	// MaxReceived refuses a message with more Received fields as a loop: 554 5.4.6.
 	MaxReceived int
+	// MinDataRate is the least average rate, in bytes per second since the transfer
+	// began, at which a DATA or BDAT transfer must arrive once DataRateGrace has
+	// passed. Below it the client gets 421 4.4.2 and the connection closes, nothing
+	// stored (docs/threat-model.md B7; Postfix's smtpd_min_data_rate). ReadTimeout
+	// still bounds the whole DATA. datarate.go has the rule and its reasons.
+	MinDataRate int64
+	// DataRateGrace is how long a transfer may run before MinDataRate applies.
+	DataRateGrace time.Duration
 
 	// FreeSpace, when set, reports the bytes free (to the daemon's user) on the file
 	// system that holds the store; smtpd asks it at every MAIL. MAIL is refused with
@@ -125,6 +138,8 @@ func (o Options) withDefaults() Options {
 	o.SessionLifetime = orDefault(o.SessionLifetime, DefaultSessionLifetime)
 	o.MaxErrors = orDefault(o.MaxErrors, DefaultMaxErrors)
 	o.MaxReceived = orDefault(o.MaxReceived, DefaultMaxReceived)
+	o.MinDataRate = orDefault(o.MinDataRate, DefaultMinDataRate)
+	o.DataRateGrace = orDefault(o.DataRateGrace, DefaultDataRateGrace)
 	o.MinFreeBytes = orDefault(o.MinFreeBytes, DefaultMinFreeBytes)
 	return o
 }
@@ -148,6 +163,7 @@ type Server struct {
 	log  *slog.Logger
 	smtp *smtp.Server
 	lim  *connLimiter
+	rate dataRate // the minimum data rate, for every connection
 
 	// ctx is the parent of every Handler call: Close cancels it so in-flight calls
 	// stop; Shutdown does not, so they finish.
@@ -171,6 +187,7 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 		h:    h,
 		log:  log,
 		lim:  newConnLimiter(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		rate: newDataRate(opts.MinDataRate, opts.DataRateGrace),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -230,7 +247,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.log.Info("smtpd: serving", "addr", l.Addr().String(), "lmtp", s.opts.LMTP, "starttls", s.opts.TLSConfig != nil)
-	err := s.smtp.Serve(&listener{Listener: l, lim: s.lim, lifetime: s.opts.SessionLifetime, log: s.log})
+	err := s.smtp.Serve(&listener{Listener: l, lim: s.lim, lifetime: s.opts.SessionLifetime, rate: s.rate, log: s.log})
 	s.mu.Lock()
 	closed = s.closed
 	s.mu.Unlock()

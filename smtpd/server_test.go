@@ -450,6 +450,12 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.SessionLifetime != 0 || o.MaxErrors != 7 {
 		t.Errorf("SessionLifetime, MaxErrors = %v, %v, want 0 (off), 7", o.SessionLifetime, o.MaxErrors)
 	}
+	if o.MinDataRate != DefaultMinDataRate || o.DataRateGrace != DefaultDataRateGrace {
+		t.Errorf("MinDataRate, DataRateGrace = %v, %v, want the defaults", o.MinDataRate, o.DataRateGrace)
+	}
+	if off := (Options{MinDataRate: -1}).withDefaults(); off.MinDataRate != 0 {
+		t.Errorf("MinDataRate -1 = %v, want 0 (off)", off.MinDataRate)
+	}
 	if l := (Options{LMTP: true}).withDefaults(); l.Network != "unix" || l.Addr != "" {
 		t.Errorf("LMTP defaults: Network %q Addr %q, want unix and none", l.Network, l.Addr)
 	}

@@ -218,7 +218,11 @@ func (s *session) deliver(env Envelope, r io.Reader) error {
 	hint := s.sizeHint
 	s.mu.Unlock()
 
+	// The transfer's clock for the minimum data rate (datarate.go) starts here, after
+	// the 354 or at the first BDAT, and stops once the message is read.
+	endTransfer := s.state.beginTransfer()
 	msg, err := readMessage(r, s.srv.opts.MaxMessageBytes, hint)
+	endTransfer()
 	if bdat && errors.Is(err, smtp.ErrDataReset) {
 		abandonTransfer(s.log)
 	}

@@ -92,6 +92,12 @@ type SMTP struct {
 	// is answered 452 4.3.1 over SMTP and LMTP (Postfix's queue_minfree).
 	// Unset: smtpd.DefaultMinFreeBytes (64 MiB); 0: no check.
 	MinFreeBytes *int64 `toml:"min_free_bytes"`
+	// MinDataRateBytes is the least average rate, in bytes per second, of a
+	// DATA or BDAT transfer after its first 10 seconds; below it the client
+	// gets 421 4.4.2 and the connection closes, over SMTP and LMTP
+	// (docs/threat-model.md B7; Postfix's smtpd_min_data_rate). Unset:
+	// smtpd.DefaultMinDataRate (500); 0: no minimum.
+	MinDataRateBytes *int64 `toml:"min_data_rate"`
 	// TLSCert and TLSKey are PEM files; set, they enable STARTTLS. SIGHUP
 	// reloads them.
 	TLSCert string `toml:"tls_cert"`
@@ -175,6 +181,12 @@ func (i Intake) NewPerClient() int {
 // MinFree is smtp.min_free_bytes, its default if unset; 0 turns the check off.
 func (s SMTP) MinFree() int64 {
 	return orDefaultPtr(s.MinFreeBytes, smtpd.DefaultMinFreeBytes)
+}
+
+// MinDataRate is smtp.min_data_rate, its default if unset; 0 turns the
+// minimum off.
+func (s SMTP) MinDataRate() int64 {
+	return orDefaultPtr(s.MinDataRateBytes, smtpd.DefaultMinDataRate)
 }
 
 func orDefaultPtr[T int | int64](v *T, def T) T {

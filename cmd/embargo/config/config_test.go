@@ -59,6 +59,7 @@ func TestConfigErrors(t *testing.T) {
 		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
 		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
 		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
+		{"negative data rate", base + "[smtp]\nmin_data_rate = -1\n", []string{"smtp.min_data_rate -1 is negative", "default 500", "0 for no minimum"}},
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
 		{"negative acknowledgement cap", base + "[intake]\nacks_per_day = -1\n", []string{"intake.acks_per_day = -1", "0 for no cap"}},
 	}
@@ -206,6 +207,41 @@ func TestMinFreeBytes(t *testing.T) {
 	}
 }
 
+// TestMinDataRate: unset, smtp.min_data_rate is smtpd's default (500 bytes/s,
+// as Postfix); 0 turns the minimum off, which smtpd spells -1, and `embargo
+// check` warns about it; the listener options carry the value (the daemon
+// builds the LMTP listener's from the same ServerOptions).
+func TestMinDataRate(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want int64 // MinDataRate()
+		opt  int64 // ServerOptions().MinDataRate: smtpd takes 0 for its default, < 0 for off
+		warn bool
+	}{
+		{"", 500, 500, false},
+		{"[smtp]\nmin_data_rate = 0\n", 0, -1, true},
+		{"[smtp]\nmin_data_rate = 2000\n", 2000, 2000, false},
+	} {
+		cfg, err := Parse([]byte("domain = \"example.org\"\n"+tt.toml), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.SMTP.MinDataRate(); got != tt.want {
+			t.Errorf("%q: MinDataRate() = %d, want %d", tt.toml, got, tt.want)
+		}
+		if got := cfg.SMTP.ServerOptions().MinDataRate; got != tt.opt {
+			t.Errorf("%q: ServerOptions().MinDataRate = %d, want %d", tt.toml, got, tt.opt)
+		}
+		warned := false
+		for _, w := range cfg.Report().Warnings {
+			warned = warned || strings.Contains(w, "smtp.min_data_rate = 0")
+		}
+		if warned != tt.warn {
+			t.Errorf("%q: warned about min_data_rate = %v, want %v", tt.toml, warned, tt.warn)
+		}
+	}
+}
+
 // TestHolidaysTyped: holidays and the on-call start are dates once decoded;
 // a bad one names its line and the key.
 func TestHolidaysTyped(t *testing.T) {
@@ -240,7 +276,7 @@ func TestSMTPDefaultsAreSmtpds(t *testing.T) {
 		o.MaxLineLength != smtpd.DefaultMaxLineLength || o.ReadTimeout != smtpd.DefaultReadTimeout ||
 		o.WriteTimeout != smtpd.DefaultWriteTimeout || o.MaxConnections != smtpd.DefaultMaxConnections ||
 		o.MaxConnectionsPerIP != smtpd.DefaultMaxConnectionsPerIP || o.SessionLifetime != smtpd.DefaultSessionLifetime ||
-		o.MaxErrors != smtpd.DefaultMaxErrors {
+		o.MaxErrors != smtpd.DefaultMaxErrors || o.MinDataRate != smtpd.DefaultMinDataRate {
 		t.Errorf("ServerOptions() = %+v, want smtpd's defaults", o)
 	}
 }

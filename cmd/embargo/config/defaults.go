@@ -89,6 +89,10 @@ func orDefault[T int | int64](v *T, def T) {
 // ServerOptions are the listener's limits as smtpd takes them; the caller
 // adds the domain, TLS and the LMTP switch.
 func (s SMTP) ServerOptions() smtpd.Options {
+	rate := s.MinDataRate()
+	if rate == 0 {
+		rate = -1 // smtpd's "off"; its zero is the default
+	}
 	return smtpd.Options{
 		MaxMessageBytes:     s.MaxMessageBytes,
 		MaxRecipients:       s.MaxRecipients,
@@ -99,5 +103,6 @@ func (s SMTP) ServerOptions() smtpd.Options {
 		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
 		SessionLifetime:     time.Duration(s.SessionLifetimeMinutes) * time.Minute,
 		MaxErrors:           s.MaxErrors,
+		MinDataRate:         rate,
 	}
 }

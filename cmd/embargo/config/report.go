@@ -70,6 +70,9 @@ func (c *Config) Report() *Report {
 	case free > 0 && free < c.SMTP.MaxMessageBytes/2*3:
 		r.Warnings = append(r.Warnings, fmt.Sprintf("smtp.min_free_bytes %d is less than 1.5 × smtp.max_message_bytes (%d): a message without SIZE= may fill the disk (Postfix asks the same of queue_minfree)", free, c.SMTP.MaxMessageBytes/2*3))
 	}
+	if c.SMTP.MinDataRate() == 0 {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("smtp.min_data_rate = 0: no minimum data rate; a client trickling a message holds a connection for up to read_timeout_minutes (%d)", c.SMTP.ReadTimeoutMinutes))
+	}
 	if network, addr := c.LMTP.Addr(); c.LMTP.Listen != "" && network == "tcp" {
 		if h, _, err := net.SplitHostPort(addr); err == nil && !IsLoopbackHost(h) {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("lmtp.listen %q is not a loopback address: LMTP is meant for the MTA on this host, and it has no per-IP connection limit", c.LMTP.Listen))

@@ -99,6 +99,9 @@ func (c *Config) validateSMTP(p *problems) {
 	if s.MinFree() < 0 {
 		p.add("smtp.min_free_bytes %d is negative: give the bytes data_dir's file system keeps free (default %d), or 0 for no check", s.MinFree(), smtpd.DefaultMinFreeBytes)
 	}
+	if s.MinDataRate() < 0 {
+		p.add("smtp.min_data_rate %d is negative: give the bytes per second a DATA or BDAT transfer must average after its first %v (default %d), or 0 for no minimum", s.MinDataRate(), smtpd.DefaultDataRateGrace, smtpd.DefaultMinDataRate)
+	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		p.add("smtp.tls_cert and smtp.tls_key go together: set both (PEM files) to offer STARTTLS, or neither")
 	}
