@@ -217,17 +217,8 @@ func Details(p Project, a workflow.Advisory) string {
 			b.WriteString("\n### " + title + "\n\n" + body + "\n")
 		}
 	}
-	list := func(text string) string {
-		var items []string
-		for _, l := range strings.Split(text, "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				items = append(items, "- "+codeSpan(l))
-			}
-		}
-		return strings.Join(items, "\n")
-	}
-	section("Affected versions", list(a.Affected))
-	section("Fixed versions", list(a.Fixed))
+	section("Affected versions", markdownList(a.Affected))
+	section("Fixed versions", markdownList(a.Fixed))
 	section("Mitigation", a.Mitigation)
 	section("Action required after upgrading", a.ActionRequired)
 	section("Impact of the fix", a.FixImpact)
@@ -236,6 +227,18 @@ func Details(p Project, a workflow.Advisory) string {
 		section("Upgrading", "See "+a.UpgradeDocs+".")
 	}
 	return b.String()
+}
+
+// markdownList writes each non-blank line of text as a Markdown list item
+// in a code span.
+func markdownList(text string) string {
+	var items []string
+	for _, l := range strings.Split(text, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			items = append(items, "- "+codeSpan(l))
+		}
+	}
+	return strings.Join(items, "\n")
 }
 
 // codeSpan quotes a version line for Markdown (CommonMark §6.1): "- >= 1.0"
