@@ -31,7 +31,7 @@ func advisorySample(extra map[string]any) map[string]any {
 		"T": "2026-12-03 16:00 UTC (Thursday)", "PreviousNotice": "", "At": "", "Person": "Alice Example",
 		"SecurityAddress": "security@example.org", "AdvisoryText": "", "Renotify": false,
 		"Subscribers": 10000, "Channels": 1, "Distributors": 3,
-		"CVEDraft": true, "OSVURL": "https://example.org/advisories/SEC-2026-0001.osv.json",
+		"CVEDraft": true, "DataMap": true, "DataMapNoPR": false, "OSVURL": "https://example.org/advisories/SEC-2026-0001.osv.json",
 		"RecordGaps": []string{"CVE (/set cwe): no CWE: the draft has no problemTypes."},
 		"ConfigGaps": []string{"OSV (osv.ecosystem, osv.package): not set: affected[] names no package."},
 	}
@@ -252,19 +252,41 @@ func TestAdvisorySentences(t *testing.T) {
 // says why and which command to send; counts read as words.
 func TestReleasePackWithoutCVE(t *testing.T) {
 	s, _ := New("")
-	got, err := s.Render("release-pack", advisorySample(map[string]any{"CVEDraft": false, "RecordGaps": []string(nil), "ConfigGaps": []string(nil), "OSVURL": "",
+	got, err := s.Render("release-pack", advisorySample(map[string]any{"CVEDraft": false, "DataMap": false, "RecordGaps": []string(nil), "ConfigGaps": []string(nil), "OSVURL": "",
 		"Subscribers": 1, "Channels": 0, "Distributors": 1}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"No CVE record draft is attached: SEC-2026-0001 has no CVE ID.", "send /cve CVE-YYYY-NNNNN",
-		"(1 subscriber), to 0 outside channels and to 1 distributor.", "/advisories/SEC-2026-0001.osv.json; set http.base_url"} {
+		"(1 subscriber), to 0 outside channels and to 1 distributor.", "/advisories/SEC-2026-0001.osv.json; set http.base_url",
+		"Without a CVE ID there is no CVE data map for the release team either."} {
 		if !strings.Contains(got, want) {
 			t.Errorf("release pack lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "cve-record.json") || strings.Contains(got, "lack") {
-		t.Errorf("release pack without a CVE names the draft or an empty gap list:\n%s", got)
+	if strings.Contains(got, "cve-record.json") || strings.Contains(got, "cve-data-map.yaml") || strings.Contains(got, "lack") {
+		t.Errorf("release pack without a CVE names the draft, the data map or an empty gap list:\n%s", got)
+	}
+}
+
+// TestReleasePackWithoutPullRequest: a CVE but no pull request among the
+// references: the draft is attached, the data map is not, and the pack says
+// why and how to list the pull requests next time.
+func TestReleasePackWithoutPullRequest(t *testing.T) {
+	s, _ := New("")
+	got, err := s.Render("release-pack", advisorySample(map[string]any{"DataMap": false, "DataMapNoPR": true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"- cve-record.json: the CVE JSON 5 draft of CVE-2026-12345",
+		"No CVE data map (cve-data-map.yaml) is attached: the references of SEC-2026-0001 name no pull request",
+		"list the fix's pull requests with /set references before /approve."} {
+		if !strings.Contains(got, want) {
+			t.Errorf("release pack lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "- cve-data-map.yaml") || strings.Contains(got, "has no CVE ID") {
+		t.Errorf("release pack without a pull request:\n%s", got)
 	}
 }
 

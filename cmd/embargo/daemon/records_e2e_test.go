@@ -167,8 +167,8 @@ func (f *recordsFixture) decrypt(g *daemontest.GPG, m queuetest.Message) string 
 }
 
 // releasePack finds alice's copy of the release pack among msgs and returns
-// its text and its attachments by file name.
-func (f *recordsFixture) releasePack(msgs []queuetest.Message) (string, map[string][]byte) {
+// its text, its attachments by file name and their media types.
+func (f *recordsFixture) releasePack(msgs []queuetest.Message) (string, map[string][]byte, map[string]string) {
 	f.t.Helper()
 	for _, m := range daemontest.To(msgs, "alice@ex.test") {
 		plain := f.decrypt(f.alice, m)
@@ -179,18 +179,19 @@ func (f *recordsFixture) releasePack(msgs []queuetest.Message) (string, map[stri
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		files := map[string][]byte{}
+		files, types := map[string][]byte{}, map[string]string{}
 		e.Walk(func(_ []int, p *gomessage.Entity, _ error) error {
 			if _, params, err := p.Header.ContentDisposition(); err == nil && params["filename"] != "" {
 				b, _ := io.ReadAll(p.Body)
 				files[params["filename"]] = b
+				types[params["filename"]], _, _ = p.Header.ContentType()
 			}
 			return nil
 		})
-		return daemontest.MIMEText([]byte(plain)), files
+		return daemontest.MIMEText([]byte(plain)), files, types
 	}
 	f.t.Fatalf("no release pack for alice among:\n%s", daemontest.Summary(msgs))
-	return "", nil
+	return "", nil, nil
 }
 
 // TestReleaseRecordsEndToEnd is the proof of the release records: the
@@ -214,9 +215,10 @@ func TestReleaseRecordsEndToEnd(t *testing.T) {
 	f.tick(T.Add(-workflow.FinalNoticeBefore))
 	msgs := f.tick(T)
 
-	text, files := f.releasePack(msgs)
+	text, files, types := f.releasePack(msgs)
 	daemontest.MustContain(t, "release pack", text, "SEC-2026-0001 was released at 2026-12-03 16:00 UTC (Thursday).",
 		"cve-record.json: the CVE JSON 5 draft of CVE-2026-12345",
+		"cve-data-map.yaml: the CVE data map of CVE-2026-12345 for the release team",
 		"The advisory archive publishes the OSV record at https://example.org/advisories/SEC-2026-0001.osv.json.")
 	if strings.Contains(text, "lack") {
 		t.Errorf("the pack lists gaps for a complete incident and configuration:\n%s", text)
@@ -257,6 +259,8 @@ func TestReleaseRecordsEndToEnd(t *testing.T) {
 	if len(cna.Descriptions) != 1 || !strings.HasPrefix(cna.Descriptions[0].Value, "example-parser in Example from 1.0.0 before 1.2.4 allows a remote attacker to execute code as the server") {
 		t.Errorf("descriptions = %+v", cna.Descriptions)
 	}
+
+	checkReadmeDataMap(t, files["cve-data-map.yaml"], types["cve-data-map.yaml"])
 
 	// The archive: the OSV record over real HTTP, under each of its names.
 	base := "http://" + f.h.D.HTTPAddr().String()
@@ -329,11 +333,15 @@ func TestReleasePackWithoutCVE(t *testing.T) {
 	T := time.Date(2026, 11, 26, 16, 0, 0, 0, time.UTC)
 	f.tick(T.Add(-workflow.FinalNoticeBefore))
 	msgs := f.tick(T)
-	text, files := f.releasePack(msgs)
+	text, files, _ := f.releasePack(msgs)
 	if _, ok := files["cve-record.json"]; ok {
 		t.Errorf("a CVE draft without a CVE ID was attached")
 	}
+	if _, ok := files["cve-data-map.yaml"]; ok {
+		t.Errorf("a CVE data map without a CVE ID was attached")
+	}
 	daemontest.MustContain(t, "release pack", text, "No CVE record draft is attached: SEC-2026-0001 has no CVE ID.",
+		"Without a CVE ID there is no CVE data map for the release team either.",
 		"send /cve CVE-YYYY-NNNNN", "What the records of SEC-2026-0001 lack, and how to fill it:", "- CVE and OSV (/set affected): a line is not a version range",
 		"What the configuration leaves out of every record (embargo check lists the same):", "- CVE (cve.org_id): not set",
 		"publishes the OSV record at /advisories/SEC-2026-0001.osv.json; set http.base_url")

@@ -24,12 +24,14 @@ type advisoryData struct {
 	Subscribers, Channels, Distributors    int
 
 	// The release pack's records (release.go): whether the CVE JSON 5 draft
-	// is attached, what the incident's records lack (RecordGaps) and what
-	// the configuration leaves out of every record (ConfigGaps), and where
-	// the archive publishes the OSV record ("" without a public base URL).
-	CVEDraft               bool
-	RecordGaps, ConfigGaps []string
-	OSVURL                 string
+	// is attached, whether the CVE data map is (DataMapNoPR: not for want
+	// of a pull request), what the incident's records lack (RecordGaps) and
+	// what the configuration leaves out of every record (ConfigGaps), and
+	// where the archive publishes the OSV record ("" without a public base
+	// URL).
+	CVEDraft, DataMap, DataMapNoPR bool
+	RecordGaps, ConfigGaps         []string
+	OSVURL                         string
 }
 
 // safeText keeps a field value inert inside a mail body: LF line ends only,

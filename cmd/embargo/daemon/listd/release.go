@@ -101,9 +101,9 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	d.Distributors = len(s.o.Roster.WithRole(workflow.RoleDistributor))
 
 	// The SRC: the text to post on the project's public tracker, the chat
-	// line and the CVE record (docs/process.md §7.5, §7.6, §7.9). The
-	// attachments' names are what the release pack lists
-	// (templates/mail/release-pack.txt).
+	// line, the CVE record and the CVE data map for the release team
+	// (docs/process.md §7.5, §7.6, §7.9). The attachments' names are what
+	// the release pack lists (templates/mail/release-pack.txt).
 	post, err := s.o.Templates.Render("tracking-issue", d)
 	if err != nil {
 		return nil, err
@@ -116,12 +116,15 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		{Name: "tracker-post.md", Type: "text/markdown", Data: []byte(post)},
 		{Name: "chat.txt", Type: "text/plain", Data: []byte(chat)},
 	}
-	cve, err := s.records(&d, inc)
+	cve, dataMap, err := s.records(&d, inc)
 	if err != nil {
 		return nil, err
 	}
 	if cve != nil {
 		attach = append(attach, message.Attachment{Name: "cve-record.json", Type: "application/json", Data: cve})
+	}
+	if dataMap != nil {
+		attach = append(attach, message.Attachment{Name: record.DataMapFile, Type: "application/yaml", Data: dataMap})
 	}
 	pack, err := s.o.Templates.Render("release-pack", d)
 	if err != nil {
@@ -149,20 +152,32 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	return out, nil
 }
 
-// records drafts the CVE JSON 5 record of the release pack (nil without a
-// CVE ID: the pack says why) and fills what the pack says about the records:
-// what the incident's records lack, what the configuration leaves out of
-// every record, and where the archive publishes the OSV record.
-func (s *Service) records(d *advisoryData, inc *workflow.Incident) ([]byte, error) {
+// records drafts the CVE JSON 5 record and the CVE data map of the release
+// pack (each nil when the incident lacks what it needs: the pack says why)
+// and fills what the pack says about the records: what the incident's
+// records lack, what the configuration leaves out of every record, and
+// where the archive publishes the OSV record.
+func (s *Service) records(d *advisoryData, inc *workflow.Incident) (cve, dataMap []byte, err error) {
 	p := s.o.Record.WithDefaults()
-	cve, err := record.CVEJSON(p, inc)
+	cve, err = record.CVEJSON(p, inc)
 	switch {
 	case errors.Is(err, record.ErrNoCVE):
 		cve = nil
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	}
 	d.CVEDraft = cve != nil
+	// The data map for the release team (docs/process.md §7.9): it also
+	// needs a pull request, by whose number krel finds it.
+	dataMap, err = record.CVEDataMap(p, inc)
+	switch {
+	case errors.Is(err, record.ErrNoCVE):
+	case errors.Is(err, record.ErrNoPR):
+		d.DataMapNoPR = true
+	case err != nil:
+		return nil, nil, err
+	}
+	d.DataMap = dataMap != nil
 	gap := func(g record.Gap) string {
 		return fmt.Sprintf("%s (%s): %s.", strings.ReplaceAll(g.Record, ", ", " and "), g.Key, g.Why)
 	}
@@ -173,13 +188,16 @@ func (s *Service) records(d *advisoryData, inc *workflow.Incident) ([]byte, erro
 			d.RecordGaps = append(d.RecordGaps, gap(g))
 		}
 	}
+	for _, g := range record.DataMapGaps(p, inc) {
+		d.RecordGaps = append(d.RecordGaps, gap(g))
+	}
 	for _, g := range p.Check() {
 		d.ConfigGaps = append(d.ConfigGaps, gap(g))
 	}
 	if u := p.AdvisoryPage(string(inc.ID)); u != "" {
 		d.OSVURL = u + ".osv.json"
 	}
-	return cve, nil
+	return cve, dataMap, nil
 }
 
 // announceMail is a message from the announce list with the list fields of
