@@ -1,8 +1,8 @@
 // Package record builds the machine-readable records of a disclosed
-// incident: the CVE JSON 5 draft the CNA member reviews and submits
-// (docs/process.md §7.9) and the OSV record served beside the published
-// advisory. It is pure, like workflow: an incident and the project's
-// metadata in, bytes out; no I/O, no clock.
+// incident: the CVE JSON 5 draft the CNA member reviews and submits and the
+// CVE data map for the release team (docs/process.md §7.9), and the OSV
+// record served beside the published advisory. It is pure, like workflow:
+// an incident and the project's metadata in, bytes out; no I/O, no clock.
 //
 // Both builders are checked against the official schemas in the tests
 // (testdata/schema/README.md).
