@@ -57,7 +57,7 @@ func FuzzCompose(f *testing.F) {
 			t.Fatalf("go-message cannot read what we rendered: %v\n%q", err, out)
 		}
 		for f := r.Header.Fields(); f.Next(); {
-			if !outerFields[f.Key()] { // render_fuzz_test.go
+			if !outerFields[f.Key()] { // rendercheck_test.go
 				t.Fatalf("field %q injected:\n%s", f.Key(), out)
 			}
 		}
