@@ -2,6 +2,7 @@ package listd
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -68,13 +69,68 @@ func (o *outMail) header() mail.Header {
 	}
 	h.SetMessageID(o.MessageID)
 	if o.ReplyTo != nil {
-		h.SetAddressList("Reply-To", cleanNames(o.ReplyTo))
+		setAddressList(&h, "Reply-To", cleanNames(o.ReplyTo))
 	}
 	h.SetDate(o.Date)
-	h.SetSubject(o.Subject)
-	h.SetAddressList("To", cleanNames(o.To...))
-	h.SetAddressList("From", cleanNames(o.From))
+	setSubject(&h, o.Subject)
+	setAddressList(&h, "To", cleanNames(o.To...))
+	setAddressList(&h, "From", cleanNames(o.From))
 	return h
+}
+
+// setSubject sets the Subject as go-message does, as encoded words
+// (RFC 2047) where the text is not printable ASCII, and encodes a
+// printable ASCII subject too when it holds "=?": written as it is, text
+// that looks like an encoded word is decoded by the reader into what it
+// encodes, a CR LF and a field included (docs/threat-model.md B10).
+// FuzzNoticeRender found it in an advisory's summary, which a /set writes.
+func setSubject(h *mail.Header, s string) {
+	if !strings.Contains(s, "=?") {
+		h.SetSubject(s)
+		return
+	}
+	h.Set("Subject", encodeWords(s))
+}
+
+// setAddressList is go-message's SetAddressList, but for a display name
+// that holds "=?": go-message writes a printable ASCII name as a quoted
+// string, and readers decode an encoded word even there (RFC 2047 §5(3)
+// forbids it; Go's mime.WordDecoder, Python's email and many MUAs do), so
+// such a name is written as encoded words too (setSubject). A reporter's
+// name reaches the From of the committee's copies (FuzzReportRender).
+func setAddressList(h *mail.Header, key string, addrs []*mail.Address) {
+	if len(addrs) == 0 {
+		h.Del(key)
+		return
+	}
+	parts := make([]string, len(addrs))
+	for i, a := range addrs {
+		parts[i] = a.String()
+		if strings.Contains(a.Name, "=?") {
+			parts[i] = encodeWords(a.Name) + " " + (&mail.Address{Address: a.Address}).String()
+		}
+	}
+	h.Set(key, strings.Join(parts, ", "))
+}
+
+// encodeWords writes s as base64 encoded words of at most 75 characters
+// (RFC 2047 §2), split between characters where s is UTF-8, and separated
+// by spaces, which a decoder drops between encoded words (RFC 2047 §6.2).
+func encodeWords(s string) string {
+	const max = 45 // bytes a word carries: 60 base64 characters, 72 in all
+	var words []string
+	for len(s) > 0 {
+		n := min(len(s), max)
+		for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		if n == 0 {
+			n = min(len(s), max)
+		}
+		words = append(words, "=?utf-8?b?"+base64.StdEncoding.EncodeToString([]byte(s[:n]))+"?=")
+		s = s[n:]
+	}
+	return strings.Join(words, " ")
 }
 
 // cleanNames returns the addresses with display names fit for a header

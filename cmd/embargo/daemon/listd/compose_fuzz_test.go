@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"mime"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func FuzzCompose(f *testing.F) {
 			t.Fatalf("go-message cannot read what we rendered: %v\n%q", err, out)
 		}
 		for f := r.Header.Fields(); f.Next(); {
-			if !outerFields[f.Key()] { // render_fuzz_test.go
+			if !outerFields[f.Key()] { // rendercheck_test.go
 				t.Fatalf("field %q injected:\n%s", f.Key(), out)
 			}
 		}
@@ -125,6 +126,45 @@ func TestCleanName(t *testing.T) {
 	} {
 		if got := cleanName(in); got != want {
 			t.Errorf("cleanName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestHeaderLooksEncoded: a subject or a display name that holds text
+// shaped like an encoded word (an advisory's summary, set by a /set; a
+// reporter's quoted name) reads back as written, never decoded into a CR
+// LF and a field (docs/threat-model.md B10): not by go-message, and not by
+// a reader that decodes encoded words inside quoted strings too, as Go's
+// mime.WordDecoder does.
+func TestHeaderLooksEncoded(t *testing.T) {
+	ew := "=?UTF-8?Q?x=0D=0ABcc:_a@evil.test?="
+	for _, v := range []string{
+		"[EMBARGOED] CVE-2026-12345: " + ew,
+		ew,
+		"Ünïcode " + ew,
+		strings.Repeat("ré "+ew+" ", 8),
+		"=?", "a =? b ?= c",
+	} {
+		o := outMail{From: &mail.Address{Name: v + " via security", Address: "security@example.org"}, To: []*mail.Address{{Name: v, Address: "alice@example.net"}},
+			Subject: v, MessageID: "m@example.org", Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: "x\n"}
+		out, err := o.plain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := mail.CreateReader(bytes.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := r.Header.Subject(); err != nil || got != v {
+			t.Errorf("Subject %q reads back as %q (%v):\n%s", v, got, err, out)
+		}
+		if to, err := r.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Name != v {
+			t.Errorf("To name %q reads back as %v (%v)", v, to, err)
+		}
+		for _, k := range []string{"From", "To"} {
+			if got, err := new(mime.WordDecoder).DecodeHeader(r.Header.Get(k)); err != nil || strings.ContainsAny(got, "\r\n") {
+				t.Errorf("%s decodes to %q (%v):\n%s", k, got, err, out)
+			}
 		}
 	}
 }

@@ -320,6 +320,7 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 	if err != nil {
 		return nil, err
 	}
+	body = inert(body)
 	subject := msg.Subject()
 	if _, tagged := workflow.SubjectTag(subject); !tagged && !strings.Contains(subject, "["+string(inc.ID)+"]") {
 		subject = "[" + string(inc.ID) + "] " + subject
@@ -345,6 +346,20 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 	}
 	// One call: the copies share one rendered body, stored once.
 	return s.copyEach(sec, rcpts, m.Template, om, row)
+}
+
+// inert indents each line of a copy that starts with "/" by one space.
+// The command grammar reads a "/" paragraph anywhere outside quoted text
+// (workflow.Extract), so a copied report, command mail or display name
+// would run as the commands of the member whose signed reply carries the
+// copy along unquoted, as some mail clients put the original below the
+// answer; commands start at column 0 only (docs/threat-model.md E5).
+func inert(text string) string {
+	if strings.HasPrefix(text, "/") {
+		text = " " + text
+	}
+	// A lone CR ends a line too, once the copy is rendered (compose.go).
+	return strings.ReplaceAll(strings.ReplaceAll(text, "\n/", "\n /"), "\r/", "\r /")
 }
 
 // copyReplyTo is the Reply-To of a committee copy. An encrypted copy
