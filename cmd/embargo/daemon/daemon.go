@@ -95,14 +95,15 @@ type Daemon struct {
 	o   Options
 	log *slog.Logger
 
-	db      *bolt.DB
-	keys    *Keys
-	svc     *listd.Service
-	worker  *queue.Worker
-	subs    *subscriberOps // `embargo subscribers` changes, behind the control socket
-	metrics *metrics
-	certs   *certHolder // nil without smtp.tls_cert
-	free    *freeSpace  // nil with smtp.min_free_bytes = 0
+	db       *bolt.DB
+	attempts *listd.Attempts // the in-flight file (docs/threat-model.md A6)
+	keys     *Keys
+	svc      *listd.Service
+	worker   *queue.Worker
+	subs     *subscriberOps // `embargo subscribers` changes, behind the control socket
+	metrics  *metrics
+	certs    *certHolder // nil without smtp.tls_cert
+	free     *freeSpace  // nil with smtp.min_free_bytes = 0
 
 	smtp, lmtp                  *smtpd.Server // lmtp: nil without [lmtp]
 	web                         *web.Server   // nil without http.listen
@@ -152,6 +153,12 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 			d.shutdown(context.Background())
 		}
 	}()
+	// Before any mail: a message that was being processed when the last
+	// run died is counted now, and one that died with it PoisonDeaths
+	// times is quarantined on arrival (docs/threat-model.md A6).
+	if d.attempts, err = listd.OpenAttempts(d.db, d.cfg.DataDir, d.o.Now(), d.log.With("component", "listd")); err != nil {
+		return err
+	}
 	relay, err := d.relay()
 	if err != nil {
 		return err
@@ -228,6 +235,8 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	if d.closeCtl != nil {
 		d.closeCtl()
 	}
+	// A clean stop: the next start counts no death (listd.Attempts.Close).
+	errs = append(errs, d.attempts.Close())
 	if d.db != nil {
 		errs = append(errs, d.db.Close())
 	}

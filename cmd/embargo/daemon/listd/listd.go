@@ -107,6 +107,12 @@ type Options struct {
 	// acknowledgement limit held back (AckLimitSender or AckLimitGlobal),
 	// once its message is committed (the daemon's metrics).
 	AckHeld func(limit string)
+
+	// Attempts, when set, counts the deaths of the process while a message
+	// was processed, and keeps a message that killed it PoisonDeaths times
+	// in quarantine (attempts.go, docs/threat-model.md A6). The daemon opens
+	// it at start; nil: no such guard (tests, benchmarks of the service).
+	Attempts *Attempts
 }
 
 // Service handles mail for the lists.
@@ -193,6 +199,19 @@ type Envelope struct {
 // Handle stores one accepted message and everything it causes.
 func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err error) {
 	s = s.current() // one roster and one keyring for the whole message
+	sum := sha256.Sum256(raw)
+	// A message that killed the process before (a fatal error, the OOM
+	// killer) is not processed again once it has PoisonDeaths; otherwise
+	// it is in the in-flight file until it is done (attempts.go,
+	// docs/threat-model.md A6). The deferred end runs last, after the
+	// quarantine of a recovered panic.
+	if a := s.o.Attempts; a != nil {
+		t, poisoned := a.begin(sum, s.o.Now())
+		if poisoned {
+			return s.quarantineKiller(env, raw, sum)
+		}
+		defer s.attemptEnded(t)
+	}
 	// A message that makes a parser panic must not crash-loop the daemon nor
 	// come back forever (docs/threat-model.md A6): it is kept in quarantine, the SRC is
 	// told, and the sender gets 250. The log names the place, never content
@@ -200,13 +219,13 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic while handling a message; quarantined", "session", env.SessionID, "size", len(raw), "stack", stackOnly())
-			err = s.quarantine(env, raw)
+			err = s.quarantine(env, raw, sum)
 		}
 	}()
 	if s.sh.hooks.Panic != nil {
 		s.sh.hooks.Panic(raw)
 	}
-	return s.handle(ctx, env, raw)
+	return s.handle(ctx, env, raw, sum)
 }
 
 // announceRequests handles the announce list's sub-addresses among the
@@ -251,12 +270,11 @@ func (s *Service) announceRequests(tx *bolt.Tx, d *delivery) error {
 }
 
 // quarantine keeps a message that could not be processed, with an alert.
-func (s *Service) quarantine(env Envelope, raw []byte) error {
+func (s *Service) quarantine(env Envelope, raw []byte, sum [32]byte) error {
 	now := s.o.Now().UTC()
 	sec := s.o.Roster.List(lists.Security)
-	sum := sha256.Sum256(raw)
 	return s.sh.writer.do(func(tx *bolt.Tx) error {
-		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: "poison"}, raw, sum); err != nil {
+		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum); err != nil {
 			return err
 		}
 		// The alert says nothing of the message: plaintext where the list allows it.
@@ -314,8 +332,8 @@ type outcome struct {
 	acks    ackTally // acknowledgements held back, counted after the commit
 }
 
-func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
-	d, err := s.openOnce(env, raw)
+func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]byte) error {
+	d, err := s.openSummed(env, raw, sum)
 	if err != nil {
 		return err
 	}
@@ -338,7 +356,7 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 		case errors.As(err, &pe):
 			// As Handle's own recover does: keep it in quarantine.
 			log.Error("panic while storing a message; quarantined", "stack", pe.stack)
-			return s.quarantine(env, raw)
+			return s.quarantine(env, raw, sum)
 		case isLimit(err):
 			lr, _ := asLimitRefusal(err)
 			s.limitRefused(lr, d)
@@ -366,7 +384,13 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte) error {
 // the list it was sent to: parsed, decrypted, verified, decoded and its
 // command block read (lists/inbound). Everything after reads the result.
 func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
-	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sha256.Sum256(raw)}
+	return s.openSummed(env, raw, sha256.Sum256(raw))
+}
+
+// openSummed is openOnce for a message whose SHA-256 Handle computed: once,
+// since a 10 MB report takes milliseconds to hash.
+func (s *Service) openSummed(env Envelope, raw []byte, sum [32]byte) (*delivery, error) {
+	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sum}
 	d.seen = seenKey(d.sum, env.To)
 	for _, r := range env.To {
 		t, err := s.o.Roster.Route(r)
