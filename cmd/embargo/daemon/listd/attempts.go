@@ -382,3 +382,29 @@ func decodeDeaths(v []byte) deathRecord {
 	}
 	return deathRecord{deaths: int(binary.BigEndian.Uint32(v)), last: time.Unix(0, int64(binary.BigEndian.Uint64(v[4:])))}
 }
+
+// Suspect is a message that was in progress at a death of the process, as
+// the store holds it.
+type Suspect struct {
+	SHA256 string // of the message's bytes, hex
+	Deaths int
+	Last   time.Time // the last death
+}
+
+// Suspects lists the attempt table, expired entries included until the
+// next start drops them.
+func Suspects(tx *bolt.Tx) []Suspect {
+	b := tx.Bucket(bucketAttempts)
+	if b == nil {
+		return nil
+	}
+	var out []Suspect
+	b.ForEach(func(k, v []byte) error {
+		if len(k) == sha256Size {
+			r := decodeDeaths(v)
+			out = append(out, Suspect{SHA256: hex.EncodeToString(k), Deaths: r.deaths, Last: r.last.UTC()})
+		}
+		return nil
+	})
+	return out
+}
