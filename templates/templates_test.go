@@ -93,7 +93,7 @@ var samples = map[string]map[string]any{
 		"signed": "alice@example.org at 2026-11-23 10:00 UTC (Monday)", "needed": "1", "quorum": "2", "awaited": "bob@example.org, dave@example.org",
 		"expires": "2026-11-24 10:00 UTC (Tuesday)", "how": "To complete it, send /disclose now, signed, in the thread of SEC-2026-0001 (reply to any of its messages); to stop it, do nothing."},
 
-	"quarantined":                {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)"},
+	"quarantined":                {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)", "message": "41"},
 	"poison":                     {"id": "quarantine", "size": "2048", "at": "2026-11-23 09:00 UTC (Monday)", "deaths": "2", "message": "42", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
 	"distributor-notice":         advisorySample(map[string]any{"Renotify": true, "PreviousNotice": "2026-11-30 16:00 UTC (Monday)"}),
 	"distributor-final":          advisorySample(map[string]any{"AdvisoryText": "Hello example.org community,\n(the advisory)"}),

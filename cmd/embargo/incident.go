@@ -17,7 +17,7 @@ import (
 	"github.com/embargo-project/embargo/workflow"
 )
 
-const incidentHelp = `Usage: embargo incident list|show ID|export ID [--json] [--config FILE] [--data DIR]
+const incidentHelp = `Usage: embargo incident list|show ID|export ID|quarantine [MESSAGE] [--json] [--config FILE] [--data DIR]
 
 Reads incidents from the store, through the running daemon if there is one.
 
@@ -28,6 +28,11 @@ Reads incidents from the store, through the running daemon if there is one.
                and references as read, the milestones, the history (who,
                when, what changed) and the messages
   export ID    every message of the incident as an mbox on stdout
+  quarantine   the messages kept in quarantine: those embargo could not
+               process (note poison: a panic, or the process died while
+               processing it, twice) and the refused distributor posts
+               (note quarantine); with a MESSAGE number, that message as
+               received, on stdout
 
 With --json, show prints one JSON document instead. Its fields stay stable
 (new ones may be added); instants are RFC 3339 in UTC, an instant that has
@@ -64,6 +69,8 @@ Examples:
   embargo incident show SEC-2026-0001
   embargo incident show SEC-2026-0001 --json | jq .deadlines
   embargo incident export SEC-2026-0001 > SEC-2026-0001.mbox
+  embargo incident quarantine
+  embargo incident quarantine 42 > quarantined-42.eml
 
 Flags:
 `
@@ -72,13 +79,13 @@ func cmdIncident(args []string, s stdio) error {
 	var cf commonFlags
 	fs := newFlagSet("incident", incidentHelp, &cf, false)
 	asJSON := fs.Bool("json", false, "show: print one JSON document (fields above) instead of text")
-	sub, pos, err := subcommand(fs, args, "incident needs a subcommand: list, show or export")
+	sub, pos, err := subcommand(fs, args, "incident needs a subcommand: list, show, export or quarantine")
 	if sub == "" || err != nil {
 		return err
 	}
 	name := "incident " + sub
 	if _, ok := storeCommands()[name]; !ok {
-		return usageError(fmt.Sprintf("unknown incident subcommand %q: use list, show or export", sub))
+		return usageError(fmt.Sprintf("unknown incident subcommand %q: use list, show, export or quarantine", sub))
 	}
 	if *asJSON && sub != "show" {
 		return usageError("--json goes with incident show only")
@@ -114,11 +121,12 @@ func cmdIncident(args []string, s stdio) error {
 // them to the daemon.
 func storeCommands() map[string]daemon.ReadCommand {
 	return map[string]daemon.ReadCommand{
-		"incident list":   incidentList,
-		"incident show":   incidentShow,
-		"incident export": incidentExport,
-		"queue list":      queueList,   // queuecmd.go
-		"status":          statusQuery, // status.go
+		"incident list":       incidentList,
+		"incident show":       incidentShow,
+		"incident export":     incidentExport,
+		"incident quarantine": incidentQuarantine, // quarantine.go
+		"queue list":          queueList,          // queuecmd.go
+		"status":              statusQuery,        // status.go
 		// subscribers.go
 		"subscribers count":  subscribersCount,
 		"subscribers list":   subscribersList,

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 )
 
 // TestIncidentCLI: list, show and export work with the daemon running (through
@@ -46,4 +51,47 @@ func TestIncidentCLI(t *testing.T) {
 	}
 	h.Stop()
 	check("daemon stopped")
+}
+
+// TestIncidentQuarantineCLI: `incident quarantine` lists the messages kept
+// in quarantine and writes one as received, with the daemon running and
+// stopped; a message of an incident is not among them (docs/threat-model.md
+// A6).
+func TestIncidentQuarantineCLI(t *testing.T) {
+	h := daemontest.New(t, daemontest.Config{}, daemon.Options{Commands: storeCommands()})
+	h.MustSend("rep@out.test", []string{"security@ex.test"}, daemontest.Report("rep@out.test", "fine", "x"))
+	h.Settle(3)
+	h.Stop()
+	poison := []byte("From: m@out.test\r\nSubject: crash\r\n\r\nkills the parser\r\n")
+	db, err := daemon.OpenStore(h.Dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	err = db.Update(func(tx *bolt.Tx) error {
+		r, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: time.Now(), EnvelopeFrom: "m@out.test", Note: listd.NotePoison}, poison, sha256.Sum256(poison))
+		seq = r.Seq
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(mode string) {
+		code, out, errOut := runCLI(t, "incident", "quarantine", "--data", h.Dir)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[1], fmt.Sprint(seq)+" ") || !strings.Contains(lines[1], "poison") ||
+			!strings.Contains(lines[1], fmt.Sprintf("%x", sha256.Sum256(poison))) {
+			t.Errorf("%s: incident quarantine = %d\n%s%s", mode, code, out, errOut)
+		}
+		if code, out, errOut := runCLI(t, "incident", "quarantine", fmt.Sprint(seq), "--data", h.Dir); code != 0 || out != string(poison) {
+			t.Errorf("%s: incident quarantine %d = %d %q %q; want the message as received", mode, seq, code, out, errOut)
+		}
+		if code, _, errOut := runCLI(t, "incident", "quarantine", "1", "--data", h.Dir); code != 1 || !strings.Contains(errOut, "message 1 is not in quarantine") {
+			t.Errorf("%s: incident quarantine 1 (a report) = %d %q", mode, code, errOut)
+		}
+	}
+	check("daemon stopped")
+	h.Start()
+	check("daemon running")
 }

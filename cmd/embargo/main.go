@@ -45,7 +45,7 @@ func commands() []command {
 	return []command{
 		{"serve", "[--config FILE] [--data DIR] [--listen HOST:PORT]", "run the daemon", cmdServe},
 		{"check", "--config FILE", "validate a configuration and print its DNS records", cmdCheck},
-		{"incident", "list|show ID|export ID [--config FILE] [--data DIR]", "read incidents from the store", cmdIncident},
+		{"incident", "list|show ID|export ID|quarantine [MESSAGE] [--config FILE] [--data DIR]", "read incidents and the quarantine from the store", cmdIncident},
 		{"keys", "export LIST [--config FILE] [--data DIR]", "print a list's public key", cmdKeys},
 		{"cvss", "[VECTOR...]", "score CVSS vectors (one per line on stdin without arguments)", cmdCVSS},
 		{"drill", "[--scenario FILE] [--config FILE]", "rehearse an incident on a virtual clock", cmdDrill},

@@ -397,3 +397,27 @@ func SetCiphertext(tx *bolt.Tx, sum [32]byte, id workflow.ID, sender string, at 
 	}
 	return tx.Bucket(bucketCipher).Put(sum[:], v)
 }
+
+// Quarantined lists the archived messages kept in quarantine, in arrival
+// order: those whose processing failed (note "poison": a recovered panic,
+// or a message the process died with, docs/threat-model.md A6) and the
+// refused distributor posts (note "quarantine", G2). They belong to no
+// incident, so the index by incident has none: the archive is read whole,
+// which suits a command an operator runs after an alert.
+func Quarantined(tx *bolt.Tx) ([]Record, error) {
+	var out []Record
+	err := tx.Bucket(bucketMessages).ForEach(func(_, v []byte) error {
+		if !bytes.Contains(v, []byte(`"note":"poison"`)) && !bytes.Contains(v, []byte(`"note":"quarantine"`)) {
+			return nil // most records: no need to decode them
+		}
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("incidentdb: decode message: %w", err)
+		}
+		if r.Incident == "" && (r.Note == "poison" || r.Note == "quarantine") {
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}

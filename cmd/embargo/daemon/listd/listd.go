@@ -274,13 +274,16 @@ func (s *Service) quarantine(env Envelope, raw []byte, sum [32]byte) error {
 	now := s.o.Now().UTC()
 	sec := s.o.Roster.List(lists.Security)
 	return s.sh.writer.do(func(tx *bolt.Tx) error {
-		if _, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum); err != nil {
+		rec, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum)
+		if err != nil {
 			return err
 		}
-		// The alert says nothing of the message: plaintext where the list allows it.
+		// The alert says nothing of the message but its archive number (for
+		// `embargo incident quarantine`): plaintext where the list allows it.
 		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
 		out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: "quarantined",
-			Fields: map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now)}}, now)
+			Fields: map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now),
+				"message": fmt.Sprint(rec.Seq)}}, now)
 		if err != nil {
 			return err
 		}
