@@ -40,10 +40,12 @@ import (
 // with one pwrite and zeroed with another, without fsync: what a process
 // wrote is in the kernel's page cache, which a process death, however it
 // comes, does not lose; only a power loss or a kernel crash would, and
-// neither is caused by a message. So there is no "careful mode" to enter
-// after an unclean end, and the first death is counted as well: two
-// syscalls of a few microseconds beside a commit of two fsyncs
-// (BenchmarkIntake, README "Performance"). A clean stop empties the file
+// neither is caused by a message (after one, the file may be as it was a
+// few seconds before: a death counted for a message in progress then,
+// which one death does not quarantine). So there is no "careful mode" to enter
+// after an unclean end, and the first death is counted as well: about 2 µs
+// a message (BenchmarkAttempt) beside the 1 ms or so BenchmarkIntake takes
+// per report, whose commit alone syncs twice. A clean stop empties the file
 // (Close); the store's tables are written only at a start that finds a
 // slot set and when a suspect survives, never on the normal path.
 //
@@ -52,8 +54,9 @@ import (
 // therefore processed alone: it waits until the messages in progress end,
 // and the others wait for it (gate). Its next death, if any, is its own, so
 // PoisonDeaths = 2 quarantines the killer at its third arrival, and a
-// bystander never reaches it unless it kills the process itself. A suspect
-// that is processed without a death is forgotten.
+// bystander reaches it only if the process dies again while it is
+// processed alone (a kill -9 at that very moment). A suspect that is
+// processed without a death is forgotten.
 type Attempts struct {
 	db   *bolt.DB
 	f    *os.File
