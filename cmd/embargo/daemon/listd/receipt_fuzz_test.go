@@ -120,12 +120,13 @@ func fuzzReaders(t *testing.T, k *storeKeys, db *bolt.DB, rk *keys.Key) map[stri
 // the subject then inside the encryption (protected headers) and a
 // generic one outside.
 func memberMail(k *storeKeys, signer *keys.Key, msgid, subject, text string, encrypted bool) ([]byte, bool) {
-	return memberMailAt(k, signer, mon, msgid, subject, text, encrypted)
+	return memberMailTo(k, signer, mon, fuzzThread, msgid, subject, text, encrypted)
 }
 
-// memberMailAt is memberMail written and signed a minute before at, for a
-// service whose clock has moved on (tick_fuzz_test.go).
-func memberMailAt(k *storeKeys, signer *keys.Key, at time.Time, msgid, subject, text string, encrypted bool) ([]byte, bool) {
+// memberMailTo is memberMail to another address (a proposal's thread),
+// written and signed a minute before at, for a service whose clock has
+// moved on (tick_fuzz_test.go, gov_fuzz_test.go).
+func memberMailTo(k *storeKeys, signer *keys.Key, at time.Time, to, msgid, subject, text string, encrypted bool) ([]byte, bool) {
 	from := signer.Email()
 	var h gomessage.Header
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -143,9 +144,9 @@ func memberMailAt(k *storeKeys, signer *keys.Key, at time.Time, msgid, subject, 
 		return nil, false
 	}
 	sko := keys.Options{Now: func() time.Time { return at.Add(-time.Minute) }}
-	outer := outerHeader(from, fuzzThread, subject, msgid)
+	outer := outerHeader(from, to, subject, msgid)
 	if encrypted {
-		outer = outerHeader(from, fuzzThread, "...", msgid)
+		outer = outerHeader(from, to, "...", msgid)
 	}
 	outer.SetDate(at.Add(-time.Minute))
 	var raw []byte

@@ -150,7 +150,7 @@ func tickWalk(t *testing.T, k *storeKeys, ann *keys.Key, v tickValues) map[strin
 		before := getIncident(t, db, fuzzIncident)
 		where := fmt.Sprintf("step %d at %s", i+1, workflow.FormatInstant(now))
 		if st.text != "" {
-			raw, ok := memberMailAt(k, k.alice, now, fmt.Sprintf("tick%d.fuzz@ex.test", i), "Re: [SEC-2026-0001]", st.text, i%2 == 1)
+			raw, ok := memberMailTo(k, k.alice, now, fuzzThread, fmt.Sprintf("tick%d.fuzz@ex.test", i), "Re: [SEC-2026-0001]", st.text, i%2 == 1)
 			if !ok {
 				t.Fatalf("%s: alice's mail cannot be written", where)
 			}
