@@ -51,9 +51,13 @@ func tickSteps(v tickValues) []tickStep {
 		{at: day(11, 26, 10, 0), text: "/accept\n/lead me\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-12345\n" +
 			"/set summary heap overflow in the parser\n/set actor A remote attacker\n/set impact execute code as the server user\n" +
 			"/set affected >= 1.0.0, < 1.2.4\n/set fixed 1.2.4\n/fixed\n/disclose " + tickT0.Format(time.DateOnly) + "\n"},
-		{at: day(11, 26, 10, 5), text: "/set summary " + v.summary + "\n/set impact <<END\n" + v.impact + "\nEND\n/set credit " + v.credit +
-			"\n/fixteam add " + v.team + "\n"},
-		{at: day(11, 26, 10, 10), text: "/cvss " + v.cvss + "\n/cve " + v.cve + "\n"},
+		// One message each: a value refused leaves the others set.
+		{at: day(11, 26, 10, 5), text: "/set summary " + v.summary + "\n"},
+		{at: day(11, 26, 10, 10), text: "/set impact <<END\n" + v.impact + "\nEND\n"},
+		{at: day(11, 26, 10, 15), text: "/set credit " + v.credit + "\n"},
+		{at: day(11, 26, 10, 20), text: "/fixteam add " + v.team + "\n"},
+		{at: day(11, 26, 10, 25), text: "/cvss " + v.cvss + "\n"},
+		{at: day(11, 26, 10, 30), text: "/cve " + v.cve + "\n"},
 		{at: day(11, 30, 0, 0), want: map[string]int{"digest": 2}},
 		{at: tickT0.Add(-workflow.NoticeRemindBefore)}, // notice-soon, to the Fix Lead
 		{at: day(12, 1, 16, 5), text: "/notify\n"},
@@ -105,7 +109,7 @@ func TestTickWalk(t *testing.T) {
 	got := tickWalk(t, k, ann, tickValues{"heap overflow in the parser", "Rep Orter", "heap overflow in the parser",
 		"execute code as the server user", "Rep Orter", "eng@ex.test", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "CVE-2026-12346"})
 	t.Logf("queued: %v", got)
-	for kind, n := range map[string]int{"reminder": 7, "digest": 6, "receipt": 5, "distributor-notice": 2, "distributor-final": 1,
+	for kind, n := range map[string]int{"reminder": 7, "digest": 6, "receipt": 10, "distributor-notice": 2, "distributor-final": 1,
 		"advisory-distributors": 1, "advisory-channel": 1, "release-pack": 2, "reporter-date": 2, "reporter-disclosed": 1} {
 		if got[kind] < n {
 			t.Errorf("%d rows of %s, want at least %d (all: %v)", got[kind], kind, n, got)
