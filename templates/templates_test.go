@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/embargo-project/embargo/workflow"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -301,5 +303,28 @@ func TestTrackingIssueLeavesOutEmptySections(t *testing.T) {
 	}
 	if strings.Contains(got, "### Detection") || strings.Contains(got, "Fixed Versions") || !strings.Contains(got, "### Acknowledgements") {
 		t.Errorf("tracking issue:\n%s", got)
+	}
+}
+
+// TestNoTemplateReadsAsCommands: no template's own text starts a line with
+// "/", so no mail embargo writes reads as commands when a member's signed
+// reply carries it unquoted (docs/threat-model.md E5): a reminder that
+// ended in "/status on the incident …" made the reply a malformed command
+// block, which refuses the member's own commands with it. Every template
+// is rendered with its sample data; what the data carries is the
+// daemon's to make inert (listd.inert, the quote helper).
+func TestNoTemplateReadsAsCommands(t *testing.T) {
+	s, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range s.Names() {
+		got, err := s.Render(name, samples[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cmds, err := workflow.Parse(got); len(cmds) > 0 || err != nil {
+			t.Errorf("%s reads as commands (%d, %v):\n%s", name, len(cmds), err, got)
+		}
 	}
 }

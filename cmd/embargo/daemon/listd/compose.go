@@ -218,6 +218,16 @@ func (o *outMail) entity() ([]byte, error) {
 		if name == "" {
 			name = fmt.Sprintf("attachment-%d", i+1)
 		}
+		if strings.Contains(name, "=?") {
+			// Shaped like an encoded word: written as encoded words, as a
+			// display name holding "=?" is (setAddressList). Readers decode
+			// encoded words in a filename, quoted or in RFC 2231 form
+			// (go-message, many mail clients; RFC 2047 §5 has none
+			// there), and would decode this one into CR LF and a field;
+			// encoded, it decodes to the name as written
+			// (docs/threat-model.md B10).
+			name = encodeWords(name)
+		}
 		ah.SetFilename(name)
 		// Base64 for every attachment: no inbound byte sequence reaches the
 		// relay unencoded (docs/threat-model.md B2).

@@ -168,3 +168,48 @@ func TestHeaderLooksEncoded(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachmentNameLooksEncoded: an attachment's name shaped like an
+// encoded word (a distributor's post carried one, FuzzDistributorPost)
+// reads back as written, and no reader that decodes encoded words inside
+// the Content-Disposition field finds a CR LF and a field there
+// (docs/threat-model.md B10).
+func TestAttachmentNameLooksEncoded(t *testing.T) {
+	ew := "=?UTF-8?Q?a=0D=0AContent-Type:_text/html?="
+	for _, name := range []string{ew, "poc " + ew + ".c", "Ünïcode " + ew, "=?", "a =? b ?= c"} {
+		o := outMail{From: &mail.Address{Address: "security@example.org"}, Subject: "s", MessageID: "m@example.org",
+			Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: "x\n", Attachments: []message.Attachment{{Name: name, Type: "text/plain", Data: []byte("y")}}}
+		out, err := o.plain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := mail.CreateReader(bytes.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for {
+			p, err := r.NextPart()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ah, ok := p.Header.(*mail.AttachmentHeader)
+			if !ok {
+				continue
+			}
+			found = true
+			if got, err := ah.Filename(); err != nil || got != name {
+				t.Errorf("attachment name %q reads back as %q (%v)", name, got, err)
+			}
+			if got, err := new(mime.WordDecoder).DecodeHeader(ah.Get("Content-Disposition")); err != nil || strings.ContainsAny(got, "\r\n") {
+				t.Errorf("Content-Disposition decodes to %q (%v):\n%s", got, err, out)
+			}
+		}
+		if !found {
+			t.Errorf("%q: no attachment read back:\n%s", name, out)
+		}
+	}
+}

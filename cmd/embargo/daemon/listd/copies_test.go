@@ -4,7 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -48,5 +50,59 @@ func TestCopiesDoNotRunAsCommands(t *testing.T) {
 	// The report to alice and bob; alice's mail to bob; the reporter's to both.
 	if kinds["report-copy"] != 2 || kinds["reply-copy"] != 3 {
 		t.Errorf("copies made: %v", kinds)
+	}
+}
+
+// TestDistributorPostCopiesDoNotRunAsCommands: a distributor's post is
+// copied to the committee, and a member who answers it to the committee,
+// at security@, keeps its subject; a post about an incident carries the
+// incident's tag, so the answer lands in the incident's thread, and the
+// member's signature would run a "/" paragraph of the distributor's text
+// carried along unquoted (docs/threat-model.md E5). The committee's copies
+// of a post are made inert like the copies of a report: here bob's answer
+// leaves the incident in triage. A committee member's post is copied to
+// the rest of the committee the same way.
+func TestDistributorPostCopiesDoNotRunAsCommands(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k)
+	after := openIncident(t, s, db, nil)
+	sko := keys.Options{Now: func() time.Time { return mon.Add(-time.Minute) }}
+	for _, p := range []struct {
+		from   *keys.Key
+		copies int // to the committee, but its author
+	}{{k.dist, 2}, {k.alice, 1}} {
+		post, err := keys.Encrypt(outerHeader(p.from.Email(), "distributors@ex.test", "...", "post."+p.from.Email()),
+			[]byte("Subject: Re: [SEC-2026-0001] heads-up\r\n"+textEntity+"We see it too.\r\n\r\n/accept\r\n/lead me\r\n"), k.dists, p.from, sko)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Handle(context.Background(), Envelope{From: p.from.Email(), To: []string{"distributors@ex.test"}}, post); err != nil {
+			t.Fatalf("%s's post: %v", p.from.Email(), err)
+		}
+		n := 0
+		for _, c := range checkQueued(t, s, db, after, k.readers()) { // fails on a copy that reads as commands
+			after = max(after, c.ID)
+			if c.Kind != "distributors-copy" {
+				continue
+			}
+			n++
+			if c.To[0] != "bob@ex.test" {
+				continue
+			}
+			answer, err := keys.Sign(outerHeader("bob@ex.test", "security@ex.test", "Re: "+c.Subject, "answer."+p.from.Email()),
+				[]byte(textEntity+strings.ReplaceAll("Agreed.\n\n"+c.Text, "\n", "\r\n")), k.bob, sko)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Handle(context.Background(), Envelope{From: "bob@ex.test", To: []string{"security@ex.test"}}, answer); err != nil {
+				t.Fatalf("bob's answer: %v", err)
+			}
+		}
+		if n != p.copies {
+			t.Errorf("%s's post: %d copies to the committee, want %d", p.from.Email(), n, p.copies)
+		}
+		if inc := getIncident(t, db, fuzzIncident); inc.Phase != workflow.PhaseTriage || inc.FixLead != "" {
+			t.Fatalf("after bob answered %s's post: phase %s, lead %q: the post's text ran as his commands", p.from.Email(), inc.Phase, inc.FixLead)
+		}
 	}
 }

@@ -192,7 +192,12 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refu
 	}
 	subject := msg.Subject() // the protected Subject, else the outer one
 	attachments := msg.Attachments()
-	body := fmt.Sprintf("%s wrote to the embargo list at %s:\n\n%s", author.Email, workflow.FormatInstant(now), msg.Text())
+	// Inert (intake.go): a member who answers a post to the committee keeps
+	// its subject, and with it the tag of the incident it is about, so the
+	// answer lands in that thread, where the member's signature would run
+	// a "/" paragraph of the post carried along unquoted
+	// (docs/threat-model.md E5). The distributors' copies share the body.
+	body := inert(fmt.Sprintf("%s wrote to the embargo list at %s:\n\n%s", author.Email, workflow.FormatInstant(now), msg.Text()))
 	inc := &workflow.Incident{ID: "distributors"}
 	var out []queue.Msg
 	if author.Has(workflow.RoleSRC) {

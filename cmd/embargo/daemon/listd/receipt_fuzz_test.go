@@ -120,6 +120,13 @@ func fuzzReaders(t *testing.T, k *storeKeys, db *bolt.DB, rk *keys.Key) map[stri
 // the subject then inside the encryption (protected headers) and a
 // generic one outside.
 func memberMail(k *storeKeys, signer *keys.Key, msgid, subject, text string, encrypted bool) ([]byte, bool) {
+	return memberMailTo(k, signer, mon, fuzzThread, msgid, subject, text, encrypted)
+}
+
+// memberMailTo is memberMail to another address (a proposal's thread),
+// written and signed a minute before at, for a service whose clock has
+// moved on (tick_fuzz_test.go, gov_fuzz_test.go).
+func memberMailTo(k *storeKeys, signer *keys.Key, at time.Time, to, msgid, subject, text string, encrypted bool) ([]byte, bool) {
 	from := signer.Email()
 	var h gomessage.Header
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -136,12 +143,17 @@ func memberMail(k *storeKeys, signer *keys.Key, msgid, subject, text string, enc
 	if w.Close() != nil || !message.CleanLineEnds(b.Bytes()) {
 		return nil, false
 	}
-	sko := keys.Options{Now: func() time.Time { return mon.Add(-time.Minute) }}
+	sko := keys.Options{Now: func() time.Time { return at.Add(-time.Minute) }}
+	outer := outerHeader(from, to, subject, msgid)
+	if encrypted {
+		outer = outerHeader(from, to, "...", msgid)
+	}
+	outer.SetDate(at.Add(-time.Minute))
 	var raw []byte
 	if encrypted {
-		raw, err = keys.Encrypt(outerHeader(from, fuzzThread, "...", msgid), b.Bytes(), k.list, signer, sko)
+		raw, err = keys.Encrypt(outer, b.Bytes(), k.list, signer, sko)
 	} else {
-		raw, err = keys.Sign(outerHeader(from, fuzzThread, subject, msgid), b.Bytes(), signer, sko)
+		raw, err = keys.Sign(outer, b.Bytes(), signer, sko)
 	}
 	return raw, err == nil
 }

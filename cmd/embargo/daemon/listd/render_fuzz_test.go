@@ -57,11 +57,29 @@ func FuzzReportRender(f *testing.F) {
 // which cleans display names (cleanName): the sender's name must arrive
 // as hostile as a client may send it.
 func fuzzReport(subject, name, text, attName string) ([]byte, bool) {
+	var atts []fuzzAttachment
+	if attName != "" {
+		atts = append(atts, fuzzAttachment{name: attName, data: []byte("proof of concept")})
+	}
+	return fuzzMail("rep@out.test", name, "security@ex.test", subject, "fuzz.report@out.test", text, atts...)
+}
+
+// fuzzAttachment is an attachment of fuzzMail: its file name, its type
+// (application/octet-stream when empty) and its bytes.
+type fuzzAttachment struct {
+	name, ctype string
+	data        []byte
+}
+
+// fuzzMail writes a message from name <from> to to as fuzzReport does:
+// the text quoted-printable, each attachment base64. It reports false
+// when go-message cannot write it, or writes a bare CR or LF.
+func fuzzMail(from, name, to, subject, msgid, text string, atts ...fuzzAttachment) ([]byte, bool) {
 	var h mail.Header
-	h.SetAddressList("From", []*mail.Address{{Name: name, Address: "rep@out.test"}})
-	h.SetAddressList("To", []*mail.Address{{Address: "security@ex.test"}})
+	h.SetAddressList("From", []*mail.Address{{Name: name, Address: from}})
+	h.SetAddressList("To", []*mail.Address{{Address: to}})
 	h.SetSubject(subject)
-	h.SetMessageID("fuzz.report@out.test")
+	h.SetMessageID(msgid)
 	h.SetDate(mon.Add(-time.Minute))
 	var b bytes.Buffer
 	w, err := mail.CreateWriter(&b, h)
@@ -77,15 +95,18 @@ func fuzzReport(subject, name, text, attName string) ([]byte, bool) {
 	}
 	io.WriteString(tw, text)
 	tw.Close()
-	if attName != "" {
+	for _, a := range atts {
 		var ah mail.AttachmentHeader
-		ah.SetFilename(attName)
+		if a.ctype != "" {
+			ah.SetContentType(a.ctype, nil)
+		}
+		ah.SetFilename(a.name)
 		ah.Set("Content-Transfer-Encoding", "base64")
 		aw, err := w.CreateAttachment(ah)
 		if err != nil {
 			return nil, false
 		}
-		aw.Write([]byte("proof of concept"))
+		aw.Write(a.data)
 		aw.Close()
 	}
 	if err := w.Close(); err != nil {
