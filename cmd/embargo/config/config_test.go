@@ -61,6 +61,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
 		{"negative data rate", base + "[smtp]\nmin_data_rate = -1\n", []string{"smtp.min_data_rate -1 is negative", "default 500", "0 for no minimum"}},
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
+		{"negative acknowledgements per sender", base + "[intake]\nacks_per_sender_per_day = -2\n", []string{"intake.acks_per_sender_per_day = -2", "e.g. 1"}},
 		{"negative acknowledgement cap", base + "[intake]\nacks_per_day = -1\n", []string{"intake.acks_per_day = -1", "0 for no cap"}},
 	}
 	for _, tt := range tests {

@@ -75,6 +75,10 @@ func (c *Config) Problems() []string {
 			p.add("intake.%s = %d: give a number of new incidents per hour, or 0 for no limit", l.key, *l.v)
 		}
 	}
+	if v := c.Intake.AcksPerSenderPerDay; v < 0 {
+		// A negative limit would hold back every acknowledgement, silently.
+		p.add("intake.acks_per_sender_per_day = %d: give the acknowledgements to one address in 24 hours, e.g. 1", v)
+	}
 	if v := c.Intake.AcksPerDay; v != nil && *v < 0 {
 		p.add("intake.acks_per_day = %d: give the acknowledgements to all addresses together in 24 hours, e.g. %d, or 0 for no cap", *v, DefaultAcksPerDay)
 	}
