@@ -408,9 +408,26 @@ func TestNormAddress(t *testing.T) {
 	}
 	for _, in := range []string{"", "a", "a@b", "@example.net", "a@@example.net", "a@b@example.net", "\"a\"@example.net",
 		"a b@example.net", "a@exa mple.net", "a@[192.0.2.1]", "a@example.net.", ".a@example.net", "a..b@example.net",
-		"a@-x.example", "ä@example.net", "a@example.net\r\nBcc: x@y.z", strings.Repeat("a", 65) + "@example.net"} {
+		"a@-x.example", "ä@example.net", "a@example.net\r\nBcc: x@y.z", strings.Repeat("a", 65) + "@example.net",
+		"=?utf-8?q?a=0D=0ABcc=3A_x=40y.z?=@example.net", "a=?b@example.net"} {
 		if _, _, ok := normAddress(in); ok {
 			t.Errorf("normAddress(%q) accepted", in)
 		}
+	}
+}
+
+// TestEncodedWordAddressIgnored: a request from an address whose local
+// part looks like an encoded word gets no answer, since the To field of
+// the confirmation would decode to CR LF and a field (docs/threat-model.md
+// B10; found by FuzzSubscriptionMail). "a=b@" is an address like any other.
+func TestEncodedWordAddressIgnored(t *testing.T) {
+	db, _ := newDB(t)
+	o := reqOptions(t)
+	o.Key = nil
+	if out := handle(t, db, "subscribe", "=?utf-8?q?a=0D=0ABcc=3A_x=40y.z?=@example.net", &message.Message{}, t0, o); len(out) != 0 {
+		t.Errorf("encoded-word address answered: %d mails to %v", len(out), out[0].To)
+	}
+	if out := handle(t, db, "subscribe", "a=b?c@example.net", &message.Message{}, t0, o); len(out) != 1 {
+		t.Errorf("a=b?c@example.net: %d mails, want 1", len(out))
 	}
 }

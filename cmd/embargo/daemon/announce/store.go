@@ -444,7 +444,11 @@ func (b *buckets) prune(now time.Time, limit int) (int, error) {
 // normAddress checks that addr is a plain ASCII local@domain that can be
 // written into RCPT TO as it is (dot-atom local part, LDH domain with a
 // dot; docs/threat-model.md B3, B4), and returns it trimmed and its key: the address
-// in lower case, so that one mailbox has one subscription.
+// in lower case, so that one mailbox has one subscription. A local part
+// holding "=?" is refused: RFC 2047 §5 (3) forbids encoded words in an
+// addr-spec, yet a reader that decodes a whole To field turns
+// "=?utf-8?q?a=0D=0ABcc=3A_x=40y.z?=@example.net" into CR LF and a field
+// (docs/threat-model.md B10, found by FuzzSubscriptionMail).
 func normAddress(addr string) (clean, key string, ok bool) {
 	addr = strings.TrimSpace(addr)
 	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "<"), ">")
@@ -456,7 +460,7 @@ func normAddress(addr string) (clean, key string, ok bool) {
 		return "", "", false
 	}
 	local, domain := addr[:at], addr[at+1:]
-	if len(local) > 64 || !dotAtom(local) || !ldhDomain(domain) {
+	if len(local) > 64 || !dotAtom(local) || !ldhDomain(domain) || strings.Contains(local, "=?") {
 		return "", "", false
 	}
 	return addr, strings.ToLower(addr), true
