@@ -80,7 +80,9 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestConfigIssueExample(t *testing.T) {
-	// The schema of the foundation issue, verbatim.
+	// The schema of the foundation issue, verbatim but for relay.url: its
+	// smtp://127.0.0.1:25 with listen 0.0.0.0:25 is our own listener, a loop
+	// the check refuses (TestRelayLoopConfig).
 	const example = `
 domain   = "example.org"
 data_dir = "/var/lib/embargo"
@@ -91,7 +93,7 @@ listen            = "0.0.0.0:25"
 max_message_bytes = 10485760
 
 [relay]
-url = "smtp://127.0.0.1:25"      # smtp+starttls://user:pass@host:587, or maildir:///path
+url = "smtp+starttls://user:pass@smtp.example.net:587"      # or maildir:///path
 
 [lists.security]
 address = "security@example.org"
@@ -383,6 +385,59 @@ func TestOneClickConfig(t *testing.T) {
 			}
 			if got := cfg.OneClick(); got != tt.want {
 				t.Errorf("OneClick() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRelayLoopConfig: a relay URL that leads back to our own SMTP or LMTP
+// listener is refused, naming both keys (docs/threat-model.md B9); one on
+// another port or host passes.
+func TestRelayLoopConfig(t *testing.T) {
+	conf := func(smtp, lmtp, relay string) string {
+		s := "domain = \"example.org\"\n[smtp]\nlisten = \"" + smtp + "\"\n"
+		if lmtp != "" {
+			s += "[lmtp]\nlisten = \"" + lmtp + "\"\n"
+		}
+		return s + "[relay]\nurl = \"" + relay + "\"\n"
+	}
+	tests := []struct {
+		name, smtp, lmtp, relay string
+		key                     string // "" when it passes
+	}{
+		{"same address", "127.0.0.1:2525", "", "smtp://127.0.0.1:2525", "smtp.listen"},
+		{"localhost for a loopback listener", "127.0.0.1:2525", "", "smtp://localhost:2525", "smtp.listen"},
+		{"wildcard listener, loopback relay", "0.0.0.0:25", "", "smtp://127.0.0.1:25", "smtp.listen"},
+		{"IPv6 wildcard, IPv6 loopback", "[::]:25", "", "smtp://[::1]:25", "smtp.listen"},
+		{"no host, localhost", ":2525", "", "smtp://localhost:2525", "smtp.listen"},
+		{"same host name over TLS", "mx.example.org:587", "", "smtp+starttls://u:p@mx.example.org:587", "smtp.listen"},
+		{"LMTP port", "127.0.0.1:2525", "127.0.0.1:8024", "smtp://127.0.0.1:8024", "lmtp.listen"},
+		{"LMTP wildcard", "127.0.0.1:2525", "0.0.0.0:8024", "smtp://localhost:8024", "lmtp.listen"},
+		{"different port", "127.0.0.1:2525", "127.0.0.1:8024", "smtp://127.0.0.1:25", ""},
+		{"other loopback address", "127.0.0.1:25", "", "smtp://127.0.0.2:25", ""},
+		{"other host, same port", "0.0.0.0:587", "", "smtp+starttls://smtp.provider.example:587", ""},
+		{"LMTP on a socket", "127.0.0.1:2525", "unix:/run/embargo/lmtp.sock", "smtp://127.0.0.1:25", ""},
+		{"port 0", "127.0.0.1:0", "", "smtp://127.0.0.1:0", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(conf(tt.smtp, tt.lmtp, tt.relay)), "test.toml")
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("Parse = %v, want no error", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse = nil, want the relay loop refused")
+			}
+			for _, w := range []string{"relay.url", tt.key, "mail would loop"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error = %q, want it to contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), ":p@") {
+				t.Errorf("Parse error = %q repeats the password", err)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -95,4 +96,61 @@ func (c *Config) Helo() string {
 		return c.Relay.Helo
 	}
 	return c.Domain
+}
+
+// validateRelayLoop refuses a relay URL that leads back to one of our own
+// listeners (docs/threat-model.md B9): every copy would come back to us, or
+// be refused by ourselves, and stay queued until it expires. Decided from
+// the file alone, without DNS: the same port, and the same host, or a
+// listener on a wildcard address with the relay on a loopback address.
+// Delivery catches what this cannot see (a relay that forwards back to us)
+// by the instance token in our EHLO reply (smtpd.InstanceToken).
+func (c *Config) validateRelayLoop(p *problems) {
+	t, err := ParseRelayURL(c.Relay.URL)
+	if c.Relay.URL == "" || err != nil || t.Maildir != "" {
+		return
+	}
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return
+	}
+	host, port := u.Hostname(), u.Port()
+	listeners := []struct{ key, addr string }{{"smtp.listen", c.SMTP.Listen}}
+	if network, addr := c.LMTP.Addr(); c.LMTP.Listen != "" && network == "tcp" {
+		listeners = append(listeners, struct{ key, addr string }{"lmtp.listen", addr})
+	}
+	for _, l := range listeners {
+		lhost, lport, err := net.SplitHostPort(l.addr)
+		if err != nil || !samePort(lport, port) || !sameHost(lhost, host) {
+			continue
+		}
+		p.add("relay.url %q leads back to embargo's own listener (%s = %q): mail would loop; point relay.url at the MTA that sends mail out, on another port", c.RelayName(), l.key, l.addr)
+	}
+}
+
+// samePort compares two ports as numbers ("025" is 25); port 0 (any free
+// port, tests) never matches.
+func samePort(a, b string) bool {
+	x, errA := strconv.Atoi(a)
+	y, errB := strconv.Atoi(b)
+	return errA == nil && errB == nil && x == y && x != 0
+}
+
+// sameHost reports whether a relay host reaches a listener bound to
+// listen: the same name or address, any loopback name when the listener
+// takes a wildcard address (0.0.0.0, ::, or none), and localhost for a
+// listener on a loopback address.
+func sameHost(listen, relay string) bool {
+	if strings.EqualFold(listen, relay) {
+		return true
+	}
+	if ip := net.ParseIP(listen); listen == "" || (ip != nil && ip.IsUnspecified()) {
+		return IsLoopbackHost(relay)
+	}
+	lip, rip := net.ParseIP(listen), net.ParseIP(relay)
+	if lip != nil && rip != nil {
+		return lip.Equal(rip)
+	}
+	// localhost resolves to 127.0.0.1 or ::1 (RFC 6761 §6.3).
+	return IsLoopbackHost(listen) && IsLoopbackHost(relay) && (lip == nil || rip == nil)
 }

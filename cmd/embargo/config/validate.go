@@ -49,6 +49,7 @@ func (c *Config) Problems() []string {
 		if _, err := ParseRelayURL(c.Relay.URL); err != nil {
 			p.add("relay.url: %v", err)
 		}
+		c.validateRelayLoop(&p)
 	}
 	c.validateLists(&p)
 	for i, ch := range c.Channels {
