@@ -80,6 +80,7 @@ type conn struct {
 	opened  time.Time
 	expires time.Time // zero: no lifetime
 	log     *slog.Logger
+	greet   string // the EHLO reply's first line (ehloGreeting); "" leaves go-smtp's
 
 	// Read side, used by one goroutine at a time: go-smtp's connection goroutine, or
 	// crypto/tls during the handshake it runs there.
@@ -230,7 +231,8 @@ func (c *conn) readFailed(err error) error {
 	return c.readErr
 }
 
-// Write sends go-smtp's replies. In plain text it replaces control characters in them
+// Write sends go-smtp's replies. In plain text it puts our name and instance token in
+// the EHLO reply's first line (ehloReply), replaces control characters in them
 // (go-smtp echoes the EHLO name and unknown command words: RFC 5321 §4.2 reply text is
 // HT and printable ASCII), answers a timed-out connection with the timeout's reply
 // instead of go-smtp's, and drops bytes the client sent behind STARTTLS (RFC 3207 §4,
@@ -243,7 +245,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		if r := c.state.finish.Load(); r != nil {
 			out = []byte(replyLine(r))
 		} else {
-			out = sanitizeReplyBytes(b)
+			out = sanitizeReplyBytes(c.ehloReply(b))
 		}
 	}
 	_, err := c.Conn.Write(out)

@@ -123,6 +123,7 @@ type listener struct {
 	lifetime time.Duration // ≤ 0: unlimited
 	rate     dataRate
 	log      *slog.Logger
+	greet    string // the EHLO reply's first line (ehloGreeting)
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -137,7 +138,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			refuse(nc)
 			continue
 		}
-		c := &conn{Conn: nc, state: newConnState(), lim: l.lim, key: key, opened: time.Now(), rate: l.rate, log: l.log}
+		c := &conn{Conn: nc, state: newConnState(), lim: l.lim, key: key, opened: time.Now(), rate: l.rate, log: l.log, greet: l.greet}
 		l.lim.track(c)
 		if l.lifetime > 0 {
 			c.expires = c.opened.Add(l.lifetime)

@@ -247,7 +247,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.log.Info("smtpd: serving", "addr", l.Addr().String(), "lmtp", s.opts.LMTP, "starttls", s.opts.TLSConfig != nil)
-	err := s.smtp.Serve(&listener{Listener: l, lim: s.lim, lifetime: s.opts.SessionLifetime, rate: s.rate, log: s.log})
+	err := s.smtp.Serve(&listener{Listener: l, lim: s.lim, lifetime: s.opts.SessionLifetime, rate: s.rate, log: s.log, greet: ehloGreeting(s.opts.Domain)})
 	s.mu.Lock()
 	closed = s.closed
 	s.mu.Unlock()
