@@ -44,6 +44,16 @@ type RelayOptions struct {
 	CommandTimeout, DataTimeout time.Duration
 	// Now names Maildir files. Default time.Now.
 	Now func() time.Time
+	// Instance is the token our own listeners announce in their EHLO reply
+	// (smtpd.InstanceToken): an SMTP relay that announces it is ourselves,
+	// and every connection fails with pipeline.ErrLoop, temporarily: the
+	// rows stay queued and expire with the SRC's alert if nobody fixes
+	// relay.url (docs/threat-model.md B9). "" checks nothing.
+	Instance string
+	// Loop, when set, is called with that error the first time a
+	// connection finds it, once per relay, so that it is logged once and
+	// not per row.
+	Loop func(error)
 }
 
 // withDefaults fills what the queue itself uses; the SMTP client fills its
@@ -90,9 +100,9 @@ func NewRelay(rawURL string, opts RelayOptions) (Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.HeloName, cfg.RootCAs = opts.HeloName, opts.RootCAs
+	cfg.HeloName, cfg.RootCAs, cfg.Instance = opts.HeloName, opts.RootCAs, opts.Instance
 	cfg.DialTimeout, cfg.CommandTimeout, cfg.DataTimeout = opts.DialTimeout, opts.CommandTimeout, opts.DataTimeout
-	return &smtpRelay{cfg: cfg, idleTime: connIdle, maxAge: connMaxAge, maxUses: connMaxUses}, nil
+	return &smtpRelay{cfg: cfg, idleTime: connIdle, maxAge: connMaxAge, maxUses: connMaxUses, loop: opts.Loop}, nil
 }
 
 // Permanent marks err as a permanent refusal: the worker fails the row at once

@@ -45,6 +45,9 @@ type smtpRelay struct {
 	idleTime, maxAge time.Duration
 	maxUses          int
 
+	loop     func(error) // RelayOptions.Loop
+	loopOnce sync.Once
+
 	mu   sync.Mutex
 	idle []*smtpConn // most recently used last
 }
@@ -286,8 +289,14 @@ func (r *smtpRelay) get(ctx context.Context) (sc *smtpConn, reused bool, err err
 		// Every failure here is about the relay, not the message, so it is
 		// temporary whatever its code: a wrong password or a missing
 		// STARTTLS keeps the mail queued (and raises the expiry alert if
-		// nobody fixes it) rather than failing every row at once.
-		return nil, false, temporary{fmt.Errorf("queue: relay %s: %w", r.cfg.Addr, err)}
+		// nobody fixes it) rather than failing every row at once. That holds
+		// for a relay that is our own listener too (pipeline.ErrLoop): it is
+		// reported once (RelayOptions.Loop), not per row.
+		err = temporary{fmt.Errorf("queue: relay %s: %w", r.cfg.Addr, err)}
+		if r.loop != nil && errors.Is(err, pipeline.ErrLoop) {
+			r.loopOnce.Do(func() { r.loop(err) })
+		}
+		return nil, false, err
 	}
 	return &smtpConn{c: c, born: time.Now()}, false, nil
 }

@@ -136,6 +136,9 @@ func (c *Client) hello() error {
 		return fmt.Errorf("pipeline: EHLO to %s: %w", c.cfg.Addr, err)
 	}
 	c.ext = map[string]string{}
+	if r.code == 250 && c.cfg.Instance != "" && ownListener(r.lines[0], c.cfg.Instance) {
+		return fmt.Errorf("pipeline: %s: %w", c.cfg.Addr, ErrLoop)
+	}
 	if r.code == 250 {
 		for _, l := range r.lines[1:] {
 			k, v, _ := strings.Cut(l, " ")
@@ -153,6 +156,19 @@ func (c *Client) hello() error {
 		return r.refusal("HELO")
 	}
 	return nil
+}
+
+// ownListener reports whether the first line of an EHLO reply, our
+// listener's "<domain> embargo <token> Hello <name>" (RFC 5321 §4.1.1.1
+// lets the text after the domain be anything), carries our instance token
+// as a word of its own.
+func ownListener(line, token string) bool {
+	for _, w := range strings.Fields(line) {
+		if w == token {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) startTLS() error {

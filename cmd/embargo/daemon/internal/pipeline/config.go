@@ -32,6 +32,11 @@ type Config struct {
 	User, Password string
 	// HeloName is the name given in EHLO. Default: the host name.
 	HeloName string
+	// Instance is the instance token our own listeners announce in the
+	// first line of their EHLO reply (smtpd.InstanceToken). A relay whose
+	// EHLO reply carries it is our own listener, and Dial fails with
+	// ErrLoop (docs/threat-model.md B9). "" checks nothing.
+	Instance string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// Verification itself is never turned off (docs/threat-model.md B6).
 	RootCAs *x509.CertPool
@@ -66,6 +71,10 @@ func (c Config) withDefaults() Config {
 func (c Config) tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: c.ServerName, RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
 }
+
+// ErrLoop is Dial's error when the relay turns out to be this process's own
+// listener (Config.Instance): whatever it took would come back to us.
+var ErrLoop = errors.New("the relay is this embargo's own listener: mail would loop")
 
 // ErrNotSMTP is ParseURL's answer for a relay URL of another scheme
 // (maildir://): the fan-out then goes through the queue's relay.
