@@ -13,6 +13,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
+	"github.com/embargo-project/embargo/smtpd"
 	"github.com/embargo-project/embargo/templates"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -82,7 +83,7 @@ func (d *Daemon) fanoutSMTP(o *announce.Options) {
 		}
 		o.DKIM = &announce.DKIM{Domain: d.cfg.Domain, Selector: d.cfg.DKIM.Selector, Signer: k}
 	}
-	cfg.HeloName = d.cfg.Helo()
+	cfg.HeloName, cfg.Instance = d.cfg.Helo(), smtpd.InstanceToken() // docs/threat-model.md B9
 	o.SMTP = &cfg
 	o.Observe = func(result string) {
 		if result == "delivered" || result == "partial" {

@@ -26,7 +26,13 @@ func (d *Daemon) relay() (queue.Relay, error) {
 	relay := d.o.Relay
 	if relay == nil {
 		var err error
-		if relay, err = queue.NewRelay(d.cfg.RelayURL(), queue.RelayOptions{HeloName: d.cfg.Helo()}); err != nil {
+		// Instance: a relay that turns out to be our own listener is
+		// refused at each connection and logged once (docs/threat-model.md
+		// B9); the configuration check refuses the plain cases first.
+		opts := queue.RelayOptions{HeloName: d.cfg.Helo(), Instance: smtpd.InstanceToken(), Loop: func(err error) {
+			d.log.Error("relay.url leads back to this embargo's own listener: mail would loop and stays queued; point relay.url at the MTA that sends mail out", "relay", d.cfg.RelayName(), "err", err)
+		}}
+		if relay, err = queue.NewRelay(d.cfg.RelayURL(), opts); err != nil {
 			return nil, err
 		}
 	}
