@@ -106,7 +106,11 @@ func textEntity(body string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("announce: compose: %w", err)
 	}
-	if _, err := io.WriteString(w, strings.ReplaceAll(body, "\r\n", "\n")); err != nil {
+	// Every line end LF, a lone CR included (RFC 2045 §6.7): Go's
+	// quotedprintable.Writer drops the LF after a lone CR and a byte it
+	// encodes (listd/compose.go says the same).
+	body = strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\r", "\n")
+	if _, err := io.WriteString(w, body); err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {

@@ -178,7 +178,11 @@ func cleanName(n string) string {
 func (o *outMail) entity() ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(o.entitySize()) // one allocation even for a 10 MB report
-	body := strings.ReplaceAll(o.Body, "\r\n", "\n")
+	// Every line end becomes LF, a lone CR included: quoted-printable text
+	// has no lone CR (RFC 2045 §6.7), and Go's quotedprintable.Writer, given
+	// one followed by a byte it encodes, drops the LF after that byte
+	// ("\r\x1d\n" comes out "\r\n=1D"; found by FuzzCompose).
+	body := strings.ReplaceAll(strings.ReplaceAll(o.Body, "\r\n", "\n"), "\r", "\n")
 	if len(o.Attachments) == 0 {
 		var h gomessage.Header
 		h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})

@@ -213,3 +213,28 @@ func TestAttachmentNameLooksEncoded(t *testing.T) {
 		}
 	}
 }
+
+// TestLoneCRKeepsLineEnds: a lone CR is a line end, and the line end after
+// a byte that quoted-printable encodes survives (Go's writer dropped it:
+// FuzzCompose, testdata/fuzz/FuzzCompose/20bdd19f70e11089).
+func TestLoneCRKeepsLineEnds(t *testing.T) {
+	for body, want := range map[string]string{
+		"\r\x1d\n":     "\r\n\x1d\r\n",
+		"a\rb\r\n":     "a\r\nb\r\n",
+		"\r\xc3\xa9\n": "\r\né\r\n",
+	} {
+		o := outMail{From: &mail.Address{Address: "security@example.org"}, Subject: "s", MessageID: "m@example.org",
+			Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: body}
+		out, err := o.plain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := mail.CreateReader(bytes.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := readBack(t, r); got != want {
+			t.Errorf("body %q reads back as %q, want %q", body, got, want)
+		}
+	}
+}
