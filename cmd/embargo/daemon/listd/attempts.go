@@ -3,6 +3,7 @@ package listd
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -103,8 +104,7 @@ const (
 
 	inflightMagic = "EMBINFL1"
 	inflightHead  = 32 // magic, run ID (16 bytes), padding
-	slotSize      = sha256Size
-	sha256Size    = 32
+	slotSize      = sha256.Size
 	// preallocSlots are written at open, so that a slot write seldom
 	// extends the file; maxReadSlots bounds what a start reads.
 	preallocSlots = 128
@@ -220,7 +220,7 @@ func (a *Attempts) count(tx *bolt.Tx, run []byte, inflight [][32]byte, now time.
 	var drop [][]byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) != sha256Size {
+		if len(k) != sha256.Size {
 			continue
 		}
 		r := decodeDeaths(v)
@@ -403,7 +403,7 @@ func Suspects(tx *bolt.Tx) []Suspect {
 	}
 	var out []Suspect
 	b.ForEach(func(k, v []byte) error {
-		if len(k) == sha256Size {
+		if len(k) == sha256.Size {
 			r := decodeDeaths(v)
 			out = append(out, Suspect{SHA256: hex.EncodeToString(k), Deaths: r.deaths, Last: r.last.UTC()})
 		}

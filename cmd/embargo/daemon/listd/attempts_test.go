@@ -51,7 +51,7 @@ func storedDeaths(t *testing.T, db *bolt.DB) map[[32]byte]int {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
-			if len(k) == sha256Size {
+			if len(k) == sha256.Size {
 				out[[32]byte(k)] = decodeDeaths(v).deaths
 			}
 			return nil

@@ -1,6 +1,7 @@
 package listd
 
 import (
+	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestLimitDecidedInTransaction(t *testing.T) {
 	// The second report, straight to the transaction (no check before it).
 	env.To = []string{"security@ex.test"}
 	raw2 := plainMail(env.From, "security@ex.test", "another", "r1b@out.test", "More.\n")
-	d, err := s.openOnce(env, raw2)
+	d, err := s.openOnce(env, raw2, sha256.Sum256(raw2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -272,23 +273,31 @@ func (s *Service) announceRequests(tx *bolt.Tx, d *delivery) error {
 // quarantine keeps a message that could not be processed, with an alert.
 func (s *Service) quarantine(env Envelope, raw []byte, sum [32]byte) error {
 	now := s.o.Now().UTC()
-	sec := s.o.Roster.List(lists.Security)
 	return s.sh.writer.do(func(tx *bolt.Tx) error {
-		rec, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum)
-		if err != nil {
-			return err
-		}
-		// The alert says nothing of the message but its archive number (for
-		// `embargo incident quarantine`): plaintext where the list allows it.
-		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
-		out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: "quarantined",
-			Fields: map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now),
-				"message": fmt.Sprint(rec.Seq)}}, now)
-		if err != nil {
-			return err
-		}
-		return queue.Enqueue(tx, now, out...)
+		_, err := s.keepPoison(tx, env, raw, sum, now, "quarantined", nil)
+		return err
 	})
+}
+
+// keepPoison archives a message with NotePoison and queues the SRC's alert
+// (template, with fields beside the common ones) in tx, and returns its
+// archive number. The alert says nothing of the message but that number
+// (for `embargo incident quarantine`) and what fields add: plaintext where
+// the list allows it (docs/threat-model.md A6).
+func (s *Service) keepPoison(tx *bolt.Tx, env Envelope, raw []byte, sum [32]byte, now time.Time, template string, fields map[string]string) (uint64, error) {
+	rec, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum)
+	if err != nil {
+		return 0, err
+	}
+	f := map[string]string{"id": "quarantine", "size": fmt.Sprint(len(raw)), "at": workflow.FormatInstant(now), "message": fmt.Sprint(rec.Seq)}
+	maps.Copy(f, fields)
+	sec := s.o.Roster.List(lists.Security)
+	rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
+	out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: template, Fields: f}, now)
+	if err != nil {
+		return 0, err
+	}
+	return rec.Seq, queue.Enqueue(tx, now, out...)
 }
 
 // stackOnly is the goroutine's stack: function names and lines, no values.
@@ -336,7 +345,7 @@ type outcome struct {
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]byte) error {
-	d, err := s.openSummed(env, raw, sum)
+	d, err := s.openOnce(env, raw, sum)
 	if err != nil {
 		return err
 	}
@@ -386,13 +395,9 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]by
 // openOnce routes the recipients and opens the message once, with the key of
 // the list it was sent to: parsed, decrypted, verified, decoded and its
 // command block read (lists/inbound). Everything after reads the result.
-func (s *Service) openOnce(env Envelope, raw []byte) (*delivery, error) {
-	return s.openSummed(env, raw, sha256.Sum256(raw))
-}
-
-// openSummed is openOnce for a message whose SHA-256 Handle computed: once,
-// since a 10 MB report takes milliseconds to hash.
-func (s *Service) openSummed(env Envelope, raw []byte, sum [32]byte) (*delivery, error) {
+// sum is the SHA-256 of raw, which Handle computes once (a 10 MB report
+// takes milliseconds to hash).
+func (s *Service) openOnce(env Envelope, raw []byte, sum [32]byte) (*delivery, error) {
 	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sum}
 	d.seen = seenKey(d.sum, env.To)
 	for _, r := range env.To {

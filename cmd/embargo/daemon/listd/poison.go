@@ -8,9 +8,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
-	"github.com/embargo-project/embargo/lists"
-	"github.com/embargo-project/embargo/workflow"
 )
 
 // NotePoison is the archive note of a message kept in quarantine because
@@ -30,7 +27,6 @@ func (s *Service) quarantineKiller(env Envelope, raw []byte, sum [32]byte) error
 	now := s.o.Now().UTC()
 	seen := seenKey(sum, env.To)
 	deaths := s.o.Attempts.Deaths(sum, now)
-	sec := s.o.Roster.List(lists.Security)
 	var seq uint64
 	var dup bool
 	err := s.sh.writer.do(func(tx *bolt.Tx) error {
@@ -39,22 +35,11 @@ func (s *Service) quarantineKiller(env Envelope, raw []byte, sum [32]byte) error
 			dup = true
 			return nil
 		}
-		rec, err := incidentdb.AddMessage(tx, incidentdb.Record{Received: now, EnvelopeFrom: env.From, Rcpts: env.To, Note: NotePoison}, raw, sum)
+		var err error
+		seq, err = s.keepPoison(tx, env, raw, sum, now, "poison", map[string]string{
+			"deaths": strconv.Itoa(deaths), "sha256": hex.EncodeToString(sum[:]),
+		})
 		if err != nil {
-			return err
-		}
-		seq = rec.Seq
-		// Plaintext where the list allows it: the alert says nothing of the
-		// message, as the one for a recovered panic.
-		rcpts, _ := s.sealRecipients(sec, s.o.Roster.WithRole(workflow.RoleSRC), false)
-		out, err := s.alertTo(rcpts, &workflow.Incident{ID: "quarantine"}, workflow.AlertSRC{Template: "poison", Fields: map[string]string{
-			"id": "quarantine", "size": strconv.Itoa(len(raw)), "at": workflow.FormatInstant(now),
-			"deaths": strconv.Itoa(deaths), "message": strconv.FormatUint(rec.Seq, 10), "sha256": hex.EncodeToString(sum[:]),
-		}}, now)
-		if err != nil {
-			return err
-		}
-		if err := queue.Enqueue(tx, now, out...); err != nil {
 			return err
 		}
 		return incidentdb.MarkSeen(tx, seen)

@@ -3,6 +3,7 @@ package listd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
 	"strings"
 	"testing"
@@ -54,7 +55,7 @@ func FuzzReceiptRender(f *testing.F) {
 			return
 		}
 		env := Envelope{From: "alice@ex.test", To: []string{fuzzThread}}
-		d, err := s.openOnce(env, raw)
+		d, err := s.openOnce(env, raw, sha256.Sum256(raw))
 		if err != nil {
 			return // refused on arrival, as Handle refuses it
 		}

@@ -2,6 +2,7 @@ package listd
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -215,7 +216,7 @@ func TestStoreTwice(t *testing.T) {
 	refusals := map[string]error{}
 	for _, st := range storeSteps(t, k) {
 		env := Envelope{From: st.from, To: []string{st.to}}
-		d1, err := once.openOnce(env, st.raw)
+		d1, err := once.openOnce(env, st.raw, sha256.Sum256(st.raw))
 		if err != nil {
 			t.Fatalf("%s: open: %v", st.name, err)
 		}
@@ -223,7 +224,7 @@ func TestStoreTwice(t *testing.T) {
 		if err := onceDB.Update(func(tx *bolt.Tx) error { o1, err = once.store(tx, d1); return err }); err != nil {
 			t.Fatalf("%s: store: %v", st.name, err)
 		}
-		d2, err := twice.openOnce(env, st.raw)
+		d2, err := twice.openOnce(env, st.raw, sha256.Sum256(st.raw))
 		if err != nil {
 			t.Fatal(err)
 		}

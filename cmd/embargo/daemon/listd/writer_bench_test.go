@@ -3,6 +3,7 @@
 package listd
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"runtime"
 	"strings"
@@ -41,7 +42,7 @@ func BenchmarkWriterCPU(b *testing.B) {
 			i++
 			from := fmt.Sprintf("rep%d@out.test", i)
 			raw := plainMail(from, "security@ex.test", fmt.Sprintf("report %d", i), fmt.Sprintf("%d@out.test", i), body)
-			d, err := s.openOnce(Envelope{From: from, To: []string{"security@ex.test"}}, raw)
+			d, err := s.openOnce(Envelope{From: from, To: []string{"security@ex.test"}}, raw, sha256.Sum256(raw))
 			if err != nil {
 				b.Fatal(err)
 			}
