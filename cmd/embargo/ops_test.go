@@ -12,10 +12,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 )
 
 var updateContrib = flag.Bool("update-contrib", false, "rewrite contrib/embargo.toml from embargo.toml.tmpl")
@@ -232,5 +234,27 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if st.Daemon || st.Open["triage"] != 1 || st.Queue.Failed == 0 || len(st.Deadlines) < 2 || st.Deadlines[0].Name != "triage" {
 		t.Errorf("status --json = %+v", st)
+	}
+}
+
+// TestStatusCrashSuspects: a message in progress at a death of the process
+// is shown by status, in text and JSON (docs/threat-model.md A6).
+func TestStatusCrashSuspects(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	sum := strings.Repeat("ab", 32)
+	sd := statusData{Suspects: []listd.Suspect{{SHA256: sum, Deaths: 1, Last: now.Add(-time.Hour)}}}
+	st := buildStatus(sd, nil, now)
+	var b strings.Builder
+	if err := writeStatus(&b, st, &config.Config{DataDir: "/d"}, now); err != nil {
+		t.Fatal(err)
+	}
+	daemontest.MustContain(t, "status", b.String(), "Crash suspect:", sum, "1 death(s)", "quarantined on arrival at 2")
+	j, err := json.Marshal(st)
+	if err != nil || !strings.Contains(string(j), `"suspects":[{"sha256":"`+sum+`","deaths":1,`) {
+		t.Errorf("status --json = %s (%v)", j, err)
+	}
+	b.Reset()
+	if err := writeStatus(&b, buildStatus(statusData{}, nil, now), &config.Config{DataDir: "/d"}, now); err != nil || strings.Contains(b.String(), "Crash suspect") {
+		t.Errorf("status without suspects shows %q (%v)", b.String(), err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -23,7 +24,8 @@ const statusHelp = `Usage: embargo status [--config FILE] [--data DIR] [--json]
 
 Says whether the daemon runs and summarises the store: the outbound queue
 (depth by state, oldest row, next attempt), open incidents by phase, the next
-deadlines of every open incident (overdue ones first) and the next release.
+deadlines of every open incident (overdue ones first), the next release, and
+any message that was being processed when the daemon died (a crash suspect).
 Works with the daemon running (through its control socket) or stopped.
 
 Examples:
@@ -41,6 +43,7 @@ type statusData struct {
 	NextAttempt time.Time           `json:"next_attempt,omitzero"` // earliest among queued rows
 	Incidents   []workflow.Incident `json:"incidents"`             // those not closed
 	Closed      int                 `json:"closed"`
+	Suspects    []listd.Suspect     `json:"suspects,omitempty"` // in progress at a death of the process
 }
 
 // statusQuery is the storeCommand behind `embargo status`: JSON, so the
@@ -71,6 +74,7 @@ func statusQuery(tx *bolt.Tx, args []string, w io.Writer) error {
 		}
 		s.Incidents = append(s.Incidents, inc)
 	}
+	s.Suspects = listd.Suspects(tx)
 	return json.NewEncoder(w).Encode(s)
 }
 
@@ -83,6 +87,7 @@ type statusJSON struct {
 	Closed      int              `json:"closed_incidents"`
 	Deadlines   []statusDeadline `json:"next_deadlines"`
 	Release     *statusDeadline  `json:"next_release,omitempty"`
+	Suspects    []listd.Suspect  `json:"suspects,omitempty"`
 }
 
 type statusDeadline struct {
@@ -131,7 +136,7 @@ func cmdStatus(args []string, s stdio) error {
 }
 
 func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON {
-	st := statusJSON{Queue: sd.Queue, NextAttempt: sd.NextAttempt, Open: map[string]int{}, Closed: sd.Closed}
+	st := statusJSON{Queue: sd.Queue, NextAttempt: sd.NextAttempt, Open: map[string]int{}, Closed: sd.Closed, Suspects: sd.Suspects}
 	var all []statusDeadline
 	for _, inc := range sd.Incidents {
 		st.Open[inc.Phase.String()]++
@@ -206,6 +211,12 @@ func writeStatus(w io.Writer, st statusJSON, cfg *config.Config, now time.Time) 
 		fmt.Fprintf(tw, "Next release:\t%s at %s%s\n", st.Release.Incident, workflow.FormatInstant(st.Release.Due), inWhen(st.Release.Due, now))
 	} else {
 		fmt.Fprintf(tw, "Next release:\tnone scheduled\n")
+	}
+	// Messages in progress when the process died (docs/threat-model.md A6):
+	// a crash loop in the making, before the quarantine ends it.
+	for _, x := range st.Suspects {
+		fmt.Fprintf(tw, "Crash suspect:\tmessage sha256 %s, in progress at %d death(s) of the process, the last %s; quarantined on arrival at %d\n",
+			x.SHA256, x.Deaths, workflow.FormatInstant(x.Last), listd.PoisonDeaths)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -389,13 +389,13 @@ func decodeDeaths(v []byte) deathRecord {
 // Suspect is a message that was in progress at a death of the process, as
 // the store holds it.
 type Suspect struct {
-	SHA256 string // of the message's bytes, hex
-	Deaths int
-	Last   time.Time // the last death
+	SHA256 string    `json:"sha256"` // of the message's bytes, hex
+	Deaths int       `json:"deaths"`
+	Last   time.Time `json:"last_death"`
 }
 
 // Suspects lists the attempt table, expired entries included until the
-// next start drops them.
+// next start drops them (`embargo status` shows them).
 func Suspects(tx *bolt.Tx) []Suspect {
 	b := tx.Bucket(bucketAttempts)
 	if b == nil {
