@@ -88,6 +88,21 @@ func FuzzCompose(f *testing.F) {
 	})
 }
 
+// renderRead renders o and opens it with go-message, failing the test on
+// either error.
+func renderRead(t *testing.T, o outMail) ([]byte, *mail.Reader) {
+	t.Helper()
+	out, err := o.plain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := mail.CreateReader(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, r
+}
+
 // readBack returns the decoded text and the attachments' bytes.
 func readBack(t *testing.T, r *mail.Reader) (string, [][]byte) {
 	t.Helper()
@@ -147,14 +162,7 @@ func TestHeaderLooksEncoded(t *testing.T) {
 	} {
 		o := outMail{From: &mail.Address{Name: v + " via security", Address: "security@example.org"}, To: []*mail.Address{{Name: v, Address: "alice@example.net"}},
 			Subject: v, MessageID: "m@example.org", Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: "x\n"}
-		out, err := o.plain()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := mail.CreateReader(bytes.NewReader(out))
-		if err != nil {
-			t.Fatal(err)
-		}
+		out, r := renderRead(t, o)
 		if got, err := r.Header.Subject(); err != nil || got != v {
 			t.Errorf("Subject %q reads back as %q (%v):\n%s", v, got, err, out)
 		}
@@ -179,14 +187,7 @@ func TestAttachmentNameLooksEncoded(t *testing.T) {
 	for _, name := range []string{ew, "poc " + ew + ".c", "Ünïcode " + ew, "=?", "a =? b ?= c"} {
 		o := outMail{From: &mail.Address{Address: "security@example.org"}, Subject: "s", MessageID: "m@example.org",
 			Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: "x\n", Attachments: []message.Attachment{{Name: name, Type: "text/plain", Data: []byte("y")}}}
-		out, err := o.plain()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := mail.CreateReader(bytes.NewReader(out))
-		if err != nil {
-			t.Fatal(err)
-		}
+		out, r := renderRead(t, o)
 		found := false
 		for {
 			p, err := r.NextPart()
@@ -225,14 +226,7 @@ func TestLoneCRKeepsLineEnds(t *testing.T) {
 	} {
 		o := outMail{From: &mail.Address{Address: "security@example.org"}, Subject: "s", MessageID: "m@example.org",
 			Date: time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC), Body: body}
-		out, err := o.plain()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := mail.CreateReader(bytes.NewReader(out))
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, r := renderRead(t, o)
 		if got, _ := readBack(t, r); got != want {
 			t.Errorf("body %q reads back as %q, want %q", body, got, want)
 		}
