@@ -236,3 +236,30 @@ func TestCommandsRequireEncryption(t *testing.T) {
 		})
 	}
 }
+
+// TestRequireEncryptionReloads: [commands] require_encryption is a setting
+// a reload (SIGHUP) puts in force for the next message, both ways.
+func TestRequireEncryptionReloads(t *testing.T) {
+	k := newStoreKeys(t)
+	c := encCases(t)[0] // the incident thread
+	s, db := encWorld(t, k, false, c)
+	reload := func(on bool) {
+		t.Helper()
+		set := s.settings()
+		set.RequireEncryption = on
+		if err := s.Reload(set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload(true)
+	ent := signedEntity(t, k.alice, c.text)
+	handleMail(t, s, "alice@ex.test", c.to, signedOnly(c.to, "plain1@ex.test", ent))
+	if c.applied(t, db) {
+		t.Fatal("require_encryption turned on by a reload: signed only was applied")
+	}
+	reload(false)
+	handleMail(t, s, "alice@ex.test", c.to, signedOnly(c.to, "plain2@ex.test", ent))
+	if !c.applied(t, db) {
+		t.Fatalf("require_encryption turned off by a reload: signed only was not applied; receipts:\n%s", strings.Join(aliceReceipts(t, s, db, k), "\n-----\n"))
+	}
+}
