@@ -18,8 +18,10 @@ the middle of prose never count; two command blocks in one message are
 refused (put all commands in one block). Soft line breaks of mail clients
 (format=flowed) are undone first. The message must be signed (OpenPGP) with
 your pinned key, within the last 24 hours, and must not name another
-incident. All commands apply, or none; you get a signed receipt quoting each
-command with its result. Verbs are case-insensitive.
+incident; where the committee sets [commands] require_encryption, it must
+also be encrypted to the security list's key, with the signature inside. All
+commands apply, or none; you get a signed receipt quoting each command with
+its result. Verbs are case-insensitive.
 
 A multi-line value is a here-document: end the command line with <<END, write
 the lines (blank lines allowed), then END alone on a line. Mail clients that

@@ -63,6 +63,7 @@ type Config struct {
 	OSV    OSV             `toml:"osv"`
 
 	Governance Governance `toml:"governance"`
+	Commands   Commands   `toml:"commands"`
 
 	Members []Member `toml:"members"`
 
@@ -246,6 +247,19 @@ const (
 // LazyConsensus is LazyConsensusDays as a duration.
 func (g Governance) LazyConsensus() time.Duration {
 	return time.Duration(g.LazyConsensusDays) * 24 * time.Hour
+}
+
+// Commands is [commands]: what a member's command message must be, beyond
+// signed by their pinned key (docs/threat-model.md E1, E3).
+type Commands struct {
+	// RequireEncryption refuses every command message (incident, roster,
+	// proposal and /oncall commands) that is not encrypted to the security
+	// list's key as well as signed: nothing is applied and the member is told
+	// how to send it again. Embargoed text then never crosses a relay in
+	// clear, and another daemon, with another key, cannot read a command
+	// meant for this one. Default false: members whose client only signs
+	// keep working. SIGHUP applies a change.
+	RequireEncryption bool `toml:"require_encryption"`
 }
 
 // Channel is one outside list.

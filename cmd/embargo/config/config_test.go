@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
 		{"negative acknowledgements per sender", base + "[intake]\nacks_per_sender_per_day = -2\n", []string{"intake.acks_per_sender_per_day = -2", "e.g. 1"}},
 		{"negative acknowledgement cap", base + "[intake]\nacks_per_day = -1\n", []string{"intake.acks_per_day = -1", "0 for no cap"}},
+		{"unknown commands key", base + "[commands]\nrequire_encryptoin = true\n", []string{"line 3", "commands.require_encryptoin"}},
+		{"require_encryption not a boolean", base + "[commands]\nrequire_encryption = \"yes\"\n", []string{"line 3", "require_encryption"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,6 +141,33 @@ func TestGovernanceDefaults(t *testing.T) {
 	}
 	if cfg, err := Load(""); err != nil || cfg.Governance.Quorum != 1 {
 		t.Errorf("the development default (one member) must set quorum 1: %v", err)
+	}
+}
+
+// TestCommandsRequireEncryption: [commands] require_encryption is off
+// unless set (members whose client only signs keep working), and parses
+// when set; the development default leaves it off.
+func TestCommandsRequireEncryption(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Commands.RequireEncryption {
+		t.Error("require_encryption is on by default, want off")
+	}
+	for _, v := range []bool{true, false} {
+		cfg, err = Parse([]byte(fmt.Sprintf("domain = \"example.org\"\n[commands]\nrequire_encryption = %t\n", v)), "t.toml")
+		if err != nil {
+			t.Fatalf("require_encryption = %t: %v", v, err)
+		}
+		if cfg.Commands.RequireEncryption != v {
+			t.Errorf("require_encryption = %t: parsed %+v", v, cfg.Commands)
+		}
+	}
+	if cfg, err := Load(""); err != nil {
+		t.Error(err)
+	} else if cfg.Commands.RequireEncryption {
+		t.Error("the development default turns require_encryption on")
 	}
 }
 

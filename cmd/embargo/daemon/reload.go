@@ -95,15 +95,16 @@ func (d *Daemon) reloadSettings(cfg *config.Config, now time.Time) (listd.Settin
 // keys and the templates loaded from it.
 func settings(cfg *config.Config, ring *keys.Keyring, problems []keys.Problem, tmpl *templates.Set) listd.Settings {
 	return listd.Settings{
-		Members:       fileMembers(cfg),
-		Keys:          ring,
-		KeyProblems:   problems,
-		Holidays:      cfg.HolidayTimes(),
-		Rotation:      Rotation(cfg),
-		Channels:      channels(cfg),
-		Templates:     tmpl,
-		Quorum:        cfg.Governance.Quorum,
-		LazyConsensus: cfg.Governance.LazyConsensus(),
+		Members:           fileMembers(cfg),
+		Keys:              ring,
+		KeyProblems:       problems,
+		Holidays:          cfg.HolidayTimes(),
+		Rotation:          Rotation(cfg),
+		Channels:          channels(cfg),
+		Templates:         tmpl,
+		Quorum:            cfg.Governance.Quorum,
+		LazyConsensus:     cfg.Governance.LazyConsensus(),
+		RequireEncryption: cfg.Commands.RequireEncryption,
 	}
 }
 

@@ -92,6 +92,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Rotation:           set.Rotation,
 		Quorum:             set.Quorum,
 		LazyConsensus:      set.LazyConsensus,
+		RequireEncryption:  set.RequireEncryption,
 		Members:            set.Keys,
 		DB:                 d.db,
 		Roster:             roster,

@@ -69,6 +69,12 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, d
 	if !signed {
 		return inc, nil, false, nil // a key that is no longer pinned: nobody to answer
 	}
+	if s.encryptionMissing(msg) {
+		// Before the replay cache: the same signed text may come again,
+		// encrypted (encryption.go).
+		out, err := s.encryptionRefusal(sec, mem, inc.ID, inc.RootMsg, msg, now)
+		return inc, out, false, err
+	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return inc, nil, false, err

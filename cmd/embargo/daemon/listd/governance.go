@@ -292,6 +292,12 @@ func (s *Service) rosterCommands(tx *bolt.Tx, sec lists.List, msg *inbound.Messa
 		g.out = out
 		return g, err
 	}
+	if s.encryptionMissing(msg) {
+		// Before the replay cache, which must not record it (encryption.go).
+		out, err := s.encryptionRefusal(sec, signer, rid, anchor, msg, now)
+		g.out = out
+		return g, err
+	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return g, err

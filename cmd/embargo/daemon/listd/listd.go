@@ -77,6 +77,10 @@ type Options struct {
 	// a roster proposal stays open (governance.DefaultLazyConsensus if 0).
 	Quorum        int
 	LazyConsensus time.Duration
+	// RequireEncryption is [commands] require_encryption: a member's
+	// commands count only in a message encrypted to ListKey as well as
+	// signed (encryption.go, docs/threat-model.md E1, E3).
+	RequireEncryption bool
 
 	// The other lists' keys, the outside channels and the announce fan-out.
 	DistributorsKey *keys.Key

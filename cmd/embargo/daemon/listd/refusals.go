@@ -34,9 +34,17 @@ func (s *Service) commandAuthor(from string, inc *workflow.Incident) (lists.Memb
 // receipt without one: it speaks of the incident).
 func (s *Service) signatureRefusal(sec lists.List, mem lists.Member, id workflow.ID, thread string, msg *inbound.Message, now time.Time) ([]queue.Msg, error) {
 	why, fix := signatureProblem(msg.Signature(), mem)
+	return s.commandRefusal(sec, mem, id, thread, msg, now, "Your message has command lines, but nothing was applied, because "+why+".", fix)
+}
+
+// commandRefusal is the receipt of a message none of whose commands was
+// applied for a reason that is the message's, not a command's: the
+// paragraph that says what was wrong, the one that says how to fix it,
+// each command quoted as not applied, and how to send commands.
+func (s *Service) commandRefusal(sec lists.List, mem lists.Member, id workflow.ID, thread string, msg *inbound.Message, now time.Time, why, fix string) ([]queue.Msg, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Commands for %s, processed %s.\n\n", id, workflow.FormatInstant(now))
-	fmt.Fprintf(&b, "%s\n\n%s\n", wrap("Your message has command lines, but nothing was applied, because "+why+".", 72), wrap(fix, 72))
+	fmt.Fprintf(&b, "%s\n\n%s\n", wrap(why, 72), wrap(fix, 72))
 	// The lines as read, quoted, so that the receipt can never be taken for
 	// commands (docs/threat-model.md E5).
 	cmds, _ := msg.Commands()
@@ -55,6 +63,13 @@ func (s *Service) signatureRefusal(sec lists.List, mem lists.Member, id workflow
 // howToSend is the paragraph every refusal ends with: the path a member's
 // mail client takes without being told a key ID.
 func (s *Service) howToSend(sec lists.List) string {
+	if s.o.RequireEncryption {
+		return fmt.Sprintf("To send commands, reply to this message or to your copy of the thread: the\n"+
+			"reply goes to %s and is filed under the incident by its\n"+
+			"In-Reply-To. Sign it with your pinned key and encrypt it: this committee\n"+
+			"requires both. Your mail client finds the security key by that address\n"+
+			"(%s).\n", sec.Address, s.fingerprint(s.o.ListKey))
+	}
 	return fmt.Sprintf("To send commands, reply to this message or to your copy of the thread: the\n"+
 		"reply goes to %s and is filed under the incident by its\n"+
 		"In-Reply-To. Sign it with your pinned key; encrypt it too, and your mail\n"+

@@ -316,6 +316,14 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 	if !ok || !mem.Has(workflow.RoleSRC) && !mem.Has("associate") {
 		return false, nil
 	}
+	if s.encryptionMissing(msg) {
+		// Before the replay cache, which must not record it (encryption.go).
+		out, err := s.encryptionRefusal(sec, mem, workflow.OnCallThread, "", msg, now)
+		if err != nil {
+			return true, err
+		}
+		return true, queue.Enqueue(tx, now, out...)
+	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return true, err
