@@ -160,9 +160,9 @@ func (s *Service) distributorWarning(mem lists.Member, key *keys.Key, f postFaul
 	if err != nil {
 		return queue.Msg{}, err
 	}
-	outer := om.header()
-	outer.SetSubject(dl.OuterSubject)
-	spec, err := sealSpec(lists.Distributors, key, outer, &om)
+	outer := om // what relays see: the same fields under the generic Subject
+	outer.Subject = dl.OuterSubject
+	spec, err := sealSpec(lists.Distributors, key, outer.header(), &om)
 	if err != nil {
 		return queue.Msg{}, err
 	}
