@@ -81,7 +81,8 @@ func TestDistributorNotice(t *testing.T) {
 // TestDistributorsLeakGuard: a member's post to distributors@ with an outside
 // Cc is refused at the end of DATA, the SRC alerted, nothing sent to the
 // distributors, and the outside address in no outbound byte (docs/threat-model.md G1).
-// A plaintext post is refused the same way (G2).
+// A plaintext post is refused the same way, and its sender, a distributor,
+// gets one encrypted warning an hour (G2).
 func TestDistributorsLeakGuard(t *testing.T) {
 	d1 := &distributor{addr: "one@vendor1.test"}
 	f := newCmdFixtureWith(t, []*distributor{d1}, "")
@@ -106,12 +107,25 @@ func TestDistributorsLeakGuard(t *testing.T) {
 		}
 	}
 
-	// A plaintext reply carrying the canary: refused, the canary goes nowhere.
-	err = f.h.Send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: x\n\nCANARY-plain-reply\n")
+	// A plaintext reply carrying the canary: refused, the SRC alerted, and
+	// the distributor warned, encrypted to their pinned key (G2); the
+	// canary goes nowhere, in clear or inside the encryption.
+	f.plaintextWarned(t, d1, dfpr)
+
+	// Again within the hour: refused and alerted, but no second warning
+	// (one a member per hour, whoever forges their address).
+	err = f.h.Send(d1.addr, []string{"distributors@ex.test"}, "From: "+d1.addr+"\nTo: distributors@ex.test\nSubject: again\n\nCANARY-plain-reply again\n")
 	if c, _ := daemontest.Code(err); c != 550 {
-		t.Fatalf("plaintext post: %v, want 550", err)
+		t.Fatalf("second plaintext post: %v, want 550", err)
 	}
-	f.next(2)
+	for _, m := range f.next(2) {
+		if m.To[0] != "alice@ex.test" && m.To[0] != "bob@ex.test" {
+			t.Errorf("the second plaintext post caused mail to %v", m.To)
+		}
+	}
+	if n := daemon.CounterValue(f.h.D, "embargo_distributor_warnings_total", "held"); n != 1 {
+		t.Errorf(`embargo_distributor_warnings_total{result="held"} = %v, want 1`, n)
+	}
 	canaryFree(t, f.h.Rec.Messages(), "CANARY-plain-reply")
 
 	// A distributor's good post (encrypted, signed, To: the list) reaches the
@@ -125,6 +139,47 @@ func TestDistributorsLeakGuard(t *testing.T) {
 	}
 	plain, _ := f.alice.DecryptMIME(daemontest.To(msgs, "alice@ex.test")[0].Data)
 	daemontest.MustContain(t, "alice's copy of the distributor's post", daemontest.MIMEText(plain), "We see it too.", d1.addr)
+}
+
+// plaintextWarned sends a plaintext post with a canary in its Subject and
+// text from d to distributors@ and checks what follows: 550, the SRC's two
+// alerts and one warning to d, which d decrypts with gpg and which says
+// why and how to post; the canary is in no outbound message, and in none
+// of them decrypted by its recipient.
+func (f *cmdFixture) plaintextWarned(t *testing.T, d *distributor, listFpr string) {
+	t.Helper()
+	const canary = "CANARY-plain-reply"
+	err := f.h.Send(d.addr, []string{"distributors@ex.test"}, "From: "+d.addr+"\nTo: distributors@ex.test\nSubject: "+canary+" subject\n\n"+canary+"\n")
+	if c, _ := daemontest.Code(err); c != 550 {
+		t.Fatalf("plaintext post: %v, want 550", err)
+	}
+	msgs := f.next(3)
+	warn := daemontest.To(msgs, d.addr)
+	if len(warn) != 1 || len(daemontest.To(msgs, "alice@ex.test")) != 1 || len(daemontest.To(msgs, "bob@ex.test")) != 1 {
+		t.Fatalf("after a plaintext post, want an alert to alice and bob and a warning to %s:\n%s", d.addr, daemontest.Summary(msgs))
+	}
+	if warn[0].From != "" {
+		t.Errorf("the warning came from <%s>, want the null sender", warn[0].From)
+	}
+	hdr := headerBytes(warn[0])
+	if !strings.Contains(hdr, "Subject: Encrypted message") || strings.Contains(hdr, "refused") {
+		t.Errorf("outer header of the warning:\n%s", hdr)
+	}
+	plain, st := d.g.DecryptMIME(warn[0].Data)
+	daemontest.MustContain(t, d.addr+"'s decrypted warning", st, "DECRYPTION_OKAY", "GOODSIG")
+	daemontest.MustContain(t, d.addr+"'s decrypted warning", daemontest.MIMEText(plain),
+		"A message claiming to be from "+d.addr, "not encrypted to the list key "+listFpr, "It reached nobody",
+		"The SRC has been told", "If you did not send it, someone used your address", "-u "+d.fpr+" -r "+listFpr)
+	readers := map[string]*daemontest.GPG{"alice@ex.test": f.alice, "bob@ex.test": f.bob, d.addr: d.g}
+	for _, m := range msgs {
+		if p, _ := readers[m.To[0]].DecryptMIME(m.Data); strings.Contains(string(p), canary) {
+			t.Errorf("the canary is inside the mail to %v", m.To)
+		}
+	}
+	canaryFree(t, f.h.Rec.Messages(), canary)
+	if n := daemon.CounterValue(f.h.D, "embargo_distributor_warnings_total", "sent"); n != 1 {
+		t.Errorf(`embargo_distributor_warnings_total{result="sent"} = %v, want 1`, n)
+	}
 }
 
 // TestDiscloseNowOrder: /disclose now tells the distributors the embargo is

@@ -28,6 +28,7 @@ type metrics struct {
 	command    prometheus.Histogram
 	refused    *prometheus.CounterVec
 	acksHeld   *prometheus.CounterVec
+	distWarn   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -69,6 +70,10 @@ func newMetrics() *metrics {
 			Name: "embargo_acks_suppressed_total",
 			Help: "Acknowledgements to reporters (and replies to distributor applicants) not sent since start, their message taken as always, by the limit that held them back: sender (acks_per_sender_per_day) or global (acks_per_day, all addresses together).",
 		}, []string{"limit"}),
+		distWarn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_distributor_warnings_total",
+			Help: "Encrypted warnings to a member whose post to distributors@ was refused (plaintext, or not signed by a pinned key) since start, by result: sent (queued), held (the member was warned in the last hour).",
+		}, []string{"result"}),
 	}
 	// Every result is reported from the start, zero included, so that the
 	// series do not come and go.
@@ -81,10 +86,13 @@ func newMetrics() *metrics {
 	for _, l := range []string{listd.AckLimitSender, listd.AckLimitGlobal} {
 		m.acksHeld.WithLabelValues(l)
 	}
+	for _, r := range []string{listd.WarningSent, listd.WarningHeld} {
+		m.distWarn.WithLabelValues(r)
+	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn,
 	)
 	return m
 }
@@ -103,6 +111,11 @@ func (m *metrics) observe(event string, took time.Duration) {
 // ackHeld is listd's Options.AckHeld: an acknowledgement a limit held back
 // (docs/threat-model.md B8).
 func (m *metrics) ackHeld(limit string) { m.acksHeld.WithLabelValues(limit).Inc() }
+
+// distWarning is listd's Options.DistributorWarning: a warning to a member
+// whose post to distributors@ was refused, sent or held back
+// (docs/threat-model.md G2).
+func (m *metrics) distWarning(result string) { m.distWarn.WithLabelValues(result).Inc() }
 
 // delivered is the queue's Options.Delivered: the row reached the relay at at.
 func (m *metrics) delivered(r queue.Row, at time.Time) {

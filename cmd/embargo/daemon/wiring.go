@@ -109,6 +109,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Logger:             d.log.With("component", "listd"),
 		Observe:            d.metrics.observe,
 		AckHeld:            d.metrics.ackHeld,
+		DistributorWarning: d.metrics.distWarning,
 		Attempts:           d.attempts,
 	})
 	// The roster in force: the file's members as signed mail changed them.

@@ -13,7 +13,9 @@ import (
 // opened lately, for the intake limits on new incidents (daemon/listd,
 // docs/threat-model.md B7): key "sender/ADDR" or "client/IP", value the
 // instants of those incidents, 8 bytes each (Unix nanoseconds, big-endian),
-// oldest first, at most as many as the limit needs.
+// oldest first, at most as many as the limit needs. The warnings to
+// distributors@ posters count the same way under "distwarn/ADDR" (one a
+// member per hour, docs/threat-model.md G2).
 var bucketLimits = []byte("intake_limits")
 
 func initLimits(tx *bolt.Tx) error {

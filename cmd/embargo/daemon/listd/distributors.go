@@ -132,9 +132,10 @@ func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted
 // the sender answered with the refusal. Only encrypted mail signed by a
 // pinned member key is taken; a post that names anyone outside the list
 // and the SRC in To or Cc is refused and the SRC alerted (docs/threat-model.md G1,
-// G2, F5). Committee posts go to every distributor; a distributor's post
+// G2, F5). A post refused because it is plaintext or not signed by a
+// member's pinned key also warns the member its From names (distwarn.go). Committee posts go to every distributor; a distributor's post
 // goes to the SRC only, never to the other distributors.
-func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refusal, err error) {
+func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally) (result string, refusal, err error) {
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
 	msg, now := d.msg, d.now
@@ -152,6 +153,14 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refu
 	}
 	refuse := func(text, alert string) (string, error, error) {
 		return refuseWith(&lists.Refusal{Code: 550, Enhanced: "5.7.1", Text: text}, alert)
+	}
+	// A post refused for its protection (G2) also warns the member its
+	// From names, encrypted to their pinned key (distwarn.go).
+	refuseWarn := func(text, alert string, fault func(lists.Member) postFault) (string, error, error) {
+		if err := s.warnPoster(tx, d, fault, warns); err != nil {
+			return "", nil, err
+		}
+		return refuse(text, alert)
 	}
 	if msg == nil {
 		// The header itself could not be read (lists/message refused it:
@@ -171,24 +180,25 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery) (result string, refu
 		return "refused", s.cryptoRefusal(d.openErr, s.o.DistributorsKey), nil
 	}
 	if s.o.DistributorsKey == nil || !msg.Encrypted() {
-		return refuse("The embargo list takes only mail encrypted to its key ("+s.fingerprint(s.o.DistributorsKey)+") and signed with your pinned key",
-			"a plaintext post was refused; it reached nobody")
+		return refuseWarn("The embargo list takes only mail encrypted to its key ("+s.fingerprint(s.o.DistributorsKey)+") and signed with your pinned key",
+			"a plaintext post was refused; it reached nobody", func(lists.Member) postFault { return s.plaintextFault() })
 	}
 	v := msg.Signature()
+	badSignature := func(m lists.Member) postFault { return signatureFault(v, m) }
 	if v.Status == keys.SigNone {
-		return refuse("The embargo list takes only mail signed with your pinned OpenPGP key",
-			"an encrypted but unsigned post was refused")
+		return refuseWarn("The embargo list takes only mail signed with your pinned OpenPGP key",
+			"an encrypted but unsigned post was refused", badSignature)
 	}
 	if !v.OK() {
-		return refuse("The embargo list takes only mail signed with a member's pinned OpenPGP key; this signature does not count ("+detail(v.Err)+")",
-			"a post whose signature does not count ("+v.Status.String()+") was refused")
+		return refuseWarn("The embargo list takes only mail signed with a member's pinned OpenPGP key; this signature does not count ("+detail(v.Err)+")",
+			"a post whose signature does not count ("+v.Status.String()+") was refused", badSignature)
 	}
 	author, ok, err := s.signerOf(tx, v)
 	if err != nil {
 		return "", nil, err
 	}
 	if !ok {
-		return refuse("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused")
+		return refuseWarn("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused", badSignature)
 	}
 	subject := msg.Subject() // the protected Subject, else the outer one
 	attachments := msg.Attachments()

@@ -112,6 +112,10 @@ type Options struct {
 	// acknowledgement limit held back (AckLimitSender or AckLimitGlobal),
 	// once its message is committed (the daemon's metrics).
 	AckHeld func(limit string)
+	// DistributorWarning, when set, is told of each warning to a member
+	// whose post to distributors@ was refused (distwarn.go): WarningSent
+	// or WarningHeld, once its message is committed (the daemon's metrics).
+	DistributorWarning func(result string)
 
 	// Attempts, when set, counts the deaths of the process while a message
 	// was processed, and keeps a message that killed it PoisonDeaths times
@@ -343,9 +347,10 @@ type delivery struct {
 type outcome struct {
 	result  string
 	incID   workflow.ID
-	refusal error    // told to the sender after the commit
-	roster  bool     // the roster changed by mail: rebuild the snapshot after the commit
-	acks    ackTally // acknowledgements held back, counted after the commit
+	refusal error     // told to the sender after the commit
+	roster  bool      // the roster changed by mail: rebuild the snapshot after the commit
+	acks    ackTally  // acknowledgements held back, counted after the commit
+	warns   warnTally // warnings to distributors@ posters, counted after the commit
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]byte) error {
@@ -383,6 +388,7 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]by
 		return fmt.Errorf("listd: store message: %w", err)
 	}
 	s.countAcks(out.acks)
+	s.countWarnings(out.warns)
 	if out.roster {
 		s.refresh() // before the mail goes out, for the next message
 	}
@@ -491,7 +497,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		rec.Note, out.result = "loop", "loop"
 	case isDistributors(d.targets):
 		var err error
-		out.result, out.refusal, err = s.distributorPost(tx, d)
+		out.result, out.refusal, err = s.distributorPost(tx, d, &out.warns)
 		if err != nil {
 			return out, err
 		}
