@@ -341,24 +341,6 @@ func SeenSignature(tx *bolt.Tx, key string, expiry, now time.Time) (bool, error)
 	return false, b.Put([]byte(key), be(uint64(expiry.Unix())))
 }
 
-// PruneReplay deletes replay entries that expired before now.
-func PruneReplay(tx *bolt.Tx, now time.Time) error {
-	b := tx.Bucket(bucketReplay)
-	var old [][]byte
-	b.ForEach(func(k, v []byte) error {
-		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= now.Unix() {
-			old = append(old, bytes.Clone(k))
-		}
-		return nil
-	})
-	for _, k := range old {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Meta reads a small named value.
 func Meta(tx *bolt.Tx, name string) string {
 	return string(tx.Bucket(bucketMeta).Get([]byte(name)))

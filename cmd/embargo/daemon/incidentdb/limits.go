@@ -62,24 +62,3 @@ func CountOpened(tx *bolt.Tx, key []byte, now, since time.Time, keep int) error 
 	}
 	return b.Put(bytes.Clone(key), kept)
 }
-
-// PruneLimits deletes the counts whose latest incident is not after since,
-// at most max of them per call (a short transaction): senders and clients
-// that stopped opening incidents leave nothing behind. It reports how many
-// it deleted.
-func PruneLimits(tx *bolt.Tx, since time.Time, max int) (int, error) {
-	b := tx.Bucket(bucketLimits)
-	var old [][]byte
-	c := b.Cursor()
-	for k, v := c.First(); k != nil && len(old) < max; k, v = c.Next() {
-		if len(v) < 8 || int64(binary.BigEndian.Uint64(v[len(v)-8:])) <= since.UnixNano() {
-			old = append(old, bytes.Clone(k))
-		}
-	}
-	for _, k := range old {
-		if err := b.Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	return len(old), nil
-}

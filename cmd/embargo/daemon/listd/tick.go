@@ -38,7 +38,9 @@ const KeyExpiryWarning = 30 * 24 * time.Hour
 // changed anything, the incident and the mail its actions cause commit in
 // one bbolt transaction, so each reminder goes out exactly once, and late
 // rather than never after the daemon was down. Then, once a week, the
-// Monday digest (its marker is committed with its mail).
+// Monday digest (its marker is committed with its mail); and every tick
+// deletes a batch of the limits' per-address records whose windows have
+// passed (stale.go).
 //
 // The sweep reads the deadline index (due.go): only the incidents filed
 // under an instant at or before now are read and given to
@@ -75,6 +77,12 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 			errs = append(errs, fmt.Errorf("digest: %w", err))
 		}
 		sent += n
+	}
+	if ctx.Err() == nil {
+		if _, err := s.pruneStale(now); err != nil {
+			s.log.Error("clean-up of stale limit records failed", "err", err)
+			errs = append(errs, err)
+		}
 	}
 	if sent > 0 {
 		s.o.Kick()
