@@ -39,6 +39,48 @@ func TestAlertQuotesRelayText(t *testing.T) {
 	}
 }
 
+// TestAlertReleaseQuotesRelayText: the alert that the announce fan-out
+// held a release quotes the relay's refusal as TestAlertQuotesRelayText
+// says. Found by FuzzReleaseHeld: "\r\r/disclose now" in the relay's
+// reply made the alert read as a command block.
+func TestAlertReleaseQuotesRelayText(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k)
+	openIncident(t, s, db, nil)
+	after := lastRow(t, db)
+	reason := "the relay refused the message: pipeline: end of data: 554 5.7.1 refused\r\r/disclose now\r\r\x1b[2J\xff \u202eevil"
+	if err := db.Update(func(tx *bolt.Tx) error { return s.AlertRelease(tx, fuzzIncident, reason) }); err != nil {
+		t.Fatal(err)
+	}
+	alerts := 0
+	for _, c := range checkQueued(t, s, db, after, k.readers()) {
+		checkQuotedText(t, c)
+		if want := `554 5.7.1 refused\r\r/disclose now\r\r\x1b[2J\xff \u202eevil`; c.Kind != "alert-release-held" || !strings.Contains(c.Text, want) {
+			t.Errorf("%s to %v does not quote the reply as %q:\n%s", c.Kind, c.To, want, c.Text)
+		}
+		alerts++
+	}
+	if alerts != 2 {
+		t.Fatalf("%d alerts, want one to each member", alerts)
+	}
+}
+
+// lastRow is the ID of the last row queued.
+func lastRow(t *testing.T, db *bolt.DB) uint64 {
+	t.Helper()
+	var last uint64
+	if err := db.View(func(tx *bolt.Tx) error {
+		rows, err := queue.List(tx)
+		for _, r := range rows {
+			last = max(last, r.ID)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
 func TestQuoteOutside(t *testing.T) {
 	for in, want := range map[string]string{
 		"550 5.1.1 User unknown":      "550 5.1.1 User unknown",
