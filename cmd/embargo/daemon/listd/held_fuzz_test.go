@@ -12,6 +12,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
+	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -60,7 +61,7 @@ func heldWalk(t *testing.T, k *storeKeys, ann *keys.Key, addr, subject, name, su
 		o.Now, o.Mono, o.Quorum = clock, mono, 1
 		o.AnnounceKey, o.Channels = ann, []Channel{{Address: "oss-security@lists.test", Tag: "[ex.test]"}}
 		fan = announce.New(o.DB, nil, announce.Options{
-			List: o.Roster.List("announce"), Project: "ex.test", Key: ann, Now: clock, Mono: mono,
+			List: o.Roster.List(lists.Announce), Project: "ex.test", Key: ann, Now: clock, Mono: mono,
 			SMTP: &pipeline.Config{Addr: addr, HeloName: "ex.test", CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second},
 			Held: func(tx *bolt.Tx, j announce.Job, reason string) error {
 				return s.AlertRelease(tx, workflow.ID(j.ID), reason)
