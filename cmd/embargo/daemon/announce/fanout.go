@@ -38,6 +38,7 @@ type Fanout struct {
 	fails     map[string]int       // job key → consecutive failed batches
 	failUntil map[string]time.Time // job key → no batch before then
 	lanes     map[string]*lane     // job key → what is in flight
+	loops     map[string]bool      // job key → the relay loop was logged (settle)
 	pool      *pool
 	// pending are outcomes the relay gave and the store has not taken yet:
 	// they are recorded before anything else is sent. A crash loses them:
@@ -56,6 +57,7 @@ func New(db *bolt.DB, relay queue.Relay, o Options) *Fanout {
 		fails:     make(map[string]int),
 		failUntil: make(map[string]time.Time),
 		lanes:     make(map[string]*lane),
+		loops:     make(map[string]bool),
 		pool:      newPool(o.Connections),
 	}
 }

@@ -3,6 +3,7 @@ package announce
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/pipeline"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
@@ -47,6 +49,7 @@ func (f *Fanout) record(rs []result) error {
 		delete(f.lanes, k)
 		delete(f.fails, k)
 		delete(f.failUntil, k)
+		delete(f.loops, k)
 	}
 	return nil
 }
@@ -147,6 +150,18 @@ func (f *Fanout) settle(res result, now time.Time) {
 		delete(f.fails, w.key)
 		delete(f.failUntil, w.key)
 	case out.interrupted || queue.IsPermanent(out.stop):
+	case errors.Is(out.stop, pipeline.ErrLoop):
+		// The relay is our own listener (docs/threat-model.md B9): every
+		// connection fails so until relay.url is fixed. Said once per
+		// release, not per connection or batch; the batches back off as
+		// after any failure, and nothing is counted sent.
+		f.fails[w.key]++
+		f.failUntil[w.key] = now.Add(backoff(f.fails[w.key], f.o))
+		if !f.loops[w.key] {
+			f.loops[w.key] = true
+			f.log.Error("announce: relay.url leads back to this embargo's own listener: mail would loop; the release waits until relay.url points at the MTA that sends mail out",
+				"release", w.job.ID, "err", out.stop)
+		}
 	case out.handled > 0 || !out.fresh:
 		// Progress, or a connection that had been idle: at once, anew.
 		f.log.Info("announce batch cut short; the rest goes again", "release", w.job.ID, "rcpts", len(w.rcpts)-out.handled, "err", out.stop)

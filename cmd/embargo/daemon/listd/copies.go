@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
@@ -149,14 +152,15 @@ func (s *Service) token() (string, error) {
 // Alert queues a notice to the committee that a message could not be delivered.
 // The delivery worker calls it inside the transaction that marks the row failed.
 // It is never sent to the author of the triggering mail (docs/threat-model.md B8), and
-// failures of alerts raise no further alerts.
+// failures of alerts raise no further alerts. The reason quotes the relay's
+// reply, whose text the relay or a remote MX behind it chose: quoteOutside.
 func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	s = s.current()
 	sec := s.o.Roster.List(lists.Security)
 	now := s.o.Now().UTC()
 	body, err := s.o.Templates.Render("alert", map[string]any{
 		"Row": r.ID, "Kind": r.Kind, "Incident": r.Incident, "To": r.To, "MessageID": r.MessageID,
-		"Created": r.Created, "Attempts": r.Attempts, "Reason": reason,
+		"Created": r.Created, "Attempts": r.Attempts, "Reason": quoteOutside(reason, "            "),
 	})
 	if err != nil {
 		return err
@@ -177,6 +181,38 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 	}
 	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
 	return queue.Enqueue(tx, now, out...)
+}
+
+// quoteOutside makes text an outsider chose (a relay's or a remote MX's
+// reply to a command, quoted in an alert) safe to show the committee as it
+// was written. Each line break (errors.Join writes them) starts a line
+// indented by indent, which must not be empty, so that no line starts
+// with "/" (docs/threat-model.md E5); every rune that is not printable
+// is written as Go writes it in a quoted string: a CR as \r (a lone CR is
+// a line end to compose and to many a reader, which would start a line
+// there), an escape sequence as \x1b, a bidi override as \u202e, an
+// invalid byte as \xff. Spaces and tabs stay.
+func quoteOutside(s, indent string) string {
+	var b strings.Builder
+	for i, line := range strings.Split(s, "\n") {
+		if i > 0 {
+			b.WriteString("\n" + indent)
+		}
+		for line != "" {
+			r, n := utf8.DecodeRuneInString(line)
+			switch {
+			case r == utf8.RuneError && n == 1:
+				fmt.Fprintf(&b, `\x%02x`, line[0])
+			case r == ' ' || r == '\t' || strconv.IsPrint(r):
+				b.WriteString(line[:n])
+			default:
+				q := strconv.QuoteRuneToASCII(r) // '\r', '\x1b', '\u202e'
+				b.WriteString(q[1 : len(q)-1])
+			}
+			line = line[n:]
+		}
+	}
+	return b.String()
 }
 
 // committee is the SRC as recipients of mail that speaks of an incident:

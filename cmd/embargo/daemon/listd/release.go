@@ -219,8 +219,10 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 }
 
 // AlertRelease tells the SRC that the announce fan-out of an incident's
-// release is held (a clock jump, a message the list key did not sign), in the
-// transaction that holds it.
+// release is held (a clock jump, a message the list key did not sign, the
+// relay's refusal of the message), in the transaction that holds it. The
+// reason may quote the relay's reply, whose text the relay chose:
+// quoteOutside.
 func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error {
 	s = s.current()
 	now := s.o.Now().UTC()
@@ -229,7 +231,7 @@ func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error
 		inc = p
 	}
 	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held",
-		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + reason + ")"}}, now)
+		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + quoteOutside(reason, "    ") + ")"}}, now)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,8 @@ type madeCopy struct {
 	Out     []byte // what the relay gets
 	Sealed  bool   // decrypted with its recipient's key
 	Subject string // the protected Subject when sealed, else the outer one
-	Text    string // the text its recipient reads (decrypted when sealed)
+	Text    string // the text its recipient reads (decrypted when sealed), as the service parses it
+	Inner   []byte // the message its recipient's client shows: Out, or what it decrypts to
 }
 
 // checkQueued reads the rows queued after row after, makes each as the
@@ -109,7 +110,7 @@ func checkQueued(t *testing.T, s *Service, db *bolt.DB, after uint64, readers ma
 		if err != nil {
 			t.Fatalf("%s: does not parse: %v", where, err)
 		}
-		c.Text = m.Text
+		c.Text, c.Inner = m.Text, inner
 		if cmds, err := workflow.Parse(c.Text); committee[r.To[0]] && (len(cmds) > 0 || err != nil) {
 			t.Fatalf("%s: its text reads as commands (%d, %v):\n%s", where, len(cmds), err, c.Text)
 		}
