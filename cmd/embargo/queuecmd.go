@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -118,11 +119,33 @@ func orDash(s string) string {
 	return s
 }
 
-// oneLine keeps a relay's reply on one table row.
+// oneLine keeps a relay's reply on one table row, at most max bytes of it
+// before the escapes. The reply is a remote server's text, passed on by the
+// relay: control and format characters (an escape sequence, a bidi
+// override) and invalid bytes are written as Go escapes, so that they
+// cannot drive the operator's terminal (docs/threat-model.md B10).
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		s = s[:max] + "…"
+	cut := len(s) > max
+	if cut {
+		s = s[:max]
 	}
-	return s
+	var b strings.Builder
+	for s != "" {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case strconv.IsPrint(r):
+			b.WriteString(s[:n])
+		default:
+			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[n:]
+	}
+	if cut {
+		b.WriteString("…")
+	}
+	return b.String()
 }

@@ -107,3 +107,20 @@ func TestQueueRetryDrop(t *testing.T) {
 		return len(daemontest.To(h.Rec.Messages(), "bob@ex.test")) > before
 	})
 }
+
+// TestOneLineEscapes: a relay's reply reaches the operator's terminal on one
+// row, its control and format characters and invalid bytes escaped.
+func TestOneLineEscapes(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"550 5.1.1 no such\r\n user", "550 5.1.1 no such user"},
+		{"550 \x1b]0;pwned\x07 \x1b[2J", `550 \x1b]0;pwned\a \x1b[2J`},
+		{"550 \u202egnp.exe", `550 \u202egnp.exe`},
+		{"550 caf\xe9", `550 caf\xe9`},
+		{"550 café", "550 café"},
+		{strings.Repeat("x", 100), strings.Repeat("x", 80) + "…"},
+	} {
+		if got := oneLine(c.in, 80); got != c.want {
+			t.Errorf("oneLine(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
