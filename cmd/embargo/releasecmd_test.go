@@ -10,34 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
-	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 )
-
-// signedAdvisory is a release message as daemon/listd writes it, signed by
-// the announce list's key.
-func signedAdvisory(t *testing.T, key *keys.Key, l lists.List, id string, now time.Time) []byte {
-	t.Helper()
-	var h mail.Header
-	h.SetMessageID(strings.ToLower(id) + ".advisory@ex.test")
-	h.SetDate(now)
-	h.SetSubject("[Security Advisory] " + id)
-	h.SetAddressList("To", []*mail.Address{{Address: l.Address}})
-	h.SetAddressList("From", []*mail.Address{{Name: "ex.test Security Announcements", Address: l.Address}})
-	inner := "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\nThe advisory " + id + ".\r\n"
-	msg, err := keys.Sign(h, []byte(inner), key, keys.Options{Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
-}
 
 // releaseRow is the row of release id in `embargo release list`.
 func releaseRow(list, id string) string {
@@ -99,7 +79,7 @@ func TestReleaseListResume(t *testing.T) {
 			}
 		}
 		for id, at := range map[string]time.Time{"SEC-2026-0001": now.Add(-time.Minute), "SEC-2026-0002": now.Add(30 * 24 * time.Hour), "SEC-2026-0003": now.Add(-time.Minute)} {
-			if err := announce.StartRelease(tx, id, announce.BounceAddress(ann, id), signedAdvisory(t, key, ann, id, now), at); err != nil {
+			if err := announce.StartRelease(tx, id, announce.BounceAddress(ann, id), daemontest.SignedAdvisory(t, key, ann, id, now), at); err != nil {
 				return err
 			}
 		}

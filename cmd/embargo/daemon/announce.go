@@ -54,7 +54,13 @@ func listOptions(cfg *config.Config, roster *lists.Roster, tmpl *templates.Set, 
 func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
 	o.Held = func(tx *bolt.Tx, j announce.Job, reason string) error {
 		d.log.Warn("announce release held", "release", j.ID, "cause", string(j.HeldFor), "reason", reason)
-		return d.svc.AlertRelease(tx, j)
+		if err := d.svc.AlertRelease(tx, j); err != nil {
+			return err
+		}
+		// The alert is queued in the fan-out's transaction: an idle
+		// delivery worker waits for a kick, not a timer.
+		tx.OnCommit(d.worker.Kick)
+		return nil
 	}
 	d.fanoutSMTP(&o)
 	f := announce.New(d.db, relay, o)

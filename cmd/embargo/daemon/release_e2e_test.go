@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
@@ -71,22 +73,7 @@ func TestHeldReleaseResumed(t *testing.T) {
 		addr string
 		g    *daemontest.GPG
 	}{{"alice@ex.test", f.alice}, {"bob@ex.test", f.bob}} {
-		seen := map[int]bool{}
-		var alert string
-		daemontest.WaitFor(t, "the held-release alert to "+m.addr, func() bool {
-			for i, msg := range f.h.Rec.Messages() {
-				if i < before || seen[i] || !slices.Contains(msg.To, m.addr) || !daemontest.ArmorBlock.Match(msg.Data) {
-					continue
-				}
-				seen[i] = true
-				plain, _ := m.g.DecryptMIME(msg.Data)
-				if text := daemontest.MIMEText(plain); strings.Contains(text, "announce list's copy") {
-					alert = text
-					return true
-				}
-			}
-			return false
-		})
+		alert := heldAlert(t, f, m.addr, m.g, before)
 		one := strings.Join(strings.Fields(alert), " ")
 		daemontest.MustContain(t, "the alert to "+m.addr, one,
 			"The announce list's copy of the release of "+f.id+", due at ", "is HELD: the relay refused the message", "554",
@@ -142,4 +129,67 @@ func TestHeldReleaseResumed(t *testing.T) {
 	if _, err := daemon.ReleaseResume(cfg.DataDir, f.id, time.Now()); err == nil || !strings.Contains(err.Error(), "is released, not held") {
 		t.Errorf("a second resume: %v, want a refusal naming the state", err)
 	}
+}
+
+// heldAlert waits for the announce-held alert to addr among the relay's
+// messages from index before on, and returns its text, decrypted with g.
+func heldAlert(t *testing.T, f *cmdFixture, addr string, g *daemontest.GPG, before int) string {
+	t.Helper()
+	seen := map[int]bool{}
+	var alert string
+	daemontest.WaitFor(t, "the held-release alert to "+addr, func() bool {
+		for i, msg := range f.h.Rec.Messages() {
+			if i < before || seen[i] || !slices.Contains(msg.To, addr) || !daemontest.ArmorBlock.Match(msg.Data) {
+				continue
+			}
+			seen[i] = true
+			plain, _ := g.DecryptMIME(msg.Data)
+			if text := daemontest.MIMEText(plain); strings.Contains(text, "announce list's copy") {
+				alert = text
+				return true
+			}
+		}
+		return false
+	})
+	return alert
+}
+
+// TestHeldReleaseAlertWakesQueue: the fan-out holds a release while the
+// delivery worker is idle (nothing queued, so no timer: it waits for a
+// kick), and the SRC's alert still leaves at once: the hold's commit
+// kicks the worker. Without it the alert waited for the next mail to
+// arrive. The release, stored while the daemon was stopped, is due 2 s
+// after the start, when the worker has sent everything and sleeps.
+func TestHeldReleaseAlertWakesQueue(t *testing.T) {
+	f := newCmdFixture(t)
+	cfg := f.h.Config()
+	if _, err := daemon.Subscribers(cfg, daemon.CtlSubscribersAdd, []string{"reader@out.test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.next(1) // the subscriber's notice
+	now := time.Now()
+	key, _, err := daemon.ListKey(cfg, config.Announce, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := daemon.Roster(cfg).List(lists.Announce)
+	bounce := announce.BounceAddress(ann, f.id)
+	f.h.Rec.FailMail(bounce, 554)
+
+	f.h.Stop()
+	db, err := bolt.Open(filepath.Join(f.h.Dir, daemon.DBFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return announce.StartRelease(tx, f.id, bounce, daemontest.SignedAdvisory(t, key, ann, f.id, now), time.Now().Add(2*time.Second))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.h.Rec.Messages())
+	f.h.Start()
+	alert := heldAlert(t, f, "alice@ex.test", f.alice, before)
+	daemontest.MustContain(t, "the alert", strings.Join(strings.Fields(alert), " "), "The announce list's copy of the release of "+f.id, "The relay refused the message itself")
 }
