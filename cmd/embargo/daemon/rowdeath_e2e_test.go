@@ -22,6 +22,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // rowFatalMarker in an outbound message to rowVictim makes the child die
@@ -32,23 +33,44 @@ const (
 	rowVictim      = "bob@ex.test"
 )
 
+// The child's environment for the tick's failpoint: the incident whose
+// tick overflows the stack, and how far ahead of the real clock the
+// child's runs (so that the incidents' reminders are due).
+const (
+	fatalTickEnv  = "EMBARGO_TEST_FATAL_TICK"
+	clockShiftEnv = "EMBARGO_TEST_CLOCK_SHIFT"
+)
+
 // withWorkFailpoints adds the failpoints of the work the daemon starts
 // itself to a child's options (fatalChild).
 func withWorkFailpoints(o daemon.Options) daemon.Options {
-	return daemon.WithSend(o, func(to []string, data []byte) {
+	o = daemon.WithSend(o, func(to []string, data []byte) {
 		if len(to) == 1 && to[0] == rowVictim && bytes.Contains(data, []byte(rowFatalMarker)) {
 			debug.SetMaxStack(1 << 20)
 			fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack while a row is sent", deeper(0))
 		}
 	})
+	if id := os.Getenv(fatalTickEnv); id != "" {
+		o = daemon.WithTick(o, func(inc workflow.ID) {
+			if string(inc) == id {
+				debug.SetMaxStack(1 << 20)
+				fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack while an incident is ticked", deeper(0))
+			}
+		})
+	}
+	if shift, err := time.ParseDuration(os.Getenv(clockShiftEnv)); err == nil {
+		o.Now = func() time.Time { return time.Now().Add(shift) }
+	}
+	return o
 }
 
 // startDying starts a child that may die before it listens: a row left
-// "sending" is sent again at once at start.
-func startDying(t *testing.T, cfg string) *child {
+// "sending" is sent again at once at start, the tick runs at start. env
+// is added to its environment.
+func startDying(t *testing.T, cfg string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fatalChildEnv+"="+cfg)
+	cmd.Env = append(append(os.Environ(), fatalChildEnv+"="+cfg), env...)
 	c := &child{cmd: cmd, out: &daemontest.SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
