@@ -50,7 +50,7 @@ func TestProcessKillingTick(t *testing.T) {
 		rep := fmt.Sprintf("rep%d@out.test", i)
 		h.MustSend(rep, []string{"security@ex.test"}, daemontest.Report(rep, fmt.Sprintf("report %d", i), "text"))
 	}
-	h.WaitMail(2 * 3) // an ack and two copies each
+	h.WaitMail(2 * 3)                                // an ack and two copies each
 	alice.ImportKey(exportListKey(t, h, "security")) // to check the list's signatures
 	h.Stop()
 	var ids []string
