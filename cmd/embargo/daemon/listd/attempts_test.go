@@ -332,3 +332,42 @@ func beginT(a *Attempts, sum [32]byte, now time.Time) (*attempt, bool) {
 	}
 	return t, poisoned
 }
+
+// TestAttemptsReadOldFile: an in-flight file the previous version left at
+// its death (32-byte slots, messages only) is still counted, and a count it
+// stored (12 bytes: deaths and the last death) still read.
+func TestAttemptsReadOldFile(t *testing.T) {
+	db, dir := attemptsWorld(t)
+	sum := sha256.Sum256([]byte("m"))
+	b := make([]byte, inflightHead+3*slotSizeV1)
+	copy(b, inflightMagicV1)
+	copy(b[len(inflightMagicV1):], "run-of-version-1")
+	copy(b[inflightHead+slotSizeV1:], sum[:])
+	if err := os.WriteFile(filepath.Join(dir, InflightFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := sha256.Sum256([]byte("old"))
+	if err := db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucketAttempts)
+		if err != nil {
+			return err
+		}
+		return bk.Put(old[:], encodeDeaths(deathRecord{deaths: 1, last: mon})[:12])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := openAttempts(t, db, dir, mon)
+	if a.Deaths(sum, mon) != 1 || a.Deaths(old, mon) != 1 {
+		t.Errorf("deaths: from the old file %d, from an old count %d; want 1 and 1", a.Deaths(sum, mon), a.Deaths(old, mon))
+	}
+	var kinds []string
+	db.View(func(tx *bolt.Tx) error {
+		for _, s := range Suspects(tx) {
+			kinds = append(kinds, s.Kind)
+		}
+		return nil
+	})
+	if len(kinds) != 2 || kinds[0] != "message" || kinds[1] != "message" {
+		t.Errorf("suspects of kinds %v; want two messages", kinds)
+	}
+}

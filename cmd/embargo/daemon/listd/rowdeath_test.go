@@ -475,3 +475,90 @@ func TestSuspectRowAloneWithMessages(t *testing.T) {
 	}
 	waitFor(t, "the suspect forgotten", func() bool { return len(rowDeaths(t, db)) == 0 && rowState(t, db, s).State == "" })
 }
+
+// discardRelay takes every message at once: the worker's own costs alone.
+type discardRelay struct{}
+
+func (discardRelay) Send(context.Context, string, []string, []byte) error { return nil }
+
+// BenchmarkRowGuard is what the guard adds to each row on the normal path
+// (queue/guard.go): the verdict at the claim (no key computed while no
+// count is known), the shared gate, the row's key and the two pwrites of
+// its slot. Compare with queue.BenchmarkDrain's time per copy.
+func BenchmarkRowGuard(b *testing.B) {
+	dir := b.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, "s.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	a, err := OpenAttempts(db, dir, mon, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	g := a.Rows()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := uint64(1); pb.Next(); i++ {
+			g.Verdict(i, time.Time{}, mon)
+			end, _ := g.Begin(context.Background(), []uint64{i}, false)
+			end()
+		}
+	})
+}
+
+// BenchmarkDrainGuarded drains 2,000 committed rows through the worker to
+// a relay that takes them at once, on a synced store, with and without the
+// guard: the guard's share of a drain where nothing else costs.
+func BenchmarkDrainGuarded(b *testing.B) {
+	for _, guarded := range []bool{false, true} {
+		b.Run(fmt.Sprintf("guard=%v", guarded), func(b *testing.B) {
+			var el time.Duration
+			for range b.N {
+				dir := b.TempDir()
+				db, err := bolt.Open(filepath.Join(dir, "s.db"), 0o600, &bolt.Options{Timeout: time.Second})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := db.Update(queue.Init); err != nil {
+					b.Fatal(err)
+				}
+				msgs := make([]queue.Msg, 2000)
+				for i := range msgs {
+					msgs[i] = queue.Msg{From: "security@ex.test", To: []string{fmt.Sprintf("m%d@ex.test", i)}, Kind: "report-copy",
+						MessageID: fmt.Sprintf("<%d@ex.test>", i), Data: []byte("Subject: s\r\n\r\nbody\r\n")}
+				}
+				if err := db.Update(func(tx *bolt.Tx) error { return queue.Enqueue(tx, time.Now(), msgs...) }); err != nil {
+					b.Fatal(err)
+				}
+				o := queue.Options{}
+				a, err := OpenAttempts(db, dir, time.Now(), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if guarded {
+					o.Guard = a.Rows()
+				}
+				w := queue.New(db, discardRelay{}, o)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				start := time.Now()
+				go func() { done <- w.Run(ctx) }()
+				for {
+					var c queue.Counts
+					db.View(func(tx *bolt.Tx) error { c, _ = queue.Stats(tx); return nil })
+					if c.Queued+c.Sending == 0 {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				el += time.Since(start)
+				cancel()
+				<-done
+				a.Close()
+				db.Close()
+			}
+			b.ReportMetric(float64(2000*b.N)/el.Seconds(), "rows/s")
+		})
+	}
+}
