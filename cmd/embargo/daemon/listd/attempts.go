@@ -221,7 +221,7 @@ func OpenAttempts(db *bolt.DB, dir string, now time.Time, log *slog.Logger) (*At
 	for _, w := range found {
 		// IDs only: the hash names the message, its archive entry and its
 		// later quarantine; nothing of its content is known here.
-		log.Warn("the previous run ended while this work was in progress (the process was killed or crashed); it is a suspect",
+		log.Warn("the previous run ended while this "+workNames[w.kind]+" (the process was killed or crashed); it is a suspect",
 			append(workAttrs(w.key, w.kind, w.label), "deaths", a.known[w.key].deaths, "stopped_at", PoisonDeaths)...)
 	}
 	if err := a.reset(); err != nil {
@@ -229,6 +229,13 @@ func OpenAttempts(db *bolt.DB, dir string, now time.Time, log *slog.Logger) (*At
 		return nil, err
 	}
 	return a, nil
+}
+
+// workNames end the log line of a suspect, by kind.
+var workNames = map[byte]string{
+	workMessage: "message was being processed",
+	workRow:     "queue row was being sealed or sent",
+	workTick:    "incident was being ticked",
 }
 
 // workAttrs are the log attributes naming a piece of work: a message's
