@@ -237,20 +237,28 @@ func TestStatusCommand(t *testing.T) {
 	}
 }
 
-// TestStatusCrashSuspects: a message in progress at a death of the process
-// is shown by status, in text and JSON (docs/threat-model.md A6).
+// TestStatusCrashSuspects: a message, a queue row and an incident's tick in
+// progress at a death of the process are shown by status, each with its
+// kind, in text and JSON (docs/threat-model.md A6).
 func TestStatusCrashSuspects(t *testing.T) {
 	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
 	sum := strings.Repeat("ab", 32)
-	sd := statusData{Suspects: []listd.Suspect{{SHA256: sum, Deaths: 1, Last: now.Add(-time.Hour)}}}
+	sd := statusData{Suspects: []listd.Suspect{
+		{Kind: "message", SHA256: sum, Deaths: 1, Last: now.Add(-time.Hour)},
+		{Kind: "row", Row: 17, RowKind: "report-copy", Incident: "SEC-2026-0004", Deaths: 2, Last: now.Add(-time.Hour)},
+		{Kind: "tick", Incident: "SEC-2026-0002", Deaths: 1, Last: now.Add(-time.Hour)},
+	}}
 	st := buildStatus(sd, nil, now)
 	var b strings.Builder
 	if err := writeStatus(&b, st, &config.Config{DataDir: "/d"}, now); err != nil {
 		t.Fatal(err)
 	}
-	daemontest.MustContain(t, "status", b.String(), "Crash suspect:", sum, "1 death(s)", "quarantined on arrival at 2")
+	daemontest.MustContain(t, "status", b.String(), "Crash suspect:", "message sha256 "+sum, "1 death(s)", "quarantined on arrival at 2",
+		"queue row 17 (report-copy, SEC-2026-0004), in progress at 2 death(s)", "failed without an attempt",
+		"tick of SEC-2026-0002, in progress at 1 death(s)", "run alone, skipped at 2")
 	j, err := json.Marshal(st)
-	if err != nil || !strings.Contains(string(j), `"suspects":[{"sha256":"`+sum+`","deaths":1,`) {
+	if err != nil || !strings.Contains(string(j), `"suspects":[{"kind":"message","sha256":"`+sum+`","deaths":1,`) ||
+		!strings.Contains(string(j), `{"kind":"row","row":17,"row_kind":"report-copy","incident":"SEC-2026-0004","deaths":2,`) {
 		t.Errorf("status --json = %s (%v)", j, err)
 	}
 	b.Reset()

@@ -251,11 +251,12 @@ func writeStatus(w io.Writer, st statusJSON, cfg *config.Config, now time.Time) 
 		fmt.Fprintf(tw, "Held release:\t%s to the announce list (due %s; %s): %s\n", h.Release, workflow.FormatInstant(h.Due), sent, h.Reason)
 		fmt.Fprintf(tw, "\tfix the cause, then `embargo release resume %s`\n", h.Release)
 	}
-	// Messages in progress when the process died (docs/threat-model.md A6):
-	// a crash loop in the making, before the quarantine ends it.
+	// Work in progress when the process died (docs/threat-model.md A6): a
+	// crash loop in the making, before the quarantine, the failed row or
+	// the skipped tick ends it.
 	for _, x := range st.Suspects {
-		fmt.Fprintf(tw, "Crash suspect:\tmessage sha256 %s, in progress at %d death(s) of the process, the last %s; quarantined on arrival at %d\n",
-			x.SHA256, x.Deaths, workflow.FormatInstant(x.Last), listd.PoisonDeaths)
+		fmt.Fprintf(tw, "Crash suspect:\t%s, in progress at %d death(s) of the process, the last %s; %s\n",
+			suspectName(x), x.Deaths, workflow.FormatInstant(x.Last), suspectFate(x))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -297,4 +298,43 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%dm", int(d.Minutes()))
 	}
 	return fmt.Sprintf("%ds", int(d.Seconds()))
+}
+
+// suspectName names a crash suspect by its kind: a message by its SHA-256,
+// a queue row by its ID (and its kind and incident while the queue has it),
+// a tick by its incident.
+func suspectName(x listd.Suspect) string {
+	switch x.Kind {
+	case "row":
+		name := fmt.Sprintf("queue row %d", x.Row)
+		var of []string
+		if x.RowKind != "" {
+			of = append(of, x.RowKind)
+		}
+		if x.Incident != "" {
+			of = append(of, x.Incident)
+		}
+		if len(of) > 0 {
+			name += " (" + strings.Join(of, ", ") + ")"
+		}
+		return name
+	case "tick":
+		return "tick of " + x.Incident
+	}
+	return "message sha256 " + x.SHA256
+}
+
+// suspectFate says what becomes of a suspect at PoisonDeaths.
+func suspectFate(x listd.Suspect) string {
+	switch {
+	case x.Kind == "row" && x.Deaths >= listd.PoisonDeaths:
+		return "failed without an attempt (`embargo queue retry` tries it once more)"
+	case x.Kind == "row":
+		return fmt.Sprintf("sent alone, failed at %d", listd.PoisonDeaths)
+	case x.Kind == "tick" && x.Deaths >= listd.PoisonDeaths:
+		return "skipped until the incident changes"
+	case x.Kind == "tick":
+		return fmt.Sprintf("run alone, skipped at %d", listd.PoisonDeaths)
+	}
+	return fmt.Sprintf("quarantined on arrival at %d", listd.PoisonDeaths)
 }

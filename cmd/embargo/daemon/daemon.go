@@ -27,6 +27,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/smtpd"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // Options are what the configuration file does not say: the clocks, and the
@@ -88,6 +89,8 @@ type testHooks struct {
 	panic        func(raw []byte)                 // runs first on every inbound message
 	groupCommit  func(*bolt.Tx, int) error        // runs before each group commit, with the group's size; an error fails the group
 	freeSpace    func(dir string) (uint64, error) // replaces statfs on data_dir (diskfree.go)
+	send         func(to []string, data []byte)   // runs before the relay takes each outbound message
+	tick         func(id workflow.ID)             // runs before each incident's tick
 }
 
 // Daemon is a running embargo.

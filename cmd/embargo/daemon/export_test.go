@@ -2,6 +2,8 @@ package daemon
 
 import (
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // The failpoints of the end-to-end tests (package daemon_test). They exist in
@@ -35,6 +37,21 @@ func WithPanic(o Options, f func(raw []byte)) Options {
 // free rather than fill a disk. Its answers are cached as statfs's are.
 func WithFreeSpace(o Options, f func(dir string) (uint64, error)) Options {
 	o.hooks.freeSpace = f
+	return o
+}
+
+// WithSend returns o with f run on each outbound message before the relay
+// takes it, inside the queue's record of the rows in flight (the tests of
+// a row that kills the process).
+func WithSend(o Options, f func(to []string, data []byte)) Options {
+	o.hooks.send = f
+	return o
+}
+
+// WithTick returns o with f run before each incident's tick, inside its
+// record in the in-flight file.
+func WithTick(o Options, f func(id workflow.ID)) Options {
+	o.hooks.tick = f
 	return o
 }
 

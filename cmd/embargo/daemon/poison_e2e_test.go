@@ -66,6 +66,7 @@ func fatalChild(cfg string) int {
 				fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack", deeper(0))
 			}
 		})
+	o = withWorkFailpoints(o) // rowdeath_e2e_test.go: the rows' and ticks' failpoints
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := daemon.New(c, o).Run(ctx); err != nil {

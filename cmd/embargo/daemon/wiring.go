@@ -40,6 +40,9 @@ func (d *Daemon) relay() (queue.Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.o.hooks.send != nil { // only tests set it (export_test.go)
+		relay = hookedRelay{relay, d.o.hooks.send}
+	}
 	return d.metrics.relay(relay), nil
 }
 
@@ -118,8 +121,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	}
 	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
 
-	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil { // only tests set them (export_test.go)
-		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit})
+	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil || h.tick != nil { // only tests set them (export_test.go)
+		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit, Tick: h.tick})
 	}
 	d.worker = queue.New(d.db, relay, queue.Options{
 		Now:         d.o.Now,
@@ -131,6 +134,9 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
 		Update:      d.svc.Write, // claims and outcomes share intake's group commits
+		// A row that kills the process is counted, tried alone, then failed
+		// with an alert (docs/threat-model.md A6).
+		Guard: d.attempts.Rows(),
 	})
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}
@@ -222,4 +228,31 @@ func clientIP(remote string) string {
 		return ip.Unmap().String()
 	}
 	return ""
+}
+
+// hookedRelay runs a test's failpoint on each message before the relay
+// takes it (the tests of a row that kills the process).
+type hookedRelay struct {
+	queue.Relay
+	hook func(to []string, data []byte)
+}
+
+func (r hookedRelay) Send(ctx context.Context, from string, to []string, data []byte) error {
+	r.hook(to, data)
+	return r.Relay.Send(ctx, from, to, data)
+}
+
+// MaxBatch and SendBatch keep a batch relay's batches.
+func (r hookedRelay) MaxBatch() int {
+	if br, ok := r.Relay.(queue.BatchRelay); ok {
+		return br.MaxBatch()
+	}
+	return 1
+}
+
+func (r hookedRelay) SendBatch(ctx context.Context, msgs []queue.Outgoing) []error {
+	for _, m := range msgs {
+		r.hook(m.To, m.Data)
+	}
+	return r.Relay.(queue.BatchRelay).SendBatch(ctx, msgs)
 }

@@ -71,7 +71,7 @@ func TestAttemptsCountDeaths(t *testing.T) {
 
 	a := openAttempts(t, db, dir, mon)
 	for range 3 {
-		ta, _ := a.begin(other, mon)
+		ta, _ := beginT(a, other, mon)
 		a.end(ta)
 	}
 	if err := a.Close(); err != nil {
@@ -82,8 +82,8 @@ func TestAttemptsCountDeaths(t *testing.T) {
 		t.Fatalf("after a clean run of finished messages the table holds %d entries, want none", n)
 	}
 
-	tk, poisoned := a.begin(killer, mon)
-	to, _ := a.begin(other, mon)
+	tk, poisoned := beginT(a, killer, mon)
+	to, _ := beginT(a, other, mon)
 	a.end(to)
 	if poisoned || tk.suspect {
 		t.Fatalf("a new message: poisoned %v, suspect %v", poisoned, tk.suspect)
@@ -97,18 +97,18 @@ func TestAttemptsCountDeaths(t *testing.T) {
 		t.Errorf("deaths: killer %d, other %d; want 1 and 0", a.Deaths(killer, mon), a.Deaths(other, mon))
 	}
 
-	tk, poisoned = a.begin(killer, mon)
+	tk, poisoned = beginT(a, killer, mon)
 	if poisoned || !tk.suspect {
 		t.Fatalf("after one death: poisoned %v, suspect %v; want a suspect", poisoned, tk.suspect)
 	}
 	die(a)
 	a = openAttempts(t, db, dir, mon.Add(2*time.Minute))
-	if _, poisoned := a.begin(killer, mon.Add(3*time.Minute)); !poisoned {
+	if _, poisoned := beginT(a, killer, mon.Add(3*time.Minute)); !poisoned {
 		t.Fatal("after two deaths the message is processed again")
 	}
 	// A clean stop while a message is in progress (a session the stop gave
 	// up waiting for): no death.
-	if _, poisoned := a.begin(other, mon.Add(3*time.Minute)); poisoned {
+	if _, poisoned := beginT(a, other, mon.Add(3*time.Minute)); poisoned {
 		t.Fatal("other is poisoned")
 	}
 	if err := a.Close(); err != nil {
@@ -129,13 +129,13 @@ func TestAttemptsExpire(t *testing.T) {
 	db, dir := attemptsWorld(t)
 	sum := sha256.Sum256([]byte("m"))
 	a := openAttempts(t, db, dir, mon)
-	a.begin(sum, mon)
+	beginT(a, sum, mon)
 	die(a)
 	a = openAttempts(t, db, dir, mon)
 	if a.Deaths(sum, mon.Add(AttemptTTL)) != 1 || a.Deaths(sum, mon.Add(AttemptTTL+time.Minute)) != 0 {
 		t.Errorf("deaths at the TTL %d, after it %d; want 1 and 0", a.Deaths(sum, mon.Add(AttemptTTL)), a.Deaths(sum, mon.Add(AttemptTTL+time.Minute)))
 	}
-	if t1, _ := a.begin(sum, mon.Add(AttemptTTL+time.Minute)); t1.suspect {
+	if t1, _ := beginT(a, sum, mon.Add(AttemptTTL+time.Minute)); t1.suspect {
 		t.Error("an expired count still makes a suspect")
 	}
 	a.Close()
@@ -152,7 +152,7 @@ func TestAttemptsCountedOnce(t *testing.T) {
 	db, dir := attemptsWorld(t)
 	sum := sha256.Sum256([]byte("m"))
 	a := openAttempts(t, db, dir, mon)
-	a.begin(sum, mon)
+	beginT(a, sum, mon)
 	die(a)
 	path := filepath.Join(dir, InflightFile)
 	left, err := os.ReadFile(path)
@@ -176,13 +176,13 @@ func TestSuspectAlone(t *testing.T) {
 	db, dir := attemptsWorld(t)
 	suspect, a1, a2 := sha256.Sum256([]byte("s")), sha256.Sum256([]byte("a1")), sha256.Sum256([]byte("a2"))
 	a := openAttempts(t, db, dir, mon)
-	a.begin(suspect, mon)
+	beginT(a, suspect, mon)
 	die(a)
 	a = openAttempts(t, db, dir, mon)
 
-	t1, _ := a.begin(a1, mon)
+	t1, _ := beginT(a, a1, mon)
 	began := make(chan *attempt)
-	go func() { ts, _ := a.begin(suspect, mon); began <- ts }()
+	go func() { ts, _ := beginT(a, suspect, mon); began <- ts }()
 	select {
 	case <-began:
 		t.Fatal("the suspect began while another message was in progress")
@@ -194,7 +194,7 @@ func TestSuspectAlone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the suspect did not begin once the other message ended")
 	}
-	go func() { t2, _ := a.begin(a2, mon); began <- t2 }()
+	go func() { t2, _ := beginT(a, a2, mon); began <- t2 }()
 	select {
 	case <-began:
 		t.Fatal("a message began while the suspect was in progress")
@@ -216,7 +216,7 @@ func killerService(t *testing.T, raw []byte, deaths int) (*Service, *bolt.DB, *A
 	s, db := storeService(t, newStoreKeys(t), func(o *Options) {
 		a = openAttempts(t, o.DB, dir, mon)
 		for range deaths {
-			a.begin(sha256.Sum256(raw), mon)
+			beginT(a, sha256.Sum256(raw), mon)
 			die(a)
 			a = openAttempts(t, o.DB, dir, mon)
 		}
@@ -317,8 +317,57 @@ func BenchmarkAttempt(b *testing.B) {
 		var sum [32]byte
 		for i := 0; pb.Next(); i++ {
 			sum[0], sum[1] = byte(i), byte(i>>8)
-			t, _ := a.begin(sum, mon)
+			t, _ := beginT(a, sum, mon)
 			a.end(t)
 		}
 	})
+}
+
+// beginT begins a message's attempt as Handle does, with no deadline of
+// its own; a suspect not alone within SuspectWait fails the test.
+func beginT(a *Attempts, sum [32]byte, now time.Time) (*attempt, bool) {
+	t, poisoned, err := a.begin(context.Background(), sum, now)
+	if err != nil {
+		panic(err)
+	}
+	return t, poisoned
+}
+
+// TestAttemptsReadOldFile: an in-flight file the previous version left at
+// its death (32-byte slots, messages only) is still counted, and a count it
+// stored (12 bytes: deaths and the last death) still read.
+func TestAttemptsReadOldFile(t *testing.T) {
+	db, dir := attemptsWorld(t)
+	sum := sha256.Sum256([]byte("m"))
+	b := make([]byte, inflightHead+3*slotSizeV1)
+	copy(b, inflightMagicV1)
+	copy(b[len(inflightMagicV1):], "run-of-version-1")
+	copy(b[inflightHead+slotSizeV1:], sum[:])
+	if err := os.WriteFile(filepath.Join(dir, InflightFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := sha256.Sum256([]byte("old"))
+	if err := db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucketAttempts)
+		if err != nil {
+			return err
+		}
+		return bk.Put(old[:], encodeDeaths(deathRecord{deaths: 1, last: mon})[:12])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := openAttempts(t, db, dir, mon)
+	if a.Deaths(sum, mon) != 1 || a.Deaths(old, mon) != 1 {
+		t.Errorf("deaths: from the old file %d, from an old count %d; want 1 and 1", a.Deaths(sum, mon), a.Deaths(old, mon))
+	}
+	var kinds []string
+	db.View(func(tx *bolt.Tx) error {
+		for _, s := range Suspects(tx) {
+			kinds = append(kinds, s.Kind)
+		}
+		return nil
+	})
+	if len(kinds) != 2 || kinds[0] != "message" || kinds[1] != "message" {
+		t.Errorf("suspects of kinds %v; want two messages", kinds)
+	}
 }

@@ -180,7 +180,7 @@ func (s *Service) sweep(ctx context.Context, due []workflow.ID, now time.Time) (
 	for range min(sweepWorkers, len(due)) {
 		wg.Go(func() {
 			for id := range next {
-				n, err := s.tickIncident(id, now)
+				n, err := s.tickGuarded(ctx, id, now) // work.go: counted, skipped after killing the process
 				mu.Lock()
 				sent += n
 				if err != nil {

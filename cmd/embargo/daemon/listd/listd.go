@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -119,8 +120,10 @@ type Options struct {
 
 	// Attempts, when set, counts the deaths of the process while a message
 	// was processed, and keeps a message that killed it PoisonDeaths times
-	// in quarantine (attempts.go, docs/threat-model.md A6). The daemon opens
-	// it at start; nil: no such guard (tests, benchmarks of the service).
+	// in quarantine (attempts.go, docs/threat-model.md A6); likewise for
+	// each incident's tick, which is skipped after PoisonDeaths (work.go).
+	// The daemon opens it at start and gives Attempts.Rows to the queue;
+	// nil: no such guard (tests, benchmarks of the service).
 	Attempts *Attempts
 }
 
@@ -213,11 +216,16 @@ func (s *Service) Handle(ctx context.Context, env Envelope, raw []byte) (err err
 	// killer) is not processed again once it has PoisonDeaths; otherwise
 	// it is in the in-flight file until it is done (attempts.go,
 	// docs/threat-model.md A6). The deferred end runs last, after the
-	// quarantine of a recovered panic.
+	// quarantine of a recovered panic. A suspect that cannot be alone in
+	// time is answered 451 and comes back.
 	if a := s.o.Attempts; a != nil {
-		t, poisoned := a.begin(sum, s.o.Now())
-		if poisoned {
+		t, poisoned, err := a.begin(ctx, sum, s.o.Now())
+		switch {
+		case poisoned:
 			return s.quarantineKiller(env, raw, sum)
+		case err != nil:
+			s.log.Warn("a suspect message could not be processed alone in time; answered 451", "session", env.SessionID, "sha256", hex.EncodeToString(sum[:]), "err", err)
+			return err
 		}
 		defer s.attemptEnded(t)
 	}

@@ -37,7 +37,10 @@ func TestEntryPointsTakeOneSnapshot(t *testing.T) {
 				continue
 			}
 			star, ok := fd.Recv.List[0].Type.(*ast.StarExpr)
-			if id, isID := star.X.(*ast.Ident); !ok || !isID || id.Name != "Service" {
+			if !ok {
+				continue // a value receiver: not a *Service
+			}
+			if id, isID := star.X.(*ast.Ident); !isID || id.Name != "Service" {
 				continue
 			}
 			seen++

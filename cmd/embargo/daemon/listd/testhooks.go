@@ -1,6 +1,10 @@
 package listd
 
-import bolt "go.etcd.io/bbolt"
+import (
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/embargo-project/embargo/workflow"
+)
 
 // TestHooks are failpoints for tests, which set them with SetTestHooks. They
 // are not part of Options: no configuration of a running daemon can carry
@@ -17,6 +21,10 @@ type TestHooks struct {
 	// group was stored, with their number; an error rolls the whole group
 	// back as a failed commit does (every message of it answered 451).
 	GroupCommit func(tx *bolt.Tx, n int) error
+	// Tick runs before each incident's tick, inside its record in the
+	// in-flight file: the failpoint of the tests of a tick that kills the
+	// process (work.go).
+	Tick func(id workflow.ID)
 }
 
 // SetTestHooks installs failpoints, for tests only. Call it before the

@@ -42,8 +42,8 @@ func tickService(t testing.TB) (*Service, *bolt.DB) {
 }
 
 // tickServiceOn is a Service on an existing store: a new process, whose
-// monotonic clock starts again.
-func tickServiceOn(t testing.TB, db *bolt.DB) *Service {
+// monotonic clock starts again. with changes its options.
+func tickServiceOn(t testing.TB, db *bolt.DB, with ...func(*Options)) *Service {
 	t.Helper()
 	tmpl, err := templates.New("")
 	if err != nil {
@@ -64,10 +64,13 @@ func tickServiceOn(t testing.TB, db *bolt.DB) *Service {
 		ring = append(ring, k)
 		roster.Members = append(roster.Members, lists.Member{Email: a, Roles: []string{"src"}, Fingerprint: k.Fingerprint()})
 	}
-	s := New(Options{DB: db, Roster: roster, Templates: tmpl, Project: "ex.test", ListKey: list, Members: keys.NewKeyring(ring...),
+	o := Options{DB: db, Roster: roster, Templates: tmpl, Project: "ex.test", ListKey: list, Members: keys.NewKeyring(ring...),
 		Now:      func() time.Time { return mon }, // the keys' clock
-		Rotation: workflow.Rotation{Members: []string{"alice@ex.test", "bob@ex.test"}}})
-	return s
+		Rotation: workflow.Rotation{Members: []string{"alice@ex.test", "bob@ex.test"}}}
+	for _, f := range with {
+		f(&o)
+	}
+	return New(o)
 }
 
 func put(t testing.TB, db *bolt.DB, incs ...workflow.Incident) {

@@ -14,6 +14,9 @@ type outcome struct {
 	// the row stays "sending" and the next start sends it again, since the
 	// relay may or may not have it.
 	interrupted bool
+	// untried: neither sealed nor sent (a killer, or a suspect that could
+	// not be alone in time), so a suspect's count stands (guard.go).
+	untried bool
 }
 
 // Outgoing is one message of a batch given to a BatchRelay.
@@ -92,8 +95,26 @@ func (w *Worker) sender(ctx context.Context, work <-chan Row, done chan<- outcom
 }
 
 // deliver makes each row's message (sealing it if it must be) and hands it
-// to the relay: one at a time, or, with a batch relay, all at once.
+// to the relay: one at a time, or, with a batch relay, all at once. The
+// rows are in the Guard's in-flight record meanwhile (guard.go); their
+// outcomes go to Run once they are out of it.
 func (w *Worker) deliver(ctx context.Context, rows []Row, done chan<- outcome) {
+	end, err := w.guard(ctx, rows)
+	if err != nil {
+		for _, r := range rows {
+			o := w.outcome(ctx, r, err)
+			o.untried = true
+			done <- o
+		}
+		return
+	}
+	sendCtx := ctx
+	if len(rows) == 1 && rows[0].suspect {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(ctx, aloneTimeout)
+		defer cancel()
+	}
+	outs := make([]outcome, 0, len(rows))
 	batched := len(rows) > 1
 	var ready []Row
 	var msgs []Outgoing
@@ -101,20 +122,23 @@ func (w *Worker) deliver(ctx context.Context, rows []Row, done chan<- outcome) {
 		data, err := w.prepare(&r)
 		switch {
 		case err != nil:
-			w.report(ctx, r, err, done)
+			outs = append(outs, w.outcome(ctx, r, err))
 		case batched:
 			ready = append(ready, r)
 			msgs = append(msgs, Outgoing{From: r.From, To: r.To, Data: data})
 		default:
-			w.report(ctx, r, w.send(ctx, r, data), done)
+			outs = append(outs, w.outcome(ctx, r, w.send(sendCtx, r, data)))
 		}
 	}
-	if len(msgs) == 0 {
-		return
+	if len(msgs) > 0 {
+		errs := w.sendBatch(sendCtx, msgs)
+		for i, r := range ready {
+			outs = append(outs, w.outcome(ctx, r, errs[i]))
+		}
 	}
-	errs := w.sendBatch(ctx, msgs)
-	for i, r := range ready {
-		w.report(ctx, r, errs[i], done)
+	end()
+	for _, o := range outs {
+		done <- o
 	}
 }
 
@@ -130,16 +154,16 @@ func (w *Worker) prepare(r *Row) ([]byte, error) {
 	return data, err
 }
 
-// report passes a row's outcome to Run, which records it in its next commit
-// (docs/threat-model.md A3).
-func (w *Worker) report(ctx context.Context, r Row, err error, done chan<- outcome) {
+// outcome is a row's outcome, for Run, which records it in its next commit
+// (docs/threat-model.md A3). ctx is the sender's: once it is done, a
+// temporary failure is the stop's doing.
+func (w *Worker) outcome(ctx context.Context, r Row, err error) outcome {
 	var rcptErr *RcptError
 	if err != nil && ctx.Err() != nil && !errors.As(err, &rcptErr) && !IsPermanent(err) {
 		w.log.Info("outbound delivery interrupted", append(rowAttrs(r), "result", "interrupted")...)
-		done <- outcome{row: r, interrupted: true}
-		return
+		return outcome{row: r, interrupted: true}
 	}
-	done <- outcome{row: r, err: err}
+	return outcome{row: r, err: err}
 }
 
 // send calls the relay, turning a panic into a temporary error so that one

@@ -159,6 +159,10 @@ type Row struct {
 	LastError   string
 
 	blob []byte // the stored body's key, set by the worker's claim
+	// The Guard's verdict at the claim (guard.go): a suspect is sealed and
+	// sent alone, a killer not at all.
+	suspect, killer bool
+	deaths          int
 }
 
 // Counts summarises the queue for metrics and `embargo status`.
@@ -352,6 +356,20 @@ func Get(tx *bolt.Tx, id uint64) (Row, error) {
 		r.Body, _ = chunk.Read(bk.blobs, key)
 	}
 	return r, nil
+}
+
+// Info returns one row without its data: its envelope and state, as List
+// has them.
+func Info(tx *bolt.Tx, id uint64) (Row, error) {
+	bk, err := open(tx)
+	if err != nil {
+		return Row{}, err
+	}
+	rec, err := bk.get(id)
+	if err != nil {
+		return Row{}, err
+	}
+	return rec.row(id), nil
 }
 
 // List returns every row in ID order (the order they were enqueued), without

@@ -14,6 +14,12 @@ import (
 // are appended to notes, which run once the commit succeeded.
 func (w *Worker) record(tx *bolt.Tx, bk buckets, o outcome, now time.Time, notes *[]func()) error {
 	r, sendErr := o.row, o.err
+	if r.suspect && !o.untried && w.opts.Guard != nil {
+		// Sealed and sent without a death: a bystander of another's.
+		if err := w.opts.Guard.Survived(tx, r.ID); err != nil {
+			return err
+		}
+	}
 	old, err := bk.get(r.ID)
 	if errors.Is(err, ErrNotFound) {
 		*notes = append(*notes, func() { w.log.Info("outbound row dropped during delivery", rowAttrs(r)...) })

@@ -68,6 +68,11 @@ type Options struct {
 	// It must return nil only once fn's writes are durable, and may run fn
 	// more than once (fn changes nothing but the transaction).
 	Update func(fn func(*bolt.Tx) error) error
+	// Guard, when set, counts the deaths of the process while rows are
+	// sealed and sent, so that a row that kills the process is tried alone
+	// and then failed instead of killing it at every start (guard.go,
+	// docs/threat-model.md A6). The daemon's is listd.Attempts.Rows.
+	Guard Guard
 }
 
 // Sealer makes the message of a row queued with a Seal spec, at delivery,
@@ -254,6 +259,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			delete(l.busy, o.row.ID)
 		}
 		free := w.opts.MaxClaimed - len(l.busy)
+		if _, ok := l.busy[l.alone]; ok && l.alone != 0 {
+			free = 0 // a suspect is sealed and sent alone (guard.go)
+		}
 		if w.beforeCommit != nil && len(l.outcomes) > 0 {
 			w.beforeCommit(l.outcomes)
 		}
@@ -274,6 +282,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		for _, r := range rows {
 			l.busy[r.ID] = r.Size
 			l.inflight += r.Size
+			switch {
+			case r.killer:
+				// Recorded at the next turn as any outcome is: failed,
+				// with the alert (done has room for every claimed row).
+				done <- outcome{row: r, err: killedError(r.ID, r.deaths), untried: true}
+				continue
+			case r.suspect:
+				l.alone = r.ID
+			}
 			work <- r
 		}
 		if wait >= 0 {
@@ -295,6 +312,7 @@ func (w *Worker) Run(ctx context.Context) error {
 // loop is Run's state; only Run's goroutine touches it.
 type loop struct {
 	busy     map[uint64]int // claimed rows not yet recorded, and their sizes
+	alone    uint64         // a suspect claimed (guard.go): nothing more is while it is busy
 	inflight int            // the sum of those sizes
 	outcomes []outcome      // come back from the senders, to record
 }
@@ -492,11 +510,20 @@ func (w *Worker) claim(bk buckets, c *claim, busy map[uint64]int, free, room int
 		if old.State == StateFailed || old.NextAttempt.After(now) {
 			continue // the index and the row disagree; the row is right
 		}
-		if old.Size > left && len(busy)+len(c.rows) > 0 {
+		v, deaths := w.verdict(id, old, now)
+		if v == Suspect && len(busy)+len(c.rows) > 0 {
+			// Alone (guard.go): it waits for the rows in flight, and the
+			// rows behind it wait for it, or it would never be alone.
 			c.full = true
 			break
 		}
-		left -= old.Size
+		if v != Killer && old.Size > left && len(busy)+len(c.rows) > 0 {
+			c.full = true
+			break
+		}
+		if v != Killer {
+			left -= old.Size
+		}
 		rec := *old
 		rec.State = StateSending
 		rec.Attempts++
@@ -510,10 +537,16 @@ func (w *Worker) claim(bk buckets, c *claim, busy map[uint64]int, free, room int
 			return err
 		}
 		r := rec.row(id)
-		r.Data = bytes.Clone(bk.data.Get(idKey(id)))
-		r.blob, _ = rec.blobKey()
+		r.suspect, r.killer, r.deaths = v == Suspect, v == Killer, deaths
+		if !r.killer { // a killer is failed, never read
+			r.Data = bytes.Clone(bk.data.Get(idKey(id)))
+			r.blob, _ = rec.blobKey()
+		}
 		c.rows = append(c.rows, r)
 		taken[id] = true
+		if r.suspect {
+			break // and nothing more while it is in flight (Run)
+		}
 	}
 	_, c.next = bk.dueIDs(now, 0, func(id uint64) bool { return inFlight(id) || taken[id] })
 	return nil
