@@ -125,6 +125,11 @@ var samples = map[string]map[string]any{
 	"canned-out-of-scope":        {"Project": "example.org", "id": "SEC-2026-0001"},
 	"embargo-break":              {"Project": "example.org", "id": "SEC-2026-0001", "by": "alice@example.org"},
 	"release-held":               {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)"},
+	// The reason as listd.AlertRelease writes it: a relay's reply quoted
+	// escaped, its further lines indented.
+	"announce-held": {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)",
+		"reason": "the relay refused the message: pipeline: end of data: 554 5.7.1 Message rejected as spam\\r\n    /disclose now",
+		"cause":  "relay", "sent": "200", "total": "1000"},
 	"digest": {"Project": "example.org", "week": "2026-11-30 00:00 UTC (Monday)", "oncall": "bob@example.org (by handover)", "next": "alice@example.org",
 		"pending":   "carol@example.org",
 		"incidents": []string{"SEC-2026-0001  triage    unset     commander alice@example.org"},
@@ -295,6 +300,47 @@ func TestReleasePackWithoutPullRequest(t *testing.T) {
 	}
 	if strings.Contains(got, "- cve-data-map.yaml") || strings.Contains(got, "has no CVE ID") {
 		t.Errorf("release pack without a pull request:\n%s", got)
+	}
+}
+
+// TestAnnounceHeldCauses: the alert of a release the announce fan-out held
+// gives the advice of its cause, and only that one: a clock jump asks to
+// check the clock first, a message that no longer verifies is a bug to
+// report, a relay's refusal asks to fix the relay; an older record without
+// a cause gets the reason's own words. Each ends with how to resume it, and
+// none sends the SRC to /approve or /disclose, which do not resume it.
+func TestAnnounceHeldCauses(t *testing.T) {
+	s, _ := New("")
+	advice := map[string]string{
+		"clock":   "Check the server's clock first.",
+		"message": "it is a bug in embargo: report it",
+		"relay":   "The relay refused the message itself",
+		"":        "Fix what the reason above names",
+	}
+	for cause, want := range advice {
+		data := map[string]any{}
+		for k, v := range samples["announce-held"] {
+			data[k] = v
+		}
+		data["cause"], data["sent"], data["total"] = cause, "0", "0"
+		got, err := s.Render("announce-held", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := strings.Join(strings.Fields(got), " ")
+		for _, w := range []string{want, "None of them has had it yet.", "embargo release resume SEC-2026-0001", "The rest of the release is not held"} {
+			if !strings.Contains(one, w) {
+				t.Errorf("cause %q: lacks %q:\n%s", cause, w, got)
+			}
+		}
+		for other, w := range advice {
+			if other != cause && strings.Contains(one, w) {
+				t.Errorf("cause %q: gives the advice of %q too:\n%s", cause, other, got)
+			}
+		}
+		if strings.Contains(got, "/approve") || strings.Contains(got, "/disclose DATE") {
+			t.Errorf("cause %q: sends the SRC to the tick's commands:\n%s", cause, got)
+		}
 	}
 }
 

@@ -38,6 +38,7 @@ var headerWriters = map[string]string{
 	"keys/pgpmime.go":                          "a text entity made to parse inline-signed text; its charset is checked for line breaks and quotes",
 	"cmd/embargo/daemon/daemontest/harness.go": "the test harness's clients (inbound test mail)",
 	"cmd/embargo/daemon/daemontest/mime.go":    "the test harness's clients (inbound test mail)",
+	"cmd/embargo/daemon/daemontest/release.go": "the test harness's stored releases: fixed fields and the test's own release ID",
 	"contrib/bench/load/main.go":               "the benchmark's load client (inbound test mail)",
 	"workflow/fields.go":                       "no header: error messages that start with a field's name (\"references: …\")",
 }

@@ -126,6 +126,7 @@ func storeCommands() map[string]daemon.ReadCommand {
 		"incident export":     incidentExport,
 		"incident quarantine": incidentQuarantine, // quarantine.go
 		"queue list":          queueList,          // queuecmd.go
+		"release list":        releaseList,        // releasecmd.go
 		"status":              statusQuery,        // status.go
 		// subscribers.go
 		"subscribers count":  subscribersCount,

@@ -52,6 +52,7 @@ func commands() []command {
 		{"init", "DIR [--domain DOMAIN] [--data DIR] [--demo]", "write a configuration and generate the keys", cmdInit},
 		{"status", "[--config FILE] [--data DIR] [--json]", "the daemon, the queue, deadlines, the next release", cmdStatus},
 		{"queue", "list|retry ID|drop ID [--config FILE] [--data DIR]", "show and manage the outbound queue", cmdQueue},
+		{"release", "list|resume ID [--config FILE] [--data DIR]", "the announce list's releases: show them, resume a held one", cmdRelease},
 		{"subscribers", "count|list|export [FILE]|add ADDRESS|remove ADDRESS|import FILE [--all] [--config FILE] [--data DIR]", "the announce list's subscribers: show, add, remove, import", cmdSubscribers},
 		{"members", "list [--config FILE] [--data DIR]", "the roster in force: members, keys, origins, open proposals", cmdMembers},
 		{"backup", "FILE [--config FILE] [--data DIR]", "copy the store, online", cmdBackup},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"io"
@@ -14,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
@@ -24,8 +26,9 @@ const statusHelp = `Usage: embargo status [--config FILE] [--data DIR] [--json]
 
 Says whether the daemon runs and summarises the store: the outbound queue
 (depth by state, oldest row, next attempt), open incidents by phase, the next
-deadlines of every open incident (overdue ones first), the next release, and
-any message that was being processed when the daemon died (a crash suspect).
+deadlines of every open incident (overdue ones first), the next release, any
+announce release held (with why; embargo release resume), and any message
+that was being processed when the daemon died (a crash suspect).
 Works with the daemon running (through its control socket) or stopped.
 
 Examples:
@@ -44,6 +47,7 @@ type statusData struct {
 	Incidents   []workflow.Incident `json:"incidents"`             // those not closed
 	Closed      int                 `json:"closed"`
 	Suspects    []listd.Suspect     `json:"suspects,omitempty"` // in progress at a death of the process
+	Held        []announce.Job      `json:"held,omitempty"`     // announce releases held
 }
 
 // statusQuery is the storeCommand behind `embargo status`: JSON, so the
@@ -75,6 +79,15 @@ func statusQuery(tx *bolt.Tx, args []string, w io.Writer) error {
 		s.Incidents = append(s.Incidents, inc)
 	}
 	s.Suspects = listd.Suspects(tx)
+	jobs, err := announce.Jobs(tx)
+	if err != nil && !errors.Is(err, announce.ErrNoInit) {
+		return err
+	}
+	for _, j := range jobs {
+		if j.State == announce.JobHeld {
+			s.Held = append(s.Held, j)
+		}
+	}
 	return json.NewEncoder(w).Encode(s)
 }
 
@@ -87,7 +100,20 @@ type statusJSON struct {
 	Closed      int              `json:"closed_incidents"`
 	Deadlines   []statusDeadline `json:"next_deadlines"`
 	Release     *statusDeadline  `json:"next_release,omitempty"`
+	Held        []statusHeld     `json:"held_releases,omitempty"`
 	Suspects    []listd.Suspect  `json:"suspects,omitempty"`
+}
+
+// statusHeld is an announce release the fan-out held. Reason may quote a
+// relay's reply: it is written with its control and format characters
+// escaped (oneLine), in JSON too, which escapes neither a bidi override nor
+// an escape sequence for a terminal that jq prints to.
+type statusHeld struct {
+	Release string    `json:"release"`
+	Due     time.Time `json:"due"`
+	Reason  string    `json:"reason"`
+	Sent    int       `json:"sent"`
+	Total   int       `json:"total"`
 }
 
 type statusDeadline struct {
@@ -137,6 +163,9 @@ func cmdStatus(args []string, s stdio) error {
 
 func buildStatus(sd statusData, holidays []time.Time, now time.Time) statusJSON {
 	st := statusJSON{Queue: sd.Queue, NextAttempt: sd.NextAttempt, Open: map[string]int{}, Closed: sd.Closed, Suspects: sd.Suspects}
+	for _, j := range sd.Held {
+		st.Held = append(st.Held, statusHeld{Release: j.ID, Due: j.At, Reason: oneLine(j.Held, maxReasonBytes), Sent: j.Sent, Total: j.Total})
+	}
 	var all []statusDeadline
 	for _, inc := range sd.Incidents {
 		st.Open[inc.Phase.String()]++
@@ -211,6 +240,16 @@ func writeStatus(w io.Writer, st statusJSON, cfg *config.Config, now time.Time) 
 		fmt.Fprintf(tw, "Next release:\t%s at %s%s\n", st.Release.Incident, workflow.FormatInstant(st.Release.Due), inWhen(st.Release.Due, now))
 	} else {
 		fmt.Fprintf(tw, "Next release:\tnone scheduled\n")
+	}
+	// A release the announce fan-out held stays held until an operator
+	// resumes it: the incident is disclosed, so no deadline shows it.
+	for _, h := range st.Held {
+		sent := "nothing sent yet"
+		if h.Total > 0 {
+			sent = fmt.Sprintf("%d of %d sent", h.Sent, h.Total)
+		}
+		fmt.Fprintf(tw, "Held release:\t%s to the announce list (due %s; %s): %s\n", h.Release, workflow.FormatInstant(h.Due), sent, h.Reason)
+		fmt.Fprintf(tw, "\tfix the cause, then `embargo release resume %s`\n", h.Release)
 	}
 	// Work in progress when the process died (docs/threat-model.md A6): a
 	// crash loop in the making, before the quarantine, the failed row or

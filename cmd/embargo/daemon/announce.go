@@ -15,7 +15,6 @@ import (
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/smtpd"
 	"github.com/embargo-project/embargo/templates"
-	"github.com/embargo-project/embargo/workflow"
 )
 
 // announceOptions configures the announce list: subscription by mail and the
@@ -49,11 +48,19 @@ func listOptions(cfg *config.Config, roster *lists.Roster, tmpl *templates.Set, 
 }
 
 // startFanout runs the announce fan-out worker until runCtx ends. A release
-// it holds (a clock jump, a refused message) alerts the SRC.
+// it holds (a clock jump, a message the key did not sign, a refused
+// message) alerts the SRC, with how to resume it (`embargo release resume`,
+// release.go).
 func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announce.Options) *announce.Fanout {
 	o.Held = func(tx *bolt.Tx, j announce.Job, reason string) error {
-		d.log.Warn("announce release held", "release", j.ID, "reason", reason)
-		return d.svc.AlertRelease(tx, workflow.ID(j.ID), reason)
+		d.log.Warn("announce release held", "release", j.ID, "cause", string(j.HeldFor), "reason", reason)
+		if err := d.svc.AlertRelease(tx, j); err != nil {
+			return err
+		}
+		// The alert is queued in the fan-out's transaction: an idle
+		// delivery worker waits for a kick, not a timer.
+		tx.OnCommit(d.worker.Kick)
+		return nil
 	}
 	d.fanoutSMTP(&o)
 	f := announce.New(d.db, relay, o)

@@ -25,9 +25,10 @@ import (
 // holds bbolt's file lock (as mox's ctl socket does). It lives in the data
 // directory, mode 0600: whoever can read the store can use it, nobody else.
 //
-// Why commands that write (queue retry, drop) go through the daemon rather
-// than being refused while it runs: bbolt allows one writer process, and the
-// queue worker must hear of a retried row (Kick) or it sleeps until its next
+// Why commands that write (queue retry, drop, release resume) go through
+// the daemon rather than being refused while it runs: bbolt allows one
+// writer process, and the queue worker or the announce fan-out must hear of
+// a retried row or a resumed release (Kick) or it sleeps until its next
 // timer. The queue package makes both safe against a delivery in flight:
 // Retry refuses a row being sent, and Drop lets that one attempt finish and
 // ignores its outcome. The socket is 0600 in the 0700 data directory, so
@@ -57,13 +58,15 @@ type ReadCommand func(tx *bolt.Tx, args []string, w io.Writer) error
 type ctlServer struct {
 	db     *bolt.DB
 	worker *queue.Worker
+	fanout *announce.Fanout // the announce releases (`embargo release resume`)
 	reads  map[string]ReadCommand
 	subs   *subscriberOps // the announce list's subscriber changes
+	now    func() time.Time
 	log    *slog.Logger
 }
 
-// serveCtl answers control requests until the returned func closes it.
-func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCommand, subs *subscriberOps, log *slog.Logger) (func(), error) {
+// serveCtl answers control requests with s until the returned func closes it.
+func serveCtl(dir string, s *ctlServer) (func(), error) {
 	path := filepath.Join(dir, ctlSocket)
 	// A socket left by a killed daemon: we hold the store lock, so it is stale.
 	_ = os.Remove(path)
@@ -75,7 +78,6 @@ func serveCtl(dir string, db *bolt.DB, w *queue.Worker, reads map[string]ReadCom
 		l.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &ctlServer{db: db, worker: w, reads: reads, subs: subs, log: log}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -119,6 +121,8 @@ func (s *ctlServer) handle(c net.Conn) {
 		} else {
 			out, err = queueResult(id, "dropped\n", s.worker.Drop(id))
 		}
+	case CtlReleaseResume:
+		out, err = s.releaseResume(req.Args)
 	default:
 		cmd, ok := s.reads[req.Cmd]
 		if !ok {

@@ -21,6 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
@@ -104,6 +105,7 @@ type Daemon struct {
 	svc      *listd.Service
 	worker   *queue.Worker
 	subs     *subscriberOps // `embargo subscribers` changes, behind the control socket
+	fanout   *announce.Fanout
 	metrics  *metrics
 	certs    *certHolder // nil without smtp.tls_cert
 	free     *freeSpace  // nil with smtp.min_free_bytes = 0
@@ -179,7 +181,8 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		reads = map[string]ReadCommand{}
 	}
 	reads["members list"] = d.membersCommand
-	if d.closeCtl, err = serveCtl(d.cfg.DataDir, d.db, d.worker, reads, d.subs, d.log.With("component", "ctl")); err != nil {
+	ctl := &ctlServer{db: d.db, worker: d.worker, fanout: d.fanout, reads: reads, subs: d.subs, now: d.o.Now, log: d.log.With("component", "ctl")}
+	if d.closeCtl, err = serveCtl(d.cfg.DataDir, ctl); err != nil {
 		return err
 	}
 	if err := d.startSMTP(); err != nil {

@@ -141,7 +141,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}
 	fanout = d.startFanout(ctx, relay, annOpts)
-	d.startTick(ctx) // reminders, final notice, release at T, digest
+	d.fanout = fanout // `embargo release resume`, behind the control socket
+	d.startTick(ctx)  // reminders, final notice, release at T, digest
 	return nil
 }
 

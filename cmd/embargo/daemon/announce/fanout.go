@@ -290,7 +290,7 @@ func (f *Fanout) tick() (time.Time, error) {
 			if jumped && r.At.After(basis) && !r.Resumed {
 				reason := fmt.Sprintf("the wall clock is %s ahead of the last heartbeat (%s) and T (%s) falls in that gap; confirm the time, then resume",
 					now.Sub(basis).Round(time.Second), formatInstant(basis), formatInstant(r.At))
-				if err := b.hold(tx, r, reason, f.o); err != nil {
+				if err := b.hold(tx, r, HoldClock, reason, f.o); err != nil {
 					return err
 				}
 				continue
@@ -319,7 +319,7 @@ func (f *Fanout) begin(tx *bolt.Tx, b *buckets, k []byte, r *jobRecord, now time
 	if !r.Prepared {
 		msg, err := prepareRelease(b.jobdata.Get(k), f.o.List, f.o.Key, f.o, now)
 		if err != nil {
-			return b.hold(tx, r, "the message cannot be released: "+err.Error(), f.o)
+			return b.hold(tx, r, HoldMessage, "the message cannot be released: "+err.Error(), f.o)
 		}
 		if err := b.jobdata.Put(k, msg); err != nil {
 			return err

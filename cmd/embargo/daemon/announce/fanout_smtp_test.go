@@ -291,7 +291,7 @@ func TestResumeAllServed(t *testing.T) {
 		}
 		r.State, r.Started, r.UpTo, r.Total, r.Prepared = JobReleasing, t0, b.lastSeq(), 10, false
 		r.addDone(span{0, r.UpTo})
-		return b.hold(tx, r, "test", Options{}.withDefaults())
+		return b.hold(tx, r, HoldRelay, "test", Options{}.withDefaults())
 	}); err != nil {
 		t.Fatal(err)
 	}

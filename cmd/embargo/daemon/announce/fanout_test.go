@@ -242,8 +242,8 @@ func TestClockJumpHolds(t *testing.T) {
 	c.Jump(30 * 24 * time.Hour)
 	drain(t, f)
 	j := job(t, db, "SEC-2026-0004")
-	if j.State != JobHeld || len(held) != 1 || !strings.Contains(held[0], "wall clock") {
-		t.Fatalf("after a +30 d jump: state %s, held %q", j.State, held)
+	if j.State != JobHeld || j.HeldFor != HoldClock || len(held) != 1 || !strings.Contains(held[0], "wall clock") {
+		t.Fatalf("after a +30 d jump: state %s (%q), held %q", j.State, j.HeldFor, held)
 	}
 	if n := len(rec.Messages()); n != 0 {
 		t.Fatalf("%d transactions while held", n)
@@ -258,8 +258,15 @@ func TestClockJumpHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain(t, f)
-	if j := job(t, db, "SEC-2026-0004"); j.State != JobReleased || j.Sent != 10 || len(held) != 1 {
+	if j := job(t, db, "SEC-2026-0004"); j.State != JobReleased || j.Sent != 10 || len(held) != 1 || j.Held != "" || j.HeldFor != "" {
 		t.Fatalf("after Resume: %+v, holds %d", j, len(held))
+	}
+	// Only a held job resumes; the operator is told what it is instead.
+	if err := f.Resume("SEC-2026-0004"); !errors.Is(err, ErrNotHeld) || !strings.Contains(err.Error(), "is released") {
+		t.Errorf("Resume of a released job = %v, want ErrNotHeld naming its state", err)
+	}
+	if err := f.Resume("SEC-2026-0009"); !errors.Is(err, ErrNoJob) {
+		t.Errorf("Resume of an unknown job = %v, want ErrNoJob", err)
 	}
 }
 
@@ -465,7 +472,7 @@ func TestRelayRefusesMessage(t *testing.T) {
 	startRelease(t, db, "r", advisory(t, announceKey(t), t0), t0)
 	drain(t, f)
 	j := job(t, db, "r")
-	if j.State != JobHeld || j.Cursor != 0 || len(reasons) != 1 || !strings.Contains(reasons[0], "554") {
+	if j.State != JobHeld || j.HeldFor != HoldRelay || j.Cursor != 0 || len(reasons) != 1 || !strings.Contains(reasons[0], "554") {
 		t.Fatalf("job %+v, reasons %q", j, reasons)
 	}
 	if s, _ := subscriber(t, db, addrs[0]); s.Bounces != 0 {
@@ -530,7 +537,7 @@ func TestUnsignedReleaseHeld(t *testing.T) {
 	f := testFanout(t, db, recorderRelay(t, rec), c, nil)
 	startRelease(t, db, "r", advisory(t, other, t0), t0)
 	drain(t, f)
-	if j := job(t, db, "r"); j.State != JobHeld || !strings.Contains(j.Held, "not signed") || len(rec.Messages()) != 0 {
+	if j := job(t, db, "r"); j.State != JobHeld || j.HeldFor != HoldMessage || !strings.Contains(j.Held, "not signed") || len(rec.Messages()) != 0 {
 		t.Errorf("job %+v, %d transactions", j, len(rec.Messages()))
 	}
 }

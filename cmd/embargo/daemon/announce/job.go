@@ -26,6 +26,21 @@ const (
 	JobReleased JobState = "released"
 )
 
+// HoldCause says what held a job, so that the SRC's alert and the operator
+// can tell how to fix it before Resume.
+type HoldCause string
+
+const (
+	// HoldClock: T fell in a forward jump of the wall clock
+	// (docs/threat-model.md G4); check the clock, then resume.
+	HoldClock HoldCause = "clock"
+	// HoldMessage: at T the stored message no longer verified against the
+	// list key (it was checked when it was stored): a changed key or a bug.
+	HoldMessage HoldCause = "message"
+	// HoldRelay: the relay refused the message itself, permanently.
+	HoldRelay HoldCause = "relay"
+)
+
 // Job is one release: one stored, signed message and a cursor over the
 // subscribers in delivery order.
 type Job struct {
@@ -50,9 +65,11 @@ type Job struct {
 	Refused      int // recipients refused permanently at RCPT
 	Deferred     int // recipients now in the retry set
 	Expired      int // recipients given up after RetryLifetime
-	// Held says why the job is held; Resumed is set by Resume, after which
-	// a clock jump no longer holds it.
+	// Held says why the job is held, HeldFor what kind of cause it is
+	// (empty in records written before it was kept); Resumed is set by
+	// Resume, after which a clock jump no longer holds it.
 	Held      string
+	HeldFor   HoldCause `json:",omitempty"`
 	Resumed   bool
 	LastError string // the last temporary failure of a whole transaction
 	Size      int    // bytes of the stored message
@@ -86,6 +103,9 @@ func validJobID(id string) bool {
 	}
 	return id[0] != '.' && id[len(id)-1] != '.'
 }
+
+// ValidJobID reports whether id can name a release (see StartRelease).
+func ValidJobID(id string) bool { return validJobID(id) }
 
 // BounceAddress is the envelope sender of release id: announce+bounces-<id>@.
 // The DSNs it receives go to HandleBounce. One address per release, not per
@@ -180,9 +200,9 @@ func Resume(tx *bolt.Tx, id string, now time.Time) error {
 		return err
 	}
 	if r.State != JobHeld {
-		return fmt.Errorf("announce: release %s is %s, not held", r.ID, r.State)
+		return fmt.Errorf("%w: release %s is %s", ErrNotHeld, r.ID, r.State)
 	}
-	r.State, r.Held, r.Resumed = r.HeldFrom, "", true
+	r.State, r.Held, r.HeldFor, r.Resumed = r.HeldFrom, "", "", true
 	if r.State == "" {
 		r.State = JobScheduled
 	}
@@ -219,15 +239,15 @@ func (b *buckets) putJob(r *jobRecord) error {
 }
 
 // hold stops a job and calls the Held hook in the same transaction.
-func (b *buckets) hold(tx *bolt.Tx, r *jobRecord, reason string, o Options) error {
+func (b *buckets) hold(tx *bolt.Tx, r *jobRecord, cause HoldCause, reason string, o Options) error {
 	if r.State == JobHeld {
 		return nil
 	}
-	r.HeldFrom, r.State, r.Held = r.State, JobHeld, reason
+	r.HeldFrom, r.State, r.Held, r.HeldFor = r.State, JobHeld, reason, cause
 	if err := b.putJob(r); err != nil {
 		return err
 	}
-	o.Logger.Error("announce release held", "release", r.ID, "reason", reason)
+	o.Logger.Error("announce release held", "release", r.ID, "cause", string(cause), "reason", reason)
 	if o.Held != nil {
 		if err := o.Held(tx, r.Job, reason); err != nil {
 			return fmt.Errorf("announce: held hook: %w", err)

@@ -114,7 +114,7 @@ func (f *Fanout) apply(tx *bolt.Tx, b *buckets, res result, now time.Time) (bool
 	case out.stop != nil && out.interrupted:
 	case out.stop != nil && queue.IsPermanent(out.stop):
 		if r.State == JobReleasing {
-			return false, b.hold(tx, r, "the relay refused the message: "+out.stop.Error(), f.o)
+			return false, b.hold(tx, r, HoldRelay, "the relay refused the message: "+out.stop.Error(), f.o)
 		}
 	case out.stop != nil:
 		r.LastError = out.stop.Error()

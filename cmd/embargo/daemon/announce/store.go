@@ -53,6 +53,7 @@ var (
 	ErrBadAddress   = errors.New("announce: not a deliverable address")
 	ErrJobExists    = errors.New("announce: a release with this ID exists")
 	ErrNoJob        = errors.New("announce: no such release")
+	ErrNotHeld      = errors.New("announce: not held")
 	ErrBadJob       = errors.New("announce: bad release")
 )
 

@@ -6,7 +6,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // TestAlertQuotesRelayText: the delivery-failure alert quotes the relay's
@@ -49,19 +51,67 @@ func TestAlertReleaseQuotesRelayText(t *testing.T) {
 	openIncident(t, s, db, nil)
 	after := lastRow(t, db)
 	reason := "the relay refused the message: pipeline: end of data: 554 5.7.1 refused\r\r/disclose now\r\r\x1b[2J\xff \u202eevil"
-	if err := db.Update(func(tx *bolt.Tx) error { return s.AlertRelease(tx, fuzzIncident, reason) }); err != nil {
+	j := announce.Job{ID: string(fuzzIncident), State: announce.JobHeld, At: mon, Held: reason, HeldFor: announce.HoldRelay}
+	if err := db.Update(func(tx *bolt.Tx) error { return s.AlertRelease(tx, j) }); err != nil {
 		t.Fatal(err)
 	}
 	alerts := 0
 	for _, c := range checkQueued(t, s, db, after, k.readers()) {
 		checkQuotedText(t, c)
-		if want := `554 5.7.1 refused\r\r/disclose now\r\r\x1b[2J\xff \u202eevil`; c.Kind != "alert-release-held" || !strings.Contains(c.Text, want) {
+		if want := `554 5.7.1 refused\r\r/disclose now\r\r\x1b[2J\xff \u202eevil`; c.Kind != "alert-announce-held" || !strings.Contains(c.Text, want) {
 			t.Errorf("%s to %v does not quote the reply as %q:\n%s", c.Kind, c.To, want, c.Text)
 		}
 		alerts++
 	}
 	if alerts != 2 {
 		t.Fatalf("%d alerts, want one to each member", alerts)
+	}
+}
+
+// TestAlertReleaseSaysHowToResume: the alert of a release the announce
+// fan-out held says what is held (the announce list's copy, not the rest
+// of the release), what to fix for its cause, and how to resume it
+// (`embargo release resume`); never the tick's /approve and /disclose,
+// which do not resume it.
+func TestAlertReleaseSaysHowToResume(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k)
+	openIncident(t, s, db, nil)
+	for _, tc := range []struct {
+		cause       announce.HoldCause
+		sent, total int
+		want        []string
+	}{
+		{announce.HoldClock, 0, 0, []string{"Check the server's clock first", "None of them has had it yet."}},
+		{announce.HoldMessage, 0, 0, []string{"it is a bug in embargo: report it", "None of them has had it yet."}},
+		{announce.HoldRelay, 200, 1000, []string{"The relay refused the message itself", "Fix the relay", "200 of the 1000 subscribers it covers had their copy"}},
+		{"", 0, 0, []string{"Fix what the reason above names"}},
+	} {
+		after := lastRow(t, db)
+		j := announce.Job{ID: string(fuzzIncident), State: announce.JobHeld, At: mon, Held: "the reason for " + string(tc.cause),
+			HeldFor: tc.cause, Sent: tc.sent, Total: tc.total}
+		if err := db.Update(func(tx *bolt.Tx) error { return s.AlertRelease(tx, j) }); err != nil {
+			t.Fatal(err)
+		}
+		made := checkQueued(t, s, db, after, k.readers())
+		if len(made) != 2 {
+			t.Fatalf("cause %q: %d alerts, want one to each member", tc.cause, len(made))
+		}
+		for _, c := range made {
+			text := strings.Join(strings.Fields(c.Text), " ")
+			want := append([]string{"The announce list's copy of the release of " + string(fuzzIncident) + ", due at " + workflow.FormatInstant(mon) + ", is HELD:",
+				"the reason for " + string(tc.cause), "Nothing more goes to the announce list's subscribers until an operator resumes it",
+				"the copies to the outside channels, the public version to the distributors and your release pack are rows of the outbound queue",
+				"embargo release resume " + string(fuzzIncident)}, tc.want...)
+			for _, w := range want {
+				if !strings.Contains(text, w) {
+					t.Errorf("cause %q: the alert lacks %q:\n%s", tc.cause, w, c.Text)
+				}
+			}
+			if c.Kind != "alert-announce-held" || strings.Contains(c.Text, "/approve") || strings.Contains(c.Text, "/disclose") {
+				t.Errorf("cause %q: %s says to /approve or /disclose:\n%s", tc.cause, c.Kind, c.Text)
+			}
+		}
 	}
 }
 

@@ -29,9 +29,9 @@ var heldT = time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
 // a relay on loopback that refuses it at MAIL, DATA or the final dot with
 // the fuzzer's code (5xx) and reply text, byte for byte: the fan-out holds
 // the release and its Held hook, Service.AlertRelease, alerts the SRC
-// with the relay's words. Every row queued is made as the delivery worker
-// makes it and checked by checkQueued (B2, B10, D6, E5), and each alert's
-// text by checkQuotedText.
+// with the relay's words (announce-held). Every row queued is made as the
+// delivery worker makes it and checked by checkQueued (B2, B10, D6, E5),
+// and each alert's text by checkQuotedText.
 func FuzzReleaseHeld(f *testing.F) {
 	k := newStoreKeys(f)
 	ann, err := keys.GenerateListKey("announce", "announce@ex.test", ko)
@@ -63,9 +63,7 @@ func heldWalk(t *testing.T, k *storeKeys, ann *keys.Key, addr, subject, name, su
 		fan = announce.New(o.DB, nil, announce.Options{
 			List: o.Roster.List(lists.Announce), Project: "ex.test", Key: ann, Now: clock, Mono: mono,
 			SMTP: &pipeline.Config{Addr: addr, HeloName: "ex.test", CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second},
-			Held: func(tx *bolt.Tx, j announce.Job, reason string) error {
-				return s.AlertRelease(tx, workflow.ID(j.ID), reason)
-			},
+			Held: func(tx *bolt.Tx, j announce.Job, _ string) error { return s.AlertRelease(tx, j) },
 		})
 		o.Announcer = fan
 	})
@@ -85,7 +83,7 @@ func heldWalk(t *testing.T, k *storeKeys, ann *keys.Key, addr, subject, name, su
 		for _, c := range checkQueued(t, s, db, after, k.readers()) {
 			kinds[c.Kind]++
 			after = max(after, c.ID)
-			if c.Kind == "alert-release-held" {
+			if c.Kind == "alert-release-held" || c.Kind == "alert-announce-held" {
 				checkQuotedText(t, c)
 			}
 		}
@@ -136,24 +134,24 @@ func heldWalk(t *testing.T, k *storeKeys, ann *keys.Key, addr, subject, name, su
 	go func() { fan.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(time.Minute)
-	for !heldAlerted(t, db, after) {
+	for !heldAlerted(t, db, after, "alert-announce-held") {
 		if time.Now().After(deadline) {
 			t.Fatal("after a minute the fan-out has not held the release the relay refused")
 		}
 		fan.Kick()
 		time.Sleep(5 * time.Millisecond)
 	}
-	queued("the refused release", map[string]int{"alert-release-held": 2})
+	queued("the refused release", map[string]int{"alert-announce-held": 2})
 }
 
-// heldAlerted reports whether a release-held alert was queued after row after.
-func heldAlerted(t *testing.T, db *bolt.DB, after uint64) bool {
+// heldAlerted reports whether an alert of kind was queued after row after.
+func heldAlerted(t *testing.T, db *bolt.DB, after uint64, kind string) bool {
 	t.Helper()
 	found := false
 	if err := db.View(func(tx *bolt.Tx) error {
 		rows, err := queue.List(tx)
 		for _, r := range rows {
-			found = found || r.ID > after && r.Kind == "alert-release-held"
+			found = found || r.ID > after && r.Kind == kind
 		}
 		return err
 	}); err != nil {

@@ -3,12 +3,14 @@ package listd
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-message/mail"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
@@ -219,19 +221,29 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 }
 
 // AlertRelease tells the SRC that the announce fan-out of an incident's
-// release is held (a clock jump, a message the list key did not sign, the
-// relay's refusal of the message), in the transaction that holds it. The
+// release is held (j.HeldFor: a clock jump, a message the list key did not
+// sign, the relay's refusal of the message), in the transaction that holds
+// it: announce-held, which says what to fix for that cause and how to
+// resume (`embargo release resume`). release-held is the tick's hold at
+// T−24 h, which /approve and /disclose lift; they do not lift this one. The
 // reason may quote the relay's reply, whose text the relay chose:
 // quoteOutside.
-func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error {
+func (s *Service) AlertRelease(tx *bolt.Tx, j announce.Job) error {
 	s = s.current()
 	now := s.o.Now().UTC()
+	id := workflow.ID(j.ID)
 	inc := &workflow.Incident{ID: id}
 	if p, err := incidentdb.Get(tx, id); err == nil {
 		inc = p
 	}
-	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held",
-		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + quoteOutside(reason, "    ") + ")"}}, now)
+	due := j.At
+	if due.IsZero() {
+		due = inc.T
+	}
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "announce-held", Fields: map[string]string{
+		"id": string(id), "t": workflow.FormatInstant(due), "reason": quoteOutside(j.Held, "    "),
+		"cause": string(j.HeldFor), "sent": strconv.Itoa(j.Sent), "total": strconv.Itoa(j.Total),
+	}}, now)
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,7 @@ type Recorder struct {
 	msgs     []Message
 	refused  []string
 	failRcpt map[string]int
+	failMail map[string]int
 	failData int
 	changed  chan struct{} // closed and replaced whenever msgs grows
 }
@@ -95,6 +96,7 @@ func New(t testing.TB, opts Options) *Recorder {
 		t:        t,
 		opts:     opts,
 		failRcpt: make(map[string]int),
+		failMail: make(map[string]int),
 		changed:  make(chan struct{}),
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(r.newSession))
@@ -213,6 +215,25 @@ func (r *Recorder) FailRcpt(addr string, code int) {
 	r.failRcpt[addr] = code
 }
 
+// FailMail makes MAIL FROM:<from> fail with code until it is called again
+// with code 0: a relay that refuses one sender's messages (an announce
+// release, by its bounce address) and takes the rest.
+func (r *Recorder) FailMail(from string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if code == 0 {
+		delete(r.failMail, from)
+		return
+	}
+	r.failMail[from] = code
+}
+
+func (r *Recorder) mailCode(from string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failMail[from]
+}
+
 // FailData makes the reply to the final dot carry code (0: accept). The
 // message is read and not recorded.
 func (r *Recorder) FailData(code int) {
@@ -288,6 +309,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if len(s.r.opts.Users) > 0 && s.user == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	}
+	if code := s.r.mailCode(from); code != 0 {
+		return codeError(code, "sender refused by test")
 	}
 	s.msg = &Message{From: from, Helo: s.helo, TLS: s.tls, User: s.user}
 	if opts != nil {
