@@ -223,15 +223,24 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 // relay's refusal of the message), in the transaction that holds it. The
 // reason may quote the relay's reply, whose text the relay chose:
 // quoteOutside.
+//
+// id is the announce release's ID: the incident's for the release at T,
+// or <incident>-preN for a pre-announcement (workflow.PreannounceJob),
+// whose alert goes to that incident and names the pre-announcement.
 func (s *Service) AlertRelease(tx *bolt.Tx, id workflow.ID, reason string) error {
 	s = s.current()
 	now := s.o.Now().UTC()
+	what := "announce list"
+	if incID, ok := workflow.PreannounceIncident(string(id)); ok {
+		what = "its pre-announcement " + string(id) + " on the announce list"
+		id = incID
+	}
 	inc := &workflow.Incident{ID: id}
 	if p, err := incidentdb.Get(tx, id); err == nil {
 		inc = p
 	}
 	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "release-held",
-		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (announce list: " + quoteOutside(reason, "    ") + ")"}}, now)
+		Fields: map[string]string{"id": string(id), "t": workflow.FormatInstant(inc.T) + " (" + what + ": " + quoteOutside(reason, "    ") + ")"}}, now)
 	if err != nil {
 		return err
 	}
