@@ -170,21 +170,27 @@ func (w *preWorld) job(t *testing.T, id string) (announce.Job, bool) {
 	return j, err == nil
 }
 
-// leaks returns the canaries data holds: raw, and decoded (quoted-printable
-// or base64 text parts, RFC 2047 words) as its reader sees it.
+// leaks returns the canaries data holds: in its header as sent, and in
+// its text decoded (quoted-printable or base64, RFC 2047 words) as its
+// reader sees it; the long canary in the raw bytes too. (The signature's
+// base64 is not searched for the short ones: "cvss" may turn up there by
+// chance.)
 func leaks(t *testing.T, data []byte) []string {
 	t.Helper()
-	hay := strings.ToLower(string(data))
-	if m, err := message.Parse(data, message.Limits{}); err == nil {
-		hay += "\n" + strings.ToLower(m.Text+"\n"+m.Subject)
-	} else {
+	m, err := message.Parse(data, message.Limits{})
+	if err != nil {
 		t.Fatalf("the copy does not parse: %v", err)
 	}
+	head, _, _ := strings.Cut(string(data), "\r\n\r\n")
+	hay := strings.ToLower(head + "\n" + m.Subject + "\n" + m.Text)
 	var out []string
 	for _, c := range []string{preCanary, preCVE, preCWE, "cvss", "sec-2026", "rep@out.test", "parser overflow"} {
 		if strings.Contains(hay, strings.ToLower(c)) {
 			out = append(out, c)
 		}
+	}
+	if strings.Contains(strings.ToLower(string(data)), strings.ToLower(preCanary)) {
+		out = append(out, preCanary+" (raw)")
 	}
 	return out
 }
