@@ -144,6 +144,13 @@ func TestPreannounceOncePerT(t *testing.T) {
 	}
 	assertNothing(t, inc, again)
 
+	// T moves without /preannounce: the receipt says the public was told
+	// the old date.
+	alone := step(t, inc, "/disclose 2026-12-10\n", bob, mon.Add(3*time.Hour))
+	if res := alone.Receipt.Lines[0].Result; !strings.Contains(res, "the public was pre-announced T = 2026-12-03 16:00 UTC (Thursday): send /preannounce to tell them the new date") {
+		t.Errorf("/disclose after a pre-announcement: %q", res)
+	}
+
 	// T moves: the public hears of the new date, as a rescheduling.
 	moved, err := preStep(t, inc, "/disclose 2026-12-10\n/preannounce\n", bob, mon.Add(3*time.Hour))
 	if err != nil {
@@ -159,6 +166,9 @@ func TestPreannounceOncePerT(t *testing.T) {
 	}
 	if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 		t.Fatalf("actions %#v, want one %#v", moved.Actions, want)
+	}
+	if strings.Contains(moved.Receipt.Lines[0].Result, "send /preannounce") {
+		t.Errorf("/disclose with /preannounce after it asks for one: %q", moved.Receipt.Lines[0].Result)
 	}
 	if res := moved.Receipt.Lines[1].Result; !strings.Contains(res, "the release moved from 2026-12-03 16:00 UTC (Thursday) to T = 2026-12-10 16:00 UTC (Thursday)") {
 		t.Errorf("receipt %q", res)
