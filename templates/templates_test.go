@@ -129,7 +129,11 @@ var samples = map[string]map[string]any{
 	// escaped, its further lines indented.
 	"announce-held": {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)",
 		"reason": "the relay refused the message: pipeline: end of data: 554 5.7.1 Message rejected as spam\\r\n    /disclose now",
-		"cause":  "relay", "sent": "200", "total": "1000"},
+		"cause":  "relay", "sent": "200", "total": "1000", "pre": ""},
+	// The pre-announcement's data is listd.preannounceData, nothing else:
+	// the project, T, the severity ("" with nosev) and the T announced
+	// before a rescheduling ("" the first time).
+	"preannounce": {"Project": "Example", "T": "2026-12-03 16:00 UTC (Thursday)", "Severity": "High", "PreviousT": ""},
 	"digest": {"Project": "example.org", "week": "2026-11-30 00:00 UTC (Monday)", "oncall": "bob@example.org (by handover)", "next": "alice@example.org",
 		"pending":   "carol@example.org",
 		"incidents": []string{"SEC-2026-0001  triage    unset     commander alice@example.org"},
@@ -364,6 +368,29 @@ func TestTrackingIssueLeavesOutEmptySections(t *testing.T) {
 // block, which refuses the member's own commands with it. Every template
 // is rendered with its sample data; what the data carries is the
 // daemon's to make inert (listd.inert, the quote helper).
+// TestPreannounceVariants: a rescheduled pre-announcement names both
+// dates; nosev ("" severity) leaves the severity sentence out.
+func TestPreannounceVariants(t *testing.T) {
+	s, _ := New("")
+	got, err := s.Render("preannounce", map[string]any{"Project": "Example", "T": "2026-12-10 16:00 UTC (Thursday)", "Severity": "",
+		"PreviousT": "2026-12-03 16:00 UTC (Thursday)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"announced for 2026-12-03 16:00 UTC (Thursday)\nhas been rescheduled", "    2026-12-10 16:00 UTC (Thursday)\n",
+		"No details of the issue will be given before then."} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rescheduled, nosev: no %q in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "rated") {
+		t.Errorf("nosev names a severity:\n%s", got)
+	}
+	if cmds, err := workflow.Parse(got); len(cmds) > 0 || err != nil {
+		t.Errorf("reads as commands:\n%s", got)
+	}
+}
+
 func TestNoTemplateReadsAsCommands(t *testing.T) {
 	s, err := New("")
 	if err != nil {

@@ -146,6 +146,9 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 		what += "; distributors re-notified (they had " + FormatInstant(inc.NotifiedT) + ")"
 		inc.NotifiedT = t
 	}
+	if p, ok := inc.LastPreannouncement(); ok && !p.T.Equal(t) && !m.later("preannounce") {
+		what += "; the public was pre-announced T = " + FormatInstant(p.T) + ": send /preannounce to tell them the new date"
+	}
 	if t.Equal(m.before.T) {
 		return what + "; as before this message: the reporter is not told again", true, nil
 	}

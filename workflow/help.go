@@ -161,6 +161,13 @@ func statusText(inc Incident, now time.Time, env Env) string {
 	if !inc.NotifiedAt.IsZero() {
 		line("distributors", "notified "+FormatInstant(inc.NotifiedAt)+", told T = "+FormatInstant(inc.NotifiedT))
 	}
+	for i, p := range preannouncedLines(inc) {
+		k := "pre-announced:"
+		if i > 0 {
+			k = ""
+		}
+		fmt.Fprintf(&b, "%-16s %s\n", k, p)
+	}
 	var flags []string
 	for _, f := range []struct {
 		on   bool

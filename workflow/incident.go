@@ -158,6 +158,10 @@ type Incident struct {
 	ReporterKeys      []ReporterKey `json:"reporter_keys,omitempty"`
 	PinnedReporterKey string        `json:"reporter_key,omitempty"`
 
+	// Preannounced lists the public pre-announcements of the release
+	// (/preannounce, preannounce.go), oldest first; schema version 5.
+	Preannounced []Preannouncement `json:"preannounced,omitempty"`
+
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
 }
@@ -166,9 +170,9 @@ type Incident struct {
 // writes. Version 1 (intake only) lacks everything after Messages; version 2
 // adds the fields the commands maintain; version 3 adds the advisory's
 // component, CWE IDs and references; version 4 the pending approvals of the
-// two-person rule. Changes are additive: an older record reads with the new
+// two-person rule; version 5 the pre-announcements. Changes are additive: an older record reads with the new
 // fields at their zero values.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // Advisory holds the fields every outgoing message is rendered from
 // (process.md §7.1–§7.6, §10). The names after each field are the /set FIELD
@@ -284,6 +288,7 @@ func (inc *Incident) clone() Incident {
 	n.CVEs = append([]string(nil), inc.CVEs...)
 	n.ReporterKeys = append([]ReporterKey(nil), inc.ReporterKeys...)
 	n.History = append([]Change(nil), inc.History...)
+	n.Preannounced = append([]Preannouncement(nil), inc.Preannounced...)
 	n.Pending = nil
 	for _, a := range inc.Pending {
 		a.Signers = append([]Signature(nil), a.Signers...)

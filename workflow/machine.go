@@ -56,6 +56,10 @@ type Env struct {
 	// (approval.go). The daemon sets it from [governance] quorum, whose
 	// default is 2; 0 (unset) and 1 mean one signature: the rule is off.
 	Quorum int
+
+	// Announce is set when the announce list can send: its key and its
+	// fan-out are configured. /preannounce is refused without it.
+	Announce bool
 }
 
 // Result is what Apply decided.

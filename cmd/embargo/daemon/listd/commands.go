@@ -102,6 +102,19 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, d
 			return inc, nil, false, err
 		}
 	}
+	// The actions first: the receipt says what they did (a
+	// pre-announcement's subscribers), and goes first all the same.
+	var acted []queue.Msg
+	if applyErr == nil {
+		for _, a := range res.Actions {
+			msgs, err := s.action(tx, sec, &res.Incident, mem, a, now, res.Actions)
+			if err != nil {
+				return inc, nil, false, err
+			}
+			acted = append(acted, msgs...)
+		}
+		preannounceReceipt(&res)
+	}
 	var out []queue.Msg
 	status := "refused"
 	if res.Applied {
@@ -117,13 +130,7 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, d
 	if applyErr != nil {
 		return inc, out, false, nil
 	}
-	for _, a := range res.Actions {
-		msgs, err := s.action(tx, sec, &res.Incident, mem, a, now, res.Actions)
-		if err != nil {
-			return inc, nil, false, err
-		}
-		out = append(out, msgs...)
-	}
+	out = append(out, acted...)
 	if res.OnCall != nil { // /oncall (tick.go)
 		msgs, err := s.onCallChanged(tx, sec, *res.OnCall, &res.Incident, mem, now)
 		if err != nil {
@@ -169,6 +176,8 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 			}
 		}
 		return s.release(tx, inc, a, now, notBefore)
+	case workflow.Preannounce:
+		return nil, s.preannounce(tx, inc, a, now)
 	}
 	return nil, fmt.Errorf("listd: unknown action %s", a.Kind())
 }

@@ -228,10 +228,17 @@ func (s *Service) announceMail(ann lists.List, subject, body string, now time.Ti
 // T−24 h, which /approve and /disclose lift; they do not lift this one. The
 // reason may quote the relay's reply, whose text the relay chose:
 // quoteOutside.
+//
+// j.ID is the incident's for the release at T, or <incident>-preN for a
+// pre-announcement (workflow.PreannounceJob), whose alert goes to that
+// incident and names the pre-announcement; the resume command takes j.ID.
 func (s *Service) AlertRelease(tx *bolt.Tx, j announce.Job) error {
 	s = s.current()
 	now := s.o.Now().UTC()
-	id := workflow.ID(j.ID)
+	id, pre := workflow.ID(j.ID), ""
+	if incID, ok := workflow.PreannounceIncident(j.ID); ok {
+		id, pre = incID, "yes"
+	}
 	inc := &workflow.Incident{ID: id}
 	if p, err := incidentdb.Get(tx, id); err == nil {
 		inc = p
@@ -241,7 +248,7 @@ func (s *Service) AlertRelease(tx *bolt.Tx, j announce.Job) error {
 		due = inc.T
 	}
 	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "announce-held", Fields: map[string]string{
-		"id": string(id), "t": workflow.FormatInstant(due), "reason": quoteOutside(j.Held, "    "),
+		"id": j.ID, "pre": pre, "t": workflow.FormatInstant(due), "reason": quoteOutside(j.Held, "    "),
 		"cause": string(j.HeldFor), "sent": strconv.Itoa(j.Sent), "total": strconv.Itoa(j.Total),
 	}}, now)
 	if err != nil {

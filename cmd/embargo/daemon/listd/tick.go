@@ -184,7 +184,8 @@ func (s *Service) workflowEnv(tx *bolt.Tx) workflow.Env {
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
 	}
-	return workflow.Env{SRC: src, Holidays: s.o.Holidays, Rotation: s.o.Rotation, OnCallState: s.onCallState(tx), Quorum: s.o.Quorum}
+	return workflow.Env{SRC: src, Holidays: s.o.Holidays, Rotation: s.o.Rotation, OnCallState: s.onCallState(tx), Quorum: s.o.Quorum,
+		Announce: s.o.AnnounceKey != nil && s.o.Announcer != nil}
 }
 
 // onCallState reads the persisted handover state; a damaged entry reads as
