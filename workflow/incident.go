@@ -158,6 +158,11 @@ type Incident struct {
 	ReporterKeys      []ReporterKey `json:"reporter_keys,omitempty"`
 	PinnedReporterKey string        `json:"reporter_key,omitempty"`
 
+	// Distributors are the distributors the embargoed notice reached, in
+	// the order it first reached them, each with their latest answer
+	// (/affected, distributors.go); schema version 5.
+	Distributors []DistributorState `json:"distributors,omitempty"`
+
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
 }
@@ -166,9 +171,10 @@ type Incident struct {
 // writes. Version 1 (intake only) lacks everything after Messages; version 2
 // adds the fields the commands maintain; version 3 adds the advisory's
 // component, CWE IDs and references; version 4 the pending approvals of the
-// two-person rule. Changes are additive: an older record reads with the new
-// fields at their zero values.
-const SchemaVersion = 4
+// two-person rule; version 5 the distributors the notice reached and their
+// answers. Changes are additive: an older record reads with the new fields
+// at their zero values.
+const SchemaVersion = 5
 
 // Advisory holds the fields every outgoing message is rendered from
 // (process.md §7.1–§7.6, §10). The names after each field are the /set FIELD
@@ -284,6 +290,7 @@ func (inc *Incident) clone() Incident {
 	n.CVEs = append([]string(nil), inc.CVEs...)
 	n.ReporterKeys = append([]ReporterKey(nil), inc.ReporterKeys...)
 	n.History = append([]Change(nil), inc.History...)
+	n.Distributors = append([]DistributorState(nil), inc.Distributors...)
 	n.Pending = nil
 	for _, a := range inc.Pending {
 		a.Signers = append([]Signature(nil), a.Signers...)

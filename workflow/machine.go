@@ -56,6 +56,13 @@ type Env struct {
 	// (approval.go). The daemon sets it from [governance] quorum, whose
 	// default is 2; 0 (unset) and 1 mean one signature: the rule is off.
 	Quorum int
+
+	// Distributors are the addresses a distributor notice made now
+	// reaches: the caller sends it to exactly these (role distributor,
+	// with a usable pinned key). A message or tick that sends the notice
+	// records them in Incident.Distributors (distributors.go): only they
+	// may answer it with /affected.
+	Distributors []string
 }
 
 // Result is what Apply decided.
@@ -149,6 +156,9 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 			})
 		}
 	}
+	if noticeIn(m.actions) && recordNotified(&m.inc, env.Distributors, now) {
+		m.changed = true
+	}
 	if m.changed {
 		m.inc.Updated = now
 		m.inc.Version = SchemaVersion
@@ -237,6 +247,14 @@ func authorise(inc Incident, name string, by Signer) error {
 			return nil
 		}
 		return argErr(ErrNotAllowed, "associates act only on incidents rated Low (or None) or public; this one is rated %s", inc.Severity())
+	}
+	// A distributor the notice reached may answer it, and do nothing else;
+	// one it did not reach is told what anyone would be.
+	if by.has(RoleDistributor) && inc.Notified(by.Email) {
+		if spec.WhoCanUse&WhoDistributor != 0 {
+			return nil
+		}
+		return argErr(ErrNotAllowed, "distributors may run /affected alone; /%s is the SRC's", name)
 	}
 	return argErr(ErrNotAllowed, "you may not run /%s on this incident (who may: %s)", name, spec.WhoCanUse)
 }
