@@ -213,14 +213,18 @@ func (s *Service) answerRefusal(sec lists.List, mem lists.Member, id workflow.ID
 }
 
 // howToAnswer ends a distributor's receipt: how to send the next answer.
+// The command is shown indented, and nothing wrapped can start a line with
+// "/": a reply that carries the receipt along unquoted must not run it
+// (docs/threat-model.md E5).
 func (s *Service) howToAnswer(l lists.List) string {
 	key := s.o.ListKey
 	if l.Name == lists.Distributors {
 		key = s.o.DistributorsKey
 	}
-	return wrap(fmt.Sprintf("To change your answer, reply to this message or to the notice, signed with your pinned key and encrypted to %s (%s), "+
-		"the command at the start of a line: yes, no, unknown or fixed after the command name /affected, then a note if you wish. "+
-		"Your latest answer counts. Only the SRC reads it; no other distributor does.", l.Address, s.fingerprint(key)), 72) + "\n"
+	return wrap(fmt.Sprintf("To answer again, reply to this message or to the notice, signed with your pinned key and encrypted to %s (%s), "+
+		"with this command at the start of a line:", l.Address, s.fingerprint(key)), 72) +
+		"\n\n    /affected yes|no|unknown|fixed [NOTE]\n\n" +
+		wrap("Your latest answer counts. Only the committee reads it; no other distributor does.", 72) + "\n"
 }
 
 // toDistributor sends one message from list l to a distributor alone,

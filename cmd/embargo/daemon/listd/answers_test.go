@@ -168,6 +168,10 @@ func TestDistributorAnswerByReply(t *testing.T) {
 				!strings.Contains(c.Text, "ok: your status: affected, fix ready") || !strings.Contains(c.Text, "The command was applied.") {
 				t.Errorf("receipt to %s (%s):\n%s", c.To[0], c.Seal.Signer, c.Text)
 			}
+			// A reply that carries the receipt along unquoted runs nothing.
+			if cmds, err := workflow.Parse("Thanks.\n\n" + c.Text); len(cmds) > 0 || err != nil {
+				t.Errorf("the receipt runs as commands (%v, %v):\n%s", cmds, err, c.Text)
+			}
 		case "distributor-answer":
 			if !committee[c.To[0]] || !c.Sealed || !strings.Contains(c.Text, canaryDist) || !strings.Contains(c.Subject, "dist@vendor.test: affected, fix ready") {
 				t.Errorf("SRC copy to %s %q:\n%s", c.To[0], c.Subject, c.Text)
@@ -203,6 +207,9 @@ func TestDistributorAnswerInThread(t *testing.T) {
 	if len(got) != 1 || got[0].Kind != "receipt" || got[0].To[0] != "dist@vendor.test" || !strings.Contains(got[0].Text, "must be encrypted to the list key") ||
 		!strings.Contains(got[0].Text, "> /affected no\nnot applied") {
 		t.Fatalf("a signed answer in clear: %d rows, %v", len(got), kindsOf(got))
+	}
+	if cmds, err := workflow.Parse("Thanks.\n\n" + got[0].Text); len(cmds) > 0 || err != nil {
+		t.Errorf("the refusal runs as commands (%v, %v):\n%s", cmds, err, got[0].Text)
 	}
 	if inc := getIncident(t, w.db, fuzzIncident); inc.Distributors[0].Status != workflow.AffectedUnset {
 		t.Fatalf("applied in clear: %+v", inc.Distributors[0])
