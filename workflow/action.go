@@ -61,6 +61,18 @@ type AlertSRC struct {
 	Fields   map[string]string
 }
 
+// DistributorAnswer tells the SRC (the committee, each copy encrypted to
+// its member) a distributor's answer to the notice (/affected): never any
+// other distributor. Previous is their answer before; Answered of Notified
+// distributors have answered so far.
+type DistributorAnswer struct {
+	Distributor        string
+	Status, Previous   Affected
+	Note               string
+	At                 time.Time
+	Answered, Notified int
+}
+
 // StatusReply answers /status to the signer.
 type StatusReply struct{ Text string }
 
@@ -72,6 +84,7 @@ func (DistributorNotice) Kind() string { return "distributor-notice" }
 func (EmbargoLifted) Kind() string     { return "embargo-lifted" }
 func (Release) Kind() string           { return "release" }
 func (AlertSRC) Kind() string          { return "alert-src" }
+func (DistributorAnswer) Kind() string { return "distributor-answer" }
 func (StatusReply) Kind() string       { return "status-reply" }
 func (HelpReply) Kind() string         { return "help-reply" }
 
@@ -80,5 +93,6 @@ func (DistributorNotice) action() {}
 func (EmbargoLifted) action()     {}
 func (Release) action()           {}
 func (AlertSRC) action()          {}
+func (DistributorAnswer) action() {}
 func (StatusReply) action()       {}
 func (HelpReply) action()         {}

@@ -24,8 +24,8 @@ func (c Command) String() string {
 	if len(c.Args) > 0 {
 		s += " " + strings.Join(c.Args, " ")
 	}
-	if !takesValue(c.Name) {
-		return s
+	if !takesValue(c.Name) || (c.Name == "affected" && c.Value == "") {
+		return s // an /affected without a NOTE is the bare command
 	}
 	if singleLine(c.Value) {
 		return s + " " + c.Value
@@ -37,7 +37,7 @@ func (c Command) String() string {
 	return s + " <<" + d + "\n" + c.Value + "\n" + d
 }
 
-func takesValue(name string) bool { return name == "set" || name == "reply" }
+func takesValue(name string) bool { return name == "set" || name == "reply" || name == "affected" }
 
 // singleLine reports whether a value can be written on the command line
 // itself: one line, no surrounding white space, and not ending in something
@@ -70,10 +70,11 @@ type Who uint8
 
 // The grants.
 const (
-	WhoSRC       Who = 1 << iota // role src: every command
-	WhoAssociate                 // role associate: only on low-severity (or None) or public incidents
-	WhoFixTeam                   // the incident's fix team
-	WhoSelf                      // any rostered member, about themself (/member remove me)
+	WhoSRC         Who = 1 << iota // role src: every command
+	WhoAssociate                   // role associate: only on low-severity (or None) or public incidents
+	WhoFixTeam                     // the incident's fix team
+	WhoSelf                        // any rostered member, about themself (/member remove me)
+	WhoDistributor                 // a distributor the incident's notice reached (/affected alone)
 )
 
 // String describes the grant for /help and docs/commands.md.
@@ -90,6 +91,9 @@ func (w Who) String() string {
 	}
 	if w&WhoSelf != 0 {
 		parts = append(parts, "any member, to leave (/member remove me)")
+	}
+	if w&WhoDistributor != 0 {
+		parts = append(parts, "distributors the incident's notice reached")
 	}
 	return strings.Join(parts, ", ")
 }
@@ -199,6 +203,9 @@ func Commands() []Spec {
 		{Name: "deny", Usage: "/deny [GOV-ID] REASON", WhoCanUse: WhoSRC,
 			Help: denyHelp, Examples: []string{"/deny no public record of security fixes", "/deny GOV-2026-0003 a rebuild of another distribution"},
 			Parse: parseDeny, apply: (*machine).elsewhere},
+		{Name: "affected", Usage: "/affected yes|no|unknown|fixed [NOTE]", WhoCanUse: WhoDistributor,
+			Help: affectedHelp, Examples: []string{"/affected yes", "/affected fixed packages 1.2.4-1 built, in staging", "/affected no <<END\nWe build without the parser.\nOur 2.x packages never shipped it.\nEND"},
+			Parse: parseAffected, apply: (*machine).affected},
 		{Name: "status", Usage: "/status", WhoCanUse: everyone | WhoFixTeam,
 			Help:     "Reply with the incident, the irreversible commands awaiting a second signature, and every deadline, as absolute UTC instants. In a proposal's thread, or with roster commands, reply with the open roster proposals instead.",
 			Examples: []string{"/status"}, Parse: noArgs("status"), apply: (*machine).status},

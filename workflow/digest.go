@@ -17,6 +17,10 @@ type Digest struct {
 	Pending    string    // a handover waiting for its acknowledgement
 	Incidents  []string  // one line per open incident, in ID order
 	Deadlines  []string  // "ID name  due …" for every open deadline due before the week ends, in time order
+	// Distributors is, for each open incident whose notice reached
+	// distributors, one line per distributor: "ID address: answer since …"
+	// or "no answer" (distributors.go). Their notes are left out.
+	Distributors []string
 }
 
 // WeeklyDigest builds the digest of the week now falls in. Only IDs, phases,
@@ -60,6 +64,9 @@ func WeeklyDigest(incs []Incident, now time.Time, env Env) Digest {
 			b.WriteString("  (" + strings.Join(flags, ", ") + ")")
 		}
 		dg.Incidents = append(dg.Incidents, b.String())
+		for _, l := range inc.DistributorLines() {
+			dg.Distributors = append(dg.Distributors, string(inc.ID)+" "+l)
+		}
 		for _, d := range Deadlines(inc, env.Holidays) {
 			if d.Open() && d.Name != "stale" && (d.ASAP || d.Due.Before(end)) {
 				due = append(due, dl{inc.ID, d})

@@ -91,9 +91,12 @@ func CommandsMarkdown() string {
 	b.WriteString(grammarText + "\n\n")
 	b.WriteString("Who may run what: role `src` may run every command; role `associate` may run\n")
 	b.WriteString("them only on incidents rated Low (or None) or marked public; the incident's\n")
-	b.WriteString("fix team may run `/set`, `/fixed`, `/status` and `/help`; distributors,\n")
-	b.WriteString("reporters and unknown keys may run none, except that any member may leave\n")
-	b.WriteString("with `/member remove me`. `/disclose now`, `/embargo-break` and `/public`\n")
+	b.WriteString("fix team may run `/set`, `/fixed`, `/status` and `/help`; a distributor\n")
+	b.WriteString("whom the incident's embargoed notice reached may run `/affected` alone, on\n")
+	b.WriteString("that incident, encrypted as well as signed (its answer goes to the SRC\n")
+	b.WriteString("only); reporters, other distributors and unknown keys may run none, except\n")
+	b.WriteString("that any member may leave with `/member remove me`. `/disclose now`,\n")
+	b.WriteString("`/embargo-break` and `/public`\n")
 	b.WriteString("need `[governance] quorum` SRC signatures (the two-person rule), and so does\n")
 	b.WriteString("every roster change.\n\n")
 	b.WriteString("`/member`, `/admit` and `/deny` change the roster, not an incident: send\n")
@@ -200,6 +203,19 @@ func statusText(inc Incident, now time.Time, env Env) string {
 	line("advisory set", strings.Join(set, ", "))
 	line("advisory unset", strings.Join(unset, ", "))
 
+	if len(inc.Distributors) > 0 {
+		fmt.Fprintf(&b, "\nDistributors the notice reached (%d of %d answered, /affected):\n", inc.Answered(), len(inc.Distributors))
+		for i, l := range inc.DistributorLines() {
+			b.WriteString("  " + l + "\n")
+			// The note is the distributor's text: indented, none of its
+			// lines starts with "/" (docs/threat-model.md E5).
+			if n := inc.Distributors[i].Note; n != "" {
+				for _, nl := range strings.Split(n, "\n") {
+					b.WriteString(strings.TrimRight("      "+nl, " ") + "\n")
+				}
+			}
+		}
+	}
 	if p := pendingLines(inc, now, env); len(p) > 0 {
 		b.WriteString("\nAwaiting signatures (two-person rule):\n")
 		for _, l := range p {

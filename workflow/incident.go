@@ -161,6 +161,10 @@ type Incident struct {
 	// Preannounced lists the public pre-announcements of the release
 	// (/preannounce, preannounce.go), oldest first; schema version 5.
 	Preannounced []Preannouncement `json:"preannounced,omitempty"`
+	// Distributors are the distributors the embargoed notice reached, in
+	// the order it first reached them, each with their latest answer
+	// (/affected, distributors.go); schema version 5.
+	Distributors []DistributorState `json:"distributors,omitempty"`
 
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
@@ -170,8 +174,9 @@ type Incident struct {
 // writes. Version 1 (intake only) lacks everything after Messages; version 2
 // adds the fields the commands maintain; version 3 adds the advisory's
 // component, CWE IDs and references; version 4 the pending approvals of the
-// two-person rule; version 5 the pre-announcements. Changes are additive: an older record reads with the new
-// fields at their zero values.
+// two-person rule; version 5 the pre-announcements, the distributors the
+// notice reached and their answers. Changes are additive: an older record
+// reads with the new fields at their zero values.
 const SchemaVersion = 5
 
 // Advisory holds the fields every outgoing message is rendered from
@@ -289,6 +294,7 @@ func (inc *Incident) clone() Incident {
 	n.ReporterKeys = append([]ReporterKey(nil), inc.ReporterKeys...)
 	n.History = append([]Change(nil), inc.History...)
 	n.Preannounced = append([]Preannouncement(nil), inc.Preannounced...)
+	n.Distributors = append([]DistributorState(nil), inc.Distributors...)
 	n.Pending = nil
 	for _, a := range inc.Pending {
 		a.Signers = append([]Signature(nil), a.Signers...)

@@ -31,9 +31,26 @@ type Lookup struct {
 // team, its reporter): anyone else starts a new report, so mail to an incident
 // address never reveals whether the incident exists.
 func Thread(in Inbound, l Lookup) *Incident {
+	return thread(in, l, func(inc *Incident) bool { return Belongs(inc, in.Sender, l.IsSRC) })
+}
+
+// DistributorThread is Thread for a message whose commands a distributor
+// signed with their pinned key (the caller verified it; distributor is
+// their roster address): it finds the incident the same way, and a match
+// counts only if the incident's notice reached that distributor
+// (Incident.Notified). That is all a distributor belongs to: the thread
+// takes their signed answer (/affected), and nothing else they write. An
+// incident whose notice did not reach them is not found, so their mail is
+// a new report, answered as anybody's (docs/design.md §2): nothing tells
+// them the incident exists.
+func DistributorThread(in Inbound, l Lookup, distributor string) *Incident {
+	return thread(in, l, func(inc *Incident) bool { return inc.Notified(distributor) })
+}
+
+func thread(in Inbound, l Lookup, belongs func(*Incident) bool) *Incident {
 	try := func(id ID) *Incident {
 		inc, ok := l.Incident(id)
-		if !ok || !Belongs(inc, in.Sender, l.IsSRC) {
+		if !ok || !belongs(inc) {
 			return nil
 		}
 		return inc

@@ -60,6 +60,12 @@ type Env struct {
 	// Announce is set when the announce list can send: its key and its
 	// fan-out are configured. /preannounce is refused without it.
 	Announce bool
+	// Distributors are the addresses a distributor notice made now
+	// reaches: the caller sends it to exactly these (role distributor,
+	// with a usable pinned key). A message or tick that sends the notice
+	// records them in Incident.Distributors (distributors.go): only they
+	// may answer it with /affected.
+	Distributors []string
 }
 
 // Result is what Apply decided.
@@ -153,6 +159,9 @@ func Apply(inc Incident, text string, by Signer, now time.Time, env Env) (Result
 			})
 		}
 	}
+	if noticeIn(m.actions) && recordNotified(&m.inc, env.Distributors, now) {
+		m.changed = true
+	}
 	if m.changed {
 		m.inc.Updated = now
 		m.inc.Version = SchemaVersion
@@ -241,6 +250,14 @@ func authorise(inc Incident, name string, by Signer) error {
 			return nil
 		}
 		return argErr(ErrNotAllowed, "associates act only on incidents rated Low (or None) or public; this one is rated %s", inc.Severity())
+	}
+	// A distributor the notice reached may answer it, and do nothing else;
+	// one it did not reach is told what anyone would be.
+	if by.has(RoleDistributor) && inc.Notified(by.Email) {
+		if spec.WhoCanUse&WhoDistributor != 0 {
+			return nil
+		}
+		return argErr(ErrNotAllowed, "distributors may run /affected alone; /%s is the SRC's", name)
 	}
 	return argErr(ErrNotAllowed, "you may not run /%s on this incident (who may: %s)", name, spec.WhoCanUse)
 }

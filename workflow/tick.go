@@ -54,6 +54,10 @@ func TickAfterGap(inc Incident, now time.Time, env Env, gapFrom time.Time) Resul
 	n := inc.clone()
 	t := ticker{n: &n, now: now}
 	t.release(gapFrom)
+	if noticeIn(t.actions) {
+		// The final notice's own note records the tick: n is stored.
+		recordNotified(&n, env.Distributors, now)
+	}
 	t.reminders(env)
 	if len(t.what) == 0 {
 		return Result{Incident: inc}

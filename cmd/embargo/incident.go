@@ -22,7 +22,8 @@ const incidentHelp = `Usage: embargo incident list|show ID|export ID|quarantine 
 Reads incidents from the store, through the running daemon if there is one.
 
   list         one line per incident
-  show ID      what /status says (severity and CVSS, CVEs, T, pending
+  show ID      what /status says (severity and CVSS, CVEs, T, the
+               distributors the notice reached and their answers, pending
                two-person approvals, every deadline as an absolute UTC
                instant), then every advisory field with the version ranges
                and references as read, the milestones, the history (who,
@@ -60,6 +61,9 @@ not happened is null, an empty list is []:
   deadlines              [{name, what, due, done, asap, overdue}]
   pending_approvals      [{command, signers: [{email, fingerprint, at,
                          message_id}], expires, quorum, emergency}]
+  distributors           [{email, notified_at, status, at, note}]: each
+                         distributor the notice reached and their answer
+                         (/affected: yes, no, unknown, fixed; "" for none)
   history                [{at, email, fingerprint, message_id, command, what}]
   messages               [{seq, received, message_id, envelope_from, sender,
                          size, sha256, note}]

@@ -74,6 +74,7 @@ type incidentDoc struct {
 	Milestones       map[string]time.Time `json:"milestones"`
 	Deadlines        []docDeadline        `json:"deadlines"`
 	Pending          []docApproval        `json:"pending_approvals"`
+	Distributors     []docDistributor     `json:"distributors"`
 	History          []docChange          `json:"history"`
 	Messages         []docMessage         `json:"messages"`
 }
@@ -131,6 +132,16 @@ type docSignature struct {
 	Fingerprint string    `json:"fingerprint"`
 	At          time.Time `json:"at"`
 	MessageID   string    `json:"message_id"`
+}
+
+// docDistributor is one distributor the notice reached, with their answer
+// (/affected): status yes, no, unknown or fixed, "" for no answer.
+type docDistributor struct {
+	Email      string     `json:"email"`
+	NotifiedAt time.Time  `json:"notified_at"`
+	Status     string     `json:"status"`
+	At         *time.Time `json:"at"`
+	Note       string     `json:"note"`
 }
 
 type docChange struct {
@@ -200,7 +211,7 @@ func buildIncidentDoc(sd showData, holidays []time.Time, now time.Time) incident
 		Affected: versionsDoc(workflow.ReadVersions(inc.Advisory.Affected), false),
 		Fixed:    versionsDoc(workflow.ReadFixedVersions(inc.Advisory.Fixed), true),
 		CWEs:     []string{}, References: []docReference{}, Deadlines: []docDeadline{},
-		Pending: []docApproval{}, History: []docChange{}, Messages: []docMessage{},
+		Pending: []docApproval{}, Distributors: []docDistributor{}, History: []docChange{}, Messages: []docMessage{},
 	}
 	if inc.Resolution != workflow.ResolutionUnset {
 		d.Resolution = inc.Resolution.String()
@@ -236,6 +247,9 @@ func buildIncidentDoc(sd showData, holidays []time.Time, now time.Time) incident
 			p.Signers = append(p.Signers, docSignature{s.Email, s.Fingerprint, s.At.UTC(), s.MessageID})
 		}
 		d.Pending = append(d.Pending, p)
+	}
+	for _, x := range inc.Distributors {
+		d.Distributors = append(d.Distributors, docDistributor{x.Email, x.NotifiedAt.UTC(), x.Status.String(), instant(x.At), x.Note})
 	}
 	for _, c := range inc.History {
 		d.History = append(d.History, docChange{c.At.UTC(), c.Email, c.Fingerprint, c.MessageID, c.Command, c.What})

@@ -167,3 +167,31 @@ func checkShowJSON(t *testing.T, mode, out, id, afpr string, T time.Time) {
 		bad("messages/fix_team", []any{d.Messages, d.FixTeam})
 	}
 }
+
+// TestIncidentShowDistributors: `embargo incident show` lists each
+// distributor the notice reached with their answer (or none) and when, and
+// their note, as text and as JSON.
+func TestIncidentShowDistributors(t *testing.T) {
+	notified := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	answered := notified.Add(26 * time.Hour)
+	sd := showData{Incident: workflow.Incident{ID: "SEC-2026-0007", Phase: workflow.PhaseEmbargo, Opened: notified.Add(-time.Hour), NotifiedAt: notified,
+		Distributors: []workflow.DistributorState{
+			{Email: "security@vendor.test", NotifiedAt: notified, Status: workflow.AffectedFixed, At: answered, Note: "1.2.4-1 built\n/accept"},
+			{Email: "security@other.test", NotifiedAt: notified},
+		}}}
+	now := answered.Add(time.Hour)
+	var b strings.Builder
+	if err := writeIncidentText(&b, sd, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	daemontest.MustContain(t, "incident show", b.String(), "Distributors the notice reached (1 of 2 answered, /affected):",
+		"  security@vendor.test: affected, fix ready since "+workflow.FormatInstant(answered)+"; notified "+workflow.FormatInstant(notified),
+		"      1.2.4-1 built\n      /accept\n", "  security@other.test: no answer; notified "+workflow.FormatInstant(notified))
+	d := buildIncidentDoc(sd, nil, now)
+	j, _ := json.Marshal(d.Distributors)
+	want := `[{"email":"security@vendor.test","notified_at":"2026-11-23T09:00:00Z","status":"fixed","at":"2026-11-24T11:00:00Z","note":"1.2.4-1 built\n/accept"},` +
+		`{"email":"security@other.test","notified_at":"2026-11-23T09:00:00Z","status":"","at":null,"note":""}]`
+	if string(j) != want {
+		t.Errorf("--json distributors = %s\nwant %s", j, want)
+	}
+}

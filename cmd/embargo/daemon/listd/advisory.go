@@ -20,6 +20,7 @@ type advisoryData struct {
 	UpgradeDocs, IssueURL, Credit          string
 	T, PreviousNotice, At                  string
 	Person, SecurityAddress, AdvisoryText  string
+	DistributorsAddress                    string // where a distributor's reply to the notice goes (answers.go)
 	Renotify                               bool
 	Subscribers, Channels, Distributors    int
 
@@ -65,25 +66,26 @@ func safeText(s string) string {
 func (s *Service) advisory(inc *workflow.Incident) advisoryData {
 	a := inc.Advisory
 	d := advisoryData{
-		Project:         s.o.Project,
-		ID:              string(inc.ID),
-		CVE:             strings.Join(inc.CVEs, ", "),
-		Summary:         safeText(a.Summary),
-		Actor:           safeText(a.Actor),
-		Impact:          safeText(a.Impact),
-		Condition:       safeText(a.Condition),
-		Severity:        inc.Severity().String(),
-		Affected:        safeText(a.Affected),
-		Fixed:           safeText(a.Fixed),
-		Mitigation:      safeText(a.Mitigation),
-		ActionRequired:  safeText(a.ActionRequired),
-		FixImpact:       safeText(a.FixImpact),
-		Detection:       safeText(a.Detection),
-		UpgradeDocs:     safeText(a.UpgradeDocs),
-		IssueURL:        safeText(a.IssueURL),
-		Credit:          safeText(a.Credit),
-		SecurityAddress: s.o.Roster.List(lists.Security).Address,
-		Person:          "The Fix Lead",
+		Project:             s.o.Project,
+		ID:                  string(inc.ID),
+		CVE:                 strings.Join(inc.CVEs, ", "),
+		Summary:             safeText(a.Summary),
+		Actor:               safeText(a.Actor),
+		Impact:              safeText(a.Impact),
+		Condition:           safeText(a.Condition),
+		Severity:            inc.Severity().String(),
+		Affected:            safeText(a.Affected),
+		Fixed:               safeText(a.Fixed),
+		Mitigation:          safeText(a.Mitigation),
+		ActionRequired:      safeText(a.ActionRequired),
+		FixImpact:           safeText(a.FixImpact),
+		Detection:           safeText(a.Detection),
+		UpgradeDocs:         safeText(a.UpgradeDocs),
+		IssueURL:            safeText(a.IssueURL),
+		Credit:              safeText(a.Credit),
+		SecurityAddress:     s.o.Roster.List(lists.Security).Address,
+		DistributorsAddress: s.o.Roster.List(lists.Distributors).Address,
+		Person:              "The Fix Lead",
 	}
 	if d.CVE == "" {
 		d.CVE = string(inc.ID)

@@ -166,6 +166,8 @@ func (s *Service) action(tx *bolt.Tx, sec lists.List, inc *workflow.Incident, by
 		return s.toMember(sec, by, notice{Subject: "[" + string(inc.ID) + "] help", Body: a.Text, Kind: "help", Thread: inc.RootMsg}, now)
 	case workflow.DistributorNotice:
 		return s.distributorNotice(inc, a, now)
+	case workflow.DistributorAnswer:
+		return s.distributorAnswer(inc, a, now)
 	case workflow.EmbargoLifted:
 		return s.embargoLifted(inc, a, now)
 	case workflow.Release:

@@ -56,13 +56,8 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 		return nil, err
 	}
 	var out []queue.Msg
-	var withheld []string
-	for _, d := range s.o.Roster.WithRole(workflow.RoleDistributor) {
-		key, err := s.memberKey(d)
-		if err != nil {
-			withheld = append(withheld, fmt.Sprintf("%s (%v)", d.Email, err))
-			continue
-		}
+	send, withheld := s.distributorKeys()
+	for _, d := range send {
 		mid, err := s.newMessageID(m.Kind, dl.Domain())
 		if err != nil {
 			return nil, err
@@ -71,7 +66,7 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 		om.MessageID = mid
 		outer := om.header()
 		outer.SetSubject(dl.OuterSubject)
-		spec, err := sealSpec(lists.Distributors, key, outer, &om)
+		spec, err := sealSpec(lists.Distributors, d.key, outer, &om)
 		if err != nil {
 			return nil, err
 		}
@@ -87,6 +82,24 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 		out = append(out, alerts...)
 	}
 	return out, nil
+}
+
+// distributorKeys splits the distributors into those mail to the
+// distributors reaches now, each with their usable pinned key, and those
+// withheld for want of one, with why. toDistributors sends to exactly the
+// first, and workflowEnv names them to workflow, which records whom a
+// notice reached (workflow.Env.Distributors): the same roster and clock
+// decide both.
+func (s *Service) distributorKeys() (send []recipient, withheld []string) {
+	for _, d := range s.o.Roster.WithRole(workflow.RoleDistributor) {
+		key, err := s.memberKey(d)
+		if err != nil {
+			withheld = append(withheld, fmt.Sprintf("%s (%v)", d.Email, err))
+			continue
+		}
+		send = append(send, recipient{Member: d, key: key})
+	}
+	return send, withheld
 }
 
 // distributorNotice renders and sends a DistributorNotice action: the
@@ -134,8 +147,10 @@ func (s *Service) embargoLifted(inc *workflow.Incident, a workflow.EmbargoLifted
 // and the SRC in To or Cc is refused and the SRC alerted (docs/threat-model.md G1,
 // G2, F5). A post refused because it is plaintext or not signed by a
 // member's pinned key also warns the member its From names (distwarn.go). Committee posts go to every distributor; a distributor's post
-// goes to the SRC only, never to the other distributors.
-func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally) (result string, refusal, err error) {
+// goes to the SRC only, never to the other distributors. A distributor's
+// post that replies to a notice with /affected also answers it
+// (distributorReply); answered is that incident.
+func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally, answered *workflow.ID) (result string, refusal, err error) {
 	dl := s.o.Roster.List(lists.Distributors)
 	sec := s.o.Roster.List(lists.Security)
 	msg, now := d.msg, d.now
@@ -199,6 +214,12 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally) (r
 	}
 	if !ok {
 		return refuseWarn("The embargo list takes only mail signed by one of its members", "a post signed by a non-member was refused", badSignature)
+	}
+	// A distributor's reply to a notice that reached them may answer it
+	// (/affected, answers.go): applied to that incident, with a receipt to
+	// them and a copy to the SRC; the post goes on to the SRC as any.
+	if *answered, err = s.distributorReply(tx, d, author); err != nil {
+		return "", nil, err
 	}
 	subject := msg.Subject() // the protected Subject, else the outer one
 	attachments := msg.Attachments()

@@ -1,7 +1,6 @@
 package listd
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -134,18 +133,7 @@ func inboundOf(d *delivery, detail string, r *lists.Roster) workflow.Inbound {
 // (workflow.Thread), or nil for a new report. It only reads.
 func (s *Service) thread(tx *bolt.Tx, d *delivery, detail string) (*workflow.Incident, error) {
 	var lookErr error
-	look := workflow.Lookup{
-		Incident: func(id workflow.ID) (*workflow.Incident, bool) {
-			inc, err := incidentdb.Get(tx, id)
-			if err != nil && !errors.Is(err, incidentdb.ErrNotFound) {
-				lookErr = err
-			}
-			return inc, err == nil
-		},
-		MessageID: func(id string) (workflow.ID, bool) { return incidentdb.IncidentOf(tx, id) },
-		IsSRC:     s.o.Roster.IsCommittee,
-	}
-	inc := workflow.Thread(inboundOf(d, detail, s.o.Roster), look)
+	inc := workflow.Thread(inboundOf(d, detail, s.o.Roster), s.lookup(tx, &lookErr))
 	return inc, lookErr
 }
 

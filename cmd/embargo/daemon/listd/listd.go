@@ -505,11 +505,11 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 		rec.Note, out.result = "loop", "loop"
 	case isDistributors(d.targets):
 		var err error
-		out.result, out.refusal, err = s.distributorPost(tx, d, &out.warns)
+		out.result, out.refusal, err = s.distributorPost(tx, d, &out.warns, &out.incID)
 		if err != nil {
 			return out, err
 		}
-		rec.Note = "distributors"
+		rec.Note, rec.Incident = "distributors", out.incID
 		if out.refusal != nil {
 			rec.Note = "quarantine" // kept, never redistributed (docs/threat-model.md G2)
 		}
@@ -532,6 +532,14 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 				rec.Incident, out.incID, out.result, out.roster = workflow.ID(id), workflow.ID(id), "proposal thread", g.roster
 				break
 			}
+		}
+		// A distributor's signed answer to a notice that reached them
+		// (answers.go); anything else of theirs is intake's, as anybody's.
+		if id, took, err := s.distributorThread(tx, d, detail); err != nil {
+			return out, err
+		} else if took {
+			rec.Incident, out.incID, out.result = id, id, "distributor answer"
+			break
 		}
 		r, roster, err := s.intake(tx, d, detail, &out.acks)
 		if err != nil {

@@ -178,14 +178,21 @@ func (s *Service) remind(sec lists.List, inc *workflow.Incident, to string, f ma
 }
 
 // workflowEnv is what workflow needs beyond the incident: the SRC, the
-// holidays and the on-call.
+// distributors a notice reaches now, the holidays and the on-call.
 func (s *Service) workflowEnv(tx *bolt.Tx) workflow.Env {
 	var src []string
 	for _, m := range s.o.Roster.WithRole(workflow.RoleSRC) {
 		src = append(src, m.Email)
 	}
+	var dists []string
+	if s.o.DistributorsKey != nil { // without it no notice goes out (toDistributors)
+		send, _ := s.distributorKeys()
+		for _, d := range send {
+			dists = append(dists, d.Email)
+		}
+	}
 	return workflow.Env{SRC: src, Holidays: s.o.Holidays, Rotation: s.o.Rotation, OnCallState: s.onCallState(tx), Quorum: s.o.Quorum,
-		Announce: s.o.AnnounceKey != nil && s.o.Announcer != nil}
+		Distributors: dists, Announce: s.o.AnnounceKey != nil && s.o.Announcer != nil}
 }
 
 // onCallState reads the persisted handover state; a damaged entry reads as
@@ -407,7 +414,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		body, err := s.o.Templates.Render("digest", map[string]any{
 			"Project": s.o.Project, "week": workflow.FormatInstant(dg.Week),
 			"oncall": onCallLine(dg.OnCall, dg.HandedOver), "next": orDash(dg.NextOnCall), "pending": dg.Pending,
-			"incidents": dg.Incidents, "deadlines": dg.Deadlines, "keys": s.keyLines(now),
+			"incidents": dg.Incidents, "deadlines": dg.Deadlines, "distributors": dg.Distributors, "keys": s.keyLines(now),
 		})
 		if err != nil {
 			return err
