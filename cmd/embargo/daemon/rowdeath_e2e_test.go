@@ -100,7 +100,7 @@ func waitFatal(t *testing.T, c *child, what string) {
 // TestProcessKillingRow: a queue row whose sending kills the whole process
 // (a real "fatal error: stack overflow" in the child daemon, as the relay
 // takes the report's copy to one member) is sent again at each start and
-// kills it again; the second time alone. At the third start it is failed
+// kills it again; the second and third times alone. At the fourth start it is failed
 // without an attempt, the SRC gets one alert naming the row, its kind and
 // incident (never its content), every other row is delivered, and the
 // daemon stays up and takes mail (docs/threat-model.md A6).
@@ -136,8 +136,10 @@ func TestProcessKillingRow(t *testing.T) {
 	if copies == 0 {
 		t.Fatal("the copy that killed the process has no death")
 	}
+	// Death 3: a row needs listd.RowPoisonDeaths, its second alone.
+	waitFatal(t, startDying(t, cfg), "death 3")
 
-	// The third start fails it, alerts, and goes on.
+	// The fourth start fails it, alerts, and goes on.
 	c = startChild(t, cfg, addr)
 	if err := daemontest.SendSMTP(addr, "rep2@out.test", []string{"security@ex.test"},
 		crlf(daemontest.Report("rep2@out.test", "second", "fine"))); err != nil {
@@ -158,8 +160,8 @@ func TestProcessKillingRow(t *testing.T) {
 func checkRowKillerOutcome(t *testing.T, h *daemontest.Harness, msgs []queuetest.Message, logs string) {
 	t.Helper()
 	s := suspects(t, h.Dir)
-	if len(s) != 1 || s[0].Kind != "row" || s[0].Deaths != listd.PoisonDeaths {
-		t.Fatalf("attempt table %+v; want the row alone with %d deaths", s, listd.PoisonDeaths)
+	if len(s) != 1 || s[0].Kind != "row" || s[0].Deaths != listd.RowPoisonDeaths {
+		t.Fatalf("attempt table %+v; want the row alone with %d deaths", s, listd.RowPoisonDeaths)
 	}
 	id := s[0].Row
 	alerts := 0

@@ -109,6 +109,19 @@ const (
 	// intake.
 	PoisonDeaths = 2
 
+	// RowPoisonDeaths is PoisonDeaths for a queue row: one more. A row is
+	// in progress far longer than a message (sealed, then sent over the
+	// network: milliseconds to minutes), and a death in the middle of a
+	// batch (up to 64 rows to a pipelining relay) leaves dozens of
+	// suspects, each then sent alone, one after another, while all other
+	// work waits. An unrelated kill in that window (kill -9, an OOM kill
+	// caused by something else: a death carries no cause) would fail a
+	// healthy row at its second death; the kill -9 loop under load
+	// (cmd/embargo.TestCrashLoop) did, once in a race run. A row now needs
+	// two deaths while alone, which one unrelated kill cannot give it; a
+	// real killer costs one more restart.
+	RowPoisonDeaths = 3
+
 	// AttemptTTL is how long a count is kept after its last death: the
 	// time a sending MTA keeps retrying (RFC 5321 §4.5.4.1 gives up after
 	// 4-5 days; Postfix's maximal_queue_lifetime is 5 days, as is our own

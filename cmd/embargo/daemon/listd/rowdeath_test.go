@@ -279,13 +279,13 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-// TestRowKillerFailsAtTwoDeaths: rows in delivery at a death of the
+// TestRowKillerFailsAtThreeDeaths: rows in delivery at a death of the
 // process are counted at the next start; each is then sealed and sent
 // alone, so the bystanders are delivered and forgotten and the next death
-// is the killer's own; at PoisonDeaths the killer fails without an attempt,
+// is the killer's own; at RowPoisonDeaths the killer fails without an attempt,
 // the Failed hook (the SRC's alert) is called once for it, and the other
 // rows go on. A retry tries it once more, alone.
-func TestRowKillerFailsAtTwoDeaths(t *testing.T) {
+func TestRowKillerFailsAtThreeDeaths(t *testing.T) {
 	t.Run("relay=one-at-a-time", func(t *testing.T) {
 		testRowKiller(t, func(h *heldRelay) queue.Relay { return h })
 	})
@@ -322,8 +322,17 @@ func testRowKiller(t *testing.T, kind func(*heldRelay) queue.Relay) {
 	waitFor(t, "the bystanders forgotten", func() bool { return len(rowDeaths(t, db)) == 1 })
 	run.die()
 	openAttempts(t, db, dir, now()).Close()
-	if got := rowDeaths(t, db); len(got) != 1 || got[k] != PoisonDeaths {
-		t.Fatalf("after the killer's death alone the table is %v; want it alone with %d", got, PoisonDeaths)
+	if got := rowDeaths(t, db); len(got) != 1 || got[k] != 2 {
+		t.Fatalf("after the killer's death alone the table is %v; want it alone with 2", got)
+	}
+	// A row needs RowPoisonDeaths: a second death alone.
+	relay = newHeldRelay("k@ex.test")
+	run = startRowRun(t, db, dir, now, kind(relay))
+	relay.waitEntered(t, "k@ex.test")
+	run.die()
+	openAttempts(t, db, dir, now()).Close()
+	if got := rowDeaths(t, db); len(got) != 1 || got[k] != RowPoisonDeaths {
+		t.Fatalf("after the killer's second death alone the table is %v; want it alone with %d", got, RowPoisonDeaths)
 	}
 
 	relay = newHeldRelay()
@@ -359,7 +368,7 @@ func TestRowRetriedKillerDiesAgain(t *testing.T) {
 	db, dir := rowsWorld(t)
 	now := time.Now
 	k := enqueueTo(t, db, now(), "k@ex.test")[0]
-	for range PoisonDeaths {
+	for range RowPoisonDeaths {
 		relay := newHeldRelay("k@ex.test")
 		run := startRowRun(t, db, dir, now, relay)
 		relay.waitEntered(t, "k@ex.test")
@@ -377,8 +386,8 @@ func TestRowRetriedKillerDiesAgain(t *testing.T) {
 	run.die()
 	run = startRowRun(t, db, dir, now, newHeldRelay())
 	waitFor(t, "the killer failed again", func() bool { return rowState(t, db, k).State == queue.StateFailed })
-	if got := rowDeaths(t, db)[k]; got != PoisonDeaths+1 {
-		t.Errorf("the killer has %d deaths, want %d", got, PoisonDeaths+1)
+	if got := rowDeaths(t, db)[k]; got != RowPoisonDeaths+1 {
+		t.Errorf("the killer has %d deaths, want %d", got, RowPoisonDeaths+1)
 	}
 	if len(run.failures()) != 1 {
 		t.Errorf("Failed hook calls %v; want one", run.failures())

@@ -27,7 +27,8 @@ import (
 
 // Rows is the queue's view of the attempts (queue.Guard): a row in
 // progress at a death is sealed and sent alone, and one in progress at
-// PoisonDeaths deaths since it was queued or retried fails with an alert.
+// RowPoisonDeaths deaths since it was queued or retried fails with an
+// alert.
 // Nil when a is nil.
 func (a *Attempts) Rows() queue.Guard {
 	if a == nil {
@@ -40,7 +41,7 @@ type rowGuard struct{ a *Attempts }
 
 func rowLabel(id uint64) string { return strconv.FormatUint(id, 10) }
 
-// Verdict: Killer at PoisonDeaths deaths, the last after since (an
+// Verdict: Killer at RowPoisonDeaths deaths, the last after since (an
 // operator's retry); Suspect with any death.
 func (g rowGuard) Verdict(id uint64, since, now time.Time) (queue.Verdict, int) {
 	if !g.a.anyKnown() {
@@ -50,7 +51,7 @@ func (g rowGuard) Verdict(id uint64, since, now time.Time) (queue.Verdict, int) 
 	switch {
 	case !ok:
 		return queue.Clean, 0
-	case r.deaths >= PoisonDeaths && r.last.After(since):
+	case r.deaths >= RowPoisonDeaths && r.last.After(since):
 		return queue.Killer, r.deaths
 	}
 	return queue.Suspect, r.deaths
