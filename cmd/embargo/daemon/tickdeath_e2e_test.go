@@ -103,9 +103,24 @@ func TestProcessKillingTick(t *testing.T) {
 	if n := len(daemontest.To(h.Rec.Messages()[before:], "bob@ex.test")); n == 0 {
 		t.Error("bob got nothing")
 	}
-	s := suspects(t, h.Dir)
-	if len(s) != 1 || s[0].Kind != "tick" || s[0].Incident != killer || s[0].Deaths != listd.PoisonDeaths || !s[0].Alerted {
-		t.Errorf("attempt table %+v; want the killer's tick alone, alerted, with %d deaths", s, listd.PoisonDeaths)
+	// The killer, alerted, at PoisonDeaths. The other incident's tick may
+	// have been in progress at the first death too (the sweep ticks up to
+	// sweepWorkers incidents at once): a bystander with one death, never
+	// alerted, kept until its next tick, which runs alone and clears it,
+	// or until it expires; its reminder may have gone out beside that
+	// death, so the last run need not tick it.
+	killers := 0
+	for _, x := range suspects(t, h.Dir) {
+		switch {
+		case x.Kind == "tick" && x.Incident == killer && x.Deaths == listd.PoisonDeaths && x.Alerted:
+			killers++
+		case x.Kind == "tick" && x.Incident == other && x.Deaths == 1 && !x.Alerted:
+		default:
+			t.Errorf("attempt table holds %+v; want the killer's tick, alerted, with %d deaths (and at most a bystander with one)", x, listd.PoisonDeaths)
+		}
+	}
+	if killers != 1 {
+		t.Errorf("the killer's tick is in the attempt table %d times, want once", killers)
 	}
 }
 
