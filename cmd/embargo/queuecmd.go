@@ -7,11 +7,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 )
 
@@ -121,31 +121,13 @@ func orDash(s string) string {
 
 // oneLine keeps a relay's reply on one table row, at most max bytes of it
 // before the escapes. The reply is a remote server's text, passed on by the
-// relay: control and format characters (an escape sequence, a bidi
-// override) and invalid bytes are written as Go escapes, so that they
-// cannot drive the operator's terminal (docs/threat-model.md B10).
+// relay: listd.EscapeLine writes its control and format characters and
+// invalid bytes as Go escapes, so that they cannot drive the operator's
+// terminal (docs/threat-model.md B10).
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	cut := len(s) > max
-	if cut {
-		s = s[:max]
+	if len(s) <= max {
+		return listd.EscapeLine(s)
 	}
-	var b strings.Builder
-	for s != "" {
-		r, n := utf8.DecodeRuneInString(s)
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[0])
-		case strconv.IsPrint(r):
-			b.WriteString(s[:n])
-		default:
-			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\u202e'
-			b.WriteString(q[1 : len(q)-1])
-		}
-		s = s[n:]
-	}
-	if cut {
-		b.WriteString("…")
-	}
-	return b.String()
+	return listd.EscapeLine(s[:max]) + "…"
 }

@@ -187,30 +187,36 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 // reply to a command, quoted in an alert) safe to show the committee as it
 // was written. Each line break (errors.Join writes them) starts a line
 // indented by indent, which must not be empty, so that no line starts
-// with "/" (docs/threat-model.md E5); every rune that is not printable
-// is written as Go writes it in a quoted string: a CR as \r (a lone CR is
-// a line end to compose and to many a reader, which would start a line
-// there), an escape sequence as \x1b, a bidi override as \u202e, an
-// invalid byte as \xff. Spaces and tabs stay.
+// with "/" (docs/threat-model.md E5); the rest is EscapeLine's.
 func quoteOutside(s, indent string) string {
+	lines := strings.Split(s, "\n")
+	for i, line := range lines {
+		lines[i] = EscapeLine(line)
+	}
+	return strings.Join(lines, "\n"+indent)
+}
+
+// EscapeLine writes every rune of s that is not printable as Go writes it
+// in a quoted string: a CR as \r (a lone CR is a line end to compose and
+// to many a reader, which would start a line there), an escape sequence as
+// \x1b, a bidi override as \u202e, an invalid byte as \xff. Spaces and
+// tabs stay. Text an outsider chose, shown to the committee in mail or to
+// the operator on a terminal (`embargo queue list`, `embargo release
+// list`), cannot drive what shows it.
+func EscapeLine(s string) string {
 	var b strings.Builder
-	for i, line := range strings.Split(s, "\n") {
-		if i > 0 {
-			b.WriteString("\n" + indent)
+	for s != "" {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case r == ' ' || r == '\t' || strconv.IsPrint(r):
+			b.WriteString(s[:n])
+		default:
+			q := strconv.QuoteRuneToASCII(r) // '\r', '\x1b', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
 		}
-		for line != "" {
-			r, n := utf8.DecodeRuneInString(line)
-			switch {
-			case r == utf8.RuneError && n == 1:
-				fmt.Fprintf(&b, `\x%02x`, line[0])
-			case r == ' ' || r == '\t' || strconv.IsPrint(r):
-				b.WriteString(line[:n])
-			default:
-				q := strconv.QuoteRuneToASCII(r) // '\r', '\x1b', '\u202e'
-				b.WriteString(q[1 : len(q)-1])
-			}
-			line = line[n:]
-		}
+		s = s[n:]
 	}
 	return b.String()
 }
