@@ -3,7 +3,6 @@ package listd
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-message/mail"
@@ -195,21 +194,11 @@ func (s *Service) applyAnswer(tx *bolt.Tx, l lists.List, inc workflow.Incident, 
 // Its signature is not recorded as used, so the same signed text counts
 // once it comes encrypted.
 func (s *Service) answerRefusal(sec lists.List, mem lists.Member, id workflow.ID, msg *inbound.Message, now time.Time) ([]queue.Msg, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Commands for %s, processed %s.\n\n", id, workflow.FormatInstant(now))
-	b.WriteString(wrap(fmt.Sprintf("Nothing was applied: a distributor's answer speaks of an embargoed issue and must be encrypted to the list key %s as well as signed. "+
+	why := wrap(fmt.Sprintf("Nothing was applied: a distributor's answer speaks of an embargoed issue and must be encrypted to the list key %s as well as signed. "+
 		"Your message was signed by your pinned key %s, but not encrypted, so what it says travelled in plaintext.",
-		s.fingerprint(s.o.ListKey), msg.Signature().Fingerprint), 72) + "\n")
-	cmds, _ := msg.Commands()
-	for _, c := range cmds {
-		b.WriteString("\n")
-		for _, q := range strings.Split(c.String(), "\n") {
-			b.WriteString(strings.TrimRight("> "+q, " ") + "\n")
-		}
-		b.WriteString("not applied\n")
-	}
-	b.WriteString("\n" + s.howToAnswer(sec))
-	return s.toDistributor(sec, mem, fmt.Sprintf("[%s] receipt: refused", id), b.String(), "receipt", msg.MessageID(), now)
+		s.fingerprint(s.o.ListKey), msg.Signature().Fingerprint), 72)
+	body := refusedReceipt(id, now, why, msg, s.howToAnswer(sec))
+	return s.toDistributor(sec, mem, fmt.Sprintf("[%s] receipt: refused", id), body, "receipt", msg.MessageID(), now)
 }
 
 // howToAnswer ends a distributor's receipt: how to send the next answer.

@@ -42,9 +42,16 @@ func (s *Service) signatureRefusal(sec lists.List, mem lists.Member, id workflow
 // paragraph that says what was wrong, the one that says how to fix it,
 // each command quoted as not applied, and how to send commands.
 func (s *Service) commandRefusal(sec lists.List, mem lists.Member, id workflow.ID, thread string, msg *inbound.Message, now time.Time, why, fix string) ([]queue.Msg, error) {
+	body := refusedReceipt(id, now, wrap(why, 72)+"\n\n"+wrap(fix, 72), msg, s.howToSend(sec))
+	return s.toMember(sec, mem, notice{Subject: fmt.Sprintf("[%s] receipt: refused", id), Body: body, Kind: "receipt", Thread: thread}, now)
+}
+
+// refusedReceipt is the text of a receipt that applied nothing: the
+// header, what was wrong (why, wrapped), each command quoted as not
+// applied, and how to send them (howTo).
+func refusedReceipt(id workflow.ID, now time.Time, why string, msg *inbound.Message, howTo string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Commands for %s, processed %s.\n\n", id, workflow.FormatInstant(now))
-	fmt.Fprintf(&b, "%s\n\n%s\n", wrap(why, 72), wrap(fix, 72))
+	fmt.Fprintf(&b, "Commands for %s, processed %s.\n\n%s\n", id, workflow.FormatInstant(now), why)
 	// The lines as read, quoted, so that the receipt can never be taken for
 	// commands (docs/threat-model.md E5).
 	cmds, _ := msg.Commands()
@@ -55,9 +62,8 @@ func (s *Service) commandRefusal(sec lists.List, mem lists.Member, id workflow.I
 		}
 		b.WriteString("not applied\n")
 	}
-	b.WriteString("\n" + s.howToSend(sec))
-	body := b.String()
-	return s.toMember(sec, mem, notice{Subject: fmt.Sprintf("[%s] receipt: refused", id), Body: body, Kind: "receipt", Thread: thread}, now)
+	b.WriteString("\n" + howTo)
+	return b.String()
 }
 
 // howToSend is the paragraph every refusal ends with: the path a member's
