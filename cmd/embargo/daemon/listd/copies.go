@@ -221,6 +221,24 @@ func EscapeLine(s string) string {
 	return b.String()
 }
 
+// maxQuotedLine is the most bytes, escaped, of one line of the operator's
+// or an outsider's text an alert of the service's own quotes (cutLine):
+// an address from the envelope (at most 254 bytes through smtpd), a line
+// of a configuration's problems.
+const maxQuotedLine = 400
+
+// cutLine cuts s, valid UTF-8 (as EscapeLine writes it), to at most n
+// bytes on a rune boundary, marking the cut.
+func cutLine(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // committee is the SRC as recipients of mail that speaks of an incident:
 // members without a usable key get none.
 func (s *Service) committee() []recipient {

@@ -252,6 +252,9 @@ func (s *Service) limitRefused(lr *LimitRefusal, d *delivery) {
 
 // limitNotice is the SRC's alert about a limit: which one, who hit it, and
 // what to do. It names no incident and quotes nothing of the refused mail.
+// Who is the envelope's, escaped and cut as outside text (EscapeLine): it
+// is smtpd's strict parse of MAIL FROM or the client's IP address, but
+// Handle takes an Envelope as given.
 func limitNotice(lr *LimitRefusal, now time.Time) notice {
 	what, key := "sender", "new_incidents_per_sender_per_hour"
 	if lr.Reason == LimitClient {
@@ -268,7 +271,7 @@ func limitNotice(lr *LimitRefusal, now time.Time) notice {
 		"refuses: /metrics counts them (embargo_intake_refused_total{reason=%q}),\n"+
 		"and the log has a line for each (\"new incident refused by an intake limit\").\n"+
 		"To let more through, raise %s in the configuration and restart embargo.\n",
-		what, lr.Who, workflow.FormatInstant(now), lr.Opened, key, lr.Limit, workflow.FormatInstant(lr.Until), lr.Reason, key)
+		what, cutLine(EscapeLine(lr.Who), maxQuotedLine), workflow.FormatInstant(now), lr.Opened, key, lr.Limit, workflow.FormatInstant(lr.Until), lr.Reason, key)
 	return notice{Subject: "[embargo] new reports refused: limit per " + what, Body: body, Kind: "alert-limit"}
 }
 

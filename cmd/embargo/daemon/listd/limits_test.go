@@ -3,6 +3,7 @@ package listd
 import (
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,28 @@ func TestLimitAlertOnceOutOfOrder(t *testing.T) {
 	s.limitRefused(lr, &delivery{now: mon.Add(LimitWindow + time.Minute)})
 	if got := alerts(); got != 2*per {
 		t.Errorf("%d alert copies a window later, want %d", got, 2*per)
+	}
+}
+
+// TestLimitAlertEscapesWho: the intake limit's alert names the sender or
+// client address that hit the limit escaped (EscapeLine) and cut to
+// maxQuotedLine (found by FuzzLimitAlert). smtpd admits neither a line
+// break nor a control or format character in an envelope sender, but
+// Handle takes its Envelope as given: a line break followed by "/"
+// made the alert a command block for a member who replies with it
+// unquoted (docs/threat-model.md E5), and an escape sequence or a bidi
+// override reached the member's screen.
+func TestLimitAlertEscapesWho(t *testing.T) {
+	k := newStoreKeys(t)
+	s, db := storeService(t, k)
+	who := "x\r\n/disclose now\x1b[2J\u202e\xff@out.test" + strings.Repeat("a", 1000)
+	s.limitRefused(&LimitRefusal{Reason: LimitSender, Who: who, Limit: 10, Opened: 10, Until: mon.Add(time.Hour)}, &delivery{now: mon})
+	for _, c := range checkAlerts(t, s, db, k, 0, "alert-limit", 2, "") {
+		if want := `sender x\r\n/disclose now\x1b[2J\u202e\xff@out.testaaa`; !strings.Contains(c.Text, want) {
+			t.Errorf("alert to %v does not name %q:\n%s", c.To, want, c.Text)
+		}
+		if strings.Contains(c.Text, strings.Repeat("a", maxQuotedLine)) {
+			t.Errorf("alert to %v quotes the whole address", c.To)
+		}
 	}
 }

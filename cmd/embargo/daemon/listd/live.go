@@ -279,15 +279,17 @@ func (s *Service) Render(name string, data any) (string, error) {
 // configuration file was not reloaded and why: the roster, the keys and the
 // settings in force stay as they were. The text names the file and its
 // problems (member addresses, line numbers), never anything of an incident.
+// Both are the operator's text, quoted as outside text is (problemBlock).
 func (s *Service) AlertConfig(source string, problem error) error {
 	s = s.current()
 	now := s.o.Now().UTC()
 	sec := s.o.Roster.List(lists.Security)
+	source = cutLine(EscapeLine(source), maxQuotedLine)
 	body := fmt.Sprintf("The configuration %s was not reloaded (%s): it has errors.\n\n%s\n\n"+
 		"Nothing changed: the roster, the members' keys and every setting in force stay\n"+
 		"as they were, and mail keeps flowing. Fix the file (embargo check --config %s\n"+
 		"says what is wrong), then reload again (systemctl reload embargo, or SIGHUP).\n",
-		source, workflow.FormatInstant(now), strings.TrimSpace(problem.Error()), source)
+		source, workflow.FormatInstant(now), problemBlock(problem.Error(), source), source)
 	err := s.o.DB.Update(func(tx *bolt.Tx) error {
 		out, err := s.sealedEach(sec, s.committee(), notice{Subject: "[embargo] configuration not reloaded", Body: body, Kind: "alert-reload"}, now)
 		if err != nil {
@@ -299,4 +301,29 @@ func (s *Service) AlertConfig(source string, problem error) error {
 		s.o.Kick()
 	}
 	return err
+}
+
+// maxProblemLines is the most lines of a configuration's problems
+// AlertConfig quotes (each cut to maxQuotedLine): a file with thousands of
+// them still makes a short alert; embargo check lists every one.
+const maxProblemLines = 50
+
+// problemBlock quotes the problems of a configuration (config.Error: the
+// file's path first, then a line for each; with errors.Join, more) for
+// the committee, each line indented (the path starts with "/", and a
+// value quoted raw may hold a line break: no line may start with "/",
+// docs/threat-model.md E5) and escaped (EscapeLine: a value's escape
+// sequences and bidi overrides), at most maxProblemLines of
+// maxQuotedLine bytes.
+func problemBlock(problem, source string) string {
+	lines := strings.Split(strings.TrimSpace(problem), "\n")
+	more := len(lines) - maxProblemLines
+	lines = lines[:min(len(lines), maxProblemLines)]
+	for i, l := range lines {
+		lines[i] = "  " + cutLine(EscapeLine(l), maxQuotedLine)
+	}
+	if more > 0 {
+		lines = append(lines, fmt.Sprintf("  (%d more lines: embargo check --config %s lists them all)", more, source))
+	}
+	return strings.Join(lines, "\n")
 }
