@@ -13,6 +13,7 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 )
 
 const serveHelp = `Usage: embargo serve [--config FILE] [--data DIR] [--listen HOST:PORT]
@@ -105,16 +106,19 @@ func cmdCheck(args []string, s stdio) error {
 }
 
 // printReport writes what check found; an error says the configuration is
-// not usable.
+// not usable. Every line is escaped (terminalLines): a member's address or
+// a key's user ID in the roster may have come from an outsider's mail
+// (an admitted application), and an escape sequence in it must not drive
+// the operator's terminal (docs/threat-model.md E5).
 func printReport(w io.Writer, r *config.Report) error {
 	for _, m := range r.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", m)
+		fmt.Fprintf(w, "warning: %s\n", terminalLines(m))
 	}
 	for _, line := range r.Records {
-		fmt.Fprintf(w, "records: %s\n", line)
+		fmt.Fprintf(w, "records: %s\n", terminalLines(line))
 	}
 	for _, line := range r.Keys {
-		fmt.Fprintf(w, "key: %s\n", line)
+		fmt.Fprintf(w, "key: %s\n", terminalLines(line))
 	}
 	if r.KeyErrors > 0 {
 		return fmt.Errorf("%d member key problem(s); see above", r.KeyErrors)
@@ -125,7 +129,7 @@ func printReport(w io.Writer, r *config.Report) error {
 	if len(r.Errors) > 0 {
 		var msgs []string
 		for _, e := range r.Errors {
-			msgs = append(msgs, e.Error())
+			msgs = append(msgs, terminalLines(e.Error()))
 		}
 		return fmt.Errorf("%s", strings.Join(msgs, "\n"))
 	}
@@ -184,4 +188,15 @@ func cmdKeys(args []string, s stdio) error {
 	}
 	_, err = s.out.Write(pub)
 	return err
+}
+
+// terminalLines escapes each line of s with listd.EscapeLine and keeps the
+// line breaks between them: a parse error's context spans lines, but a CR,
+// an escape sequence or a bidi override inside a line is written as text.
+func terminalLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = listd.EscapeLine(l)
+	}
+	return strings.Join(lines, "\n")
 }
