@@ -428,7 +428,7 @@ func TestCommitteeMailNamesReplyAddress(t *testing.T) {
 		"embargo-break": "security+SEC-2026-0001@example.org", "two-person-pending": "security+SEC-2026-0001@example.org",
 		"distributor-answer": "security+SEC-2026-0001@example.org", "distributors-withheld": "security+SEC-2026-0001@example.org",
 		"distributor-application": "security+GOV-2026-0003@example.org",
-		"digest": "security@example.org", "oncall-request": "security@example.org", "oncall-change": "security@example.org",
+		"digest":                  "security@example.org", "oncall-request": "security@example.org", "oncall-change": "security@example.org",
 	} {
 		got, err := s.Render(name, samples[name])
 		if err != nil {
