@@ -75,7 +75,7 @@ func TestRequireBindingEndToEnd(t *testing.T) {
 
 	bare := f.alice.Must([]byte("/accept\n/lead me\n"), "--clearsign", "-u", f.afpr)
 	send(to2, "Re: ["+id2+"]", bare)
-	refusedIn2("a bare /accept", "neither the list address security@ex.test nor "+id2)
+	refusedIn2("a bare /accept", "the list address security@ex.test or "+id2)
 
 	// Alice's reply to her copy of the first report, mutt-style: the
 	// commands above her quote of it.
@@ -95,5 +95,71 @@ func TestRequireBindingEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(f.h.Logs.String(), "require_binding") {
 		t.Error("the refusals are not logged")
+	}
+}
+
+// TestBindingLiveClients: with [commands] require_binding, real mutt and
+// neomutt replies to the member's copy of a report (classic gpg and GPGME,
+// PGP/MIME signed and encrypted, signed only in quoted-printable, inline
+// clear-signed, format=flowed, above and below the quote) apply as before:
+// the quote carries "Reply to security+ID@ex.test with signed commands."
+// So does mutt's new signed and encrypted message to security@ with [ID]
+// in its Subject: mutt writes To and Subject as protected header fields
+// inside the signed part (RFC 9788 §2). Alice's mutt message to another
+// project's embargo list, with the same incident ID, sent here by someone
+// who read it, applies nothing, and the receipt says what the signed text
+// must name (docs/threat-model.md E3).
+func TestBindingLiveClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs mail clients in a terminal")
+	}
+	w := newClientWorld(t, nil)
+	w.h.Stop()
+	w.h.TOML += "\n[commands]\nrequire_binding = true\n"
+	w.h.Start()
+	copyText, _ := w.alice.DecryptMIME(w.copy.Data)
+	daemontest.MustContain(t, "the copy", daemontest.MIMEText(copyText), "Reply to security+"+w.id+"@ex.test with signed commands.")
+	cases := []clientCase{{name: "mutt-classic-to-another-list-replayed", outcome: "refused",
+		reason: "Your signed text does not name the list address security@ex.test.",
+		build: func(w *clientWorld, t *testing.T) []byte {
+			// Alice writes to another project's embargo list, with the
+			// same incident ID there; whoever read it sends her message
+			// here, to this list.
+			c := muttClient{prog: "mutt", sign: true}
+			r := setupMutt(t, w.alice, c, w.afpr, "/set credit replayed from another list\n")
+			r.compose(t, c, "From: Alice <alice@ex.test>\nTo: security@other.test\nSubject: ["+w.id+"] commands\n\nAlice\n", `Mail sent|Message sent`)
+			sent := daemontest.ReadFile(t, r.sent)
+			if !strings.Contains(string(sent), "security@other.test") {
+				t.Fatalf("mutt's message is not to the other list:\n%s", sent)
+			}
+			return sent
+		}}}
+	for _, c := range muttCases() {
+		if !c.live && c.outcome == "applied" {
+			cases = append(cases, c)
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer w.h.On(t)()
+			before := w.incident(t)
+			if raw := c.build(w, t); raw != nil {
+				if err := daemontest.SendSMTP(w.h.Addr(), "alice@ex.test", []string{"security@ex.test"}, []byte(daemontest.CRLF(string(raw)))); err != nil {
+					t.Fatalf("send: %v", err)
+				}
+			}
+			if c.outcome == "applied" {
+				w.check(t, c, before)
+				return
+			}
+			msgs := w.next(t, 2) // the refusal to alice, bob's copy
+			rs := w.receipts(t, msgs)
+			if len(rs) != 1 || !strings.Contains(unwrapped(rs[0]), c.reason) {
+				t.Fatalf("want one receipt refusing with %q, got:\n%s", c.reason, strings.Join(rs, "\n----\n"))
+			}
+			if inc := w.incident(t); inc.Advisory.Credit != before.Advisory.Credit {
+				t.Fatalf("the incident changed: credit %q", inc.Advisory.Credit)
+			}
+		})
 	}
 }

@@ -60,7 +60,7 @@ func (s *Service) bindingMissing(sec lists.List, msg *inbound.Message, want work
 	}
 	switch {
 	case !list && !id:
-		return fmt.Sprintf("neither the list address %s nor %s", sec.Address, want)
+		return fmt.Sprintf("the list address %s or %s", sec.Address, want)
 	case !list:
 		return "the list address " + sec.Address
 	case !id:

@@ -110,7 +110,7 @@ func TestCommandsRequireBinding(t *testing.T) {
 			}
 			lacksList := "the list address security@ex.test"
 			if b.missingID != "" {
-				lacksList = "neither the list address security@ex.test nor " + b.missingID
+				lacksList = "the list address security@ex.test or " + b.missingID
 			}
 			bare := signedEntity(t, k.alice, c.text)
 			refused("bare", "bare1@ex.test", bare, lacksList)
