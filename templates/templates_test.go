@@ -69,7 +69,7 @@ func governanceSample(fields map[string]any) map[string]any {
 var samples = map[string]map[string]any{
 	// The governance mails. The application's evidence carries a command
 	// line and an armor line, as an applicant might write: quoted, inert.
-	"distributor-application": governanceSample(map[string]any{"id": "GOV-2026-0003", "applicant": "person@new-distro.test",
+	"distributor-application": governanceSample(map[string]any{"id": "GOV-2026-0003", "ReplyAddress": "security+GOV-2026-0003@example.org", "applicant": "person@new-distro.test",
 		"alias": "security@new-distro.test", "product": "New Distro", "fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567",
 		"algorithm": "ed25519", "expires": "2027-11-23 09:00 UTC (Tuesday)", "userids": "New Distro Security <security@new-distro.test>",
 		"warnings": "the key expires 2026-12-10 09:00 UTC (Thursday)", "signed": "yes, by the attached key",
@@ -91,7 +91,7 @@ var samples = map[string]map[string]any{
 		"member": "bob@example.org", "roles": "src", "fingerprint": "0123456789ABCDEF0123456789ABCDEF01234567", "previous": "89ABCDEF0123456789ABCDEF0123456789ABCDEF",
 		"approvers": "alice@example.org, dave@example.org", "how": "passed by quorum: 2 SRC approvals (alice@example.org, dave@example.org)", "reason": "",
 		"at": "2026-11-23 10:00 UTC (Monday)"}),
-	"two-person-pending": {"Project": "example.org", "id": "SEC-2026-0001", "command": "/disclose now", "by": "alice@example.org",
+	"two-person-pending": {"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "command": "/disclose now", "by": "alice@example.org",
 		"signed": "alice@example.org at 2026-11-23 10:00 UTC (Monday)", "needed": "1", "quorum": "2", "awaited": "bob@example.org, dave@example.org",
 		"expires": "2026-11-24 10:00 UTC (Tuesday)", "how": "To complete it, send /disclose now, signed, in the thread of SEC-2026-0001 (reply to any of its messages); to stop it, do nothing."},
 
@@ -104,10 +104,10 @@ var samples = map[string]map[string]any{
 	"tracking-issue":     advisorySample(nil),
 	"chat-line":          advisorySample(nil),
 	"release-pack":       advisorySample(nil),
-	"distributor-answer": {"Project": "example.org", "id": "SEC-2026-0001", "distributor": "security@vendor.test", "status": "affected, fix ready",
+	"distributor-answer": {"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "distributor": "security@vendor.test", "status": "affected, fix ready",
 		"previous": "affected", "at": "2026-11-24 10:00 UTC (Tuesday)", "note": "Packages 1.2.4-1 are built.\nWe tested on arm64 too.",
 		"answered": "1", "notified": "2"},
-	"distributors-withheld": {"id": "SEC-2026-0001", "kind": "distributor-notice", "names": "dist@vendor.test (key expired)"},
+	"distributors-withheld": {"ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "kind": "distributor-notice", "names": "dist@vendor.test (key expired)"},
 	"distributors-refused":  {"id": "distributors@", "sender": "dist@vendor.test", "reason": "a plaintext post was refused; it reached nobody"},
 	"distributors-warning": {"Project": "example.org", "member": "dist@vendor.test", "list": "distributors@example.org",
 		"at": "2026-11-23 09:00 UTC (Monday)", "why": "it was not encrypted to the list key 89ABCDEF0123456789ABCDEF0123456789ABCDEF",
@@ -126,8 +126,8 @@ var samples = map[string]map[string]any{
 	"canned-clickjacking":        {"Project": "example.org", "id": "SEC-2026-0001"},
 	"canned-spf":                 {"Project": "example.org", "id": "SEC-2026-0001"},
 	"canned-out-of-scope":        {"Project": "example.org", "id": "SEC-2026-0001"},
-	"embargo-break":              {"Project": "example.org", "id": "SEC-2026-0001", "by": "alice@example.org"},
-	"release-held":               {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)"},
+	"embargo-break":              {"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "by": "alice@example.org"},
+	"release-held":               {"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)"},
 	// The reason as listd.AlertRelease writes it: a relay's reply quoted
 	// escaped, its further lines indented.
 	"announce-held": {"Project": "example.org", "id": "SEC-2026-0001", "t": "2026-12-03 16:00 UTC (Thursday)",
@@ -137,27 +137,27 @@ var samples = map[string]map[string]any{
 	// the project, T, the severity ("" with nosev) and the T announced
 	// before a rescheduling ("" the first time).
 	"preannounce": {"Project": "Example", "T": "2026-12-03 16:00 UTC (Thursday)", "Severity": "High", "PreviousT": ""},
-	"digest": {"Project": "example.org", "week": "2026-11-30 00:00 UTC (Monday)", "oncall": "bob@example.org (by handover)", "next": "alice@example.org",
+	"digest": {"Project": "example.org", "ReplyAddress": "security@example.org", "week": "2026-11-30 00:00 UTC (Monday)", "oncall": "bob@example.org (by handover)", "next": "alice@example.org",
 		"pending":   "carol@example.org",
 		"incidents": []string{"SEC-2026-0001  triage    unset     commander alice@example.org"},
 		"deadlines": []string{"SEC-2026-0001 triage  OVERDUE since 2026-11-24 08:00 UTC (Tuesday): first response by the on-call (1 working day)"},
 		"distributors": []string{"SEC-2026-0002 security@vendor.test: affected since 2026-11-27 10:00 UTC (Friday); notified 2026-11-25 09:00 UTC (Wednesday)",
 			"SEC-2026-0002 security@other.test: no answer; notified 2026-11-25 09:00 UTC (Wednesday)"},
 		"keys": []string(nil)},
-	"oncall-request": {"Project": "example.org", "by": "alice@example.org", "to": "bob@example.org", "current": "alice@example.org", "until": "2026-11-30 00:00 UTC (Monday)"},
-	"oncall-change": {"Project": "example.org", "member": "bob@example.org", "previous": "alice@example.org", "since": "2026-11-24 12:00 UTC (Tuesday)",
+	"oncall-request": {"Project": "example.org", "ReplyAddress": "security@example.org", "by": "alice@example.org", "to": "bob@example.org", "current": "alice@example.org", "until": "2026-11-30 00:00 UTC (Monday)"},
+	"oncall-change": {"Project": "example.org", "ReplyAddress": "security@example.org", "member": "bob@example.org", "previous": "alice@example.org", "since": "2026-11-24 12:00 UTC (Tuesday)",
 		"until": "2026-11-30 00:00 UTC (Monday)", "moved": "SEC-2026-0001, SEC-2026-0004"},
-	"reminder": {"Project": "example.org", "id": "SEC-2026-0001", "what": "triage", "deadline": "2026-11-24 09:00 UTC (Tuesday)", "due": "1 working day after the report"},
+	"reminder": {"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "id": "SEC-2026-0001", "what": "triage", "deadline": "2026-11-24 09:00 UTC (Tuesday)", "due": "1 working day after the report"},
 	"ack": {"Project": "example.org", "ID": "SEC-2026-0001", "IncidentAddress": "security+SEC-2026-0001@example.org",
 		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"report": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Rep Orter <rep@out.test>", "Subject": "overflow",
 		"DateLine": "Mon, 23 Nov 2026 09:00:00 +0000", "Text": "Hello,\nthe parser overflows.\n", "HTMLOmitted": 0, "Attachments": []string{"poc.py"}, "FromReporter": true,
 		"Encrypted": true, "Withheld": []string{"bob@example.org (key expired)"}, "Note": "",
-		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
+		"ListAddress": "security@example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"reply": {"ID": "SEC-2026-0001", "Received": t0, "SenderLine": "Alice <alice@example.org>", "Text": "Confirmed.\n",
 		"HTMLOmitted": 1, "Attachments": []string(nil), "FromReporter": false, "Encrypted": false, "Withheld": []string(nil),
 		"Note":        "[embargo] This encrypted message was first received from rep@out.test on 2026-11-23 09:00 UTC (Monday); it came again from mallory@evil.test, who is not made a reporter and was sent nothing (a possible decryption-oracle attempt).",
-		"ListAddress": "security@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
+		"ListAddress": "security@example.org", "ReplyAddress": "security+SEC-2026-0001@example.org", "KeyFingerprint": "0123456789ABCDEF0123456789ABCDEF01234567"},
 	"announce-confirm-subscribe":   announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
 	"announce-confirm-unsubscribe": announceSample(map[string]any{"ConfirmAddress": "announce+confirm-abcdefghijklmnopqrstuvwxyz@example.org", "Expires": "2026-11-25 09:30 UTC (Wednesday)"}),
 	"announce-subscribed":          announceSample(nil),
@@ -408,6 +408,34 @@ func TestNoTemplateReadsAsCommands(t *testing.T) {
 		}
 		if cmds, err := workflow.Parse(got); len(cmds) > 0 || err != nil {
 			t.Errorf("%s reads as commands (%d, %v):\n%s", name, len(cmds), err, got)
+		}
+	}
+}
+
+// TestCommitteeMailNamesReplyAddress: every mail a committee member
+// replies to with commands says in its body where they go, with the list
+// address and the incident or proposal ID in one, so that a reply quoting
+// it binds its commands to this list and this thread ([commands]
+// require_binding, docs/threat-model.md E3).
+func TestCommitteeMailNamesReplyAddress(t *testing.T) {
+	s, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"report": "security+SEC-2026-0001@example.org", "reply": "security+SEC-2026-0001@example.org",
+		"reminder": "security+SEC-2026-0001@example.org", "release-held": "security+SEC-2026-0001@example.org",
+		"embargo-break": "security+SEC-2026-0001@example.org", "two-person-pending": "security+SEC-2026-0001@example.org",
+		"distributor-answer": "security+SEC-2026-0001@example.org", "distributors-withheld": "security+SEC-2026-0001@example.org",
+		"distributor-application": "security+GOV-2026-0003@example.org",
+		"digest":                  "security@example.org", "oncall-request": "security@example.org", "oncall-change": "security@example.org",
+	} {
+		got, err := s.Render(name, samples[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !strings.Contains(got, "Reply to "+want+" with") {
+			t.Errorf("%s does not say \"Reply to %s with …\":\n%s", name, want, got)
 		}
 	}
 }

@@ -19,8 +19,10 @@ refused (put all commands in one block). Soft line breaks of mail clients
 (format=flowed) are undone first. The message must be signed (OpenPGP) with
 your pinned key, within the last 24 hours, and must not name another
 incident; where the committee sets [commands] require_encryption, it must
-also be encrypted to the security list's key, with the signature inside. All
-commands apply, or none; you get a signed receipt quoting each command with
+also be encrypted to the security list's key, with the signature inside;
+where it sets [commands] require_binding, the signed text must name the list
+and the incident (security+SEC-YYYY-NNNN@…), as a reply that quotes
+embargo's mail does. All commands apply, or none; you get a signed receipt quoting each command with
 its result. Verbs are case-insensitive.
 
 A multi-line value is a here-document: end the command line with <<END, write

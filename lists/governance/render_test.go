@@ -9,9 +9,10 @@ import (
 	"github.com/embargo-project/embargo/workflow"
 )
 
-// daemonFields are what the daemon adds to every governance mail (Mail).
+// daemonFields are what the daemon adds to every governance mail (Mail):
+// ReplyAddress is where commands about it go (listd renderFields).
 var daemonFields = map[string]any{"Project": "example.org", "ListAddress": "distributors@ex.org", "ListKey": fpr('L'),
-	"ApplyAddress": "distributors+apply@ex.org", "SecurityAddress": "security@ex.org"}
+	"ApplyAddress": "distributors+apply@ex.org", "SecurityAddress": "security@ex.org", "ReplyAddress": "security+GOV-2026-0001@ex.org"}
 
 // TestMailsRender: every mail any governance outcome asks for renders with
 // its fields and the daemon's (missing fields are errors), and no rendered
@@ -86,7 +87,7 @@ func TestMailsRender(t *testing.T) {
 		t.Fatalf("%v %v", err, res.Actions)
 	}
 	a := res.Actions[0].(workflow.AlertSRC)
-	data := map[string]any{"Project": "example.org"} // what the daemon's alerts add
+	data := map[string]any{"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@ex.org"} // what the daemon's alerts add
 	for k, v := range a.Fields {
 		data[k] = v
 	}

@@ -43,6 +43,7 @@ type Message struct {
 	outer       *message.Message // header facts only
 	prot        *keys.Opened
 	subject     string
+	signedHdr   []string // To, Cc and Subject of the signed entity (RFC 9788 §2)
 	text        string
 	htmlOmitted int
 	attachments []message.Attachment
@@ -93,6 +94,9 @@ func Open(raw []byte, o Options) (*Message, error) {
 		}
 		if prot.Encrypted() && content.Subject != "" {
 			m.subject = content.Subject // a protected header (the outer one is often generic)
+		}
+		if prot.Signature().OK() {
+			m.signedHdr = signedFields(content)
 		}
 	} else if err := outer.ParseBody(); err != nil {
 		return headerOnly(), err
@@ -153,6 +157,26 @@ func (m *Message) XLoop() []string { return slices.Clone(m.outer.XLoop) }
 // (draft-autocrypt-lamps-protected-headers), else the outer Subject;
 // decoded and sanitised.
 func (m *Message) Subject() string { return m.subject }
+
+// SignedHeader is the To, Cc and Subject fields of the entity the signature
+// covers, when it counts: the protected header fields that RFC 9788 §2
+// places on the Cryptographic Payload (Thunderbird writes them into signed
+// and encrypted mail). Empty when the signature does not count or the
+// signed entity carries none. Each value is as written (To and Cc
+// unfolded, Subject decoded and sanitised); a new slice.
+func (m *Message) SignedHeader() []string { return slices.Clone(m.signedHdr) }
+
+// signedFields are the protected To, Cc and Subject of the signed entity.
+func signedFields(content *message.Message) []string {
+	var out []string
+	for _, k := range []string{"To", "Cc"} {
+		out = append(out, content.Header.Values(k)...)
+	}
+	if content.Subject != "" {
+		out = append(out, content.Subject)
+	}
+	return out
+}
 
 // Protection is what keys.Open found: encryption, ciphertext hash, the
 // decrypted and the signed entity, and the signature verdict.

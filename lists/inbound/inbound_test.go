@@ -433,3 +433,38 @@ func TestImmutable(t *testing.T) {
 		t.Errorf("Merged = %+v", got)
 	}
 }
+
+// TestSignedHeader: the To, Cc and Subject of the entity a good signature
+// covers are exposed (RFC 9788 §2 protected header fields, as Thunderbird
+// writes them, signed or signed and encrypted); none from an entity
+// without them, none when the signature does not count, and never the
+// outer header's.
+func TestSignedHeader(t *testing.T) {
+	f := newFixture(t)
+	g := f.g
+	subject := "Re: [SEC-2026-0001] Heap overflow in the parser"
+	part := f.tbPart(tbBelowQuote, subject)
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		want []string
+	}{
+		{"Thunderbird signed", f.tbSigned(tbBelowQuote), []string{"security+SEC-2026-0001@example.org", subject}},
+		{"Thunderbird signed and encrypted", mail(g.encryptPGPMIME(f.list.Fingerprint(), f.alice, "enc", part), outer("...")...),
+			[]string{"security+SEC-2026-0001@example.org", subject}},
+		{"signed, no protected header", mail(g.signPGPMIME(f.alice, "s", "pgp-sha256", ent("/accept\n", "Content-Type: text/plain")), outer("Re: [SEC-2026-0001] x")...), nil},
+		{"signed by a stranger", mail(g.signPGPMIME(f.stranger, "s", "pgp-sha256", part), outer(subject)...), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := f.open(t, tc.raw).SignedHeader()
+			if len(got) != len(tc.want) {
+				t.Fatalf("SignedHeader = %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if !strings.Contains(got[i], tc.want[i]) {
+					t.Fatalf("SignedHeader = %q, want %q", got, tc.want)
+				}
+			}
+		})
+	}
+}

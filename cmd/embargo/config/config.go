@@ -260,6 +260,15 @@ type Commands struct {
 	// meant for this one. Default false: members whose client only signs
 	// keep working. SIGHUP applies a change.
 	RequireEncryption bool `toml:"require_encryption"`
+	// RequireBinding refuses every signed command message whose signed
+	// text does not name this list (its address, or any +detail form of
+	// it) and, for an incident's or a proposal's commands, the incident
+	// (SEC-…) or proposal (GOV-…) ID: a command signed for another
+	// incident, or for another project's list where the same member sits,
+	// applies nothing here. A reply quoting embargo's mail names both.
+	// Nothing is applied and the member is told what the text must name.
+	// Default false. SIGHUP applies a change (docs/threat-model.md E3).
+	RequireBinding bool `toml:"require_binding"`
 }
 
 // Channel is one outside list.

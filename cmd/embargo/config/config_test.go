@@ -171,6 +171,37 @@ func TestCommandsRequireEncryption(t *testing.T) {
 	}
 }
 
+// TestCommandsRequireBinding: [commands] require_binding is off unless
+// set, parses when set, refuses a value that is not a boolean, and the
+// development default leaves it off.
+func TestCommandsRequireBinding(t *testing.T) {
+	cfg, err := Parse([]byte("domain = \"example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Commands.RequireBinding {
+		t.Error("require_binding is on by default, want off")
+	}
+	for _, v := range []bool{true, false} {
+		cfg, err = Parse([]byte(fmt.Sprintf("domain = \"example.org\"\n[commands]\nrequire_binding = %t\n", v)), "t.toml")
+		if err != nil {
+			t.Fatalf("require_binding = %t: %v", v, err)
+		}
+		if cfg.Commands.RequireBinding != v || cfg.Commands.RequireEncryption {
+			t.Errorf("require_binding = %t: parsed %+v", v, cfg.Commands)
+		}
+	}
+	if _, err := Parse([]byte("domain = \"example.org\"\n[commands]\nrequire_binding = \"yes\"\n"), "t.toml"); err == nil ||
+		!strings.Contains(err.Error(), "require_binding") || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("require_binding = \"yes\": %v, want an error naming the key and line 3", err)
+	}
+	if cfg, err := Load(""); err != nil {
+		t.Error(err)
+	} else if cfg.Commands.RequireBinding {
+		t.Error("the development default turns require_binding on")
+	}
+}
+
 // TestIntakeLimits: unset, the limits take their defaults; 0 turns one off
 // (it is not "unset").
 func TestIntakeLimits(t *testing.T) {

@@ -105,6 +105,7 @@ func settings(cfg *config.Config, ring *keys.Keyring, problems []keys.Problem, t
 		Quorum:            cfg.Governance.Quorum,
 		LazyConsensus:     cfg.Governance.LazyConsensus(),
 		RequireEncryption: cfg.Commands.RequireEncryption,
+		RequireBinding:    cfg.Commands.RequireBinding,
 	}
 }
 

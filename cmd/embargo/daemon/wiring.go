@@ -96,6 +96,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Quorum:             set.Quorum,
 		LazyConsensus:      set.LazyConsensus,
 		RequireEncryption:  set.RequireEncryption,
+		RequireBinding:     set.RequireBinding,
 		Members:            set.Keys,
 		DB:                 d.db,
 		Roster:             roster,

@@ -75,6 +75,11 @@ func (s *Service) commands(tx *bolt.Tx, sec lists.List, inc workflow.Incident, d
 		out, err := s.encryptionRefusal(sec, mem, inc.ID, inc.RootMsg, msg, now)
 		return inc, out, false, err
 	}
+	if miss := s.bindingMissing(sec, msg, inc.ID); miss != "" {
+		// Before the replay cache too: a corrected text may follow (binding.go).
+		out, err := s.bindingRefusal(sec, mem, inc.ID, inc.RootMsg, msg, now, miss, inc.ID)
+		return inc, out, false, err
+	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return inc, nil, false, err

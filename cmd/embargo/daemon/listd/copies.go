@@ -336,6 +336,7 @@ func (s *Service) toMember(sec lists.List, mem lists.Member, n notice, now time.
 		return nil, nil
 	}
 	n.Reply, n.Incident = true, ""
+	n.Body = withReplyLine(sec, n)
 	return s.sealedEach(sec, []recipient{{Member: mem, key: key}}, n, now)
 }
 
@@ -358,11 +359,45 @@ func (s *Service) alertTo(rcpts []recipient, inc *workflow.Incident, a workflow.
 	}, now)
 }
 
-// renderFields renders a template whose data is the project's name and fields.
+// renderFields renders a template whose data is the project's name and fields,
+// and ReplyAddress: where a member sends commands about the mail's incident
+// or proposal (fields["id"]), the address that names both the list and the
+// ID; the list address for any other mail (replyAddress).
 func (s *Service) renderFields(tmpl string, fields map[string]string) (string, error) {
-	data := map[string]any{"Project": s.o.Project}
+	sec := s.o.Roster.List(lists.Security)
+	data := map[string]any{"Project": s.o.Project, "ReplyAddress": replyAddress(sec, fields["id"])}
 	for k, v := range fields {
 		data[k] = v
 	}
 	return s.o.Templates.Render(tmpl, data)
+}
+
+// replyAddress is the address a member's commands about id go to, which
+// names the list and the incident (SEC-…) or proposal (GOV-…) at once:
+// the mail the committee gets says "Reply to <it> with signed commands."
+// in its body, so that a reply quoting it binds the commands to this list
+// and this thread ([commands] require_binding, binding.go). For any other
+// id, the list address.
+func replyAddress(sec lists.List, id string) string {
+	if i, ok := workflow.ParseID(id); ok {
+		return sec.SubAddress(string(i))
+	}
+	if p, ok := workflow.ParseProposalID(id); ok {
+		return sec.SubAddress(p)
+	}
+	return sec.Address
+}
+
+// withReplyLine is the body of an answer to a member (a receipt, /status,
+// /help, a governance reply) with, at its end, the line that names where
+// commands about it go: the thread its subject's leading [TAG] names
+// (every answer's subject starts with one), the list for a tag that is no
+// incident or proposal ID ([on-call], [roster]). A reply quoting the
+// answer then names the list and the thread (binding.go).
+func withReplyLine(sec lists.List, n notice) string {
+	tag := ""
+	if rest, ok := strings.CutPrefix(n.Subject, "["); ok {
+		tag, _, _ = strings.Cut(rest, "]")
+	}
+	return strings.TrimRight(n.Body, "\n") + "\n\nReply to " + replyAddress(sec, tag) + " with signed commands.\n"
 }

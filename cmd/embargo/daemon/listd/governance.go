@@ -298,6 +298,13 @@ func (s *Service) rosterCommands(tx *bolt.Tx, sec lists.List, msg *inbound.Messa
 		g.out = out
 		return g, err
 	}
+	// A proposal's commands name the proposal; any other roster command,
+	// the list alone (binding.go). Before the replay cache, likewise.
+	if miss := s.bindingMissing(sec, msg, workflow.ID(thread)); miss != "" {
+		out, err := s.bindingRefusal(sec, signer, rid, anchor, msg, now, miss, workflow.ID(thread))
+		g.out = out
+		return g, err
+	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
 		return g, err

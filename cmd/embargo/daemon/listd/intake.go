@@ -303,6 +303,7 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		"Encrypted":      encrypted,
 		"Withheld":       skipped,
 		"ListAddress":    sec.Address,
+		"ReplyAddress":   sec.SubAddress(string(inc.ID)),
 		"KeyFingerprint": listFingerprint(s.o.ListKey),
 	})
 	if err != nil {

@@ -82,6 +82,10 @@ type Options struct {
 	// commands count only in a message encrypted to ListKey as well as
 	// signed (encryption.go, docs/threat-model.md E1, E3).
 	RequireEncryption bool
+	// RequireBinding is [commands] require_binding: a member's signed
+	// commands count only if the signed text names this list and the
+	// incident or proposal (binding.go, docs/threat-model.md E3).
+	RequireBinding bool
 
 	// The other lists' keys, the outside channels and the announce fan-out.
 	DistributorsKey *keys.Key

@@ -41,6 +41,10 @@ type Settings struct {
 	// RequireEncryption: commands must be encrypted to the list key as
 	// well as signed ([commands] require_encryption).
 	RequireEncryption bool
+	// RequireBinding: a signed command counts only if its signed text
+	// names this list and its incident or proposal ([commands]
+	// require_binding).
+	RequireBinding bool
 }
 
 // rosterSnapshot is one immutable state of what Settings and the governance
@@ -66,7 +70,8 @@ func (s *Service) current() *Service {
 func (s *Service) initial() *rosterSnapshot {
 	o := s.sh.base
 	set := Settings{Keys: o.Members, Holidays: o.Holidays, Rotation: o.Rotation, Channels: o.Channels,
-		Templates: o.Templates, Quorum: o.Quorum, LazyConsensus: o.LazyConsensus, RequireEncryption: o.RequireEncryption}
+		Templates: o.Templates, Quorum: o.Quorum, LazyConsensus: o.LazyConsensus, RequireEncryption: o.RequireEncryption,
+		RequireBinding: o.RequireBinding}
 	if o.Roster != nil {
 		set.Members = o.Roster.Members
 	}
@@ -93,7 +98,7 @@ func (s *Service) Reload(set Settings) error {
 	r := sn.o.Roster
 	s.log.Info("roster in force", "members", len(r.Members), "src", len(r.WithRole(workflow.RoleSRC)),
 		"distributors", len(r.WithRole(workflow.RoleDistributor)), "keys", sn.o.Members.Len(), "quorum", max(sn.o.Quorum, 1),
-		"commands_require_encryption", sn.o.RequireEncryption, "changed_by_mail", len(sn.state.Overrides))
+		"commands_require_encryption", sn.o.RequireEncryption, "commands_require_binding", sn.o.RequireBinding, "changed_by_mail", len(sn.state.Overrides))
 	if q, src := max(sn.o.Quorum, 1), len(r.WithRole(workflow.RoleSRC)); q > src {
 		s.log.Warn("the quorum is more than the SRC in force (the file with the changes made by mail): no roster change and no irreversible command can pass; lower [governance] quorum",
 			"quorum", q, "src", src)
@@ -149,7 +154,7 @@ func (s *Service) build(set Settings, st governance.State) *rosterSnapshot {
 		o.Templates = set.Templates
 	}
 	o.Quorum, o.LazyConsensus = set.Quorum, set.LazyConsensus
-	o.RequireEncryption = set.RequireEncryption
+	o.RequireEncryption, o.RequireBinding = set.RequireEncryption, set.RequireBinding
 	return &rosterSnapshot{o: o, set: set, state: st}
 }
 

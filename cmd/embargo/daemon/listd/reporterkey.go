@@ -110,6 +110,8 @@ func (s *Service) reporterKeyAlert(tx *bolt.Tx, inc *workflow.Incident, k workfl
 		fmt.Fprintf(&b, "%s%s\n", mark, x.Describe())
 	}
 	b.WriteString("(* pinned)\n")
+	// It asks for /reporter-key: a reply quoting this binds (binding.go).
+	fmt.Fprintf(&b, "\nReply to %s with signed commands.\n", replyAddress(s.o.Roster.List(lists.Security), string(inc.ID)))
 	msgs, err := s.sealedEach(s.o.Roster.List(lists.Security), s.committee(), notice{
 		Subject: fmt.Sprintf("[%s] reporter key %s", inc.ID, event), Body: b.String(),
 		Kind: "alert-reporter-key", Incident: inc.ID, Thread: inc.RootMsg,

@@ -235,7 +235,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 	if st.Pending != "" && (st.Pending != old.Pending || !st.PendingAt.Equal(old.PendingAt)) {
 		current, _ := workflow.OnCall(s.o.Rotation, st, now)
 		body, err := s.o.Templates.Render("oncall-request", map[string]any{"Project": s.o.Project,
-			"by": st.PendingBy, "to": st.Pending, "current": orDash(current), "until": until})
+			"by": st.PendingBy, "to": st.Pending, "current": orDash(current), "until": until, "ReplyAddress": sec.Address})
 		if err != nil {
 			return nil, err
 		}
@@ -276,7 +276,7 @@ func (s *Service) onCallChanged(tx *bolt.Tx, sec lists.List, st workflow.OnCallS
 		}
 		body, err := s.o.Templates.Render("oncall-change", map[string]any{"Project": s.o.Project,
 			"member": st.Member, "previous": orDash(st.Previous), "since": workflow.FormatInstant(st.Since), "until": until,
-			"moved": strings.Join(moved, ", ")})
+			"moved": strings.Join(moved, ", "), "ReplyAddress": sec.Address})
 		if err != nil {
 			return nil, err
 		}
@@ -335,6 +335,14 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 	if s.encryptionMissing(msg) {
 		// Before the replay cache, which must not record it (encryption.go).
 		out, err := s.encryptionRefusal(sec, mem, workflow.OnCallThread, "", msg, now)
+		if err != nil {
+			return true, err
+		}
+		return true, queue.Enqueue(tx, now, out...)
+	}
+	if miss := s.bindingMissing(sec, msg, ""); miss != "" {
+		// The list alone: /oncall acts on the rotation (binding.go).
+		out, err := s.bindingRefusal(sec, mem, workflow.OnCallThread, "", msg, now, miss, "")
 		if err != nil {
 			return true, err
 		}
@@ -415,6 +423,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 			"Project": s.o.Project, "week": workflow.FormatInstant(dg.Week),
 			"oncall": onCallLine(dg.OnCall, dg.HandedOver), "next": orDash(dg.NextOnCall), "pending": dg.Pending,
 			"incidents": dg.Incidents, "deadlines": dg.Deadlines, "distributors": dg.Distributors, "keys": s.keyLines(now),
+			"ReplyAddress": sec.Address,
 		})
 		if err != nil {
 			return err
