@@ -242,21 +242,21 @@ type Milestone int
 
 // The milestones, in process order. The zero value means none.
 const (
-	MilestoneUnset       Milestone = iota
-	MilestoneTriaged               // accepted, rejected, a duplicate, handed off, or closed out of triage
-	MilestoneFixTeam               // the first fix-team member added
-	MilestoneFixed                 // /fixed: the fix is ready
-	MilestoneAssessed              // fix ready, severity (CVSS) and CVE all known: fix development done (process.md §3, stage 3)
-	MilestoneDeferred              // /defer: a low-severity incident waits for the next patch release
-	MilestoneNotified              // the first distributor notice
-	MilestonePreannounced          // the current T pre-announced (/preannounce; a new T needs a new one)
-	MilestoneApproved              // the advisory approved (a withdrawn approval is not reached)
-	MilestoneScheduled             // approved with its T set and not held: the release keeps time
-	MilestoneHeld                  // the release at the current T held: not approved by T-24 h
-	MilestoneFinalNotice           // the final notice for the current T
-	MilestoneDisclosed             // released
-	MilestoneRetro                 // the retrospective recorded
-	MilestoneClosed                // closed (a /reopen undoes it)
+	MilestoneUnset        Milestone = iota
+	MilestoneTriaged                // accepted, rejected, a duplicate, handed off, or closed out of triage
+	MilestoneFixTeam                // the first fix-team member added
+	MilestoneFixed                  // /fixed: the fix is ready
+	MilestoneAssessed               // fix ready, severity (CVSS) and CVE all known: fix development done (process.md §3, stage 3)
+	MilestoneDeferred               // /defer: a low-severity incident waits for the next patch release
+	MilestoneNotified               // the first distributor notice
+	MilestonePreannounced           // the current T pre-announced (/preannounce; a new T needs a new one)
+	MilestoneApproved               // the advisory approved (a withdrawn approval is not reached)
+	MilestoneScheduled              // approved with its T set and not held: the release keeps time
+	MilestoneHeld                   // the release at the current T held: not approved by T-24 h
+	MilestoneFinalNotice            // the final notice for the current T
+	MilestoneDisclosed              // released
+	MilestoneRetro                  // the retrospective recorded
+	MilestoneClosed                 // closed (a /reopen undoes it)
 )
 
 var milestoneNames = [...]string{"none", "triaged", "fix team formed", "fix ready", "CVSS, CVE and fix", "deferred",
