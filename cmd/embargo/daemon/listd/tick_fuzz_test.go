@@ -65,7 +65,7 @@ func tickSteps(v tickValues) []tickStep {
 		{at: day(12, 1, 16, 10), text: "/disclose " + tickT1.Format(time.DateOnly) + "\n"},
 		{at: day(12, 1, 16, 15), text: "/approve\n"},
 		{at: day(12, 7, 0, 0), want: map[string]int{"digest": 2}},
-		{at: tickT1.Add(-workflow.PreannounceFrom)}, // preannounce-soon (private track), to the SRC
+		{at: tickT1.Add(-workflow.PreannounceFrom)},   // preannounce-soon (private track), to the SRC
 		{at: tickT1.Add(-workflow.FinalNoticeWindow)}, // the final notice
 		{at: day(12, 14, 0, 0), want: map[string]int{"digest": 2}},
 		{at: tickT1}, // the release
