@@ -318,10 +318,13 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			switch r.Key {
 			case "fix":
 				r.What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
-			case "preannounce-soon", "preannounce":
+			case "preannounce-soon":
 				r.What = "no public pre-announcement of the release at T = " + FormatInstant(inc.T) +
 					" yet; the incident is on the private track, and Go pre-announces 3–7 days ahead (docs/process.md §9): send /preannounce (or /preannounce nosev) in its thread by " +
 					FormatInstant(d.Due)
+			case "preannounce":
+				r.What = "still no public pre-announcement of the release at T = " + FormatInstant(inc.T) +
+					"; the incident is on the private track, Go pre-announces 3–7 days ahead (docs/process.md §9), and T is 3 days away: send /preannounce (or /preannounce nosev) in its thread now, or choose another track with /track"
 			}
 		}
 		if r.Title == "" {
