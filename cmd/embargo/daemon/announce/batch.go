@@ -39,6 +39,11 @@ type work struct {
 	rcpts []target // empty: nobody left in span (they left the list meanwhile)
 	span  span     // cursor work: the stretch the batch covers
 	msg   *prepared
+	// batch names the batch for Options.Guard; suspect: it is sent alone
+	// (a suspect, or again: a batch set aside, sent once more, guard.go).
+	batch   Batch
+	suspect bool
+	again   bool
 }
 
 // lane is what one releasing job has in flight, in memory: a new process
@@ -49,6 +54,7 @@ type lane struct {
 	redo     []span          // stretches a connection gave back unsent, sent first
 	retrying map[string]bool // retry-set entries in flight, by address key
 	busy     int
+	alone    int // batches in flight that are sent alone (guard.go)
 }
 
 func (f *Fanout) lane(k string, r *jobRecord) *lane {
@@ -177,6 +183,26 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 			}
 			l := f.lane(k, r)
 			cand := &work{key: k, job: r.Job}
+			c, alone, blocked, err := f.pickAlone(b, k, r, l, cand)
+			switch {
+			case err != nil:
+				return err
+			case blocked:
+				continue
+			case alone:
+				commit = c
+				if f.o.OneClick {
+					if err := b.tokensFor(cand.rcpts); err != nil {
+						return err
+					}
+				}
+				if cand.msg, err = f.message(b, k); err != nil {
+					return err
+				}
+				w = cand
+				l.busy++
+				return nil
+			}
 			due, nextRetry, err := b.dueRetries(k, now, f.o.BatchSize, l.retrying)
 			if err != nil {
 				return err
@@ -224,6 +250,7 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 			if cand.msg, err = f.message(b, k); err != nil {
 				return err
 			}
+			cand.batch = batchOf(cand)
 			w = cand
 			l.busy++
 			return nil
