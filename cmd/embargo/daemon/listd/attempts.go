@@ -141,15 +141,23 @@ const (
 	// first.
 	maxAttempts = 4096
 
-	inflightMagic = "EMBINFL2"
+	inflightMagic = "EMBINFL3"
 	inflightHead  = 32 // magic, run ID (16 bytes), padding
 	// slotSize: the key (32 bytes), the kind of work (1), the label's
 	// length (1) and the label (maxLabel): what `embargo status` names a
-	// row or a tick by, since its key is a one-way hash.
-	slotSize = 64
+	// row, a tick or a fan-out batch by, since its key is a one-way hash.
+	// 128 bytes since a batch's label holds its release's ID (up to 40
+	// characters) and its stretch of the delivery order; still one pwrite
+	// within a page.
+	slotSize = 128
 	maxLabel = slotSize - sha256.Size - 2
-	// inflightMagicV1 is the file before rows and ticks were counted:
-	// 32-byte slots, each a message's SHA-256.
+	// inflightMagicV2 is the file before the fan-out's batches, the
+	// governance tick and the digest were counted: 64-byte slots, the same
+	// layout. inflightMagicV1 is the file before rows and ticks were
+	// counted: 32-byte slots, each a message's SHA-256. A start reads
+	// either, left by the previous version at its death.
+	inflightMagicV2 = "EMBINFL2"
+	slotSizeV2      = 64
 	inflightMagicV1 = "EMBINFL1"
 	slotSizeV1      = sha256.Size
 	// preallocSlots are written at open, so that a slot write seldom
@@ -166,6 +174,9 @@ const (
 	workMessage byte = iota // key: the message's SHA-256; no label
 	workRow                 // key: labelKey(workRow, row ID); label: the row ID
 	workTick                // key: labelKey(workTick, incident ID); label: the incident ID
+	workBatch               // key: labelKey(workBatch, label); label: batchLabel (batch.go)
+	workGov                 // key: labelKey(workGov, ""); label: the governance state's digest (tickjobs.go)
+	workDigest              // key: labelKey(workDigest, ""); label: the digest's week and state (tickjobs.go)
 )
 
 // bucketAttempts holds the counts: key → deaths (4 bytes) ‖ the last death
@@ -249,6 +260,9 @@ var workNames = map[byte]string{
 	workMessage: "message was being processed",
 	workRow:     "queue row was being sealed or sent",
 	workTick:    "incident was being ticked",
+	workBatch:   "announce batch was being sent",
+	workGov:     "governance tick was running",
+	workDigest:  "weekly digest was being made",
 }
 
 // workAttrs are the log attributes naming a piece of work: a message's
@@ -259,6 +273,10 @@ func workAttrs(key [32]byte, kind byte, label string) []any {
 		return []any{"work", "queue row", "row", label}
 	case workTick:
 		return []any{"work", "tick", "incident", label}
+	case workBatch:
+		return []any{"work", "announce batch", "batch", label}
+	case workGov, workDigest:
+		return []any{"work", jobKinds[kind], "state", label}
 	}
 	return []any{"work", "message", "sha256", hex.EncodeToString(key[:])}
 }
@@ -276,7 +294,9 @@ func readInflight(f *os.File) (run []byte, found []inflight, err error) {
 	size := slotSize
 	switch string(b[:len(inflightMagic)]) {
 	case inflightMagic:
-	case inflightMagicV1: // left by the previous version at its death
+	case inflightMagicV2: // left by a previous version at its death
+		size = slotSizeV2
+	case inflightMagicV1:
 		size = slotSizeV1
 	default:
 		return nil, nil, nil
@@ -288,9 +308,9 @@ func readInflight(f *os.File) (run []byte, found []inflight, err error) {
 		if w.key == zero || slices.ContainsFunc(found, func(x inflight) bool { return x.key == w.key }) {
 			continue
 		}
-		if size == slotSize {
+		if size > slotSizeV1 {
 			w.kind = b[off+32]
-			w.label = string(b[off+34 : off+34+min(int(b[off+33]), maxLabel)])
+			w.label = string(b[off+34 : off+34+min(int(b[off+33]), size-sha256.Size-2)])
 		}
 		found = append(found, w)
 	}
