@@ -182,6 +182,9 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 				continue
 			}
 			l := f.lane(k, r)
+			// A batch set aside, or a suspect's, may have moved the
+			// cursor past the walk (guard.go).
+			l.next = max(l.next, r.Cursor)
 			cand := &work{key: k, job: r.Job}
 			c, alone, blocked, err := f.pickAlone(b, k, r, l, cand)
 			switch {

@@ -185,7 +185,9 @@ func (f *Fanout) judge() error {
 		for _, r := range jobs {
 			k := string(jobKey(r.ID))
 			changed := false
-			for _, d := range f.o.Guard.Deaths(r.ID, now) {
+			ds := f.o.Guard.Deaths(r.ID, now)
+			slices.SortFunc(ds, func(a, c BatchDeaths) int { return cmpU64(a.Lo, c.Lo) }) // in delivery order
+			for _, d := range ds {
 				killer := d.Deaths >= BatchPoisonDeaths && d.Last.After(r.ResumedAt)
 				switch i := r.asideIndex(d.Batch); {
 				case i >= 0 && killer && r.Aside[i].Again: // sent once more, and died
