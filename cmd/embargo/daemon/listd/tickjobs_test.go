@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/govdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/lists/governance"
@@ -203,5 +204,29 @@ func TestAttemptsReadV2File(t *testing.T) {
 	}
 	if len(rows) != 1 || rows[0] != 42 {
 		t.Errorf("rows among the suspects: %v; want 42", rows)
+	}
+}
+
+// BenchmarkBatchGuard is what the guard adds to each announce batch on the
+// normal path (announce/guard.go): the shared gate, the batch's label and
+// key, and the two pwrites of its 128-byte slot. A batch is one SMTP
+// transaction with up to 100 recipients: compare with
+// announce.BenchmarkFanout's time per batch.
+func BenchmarkBatchGuard(b *testing.B) {
+	dir := b.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, "s.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	a, err := OpenAttempts(db, dir, mon, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	g := a.Batches()
+	for i := uint64(0); b.Loop(); i++ {
+		end, _ := g.Begin(context.Background(), "SEC-2026-0001", announce.Batch{Lo: i * 100, Hi: i*100 + 100}, false)
+		end()
 	}
 }
