@@ -36,9 +36,12 @@ import (
 // again at each start: a queue row whose sealing or sending kills the
 // process (the worker claims it again at once), or an incident whose tick
 // does (the tick runs at start). Those are counted in the same file and the
-// same table, under a key of their own (work.go): a row at PoisonDeaths
+// same table, under a key of their own (work.go): a row at RowPoisonDeaths
 // fails with an alert instead of being tried, an incident's tick is skipped
-// with an alert until the incident changes.
+// with an alert until the incident changes. So are the announce fan-out's
+// batches (batchguard.go: set aside, the release held) and the tick's own
+// jobs, the governance tick and the weekly digest (tickjobs.go: skipped
+// with an alert until what they read changes).
 //
 // How a death is seen. Before a message is processed its key (the SHA-256
 // of its bytes; for a row or a tick, labelKey) is written into a slot of
