@@ -163,7 +163,9 @@ func (r *killerRelay) Send(ctx context.Context, from string, to []string, data [
 // sent alone (nothing else in progress), the bystanders are forgotten, and
 // the killer's own deaths follow; at BatchPoisonDeaths it is set aside,
 // every other subscriber is served exactly once, and the release is held
-// (HoldKilled) with one call of Held. Resume sends it once more, alone.
+// (HoldKilled) with one call of Held. Resume sends it once more, alone: a
+// death then sets it aside and holds the release again (a second Held);
+// once it no longer kills, a resume serves its subscribers.
 func TestBatchKillerSetAside(t *testing.T) {
 	const n, batch, conns = 1000, 100, 4
 	db, _ := newDB(t)
@@ -229,7 +231,23 @@ func TestBatchKillerSetAside(t *testing.T) {
 		}
 	}
 
+	// Resumed while it still kills: sent once more, alone, it dies, and
+	// the next start sets it aside again and holds the release again.
+	if err := db.Update(func(tx *bolt.Tx) error { return Resume(tx, "SEC-2026-0002", c.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Second)
+	r = run(false)
+	if r.alone[killer] != 0 || r.alone[addrs[200]] != 1 || g.deaths()["sec-2026-0002 200-300"] != BatchPoisonDeaths+1 {
+		t.Fatalf("after the resume: sends %v, counts %v; want the batch set aside sent alone, and its death counted", r.alone, g.deaths())
+	}
+	run(false)
+	if j := job(t, db, "SEC-2026-0002"); j.State != JobHeld || j.HeldFor != HoldKilled || held != 2 {
+		t.Fatalf("release %+v, Held called %d times; want it held again, with a second alert", j, held)
+	}
+
 	// Resumed (the killer no longer kills): sent once more, alone.
+	c.Advance(time.Second)
 	if err := db.Update(func(tx *bolt.Tx) error { return Resume(tx, "SEC-2026-0002", c.Now()) }); err != nil {
 		t.Fatal(err)
 	}
