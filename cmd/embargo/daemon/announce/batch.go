@@ -186,25 +186,12 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 			// cursor past the walk (guard.go).
 			l.next = max(l.next, r.Cursor)
 			cand := &work{key: k, job: r.Job}
-			c, alone, blocked, err := f.pickAlone(b, k, r, l, cand)
+			alone, ok, blocked, err := f.pickAlone(b, k, r, l, cand)
 			switch {
 			case err != nil:
 				return err
 			case blocked:
 				continue
-			case alone:
-				commit = c
-				if f.o.OneClick {
-					if err := b.tokensFor(cand.rcpts); err != nil {
-						return err
-					}
-				}
-				if cand.msg, err = f.message(b, k); err != nil {
-					return err
-				}
-				w = cand
-				l.busy++
-				return nil
 			}
 			due, nextRetry, err := b.dueRetries(k, now, f.o.BatchSize, l.retrying)
 			if err != nil {
@@ -214,6 +201,8 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 				later(nextRetry)
 			}
 			switch {
+			case ok:
+				commit = alone
 			case len(due) > 0:
 				cand.retry, cand.rcpts = true, due
 				commit = func() {
@@ -253,7 +242,9 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 			if cand.msg, err = f.message(b, k); err != nil {
 				return err
 			}
-			cand.batch = batchOf(cand)
+			if !ok {
+				cand.batch = batchOf(cand)
+			}
 			w = cand
 			l.busy++
 			return nil
