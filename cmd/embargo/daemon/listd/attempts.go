@@ -20,6 +20,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 )
 
 // A message whose processing kills the whole process (docs/threat-model.md
@@ -249,7 +251,7 @@ func OpenAttempts(db *bolt.DB, dir string, now time.Time, log *slog.Logger) (*At
 		// IDs only: the hash names the message, its archive entry and its
 		// later quarantine; nothing of its content is known here.
 		log.Warn("the previous run ended while this "+workNames[w.kind]+" (the process was killed or crashed); it is a suspect",
-			append(workAttrs(w.key, w.kind, w.label), "deaths", a.known[w.key].deaths, "stopped_at", PoisonDeaths)...)
+			append(workAttrs(w.key, w.kind, w.label), "deaths", a.known[w.key].deaths, "stopped_at", deathLimit(w.kind))...)
 	}
 	if err := a.reset(); err != nil {
 		f.Close()
@@ -266,6 +268,18 @@ var workNames = map[byte]string{
 	workBatch:   "announce batch was being sent",
 	workGov:     "governance tick was running",
 	workDigest:  "weekly digest was being made",
+}
+
+// deathLimit is the deaths at which work of kind is no longer done: a
+// row's and a batch's limit is one more than the others'.
+func deathLimit(kind byte) int {
+	switch kind {
+	case workRow:
+		return RowPoisonDeaths
+	case workBatch:
+		return announce.BatchPoisonDeaths
+	}
+	return PoisonDeaths
 }
 
 // workAttrs are the log attributes naming a piece of work: a message's
