@@ -36,7 +36,7 @@ func spfZone() *Static {
 			"void.test":     {"v=spf1 a:nx1.test a:nx2.test a:nx3.test ip4:192.0.2.1 -all"},
 			"loop.test":     {"v=spf1 include:loop.test -all"},
 			"many.test":     {"v=spf1 " + strings.Repeat("a:pass.test ", 11) + "ip4:192.0.2.1 -all"},
-			"ten.test":     {"v=spf1 " + strings.Repeat("a:pass.test ", 10) + "ip4:192.0.2.1 -all"},
+			"ten.test":      {"v=spf1 " + strings.Repeat("a:pass.test ", 10) + "ip4:192.0.2.1 -all"},
 			"tempfail.test": {"v=spf1 include:broken.test -all"},
 			"bad.test":      {"v=spf1 ip4:999.1.1.1 -all"},
 		},
@@ -78,7 +78,7 @@ func TestSPF(t *testing.T) {
 		{"void.test", "192.0.2.1", spf.PermError}, // §4.6.4: a third void lookup
 		{"loop.test", "192.0.2.1", spf.PermError}, // §4.6.4: an include loop runs out of lookups
 		{"many.test", "192.0.2.1", spf.PermError}, // §4.6.4: an 11th DNS mechanism
-		{"ten.test", "192.0.2.1", spf.Pass},      // the 10 allowed, the record's own lookup aside
+		{"ten.test", "192.0.2.1", spf.Pass},       // the 10 allowed, the record's own lookup aside
 		{"tempfail.test", "192.0.2.1", spf.TempError},
 		{"bad.test", "192.0.2.1", spf.PermError},
 	} {
