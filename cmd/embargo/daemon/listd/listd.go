@@ -367,8 +367,8 @@ type delivery struct {
 	// (Envelope.Auth); archivedSum its SHA-256.
 	archived    []byte
 	archivedSum [32]byte
-	seen    [32]byte // of raw and the recipients: the duplicate key (seenKey)
-	now     time.Time
+	seen        [32]byte // of raw and the recipients: the duplicate key (seenKey)
+	now         time.Time
 	// keys are the public keys attached to the message, checked at now
 	// (governance.go), and appSigned whether an application is signed by
 	// one of them.
