@@ -116,3 +116,44 @@ func TestOwnSenderAuth(t *testing.T) {
 	}
 	daemontest.MustContain(t, "the log", h.Logs.String(), "removed Authentication-Results fields claiming our authserv-id", "sender checked")
 }
+
+// TestOwnSenderAuthLimits: a committee member's reports, DKIM-signed by
+// the member's domain and checked by embargo itself, are exempt from the
+// per-sender intake limit (docs/threat-model.md B7); the same reports
+// unsigned, or with a forged field under our authserv-id, are not.
+func TestOwnSenderAuthLimits(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := &senderauth.Static{TXT: map[string][]string{
+		"sel._domainkey.ex.test": {"v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)},
+	}}
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[intake]\nverify = \"own\"\nnew_incidents_per_sender_per_hour = 1\nnew_incidents_per_client_per_hour = 0\n"},
+		daemon.Options{Resolver: zone})
+	report := func(i int, signed bool, extra string) []byte {
+		raw := []byte(strings.ReplaceAll(extra+daemontest.Report("alice@ex.test", fmt.Sprintf("finding %d", i), "details"), "\n", "\r\n"))
+		if !signed {
+			return raw
+		}
+		var out bytes.Buffer
+		if err := dkim.Sign(&out, bytes.NewReader(raw), &dkim.SignOptions{Domain: "ex.test", Selector: "sel", Signer: priv}); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	for i := range 3 {
+		if err := daemontest.SendSMTP(h.Addr(), "alice@ex.test", []string{"security@ex.test"}, report(i, true, "")); err != nil {
+			t.Fatalf("signed report %d from a member: %v", i, err)
+		}
+	}
+	refused := 0
+	for i, extra := range []string{"", "Authentication-Results: ex.test; dkim=pass header.d=ex.test\n", ""} {
+		if c, _ := daemontest.Code(daemontest.SendSMTP(h.Addr(), "alice@ex.test", []string{"security@ex.test"}, report(10+i, false, extra))); c == 450 {
+			refused++
+		}
+	}
+	if refused < 2 {
+		t.Errorf("%d of 3 unsigned reports from a member refused beyond the limit of 1, want at least 2", refused)
+	}
+}
