@@ -157,3 +157,45 @@ func TestOwnSenderAuthLimits(t *testing.T) {
 		t.Errorf("%d of 3 unsigned reports from a member refused beyond the limit of 1, want at least 2", refused)
 	}
 }
+
+// TestOwnSenderAuthLMTP: over LMTP there is no client address, so embargo
+// checks nothing itself (the MTA in front does): a DKIM-signed report is
+// archived without our field, but a field claiming our authserv-id is
+// still removed (RFC 8601 §5).
+func TestOwnSenderAuthLMTP(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := &senderauth.Static{TXT: map[string][]string{
+		"sel._domainkey.out.test": {"v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)},
+	}}
+	h := daemontest.New(t, daemontest.Config{Extra: "[intake]\nverify = \"own\"\n[lmtp]\nlisten = \"127.0.0.1:0\"\n"}, daemon.Options{NoTick: true, Resolver: zone})
+	raw := []byte(daemontest.CRLF("Authentication-Results: ex.test; dkim=pass header.d=out.test\n" + daemontest.Report("rep@out.test", "finding", "details")))
+	var signed bytes.Buffer
+	if err := dkim.Sign(&signed, bytes.NewReader(raw), &dkim.SignOptions{Domain: "out.test", Selector: "sel", Signer: priv}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := daemontest.Transact(h.D.LMTPAddr().String(), true, "rep@out.test", []string{"security@ex.test"}, signed.Bytes())
+	if err == nil {
+		err = tr.Data["security@ex.test"]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var archived []byte
+	h.D.View(func(tx *bolt.Tx) error {
+		recs, err := incidentdb.Messages(tx, "SEC-2026-0001")
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("%d messages, %v", len(recs), err)
+		}
+		archived, err = incidentdb.Raw(tx, recs[0].Seq)
+		return err
+	})
+	if bytes.Contains(archived, []byte("Authentication-Results: ")) {
+		t.Errorf("over LMTP the archive has an Authentication-Results field under our id:\n%.400s", archived)
+	}
+	if len(zone.Asked()) != 0 {
+		t.Errorf("over LMTP embargo looked up %v", zone.Asked())
+	}
+}
