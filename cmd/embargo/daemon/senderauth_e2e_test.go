@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
@@ -198,4 +199,36 @@ func TestOwnSenderAuthLMTP(t *testing.T) {
 	if len(zone.Asked()) != 0 {
 		t.Errorf("over LMTP embargo looked up %v", zone.Asked())
 	}
+}
+
+// panicResolver is a resolver with a bug: every lookup panics.
+type panicResolver struct{ *senderauth.Static }
+
+func (*panicResolver) LookupTXT(context.Context, string) ([]string, error) { panic("resolver bug") }
+
+// TestOwnSenderAuthPanic: a panic in the checks (a library that chokes on
+// a hostile signature) leaves the report unchecked, never lost: it is
+// stored and answered 250, without our field.
+func TestOwnSenderAuthPanic(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := daemontest.New(t, daemontest.Config{Extra: "\n[intake]\nverify = \"own\"\n"}, daemon.Options{Resolver: &panicResolver{&senderauth.Static{}}})
+	var signed bytes.Buffer
+	raw := []byte(daemontest.CRLF(daemontest.Report("rep@out.test", "finding", "details")))
+	if err := dkim.Sign(&signed, bytes.NewReader(raw), &dkim.SignOptions{Domain: "out.test", Selector: "sel", Signer: priv}); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemontest.SendSMTP(h.Addr(), "rep@out.test", []string{"security@ex.test"}, signed.Bytes()); err != nil {
+		t.Fatalf("the report was refused: %v", err)
+	}
+	h.D.View(func(tx *bolt.Tx) error {
+		recs, err := incidentdb.Messages(tx, "SEC-2026-0001")
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("%d messages, %v", len(recs), err)
+		}
+		return nil
+	})
+	daemontest.MustContain(t, "the log", h.Logs.String(), "sender authentication panicked")
 }

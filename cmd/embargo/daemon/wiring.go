@@ -242,7 +242,7 @@ func (h handler) authenticate(ctx context.Context, env smtpd.Envelope, e *listd.
 	var res senderauth.Result
 	checked := !h.noClient && e.Client != ""
 	if checked {
-		res = h.auth.Verify(ctx, senderauth.Input{IP: net.ParseIP(e.Client), Helo: env.Helo, MailFrom: env.From, Message: msg})
+		res, checked = h.verify(ctx, senderauth.Input{IP: net.ParseIP(e.Client), Helo: env.Helo, MailFrom: env.From, Message: msg}, env.SessionID)
 	}
 	msg, n := senderauth.Strip(msg, h.auth.AuthservID())
 	if n > 0 {
@@ -253,6 +253,20 @@ func (h handler) authenticate(ctx context.Context, env smtpd.Envelope, e *listd.
 		h.log.Info("sender checked", "session", env.SessionID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC, "authenticated", res.How != "")
 	}
 	return msg
+}
+
+// verify runs the checks; a panic in them (a hostile signature that a
+// library cannot parse) leaves the message unchecked, never unstored
+// (docs/threat-model.md A6: a report must not be lost to a check that
+// only adds trust; go-smtp would recover the panic and drop the message).
+func (h handler) verify(ctx context.Context, in senderauth.Input, session string) (res senderauth.Result, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("sender authentication panicked; the message is taken unchecked", "session", session, "size", len(in.Message))
+			res, ok = senderauth.Result{}, false
+		}
+	}()
+	return h.auth.Verify(ctx, in), true
 }
 
 // clientIP is the address of a TCP peer ("192.0.2.1:25" → "192.0.2.1"),
