@@ -116,6 +116,14 @@ func TestOwnSenderAuth(t *testing.T) {
 		}
 	}
 	daemontest.MustContain(t, "the log", h.Logs.String(), "removed Authentication-Results fields claiming our authserv-id", "sender checked")
+	// Ten messages checked: five reports and five later mails; three
+	// authenticated (the signed mail, and both of spf.test's, report
+	// included).
+	for result, want := range map[string]float64{"authenticated": 3, "unauthenticated": 7, "unchecked": 0} {
+		if got := daemon.CounterValue(h.D, "embargo_sender_checks_total", result); got != want {
+			t.Errorf("embargo_sender_checks_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
 }
 
 // TestOwnSenderAuthLimits: a committee member's reports, DKIM-signed by
@@ -231,4 +239,7 @@ func TestOwnSenderAuthPanic(t *testing.T) {
 		return nil
 	})
 	daemontest.MustContain(t, "the log", h.Logs.String(), "sender authentication panicked")
+	if got := daemon.CounterValue(h.D, "embargo_sender_checks_total", "unchecked"); got != 1 {
+		t.Errorf("embargo_sender_checks_total{result=\"unchecked\"} = %v, want 1", got)
+	}
 }

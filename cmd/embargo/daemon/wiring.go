@@ -194,7 +194,7 @@ func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore tim
 // handler is what the SMTP listener hands accepted mail to: listd, counted
 // for /metrics, after our own sender authentication when it is on.
 func (d *Daemon) handler() smtpd.Handler {
-	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth")})
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked})
 }
 
 // lmtpHandler is handler for the LMTP listener, whose one client is the MTA
@@ -204,7 +204,7 @@ func (d *Daemon) handler() smtpd.Handler {
 // [intake] trusted_authserv_ids, does); fields claiming our authserv-id
 // are still removed.
 func (d *Daemon) lmtpHandler() smtpd.Handler {
-	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), noClient: true})
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked, noClient: true})
 }
 
 // handler adapts listd to smtpd's Handler: smtpd declares its types with the
@@ -213,6 +213,7 @@ type handler struct {
 	svc      *listd.Service
 	auth     *senderauth.Verifier // nil: [intake] verify = "off"
 	log      *slog.Logger
+	count    func(result string) // embargo_sender_checks_total
 	noClient bool
 }
 
@@ -243,6 +244,14 @@ func (h handler) authenticate(ctx context.Context, env smtpd.Envelope, e *listd.
 	checked := !h.noClient && e.Client != ""
 	if checked {
 		res, checked = h.verify(ctx, senderauth.Input{IP: net.ParseIP(e.Client), Helo: env.Helo, MailFrom: env.From, Message: msg}, env.SessionID)
+		switch {
+		case !checked:
+			h.count("unchecked")
+		case res.How != "":
+			h.count("authenticated")
+		default:
+			h.count("unauthenticated")
+		}
 	}
 	msg, n := senderauth.Strip(msg, h.auth.AuthservID())
 	if n > 0 {
