@@ -259,7 +259,13 @@ func safeDomain(d string) string {
 }
 
 // formatField is the Authentication-Results field, one result a line.
+// Nothing in it can break a line: the authserv-id comes from the checked
+// configuration and must be a host name, the domains pass safeDomain, and
+// the results are go-msgauth's fixed tokens.
 func formatField(id string, results []authres.Result) string {
+	if safeDomain(id) == "" {
+		id = "embargo.invalid" // never: config refuses such an authserv_id
+	}
 	parts := strings.Split(authres.Format(id, results), "; ")
 	for i := range parts {
 		parts[i] = strings.TrimSpace(parts[i])

@@ -3,6 +3,8 @@ package senderauth
 import (
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-msgauth/authres"
 )
 
 // TestStrip: fields claiming our authserv-id are removed, however written
@@ -74,4 +76,19 @@ func FuzzStrip(f *testing.F) {
 			pos = next
 		}
 	})
+}
+
+// TestFieldSafe: nothing a sender chooses breaks our field's lines
+// (docs/threat-model.md B2): a hostile domain is left out, a hostile
+// authserv-id replaced.
+func TestFieldSafe(t *testing.T) {
+	for _, bad := range []string{"evil.test\r\nBcc: x@evil.test", "evil.test;dkim=pass", "a b", `"q"`, strings.Repeat("a", 300)} {
+		if safeDomain(bad) != "" {
+			t.Errorf("safeDomain(%q) passed", bad)
+		}
+	}
+	f := formatField("mx.ex.test\r\nX: y", []authres.Result{&authres.DKIMResult{Value: authres.ResultPass, Domain: safeDomain("evil.test\r\nBcc: x")}})
+	if f != "Authentication-Results: embargo.invalid;\r\n\tdkim=pass\r\n" {
+		t.Errorf("field %q", f)
+	}
 }
