@@ -111,3 +111,15 @@ func TestDKIMUnaligned(t *testing.T) {
 		t.Errorf("d=evil.test for From out.test: %+v", r)
 	}
 }
+
+// TestFromTooLong: a From field beyond 4 KiB is not parsed (docs/threat-model.md
+// C4) and gets no verdict.
+func TestFromTooLong(t *testing.T) {
+	long := "From: " + strings.Repeat("a", 5000) + " <rep@out.test>\r\n\r\nbody\r\n"
+	if d := fromDomain([]byte(long)); d != "" {
+		t.Errorf("a %d-byte From was parsed: %q", len(long), d)
+	}
+	if d := fromDomain([]byte("From: Rep <rep@Out.Test>\r\n\r\nbody\r\n")); d != "out.test" {
+		t.Errorf("From domain %q", d)
+	}
+}

@@ -87,6 +87,11 @@ type Result struct {
 	SPF, DKIM, DMARC string
 }
 
+// maxFromBytes is the longest From field parsed, as lists/message's limit
+// on address fields (docs/threat-model.md C4: net/mail is slow on long
+// ones).
+const maxFromBytes = 4 << 10
+
 // maxSignatures bounds the DKIM signatures verified in one message (each
 // costs a key lookup and a hash of the body).
 const maxSignatures = 5
@@ -217,8 +222,8 @@ func fromDomain(msg []byte) string {
 		return ""
 	}
 	from := m.Header["From"]
-	if len(from) != 1 {
-		return ""
+	if len(from) != 1 || len(from[0]) > maxFromBytes {
+		return "" // listd refuses such a From later; never parse it (docs/threat-model.md C4)
 	}
 	addrs, err := mail.ParseAddressList(from[0])
 	if err != nil || len(addrs) != 1 {
