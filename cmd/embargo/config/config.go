@@ -136,6 +136,20 @@ type Intake struct {
 	// fields bearing its own authserv-id from the mail it receives (RFC
 	// 8601 §5). Default none: nothing is believed.
 	TrustedAuthservIDs []string `toml:"trusted_authserv_ids"`
+	// Verify is who authenticates senders for embargo: "off" (the
+	// default: only a trusted MTA's Authentication-Results, above) or
+	// "own", where embargo is the MX itself: at arrival on the SMTP
+	// listener it checks DKIM (RFC 6376), SPF (RFC 7208) for the client's
+	// address and DMARC (RFC 7489) itself, and a DMARC pass or an aligned
+	// DKIM or SPF pass counts as a trusted MTA's would
+	// (cmd/embargo/daemon/senderauth). Never over LMTP, which has no
+	// client address: the MTA in front checks there.
+	Verify string `toml:"verify"`
+	// AuthservID names embargo's own results (RFC 8601 §2.2) in the
+	// Authentication-Results field it adds to the archived message; fields
+	// claiming it are removed from incoming mail (RFC 8601 §5). Default:
+	// the domain. Must not be one of TrustedAuthservIDs.
+	AuthservID string `toml:"authserv_id"`
 	// NewIncidentsPerSenderPerHour and NewIncidentsPerClientPerHour are
 	// the intake limits (docs/threat-model.md B7): how many new incidents
 	// one envelope sender, and one SMTP client address, may open in an
@@ -168,6 +182,24 @@ const DefaultAcksPerDay = 200
 
 // AckCap is acks_per_day, its default if unset; 0: no cap.
 func (i Intake) AckCap() int { return orDefaultPtr(i.AcksPerDay, DefaultAcksPerDay) }
+
+// The values of [intake] verify.
+const (
+	VerifyOff = "off"
+	VerifyOwn = "own"
+)
+
+// OwnVerification reports whether embargo checks senders itself
+// ([intake] verify = "own").
+func (i Intake) OwnVerification() bool { return i.Verify == VerifyOwn }
+
+// OwnAuthservID is authserv_id, or the domain when it is unset.
+func (c *Config) OwnAuthservID() string {
+	if c.Intake.AuthservID != "" {
+		return c.Intake.AuthservID
+	}
+	return c.Domain
+}
 
 // NewPerSender is new_incidents_per_sender_per_hour, its default if unset.
 func (i Intake) NewPerSender() int {

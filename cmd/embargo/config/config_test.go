@@ -58,6 +58,9 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown governance key", base + "[governance]\nquorom = 2\n", []string{"governance.quorom"}},
 		{"authserv-id with a space", base + "[intake]\ntrusted_authserv_ids = [\"mx.example.org 1\"]\n", []string{"intake.trusted_authserv_ids", `"mx.example.org 1" is not an authserv-id`}},
 		{"empty authserv-id", base + "[intake]\ntrusted_authserv_ids = [\"\"]\n", []string{"intake.trusted_authserv_ids"}},
+		{"unknown verify", base + "[intake]\nverify = \"dkim\"\n", []string{`intake.verify = "dkim"`, `"off"`, `"own"`}},
+		{"own authserv-id with a semicolon", base + "[intake]\nverify = \"own\"\nauthserv_id = \"mx;x\"\n", []string{"intake.authserv_id", `"mx;x" is not an authserv-id`}},
+		{"own authserv-id trusted", base + "[intake]\nverify = \"own\"\ntrusted_authserv_ids = [\"Example.org\"]\n", []string{"intake.trusted_authserv_ids names \"Example.org\"", "embargo's own authserv-id"}},
 		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
 		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
 		{"negative data rate", base + "[smtp]\nmin_data_rate = -1\n", []string{"smtp.min_data_rate -1 is negative", "default 500", "0 for no minimum"}},
@@ -501,5 +504,28 @@ func TestRelayLoopConfig(t *testing.T) {
 				t.Errorf("Parse error = %q repeats the password", err)
 			}
 		})
+	}
+}
+
+// TestIntakeVerify: off by default; "own" turns embargo's own checks on,
+// under authserv_id or, unset, the domain.
+func TestIntakeVerify(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		own  bool
+		id   string
+	}{
+		{"", false, "example.org"},
+		{"[intake]\nverify = \"off\"\n", false, "example.org"},
+		{"[intake]\nverify = \"own\"\n", true, "example.org"},
+		{"[intake]\nverify = \"own\"\nauthserv_id = \"mx.example.org\"\ntrusted_authserv_ids = [\"relay.example.org\"]\n", true, "mx.example.org"},
+	} {
+		cfg, err := Parse([]byte("domain = \"example.org\"\n"+tt.toml), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if cfg.Intake.OwnVerification() != tt.own || cfg.OwnAuthservID() != tt.id {
+			t.Errorf("%q: own %v as %q; want %v as %q", tt.toml, cfg.Intake.OwnVerification(), cfg.OwnAuthservID(), tt.own, tt.id)
+		}
 	}
 }

@@ -68,6 +68,7 @@ func (c *Config) Problems() []string {
 			p.add("intake.trusted_authserv_ids: %q is not an authserv-id: give the name the MTA writes first in its Authentication-Results fields, e.g. \"mx.example.org\"", id)
 		}
 	}
+	c.validateVerify(&p)
 	for _, l := range []struct {
 		key string
 		v   *int
@@ -270,6 +271,28 @@ func (c *Config) validateHTTP(p *problems) {
 		u, err := url.Parse(h.BaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
 			p.add("http.base_url %q must be an origin like \"https://security.example.org\": scheme and host, no path", h.BaseURL)
+		}
+	}
+}
+
+// validateVerify checks [intake] verify and authserv_id.
+func (c *Config) validateVerify(p *problems) {
+	switch c.Intake.Verify {
+	case "", VerifyOff, VerifyOwn:
+	default:
+		p.add("intake.verify = %q: give \"off\" (believe only trusted_authserv_ids) or \"own\" (embargo checks DKIM, SPF and DMARC itself, when it is the MX)", c.Intake.Verify)
+	}
+	id := c.Intake.AuthservID
+	if id != "" && strings.ContainsAny(id, " \t\r\n;()\"=\\") {
+		p.add("intake.authserv_id: %q is not an authserv-id: give a host name such as \"mx.example.org\" (default: the domain)", id)
+	}
+	if !c.Intake.OwnVerification() {
+		return
+	}
+	own := c.OwnAuthservID()
+	for _, t := range c.Intake.TrustedAuthservIDs {
+		if strings.EqualFold(strings.TrimSuffix(t, "."), strings.TrimSuffix(own, ".")) {
+			p.add("intake.trusted_authserv_ids names %q, which is also embargo's own authserv-id (intake.authserv_id, default the domain): a field under that name could then come from either; give embargo's own results another name", t)
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/senderauth"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/web"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/smtpd"
@@ -78,6 +79,11 @@ type Options struct {
 	// command line's overrides; nil reloads the TLS certificate only.
 	Load func() (*config.Config, error)
 
+	// Resolver does the DNS lookups of embargo's own sender authentication
+	// ([intake] verify = "own"); default the system's resolver. Tests give
+	// a senderauth.Static.
+	Resolver senderauth.Resolver
+
 	// hooks are the failpoints of the tests (export_test.go): a field no
 	// other package can set.
 	hooks testHooks
@@ -105,6 +111,7 @@ type Daemon struct {
 	attempts *listd.Attempts // the in-flight file (docs/threat-model.md A6)
 	keys     *Keys
 	svc      *listd.Service
+	auth     *senderauth.Verifier // nil unless [intake] verify = "own"
 	worker   *queue.Worker
 	subs     *subscriberOps // `embargo subscribers` changes, behind the control socket
 	fanout   *announce.Fanout

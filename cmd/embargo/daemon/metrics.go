@@ -29,6 +29,7 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	acksHeld   *prometheus.CounterVec
 	distWarn   *prometheus.CounterVec
+	senders    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -74,6 +75,13 @@ func newMetrics() *metrics {
 			Name: "embargo_distributor_warnings_total",
 			Help: "Encrypted warnings to a member whose post to distributors@ was refused (plaintext, or not signed by a pinned key) since start, by result: sent (queued), held (the member was warned in the last hour).",
 		}, []string{"result"}),
+		senders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_sender_checks_total",
+			Help: "Messages whose sender embargo checked itself on the SMTP listener ([intake] verify = \"own\") since start, by result: authenticated (a DMARC pass, or an aligned DKIM or SPF pass), unauthenticated, or unchecked (the checks failed; the message was taken as always).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"authenticated", "unauthenticated", "unchecked"} {
+		m.senders.WithLabelValues(r)
 	}
 	// Every result is reported from the start, zero included, so that the
 	// series do not come and go.
@@ -92,7 +100,7 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn, m.senders,
 	)
 	return m
 }
@@ -116,6 +124,9 @@ func (m *metrics) ackHeld(limit string) { m.acksHeld.WithLabelValues(limit).Inc(
 // whose post to distributors@ was refused, sent or held back
 // (docs/threat-model.md G2).
 func (m *metrics) distWarning(result string) { m.distWarn.WithLabelValues(result).Inc() }
+
+// senderChecked counts one message whose sender embargo checked itself.
+func (m *metrics) senderChecked(result string) { m.senders.WithLabelValues(result).Inc() }
 
 // delivered is the queue's Options.Delivered: the row reached the relay at at.
 func (m *metrics) delivered(r queue.Row, at time.Time) {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/listd"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/senderauth"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/smtpd"
 	"github.com/embargo-project/embargo/templates"
@@ -116,6 +118,9 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		DistributorWarning: d.metrics.distWarning,
 		Attempts:           d.attempts,
 	})
+	if d.cfg.Intake.OwnVerification() {
+		d.auth = senderauth.New(senderauth.Options{AuthservID: d.cfg.OwnAuthservID(), Resolver: d.o.Resolver})
+	}
 	// The roster in force: the file's members as signed mail changed them.
 	if err := d.svc.Reload(set); err != nil {
 		return err
@@ -187,20 +192,28 @@ func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore tim
 }
 
 // handler is what the SMTP listener hands accepted mail to: listd, counted
-// for /metrics.
-func (d *Daemon) handler() smtpd.Handler { return d.metrics.handler(handler{svc: d.svc}) }
+// for /metrics, after our own sender authentication when it is on.
+func (d *Daemon) handler() smtpd.Handler {
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked})
+}
 
 // lmtpHandler is handler for the LMTP listener, whose one client is the MTA
 // in front: the per-client intake limit does not count it (that MTA's own
-// limits apply).
+// limits apply), and there is no client address to check SPF against, so
+// our own sender authentication does not run there (the MTA's, trusted by
+// [intake] trusted_authserv_ids, does); fields claiming our authserv-id
+// are still removed.
 func (d *Daemon) lmtpHandler() smtpd.Handler {
-	return d.metrics.handler(handler{svc: d.svc, noClient: true})
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked, noClient: true})
 }
 
 // handler adapts listd to smtpd's Handler: smtpd declares its types with the
 // standard library only, listd does not import smtpd.
 type handler struct {
 	svc      *listd.Service
+	auth     *senderauth.Verifier // nil: [intake] verify = "off"
+	log      *slog.Logger
+	count    func(result string) // embargo_sender_checks_total
 	noClient bool
 }
 
@@ -215,7 +228,54 @@ func (h handler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) err
 	if !h.noClient {
 		e.Client = clientIP(env.RemoteAddr)
 	}
+	if h.auth != nil {
+		msg = h.authenticate(ctx, env, &e, msg)
+	}
 	return h.svc.Handle(ctx, e, msg)
+}
+
+// authenticate is our own sender authentication ([intake] verify = "own",
+// docs/design.md §1): DKIM, SPF and DMARC checked on the message as it
+// arrived (a signature covers it as sent), then every field claiming our
+// authserv-id removed (RFC 8601 §5: only our own results bear our name).
+// Its verdict only ever adds trust; nothing here refuses mail.
+func (h handler) authenticate(ctx context.Context, env smtpd.Envelope, e *listd.Envelope, msg []byte) []byte {
+	var res senderauth.Result
+	checked := !h.noClient && e.Client != ""
+	if checked {
+		res, checked = h.verify(ctx, senderauth.Input{IP: net.ParseIP(e.Client), Helo: env.Helo, MailFrom: env.From, Message: msg}, env.SessionID)
+		switch {
+		case !checked:
+			h.count("unchecked")
+		case res.How != "":
+			h.count("authenticated")
+		default:
+			h.count("unauthenticated")
+		}
+	}
+	msg, n := senderauth.Strip(msg, h.auth.AuthservID())
+	if n > 0 {
+		h.log.Warn("removed Authentication-Results fields claiming our authserv-id", "session", env.SessionID, "fields", n)
+	}
+	if checked {
+		e.Auth = &listd.SenderAuth{Field: res.Field, FromDomain: res.FromDomain, How: res.How}
+		h.log.Info("sender checked", "session", env.SessionID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC, "authenticated", res.How != "")
+	}
+	return msg
+}
+
+// verify runs the checks; a panic in them (a hostile signature that a
+// library cannot parse) leaves the message unchecked, never unstored
+// (docs/threat-model.md A6: a report must not be lost to a check that
+// only adds trust; go-smtp would recover the panic and drop the message).
+func (h handler) verify(ctx context.Context, in senderauth.Input, session string) (res senderauth.Result, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("sender authentication panicked; the message is taken unchecked", "session", session, "size", len(in.Message))
+			res, ok = senderauth.Result{}, false
+		}
+	}()
+	return h.auth.Verify(ctx, in), true
 }
 
 // clientIP is the address of a TCP peer ("192.0.2.1:25" → "192.0.2.1"),

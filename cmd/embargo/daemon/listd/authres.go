@@ -51,6 +51,20 @@ func authenticatedFrom(h mail.Header, from string, trusted []string) string {
 	return ""
 }
 
+// senderAuthenticated says how the From domain of d's message was
+// authenticated: by embargo's own checks at arrival (Envelope.Auth), else
+// by a trusted MTA's Authentication-Results. "" when by neither. Our own
+// verdict counts only for the domain of the From address listd read.
+func (s *Service) senderAuthenticated(d *delivery) string {
+	from := d.msg.From()
+	if a := d.env.Auth; a != nil && a.How != "" {
+		if _, domain, ok := strings.Cut(strings.ToLower(from), "@"); ok && domain == strings.ToLower(a.FromDomain) {
+			return a.How
+		}
+	}
+	return authenticatedFrom(d.msg.Outer().Header, from, s.o.TrustedAuthservIDs)
+}
+
 // alignedPass finds a passing result for the From domain.
 func alignedPass(results []authres.Result, domain string) string {
 	for _, r := range results {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-message/mail"
+
+	"github.com/embargo-project/embargo/lists/inbound"
 )
 
 // TestAuthenticatedFrom: only a trusted authserv-id's passing, aligned
@@ -61,6 +63,39 @@ func TestStripComments(t *testing.T) {
 	} {
 		if got := stripComments(in); got != want {
 			t.Errorf("stripComments(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSenderAuthenticatedOwn: embargo's own verdict (Envelope.Auth) counts
+// only for the domain of the From address listd read; without it, or for
+// another domain, a trusted MTA's fields decide as before.
+func TestSenderAuthenticatedOwn(t *testing.T) {
+	s := &Service{o: Options{TrustedAuthservIDs: []string{"mx.ex.test"}}}
+	open := func(hdr string) *inbound.Message {
+		m, err := inbound.Open([]byte(strings.ReplaceAll(hdr+"Subject: s\n\nbody\n", "\n", "\r\n")), inbound.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	own := &SenderAuth{FromDomain: "out.test", How: "DKIM pass, d=out.test, checked by ex.test"}
+	for _, tc := range []struct {
+		name string
+		auth *SenderAuth
+		hdr  string
+		want string
+	}{
+		{"own verdict", own, "From: rep@out.test\n", own.How},
+		{"own verdict, From domain in upper case", own, "From: rep@OUT.test\n", own.How},
+		{"own verdict for another domain", own, "From: rep@evil.test\n", ""},
+		{"own check found nothing", &SenderAuth{FromDomain: "out.test"}, "From: rep@out.test\n", ""},
+		{"no own check, trusted MTA", nil, "Authentication-Results: mx.ex.test; dkim=pass header.d=out.test\nFrom: rep@out.test\n", "DKIM pass, d=out.test, checked by mx.ex.test"},
+		{"own found nothing, trusted MTA did", &SenderAuth{FromDomain: "out.test"}, "Authentication-Results: mx.ex.test; dkim=pass header.d=out.test\nFrom: rep@out.test\n", "DKIM pass, d=out.test, checked by mx.ex.test"},
+	} {
+		d := &delivery{env: Envelope{Auth: tc.auth}, msg: open(tc.hdr)}
+		if got := s.senderAuthenticated(d); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

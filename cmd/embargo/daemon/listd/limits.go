@@ -180,8 +180,8 @@ func senderKey(from string) string {
 // exempt reports whether a report comes from a committee member, whom no
 // limit applies to: signed by a pinned key of a member with role src or
 // associate, or From such a member's address with an aligned DKIM, SPF or
-// DMARC pass of a trusted MTA (authres.go). A From address alone proves
-// nothing: a flood could carry any.
+// DMARC pass of a trusted MTA or of embargo's own checks (authres.go). A
+// From address alone proves nothing: a flood could carry any.
 func (s *Service) exempt(d *delivery) bool {
 	m := d.msg
 	if v := m.Signature(); v.OK() {
@@ -191,7 +191,7 @@ func (s *Service) exempt(d *delivery) bool {
 			}
 		}
 	}
-	return s.o.Roster.IsCommittee(m.From()) && authenticatedFrom(m.Outer().Header, m.From(), s.o.TrustedAuthservIDs) != ""
+	return s.o.Roster.IsCommittee(m.From()) && s.senderAuthenticated(d) != ""
 }
 
 // withinWindow reports whether an alert at last covers a refusal at now.

@@ -210,6 +210,22 @@ type Envelope struct {
 	// Client is the SMTP client's IP address, which the per-client intake
 	// limit counts; "" when it says nothing (LMTP: the MTA in front).
 	Client string
+	// Auth is embargo's own sender authentication of the message, made at
+	// arrival ([intake] verify = "own", daemon/senderauth); nil when off
+	// and over LMTP.
+	Auth *SenderAuth
+}
+
+// SenderAuth is what embargo's own checks found about a message's sender.
+type SenderAuth struct {
+	// Field is our Authentication-Results field (RFC 8601), CRLF-ended,
+	// that the archived copy of the message starts with. The duplicate
+	// check and everything else read the message as received.
+	Field string
+	// FromDomain is the domain of the message's one From address, and How
+	// how it was authenticated ("" when it was not), in the words of
+	// authenticatedFrom.
+	FromDomain, How string
 }
 
 // Handle stores one accepted message and everything it causes.
@@ -346,8 +362,13 @@ type delivery struct {
 	openErr error
 	raw     []byte
 	sum     [32]byte // of raw
-	seen    [32]byte // of raw and the recipients: the duplicate key (seenKey)
-	now     time.Time
+	// archived is what the archive keeps: raw, after our own
+	// Authentication-Results field when we checked the sender
+	// (Envelope.Auth); archivedSum its SHA-256.
+	archived    []byte
+	archivedSum [32]byte
+	seen        [32]byte // of raw and the recipients: the duplicate key (seenKey)
+	now         time.Time
 	// keys are the public keys attached to the message, checked at now
 	// (governance.go), and appSigned whether an application is signed by
 	// one of them.
@@ -420,7 +441,11 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]by
 // sum is the SHA-256 of raw, which Handle computes once (a 10 MB report
 // takes milliseconds to hash).
 func (s *Service) openOnce(env Envelope, raw []byte, sum [32]byte) (*delivery, error) {
-	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sum}
+	d := &delivery{env: env, now: s.o.Now().UTC(), raw: raw, sum: sum, archived: raw, archivedSum: sum}
+	if a := env.Auth; a != nil && a.Field != "" {
+		d.archived = append([]byte(a.Field), raw...)
+		d.archivedSum = sha256.Sum256(d.archived)
+	}
 	d.seen = seenKey(d.sum, env.To)
 	for _, r := range env.To {
 		t, err := s.o.Roster.Route(r)
@@ -558,7 +583,7 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 			out.result = "thread"
 		}
 	}
-	if _, err := incidentdb.AddMessage(tx, rec, d.raw, d.sum); err != nil {
+	if _, err := incidentdb.AddMessage(tx, rec, d.archived, d.archivedSum); err != nil {
 		return out, err
 	}
 	// A refused message kept in quarantine is not "seen": the same bytes

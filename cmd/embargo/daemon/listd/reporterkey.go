@@ -24,6 +24,7 @@ import (
 //
 //	the report itself                      its sender is the reporter, by definition
 //	a trusted MTA's Authentication-Results DMARC, or DKIM or SPF aligned with From ([intake] trusted_authserv_ids), when no key is pinned
+//	embargo's own checks at arrival         the same, found by us on the SMTP listener ([intake] verify = "own"), when no key is pinned
 //	a signature by the pinned key          the reporter moves to a new key: it replaces the old one
 //
 // Every other key that arrives from the reporter's address is kept with the
@@ -67,7 +68,7 @@ func (s *Service) reporterKeys(tx *bolt.Tx, d *delivery, inc *workflow.Incident,
 			how = "signed by the pinned key " + pinned
 		}
 	default:
-		how = authenticatedFrom(msg.Outer().Header, msg.From(), s.o.TrustedAuthservIDs)
+		how = s.senderAuthenticated(d)
 	}
 	seen := workflow.ReporterKey{Fingerprint: fpr, At: d.now, Authenticated: how}
 	inc.ReporterKeys = append(inc.ReporterKeys, seen)
