@@ -2,6 +2,8 @@ module github.com/embargo-project/embargo
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
 	github.com/emersion/go-message v0.18.2
