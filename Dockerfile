@@ -6,6 +6,10 @@
 # /etc/embargo holds embargo.toml (data_dir = "/var/lib/embargo", smtp.listen
 # "0.0.0.0:25") and keys/; create both with `embargo init` (see README.md).
 FROM golang:1.26-bookworm AS build
+# The image sets GOTOOLCHAIN=local; go.mod's toolchain line wants go1.27.3,
+# whose standard library fixes vulnerabilities that go1.26.8's has and
+# embargo calls (docs/design.md §1, "Known vulnerabilities").
+ENV GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
