@@ -29,6 +29,8 @@ package powerfs
 import (
 	"maps"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -141,13 +143,14 @@ func (d *Disk) sync(n *node) {
 
 // CutReport says what one power cut discarded.
 type CutReport struct {
-	Files        int   // regular files reachable before the cut
-	DirtyFiles   int   // those with data written since their last sync
-	Unsynced     int64 // bytes written since the files' last syncs
-	DroppedPages int   // page-sized pieces written and not kept
-	TornPages    int   // written, not synced, and kept by a torn cut
-	LostNames    int   // names made or changed since their directory's last sync
-	Syncs        int   // fsync and fdatasync calls since the disk was made
+	Files        int      // regular files reachable before the cut
+	DirtyFiles   int      // those with data written since their last sync
+	Unsynced     int64    // bytes written since the files' last syncs
+	DroppedPages int      // page-sized pieces written and not kept
+	TornPages    int      // written, not synced, and kept by a torn cut
+	LostNames    []string // names made, changed or removed since their directory's last sync
+	DirtyNames   []string // files with data written since their last sync (a name each)
+	Syncs        int      // fsync and fdatasync calls since the disk was made
 }
 
 // cut discards everything not synced: the power is gone. With rng, a
@@ -155,8 +158,8 @@ type CutReport struct {
 func (d *Disk) cut(rng *rand.Rand) CutReport {
 	r := CutReport{Syncs: d.syncs}
 	seen := map[*node]bool{}
-	var before func(n *node)
-	before = func(n *node) {
+	var before func(n *node, path string)
+	before = func(n *node, path string) {
 		if seen[n] {
 			return
 		}
@@ -165,22 +168,24 @@ func (d *Disk) cut(rng *rand.Rand) CutReport {
 			r.Files++
 			if n.dirty != nil {
 				r.DirtyFiles++
+				r.DirtyNames = append(r.DirtyNames, strings.TrimSuffix(path, "/"))
 				r.Unsynced += n.written
 			}
 		}
 		for name, k := range n.kids {
 			if n.syncedKids[name] != k {
-				r.LostNames++
+				r.LostNames = append(r.LostNames, path+name)
 			}
-			before(k)
+			before(k, path+name+"/")
 		}
 		for name := range n.syncedKids {
 			if _, ok := n.kids[name]; !ok {
-				r.LostNames++ // removed, and back after the cut
+				r.LostNames = append(r.LostNames, path+name) // removed, and back after the cut
 			}
 		}
 	}
-	before(d.root)
+	before(d.root, "")
+	slices.Sort(r.LostNames)
 
 	done := map[*node]bool{}
 	var after func(n *node)

@@ -120,7 +120,7 @@ func TestCutDropsUnsynced(t *testing.T) {
 	if _, err := os.Stat(p("nameless")); !os.IsNotExist(err) {
 		t.Errorf("a file whose directory was never synced survived: %v", err)
 	}
-	if r.Unsynced != int64(len("never synced")+len(" and more")) || r.LostNames != 1 || r.DirtyFiles != 2 {
+	if r.Unsynced != int64(len("never synced")+len(" and more")) || len(r.LostNames) != 1 || r.DirtyFiles != 2 {
 		t.Errorf("report %+v", r)
 	}
 
