@@ -267,9 +267,11 @@ func TestBoltSurvivesCut(t *testing.T) {
 	m, _ = cut(t, d, m, dir, nil)
 	d.IgnoreSync = false
 	reported, _ := strconv.Atoi(out.last())
-	got, err := runChild(t, "bolt-count", dir)
-	if err != nil || got != fmt.Sprintln(committed) || reported <= committed {
-		t.Errorf("with IgnoreSync, %d commits reported, the store after the cut says %q (%v), want %d", reported, got, err, committed)
+	out2, err := runChild(t, "bolt-count", dir)
+	// The last round's commit in flight at its kill may have been synced.
+	got, _ := strconv.Atoi(strings.TrimSpace(out2))
+	if err != nil || got < committed || got > committed+1 || reported <= got {
+		t.Errorf("with IgnoreSync, %d commits reported, the store after the cut says %q (%v), want %d or one more", reported, out2, err, committed)
 	}
 }
 
