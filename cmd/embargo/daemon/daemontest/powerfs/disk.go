@@ -47,10 +47,17 @@ type Disk struct {
 	live    bool   // false between a cut and the next mount
 	syncs   int
 
-	// IgnoreSync makes fsync and fdatasync succeed without persisting
-	// anything: a disk that lies about its write cache. A test sets it to
-	// show that its checks fail when durability is broken.
-	IgnoreSync bool
+	ignoreSync bool
+	failAt     int // the sync count at which the power fails; 0: never
+}
+
+// IgnoreSync makes fsync and fdatasync succeed without persisting anything,
+// from now on: a disk that lies about its write cache. A test sets it to show
+// that its checks fail when durability is broken.
+func (d *Disk) IgnoreSync(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ignoreSync = on
 }
 
 // node is a file, a directory or another inode (a socket).
@@ -128,17 +135,40 @@ func (n *node) resize(size int64) {
 }
 
 // sync makes the file's current content what survives a cut.
-func (d *Disk) sync(n *node) {
+func (d *Disk) sync(n *node) syscall.Errno {
+	if d.failAt > 0 && d.syncs+1 >= d.failAt {
+		d.failAt, d.live = 0, false // the power fails before this sync
+		return syscall.EIO
+	}
 	d.syncs++
-	if d.IgnoreSync {
-		return
+	if d.ignoreSync {
+		return 0
 	}
 	if n.isDir() {
 		n.syncedKids = maps.Clone(n.kids)
-		return
+		return 0
 	}
 	n.synced = append(n.synced[:0:0], n.data...)
 	n.dirty, n.written = nil, 0
+	return 0
+}
+
+// FailAtSync makes the power fail at the n-th fsync or fdatasync from now
+// (n ≥ 1): that call persists nothing and answers EIO, and so does every
+// later operation. The program was between two steps of its durability
+// protocol (a bbolt commit writes its pages, syncs, writes its meta page,
+// syncs): Cut then discards what it wrote since its last sync.
+func (d *Disk) FailAtSync(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failAt = d.syncs + n
+}
+
+// Failed reports whether the power failed (FailAtSync) or was cut.
+func (d *Disk) Failed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.live
 }
 
 // CutReport says what one power cut discarded.

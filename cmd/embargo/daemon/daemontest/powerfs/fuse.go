@@ -69,7 +69,7 @@ func (d *Disk) Mount(dir string) (*Mount, error) {
 // first. Mount the Disk again to see what survived.
 func (m *Mount) Cut(rng *rand.Rand) (CutReport, error) {
 	m.d.mu.Lock()
-	m.d.live = false
+	m.d.live, m.d.failAt = false, 0
 	r := m.d.cut(rng)
 	m.d.mu.Unlock()
 	return r, m.unmount()
@@ -380,8 +380,7 @@ func (f *fnode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) sysca
 		return e
 	}
 	defer f.unlock()
-	f.d.sync(f.n)
-	return 0
+	return f.d.sync(f.n)
 }
 
 func (f *fnode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }

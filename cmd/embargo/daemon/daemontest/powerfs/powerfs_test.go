@@ -205,10 +205,41 @@ func TestTornCut(t *testing.T) {
 	}
 }
 
+// TestFailAtSync: the power fails at a chosen fsync: it persists nothing,
+// answers EIO, and so does everything after it.
+func TestFailAtSync(t *testing.T) {
+	d, m, dir := mount(t)
+	p := filepath.Join(dir, "f")
+	writeFile(t, p, []byte("one"), true)
+	syncDir(t, dir)
+	d.FailAtSync(2)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(" two")
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the first sync failed: %v", err)
+	}
+	f.WriteString(" three")
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) || !d.Failed() {
+		t.Fatalf("the second sync: %v, want EIO", err)
+	}
+	if _, err := f.WriteString(" four"); !errors.Is(err, syscall.EIO) {
+		t.Errorf("a write after the failure: %v, want EIO", err)
+	}
+	f.Close()
+	cut(t, d, m, dir, nil)
+	if got := readFile(p); got != "one two" {
+		t.Errorf("after the failure: %q, want %q", got, "one two")
+	}
+}
+
 // TestIgnoreSync: a disk that lies about fsync loses synced data.
 func TestIgnoreSync(t *testing.T) {
 	d, m, dir := mount(t)
-	d.IgnoreSync = true
+	d.IgnoreSync(true)
 	writeFile(t, filepath.Join(dir, "f"), []byte("synced"), true)
 	syncDir(t, dir)
 	cut(t, d, m, dir, nil)
@@ -255,7 +286,7 @@ func TestBoltSurvivesCut(t *testing.T) {
 	}
 
 	// The control broken: a disk that ignores fsync loses reported commits.
-	d.IgnoreSync = true
+	d.IgnoreSync(true)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "POWERFS_CHILD=bolt", "POWERFS_DIR="+dir, fmt.Sprint("POWERFS_MIN=", committed))
 	out := &lines{}
@@ -265,7 +296,7 @@ func TestBoltSurvivesCut(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	m, _ = cut(t, d, m, dir, nil)
-	d.IgnoreSync = false
+	d.IgnoreSync(false)
 	reported, _ := strconv.Atoi(out.last())
 	out2, err := runChild(t, "bolt-count", dir)
 	// The last round's commit in flight at its kill may have been synced.
