@@ -63,6 +63,9 @@ func TestPowerLoss(t *testing.T) {
 	rec := queuetest.NewRecorder(t)
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "data")
+	// The data directory does not exist: the first start makes it, as
+	// `embargo serve` on a fresh machine does.
+	dataDir := filepath.Join(mnt, "embargo")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -74,10 +77,8 @@ func TestPowerLoss(t *testing.T) {
 	t.Cleanup(func() { m.Unmount() })
 	addr := daemontest.FreePort(t)
 	cfg := filepath.Join(dir, "embargo.toml")
-	// The data directory is the mount's root, which exists and is durable,
-	// as a packaged /var/lib/embargo does.
 	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\nacks_per_day = 0\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\nmin_free_bytes = 0\n[dkim]\nselector = \"pl\"\n[relay]\nurl = \"smtp://%s\"\n",
-		mnt, addr, rec.Addr()))
+		dataDir, addr, rec.Addr()))
 
 	ignoreSync := os.Getenv("EMBARGO_POWERLOSS_IGNORE_SYNC") == "1"
 	start := time.Now()
@@ -89,7 +90,7 @@ func TestPowerLoss(t *testing.T) {
 		lives = append(lives, len(rec.Messages()))
 		cmd, out := embargoProcess(t, dir, "serve", "--config", cfg)
 		waitPort(t, addr, out)
-		dkimKeys = append(dkimKeys, readKey(t, mnt))
+		dkimKeys = append(dkimKeys, readKey(t, dataDir))
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for range 8 {
@@ -134,7 +135,7 @@ func TestPowerLoss(t *testing.T) {
 	lives = append(lives, len(rec.Messages()))
 	cmd, out := embargoProcess(t, dir, "serve", "--config", cfg)
 	waitPort(t, addr, out)
-	final := readKey(t, mnt)
+	final := readKey(t, dataDir)
 	for i, k := range dkimKeys {
 		if sent := lives[i+1] > lives[i]; sent && k != final {
 			t.Errorf("run %d of the daemon signed mail with a DKIM key that a later cut replaced (generated again: the published key no longer matches)", i+1)
@@ -163,7 +164,7 @@ func TestPowerLoss(t *testing.T) {
 	// The store is checked in a copy: bbolt maps its file, and a page fault
 	// on a FUSE mount served by this very process can deadlock it.
 	check := filepath.Join(dir, "check")
-	if err := copyTree(mnt, check); err != nil {
+	if err := copyTree(dataDir, check); err != nil {
 		t.Fatal(err)
 	}
 	db, err := daemon.OpenStore(check, true)

@@ -63,19 +63,6 @@ func listKey(cfg *config.Config, list string, pass []byte, now time.Time) (*keys
 	return k, created, nil
 }
 
-// mkdirDurable makes dir and syncs its parent, so that a power loss cannot
-// take away the directory with the keys written into it (the key files
-// themselves are synced with their directory): at the next start new keys
-// would replace the ones reporters were given (docs/threat-model.md A1,
-// found by cmd/embargo.TestPowerLoss). The parent is synced at every call:
-// an earlier start may have died between the mkdir and the sync.
-func mkdirDurable(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dir))
-}
-
 // LoadKeys loads the list keys and the members' pinned keys from keys_dir.
 // With generate, a missing list key is generated; without, it is left out
 // (embargo check creates nothing).

@@ -15,12 +15,14 @@ import (
 // keys directory and its name in the data directory are synced. Otherwise the
 // next start generates new keys, and reporters encrypt to a key embargo no
 // longer has, receivers check signatures against a DNS record of another
-// key. Each key is generated alone, then the power is cut.
+// key. Each key is generated alone, then the power is cut. So is a data
+// directory two levels deep that does not exist yet (the store's, made by
+// the first start): without it the store, its marker and the keys go.
 func TestKeysSurvivePowerLoss(t *testing.T) {
 	if err := powerfs.Available(); err != nil {
 		t.Skipf("SKIP: the power-loss file system needs FUSE: %v", err)
 	}
-	for _, name := range []string{"security", "dkim"} {
+	for _, name := range []string{"security", "dkim", "data-dir"} {
 		t.Run(name, func(t *testing.T) {
 			disk := powerfs.New()
 			mnt := t.TempDir()
@@ -28,15 +30,25 @@ func TestKeysSurvivePowerLoss(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := config.Parse([]byte("domain = \"ex.test\"\ndata_dir = \""+mnt+"\"\n[dkim]\nselector = \"s\"\n"), "test")
+			dataDir := mnt
+			if name == "data-dir" {
+				dataDir = filepath.Join(mnt, "var", "embargo")
+			}
+			cfg, err := config.Parse([]byte("domain = \"ex.test\"\ndata_dir = \""+dataDir+"\"\n[dkim]\nselector = \"s\"\n"), "test")
 			if err != nil {
 				t.Fatal(err)
 			}
 			path := cfg.ListKeyPath(name)
-			if name == "dkim" {
+			switch name {
+			case "dkim":
 				path = cfg.DKIMKeyPath()
 				_, _, err = LoadDKIMKey(cfg, true)
-			} else {
+			case "data-dir":
+				path = filepath.Join(dataDir, CreatedFile)
+				if err = mkdirDurable(dataDir); err == nil {
+					err = writeMarker(dataDir, "created") // as createStore does
+				}
+			default:
 				_, _, err = ListKey(cfg, name, time.Now())
 			}
 			if err != nil {
