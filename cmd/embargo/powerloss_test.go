@@ -31,14 +31,15 @@ import (
 // TestPowerLoss is the power-loss loop of docs/threat-model.md §2.4: the
 // daemon runs as a child process with its data directory on powerfs, a FUSE
 // file system that keeps every write since the last fsync in memory; eight
-// clients send reports; at a random instant the child is killed and the
-// power cut (at a random instant, or at a random fsync): what was not synced is gone (half the cuts are torn: a random
-// part of the unsynced pages is kept). The daemon starts again on what
-// survived. After the cycles, a clean run serves a new report and drains the
-// queue. Invariants, as TestCrashLoop's: every report answered 250 is in the
-// store, once (one incident, one acknowledgement, one committee copy); the
-// store passes bbolt's check; no incident ID named in an acknowledgement was
-// given to another report; each kill sends at most the deliveries in flight
+// clients send reports; the child is killed and the power cut, at a random
+// instant or at a random fsync: what was not synced is gone (half the cuts
+// are torn: a random part of the unsynced pages is kept). The daemon starts
+// again on what survived. After the cycles, a clean run serves a new report
+// and drains the queue. Invariants, as TestCrashLoop's: every report
+// answered 250 is in the store, once (one incident, one acknowledgement, one
+// committee copy); the store passes bbolt's check; no incident ID named in
+// an acknowledgement was given to another report; the security and DKIM
+// keys given out are kept; each kill sends at most the deliveries in flight
 // again. EMBARGO_POWERLOSS_CYCLES sets the cuts (default 8).
 //
 // EMBARGO_POWERLOSS_IGNORE_SYNC=1 makes the disk ignore fsync from the
@@ -58,139 +59,176 @@ func TestPowerLoss(t *testing.T) {
 		fmt.Sscan(s, &cycles)
 	}
 	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 42))
 	t.Logf("seed %d", seed)
-	rec := queuetest.NewRecorder(t)
 	dir := t.TempDir()
-	mnt := filepath.Join(dir, "data")
-	// The data directory does not exist: the first start makes it, as
-	// `embargo serve` on a fresh machine does.
-	dataDir := filepath.Join(mnt, "embargo")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
+	p := &powerLoop{
+		t: t, dir: dir, mnt: filepath.Join(dir, "data"),
+		// The data directory does not exist: the first start makes it, as
+		// `embargo serve` on a fresh machine does.
+		dataDir:    filepath.Join(dir, "data", "embargo"),
+		rec:        queuetest.NewRecorder(t),
+		rng:        rand.New(rand.NewPCG(seed, 42)),
+		disk:       powerfs.New(),
+		load:       &crashLoad{sent: map[string]string{}, accepted: map[string]string{}},
+		ignoreSync: os.Getenv("EMBARGO_POWERLOSS_IGNORE_SYNC") == "1",
+		addr:       daemontest.FreePort(t),
+		cfg:        filepath.Join(dir, "embargo.toml"),
+	}
+	if err := os.Mkdir(p.mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	disk := powerfs.New()
-	m, err := disk.Mount(mnt)
-	if err != nil {
+	var err error
+	if p.m, err = p.disk.Mount(p.mnt); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Unmount() })
-	addr := daemontest.FreePort(t)
-	cfg := filepath.Join(dir, "embargo.toml")
-	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\nacks_per_day = 0\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\nmin_free_bytes = 0\n[dkim]\nselector = \"pl\"\n[relay]\nurl = \"smtp://%s\"\n",
-		dataDir, addr, rec.Addr()))
+	t.Cleanup(func() { p.m.Unmount() })
+	daemontest.WriteFile(t, p.cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[intake]\nacks_per_sender_per_day = 1000\nacks_per_day = 0\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmax_connections_per_ip = 50\nmin_free_bytes = 0\n[dkim]\nselector = \"pl\"\n[relay]\nurl = \"smtp://%s\"\n",
+		p.dataDir, p.addr, p.rec.Addr()))
 
-	ignoreSync := os.Getenv("EMBARGO_POWERLOSS_IGNORE_SYNC") == "1"
 	start := time.Now()
-	load := &crashLoad{sent: map[string]string{}, accepted: map[string]string{}}
-	var lives []int
-	var dropped int64
-	var dkimKeys []string // the DKIM key each run of the daemon signed with
 	for i := range cycles {
-		lives = append(lives, len(rec.Messages()))
-		cmd, out := embargoProcess(t, dir, "serve", "--config", cfg)
-		waitPort(t, addr, out)
-		dkimKeys = append(dkimKeys, readKey(t, dataDir))
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() { sendReports(addr, load, stop) })
-		}
-		// Cut while reports arrive: every second cycle after this run's
-		// first 250 and a random part of a second, the others at a random
-		// fsync (between two steps of a commit, most likely).
-		if i%2 == 0 {
-			waitAccepted(load, len(load.acceptedNow())+1, 10*time.Second)
-			time.Sleep(time.Duration(rng.IntN(1200)) * time.Millisecond)
-		} else {
-			disk.FailAtSync(1 + rng.IntN(100))
-			for end := time.Now().Add(5 * time.Second); !disk.Failed() && time.Now().Before(end); {
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		var tear *rand.Rand
-		if i%4 >= 2 && !ignoreSync { // a lying disk torn is a damaged store, refused (A5)
-			tear = rng
-		}
-		r, err := m.Cut(tear)
-		close(stop)
-		wg.Wait()
-		if err != nil {
-			t.Fatalf("cut %d: %v", i+1, err)
-		}
-		dropped += r.Unsynced
-		t.Logf("cut %d (torn %v): %d files, %d with unsynced data, %d unsynced bytes, %d pages dropped, %d kept torn; unsynced: %q; names not synced: %q; %d accepted so far",
-			i+1, tear != nil, r.Files, r.DirtyFiles, r.Unsynced, r.DroppedPages, r.TornPages, r.DirtyNames, r.LostNames, len(load.accepted))
-		if m, err = disk.Mount(mnt); err != nil {
-			t.Fatal(err)
-		}
-		if ignoreSync {
-			disk.IgnoreSync(true)
+		p.cycle(i)
+	}
+	p.lastRun()
+	stored, queued, incidents := p.readStore()
+	t.Logf("%d cuts in %v, %d unsynced bytes dropped or torn in all (%d syncs)", cycles, time.Since(start).Round(time.Millisecond), p.dropped, p.disk.Syncs())
+	checkIncidentIDs(t, incidents, p.rec.Messages())
+	tallyCrashLoop(t, cycles, p.load, stored, p.rec.Messages(), p.lives, queued)
+}
+
+// powerLoop is the state of TestPowerLoss.
+type powerLoop struct {
+	t                 *testing.T
+	dir, mnt, dataDir string
+	cfg, addr         string
+	rec               *queuetest.Recorder
+	rng               *rand.Rand
+	disk              *powerfs.Disk
+	m                 *powerfs.Mount
+	load              *crashLoad
+	ignoreSync        bool
+	lives             []int    // the relay's message count when each run started
+	dkimKeys          []string // the DKIM key each run of the daemon signed with
+	dropped           int64    // unsynced bytes discarded by the cuts
+}
+
+// cycle starts the daemon, lets eight clients send reports, kills it and
+// cuts the power, and mounts what survived.
+func (p *powerLoop) cycle(i int) {
+	t := p.t
+	p.lives = append(p.lives, len(p.rec.Messages()))
+	cmd, out := embargoProcess(t, p.dir, "serve", "--config", p.cfg)
+	waitPort(t, p.addr, out)
+	p.dkimKeys = append(p.dkimKeys, readKey(t, p.dataDir))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { sendReports(p.addr, p.load, stop) })
+	}
+	// Cut while reports arrive: every second cycle after this run's first
+	// 250 and a random part of a second, the others at a random fsync
+	// (between two steps of a commit, most likely).
+	if i%2 == 0 {
+		waitAccepted(p.load, len(p.load.acceptedNow())+1, 10*time.Second)
+		time.Sleep(time.Duration(p.rng.IntN(1200)) * time.Millisecond)
+	} else {
+		p.disk.FailAtSync(1 + p.rng.IntN(100))
+		for end := time.Now().Add(5 * time.Second); !p.disk.Failed() && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	var tear *rand.Rand
+	if i%4 >= 2 && !p.ignoreSync { // a lying disk torn is a damaged store, refused (A5)
+		tear = p.rng
+	}
+	r, err := p.m.Cut(tear)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("cut %d: %v", i+1, err)
+	}
+	p.dropped += r.Unsynced
+	t.Logf("cut %d (torn %v): %d files, %d with unsynced data, %d unsynced bytes, %d pages dropped, %d kept torn; unsynced: %q; names not synced: %q; %d accepted so far",
+		i+1, tear != nil, r.Files, r.DirtyFiles, r.Unsynced, r.DroppedPages, r.TornPages, r.DirtyNames, r.LostNames, len(p.load.accepted))
+	if p.m, err = p.disk.Mount(p.mnt); err != nil {
+		t.Fatal(err)
+	}
+	if p.ignoreSync {
+		p.disk.IgnoreSync(true)
+	}
+}
 
-	// A last, clean run serves a new report and drains the queue.
-	lives = append(lives, len(rec.Messages()))
-	cmd, out := embargoProcess(t, dir, "serve", "--config", cfg)
-	waitPort(t, addr, out)
-	final := readKey(t, dataDir)
-	for i, k := range dkimKeys {
-		if sent := lives[i+1] > lives[i]; sent && k != final {
+// lastRun is a clean run after the cuts: the DKIM key of every run that sent
+// mail is still there, a new report is served, the queue drains.
+func (p *powerLoop) lastRun() {
+	t := p.t
+	p.lives = append(p.lives, len(p.rec.Messages()))
+	cmd, out := embargoProcess(t, p.dir, "serve", "--config", p.cfg)
+	waitPort(t, p.addr, out)
+	final := readKey(t, p.dataDir)
+	for i, k := range p.dkimKeys {
+		if sent := p.lives[i+1] > p.lives[i]; sent && k != final {
 			t.Errorf("run %d of the daemon signed mail with a DKIM key that a later cut replaced (generated again: the published key no longer matches)", i+1)
 		}
 	}
-	n := load.next()
+	n := p.load.next()
 	from, mid := fmt.Sprintf("rep%d@out.test", n), fmt.Sprintf("crash%d@out.test", n)
-	load.sent[mid] = from
+	p.load.sent[mid] = from
 	msg := fmt.Sprintf("From: %s\r\nSubject: after the cuts\r\nMessage-ID: <%s>\r\n\r\nbody\r\n", from, mid)
-	if err := daemontest.SendSMTP(addr, from, []string{"security@ex.test"}, []byte(msg)); err != nil {
-		t.Errorf("a new report after %d cuts: %v\n%s", cycles, err, out.String())
+	if err := daemontest.SendSMTP(p.addr, from, []string{"security@ex.test"}, []byte(msg)); err != nil {
+		t.Errorf("a new report after the cuts: %v\n%s", err, out.String())
 	} else {
-		load.accepted[mid] = from
+		p.load.accepted[mid] = from
 	}
 	progress, delivered := time.Now(), 0
-	for !queueEmptyChild(dir, cfg) && time.Since(progress) < 30*time.Second {
+	for !queueEmptyChild(p.dir, p.cfg) && time.Since(progress) < 30*time.Second {
 		time.Sleep(200 * time.Millisecond)
-		if k := len(rec.Messages()); k > delivered {
+		if k := len(p.rec.Messages()); k > delivered {
 			progress, delivered = time.Now(), k
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
+}
 
-	// The store is checked in a copy: bbolt maps its file, and a page fault
-	// on a FUSE mount served by this very process can deadlock it.
-	check := filepath.Join(dir, "check")
-	if err := copyTree(dataDir, check); err != nil {
+// readStore opens the store, with every opener's checks and bbolt's, in a
+// copy: bbolt maps its file, and a page fault on a FUSE mount served by this
+// very process can deadlock it. It returns the reports stored (Message-ID →
+// sender), the rows still queued and the incidents.
+func (p *powerLoop) readStore() (map[string]string, int, []workflow.Incident) {
+	t := p.t
+	check := filepath.Join(p.dir, "check")
+	if err := copyTree(p.dataDir, check); err != nil {
 		t.Fatal(err)
 	}
 	db, err := daemon.OpenStore(check, true)
 	if err != nil {
-		t.Fatalf("store after %d cuts: %v", cycles, err)
+		t.Fatalf("store after the cuts: %v", err)
 	}
+	defer db.Close()
 	stored, queued := map[string]string{}, 0
 	var incidents []workflow.Incident
-	db.View(func(tx *bolt.Tx) error {
-		for mid, from := range load.sent {
+	err = db.View(func(tx *bolt.Tx) error {
+		for mid, from := range p.load.sent {
 			if _, ok := incidentdb.IncidentOf(tx, mid); ok {
 				stored[mid] = from
 			}
 		}
-		rows, _ := queue.List(tx)
+		rows, err := queue.List(tx)
 		queued = len(rows)
+		if err != nil {
+			return err
+		}
 		incidents, err = incidentdb.List(tx)
 		return err
 	})
-	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d cuts in %v, %d unsynced bytes dropped or torn in all (%d syncs)", cycles, time.Since(start).Round(time.Millisecond), dropped, disk.Syncs())
-	checkIncidentIDs(t, incidents, rec.Messages())
-	tallyCrashLoop(t, cycles, load, stored, rec.Messages(), lives, queued)
+	return stored, queued, incidents
 }
 
 func (l *crashLoad) acceptedNow() map[string]string {
