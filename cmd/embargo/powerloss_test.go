@@ -137,13 +137,11 @@ func (p *powerLoop) cycle(i int) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
 	var tear *rand.Rand
 	if i%4 >= 2 && !p.ignoreSync { // a lying disk torn is a damaged store, refused (A5)
 		tear = p.rng
 	}
-	r, err := p.m.Cut(tear)
+	r, err := cutKilled(cmd, p.m, tear)
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -229,6 +227,23 @@ func (p *powerLoop) readStore() (map[string]string, int, []workflow.Incident) {
 		t.Fatal(err)
 	}
 	return stored, queued, incidents
+}
+
+// cutKilled kills the child and cuts the power. A thread of the child
+// waiting in an fsync that the failed disk never answers (FailAtSync) cannot
+// die before the cut answers it: a FUSE request, once read by the server,
+// waits for its answer whatever the signal.
+func cutKilled(cmd *exec.Cmd, m *powerfs.Mount, tear *rand.Rand) (powerfs.CutReport, error) {
+	cmd.Process.Signal(syscall.SIGKILL)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(time.Second):
+	}
+	r, err := m.Cut(tear)
+	<-exited
+	return r, err
 }
 
 func (l *crashLoad) acceptedNow() map[string]string {

@@ -53,7 +53,8 @@ type Disk struct {
 	syncs   int
 
 	ignoreSync bool
-	failAt     int // the sync count at which the power fails; 0: never
+	failAt     int           // the sync count at which the power fails; 0: never
+	halted     chan struct{} // the power failed: operations wait on it until the cut
 }
 
 // IgnoreSync makes fsync and fdatasync succeed without persisting anything,
@@ -142,7 +143,8 @@ func (n *node) resize(size int64) {
 // sync makes the file's current content what survives a cut.
 func (d *Disk) sync(n *node) syscall.Errno {
 	if d.failAt > 0 && d.syncs+1 >= d.failAt {
-		d.failAt, d.live = 0, false // the power fails before this sync
+		d.failAt = 0 // the power fails before this sync
+		d.halted = make(chan struct{})
 		return syscall.EIO
 	}
 	d.syncs++
@@ -159,10 +161,12 @@ func (d *Disk) sync(n *node) syscall.Errno {
 }
 
 // FailAtSync makes the power fail at the n-th fsync or fdatasync from now
-// (n ≥ 1): that call persists nothing and answers EIO, and so does every
-// later operation. The program was between two steps of its durability
-// protocol (a bbolt commit writes its pages, syncs, writes its meta page,
-// syncs): Cut then discards what it wrote since its last sync.
+// (n ≥ 1): that call persists nothing, and neither it nor any later
+// operation returns until the cut, which answers them EIO. The machine
+// stopped between two steps of the program's durability protocol (a bbolt
+// commit writes its pages, syncs, writes its meta page, syncs), and nothing
+// it does after that step reaches the disk: Cut then discards what it wrote
+// since its last sync.
 func (d *Disk) FailAtSync(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -173,7 +177,15 @@ func (d *Disk) FailAtSync(n int) {
 func (d *Disk) Failed() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.live
+	return !d.live || d.halted != nil
+}
+
+// resume answers the operations waiting since the power failed.
+func (d *Disk) resume() {
+	if d.halted != nil {
+		close(d.halted)
+		d.halted = nil
+	}
 }
 
 // CutReport says what one power cut discarded.

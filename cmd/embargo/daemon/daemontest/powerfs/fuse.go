@@ -70,6 +70,7 @@ func (d *Disk) Mount(dir string) (*Mount, error) {
 func (m *Mount) Cut(rng *rand.Rand) (CutReport, error) {
 	m.d.mu.Lock()
 	m.d.live, m.d.failAt = false, 0
+	m.d.resume()
 	r := m.d.cut(rng)
 	m.d.mu.Unlock()
 	return r, m.unmount()
@@ -80,19 +81,21 @@ func (m *Mount) Cut(rng *rand.Rand) (CutReport, error) {
 func (m *Mount) Unmount() error {
 	m.d.mu.Lock()
 	m.d.live = false
+	m.d.resume()
 	m.d.mu.Unlock()
 	return m.unmount()
 }
 
 func (m *Mount) unmount() error {
-	err := m.srv.Unmount()
-	if err != nil {
-		// Busy (a process still holds a file): detach it, so that no
-		// later access reaches this mount.
-		err = syscall.Unmount(m.dir, syscall.MNT_DETACH)
+	if err := m.srv.Unmount(); err != nil {
+		// Busy (a process still holds a file): detach it, so that no new
+		// access reaches this mount. The server serves the files still
+		// open (their nodes answer EIO: an earlier mount's) until they
+		// are closed; it is not waited for.
+		return syscall.Unmount(m.dir, syscall.MNT_DETACH)
 	}
 	m.srv.Wait()
-	return err
+	return nil
 }
 
 // Syncs returns how many fsync and fdatasync calls the disk has had.
@@ -134,9 +137,15 @@ var (
 	_ fs.NodeGetxattrer = (*fnode)(nil)
 )
 
-// lock takes the disk's lock, or answers EIO after a cut.
+// lock takes the disk's lock, or answers EIO after a cut; after a power
+// failure it waits for the cut first.
 func (f *fnode) lock() syscall.Errno {
 	f.d.mu.Lock()
+	if h := f.d.halted; h != nil {
+		f.d.mu.Unlock()
+		<-h
+		return syscall.EIO
+	}
 	if !f.d.live || f.gen != f.d.gen {
 		f.d.mu.Unlock()
 		return syscall.EIO
@@ -379,8 +388,13 @@ func (f *fnode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) sysca
 	if e := f.lock(); e != 0 {
 		return e
 	}
-	defer f.unlock()
-	return f.d.sync(f.n)
+	e := f.d.sync(f.n)
+	h := f.d.halted
+	f.unlock()
+	if h != nil {
+		<-h // the power failed at this sync
+	}
+	return e
 }
 
 func (f *fnode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }

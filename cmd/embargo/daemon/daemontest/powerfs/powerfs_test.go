@@ -206,7 +206,7 @@ func TestTornCut(t *testing.T) {
 }
 
 // TestFailAtSync: the power fails at a chosen fsync: it persists nothing,
-// answers EIO, and so does everything after it.
+// and it and every later operation wait for the cut, which answers them EIO.
 func TestFailAtSync(t *testing.T) {
 	d, m, dir := mount(t)
 	p := filepath.Join(dir, "f")
@@ -223,16 +223,37 @@ func TestFailAtSync(t *testing.T) {
 		t.Fatalf("the first sync failed: %v", err)
 	}
 	f.WriteString(" three")
-	if err := f.Sync(); !errors.Is(err, syscall.EIO) || !d.Failed() {
-		t.Fatalf("the second sync: %v, want EIO", err)
+	synced, wrote := make(chan error, 1), make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	for !d.Failed() {
+		time.Sleep(time.Millisecond)
 	}
-	if _, err := f.WriteString(" four"); !errors.Is(err, syscall.EIO) {
-		t.Errorf("a write after the failure: %v, want EIO", err)
+	go func() { _, err := f.WriteString(" four"); wrote <- err }()
+	select {
+	case err := <-synced:
+		t.Fatalf("the sync at the power failure returned before the cut: %v", err)
+	case err := <-wrote:
+		t.Fatalf("a write after the power failure returned before the cut: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	r, err := m.Cut(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-synced; !errors.Is(err, syscall.EIO) {
+		t.Errorf("the sync at the power failure: %v, want EIO", err)
+	}
+	if err := <-wrote; !errors.Is(err, syscall.EIO) {
+		t.Errorf("a write after the power failure: %v, want EIO", err)
 	}
 	f.Close()
-	cut(t, d, m, dir, nil)
+	m2, err := d.Mount(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.Unmount() })
 	if got := readFile(p); got != "one two" {
-		t.Errorf("after the failure: %q, want %q", got, "one two")
+		t.Errorf("after the failure: %q, want %q (cut: %+v)", got, "one two", r)
 	}
 }
 
