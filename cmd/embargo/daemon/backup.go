@@ -150,7 +150,7 @@ func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 	if Running(dataDir) {
 		return "", errors.New("the daemon is running: stop it first (systemctl stop embargo), then restore")
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := mkdirDurable(dataDir); err != nil {
 		return "", err
 	}
 	dst := filepath.Join(dataDir, DBFile)

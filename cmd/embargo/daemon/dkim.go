@@ -53,7 +53,7 @@ func generateDKIMKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dkim: encode key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := mkdirDurable(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -66,6 +66,10 @@ func generateDKIMKey(path string) (crypto.Signer, error) {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		// The name too, or a power loss replaces the published key.
+		err = syncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(path)

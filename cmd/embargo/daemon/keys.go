@@ -51,7 +51,7 @@ func ListKey(cfg *config.Config, list string, now time.Time) (k *keys.Key, creat
 }
 
 func listKey(cfg *config.Config, list string, pass []byte, now time.Time) (*keys.Key, bool, error) {
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "keys"), 0o700); err != nil {
+	if err := mkdirDurable(filepath.Join(cfg.DataDir, "keys")); err != nil {
 		return nil, false, fmt.Errorf("keys directory: %w", err)
 	}
 	path := cfg.ListKeyPath(list)

@@ -269,7 +269,7 @@ func precheckFile(path string) ([]string, error) {
 // (an empty or partial one is refused, never taken as new), and a store
 // that appeared meanwhile is never replaced. Then the marker.
 func createStore(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(dir); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, "."+DBFile+".new-*")
