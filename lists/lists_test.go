@@ -32,6 +32,18 @@ func TestRoute(t *testing.T) {
 		{"security+SEC-2026-9999@ex.org", Target{List: Security, Detail: "SEC-2026-9999"}, 0, ""}, // exists or not: same answer
 		{"security+bounces@ex.org", Target{List: Security, Detail: DetailBounces}, 0, ""},
 		{"security+whatever@ex.org", Target{}, 550, "5.1.1"},
+		// Per-copy bounce addresses (IsVERP): the shape only, any token.
+		{"security+bounces-42-abcdefgh27@ex.org", Target{List: Security, Detail: "bounces-42-abcdefgh27"}, 0, ""},
+		{"Security+Bounces-42-ABCDEFGH27@ex.org", Target{List: Security, Detail: "bounces-42-abcdefgh27"}, 0, ""},
+		{"distributors+bounces-7-zzzzzzzzzz@ex.org", Target{List: Distributors, Detail: "bounces-7-zzzzzzzzzz"}, 0, ""},
+		{"security+bounces-42@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-42-abcdefgh@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-42-abcdefgh18@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-042-abcdefgh27@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-x2-abcdefgh27@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-SEC-2026-0001@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-123456789012345678901-abcdefgh27@ex.org", Target{}, 550, "5.1.1"},
+		{"distributors+bounces-sec-2026-0001@ex.org", Target{}, 550, "5.1.1"},
 		{"security+@ex.org", Target{}, 550, "5.1.1"},
 		{"announce+subscribe@ex.org", Target{List: Announce, Detail: DetailSubscribe}, 0, ""},
 		{"announce+unsubscribe@ex.org", Target{List: Announce, Detail: DetailUnsubscribe}, 0, ""},

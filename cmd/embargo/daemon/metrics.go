@@ -29,6 +29,7 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	acksHeld   *prometheus.CounterVec
 	distWarn   *prometheus.CounterVec
+	bounces    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -74,6 +75,10 @@ func newMetrics() *metrics {
 			Name: "embargo_distributor_warnings_total",
 			Help: "Encrypted warnings to a member whose post to distributors@ was refused (plaintext, or not signed by a pinned key) since start, by result: sent (queued), held (the member was warned in the last hour).",
 		}, []string{"result"}),
+		bounces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_bounces_total",
+			Help: "Delivery status notifications at the private lists' per-copy bounce addresses since start, by the kind of the copy (unknown: no copy matches the address) and result: alerted, limited (alerted already today), no-alert (a copy of an alert), delayed, other (not a failure), unknown.",
+		}, []string{"kind", "result"}),
 	}
 	// Every result is reported from the start, zero included, so that the
 	// series do not come and go.
@@ -89,10 +94,11 @@ func newMetrics() *metrics {
 	for _, r := range []string{listd.WarningSent, listd.WarningHeld} {
 		m.distWarn.WithLabelValues(r)
 	}
+	m.bounces.WithLabelValues("unknown", listd.BounceUnknown)
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn, m.bounces,
 	)
 	return m
 }
@@ -116,6 +122,10 @@ func (m *metrics) ackHeld(limit string) { m.acksHeld.WithLabelValues(limit).Inc(
 // whose post to distributors@ was refused, sent or held back
 // (docs/threat-model.md G2).
 func (m *metrics) distWarning(result string) { m.distWarn.WithLabelValues(result).Inc() }
+
+// bounced is listd's Options.Bounced: a bounce at a per-copy address of a
+// private list (docs/design.md §4, docs/threat-model.md G7).
+func (m *metrics) bounced(kind, result string) { m.bounces.WithLabelValues(kind, result).Inc() }
 
 // delivered is the queue's Options.Delivered: the row reached the relay at at.
 func (m *metrics) delivered(r queue.Row, at time.Time) {

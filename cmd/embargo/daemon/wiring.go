@@ -114,6 +114,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Observe:            d.metrics.observe,
 		AckHeld:            d.metrics.ackHeld,
 		DistributorWarning: d.metrics.distWarning,
+		Bounced:            d.metrics.bounced,
 		Attempts:           d.attempts,
 	})
 	// The roster in force: the file's members as signed mail changed them.

@@ -180,7 +180,7 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 		return err
 	}
 	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
-	return queue.Enqueue(tx, now, out...)
+	return s.enqueue(tx, now, out...)
 }
 
 // quoteOutside makes text an outsider chose (a relay's or a remote MX's
