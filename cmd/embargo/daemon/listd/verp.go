@@ -45,7 +45,10 @@ import (
 // UTC day, and, for mail to distributors, an entry in the incident's
 // history that /status shows; Action: delayed is counted only. Nothing
 // else alerts: an unknown or forged token, an auto-reply (RFC 3834 replies
-// go to the envelope sender too), a bounce of an alert of ours. No bounce
+// go to the envelope sender too), a bounce of a bounce alert. Answers to a
+// member (receipts, /status) and to outsiders (acknowledgements, warnings)
+// keep the null sender (RFC 3834 §3.3): no DSN comes back for them (RFC
+// 5321 §4.5.5), so they need no address. No bounce
 // opens an incident or is answered (RFC 3464 §2: no DSN about a DSN).
 
 // bucketVERP holds the copies' records and the alert limit:
@@ -66,6 +69,9 @@ const (
 	// relay's queue lifetime (RFC 5321 §4.5.4.1 "at least 4-5 days") with
 	// room for a DSN that itself waits in a queue.
 	verpKeep = 30 * 24 * time.Hour
+	// bounceTemplate is the alert's template; its copies have kind
+	// "alert-bounced".
+	bounceTemplate = "bounced"
 	// maxQuotedDiagnostic bounds the Diagnostic-Code quoted in an alert.
 	maxQuotedDiagnostic = 300
 )
@@ -84,7 +90,7 @@ type verpRecord struct {
 const (
 	BounceAlerted  = "alerted"  // failed: the SRC was alerted
 	BounceLimited  = "limited"  // failed: already alerted today for this recipient and incident
-	BounceNoAlert  = "no-alert" // failed: a copy of an alert (an alert about it could loop)
+	BounceNoAlert  = "no-alert" // failed: a copy of a bounce or delivery-failure alert (an alert about it could loop)
 	BounceDelayed  = "delayed"  // Action: delayed, counted only
 	BounceOther    = "other"    // no DSN, or no failed or delayed recipient in it (an auto-reply)
 	BounceUnknown  = "unknown"  // no such copy: a wrong, old or forged token
@@ -239,9 +245,10 @@ func (s *Service) privateBounce(tx *bolt.Tx, t lists.Target, d *delivery) (bounc
 	case result != BounceAlerted:
 		c.result = result
 		return c, nil
-	case rec.NoAlert || strings.HasPrefix(rec.Kind, "alert"):
-		// A copy of an alert: an alert about it could start a loop (the
-		// queue's rule for a refused alert; RFC 3464 §2).
+	case rec.NoAlert || rec.Kind == "alert-"+bounceTemplate:
+		// A copy of an alert about a bounce, or of the queue's alert about
+		// a refused row: an alert about it could start a loop (RFC 3464
+		// §2; the queue's rule for a refused alert).
 		c.result = BounceNoAlert
 		return c, nil
 	}
@@ -324,7 +331,7 @@ func (s *Service) bounceAlert(tx *bolt.Tx, rec verpRecord, r announce.DSNRecipie
 	if rec.Incident == "" {
 		f["id"] = "(none)"
 	}
-	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: "bounced", Fields: f}, now)
+	out, err := s.alertSRC(inc, workflow.AlertSRC{Template: bounceTemplate, Fields: f}, now)
 	if err != nil {
 		return err
 	}
