@@ -430,7 +430,7 @@ func TestCommitteeMailNamesReplyAddress(t *testing.T) {
 		"reminder": "security+SEC-2026-0001@example.org", "release-held": "security+SEC-2026-0001@example.org",
 		"embargo-break": "security+SEC-2026-0001@example.org", "two-person-pending": "security+SEC-2026-0001@example.org",
 		"distributor-answer": "security+SEC-2026-0001@example.org", "distributors-withheld": "security+SEC-2026-0001@example.org",
-		"bounced": "security+SEC-2026-0001@example.org",
+		"bounced":                 "security+SEC-2026-0001@example.org",
 		"distributor-application": "security+GOV-2026-0003@example.org",
 		"digest":                  "security@example.org", "oncall-request": "security@example.org", "oncall-change": "security@example.org",
 	} {
