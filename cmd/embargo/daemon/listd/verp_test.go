@@ -68,7 +68,11 @@ type verpWorld struct {
 
 func newVERPWorld(t *testing.T) *verpWorld {
 	t.Helper()
-	k := newStoreKeys(t)
+	return newVERPWorldKeys(t, newStoreKeys(t))
+}
+
+func newVERPWorldKeys(t *testing.T, k *storeKeys) *verpWorld {
+	t.Helper()
 	w := &verpWorld{now: mon}
 	w.s, w.db = storeService(t, k, func(o *Options) {
 		o.Now = func() time.Time { return w.now }
