@@ -159,34 +159,25 @@ const (
 )
 
 // VERP (docs/design.md §4): each copy the private lists send has its own
-// envelope sender, <list>+bounces-<seq>-<mac>@, so that a delivery status
+// envelope sender, <list>+bounces-<token>@, so that a delivery status
 // notification (RFC 3464), which goes to the envelope sender (RFC 5321
-// §4.5.5), names the copy it is about. seq is a decimal number, mac
-// VERPMACLen characters of lower-case base32 (RFC 4648 §6): a keyed MAC
-// over seq that daemon/listd checks. Only the shape is checked here.
+// §4.5.5), names the copy it is about. The token is VERPTokenLen
+// characters of lower-case base32 (RFC 4648 §6, no padding): one
+// encrypted block that daemon/listd opens and checks. Only the shape is
+// checked here.
 const (
 	DetailVERPPrefix = DetailBounces + "-"
-	VERPMACLen       = 10
-	maxVERPSeq       = 20 // digits of a uint64
+	VERPTokenLen     = 26 // 128 bits
 )
 
 // IsVERP reports whether detail (without the "+") has the shape of a
-// private list's per-copy bounce address: bounces-<seq>-<mac>.
+// private list's per-copy bounce address: bounces-<token>.
 func IsVERP(detail string) bool {
-	rest, ok := strings.CutPrefix(strings.ToLower(detail), DetailVERPPrefix)
-	if !ok {
+	tok, ok := strings.CutPrefix(strings.ToLower(detail), DetailVERPPrefix)
+	if !ok || len(tok) != VERPTokenLen {
 		return false
 	}
-	seq, mac, ok := strings.Cut(rest, "-")
-	if !ok || len(seq) == 0 || len(seq) > maxVERPSeq || len(mac) != VERPMACLen || (len(seq) > 1 && seq[0] == '0') {
-		return false
-	}
-	for _, c := range seq {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	for _, c := range mac {
+	for _, c := range tok {
 		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
 			return false
 		}

@@ -2,6 +2,8 @@ package listd
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
@@ -11,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,10 +34,11 @@ import (
 // copy was for only in its own text, and nothing of which mail it was; a
 // distributor could miss an embargoed notice and nobody would know. So
 // each copy the security and distributors lists send to one recipient
-// leaves with its own envelope sender, <list>+bounces-<seq>-<mac>@: seq
-// numbers a record of the copy (the list, the recipient, the kind of mail,
-// the incident, when it was queued), mac is a MAC of the list and seq
-// under a key kept in the store, so that nobody outside can name a copy
+// leaves with its own envelope sender, <list>+bounces-<token>@: the token
+// is the number of a record of the copy (the list, the recipient, the kind
+// of mail, the incident, when it was queued) with a MAC of the list and
+// the number, encrypted as one block under a key kept in the store, so
+// that nobody outside can name a copy nor count the lists' mail
 // (docs/threat-model.md G7). The plain +bounces@ address keeps working for
 // mail sent before: archived, as always.
 //
@@ -99,12 +101,46 @@ const (
 
 var verpEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-// verpMAC is the MAC of a per-copy address: HMAC-SHA-256 over the list and
-// seq, cut to lists.VERPMACLen base32 characters (50 bits).
-func verpMAC(key []byte, list lists.Name, seq uint64) string {
+// verpToken is the token of copy seq of list: seq (8 bytes) and the
+// first 8 bytes of HMAC-SHA-256 over the list and seq, as one AES block
+// under a key derived from the same key, in base32. The block hides seq,
+// which would tell a recipient how much mail the lists sent between two
+// of its copies; the MAC inside it binds the token to the list, so that
+// one made up or changed opens to a wrong MAC (2^-64 of a chance).
+func verpToken(key []byte, list lists.Name, seq uint64) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], seq)
+	copy(b[8:], verpMAC(key, list, seq))
+	verpCipher(key).Encrypt(b[:], b[:])
+	return strings.ToLower(verpEncoding.EncodeToString(b[:]))
+}
+
+// verpOpen is verpToken's inverse: the copy's number, ok only when the
+// MAC inside matches (compared in constant time).
+func verpOpen(key []byte, list lists.Name, token string) (uint64, bool) {
+	b, err := verpEncoding.DecodeString(strings.ToUpper(token))
+	if err != nil || len(b) != aes.BlockSize {
+		return 0, false
+	}
+	verpCipher(key).Decrypt(b, b)
+	seq := binary.BigEndian.Uint64(b[:8])
+	return seq, hmac.Equal(b[8:], verpMAC(key, list, seq))
+}
+
+func verpMAC(key []byte, list lists.Name, seq uint64) []byte {
 	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "embargo verp\x00%s\x00%d", list, seq)
-	return strings.ToLower(verpEncoding.EncodeToString(m.Sum(nil)))[:lists.VERPMACLen]
+	fmt.Fprintf(m, "embargo verp mac\x00%s\x00%d", list, seq)
+	return m.Sum(nil)[:8]
+}
+
+func verpCipher(key []byte) cipher.Block {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("embargo verp block"))
+	c, err := aes.NewCipher(m.Sum(nil)[:16])
+	if err != nil {
+		panic(err) // a 16-byte key is always valid
+	}
+	return c
 }
 
 // verpKey returns the MAC key, made from rnd in the first write
@@ -172,7 +208,7 @@ func (s *Service) enqueue(tx *bolt.Tx, now time.Time, msgs ...queue.Msg) error {
 		if err := b.Put(verpRecKey(seq), rec); err != nil {
 			return err
 		}
-		out[i].From = l.SubAddress(lists.DetailVERPPrefix + strconv.FormatUint(seq, 10) + "-" + verpMAC(key, l.Name, seq))
+		out[i].From = l.SubAddress(lists.DetailVERPPrefix + verpToken(key, l.Name, seq))
 	}
 	if out == nil {
 		out = msgs
@@ -188,21 +224,20 @@ func verpRecKey(seq uint64) []byte {
 }
 
 // lookupVERP is the copy a per-copy bounce address of list names; ok is
-// false for a detail of another shape, a MAC that does not match (compared
-// in constant time), or a copy whose record is gone.
+// false for a detail of another shape, a token that does not open
+// (verpOpen), or a copy whose record is gone.
 func lookupVERP(tx *bolt.Tx, list lists.Name, detail string) (verpRecord, bool) {
 	var rec verpRecord
 	b := tx.Bucket(bucketVERP)
 	if b == nil || !lists.IsVERP(detail) {
 		return rec, false
 	}
-	seqText, mac, _ := strings.Cut(strings.TrimPrefix(strings.ToLower(detail), lists.DetailVERPPrefix), "-")
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if err != nil {
+	key, _ := verpKey(b, nil)
+	if key == nil {
 		return rec, false
 	}
-	key, _ := verpKey(b, nil)
-	if key == nil || !hmac.Equal([]byte(verpMAC(key, list, seq)), []byte(mac)) {
+	seq, ok := verpOpen(key, list, strings.TrimPrefix(strings.ToLower(detail), lists.DetailVERPPrefix))
+	if !ok {
 		return rec, false
 	}
 	v := b.Get(verpRecKey(seq))

@@ -27,7 +27,7 @@ func FuzzPrivateBounce(f *testing.F) {
 	k := newStoreKeys(f)
 	f.Add(dsnMail("s1", "dist@vendor.test", "failed", "5.1.1", "550 5.1.1 User unknown"), "", true)
 	f.Add(dsnMail("s2", "dist@vendor.test", "delayed", "4.4.1", "timeout"), "", true)
-	f.Add(dsnMail("s3", "dist@vendor.test", "failed", "5.1.1", "x"), "1-aaaaaaaaaa", false)
+	f.Add(dsnMail("s3", "dist@vendor.test", "failed", "5.1.1", "x"), "aaaaaaaaaaaaaaaaaaaaaaaaaa", false)
 	// More in testdata/fuzz/FuzzPrivateBounce: diagnostics with CR, ESC,
 	// bidi controls and "/" commands after a fold, invalid UTF-8, a DSN
 	// inside a DSN, many recipient blocks, a non-DSN auto-reply.

@@ -1,7 +1,9 @@
 package listd
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -156,12 +158,8 @@ func TestVERPAddresses(t *testing.T) {
 			if _, ok := lookupVERP(tx, other, detail); ok {
 				t.Errorf("%s is taken for the %s list", r.From, other)
 			}
-			flip := byte('a')
-			if detail[len(detail)-1] == 'a' {
-				flip = 'b'
-			}
-			if _, ok := lookupVERP(tx, lists.Name(base), detail[:len(detail)-1]+string(flip)); ok {
-				t.Errorf("%s with its last character changed is taken", r.From)
+			if _, ok := lookupVERP(tx, lists.Name(base), flipToken(detail)); ok {
+				t.Errorf("%s with its token's first character changed is taken", r.From)
 			}
 		}
 		return nil
@@ -258,9 +256,15 @@ func TestVERPNoAlert(t *testing.T) {
 	other := newVERPWorld(t) // another store: the same seq, another key
 	local, _, _ := strings.Cut(w.notice.From, "@")
 	_, detail, _ := strings.Cut(local, "+")
-	seq := strings.Split(detail, "-")[1]
-	forged := "distributors+bounces-" + seq + "-aaaaaaaaaa@ex.test"
-	unknown := "distributors+bounces-99999-aaaaaaaaaa@ex.test"
+	// A token changed in one character opens to a wrong MAC; one the key
+	// makes for a number never used names no copy.
+	forged := "distributors+" + flipToken(detail) + "@ex.test"
+	var key []byte
+	w.db.View(func(tx *bolt.Tx) error { key, _ = verpKey(tx.Bucket(bucketVERP), nil); return nil })
+	unknown := "distributors+bounces-" + verpToken(key, lists.Distributors, 99999) + "@ex.test"
+	if forged == w.notice.From || !lists.IsVERP(strings.TrimSuffix(strings.TrimPrefix(forged, "distributors+"), "@ex.test")) {
+		t.Fatalf("forged %s from %s", forged, w.notice.From)
+	}
 	dsn := func(id string) []byte { return dsnMail(id, "dist@vendor.test", "failed", "5.1.1", "User unknown") }
 	autoReply := []byte("From: dist@vendor.test\r\nTo: distributors@ex.test\r\nSubject: Out of office\r\nMessage-ID: <ooo@vendor.test>\r\nAuto-Submitted: auto-replied\r\n\r\nI am away.\r\n")
 	for _, c := range []struct {
@@ -351,6 +355,16 @@ func TestDSNVerdict(t *testing.T) {
 	}
 }
 
+// flipToken changes the first character of a per-copy detail's token.
+func flipToken(detail string) string {
+	p := len(lists.DetailVERPPrefix)
+	flip := byte('a')
+	if detail[p] == 'a' {
+		flip = 'b'
+	}
+	return detail[:p] + string(flip) + detail[p+1:]
+}
+
 func queueLen(t *testing.T, db *bolt.DB) int {
 	t.Helper()
 	var n int
@@ -395,4 +409,41 @@ func archivedNotes(t *testing.T, db *bolt.DB) map[string]int {
 		}
 	})
 	return notes
+}
+
+// TestVERPToken: a token opens to its number under its key and list
+// only; the number does not show (two consecutive numbers share no
+// prefix); a block holding a used number with a wrong MAC, which an
+// outsider cannot make without the key anyway, does not open.
+func TestVERPToken(t *testing.T) {
+	key, other := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	for _, seq := range []uint64{1, 2, 1 << 40, ^uint64(0)} {
+		tok := verpToken(key, lists.Distributors, seq)
+		if !lists.IsVERP(lists.DetailVERPPrefix + tok) {
+			t.Fatalf("token %q does not have the routed shape", tok)
+		}
+		if got, ok := verpOpen(key, lists.Distributors, tok); !ok || got != seq {
+			t.Errorf("token of %d opens to %d, %v", seq, got, ok)
+		}
+		if _, ok := verpOpen(key, lists.Security, tok); ok {
+			t.Errorf("token of %d opens under the other list", seq)
+		}
+		if _, ok := verpOpen(other, lists.Distributors, tok); ok {
+			t.Errorf("token of %d opens under another key", seq)
+		}
+	}
+	if a, b := verpToken(key, lists.Security, 1), verpToken(key, lists.Security, 2); a[:4] == b[:4] || a[len(a)-4:] == b[len(b)-4:] {
+		t.Errorf("consecutive tokens look alike: %s %s", a, b)
+	}
+	var blk [16]byte
+	binary.BigEndian.PutUint64(blk[:8], 1) // number 1, MAC zero
+	verpCipher(key).Encrypt(blk[:], blk[:])
+	if _, ok := verpOpen(key, lists.Security, strings.ToLower(verpEncoding.EncodeToString(blk[:]))); ok {
+		t.Error("a block with a used number and a wrong MAC opens")
+	}
+	for _, bad := range []string{"", "aaaa", strings.Repeat("a", 26), strings.Repeat("1", 26), strings.Repeat("a", 27)} {
+		if _, ok := verpOpen(key, lists.Security, bad); ok {
+			t.Errorf("%q opens", bad)
+		}
+	}
 }
