@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -445,5 +449,38 @@ func TestVERPToken(t *testing.T) {
 		if _, ok := verpOpen(key, lists.Security, bad); ok {
 			t.Errorf("%q opens", bad)
 		}
+	}
+}
+
+// TestEnqueueThroughVERP: every row the service queues goes through
+// Service.enqueue, which gives each private-list copy its own bounce
+// address; a call of queue.Enqueue elsewhere in the package would send
+// copies from the shared +bounces@ address, whose bounces alert nobody.
+func TestEnqueueThroughVERP(t *testing.T) {
+	files, _ := filepath.Glob("*.go")
+	fset := token.NewFileSet()
+	checked := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") || f == "verp.go" {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		ast.Inspect(af, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if id, isID := sel.X.(*ast.Ident); isID && id.Name == "queue" && sel.Sel.Name == "Enqueue" {
+				t.Errorf("%s: queue.Enqueue; use s.enqueue (verp.go)", fset.Position(sel.Pos()))
+			}
+			return true
+		})
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d files", checked)
 	}
 }
