@@ -443,3 +443,50 @@ func TestCommitteeMailNamesReplyAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestPreannounceReminder renders the private track's reminders as Tick
+// makes them (docs/process.md §9): the reminder template with their
+// fields, golden, and reading as no commands although they name
+// /preannounce.
+func TestPreannounceReminder(t *testing.T) {
+	s, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	inc := workflow.Incident{Version: workflow.SchemaVersion, ID: "SEC-2026-0001", Phase: workflow.PhaseFix, Opened: mon, Updated: mon,
+		Reporter: "rep@out.test", AcceptedAt: mon, FixLead: "alice@example.org", Track: workflow.TrackPrivate,
+		T: time.Date(2026, 12, 10, 16, 0, 0, 0, time.UTC)}
+	var got []string
+	for _, at := range []time.Time{inc.T.Add(-workflow.PreannounceFrom), inc.T.Add(-workflow.PreannounceBy)} {
+		r := workflow.Tick(inc, at, workflow.Env{})
+		for _, a := range r.Actions {
+			al, ok := a.(workflow.AlertSRC)
+			if !ok || al.Template != "reminder" || al.Fields["deadline"] != "preannounce" {
+				continue
+			}
+			data := map[string]any{"Project": "example.org", "ReplyAddress": "security+SEC-2026-0001@example.org"}
+			for k, v := range al.Fields {
+				data[k] = v
+			}
+			body, err := s.Render("reminder", data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cmds, err := workflow.Parse(body); len(cmds) > 0 || err != nil {
+				t.Errorf("the %s reminder reads as commands (%d, %v):\n%s", al.Fields["key"], len(cmds), err, body)
+			}
+			got = append(got, al.Fields["title"]+"\n"+body)
+		}
+		inc = r.Incident
+	}
+	path := filepath.Join("testdata", "reminder-preannounce.golden")
+	text := strings.Join(got, "\n")
+	if *update {
+		os.WriteFile(path, []byte(text), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil || string(want) != text || len(got) != 2 {
+		t.Errorf("%d reminders:\n%s\nwant (%v)\n%s", len(got), text, err, want)
+	}
+}

@@ -46,7 +46,7 @@ func (m *machine) cve(c Command) (string, bool, error) {
 	if err := m.editable(); err != nil {
 		return "", false, err
 	}
-	if err := m.cveNoticeRule(); err != nil {
+	if err := m.cveNoticeRule("cve"); err != nil {
 		return "", false, err
 	}
 	m.inc.CVEs = append([]string(nil), c.Args...)

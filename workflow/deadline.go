@@ -153,8 +153,12 @@ func Deadlines(inc Incident, holidays []time.Time) []Deadline {
 		add("fix", "CVSS, severity, CVE and fix (7 days after the report)", inc.Opened.Add(FixWithin))
 	}
 	if !inc.T.IsZero() {
-		if accepted && (len(inc.CVEs) > 0 || !inc.NotifiedAt.IsZero()) {
+		// The public track has no embargo: no notice is due (/notify is refused).
+		if accepted && (len(inc.CVEs) > 0 || !inc.NotifiedAt.IsZero()) && inc.Track != TrackPublic {
 			add("notice", "distributor notice (7 days before T)", inc.T.Add(-NoticeBefore))
+		}
+		if inc.Track == TrackPrivate {
+			add("preannounce", "public pre-announcement of T (private track: 3–7 days before T, docs/process.md §9)", inc.T.Add(-PreannounceBy))
 		}
 		if !inc.NotifiedAt.IsZero() {
 			add("final-notice", "final notice with the public text (24 h before T)", inc.T.Add(-FinalNoticeBefore))
@@ -238,24 +242,25 @@ type Milestone int
 
 // The milestones, in process order. The zero value means none.
 const (
-	MilestoneUnset       Milestone = iota
-	MilestoneTriaged               // accepted, rejected, a duplicate, handed off, or closed out of triage
-	MilestoneFixTeam               // the first fix-team member added
-	MilestoneFixed                 // /fixed: the fix is ready
-	MilestoneAssessed              // fix ready, severity (CVSS) and CVE all known: fix development done (process.md §3, stage 3)
-	MilestoneDeferred              // /defer: a low-severity incident waits for the next patch release
-	MilestoneNotified              // the first distributor notice
-	MilestoneApproved              // the advisory approved (a withdrawn approval is not reached)
-	MilestoneScheduled             // approved with its T set and not held: the release keeps time
-	MilestoneHeld                  // the release at the current T held: not approved by T-24 h
-	MilestoneFinalNotice           // the final notice for the current T
-	MilestoneDisclosed             // released
-	MilestoneRetro                 // the retrospective recorded
-	MilestoneClosed                // closed (a /reopen undoes it)
+	MilestoneUnset        Milestone = iota
+	MilestoneTriaged                // accepted, rejected, a duplicate, handed off, or closed out of triage
+	MilestoneFixTeam                // the first fix-team member added
+	MilestoneFixed                  // /fixed: the fix is ready
+	MilestoneAssessed               // fix ready, severity (CVSS) and CVE all known: fix development done (process.md §3, stage 3)
+	MilestoneDeferred               // /defer: a low-severity incident waits for the next patch release
+	MilestoneNotified               // the first distributor notice
+	MilestonePreannounced           // the current T pre-announced (/preannounce; a new T needs a new one)
+	MilestoneApproved               // the advisory approved (a withdrawn approval is not reached)
+	MilestoneScheduled              // approved with its T set and not held: the release keeps time
+	MilestoneHeld                   // the release at the current T held: not approved by T-24 h
+	MilestoneFinalNotice            // the final notice for the current T
+	MilestoneDisclosed              // released
+	MilestoneRetro                  // the retrospective recorded
+	MilestoneClosed                 // closed (a /reopen undoes it)
 )
 
 var milestoneNames = [...]string{"none", "triaged", "fix team formed", "fix ready", "CVSS, CVE and fix", "deferred",
-	"distributors notified", "advisory approved", "approved and waiting for T", "release held", "final notice sent",
+	"distributors notified", "pre-announced", "advisory approved", "approved and waiting for T", "release held", "final notice sent",
 	"disclosed", "retrospective done", "closed"}
 
 func (m Milestone) String() string {
@@ -290,6 +295,8 @@ func (m Milestone) ReachedAt(inc Incident) time.Time {
 		}
 	case MilestoneNotified:
 		return inc.NotifiedAt
+	case MilestonePreannounced:
+		return inc.PreannouncedForT()
 	case MilestoneApproved:
 		if inc.Approved {
 			return inc.ApprovedAt
@@ -415,6 +422,13 @@ var timelineRules = []TimelineRule{
 	{Key: "notice", Deadline: "notice", When: "T − 7 days", What: "distributor notice overdue", Who: "the SRC",
 		To: RecipientSRC, Goal: MilestoneNotified, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "none without a CVE; not sent when T was set after it; " + asapAlso, group: "notice", beforeT: true},
+	{Key: "preannounce-soon", Deadline: "preannounce", When: "T − 7 days", What: "pre-announcement due (Go pre-announces 3–7 days ahead)", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestonePreannounced, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "private track only; a new T re-arms it; not sent when T was set after it; " + asapAlso, group: "preannounce", beforeT: true,
+		at: func(inc Incident, _ time.Time) time.Time { return inc.T.Add(-PreannounceFrom) }},
+	{Key: "preannounce", Deadline: "preannounce", When: "T − 3 days", What: "pre-announcement still missing", Who: "the SRC",
+		To: RecipientSRC, Goal: MilestonePreannounced, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
+		Also: "private track only; a new T re-arms it; not sent when T was set after it; " + asapAlso, group: "preannounce", beforeT: true},
 	{Key: "approval-soon", Deadline: "approval", When: "T − 48 h", What: "advisory not approved", Who: "the SRC",
 		To: RecipientSRC, Goal: MilestoneApproved, MootBy: []Milestone{MilestoneHeld, MilestoneDisclosed, MilestoneClosed},
 		Also: "not sent when T was set after it; " + asapAlso, group: "approval", beforeT: true,

@@ -51,6 +51,9 @@ func WeeklyDigest(incs []Incident, now time.Time, env Env) Digest {
 		if !inc.T.IsZero() {
 			fmt.Fprintf(&b, "  T %s", FormatInstant(inc.T))
 		}
+		if tl := trackLine(inc, now); tl != "" {
+			b.WriteString("  track " + tl)
+		}
 		var flags []string
 		for _, f := range []struct {
 			on   bool

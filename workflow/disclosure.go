@@ -25,7 +25,7 @@ func (m *machine) fixed(Command) (string, bool, error) {
 // the distributor notice, or after now when none was sent; not for a public
 // incident, a broken embargo, or an emergency.
 func (m *machine) noticeRule(t time.Time, emergency bool) error {
-	if len(m.inc.CVEs) == 0 || m.inc.ASAP() || emergency {
+	if len(m.inc.CVEs) == 0 || m.inc.sevenDayRuleLifted(emergency) {
 		return nil
 	}
 	if base, what := m.noticeBase(); t.Before(base.Add(NoticeBefore)) {
@@ -53,9 +53,12 @@ func (m *machine) noticeBase() (time.Time, string) {
 // new T is checked by /disclose), for a public or broken incident or an
 // emergency T, nor when a /disclose DATE later in the same message sets T:
 // that one checks the rule, CVE included.
-func (m *machine) cveNoticeRule() error {
+//
+// again is the command to send again once T moved (cve, or track private
+// when leaving a track that lifts the rule).
+func (m *machine) cveNoticeRule(again string) error {
 	inc := &m.inc
-	if inc.T.IsZero() || !inc.T.After(m.now) || inc.ASAP() || inc.Emergency || m.laterDate() {
+	if inc.T.IsZero() || !inc.T.After(m.now) || inc.sevenDayRuleLifted(inc.Emergency) || m.laterDate() {
 		return nil
 	}
 	base, what := m.noticeBase()
@@ -63,8 +66,8 @@ func (m *machine) cveNoticeRule() error {
 		return nil
 	}
 	return argErr(ErrNoticeRule, "with a CVE, T must be at least 7 days after %s, and T is %s: first move T with /disclose DATE "+
-		"(the earliest slot is %s; in this message or an earlier one), or keep it with /disclose DATE emergency, or mark the incident /public; then send /cve again",
-		what, FormatInstant(inc.T), FormatInstant(NextSlot(base.Add(NoticeBefore), m.env.Holidays)))
+		"(the earliest slot is %s; in this message or an earlier one), or keep it with /disclose DATE emergency, or mark the incident /public; then send /%s again",
+		what, FormatInstant(inc.T), FormatInstant(NextSlot(base.Add(NoticeBefore), m.env.Holidays)), again)
 }
 
 func (m *machine) disclose(c Command) (string, bool, error) {
@@ -148,6 +151,8 @@ func (m *machine) disclose(c Command) (string, bool, error) {
 	}
 	if p, ok := inc.LastPreannouncement(); ok && !p.T.Equal(t) && !m.later("preannounce") {
 		what += "; the public was pre-announced T = " + FormatInstant(p.T) + ": send /preannounce to tell them the new date"
+	} else if inc.Track == TrackPrivate && !m.later("preannounce") {
+		what += "; private track: pre-announce with /preannounce between " + FormatInstant(t.Add(-PreannounceFrom)) + " and " + FormatInstant(t.Add(-PreannounceBy))
 	}
 	if t.Equal(m.before.T) {
 		return what + "; as before this message: the reporter is not told again", true, nil
@@ -188,6 +193,9 @@ func (m *machine) amendNotice(t time.Time) bool {
 func (m *machine) notify(Command) (string, bool, error) {
 	inc := &m.inc
 	if err := m.inPhase(PhaseFix, PhaseEmbargo); err != nil {
+		return "", false, err
+	}
+	if err := m.trackRefusal("notify"); err != nil {
 		return "", false, err
 	}
 	var missing []string

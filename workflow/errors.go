@@ -30,6 +30,7 @@ var (
 	ErrLocked     = errors.New("workflow: advisory approved and locked")
 	ErrPast       = errors.New("workflow: date in the past")
 	ErrNoticeRule = errors.New("workflow: less than 7 days after the distributor notice")
+	ErrTrack      = errors.New("workflow: ruled out by the disclosure track")
 )
 
 // argError is an error whose text is meant for the member who wrote the

@@ -163,6 +163,7 @@ func statusText(inc Incident, now time.Time, env Env) string {
 	if !inc.T.IsZero() {
 		line("T", FormatInstant(inc.T))
 	}
+	line("track", trackLine(inc, now))
 	if !inc.NotifiedAt.IsZero() {
 		line("distributors", "notified "+FormatInstant(inc.NotifiedAt)+", told T = "+FormatInstant(inc.NotifiedT))
 	}

@@ -166,6 +166,11 @@ type Incident struct {
 	// (/affected, distributors.go); schema version 5.
 	Distributors []DistributorState `json:"distributors,omitempty"`
 
+	// Track is the disclosure track (/track, track.go: public, private or
+	// urgent; docs/process.md §9); schema version 6. Unset: no track, as
+	// before version 6.
+	Track Track `json:"track,omitzero"`
+
 	// History records every change: who, when, from which message, what.
 	History []Change `json:"history,omitempty"`
 }
@@ -175,9 +180,10 @@ type Incident struct {
 // adds the fields the commands maintain; version 3 adds the advisory's
 // component, CWE IDs and references; version 4 the pending approvals of the
 // two-person rule; version 5 the pre-announcements, the distributors the
-// notice reached and their answers. Changes are additive: an older record
-// reads with the new fields at their zero values.
-const SchemaVersion = 5
+// notice reached and their answers; version 6 the disclosure track. Changes
+// are additive: an older record reads with the new fields at their zero
+// values (a version 5 record has no track and behaves as before).
+const SchemaVersion = 6
 
 // Advisory holds the fields every outgoing message is rendered from
 // (process.md §7.1–§7.6, §10). The names after each field are the /set FIELD

@@ -87,6 +87,8 @@ func reach(inc Incident, m Milestone, now time.Time) Incident {
 		inc.SeverityOverride, inc.Deferred = SeverityLow, true
 	case MilestoneNotified:
 		inc.NotifiedAt, inc.NotifiedT, inc.Phase = now, inc.T, PhaseEmbargo
+	case MilestonePreannounced:
+		inc.Preannounced = append(inc.Preannounced, Preannouncement{At: now, T: inc.T, Job: PreannounceJob(inc.ID, len(inc.Preannounced)+1)})
 	case MilestoneApproved:
 		inc.Approved, inc.ApprovedAt = true, now
 	case MilestoneScheduled:
@@ -127,7 +129,9 @@ func TestMootTable(t *testing.T) {
 		"/disclose 2026-12-14\n", alice, mon.Add(time.Hour)).Incident
 	disclosed := reach(planned, MilestoneDisclosed, d(12, 14, 16, 0))
 	public := step(t, planned, "/public\n", alice, mon.Add(2*time.Hour)).Incident
+	private := step(t, planned, "/track private\n", alice, mon.Add(2*time.Hour)).Incident
 	bases := map[string]Incident{
+		"preannounce-soon": private, "preannounce": private,
 		"triage": triage(), "triage-escalation": triage(),
 		"fix-team": planned, "fix": planned, "stale": planned, "notice-soon": planned, "notice": planned, "approval-soon": planned,
 		"retro-reminder": disclosed, "retrospective": disclosed, "asap": public,
@@ -262,7 +266,8 @@ func TestReminderKeyOfTitle(t *testing.T) {
 	planned := step(t, step(t, triage(), "/accept\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-1234\n", alice, mon).Incident,
 		"/disclose 2026-12-14\n", alice, mon.Add(time.Hour)).Incident
 	seen := map[string]bool{}
-	for _, inc := range []Incident{triage(), planned, reach(planned, MilestoneDisclosed, d(12, 14, 16, 0)), step(t, planned, "/public\n", alice, mon.Add(2*time.Hour)).Incident} {
+	for _, inc := range []Incident{triage(), planned, reach(planned, MilestoneDisclosed, d(12, 14, 16, 0)), step(t, planned, "/public\n", alice, mon.Add(2*time.Hour)).Incident,
+		step(t, planned, "/track private\n", alice, mon.Add(2*time.Hour)).Incident} {
 		for _, r := range Reminders(inc, mon.Add(10*24*time.Hour), nil) {
 			if k, ok := ReminderKeyOfTitle(r.Title); !ok || k != r.Key {
 				t.Errorf("title %q → %q %v, want %s", r.Title, k, ok, r.Key)

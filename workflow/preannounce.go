@@ -83,6 +83,9 @@ func parsePreannounce(l Line) (Command, error) {
 // planned at T, once per T.
 func (m *machine) preannounce(c Command) (string, bool, error) {
 	inc := &m.inc
+	if err := m.trackRefusal("preannounce"); err != nil {
+		return "", false, err
+	}
 	switch inc.Phase {
 	case PhaseFix, PhaseEmbargo:
 	case PhaseTriage:

@@ -238,6 +238,7 @@ func (g *gen) any(inc int) string {
 		func() string { return "/reject not-a-vulnerability" },
 		func() string { return "/reply Thanks, we are on it." },
 		func() string { return "/status" },
+		func() string { return "/track " + []string{"public", "private", "urgent"}[g.r.IntN(3)] },
 		func() string {
 			if inc > 1 {
 				return "/duplicate {id1}"

@@ -249,6 +249,8 @@ type Reminder struct {
 //	stale             every 2/7/30 days        the Fix Lead (critical/high/medium; deferred low: monthly) without a change
 //	notice-soon       T - 9 days               the Fix Lead (with a CVE, no distributor notice yet)
 //	notice            T - 7 days               the SRC
+//	preannounce-soon  T - 7 days               the SRC (private track, no pre-announcement of the current T)
+//	preannounce       T - 3 days               the SRC (private track, still none)
 //	approval-soon     T - 48 h                 the SRC (at T-24 h Tick holds the release instead)
 //	retro-reminder    disclosure + 1 day       the Fix Lead
 //	retrospective     disclosure + 3 days      the SRC
@@ -256,7 +258,7 @@ type Reminder struct {
 //
 // A reminder is listed only while its deadline is open: neither met nor made
 // moot by a later milestone (Deadlines). Reminders before T (notice-soon,
-// notice, approval-soon) are left out when they fall before T was set: the
+// notice, preannounce-soon, preannounce, approval-soon) are left out when they fall before T was set: the
 // /disclose receipt already states them. When the incident is ASAP, the
 // reminders of its ASAP deadlines give way to the daily asap reminder, which
 // starts a day after /public or /embargo-break (the command itself is the
@@ -313,8 +315,16 @@ func Reminders(inc Incident, now time.Time, holidays []time.Time) []Reminder {
 			if r.At.IsZero() || (rule.beforeT && !tSet.IsZero() && r.At.Before(tSet)) {
 				continue
 			}
-			if r.Key == "fix" {
+			switch r.Key {
+			case "fix":
 				r.What = "CVSS, severity, CVE and fix were due 7 days after the report; missing: " + missingForFix(inc)
+			case "preannounce-soon":
+				r.What = "no public pre-announcement of the release at T = " + FormatInstant(inc.T) +
+					" yet; the incident is on the private track, and Go pre-announces 3–7 days ahead (docs/process.md §9): send /preannounce (or /preannounce nosev) in its thread by " +
+					FormatInstant(d.Due)
+			case "preannounce":
+				r.What = "still no public pre-announcement of the release at T = " + FormatInstant(inc.T) +
+					"; the incident is on the private track, Go pre-announces 3–7 days ahead (docs/process.md §9), and T is 3 days away: send /preannounce (or /preannounce nosev) in its thread now, or choose another track with /track"
 			}
 		}
 		if r.Title == "" {
@@ -341,6 +351,10 @@ func reminderTitle(r Reminder, inc Incident) string {
 		return "distributor notice due " + FormatInstant(r.Due)
 	case "notice":
 		return "distributor notice overdue (T-7 days)"
+	case "preannounce-soon":
+		return "pre-announcement due (T-7 days)"
+	case "preannounce":
+		return "pre-announcement still missing (T-3 days)"
 	case "approval-soon":
 		return "advisory not approved (T-48 h)"
 	case "stale":

@@ -110,7 +110,7 @@ func Invariants() []Invariant {
 		{"reminder-lost", "none lost: a reminder due and not moot goes out at the first tick after its instant (of a group due together, only the latest need)", ""},
 		{"reminder-recipient", "each reminder to the member or list the timeline names", ""},
 		{"digest-moot", "the digest lists no deadline that is met or moot", ""},
-		{"notice-7-days", "with a CVE, the distributor notice at least 7 days before T, unless public, emergency or broken", ExemptDiscloseNow},
+		{"notice-7-days", "with a CVE, the distributor notice at least 7 days before T, unless public, emergency, broken or on the urgent track", ExemptDiscloseNow},
 		{"notice-once", "one distributor notice (first or re-notification) per operation: the commands of one message tell the distributors once, of their last T", ""},
 		{"t-slot", "T, when set, at 16:00 UTC on a Monday–Thursday that is not a holiday, and not in the past", ExemptDiscloseNow + ": its T is the moment of the release"},
 		{"public-before-t", "nothing public before T, and one release per incident", ""},
@@ -217,7 +217,7 @@ func (c *checker) state(ev TimelineEvent) {
 	if (inc.Phase == PhaseFix || inc.Phase == PhaseEmbargo) && !inc.T.IsZero() && noticeRuleApplies(*inc) &&
 		inc.T.Sub(inc.NotifiedAt) < specNotice {
 		c.fail("notice-7-days", ev.At, ev.Incident, inc.T.String()+inc.NotifiedAt.String(),
-			"T %s is less than 7 days after the distributor notice of %s (CVE %s; not public, broken or emergency)",
+			"T %s is less than 7 days after the distributor notice of %s (CVE %s; not public, broken, emergency or urgent track)",
 			FormatInstant(inc.T), FormatInstant(inc.NotifiedAt), strings.Join(inc.CVEs, ", "))
 	}
 }
@@ -234,7 +234,7 @@ func discloseNowOverride(inc Incident, at time.Time) bool {
 }
 
 func noticeRuleApplies(inc Incident) bool {
-	return !inc.NotifiedAt.IsZero() && len(inc.CVEs) > 0 && !inc.Public && !inc.EmbargoBroken && !inc.Emergency
+	return !inc.NotifiedAt.IsZero() && len(inc.CVEs) > 0 && !inc.Public && !inc.EmbargoBroken && !inc.Emergency && inc.Track != TrackUrgent
 }
 
 func (c *checker) message(ev TimelineEvent, inc *Incident) {
@@ -293,7 +293,7 @@ func (c *checker) message(ev TimelineEvent, inc *Incident) {
 		}
 		if noticeRuleApplies(*inc) && ev.At.Sub(inc.NotifiedAt) < specNotice && !discloseNowOverride(*inc, ev.At) {
 			c.fail("notice-7-days", ev.At, ev.Incident, "release",
-				"released %s after the distributor notice of %s, less than 7 days (CVE %s; not public, broken or emergency)",
+				"released %s after the distributor notice of %s, less than 7 days (CVE %s; not public, broken, emergency or urgent track)",
 				ev.At.Sub(inc.NotifiedAt).Round(time.Minute), FormatInstant(inc.NotifiedAt), strings.Join(inc.CVEs, ", "))
 		}
 	}

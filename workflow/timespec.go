@@ -29,11 +29,14 @@ type expectation struct {
 // The one-off reminders, which the spec expects at their instant, and their
 // groups: of a group due at once only the latest need go out.
 var (
-	oneOffReminders = []string{"triage", "triage-escalation", "fix-team", "fix", "notice-soon", "notice", "approval-soon", "retro-reminder", "retrospective"}
-	specGroup       = map[string]string{"triage": "triage", "triage-escalation": "triage", "fix-team": "fix-team", "fix": "fix",
-		"notice-soon": "notice", "notice": "notice", "approval-soon": "approval", "retro-reminder": "retro", "retrospective": "retro"}
+	oneOffReminders = []string{"triage", "triage-escalation", "fix-team", "fix", "notice-soon", "notice", "preannounce-soon", "preannounce",
+		"approval-soon", "retro-reminder", "retrospective"}
+	specGroup = map[string]string{"triage": "triage", "triage-escalation": "triage", "fix-team": "fix-team", "fix": "fix",
+		"notice-soon": "notice", "notice": "notice", "preannounce-soon": "preannounce", "preannounce": "preannounce",
+		"approval-soon": "approval", "retro-reminder": "retro", "retrospective": "retro"}
 	specDeadline = map[string]string{"triage": "triage", "triage-escalation": "triage-escalation", "fix-team": "fix-team", "fix": "fix",
-		"notice-soon": "notice", "notice": "notice", "approval-soon": "approval", "retro-reminder": "retrospective", "retrospective": "retrospective"}
+		"notice-soon": "notice", "notice": "notice", "preannounce-soon": "preannounce", "preannounce": "preannounce",
+		"approval-soon": "approval", "retro-reminder": "retrospective", "retrospective": "retrospective"}
 )
 
 func (s spec) reminder(inc Incident, key string, at time.Time) expectation {
@@ -109,6 +112,10 @@ func (s spec) reminder(inc Incident, key string, at time.Time) expectation {
 		e.due = inc.T.Add(-9 * 24 * time.Hour)
 	case "notice":
 		e.due = inc.T.Add(-7 * 24 * time.Hour)
+	case "preannounce-soon": // the private track: Go pre-announces 3–7 days ahead (docs/process.md §9)
+		e.due = inc.T.Add(-7 * 24 * time.Hour)
+	case "preannounce":
+		e.due = inc.T.Add(-3 * 24 * time.Hour)
 	case "approval-soon":
 		e.due = inc.T.Add(-48 * time.Hour)
 	case "retro-reminder":
@@ -124,7 +131,7 @@ func (s spec) reminder(inc Incident, key string, at time.Time) expectation {
 		e.why = "the incident is public or broken: the daily ASAP nudge replaces it"
 		return e
 	}
-	if set := specTSet(inc); (dl == "notice" || dl == "approval") && e.due.Before(set) {
+	if set := specTSet(inc); (dl == "notice" || dl == "approval" || dl == "preannounce") && e.due.Before(set) {
 		e.why = "T was set " + FormatInstant(set) + ", after it fell due"
 	}
 	return e
@@ -170,8 +177,25 @@ func (s spec) deadlineClosed(inc Incident, name string) string {
 			return "the distributors were notified"
 		case len(inc.CVEs) == 0:
 			return "without a CVE no notice is due"
+		case inc.Track == TrackPublic:
+			return "the public track has no embargo: no notice is due"
 		case !inc.HeldAt.IsZero():
 			return "the release was held: a notice needs a new T"
+		}
+	case "preannounce":
+		announced := false
+		for _, p := range inc.Preannounced {
+			announced = announced || p.T.Equal(inc.T)
+		}
+		switch {
+		case inc.T.IsZero():
+			return "T is not set"
+		case inc.Track != TrackPrivate:
+			return "only the private track is pre-announced"
+		case announced:
+			return "T was pre-announced"
+		case !inc.HeldAt.IsZero():
+			return "the release was held: a pre-announcement needs a new T"
 		}
 	case "final-notice":
 		switch {
@@ -216,7 +240,7 @@ func (s spec) deadlineClosed(inc Incident, name string) string {
 
 // openBeforeDisclosure: a deadline before the release is open.
 func (s spec) openBeforeDisclosure(inc Incident) bool {
-	for _, n := range []string{"triage", "triage-escalation", "fix-team", "fix", "notice", "final-notice", "approval", "release"} {
+	for _, n := range []string{"triage", "triage-escalation", "fix-team", "fix", "notice", "preannounce", "final-notice", "approval", "release"} {
 		if s.deadlineClosed(inc, n) == "" {
 			return true
 		}

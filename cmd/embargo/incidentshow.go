@@ -63,6 +63,7 @@ type incidentDoc struct {
 	T                *time.Time           `json:"t"`
 	NotifiedT        *time.Time           `json:"notified_t"`
 	Flags            docFlags             `json:"flags"`
+	Track            string               `json:"track"` // the disclosure track (docs/process.md §9); "" for none
 	Resolution       string               `json:"resolution"`
 	DuplicateOf      string               `json:"duplicate_of"`
 	HandedOffTo      string               `json:"handed_off_to"`
@@ -206,6 +207,7 @@ func buildIncidentDoc(sd showData, holidays []time.Time, now time.Time) incident
 		Severity: inc.Severity().String(), SeverityOverride: inc.SeverityOverride != workflow.SeverityUnset,
 		CVEs: append([]string{}, inc.CVEs...), T: instant(inc.T), NotifiedT: instant(inc.NotifiedT),
 		Flags:       docFlags{inc.Public, inc.EmbargoBroken, inc.Deferred, inc.Emergency, inc.Approved},
+		Track:       trackName(inc.Track),
 		DuplicateOf: string(inc.DuplicateOf), HandedOffTo: inc.HandedOffTo,
 		Advisory: map[string]string{}, Milestones: map[string]time.Time{},
 		Affected: versionsDoc(workflow.ReadVersions(inc.Advisory.Affected), false),
@@ -358,4 +360,12 @@ func writeHistory(w io.Writer, hist []workflow.Change) {
 
 func sameOrigin(a, b workflow.Change) bool {
 	return a.At.Equal(b.At) && a.Email == b.Email && a.Fingerprint == b.Fingerprint && a.MessageID == b.MessageID
+}
+
+// trackName is the track's name, "" for none.
+func trackName(t workflow.Track) string {
+	if t == workflow.TrackUnset {
+		return ""
+	}
+	return t.String()
 }

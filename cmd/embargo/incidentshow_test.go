@@ -65,14 +65,14 @@ func TestIncidentShow(t *testing.T) {
 		daemontest.MustContain(t, mode+": incident show", out,
 			id+", phase fix", "reported:", "rep@out.test", "fix lead:", "alice@ex.test",
 			"Critical (CVSS 9.8 CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H)", "CVE-2026-12345", "T:               "+workflow.FormatInstant(T),
-			"Awaiting signatures (two-person rule):", "/public: awaiting 1 more SRC signature (quorum 2)",
+			"track:           urgent (no pre-announcement, no 7-day rule)", "Awaiting signatures (two-person rule):", "/public: awaiting 1 more SRC signature (quorum 2)",
 			"Deadlines:", "fix-team", "release            due "+workflow.FormatInstant(T),
 			"Report:\n  subject:         heap overflow\n",
 			"component:       example-parser", ">= 1.0.0, < 1.2.4  (1.0.0 and later, before 1.2.4)", "1.2.4  (fixed in 1.2.4)",
 			"cwe:             CWE-122", "https://github.com/example/example/pull/123  (patch)",
 			"mitigation:      Disable the parser\n                   until you upgrade.",
 			"Milestones:", "accepted:", "triaged:",
-			"History (13 changes):", "by alice@ex.test (key "+afpr+"), message <show1@ex.test>\n      /accept\n        phase triage → fix",
+			"History (14 changes):", "by alice@ex.test (key "+afpr+"), message <show1@ex.test>\n      /accept\n        phase triage → fix",
 			"      /set affected >= 1.0.0, < 1.2.4\n        affected set: >= 1.0.0, < 1.2.4\n        >= 1.0.0, < 1.2.4 → 1.0.0 and later, before 1.2.4\n      /set fixed",
 			"      /public\n        signature 1 of 2 recorded",
 			"Messages (2):", "<show1@ex.test>")
@@ -104,7 +104,7 @@ func pendingPublic(t *testing.T, dir, id, afpr string) {
 		if err != nil {
 			return err
 		}
-		res, err := workflow.Apply(*inc, "/public\n", workflow.Signer{Fingerprint: afpr, Email: "alice@ex.test", Roles: []string{"src"}, SignedAt: time.Now()},
+		res, err := workflow.Apply(*inc, "/track urgent\n/public\n", workflow.Signer{Fingerprint: afpr, Email: "alice@ex.test", Roles: []string{"src"}, SignedAt: time.Now()},
 			time.Now(), workflow.Env{SRC: []string{"alice@ex.test", "bob@ex.test"}, Quorum: 2})
 		if err != nil {
 			return err
@@ -131,6 +131,9 @@ func checkShowJSON(t *testing.T, mode, out, id, afpr string, T time.Time) {
 	}
 	if d.CVSS == nil || d.CVSS.Score != 9.8 || d.CVSS.Version != "3.1" || d.CVSS.Severity != "Critical" || d.Severity != "Critical" {
 		bad("cvss", d.CVSS)
+	}
+	if d.Track != "urgent" {
+		bad("track", d.Track)
 	}
 	if len(d.CVEs) != 1 || d.CVEs[0] != "CVE-2026-12345" || d.T == nil || !d.T.Equal(T) {
 		bad("cves/t", []any{d.CVEs, d.T})
@@ -160,7 +163,7 @@ func checkShowJSON(t *testing.T, mode, out, id, afpr string, T time.Time) {
 	if len(d.Pending) != 1 || d.Pending[0].Command != "/public" || d.Pending[0].Quorum != 2 || len(d.Pending[0].Signers) != 1 || d.Pending[0].Signers[0].Email != "alice@ex.test" {
 		bad("pending_approvals", d.Pending)
 	}
-	if len(d.History) != 13 || d.History[0].Email != "alice@ex.test" || d.History[0].Fingerprint != afpr || d.History[0].Command != "/accept" || d.History[0].MessageID != "show1@ex.test" {
+	if len(d.History) != 14 || d.History[0].Email != "alice@ex.test" || d.History[0].Fingerprint != afpr || d.History[0].Command != "/accept" || d.History[0].MessageID != "show1@ex.test" {
 		bad("history", d.History)
 	}
 	if len(d.Messages) != 2 || d.Messages[1].MessageID != "show1@ex.test" || d.FixTeam == nil {

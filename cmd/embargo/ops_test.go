@@ -237,9 +237,10 @@ func TestStatusCommand(t *testing.T) {
 	}
 }
 
-// TestStatusCrashSuspects: a message, a queue row and an incident's tick in
-// progress at a death of the process are shown by status, each with its
-// kind, in text and JSON (docs/threat-model.md A6).
+// TestStatusCrashSuspects: a message, a queue row, an incident's tick, an
+// announce batch, the governance tick and the weekly digest in progress at
+// a death of the process are shown by status, each with its kind and its
+// kind's limit, in text and JSON (docs/threat-model.md A6).
 func TestStatusCrashSuspects(t *testing.T) {
 	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
 	sum := strings.Repeat("ab", 32)
@@ -247,6 +248,11 @@ func TestStatusCrashSuspects(t *testing.T) {
 		{Kind: "message", SHA256: sum, Deaths: 1, Last: now.Add(-time.Hour)},
 		{Kind: "row", Row: 17, RowKind: "report-copy", Incident: "SEC-2026-0004", Deaths: 2, Last: now.Add(-time.Hour)},
 		{Kind: "tick", Incident: "SEC-2026-0002", Deaths: 1, Last: now.Add(-time.Hour)},
+		{Kind: "row", Row: 18, Deaths: 3, Last: now.Add(-time.Hour)},
+		{Kind: "batch", Release: "sec-2026-0003", Batch: "100-200", Deaths: 3, Last: now.Add(-time.Hour)},
+		{Kind: "batch", Release: "sec-2026-0003", Batch: "r7-9", Deaths: 1, Last: now.Add(-time.Hour)},
+		{Kind: "governance", State: "0123456789abcdef", Deaths: 2, Last: now.Add(-time.Hour), Alerted: true},
+		{Kind: "digest", State: "2026-11-30 0123456789abcdef", Deaths: 1, Last: now.Add(-time.Hour)},
 	}}
 	st := buildStatus(sd, nil, now)
 	var b strings.Builder
@@ -254,11 +260,18 @@ func TestStatusCrashSuspects(t *testing.T) {
 		t.Fatal(err)
 	}
 	daemontest.MustContain(t, "status", b.String(), "Crash suspect:", "message sha256 "+sum, "1 death(s)", "quarantined on arrival at 2",
-		"queue row 17 (report-copy, SEC-2026-0004), in progress at 2 death(s)", "failed without an attempt",
-		"tick of SEC-2026-0002, in progress at 1 death(s)", "run alone, skipped at 2")
+		"queue row 17 (report-copy, SEC-2026-0004), in progress at 2 death(s)", "sent alone, failed at 3",
+		"queue row 18, in progress at 3 death(s)", "failed without an attempt",
+		"tick of SEC-2026-0002, in progress at 1 death(s)", "run alone, skipped at 2",
+		"announce batch 100-200 of release sec-2026-0003, in progress at 3 death(s)", "set aside, the release held",
+		"announce batch r7-9 of release sec-2026-0003, in progress at 1 death(s)", "sent alone, set aside at 3",
+		"governance tick (state 0123456789abcdef), in progress at 2 death(s)", "skipped until what it reads changes",
+		"weekly digest (week and state 2026-11-30 0123456789abcdef), in progress at 1 death(s)")
 	j, err := json.Marshal(st)
 	if err != nil || !strings.Contains(string(j), `"suspects":[{"kind":"message","sha256":"`+sum+`","deaths":1,`) ||
-		!strings.Contains(string(j), `{"kind":"row","row":17,"row_kind":"report-copy","incident":"SEC-2026-0004","deaths":2,`) {
+		!strings.Contains(string(j), `{"kind":"row","row":17,"row_kind":"report-copy","incident":"SEC-2026-0004","deaths":2,`) ||
+		!strings.Contains(string(j), `"deaths":3,"last_death":"2026-12-03T08:00:00Z","release":"sec-2026-0003","batch":"100-200"}`) ||
+		!strings.Contains(string(j), `{"kind":"governance","deaths":2,"last_death":"2026-12-03T08:00:00Z","state":"0123456789abcdef","alerted":true}`) {
 		t.Errorf("status --json = %s (%v)", j, err)
 	}
 	b.Reset()

@@ -320,17 +320,33 @@ func suspectName(x listd.Suspect) string {
 		return name
 	case "tick":
 		return "tick of " + x.Incident
+	case "batch":
+		return fmt.Sprintf("announce batch %s of release %s", x.Batch, x.Release)
+	case "governance":
+		return "governance tick (state " + x.State + ")"
+	case "digest":
+		return "weekly digest (week and state " + x.State + ")"
 	}
 	return "message sha256 " + x.SHA256
 }
 
-// suspectFate says what becomes of a suspect at PoisonDeaths.
+// suspectFate says what becomes of a suspect at its kind's limit:
+// listd.PoisonDeaths, listd.RowPoisonDeaths for a row,
+// announce.BatchPoisonDeaths for a batch.
 func suspectFate(x listd.Suspect) string {
 	switch {
-	case x.Kind == "row" && x.Deaths >= listd.PoisonDeaths:
+	case x.Kind == "row" && x.Deaths >= listd.RowPoisonDeaths:
 		return "failed without an attempt (`embargo queue retry` tries it once more)"
 	case x.Kind == "row":
-		return fmt.Sprintf("sent alone, failed at %d", listd.PoisonDeaths)
+		return fmt.Sprintf("sent alone, failed at %d", listd.RowPoisonDeaths)
+	case x.Kind == "batch" && x.Deaths >= announce.BatchPoisonDeaths:
+		return "set aside, the release held once the rest is sent (`embargo release resume` sends it once more)"
+	case x.Kind == "batch":
+		return fmt.Sprintf("sent alone, set aside at %d", announce.BatchPoisonDeaths)
+	case (x.Kind == "governance" || x.Kind == "digest") && x.Deaths >= listd.PoisonDeaths:
+		return "skipped until what it reads changes"
+	case x.Kind == "governance" || x.Kind == "digest":
+		return fmt.Sprintf("run alone, skipped at %d", listd.PoisonDeaths)
 	case x.Kind == "tick" && x.Deaths >= listd.PoisonDeaths:
 		return "skipped until the incident changes"
 	case x.Kind == "tick":

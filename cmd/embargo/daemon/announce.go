@@ -63,6 +63,10 @@ func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announ
 		return nil
 	}
 	d.fanoutSMTP(&o)
+	// A batch that kills the process is counted, sent alone, then set
+	// aside and the release held (docs/threat-model.md A6).
+	o.Guard = d.attempts.Batches()
+	o.OnBatch = d.o.hooks.batch // only tests set it (export_test.go)
 	f := announce.New(d.db, relay, o)
 	d.goRun("announce fan-out", func() error { return f.Run(runCtx) }, context.Canceled)
 	return f

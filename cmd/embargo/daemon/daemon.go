@@ -85,12 +85,14 @@ type Options struct {
 
 // testHooks are failpoints for the end-to-end tests.
 type testHooks struct {
-	beforeCommit func(*bolt.Tx) error             // runs before each inbound commit; an error rolls it back
-	panic        func(raw []byte)                 // runs first on every inbound message
-	groupCommit  func(*bolt.Tx, int) error        // runs before each group commit, with the group's size; an error fails the group
-	freeSpace    func(dir string) (uint64, error) // replaces statfs on data_dir (diskfree.go)
-	send         func(to []string, data []byte)   // runs before the relay takes each outbound message
-	tick         func(id workflow.ID)             // runs before each incident's tick
+	beforeCommit func(*bolt.Tx) error                 // runs before each inbound commit; an error rolls it back
+	panic        func(raw []byte)                     // runs first on every inbound message
+	groupCommit  func(*bolt.Tx, int) error            // runs before each group commit, with the group's size; an error fails the group
+	freeSpace    func(dir string) (uint64, error)     // replaces statfs on data_dir (diskfree.go)
+	send         func(to []string, data []byte)       // runs before the relay takes each outbound message
+	tick         func(id workflow.ID)                 // runs before each incident's tick
+	job          func(name string)                    // runs before the governance tick and the digest
+	batch        func(release string, rcpts []string) // runs before each announce batch is sent
 }
 
 // Daemon is a running embargo.

@@ -55,6 +55,21 @@ func WithTick(o Options, f func(id workflow.ID)) Options {
 	return o
 }
 
+// WithJob returns o with f run before the governance tick and the weekly
+// digest ("governance tick", "weekly digest"), inside their record in the
+// in-flight file.
+func WithJob(o Options, f func(name string)) Options {
+	o.hooks.job = f
+	return o
+}
+
+// WithBatch returns o with f run before each announce batch is sent,
+// inside its record in the in-flight file.
+func WithBatch(o Options, f func(release string, rcpts []string)) Options {
+	o.hooks.batch = f
+	return o
+}
+
 // DB is the daemon's store, for tests that write to it directly.
 func DB(d *Daemon) *bolt.DB { return d.db }
 

@@ -66,7 +66,8 @@ func fatalChild(cfg string) int {
 				fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack", deeper(0))
 			}
 		})
-	o = withWorkFailpoints(o) // rowdeath_e2e_test.go: the rows' and ticks' failpoints
+	o = withWorkFailpoints(o)  // rowdeath_e2e_test.go: the rows' and ticks' failpoints
+	o = withBatchFailpoints(o) // batchdeath_e2e_test.go: the fan-out's batches' and the tick's jobs'
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := daemon.New(c, o).Run(ctx); err != nil {

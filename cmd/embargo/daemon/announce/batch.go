@@ -39,6 +39,11 @@ type work struct {
 	rcpts []target // empty: nobody left in span (they left the list meanwhile)
 	span  span     // cursor work: the stretch the batch covers
 	msg   *prepared
+	// batch names the batch for Options.Guard; suspect: it is sent alone
+	// (a suspect, or again: a batch set aside, sent once more, guard.go).
+	batch   Batch
+	suspect bool
+	again   bool
 }
 
 // lane is what one releasing job has in flight, in memory: a new process
@@ -49,6 +54,7 @@ type lane struct {
 	redo     []span          // stretches a connection gave back unsent, sent first
 	retrying map[string]bool // retry-set entries in flight, by address key
 	busy     int
+	alone    int // batches in flight that are sent alone (guard.go)
 }
 
 func (f *Fanout) lane(k string, r *jobRecord) *lane {
@@ -176,7 +182,17 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 				continue
 			}
 			l := f.lane(k, r)
+			// A batch set aside, or a suspect's, may have moved the
+			// cursor past the walk (guard.go).
+			l.next = max(l.next, r.Cursor)
 			cand := &work{key: k, job: r.Job}
+			alone, ok, blocked, err := f.pickAlone(b, k, r, l, cand)
+			switch {
+			case err != nil:
+				return err
+			case blocked:
+				continue
+			}
 			due, nextRetry, err := b.dueRetries(k, now, f.o.BatchSize, l.retrying)
 			if err != nil {
 				return err
@@ -185,6 +201,8 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 				later(nextRetry)
 			}
 			switch {
+			case ok:
+				commit = alone
 			case len(due) > 0:
 				cand.retry, cand.rcpts = true, due
 				commit = func() {
@@ -223,6 +241,9 @@ func (f *Fanout) pick() (*work, time.Time, error) {
 			}
 			if cand.msg, err = f.message(b, k); err != nil {
 				return err
+			}
+			if !ok {
+				cand.batch = batchOf(cand)
 			}
 			w = cand
 			l.busy++

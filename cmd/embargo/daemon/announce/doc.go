@@ -68,7 +68,11 @@
 // flight again: at most one batch per connection, each extra copy with
 // the same Message-ID (docs/threat-model.md A3). A stop (SIGTERM) first records
 // what the relay answered, so only the transactions cut off mid-way go
-// again.
+// again. A batch whose sending kills the process (a fatal error, the OOM
+// killer) would do so at every start: with Options.Guard the batches in
+// flight at a death are sent alone at the next start, and one in flight
+// at BatchPoisonDeaths deaths is set aside while the others are served,
+// then the release held (guard.go, docs/threat-model.md A6).
 //
 // Nothing leaves before T. The Fanout persists a heartbeat of the wall
 // clock and compares the wall clock with the monotonic clock since then; a

@@ -40,6 +40,10 @@ type Fanout struct {
 	lanes     map[string]*lane     // job key → what is in flight
 	loops     map[string]bool      // job key → the relay loop was logged (settle)
 	pool      *pool
+	// judged: the guard's deaths were sorted (judge); suspects are the
+	// batches to send alone, by job key.
+	judged   bool
+	suspects map[string][]Batch
 	// pending are outcomes the relay gave and the store has not taken yet:
 	// they are recorded before anything else is sent. A crash loses them:
 	// their batches go again.
@@ -146,6 +150,9 @@ func (f *Fanout) Run(ctx context.Context) error {
 func (f *Fanout) step(ctx context.Context) (time.Duration, error) {
 	wake, err := f.tick()
 	if err != nil {
+		return 0, err
+	}
+	if err := f.judge(); err != nil {
 		return 0, err
 	}
 	f.collect()
@@ -337,6 +344,14 @@ func (f *Fanout) begin(tx *bolt.Tx, b *buckets, k []byte, r *jobRecord, now time
 // finishIfDone marks a releasing job released once its cursor reached the
 // end and its retry set is empty.
 func (f *Fanout) finishIfDone(tx *bolt.Tx, b *buckets, r *jobRecord, now time.Time) error {
+	if r.State == JobReleasing && r.Cursor >= r.UpTo && !b.hasRetries(string(jobKey(r.ID))) && len(r.Aside) > 0 {
+		if r.againPending() {
+			return b.putJob(r) // sent once more, alone, first
+		}
+		// Everyone else was served: the release is held for the batches
+		// set aside, with one alert (guard.go).
+		return b.hold(tx, r, HoldKilled, r.asideReason(), f.o)
+	}
 	if r.State == JobReleasing && r.Cursor >= r.UpTo && !b.hasRetries(string(jobKey(r.ID))) {
 		r.State, r.Finished = JobReleased, now
 		if err := b.openjobs.Delete(jobKey(r.ID)); err != nil {

@@ -39,6 +39,10 @@ const (
 	HoldMessage HoldCause = "message"
 	// HoldRelay: the relay refused the message itself, permanently.
 	HoldRelay HoldCause = "relay"
+	// HoldKilled: a batch was in progress at BatchPoisonDeaths deaths of
+	// the process; it was set aside and every other subscriber served
+	// (guard.go, docs/threat-model.md A6).
+	HoldKilled HoldCause = "killed"
 )
 
 // Job is one release: one stored, signed message and a cursor over the
@@ -71,8 +75,9 @@ type Job struct {
 	Held      string
 	HeldFor   HoldCause `json:",omitempty"`
 	Resumed   bool
-	LastError string // the last temporary failure of a whole transaction
-	Size      int    // bytes of the stored message
+	ResumedAt time.Time `json:",omitzero"` // the last Resume: deaths before it make no killer
+	LastError string    // the last temporary failure of a whole transaction
+	Size      int       // bytes of the stored message
 }
 
 type jobRecord struct {
@@ -85,6 +90,10 @@ type jobRecord struct {
 	// Done are the stretches above Cursor already served: connections
 	// finish their batches out of order (see addDone).
 	Done []span `json:"done,omitempty"`
+	// Aside are the batches set aside after deaths of the process
+	// (guard.go): their places count as done, their subscribers wait for
+	// Resume.
+	Aside []aside `json:"aside,omitempty"`
 }
 
 func jobKey(id string) []byte { return []byte(strings.ToLower(id)) }
@@ -202,7 +211,10 @@ func Resume(tx *bolt.Tx, id string, now time.Time) error {
 	if r.State != JobHeld {
 		return fmt.Errorf("%w: release %s is %s", ErrNotHeld, r.ID, r.State)
 	}
-	r.State, r.Held, r.HeldFor, r.Resumed = r.HeldFrom, "", "", true
+	r.State, r.Held, r.HeldFor, r.Resumed, r.ResumedAt = r.HeldFrom, "", "", true, now
+	for i := range r.Aside {
+		r.Aside[i].Again = true // once more, alone
+	}
 	if r.State == "" {
 		r.State = JobScheduled
 	}

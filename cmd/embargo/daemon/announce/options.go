@@ -140,6 +140,12 @@ type Options struct {
 	// the relay refused the message itself. An error rolls the hold back
 	// (and it is tried again). Resume releases a held job.
 	Held func(tx *bolt.Tx, j Job, reason string) error
+	// Guard counts the deaths of the process while batches are sent
+	// (guard.go, docs/threat-model.md A6); nil counts nothing.
+	Guard BatchGuard
+	// OnBatch, when set, is called as each batch is about to be sent,
+	// inside its guard: a failpoint for the daemon's tests, nil in embargo.
+	OnBatch func(release string, rcpts []string)
 	// Released is called inside the Update that marks a job released.
 	Released func(tx *bolt.Tx, j Job) error
 	// Logger receives IDs, counts and verdicts, never message content or

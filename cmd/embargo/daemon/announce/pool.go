@@ -50,7 +50,7 @@ func (p *pool) start(f *Fanout, w *work) {
 			s.busy = true
 			p.busy++
 			go func() {
-				out := f.send(w.ctx, s, w)
+				out := f.guardedSend(s, w)
 				out.interrupted = w.ctx.Err() != nil
 				p.results <- result{slot: s, wk: w, out: out}
 			}()
@@ -104,6 +104,9 @@ type outcome struct {
 	// interrupted: the fan-out was stopping (ctx done); only what the
 	// relay answered counts.
 	interrupted bool
+	// unsent: the guard gave up before anything was sent (a suspect not
+	// alone in time, guard.go).
+	unsent bool
 }
 
 func (f *Fanout) send(ctx context.Context, s *slot, w *work) outcome {

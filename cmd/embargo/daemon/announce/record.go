@@ -95,7 +95,12 @@ func (f *Fanout) apply(tx *bolt.Tx, b *buckets, res result, now time.Time) (bool
 			}
 		}
 	}
-	if !w.retry {
+	if w.suspect {
+		if err := f.applyAlone(tx, r, w, out); err != nil {
+			return false, err
+		}
+	}
+	if !w.retry && !w.again && !out.unsent {
 		switch {
 		case out.handled == len(w.rcpts) && out.stop == nil:
 			r.addDone(w.span)
@@ -133,11 +138,21 @@ func (f *Fanout) settle(res result, now time.Time) {
 	w, out := res.wk, res.out
 	if l := f.lanes[w.key]; l != nil {
 		l.busy--
+		if w.suspect {
+			l.alone--
+		}
+		if w.suspect && out.unsent && !w.again {
+			// Not alone in time: still a suspect, sent alone later.
+			f.suspects[w.key] = append([]Batch{w.batch}, f.suspects[w.key]...)
+		}
 		if w.retry {
 			for _, rc := range w.rcpts {
 				delete(l.retrying, rc.key)
 			}
-		} else if out.handled < len(w.rcpts) || out.stop != nil {
+		} else if !w.suspect && (out.handled < len(w.rcpts) || out.stop != nil) {
+			// A batch sent alone is given back by no stretch: its
+			// suspect's unsent places wait for the walk from the cursor,
+			// a batch set aside stays in the release's list.
 			lo := w.span.Lo
 			if out.handled > 0 {
 				lo = w.rcpts[out.handled-1].seq

@@ -20,6 +20,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 )
 
 // A message whose processing kills the whole process (docs/threat-model.md
@@ -36,9 +38,12 @@ import (
 // again at each start: a queue row whose sealing or sending kills the
 // process (the worker claims it again at once), or an incident whose tick
 // does (the tick runs at start). Those are counted in the same file and the
-// same table, under a key of their own (work.go): a row at PoisonDeaths
+// same table, under a key of their own (work.go): a row at RowPoisonDeaths
 // fails with an alert instead of being tried, an incident's tick is skipped
-// with an alert until the incident changes.
+// with an alert until the incident changes. So are the announce fan-out's
+// batches (batchguard.go: set aside, the release held) and the tick's own
+// jobs, the governance tick and the weekly digest (tickjobs.go: skipped
+// with an alert until what they read changes).
 //
 // How a death is seen. Before a message is processed its key (the SHA-256
 // of its bytes; for a row or a tick, labelKey) is written into a slot of
@@ -141,15 +146,23 @@ const (
 	// first.
 	maxAttempts = 4096
 
-	inflightMagic = "EMBINFL2"
+	inflightMagic = "EMBINFL3"
 	inflightHead  = 32 // magic, run ID (16 bytes), padding
 	// slotSize: the key (32 bytes), the kind of work (1), the label's
 	// length (1) and the label (maxLabel): what `embargo status` names a
-	// row or a tick by, since its key is a one-way hash.
-	slotSize = 64
+	// row, a tick or a fan-out batch by, since its key is a one-way hash.
+	// 128 bytes since a batch's label holds its release's ID (up to 40
+	// characters) and its stretch of the delivery order; still one pwrite
+	// within a page.
+	slotSize = 128
 	maxLabel = slotSize - sha256.Size - 2
-	// inflightMagicV1 is the file before rows and ticks were counted:
-	// 32-byte slots, each a message's SHA-256.
+	// inflightMagicV2 is the file before the fan-out's batches, the
+	// governance tick and the digest were counted: 64-byte slots, the same
+	// layout. inflightMagicV1 is the file before rows and ticks were
+	// counted: 32-byte slots, each a message's SHA-256. A start reads
+	// either, left by the previous version at its death.
+	inflightMagicV2 = "EMBINFL2"
+	slotSizeV2      = 64
 	inflightMagicV1 = "EMBINFL1"
 	slotSizeV1      = sha256.Size
 	// preallocSlots are written at open, so that a slot write seldom
@@ -166,6 +179,9 @@ const (
 	workMessage byte = iota // key: the message's SHA-256; no label
 	workRow                 // key: labelKey(workRow, row ID); label: the row ID
 	workTick                // key: labelKey(workTick, incident ID); label: the incident ID
+	workBatch               // key: labelKey(workBatch, label); label: batchLabel (batch.go)
+	workGov                 // key: labelKey(workGov, ""); label: the governance state's digest (tickjobs.go)
+	workDigest              // key: labelKey(workDigest, ""); label: the digest's week and state (tickjobs.go)
 )
 
 // bucketAttempts holds the counts: key → deaths (4 bytes) ‖ the last death
@@ -235,7 +251,7 @@ func OpenAttempts(db *bolt.DB, dir string, now time.Time, log *slog.Logger) (*At
 		// IDs only: the hash names the message, its archive entry and its
 		// later quarantine; nothing of its content is known here.
 		log.Warn("the previous run ended while this "+workNames[w.kind]+" (the process was killed or crashed); it is a suspect",
-			append(workAttrs(w.key, w.kind, w.label), "deaths", a.known[w.key].deaths, "stopped_at", PoisonDeaths)...)
+			append(workAttrs(w.key, w.kind, w.label), "deaths", a.known[w.key].deaths, "stopped_at", deathLimit(w.kind))...)
 	}
 	if err := a.reset(); err != nil {
 		f.Close()
@@ -249,6 +265,21 @@ var workNames = map[byte]string{
 	workMessage: "message was being processed",
 	workRow:     "queue row was being sealed or sent",
 	workTick:    "incident was being ticked",
+	workBatch:   "announce batch was being sent",
+	workGov:     "governance tick was running",
+	workDigest:  "weekly digest was being made",
+}
+
+// deathLimit is the deaths at which work of kind is no longer done: a
+// row's and a batch's limit is one more than the others'.
+func deathLimit(kind byte) int {
+	switch kind {
+	case workRow:
+		return RowPoisonDeaths
+	case workBatch:
+		return announce.BatchPoisonDeaths
+	}
+	return PoisonDeaths
 }
 
 // workAttrs are the log attributes naming a piece of work: a message's
@@ -259,6 +290,10 @@ func workAttrs(key [32]byte, kind byte, label string) []any {
 		return []any{"work", "queue row", "row", label}
 	case workTick:
 		return []any{"work", "tick", "incident", label}
+	case workBatch:
+		return []any{"work", "announce batch", "batch", label}
+	case workGov, workDigest:
+		return []any{"work", jobKinds[kind], "state", label}
 	}
 	return []any{"work", "message", "sha256", hex.EncodeToString(key[:])}
 }
@@ -276,7 +311,9 @@ func readInflight(f *os.File) (run []byte, found []inflight, err error) {
 	size := slotSize
 	switch string(b[:len(inflightMagic)]) {
 	case inflightMagic:
-	case inflightMagicV1: // left by the previous version at its death
+	case inflightMagicV2: // left by a previous version at its death
+		size = slotSizeV2
+	case inflightMagicV1:
 		size = slotSizeV1
 	default:
 		return nil, nil, nil
@@ -288,9 +325,9 @@ func readInflight(f *os.File) (run []byte, found []inflight, err error) {
 		if w.key == zero || slices.ContainsFunc(found, func(x inflight) bool { return x.key == w.key }) {
 			continue
 		}
-		if size == slotSize {
+		if size > slotSizeV1 {
 			w.kind = b[off+32]
-			w.label = string(b[off+34 : off+34+min(int(b[off+33]), maxLabel)])
+			w.label = string(b[off+34 : off+34+min(int(b[off+33]), size-sha256.Size-2)])
 		}
 		found = append(found, w)
 	}

@@ -25,6 +25,9 @@ type TestHooks struct {
 	// in-flight file: the failpoint of the tests of a tick that kills the
 	// process (work.go).
 	Tick func(id workflow.ID)
+	// Job runs before the tick's own jobs ("governance tick", "weekly
+	// digest"), inside their record in the in-flight file (tickjobs.go).
+	Job func(name string)
 }
 
 // SetTestHooks installs failpoints, for tests only. Call it before the

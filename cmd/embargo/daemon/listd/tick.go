@@ -63,7 +63,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 	}
 	sent, errs := s.sweep(ctx, due, now)
 	if ctx.Err() == nil {
-		n, err := s.govTick(now)
+		n, err := s.govTickGuarded(ctx, now) // tickjobs.go
 		if err != nil {
 			s.log.Error("governance tick failed", "err", err)
 			errs = append(errs, err)
@@ -71,7 +71,7 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 		sent += n
 	}
 	if ctx.Err() == nil {
-		n, err := s.weeklyDigest(now)
+		n, err := s.digestGuarded(ctx, now)
 		if err != nil {
 			s.log.Error("weekly digest failed", "err", err)
 			errs = append(errs, fmt.Errorf("digest: %w", err))

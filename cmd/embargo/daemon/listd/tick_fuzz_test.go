@@ -41,14 +41,15 @@ var (
 // timers of the process (workflow.Reminders, Tick): the triage reminder
 // and its escalation, accepted with a T of T0 and the fuzzed fields, the
 // weekly digests, the notice-soon reminder, the distributor notice, a new
-// T (the notice re-sent), approval, the final notice at T-25 h, the
+// T (the notice re-sent), approval, the private track's pre-announcement
+// reminders (T-7 d; T-3 d with the final notice), the final notice at T-25 h, the
 // release at T, and the retrospective reminders.
 func tickSteps(v tickValues) []tickStep {
 	day := func(month time.Month, d, h, m int) time.Time { return time.Date(2026, month, d, h, m, 0, 0, time.UTC) }
 	return []tickStep{
 		{at: day(11, 24, 9, 0), want: map[string]int{"reminder": 1}}, // triage, to the commander
 		{at: day(11, 26, 9, 0), want: map[string]int{"reminder": 2}}, // its escalation, to the SRC
-		{at: day(11, 26, 10, 0), text: "/accept\n/lead me\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-12345\n" +
+		{at: day(11, 26, 10, 0), text: "/accept\n/lead me\n/track private\n/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H\n/cve CVE-2026-12345\n" +
 			"/set summary heap overflow in the parser\n/set actor A remote attacker\n/set impact execute code as the server user\n" +
 			"/set affected >= 1.0.0, < 1.2.4\n/set fixed 1.2.4\n/fixed\n/disclose " + tickT0.Format(time.DateOnly) + "\n"},
 		// One message each: a value refused leaves the others set.
@@ -64,6 +65,7 @@ func tickSteps(v tickValues) []tickStep {
 		{at: day(12, 1, 16, 10), text: "/disclose " + tickT1.Format(time.DateOnly) + "\n"},
 		{at: day(12, 1, 16, 15), text: "/approve\n"},
 		{at: day(12, 7, 0, 0), want: map[string]int{"digest": 2}},
+		{at: tickT1.Add(-workflow.PreannounceFrom)},   // preannounce-soon (private track), to the SRC
 		{at: tickT1.Add(-workflow.FinalNoticeWindow)}, // the final notice
 		{at: day(12, 14, 0, 0), want: map[string]int{"digest": 2}},
 		{at: tickT1}, // the release
@@ -109,7 +111,7 @@ func TestTickWalk(t *testing.T) {
 	got := tickWalk(t, k, ann, tickValues{"heap overflow in the parser", "Rep Orter", "heap overflow in the parser",
 		"execute code as the server user", "Rep Orter", "eng@ex.test", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "CVE-2026-12346"})
 	t.Logf("queued: %v", got)
-	for kind, n := range map[string]int{"reminder": 7, "digest": 6, "receipt": 10, "distributor-notice": 2, "distributor-final": 1,
+	for kind, n := range map[string]int{"reminder": 13, "digest": 6, "receipt": 10, "distributor-notice": 2, "distributor-final": 1,
 		"advisory-distributors": 1, "advisory-channel": 1, "release-pack": 2, "reporter-date": 2, "reporter-disclosed": 1} {
 		if got[kind] < n {
 			t.Errorf("%d rows of %s, want at least %d (all: %v)", got[kind], kind, n, got)

@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
@@ -90,7 +92,7 @@ func (g rowGuard) Survived(tx *bolt.Tx, id uint64) error {
 // Suspect is work that was in progress at a death of the process, as the
 // store holds it: a message, a queue row or an incident's tick.
 type Suspect struct {
-	Kind   string `json:"kind"`             // "message", "row" or "tick"
+	Kind   string `json:"kind"`             // "message", "row", "tick", "batch", "governance" or "digest"
 	SHA256 string `json:"sha256,omitempty"` // a message's, of its bytes, hex
 	Row    uint64 `json:"row,omitempty"`
 	// RowKind and Incident are a row's, as the queue holds it (RowKind
@@ -99,7 +101,16 @@ type Suspect struct {
 	Incident string    `json:"incident,omitempty"`
 	Deaths   int       `json:"deaths"`
 	Last     time.Time `json:"last_death"`
-	// Alerted: the SRC was told that the incident's tick is skipped.
+	// Release and Batch are a fan-out batch's: its release's ID and its
+	// stretch of the delivery order ("12-112"; "r" first for the retry
+	// set).
+	Release string `json:"release,omitempty"`
+	Batch   string `json:"batch,omitempty"`
+	// State is a governance tick's or a digest's: the state it died with,
+	// digested (tickjobs.go).
+	State string `json:"state,omitempty"`
+	// Alerted: the SRC was told that the incident's tick, the governance
+	// tick or the digest is skipped.
 	Alerted bool `json:"alerted,omitempty"`
 }
 
@@ -126,6 +137,13 @@ func Suspects(tx *bolt.Tx) []Suspect {
 			}
 		case workTick:
 			s.Kind, s.Incident = "tick", r.label
+		case workBatch:
+			s.Kind = "batch"
+			if id, b, ok := announce.ParseBatchLabel(r.label); ok {
+				s.Release, s.Batch = id, strings.TrimPrefix(b.Label(id), strings.ToLower(id)+" ")
+			}
+		case workGov, workDigest:
+			s.Kind, s.State = jobKinds[r.kind], r.label
 		default:
 			s.SHA256 = hex.EncodeToString(k)
 		}
