@@ -158,6 +158,33 @@ const (
 	DetailApply       = "apply"       // distributors+apply@: applications to join the list (docs/process.md §5)
 )
 
+// VERP (docs/design.md §4): each copy the private lists send has its own
+// envelope sender, <list>+bounces-<token>@, so that a delivery status
+// notification (RFC 3464), which goes to the envelope sender (RFC 5321
+// §4.5.5), names the copy it is about. The token is VERPTokenLen
+// characters of lower-case base32 (RFC 4648 §6, no padding): one
+// encrypted block that daemon/listd opens and checks. Only the shape is
+// checked here.
+const (
+	DetailVERPPrefix = DetailBounces + "-"
+	VERPTokenLen     = 26 // 128 bits
+)
+
+// IsVERP reports whether detail (without the "+") has the shape of a
+// private list's per-copy bounce address: bounces-<token>.
+func IsVERP(detail string) bool {
+	tok, ok := strings.CutPrefix(strings.ToLower(detail), DetailVERPPrefix)
+	if !ok || len(tok) != VERPTokenLen {
+		return false
+	}
+	for _, c := range tok {
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
+
 // Route maps a recipient to a list, or refuses it. RFC 5321 §3.3: the answer to
 // RCPT says whether we take mail for that address; unknown addresses get 550 5.1.1
 // (RFC 3463 "bad destination mailbox address").
@@ -180,13 +207,14 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 		case Security:
 			// security+<incident>@, security+<proposal>@ (a roster change
 			// or distributor application: GOV-YYYY-NNNN) and our bounce
-			// address. Any well-formed ID is accepted whether or not it
-			// exists, so the answer reveals nothing (docs/design.md §2).
-			if hasDetail && strings.ToLower(detail) != DetailBounces && !looksLikeID(detail) && !(r.Governance && looksLikeProposal(detail)) {
+			// addresses, plain and per copy (IsVERP). Any well-formed ID or
+			// token is accepted whether or not it exists, so the answer
+			// reveals nothing (docs/design.md §2).
+			if hasDetail && strings.ToLower(detail) != DetailBounces && !IsVERP(detail) && !looksLikeID(detail) && !(r.Governance && looksLikeProposal(detail)) {
 				return Target{}, unknown
 			}
-			if strings.EqualFold(detail, DetailBounces) {
-				t.Detail = DetailBounces
+			if strings.EqualFold(detail, DetailBounces) || IsVERP(detail) {
+				t.Detail = strings.ToLower(detail)
 			}
 		case Announce:
 			// Output only (docs/threat-model.md F5): nobody posts to the announce list.
@@ -200,7 +228,7 @@ func (r *Roster) Route(rcpt string) (Target, error) {
 			t.Detail = d
 		case Distributors:
 			d := strings.ToLower(detail)
-			if hasDetail && d != DetailBounces && !(r.Governance && d == DetailApply) {
+			if hasDetail && d != DetailBounces && !IsVERP(d) && !(r.Governance && d == DetailApply) {
 				return Target{}, unknown
 			}
 			t.Detail = d

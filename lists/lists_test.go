@@ -32,6 +32,17 @@ func TestRoute(t *testing.T) {
 		{"security+SEC-2026-9999@ex.org", Target{List: Security, Detail: "SEC-2026-9999"}, 0, ""}, // exists or not: same answer
 		{"security+bounces@ex.org", Target{List: Security, Detail: DetailBounces}, 0, ""},
 		{"security+whatever@ex.org", Target{}, 550, "5.1.1"},
+		// Per-copy bounce addresses (IsVERP): the shape only, any token.
+		{"security+bounces-abcdefghijklmnopqrstuvwxyz@ex.org", Target{List: Security, Detail: "bounces-abcdefghijklmnopqrstuvwxyz"}, 0, ""},
+		{"Security+Bounces-ABCDEFGHIJKLMNOPQRSTUVWX27@ex.org", Target{List: Security, Detail: "bounces-abcdefghijklmnopqrstuvwx27"}, 0, ""},
+		{"distributors+bounces-2345672345672345672345672a@ex.org", Target{List: Distributors, Detail: "bounces-2345672345672345672345672a"}, 0, ""},
+		{"security+bounces-abcdefghijklmnopqrstuvwxy@ex.org", Target{}, 550, "5.1.1"},   // 25
+		{"security+bounces-abcdefghijklmnopqrstuvwxyza@ex.org", Target{}, 550, "5.1.1"}, // 27
+		{"security+bounces-abcdefghijklmnopqrstuvwxy1@ex.org", Target{}, 550, "5.1.1"},  // not base32
+		{"security+bounces-abcdefghijklmnopqrstuvwxy=@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-42-abcdefgh27@ex.org", Target{}, 550, "5.1.1"},
+		{"security+bounces-SEC-2026-0001@ex.org", Target{}, 550, "5.1.1"},
+		{"distributors+bounces-sec-2026-0001@ex.org", Target{}, 550, "5.1.1"},
 		{"security+@ex.org", Target{}, 550, "5.1.1"},
 		{"announce+subscribe@ex.org", Target{List: Announce, Detail: DetailSubscribe}, 0, ""},
 		{"announce+unsubscribe@ex.org", Target{List: Announce, Detail: DetailUnsubscribe}, 0, ""},

@@ -164,6 +164,9 @@ var samples = map[string]map[string]any{
 	"announce-unsubscribed":        announceSample(nil),
 	"announce-imported": announceSample(map[string]any{"OneClickURL": "https://security.example.org/unsubscribe/abcdefghijklmnopqrstuvwxyz",
 		"KeyFingerprint": "0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"}),
+	"bounced": {"ReplyAddress": "security+SEC-2026-0001@example.org", "list": "distributors@example.org", "to": "dist@vendor.test",
+		"kind": "distributor-notice", "id": "SEC-2026-0001", "sent": "2026-11-23 09:00 UTC (Monday)", "at": "2026-11-23 09:30 UTC (Monday)",
+		"status": "5.1.1", "diagnostic": `smtp; 550 5.1.1 <dist@vendor.test>: Recipient address rejected\r/approve`},
 	"alert": {"Row": uint64(7), "Kind": "report-copy", "Incident": "SEC-2026-0001", "To": []string{"bob@example.org"},
 		"MessageID": "report.x@example.org", "Created": t0, "Attempts": 12, "Reason": "550 5.1.1 no such user"},
 }
@@ -427,6 +430,7 @@ func TestCommitteeMailNamesReplyAddress(t *testing.T) {
 		"reminder": "security+SEC-2026-0001@example.org", "release-held": "security+SEC-2026-0001@example.org",
 		"embargo-break": "security+SEC-2026-0001@example.org", "two-person-pending": "security+SEC-2026-0001@example.org",
 		"distributor-answer": "security+SEC-2026-0001@example.org", "distributors-withheld": "security+SEC-2026-0001@example.org",
+		"bounced":                 "security+SEC-2026-0001@example.org",
 		"distributor-application": "security+GOV-2026-0003@example.org",
 		"digest":                  "security@example.org", "oncall-request": "security@example.org", "oncall-change": "security@example.org",
 	} {

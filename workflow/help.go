@@ -219,6 +219,14 @@ func statusText(inc Incident, now time.Time, env Env) string {
 			}
 		}
 	}
+	if bl := bounceLines(inc); len(bl) > 0 {
+		// The reporting MTA's words, escaped by the daemon; indented, so
+		// that no line starts with "/" (docs/threat-model.md E5).
+		b.WriteString("\nBounced (the relay took the copy; the recipient's server refused it):\n")
+		for _, l := range bl {
+			b.WriteString(indentWrap(l, "  ", 76))
+		}
+	}
 	if p := pendingLines(inc, now, env); len(p) > 0 {
 		b.WriteString("\nAwaiting signatures (two-person rule):\n")
 		for _, l := range p {
@@ -242,4 +250,21 @@ func statusText(inc Incident, now time.Time, env Env) string {
 		fmt.Fprintf(&b, "  %-18s %s\n      %s\n", d.Name, state, d.What)
 	}
 	return b.String()
+}
+
+// BounceCommand is the Command of a history entry that records a copy
+// whose delivery failed after the relay took it: a delivery status
+// notification (RFC 3464) about it came back (the daemon's per-copy bounce
+// addresses, docs/design.md §4).
+const BounceCommand = "(bounce)"
+
+// bounceLines are the incident's bounce entries, oldest first.
+func bounceLines(inc Incident) []string {
+	var out []string
+	for _, h := range inc.History {
+		if h.Command == BounceCommand {
+			out = append(out, FormatInstant(h.At)+" "+h.What)
+		}
+	}
+	return out
 }

@@ -30,6 +30,7 @@ type metrics struct {
 	acksHeld   *prometheus.CounterVec
 	distWarn   *prometheus.CounterVec
 	senders    *prometheus.CounterVec
+	bounces    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -79,6 +80,10 @@ func newMetrics() *metrics {
 			Name: "embargo_sender_checks_total",
 			Help: "Messages whose sender embargo checked itself on the SMTP listener ([intake] verify = \"own\") since start, by result: authenticated (a DMARC pass, or an aligned DKIM or SPF pass), unauthenticated, or unchecked (the checks failed; the message was taken as always).",
 		}, []string{"result"}),
+		bounces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "embargo_bounces_total",
+			Help: "Delivery status notifications at the private lists' per-copy bounce addresses since start, by the kind of the copy (unknown: no copy matches the address) and result: alerted, limited (alerted already today), no-alert (a copy of an alert), delayed, other (not a failure), unknown.",
+		}, []string{"kind", "result"}),
 	}
 	for _, r := range []string{"authenticated", "unauthenticated", "unchecked"} {
 		m.senders.WithLabelValues(r)
@@ -97,10 +102,11 @@ func newMetrics() *metrics {
 	for _, r := range []string{listd.WarningSent, listd.WarningHeld} {
 		m.distWarn.WithLabelValues(r)
 	}
+	m.bounces.WithLabelValues("unknown", listd.BounceUnknown)
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn, m.senders,
+		m.received, m.sent, m.deliveries, m.latency, m.release, m.command, m.refused, m.acksHeld, m.distWarn, m.senders, m.bounces,
 	)
 	return m
 }
@@ -127,6 +133,10 @@ func (m *metrics) distWarning(result string) { m.distWarn.WithLabelValues(result
 
 // senderChecked counts one message whose sender embargo checked itself.
 func (m *metrics) senderChecked(result string) { m.senders.WithLabelValues(result).Inc() }
+
+// bounced is listd's Options.Bounced: a bounce at a per-copy address of a
+// private list (docs/design.md §4, docs/threat-model.md G7).
+func (m *metrics) bounced(kind, result string) { m.bounces.WithLabelValues(kind, result).Inc() }
 
 // delivered is the queue's Options.Delivered: the row reached the relay at at.
 func (m *metrics) delivered(r queue.Row, at time.Time) {

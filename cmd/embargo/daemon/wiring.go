@@ -116,6 +116,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		Observe:            d.metrics.observe,
 		AckHeld:            d.metrics.ackHeld,
 		DistributorWarning: d.metrics.distWarning,
+		Bounced:            d.metrics.bounced,
 		Attempts:           d.attempts,
 	})
 	if d.cfg.Intake.OwnVerification() {

@@ -29,6 +29,10 @@ type DSNRecipient struct {
 	OriginalRecipient string // the same for Original-Recipient, if present
 	Action            string // failed, delayed, delivered, relayed, expanded (lower case)
 	Status            string // e.g. "5.1.1"
+	// Diagnostic is the Diagnostic-Code field as the reporting MTA wrote
+	// it (RFC 3464 §2.3.6), unfolded: text an outsider chose, for the
+	// caller to escape before showing it anyone.
+	Diagnostic string
 }
 
 // Permanent reports whether the block says the message could not be
@@ -129,6 +133,7 @@ func parseDeliveryStatus(b []byte) []DSNRecipient {
 			OriginalRecipient: dsnAddress(g["original-recipient"]),
 			Action:            strings.ToLower(firstWord(g["action"])),
 			Status:            firstWord(g["status"]),
+			Diagnostic:        g["diagnostic-code"],
 		}
 		if r.FinalRecipient == "" && r.OriginalRecipient == "" {
 			continue

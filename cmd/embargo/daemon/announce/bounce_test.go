@@ -39,7 +39,8 @@ func TestParseDSN(t *testing.T) {
 		"Final-Recipient: x400; whatever\r\nAction: failed\r\nStatus: 5.0.0",
 	))
 	want := []DSNRecipient{
-		{FinalRecipient: "gone@example.net", OriginalRecipient: "gone@example.net", Action: "failed", Status: "5.1.1"},
+		{FinalRecipient: "gone@example.net", OriginalRecipient: "gone@example.net", Action: "failed", Status: "5.1.1",
+			Diagnostic: "smtp; 550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown"}, // unfolded (RFC 3464 §2.1)
 		{FinalRecipient: "slow@example.net", Action: "delayed", Status: "4.4.1"},
 	}
 	if len(got) != len(want) {

@@ -7,7 +7,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -69,7 +68,7 @@ func (s *Service) allowAck(tx *bolt.Tx, key string, id workflow.ID, now time.Tim
 	if err != nil {
 		return false, err
 	}
-	return false, queue.Enqueue(tx, now, out...)
+	return false, s.enqueue(tx, now, out...)
 }
 
 // countAcks reports a committed message's held-back acknowledgements.

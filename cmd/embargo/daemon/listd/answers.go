@@ -140,7 +140,7 @@ func (s *Service) commitAnswer(tx *bolt.Tx, inc *workflow.Incident, out []queue.
 			return err
 		}
 	}
-	return queue.Enqueue(tx, now, out...)
+	return s.enqueue(tx, now, out...)
 }
 
 // applyAnswer runs a distributor's signed commands on inc (workflow.Apply:

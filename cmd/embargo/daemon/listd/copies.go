@@ -180,7 +180,7 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 		return err
 	}
 	s.log.Warn("delivery failed", "row", r.ID, "kind", r.Kind, "incident", r.Incident, "reason", reason)
-	return queue.Enqueue(tx, now, out...)
+	return s.enqueue(tx, now, out...)
 }
 
 // quoteOutside makes text an outsider chose (a relay's or a remote MX's
@@ -323,7 +323,15 @@ func (s *Service) sealedEach(sec lists.List, rcpts []recipient, n notice, now ti
 	if n.Thread != "" {
 		om.InReplyTo, om.References = n.Thread, []string{n.Thread}
 	}
-	return s.copyEach(sec, rcpts, n.Kind, om, queue.Msg{Kind: n.Kind, Incident: string(n.Incident)})
+	row := queue.Msg{Kind: n.Kind, Incident: string(n.Incident)}
+	if !n.Reply {
+		// Automatic mail that answers nothing (an alert, a reminder, a
+		// digest) has the list's bounce address, so that a member's server
+		// refusing it is heard of (verp.go); an answer to a member keeps
+		// the null sender (RFC 3834 §3.3).
+		row.From = sec.SubAddress(lists.DetailBounces)
+	}
+	return s.copyEach(sec, rcpts, n.Kind, om, row)
 }
 
 // toMember answers one committee member, encrypted to their key (receipts,

@@ -162,7 +162,7 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally, an
 		out, err := s.alertSRC(&workflow.Incident{ID: "distributors"}, workflow.AlertSRC{Template: "distributors-refused",
 			Fields: map[string]string{"id": "distributors@", "sender": sender, "reason": alert}}, now)
 		if err == nil {
-			err = queue.Enqueue(tx, now, out...)
+			err = s.enqueue(tx, now, out...)
 		}
 		return "refused", reply, err
 	}
@@ -258,7 +258,7 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally, an
 		return "", nil, err
 	}
 	out = append(out, copies...)
-	return "distributors", nil, queue.Enqueue(tx, now, out...)
+	return "distributors", nil, s.enqueue(tx, now, out...)
 }
 
 func (s *Service) fingerprint(k *keys.Key) string {

@@ -117,7 +117,7 @@ func (s *Service) warnPoster(tx *bolt.Tx, d *delivery, faultFor func(lists.Membe
 		return err
 	}
 	tally.sent++
-	return queue.Enqueue(tx, d.now, out)
+	return s.enqueue(tx, d.now, out)
 }
 
 // distributorWarning renders the warning and seals it to key, from the

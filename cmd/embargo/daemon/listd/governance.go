@@ -142,7 +142,7 @@ func (s *Service) application(tx *bolt.Tx, d *delivery, tally *ackTally) (string
 		return "", "", g, err
 	}
 	s.log.Info("distributor application", "result", result, "keys", len(d.keys), "signed", d.appSigned)
-	return result, id, g, queue.Enqueue(tx, now, g.out...)
+	return result, id, g, s.enqueue(tx, now, g.out...)
 }
 
 // anchor is a fresh random Message-ID that anchors a thread: it names
@@ -224,7 +224,7 @@ func (s *Service) proposalThread(tx *bolt.Tx, d *delivery, id string) (bool, gov
 		}
 	}
 	g.out = append(g.out, copies...)
-	return true, g, queue.Enqueue(tx, now, g.out...)
+	return true, g, s.enqueue(tx, now, g.out...)
 }
 
 // rosterMessage handles a message to the security list alone (no thread)
@@ -248,7 +248,7 @@ func (s *Service) rosterMessage(tx *bolt.Tx, sec lists.List, d *delivery) (bool,
 	if err != nil {
 		return true, g, err
 	}
-	return true, g, queue.Enqueue(tx, d.now, g.out...)
+	return true, g, s.enqueue(tx, d.now, g.out...)
 }
 
 // rosterScope reports whether a message's command block holds roster

@@ -190,7 +190,7 @@ func (s *Service) govTick(now time.Time) (int, error) {
 		if g, err = s.govResult(tx, r, lists.Member{}, "", now); err != nil {
 			return err
 		}
-		return queue.Enqueue(tx, now, g.out...)
+		return s.enqueue(tx, now, g.out...)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("governance: %w", err)

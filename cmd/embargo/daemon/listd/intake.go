@@ -110,7 +110,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string, tally *ackTall
 			return r, roster, err
 		}
 	}
-	if err := queue.Enqueue(tx, now, out...); err != nil {
+	if err := s.enqueue(tx, now, out...); err != nil {
 		return r, roster, err
 	}
 	return r, roster, nil

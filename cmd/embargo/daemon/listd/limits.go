@@ -10,7 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -236,7 +235,7 @@ func (s *Service) limitRefused(lr *LimitRefusal, d *delivery) {
 			return err
 		}
 		sent = len(out) > 0
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err != nil {
 		s.log.Error("intake limit alert not queued", "limit", lr.Reason, "err", err)

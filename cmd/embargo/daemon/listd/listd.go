@@ -29,7 +29,6 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/governance"
@@ -117,6 +116,11 @@ type Options struct {
 	// acknowledgement limit held back (AckLimitSender or AckLimitGlobal),
 	// once its message is committed (the daemon's metrics).
 	AckHeld func(limit string)
+	// Bounced, when set, is told of each bounce at a private list's
+	// per-copy address (verp.go): the kind of the copy ("unknown" when no
+	// copy matches) and the result (BounceAlerted, …), once its message is
+	// committed (the daemon's metrics).
+	Bounced func(kind, result string)
 	// DistributorWarning, when set, is told of each warning to a member
 	// whose post to distributors@ was refused (distwarn.go): WarningSent
 	// or WarningHeld, once its message is committed (the daemon's metrics).
@@ -298,7 +302,7 @@ func (s *Service) announceRequests(tx *bolt.Tx, d *delivery) error {
 		if err != nil {
 			return fmt.Errorf("listd: announce request: %w", err)
 		}
-		if err := queue.Enqueue(tx, now, out...); err != nil {
+		if err := s.enqueue(tx, now, out...); err != nil {
 			return err
 		}
 		s.log.Info("announce request handled", "session", d.env.SessionID, "kind", strings.SplitN(t.Detail, "-", 2)[0])
@@ -333,7 +337,7 @@ func (s *Service) keepPoison(tx *bolt.Tx, env Envelope, raw []byte, sum [32]byte
 	if err != nil {
 		return 0, err
 	}
-	return rec.Seq, queue.Enqueue(tx, now, out...)
+	return rec.Seq, s.enqueue(tx, now, out...)
 }
 
 // stackOnly is the goroutine's stack: function names and lines, no values.
@@ -380,10 +384,11 @@ type delivery struct {
 type outcome struct {
 	result  string
 	incID   workflow.ID
-	refusal error     // told to the sender after the commit
-	roster  bool      // the roster changed by mail: rebuild the snapshot after the commit
-	acks    ackTally  // acknowledgements held back, counted after the commit
-	warns   warnTally // warnings to distributors@ posters, counted after the commit
+	refusal error         // told to the sender after the commit
+	roster  bool          // the roster changed by mail: rebuild the snapshot after the commit
+	acks    ackTally      // acknowledgements held back, counted after the commit
+	warns   warnTally     // warnings to distributors@ posters, counted after the commit
+	bounces []bounceCount // bounces of the private lists' copies, counted after the commit
 }
 
 func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]byte) error {
@@ -422,6 +427,11 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]by
 	}
 	s.countAcks(out.acks)
 	s.countWarnings(out.warns)
+	if s.o.Bounced != nil {
+		for _, c := range out.bounces {
+			s.o.Bounced(c.kind, c.result)
+		}
+	}
 	if out.roster {
 		s.refresh() // before the mail goes out, for the next message
 	}
@@ -512,6 +522,11 @@ func (s *Service) store(tx *bolt.Tx, d *delivery) (outcome, error) {
 	// Announce requests and release bounces share the transaction with
 	// whatever else the message is (recipients.go).
 	if err := s.announceRequests(tx, d); err != nil {
+		return out, err
+	}
+	// Bounces of the private lists' copies (verp.go) alert the SRC; the
+	// message is archived below as every bounce is.
+	if err := s.privateBounces(tx, d, &out.bounces); err != nil {
 		return out, err
 	}
 	m := d.msg
@@ -622,11 +637,12 @@ func isDistributors(ts []lists.Target) bool {
 	return false
 }
 
-// hasPlainBounce reports whether a recipient is a list's own bounce address
-// (not a release's, announce+bounces-…@, which daemon/announce keeps).
+// hasPlainBounce reports whether a recipient is a list's own bounce
+// address, plain or a private list's per copy (verp.go), not a release's,
+// announce+bounces-…@, which daemon/announce keeps.
 func hasPlainBounce(ts []lists.Target) bool {
 	for _, t := range ts {
-		if t.Detail == lists.DetailBounces {
+		if t.Detail == lists.DetailBounces || (t.List != lists.Announce && lists.IsVERP(t.Detail)) {
 			return true
 		}
 	}

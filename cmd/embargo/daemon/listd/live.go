@@ -10,7 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/govdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/governance"
@@ -300,7 +299,7 @@ func (s *Service) AlertConfig(source string, problem error) error {
 		if err != nil {
 			return err
 		}
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err == nil {
 		s.o.Kick()

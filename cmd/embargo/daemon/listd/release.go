@@ -254,5 +254,5 @@ func (s *Service) AlertRelease(tx *bolt.Tx, j announce.Job) error {
 	if err != nil {
 		return err
 	}
-	return queue.Enqueue(tx, now, out...)
+	return s.enqueue(tx, now, out...)
 }

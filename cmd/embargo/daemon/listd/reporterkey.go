@@ -9,7 +9,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/keys"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/lists/inbound"
@@ -125,7 +124,7 @@ func (s *Service) reporterKeyAlert(tx *bolt.Tx, inc *workflow.Incident, k workfl
 			return err
 		}
 	}
-	return queue.Enqueue(tx, now, msgs...)
+	return s.enqueue(tx, now, msgs...)
 }
 
 func (s *Service) putIf(tx *bolt.Tx, inc *workflow.Incident, changed bool) error {

@@ -322,7 +322,7 @@ func snapshot(t testing.TB, db *bolt.DB, k *storeKeys) string {
 					text = "(sealed) " + decryptText(t, r.Data, key)
 				}
 			}
-			lines = append(lines, fmt.Sprintf("row %s to %v from %s incident %s:\n%s", r.Kind, r.To, r.From, r.Incident, text))
+			lines = append(lines, fmt.Sprintf("row %s to %v from %s incident %s:\n%s", r.Kind, r.To, verpFrom(t, tx, r), r.Incident, text))
 		}
 		slices.Sort(lines) // rows of one message are queued in one order; across runs the sequence numbers differ
 		b.WriteString(strings.Join(lines, "\n"))
@@ -456,4 +456,20 @@ func TestWrap(t *testing.T) {
 	if got != want {
 		t.Errorf("wrap = %q, want %q", got, want)
 	}
+}
+
+// verpFrom is a row's envelope sender for snapshot: a per-copy bounce
+// address (verp.go), whose token differs from store to store (the MAC key
+// is random), reads as the copy it names, which must be the row's.
+func verpFrom(t testing.TB, tx *bolt.Tx, r queue.Row) string {
+	local, domain, _ := strings.Cut(r.From, "@")
+	base, detail, _ := strings.Cut(local, "+")
+	if !lists.IsVERP(detail) {
+		return r.From
+	}
+	rec, ok := lookupVERP(tx, lists.Name(base), detail)
+	if !ok || len(r.To) != 1 || rec.To != r.To[0] || rec.Kind != r.Kind || rec.Incident != r.Incident || rec.NoAlert != r.NoAlert {
+		t.Errorf("row %d from %s: the address names %+v (found %v)", r.ID, r.From, rec, ok)
+	}
+	return base + "+bounces-(" + r.Kind + " to " + rec.To + ")@" + domain
 }

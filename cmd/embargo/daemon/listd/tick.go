@@ -83,6 +83,10 @@ func (s *Service) Tick(ctx context.Context, now time.Time) error {
 			s.log.Error("clean-up of stale limit records failed", "err", err)
 			errs = append(errs, err)
 		}
+		if _, err := s.pruneVERP(now); err != nil {
+			s.log.Error("clean-up of old bounce address records failed", "err", err)
+			errs = append(errs, err)
+		}
 	}
 	if sent > 0 {
 		s.o.Kick()
@@ -127,7 +131,7 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 			}
 		}
 		n = len(out)
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err == nil && len(kinds) > 0 {
 		s.log.Info("tick", "incident", id, "actions", strings.Join(kinds, ","), "messages", n)
@@ -323,7 +327,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 		if err != nil {
 			return true, err
 		}
-		return true, queue.Enqueue(tx, now, out...)
+		return true, s.enqueue(tx, now, out...)
 	}
 	mem, ok, err := s.signerOf(tx, v)
 	if err != nil {
@@ -338,7 +342,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 		if err != nil {
 			return true, err
 		}
-		return true, queue.Enqueue(tx, now, out...)
+		return true, s.enqueue(tx, now, out...)
 	}
 	if miss := s.bindingMissing(sec, msg, ""); miss != "" {
 		// The list alone: /oncall acts on the rotation (binding.go).
@@ -346,7 +350,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 		if err != nil {
 			return true, err
 		}
-		return true, queue.Enqueue(tx, now, out...)
+		return true, s.enqueue(tx, now, out...)
 	}
 	replayed, err := seenSignature(tx, v, now)
 	if err != nil {
@@ -378,7 +382,7 @@ func (s *Service) onCallMessage(tx *bolt.Tx, sec lists.List, msg *inbound.Messag
 		}
 		out = append(out, msgs...)
 	}
-	return true, queue.Enqueue(tx, now, out...)
+	return true, s.enqueue(tx, now, out...)
 }
 
 // weeklyDigest sends the Monday digest to the SRC once per week (from
@@ -433,7 +437,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 			return err
 		}
 		n = len(out)
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err == nil && n > 0 {
 		s.log.Info("weekly digest", "week", week.Format(time.DateOnly), "messages", n)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/govdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
-	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/lists"
 	"github.com/embargo-project/embargo/workflow"
 )
@@ -103,7 +102,7 @@ func (s *Service) skipKillerJob(j tickJob, key [32]byte, r deathRecord, now time
 		if err := a.markAlerted(tx, key); err != nil {
 			return err
 		}
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err != nil {
 		return fmt.Errorf("alert of a skipped %s: %w", j.name, err)

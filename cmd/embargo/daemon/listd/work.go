@@ -246,7 +246,7 @@ func (s *Service) skipKillerTick(id workflow.ID, key [32]byte, r deathRecord, no
 		if err := a.markAlerted(tx, key); err != nil {
 			return err
 		}
-		return queue.Enqueue(tx, now, out...)
+		return s.enqueue(tx, now, out...)
 	})
 	if err != nil {
 		return true, fmt.Errorf("alert of a skipped tick: %w", err)
