@@ -201,6 +201,7 @@ func tallyCrashLoop(t *testing.T, kills int, l *crashLoad, stored map[string]str
 	if want := 2 * len(stored); len(copies) != want {
 		lost += max(0, want-len(copies))
 		t.Errorf("%d distinct messages reached the relay, want %d for %d stored reports", len(copies), want, len(stored))
+		logMessageKinds(t, msgs)
 	}
 
 	// Duplicates: each copy after a row's first. A row is sent again only
@@ -242,5 +243,36 @@ func tallyCrashLoop(t *testing.T, kills int, l *crashLoad, stored map[string]str
 	}
 	if len(l.accepted) == 0 {
 		t.Fatal("no report was accepted: the loop proves nothing")
+	}
+}
+
+// logMessageKinds logs how many distinct messages of each kind reached the
+// relay (the recipient's domain and the subject up to its first digit), so
+// that a failed count says what was extra or missing.
+func logMessageKinds(t *testing.T, msgs []queuetest.Message) {
+	t.Helper()
+	kinds := map[string]int{}
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		k := copyKey(m)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		subj := "(unreadable)"
+		if msg, err := mail.ReadMessage(bytes.NewReader(m.Data)); err == nil {
+			subj = msg.Header.Get("Subject")
+		}
+		if i := strings.IndexAny(subj, "0123456789"); i >= 0 {
+			subj = subj[:i]
+		}
+		to := strings.Join(m.To, ",")
+		if i := strings.LastIndexByte(to, '@'); i >= 0 {
+			to = to[i:]
+		}
+		kinds[to+" "+subj]++
+	}
+	for k, n := range kinds {
+		t.Logf("distinct messages to %s: %d", k, n)
 	}
 }

@@ -40,7 +40,8 @@ import (
 // committee copy); the store passes bbolt's check; no incident ID named in
 // an acknowledgement was given to another report; the security and DKIM
 // keys given out are kept; each kill sends at most the deliveries in flight
-// again. EMBARGO_POWERLOSS_CYCLES sets the cuts (default 8).
+// again. EMBARGO_POWERLOSS_CYCLES sets the cuts (default 8),
+// EMBARGO_POWERLOSS_SEED the random choices (logged by every run).
 //
 // EMBARGO_POWERLOSS_IGNORE_SYNC=1 makes the disk ignore fsync from the
 // second run of the daemon on (the store and keys exist by then), as bbolt's
@@ -59,7 +60,10 @@ func TestPowerLoss(t *testing.T) {
 		fmt.Sscan(s, &cycles)
 	}
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if s := os.Getenv("EMBARGO_POWERLOSS_SEED"); s != "" {
+		fmt.Sscan(s, &seed) // the cuts of a logged run again (their timing still varies)
+	}
+	t.Logf("seed %d (EMBARGO_POWERLOSS_SEED)", seed)
 	dir := t.TempDir()
 	p := &powerLoop{
 		t: t, dir: dir, mnt: filepath.Join(dir, "data"),
