@@ -59,6 +59,8 @@ func TestCrashLoop(t *testing.T) {
 		fmt.Sscan(s, &iterations)
 	}
 	rec := queuetest.NewRecorder(t)
+	// The recording relay's rules with this configuration (docs/threat-model.md §2.2).
+	rec.Expect(queuetest.Policy{Domain: "ex.test", Committee: []string{"alice@ex.test"}, Encrypted: []string{"distributors+bounces-"}})
 	dir := t.TempDir()
 	addr := daemontest.FreePort(t)
 	cfg := filepath.Join(dir, "embargo.toml")

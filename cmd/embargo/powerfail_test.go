@@ -83,6 +83,8 @@ func powerFailAt(t *testing.T, k int) (int, bool, bool) {
 	}
 	defer func() { m.Unmount() }()
 	rec := queuetest.NewRecorder(t)
+	// The recording relay's rules with this configuration (docs/threat-model.md §2.2).
+	rec.Expect(queuetest.Policy{Domain: "ex.test", Committee: []string{"alice@ex.test"}, Encrypted: []string{"distributors+bounces-"}})
 	addr := daemontest.FreePort(t)
 	cfg := filepath.Join(dir, "embargo.toml")
 	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\n[governance]\nquorum = 1\n[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\n[smtp]\nlisten = %q\nmin_free_bytes = 0\n[relay]\nurl = \"smtp://%s\"\n",

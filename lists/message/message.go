@@ -163,6 +163,21 @@ func parse(raw []byte, lim Limits, body bool) (*Message, error) {
 	return m, nil
 }
 
+// headerBytes is the size of a header as it was read: each field with its
+// folding and line end, and the blank line after it.
+func headerBytes(f gomessage.HeaderFields) int {
+	n := 2
+	for f.Next() {
+		raw, err := f.Raw()
+		if err != nil {
+			n += len(f.Key()) + len(f.Value()) + 4
+			continue
+		}
+		n += len(raw)
+	}
+	return n
+}
+
 func countFields(f gomessage.HeaderFields) int {
 	n := 0
 	for f.Next() {
@@ -299,6 +314,12 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 		}
 		if countFields(e.Header.Fields()) > lim.MaxFields {
 			return mediaError("A MIME part has more than %d header fields", lim.MaxFields)
+		}
+		if headerBytes(e.Header.Fields()) > lim.MaxHeaderBytes {
+			// The top-level bound holds for every part's header too
+			// (docs/threat-model.md C1): go-message bounds only the
+			// top-level one, and a part's header is as much a header bomb.
+			return &lists.Refusal{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("A MIME part's header is larger than %d bytes", lim.MaxHeaderBytes)}
 		}
 		mt, params, perr := e.Header.ContentType()
 		if perr != nil && e.Header.Get("Content-Type") != "" {

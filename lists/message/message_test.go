@@ -81,6 +81,13 @@ cHJpbnQoMSkK
 	}
 }
 
+// nested is a multipart message whose second part has header fields h
+// (LF line ends; each field ends in LF) and the text "x".
+func nested(h string) string {
+	return "From: a@out.test\nContent-Type: multipart/mixed; boundary=b\n\n" +
+		"--b\nContent-Type: text/plain\n\nfirst\n--b\n" + h + "\nx\n--b--\n"
+}
+
 func TestParseRefusals(t *testing.T) {
 	deep := "From: a@out.test\nContent-Type: multipart/mixed; boundary=b0\n\n"
 	for i := 1; i <= 20; i++ {
@@ -112,6 +119,12 @@ func TestParseRefusals(t *testing.T) {
 		{"too deep", deep, 554, "5.6.0"},
 		{"too many parts", many, 554, "5.6.0"},
 		{"huge From", "From: " + strings.Repeat("a", 5000) + "@out.test\n\nx\n", 554, "5.6.0"},
+		// The bounds hold for the header of every MIME part, not only the
+		// top-level one (docs/threat-model.md C1).
+		{"nested header over limit", nested("X-Big: " + strings.Repeat("a", 120<<10) + "\n"), 552, "5.3.4"},
+		{"nested header over limit, folded", nested("X-Big: a\n" + strings.Repeat(" "+strings.Repeat("a", 70)+"\n", 1800)), 552, "5.3.4"},
+		{"nested part with too many fields", nested(strings.Repeat("X-A: b\n", 600)), 554, "5.6.0"},
+		{"deeply nested header over limit", nested("Content-Type: multipart/mixed; boundary=c\n\n--c\nX-Big: " + strings.Repeat("a", 120<<10) + "\n\nx\n--c--"), 552, "5.3.4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,13 +132,17 @@ func inbound(t testing.TB, from string, extra ...string) *message.Message {
 	return m
 }
 
+var advisorySeq atomic.Int64
+
 // advisory is a release message as daemon/listd builds it: signed by key.
 func advisory(t testing.TB, key *keys.Key, now time.Time) []byte {
 	t.Helper()
 	var h mail.Header
 	h.Set("List-Unsubscribe", "<mailto:stale@example.org>") // replaced by the package
 	h.Set("Precedence", "bulk")
-	h.SetMessageID("advisory.0123456789@example.org")
+	// Each release its own Message-ID, as listd gives it: the recording
+	// relay checks that no Message-ID names two messages.
+	h.SetMessageID(fmt.Sprintf("advisory.%d@example.org", advisorySeq.Add(1)))
 	h.SetDate(now)
 	h.SetSubject("[SECURITY] CVE-2026-12345: heap overflow in the parser")
 	h.SetAddressList("To", []*mail.Address{{Address: testList.Address}})

@@ -35,6 +35,8 @@ type Harness struct {
 	Rec  *queuetest.Recorder // what the daemon sent; nil with Config.Relay
 	D    *daemon.Daemon      // nil while stopped
 	Logs *SyncBuffer         // the daemon's log, at debug level
+
+	dkim *queuetest.DKIMKey // the DKIM key of the last start, if any
 }
 
 // DefaultMembers are the committee and a distributor of most tests.
@@ -87,6 +89,11 @@ func New(t testing.TB, c Config, o daemon.Options) *Harness {
 	if h.Opts.Logger == nil {
 		h.Opts.Logger = daemon.NewLogger("debug", h.Logs)
 	}
+	if h.Rec != nil {
+		// Registered before the stop, so it runs after it: the rules see
+		// the configuration the test ended with.
+		t.Cleanup(h.expect)
+	}
 	h.Start()
 	t.Cleanup(func() {
 		if h.D != nil {
@@ -94,6 +101,36 @@ func New(t testing.TB, c Config, o daemon.Options) *Harness {
 		}
 	})
 	return h
+}
+
+// expect gives the recording relay the policy of the configuration, for the
+// rules it checks on every message (queuetest.Rule): the domain, the DKIM
+// key, the committee, and the envelope senders whose mail is always
+// encrypted: the distributors list's (README "Lists": distributors is always
+// "required") and the security list's when it is "required". A test's own
+// opt-outs (Rec.Allow) still apply.
+func (h *Harness) expect() {
+	cfg, err := config.Parse([]byte(h.TOML), "harness.toml")
+	if err == nil {
+		err = cfg.Resolve()
+	}
+	if err != nil {
+		h.T.Errorf("harness: configuration for the relay's checks: %v", err)
+		return
+	}
+	p := queuetest.Policy{Domain: cfg.Domain, Encrypted: []string{"distributors+bounces-"}}
+	if l, ok := cfg.Lists["security"]; ok && l.Encryption == "required" {
+		p.Encrypted = append(p.Encrypted, "security+bounces-")
+	}
+	for _, m := range cfg.Members {
+		if m.Has("src") {
+			p.Committee = append(p.Committee, m.Email)
+		}
+	}
+	if cfg.DKIM.Selector != "" && h.dkim != nil {
+		p.DKIM = h.dkim
+	}
+	h.Rec.Expect(p)
 }
 
 // Config parses the harness's configuration.
@@ -112,11 +149,20 @@ func (h *Harness) Config() *config.Config {
 // Start starts the daemon (again, after Stop) on the same store.
 func (h *Harness) Start() {
 	h.T.Helper()
-	d := daemon.New(h.Config(), h.Opts)
+	cfg := h.Config()
+	d := daemon.New(cfg, h.Opts)
 	if err := d.Start(context.Background()); err != nil {
 		h.T.Fatalf("start daemon: %v", err)
 	}
 	h.D = d
+	if cfg.DKIM.Selector != "" {
+		// Read now, as the daemon did: a test may spoil the file later.
+		k, _, err := daemon.LoadDKIMKey(cfg, false)
+		if err != nil {
+			h.T.Fatalf("harness: the DKIM key the daemon started with: %v", err)
+		}
+		h.dkim = &queuetest.DKIMKey{Selector: cfg.DKIM.Selector, Public: k.Public()}
+	}
 }
 
 // Stop stops the daemon.

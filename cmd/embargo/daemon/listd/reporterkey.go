@@ -34,15 +34,18 @@ import (
 // reporterKeys records the key a message from the reporter carries and
 // pins it when its sender is authenticated, after the message's commands
 // ran on inc (intake). It changes inc in place, stores it when it changed,
-// and queues the SRC's alert. Committee members' keys are pinned in the
-// configuration and never taken from mail.
+// and queues the SRC's alert. Members' keys, a distributor's as a
+// committee member's, are pinned in the configuration and never taken from
+// mail (docs/threat-model.md D5): a key attached to a member's report is
+// neither pinned nor kept, so mail to them is never encrypted to it.
 func (s *Service) reporterKeys(tx *bolt.Tx, d *delivery, inc *workflow.Incident, isNew bool) error {
 	changed, err := s.migrateReporterKey(tx, inc)
 	if err != nil {
 		return err
 	}
 	msg := d.msg
-	if !strings.EqualFold(msg.From(), inc.Reporter) || s.o.Roster.IsCommittee(msg.From()) {
+	_, member := s.o.Roster.Member(msg.From())
+	if !strings.EqualFold(msg.From(), inc.Reporter) || member {
 		return s.putIf(tx, inc, changed)
 	}
 	k, pub := attachedKey(msg, d.now)

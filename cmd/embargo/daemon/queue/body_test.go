@@ -28,7 +28,7 @@ func sharedCopies(n int, body []byte) []Msg {
 		out = append(out, Msg{
 			From:      "security-bounces@embargo.test",
 			To:        []string{to},
-			Data:      fmt.Appendf(nil, "From: security@embargo.test\r\nTo: %s\r\nMessage-ID: <%d.copy@embargo.test>\r\n", to, i),
+			Data:      fmt.Appendf(nil, "From: security@embargo.test\r\nTo: %s\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <%d.copy@embargo.test>\r\n", to, i),
 			Body:      body,
 			MessageID: fmt.Sprintf("<%d.copy@embargo.test>", i),
 			Kind:      "report-copy",

@@ -153,6 +153,7 @@ func testMsg(n int, to ...string) Msg {
 		"To: " + to[0] + "\r\n" +
 		"Subject: [SEC-2026-0001] copy\r\n" +
 		"Message-ID: " + id + "\r\n" +
+		"Date: Mon, 23 Nov 2026 09:00:00 +0000\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"\r\n" +
 		"Line one.\r\n" +

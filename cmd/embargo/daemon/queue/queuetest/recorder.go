@@ -81,6 +81,8 @@ type Recorder struct {
 	failMail map[string]int
 	failData int
 	changed  chan struct{} // closed and replaced whenever msgs grows
+	policy   Policy
+	allowed  map[Rule]string // rules turned off, with the reason
 }
 
 // NewRecorder starts a plain recording server for the duration of the test.
@@ -89,7 +91,9 @@ func NewRecorder(t testing.TB) *Recorder {
 	return New(t, Options{})
 }
 
-// New starts a recording server with opts for the duration of the test.
+// New starts a recording server with opts for the duration of the test. When
+// the test ends, every transaction kept is checked against the rules (see
+// Rule, Expect and Allow) and each problem fails the test.
 func New(t testing.TB, opts Options) *Recorder {
 	t.Helper()
 	r := &Recorder{
@@ -98,6 +102,7 @@ func New(t testing.TB, opts Options) *Recorder {
 		failRcpt: make(map[string]int),
 		failMail: make(map[string]int),
 		changed:  make(chan struct{}),
+		allowed:  make(map[Rule]string),
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(r.newSession))
 	srv.Domain = "recorder.test"
@@ -128,7 +133,12 @@ func New(t testing.TB, opts Options) *Recorder {
 	}
 	r.srv, r.ln = srv, ln
 	go srv.Serve(ln)
-	t.Cleanup(r.Close)
+	// Cleanups run last-registered first, so the sender a test starts after
+	// the recorder has stopped when the rules see what it sent.
+	t.Cleanup(func() {
+		r.Close()
+		r.report()
+	})
 	return r
 }
 
@@ -404,7 +414,7 @@ func (discardLog) Printf(string, ...any) {}
 func (discardLog) Println(...any)        {}
 
 // CheckCRLF returns an error if data has a CR or LF that is not part of a
-// CRLF pair, or a line longer than 998 octets (RFC 5322 §2.1.1): the checks
+// CRLF pair, a NUL, or a line longer than 998 octets (RFC 5322 §2.1.1): the checks
 // docs/threat-model.md §2.2 asks of every recorded message.
 func CheckCRLF(data []byte) error {
 	line := 0
@@ -419,6 +429,8 @@ func CheckCRLF(data []byte) error {
 			continue
 		case '\n':
 			return fmt.Errorf("queuetest: bare LF at byte %d", i)
+		case 0:
+			return fmt.Errorf("queuetest: NUL at byte %d", i)
 		}
 		line++
 		if line > 998 {
