@@ -5,6 +5,8 @@ import (
 
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 // maxAuthResults bounds the Authentication-Results fields read from one
@@ -40,7 +42,7 @@ func authenticatedFrom(h mail.Header, from string, trusted []string) string {
 		}
 		// go-msgauth splits at ";" without reading comments, and MTAs
 		// write comments with semicolons ("(2048-bit key; unprotected)").
-		id, results, err := authres.Parse(stripComments(v))
+		id, results, err := authres.Parse(message.StripComments(v))
 		if err != nil || !trustedID(id, trusted) {
 			continue
 		}
@@ -108,46 +110,4 @@ func aligned(d, from string) bool {
 		return false
 	}
 	return from == d || strings.HasSuffix(from, "."+d)
-}
-
-// stripComments removes RFC 5322 comments (nested parentheses, with
-// quoted-pairs) outside quoted strings.
-func stripComments(s string) string {
-	var b strings.Builder
-	depth, quoted, escaped := 0, false, false
-	for _, c := range s {
-		switch {
-		case escaped:
-			escaped = false
-			if depth == 0 {
-				b.WriteRune(c)
-			}
-			continue
-		case c == '\\' && (quoted || depth > 0):
-			escaped = true
-			if depth == 0 {
-				b.WriteRune(c)
-			}
-			continue
-		case quoted:
-			if c == '"' {
-				quoted = false
-			}
-		case c == '"' && depth == 0:
-			quoted = true
-		case c == '(':
-			depth++
-			continue
-		case c == ')' && depth > 0:
-			depth--
-			if depth == 0 {
-				b.WriteByte(' ')
-			}
-			continue
-		}
-		if depth == 0 {
-			b.WriteRune(c)
-		}
-	}
-	return b.String()
 }

@@ -52,21 +52,6 @@ func TestAuthenticatedFrom(t *testing.T) {
 	}
 }
 
-func TestStripComments(t *testing.T) {
-	for in, want := range map[string]string{
-		`a (b; c) d`:             `a   d`,
-		`a (b (c; d) e) f`:       `a   f`,
-		`a "x (y) z" b`:          `a "x (y) z" b`,
-		`a (b \) c) d`:           `a   d`,
-		`a "q\"(" (c) d`:         `a "q\"("   d`,
-		`mx; dkim=pass (ok; ok)`: `mx; dkim=pass  `,
-	} {
-		if got := stripComments(in); got != want {
-			t.Errorf("stripComments(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestSenderAuthenticatedOwn: embargo's own verdict (Envelope.Auth) counts
 // only for the domain of the From address listd read; without it, or for
 // another domain, a trusted MTA's fields decide as before.

@@ -3,6 +3,8 @@ package senderauth
 import (
 	"bytes"
 	"strings"
+
+	"github.com/embargo-project/embargo/lists/message"
 )
 
 // Strip removes from msg's header every Authentication-Results field whose
@@ -77,7 +79,7 @@ func claims(field []byte, id string) bool {
 	if !ok || !strings.EqualFold(strings.TrimRight(string(name), " \t"), "Authentication-Results") {
 		return false
 	}
-	v := stripComments(string(value))
+	v := message.StripComments(string(value))
 	v, _, _ = strings.Cut(v, ";")
 	fields := strings.Fields(v)
 	if len(fields) == 0 {
@@ -85,38 +87,4 @@ func claims(field []byte, id string) bool {
 	}
 	got := strings.Trim(fields[0], `"`)
 	return strings.EqualFold(strings.TrimSuffix(got, "."), strings.TrimSuffix(id, "."))
-}
-
-// stripComments removes RFC 5322 comments (nested parentheses, with
-// quoted-pairs) outside quoted strings, leaving a space for each.
-func stripComments(s string) string {
-	var b strings.Builder
-	depth, quoted, escaped := 0, false, false
-	for _, c := range s {
-		switch {
-		case escaped:
-			escaped = false
-		case c == '\\' && (quoted || depth > 0):
-			escaped = true
-		case quoted:
-			if c == '"' {
-				quoted = false
-			}
-		case c == '"' && depth == 0:
-			quoted = true
-		case c == '(':
-			depth++
-			continue
-		case c == ')' && depth > 0:
-			depth--
-			if depth == 0 {
-				b.WriteByte(' ')
-			}
-			continue
-		}
-		if depth == 0 {
-			b.WriteRune(c)
-		}
-	}
-	return b.String()
 }
