@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest/powerfs"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 	"github.com/embargo-project/embargo/lists"
@@ -91,15 +93,21 @@ func withReleaseFailpoints(o daemon.Options) daemon.Options {
 // subscriber gets the advisory (again at most for the batch in flight at the
 // kill), the distributor and the channel get theirs (again at most the copy
 // in flight), and the SRC is not told twice (docs/threat-model.md G4,
-// docs/design.md §1).
+// docs/design.md §1). Twice more with the data directory on powerfs and the
+// power cut, torn, under the killed child: what it had not synced is gone.
 func TestProcessKilledAtRelease(t *testing.T) {
 	const channel = "oss-security@lists.invalid"
-	for _, point := range []struct{ name, kill, target string }{
-		{"before the release", "tick", ""},
-		{"job created", "batch", ""},
-		{"distributor notice", "row", "one@vendor1.test"},
-		{"channel copy", "row", channel},
-		{"reporter told", "row", "rep@out.test"},
+	for _, point := range []struct {
+		name, kill, target string
+		power              bool // and the power cut under the child (powerfs)
+	}{
+		{"before the release", "tick", "", false},
+		{"job created", "batch", "", false},
+		{"distributor notice", "row", "one@vendor1.test", false},
+		{"channel copy", "row", channel, false},
+		{"reporter told", "row", "rep@out.test", false},
+		{"job created, power cut", "batch", "", true},
+		{"distributor notice, power cut", "row", "one@vendor1.test", true},
 	} {
 		t.Run(point.name, func(t *testing.T) {
 			d := &distributor{addr: "one@vendor1.test"}
@@ -115,11 +123,19 @@ func TestProcessKilledAtRelease(t *testing.T) {
 			T := f.prepare(t)
 			f.h.Stop()
 			before := len(f.h.Rec.Messages())
+			dataDir := f.h.Dir
+			var power *powerDisk
+			if point.power {
+				power = newPowerDisk(t, f.h.Dir)
+				dataDir = power.dataDir
+			}
 			bounce := announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)
 
 			addr := daemontest.FreePort(t)
 			file := filepath.Join(t.TempDir(), "embargo.toml")
-			daemontest.WriteFile(t, file, strings.Replace(f.h.TOML, `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", addr), 1))
+			toml := strings.Replace(f.h.TOML, `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", addr), 1)
+			toml = strings.Replace(toml, fmt.Sprintf("data_dir = %q", f.h.Dir), fmt.Sprintf("data_dir = %q", dataDir), 1)
+			daemontest.WriteFile(t, file, toml)
 			env := []string{
 				fmt.Sprintf("%s=%s %d", releaseClockEnv, T.Add(-2*time.Second).Format(time.RFC3339Nano), time.Now().UnixNano()),
 				fmt.Sprintf("%s=%s %s %s %s", releaseKillEnv, point.kill, f.id, T.Format(time.RFC3339), point.target+"."),
@@ -128,6 +144,9 @@ func TestProcessKilledAtRelease(t *testing.T) {
 			c := startDying(t, file, env...)
 			if err := waitKilled(c); err != nil {
 				t.Fatal(err)
+			}
+			if power != nil {
+				power.cut(t)
 			}
 			c = startDying(t, file, env...)
 			waitListen(t, c, addr)
@@ -146,7 +165,10 @@ func TestProcessKilledAtRelease(t *testing.T) {
 			if err := c.cmd.Wait(); err != nil {
 				t.Errorf("the last run did not stop cleanly: %v\n%.3000s", err, c.out.String())
 			}
-			checkRelease(t, f, before, bounce, subs, []string{channel, d.addr, f.reporterAddr}, point.kill == "tick")
+			if power != nil {
+				dataDir = power.copyOut(t) // bbolt maps it: not in the process serving powerfs
+			}
+			checkRelease(t, f, dataDir, T, before, bounce, subs, []string{channel, d.addr, f.reporterAddr}, point.kill == "tick")
 		})
 	}
 }
@@ -179,8 +201,9 @@ func sentFrom(msgs []queuetest.Message, from, to string) bool {
 // checkRelease checks what the release sent and stored: each subscriber's
 // advisory once, or twice at most (the batch in flight at the kill), each
 // other copy once, or twice at most (the row in flight) unless the kill came
-// before anything was sent; the SRC told once; the incident disclosed once.
-func checkRelease(t *testing.T, f *cmdFixture, before int, bounce string, subs, others []string, exact bool) {
+// before anything was sent; the SRC told once; the incident disclosed once,
+// not before T.
+func checkRelease(t *testing.T, f *cmdFixture, dataDir string, T time.Time, before int, bounce string, subs, others []string, exact bool) {
 	t.Helper()
 	msgs := f.h.Rec.Messages()[before:]
 	for _, s := range subs {
@@ -207,7 +230,7 @@ func checkRelease(t *testing.T, f *cmdFixture, before int, bounce string, subs, 
 			t.Errorf("alice was told %q twice", s)
 		}
 	}
-	db, err := daemon.OpenStore(f.h.Dir, true)
+	db, err := daemon.OpenStore(dataDir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +247,9 @@ func checkRelease(t *testing.T, f *cmdFixture, before int, bounce string, subs, 
 		for _, c := range inc.History {
 			if strings.Contains(strings.ToLower(c.What), "disclosed") {
 				n++
+				if c.At.Before(T) {
+					t.Errorf("released at %s, before T %s", c.At, T)
+				}
 			}
 		}
 		if n != 1 {
@@ -235,4 +261,96 @@ func checkRelease(t *testing.T, f *cmdFixture, before int, bounce string, subs, 
 		}
 		return nil
 	})
+}
+
+// powerDisk is a data directory on powerfs whose power is cut after the
+// kill: what the killed child had not synced is gone, torn at random.
+type powerDisk struct {
+	disk    *powerfs.Disk
+	m       *powerfs.Mount
+	mnt     string
+	dataDir string
+}
+
+// newPowerDisk mounts powerfs and copies the data directory src onto it,
+// synced (or skips the test without FUSE).
+func newPowerDisk(t *testing.T, src string) *powerDisk {
+	t.Helper()
+	if err := powerfs.Available(); err != nil {
+		t.Skipf("SKIP: the power-loss file system needs FUSE: %v", err)
+	}
+	p := &powerDisk{disk: powerfs.New(), mnt: t.TempDir()}
+	var err error
+	if p.m, err = p.disk.Mount(p.mnt); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.m.Unmount() })
+	p.dataDir = filepath.Join(p.mnt, "data")
+	if err := copyDurable(src, p.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// cut cuts the power (torn) and mounts what survived.
+func (p *powerDisk) cut(t *testing.T) {
+	t.Helper()
+	r, err := p.m.Cut(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("power cut: %d bytes unsynced, %d pages dropped, %d torn in", r.Unsynced, r.DroppedPages, r.TornPages)
+	if p.m, err = p.disk.Mount(p.mnt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyOut copies the data directory off powerfs and returns the copy.
+func (p *powerDisk) copyOut(t *testing.T) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "data")
+	if err := copyDurable(p.dataDir, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// copyDurable copies the regular files and directories under src to dst,
+// each file and directory synced.
+func copyDurable(src, dst string) error {
+	var dirs []string
+	err := filepath.Walk(src, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		to := filepath.Join(dst, rel)
+		switch {
+		case fi.IsDir():
+			dirs = append(dirs, to)
+			return os.MkdirAll(to, 0o700)
+		case !fi.Mode().IsRegular():
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, fi.Mode().Perm())
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(data)
+		return errors.Join(err, out.Sync(), out.Close())
+	})
+	dirs = append(dirs, filepath.Dir(dst))
+	for _, d := range dirs {
+		if err == nil {
+			var f *os.File
+			if f, err = os.Open(d); err == nil {
+				err = errors.Join(f.Sync(), f.Close())
+			}
+		}
+	}
+	return err
 }
