@@ -85,8 +85,8 @@ func (n *node) trim(size int64) {
 	}
 }
 
-// reallocate sets n's pages to those of its content after a cut: the pages
-// under its size that were allocated before the cut or hold data.
+// reallocate keeps, after a cut, the pages n had allocated that lie within
+// the size that survived.
 func (n *node) reallocate() {
 	n.trim(int64(len(n.data)))
 }
