@@ -18,7 +18,8 @@ import (
 // swaks) and LMTP, and nothing is stored (docs/threat-model.md A7). With room
 // again (after the one-second cache) a report goes through, and a MAIL whose
 // SIZE= needs more than two thirds of what is free is refused (RFC 1870,
-// Postfix's rule). statfs is replaced by the test's answer, not a full disk.
+// Postfix's rule). statfs is replaced by the test's answer here;
+// TestDiskFullEndToEnd fills a real file system.
 func TestFreeSpaceEndToEnd(t *testing.T) {
 	const reserve = 1 << 20
 	var free atomic.Uint64

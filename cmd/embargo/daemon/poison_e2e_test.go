@@ -66,8 +66,9 @@ func fatalChild(cfg string) int {
 				fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack", deeper(0))
 			}
 		})
-	o = withWorkFailpoints(o)  // rowdeath_e2e_test.go: the rows' and ticks' failpoints
-	o = withBatchFailpoints(o) // batchdeath_e2e_test.go: the fan-out's batches' and the tick's jobs'
+	o = withWorkFailpoints(o)    // rowdeath_e2e_test.go: the rows' and ticks' failpoints
+	o = withBatchFailpoints(o)   // batchdeath_e2e_test.go: the fan-out's batches' and the tick's jobs'
+	o = withReleaseFailpoints(o) // releasedeath_e2e_test.go: kill -9 at the release
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := daemon.New(c, o).Run(ctx); err != nil {

@@ -53,6 +53,7 @@ type Disk struct {
 	syncs   int
 
 	ignoreSync bool
+	capacity   int64         // in pages; 0: no limit (space.go)
 	failAt     int           // the sync count at which the power fails; 0: never
 	halted     chan struct{} // the power failed: operations wait on it until the cut
 }
@@ -75,6 +76,8 @@ type node struct {
 	dirty  map[int64]bool
 	// written counts the bytes written since the last sync.
 	written int64
+	// alloc holds the pages given to the file (space.go).
+	alloc map[int64]bool
 
 	kids, syncedKids map[string]*node // a directory's names
 }
@@ -255,6 +258,7 @@ func (d *Disk) cut(rng *rand.Rand) CutReport {
 		}
 		n.data = append(n.data[:0:0], n.synced...)
 		n.dirty, n.written = nil, 0
+		n.reallocate()
 	}
 	after(d.root)
 	return r

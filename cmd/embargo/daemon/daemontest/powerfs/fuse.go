@@ -206,6 +206,7 @@ func (f *fnode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrI
 			return syscall.EINVAL
 		}
 		f.n.resize(int64(size))
+		f.n.trim(int64(size))
 	}
 	if mode, ok := in.GetMode(); ok {
 		f.n.mode = f.n.mode&syscall.S_IFMT | mode&0o7777
@@ -221,6 +222,7 @@ func (f *fnode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, 
 	defer f.unlock()
 	if flags&syscall.O_TRUNC != 0 && f.n.isReg() {
 		f.n.resize(0)
+		f.n.trim(0)
 	}
 	return nil, 0, 0
 }
@@ -379,6 +381,9 @@ func (f *fnode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off in
 		return 0, e
 	}
 	defer f.unlock()
+	if e := f.d.reserve(f.n, off, int64(len(data))); e != 0 {
+		return 0, e // a full disk (space.go)
+	}
 	f.n.write(data, off)
 	return uint32(len(data)), 0
 }
@@ -409,6 +414,9 @@ func (f *fnode) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64
 		return e
 	}
 	defer f.unlock()
+	if e := f.d.reserve(f.n, int64(off), int64(size)); e != 0 {
+		return e
+	}
 	if end := int64(off + size); mode&fallocKeepSize == 0 && end > int64(len(f.n.data)) {
 		f.n.resize(end)
 	}
@@ -421,11 +429,16 @@ func (f *fnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32,
 	return 0, syscall.ENODATA
 }
 
-// Statfs reports plenty of room (the daemon refuses mail below
-// smtp.min_free_bytes).
+// Statfs reports the free space of a disk with a capacity, and plenty of
+// room without one (the daemon refuses mail below smtp.min_free_bytes).
 func (f *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	if e := f.lock(); e != 0 {
+		return e
+	}
+	blocks, free := f.d.free()
+	f.unlock()
 	out.Bsize, out.Frsize, out.NameLen = PageSize, PageSize, 255
-	out.Blocks, out.Bfree, out.Bavail = 1<<24, 1<<23, 1<<23
+	out.Blocks, out.Bfree, out.Bavail = blocks, free, free
 	out.Files, out.Ffree = 1<<20, 1<<19
 	return 0
 }

@@ -388,6 +388,8 @@ func TestMain(m *testing.M) {
 		if err = childMmap(os.Getenv("POWERFS_DIR")); err == nil {
 			fmt.Println("ok")
 		}
+	case "bolt-full":
+		err = childBoltFull(os.Getenv("POWERFS_DIR"))
 	case "bolt":
 		err = childBolt(os.Getenv("POWERFS_DIR"))
 	case "bolt-count":
