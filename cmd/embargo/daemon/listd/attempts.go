@@ -84,6 +84,7 @@ type Attempts struct {
 	path   string
 	log    *slog.Logger
 	secret [32]byte // labelKey's: a row's or a tick's key cannot be a message's SHA-256
+	run    [16]byte // this run's ID (reset), whose start tags every slot written
 
 	// gate: a suspect holds all of it while it is processed, every other
 	// piece of work one unit. On the normal path that is an uncontended
@@ -149,13 +150,23 @@ const (
 	inflightMagic = "EMBINFL3"
 	inflightHead  = 32 // magic, run ID (16 bytes), padding
 	// slotSize: the key (32 bytes), the kind of work (1), the label's
-	// length (1) and the label (maxLabel): what `embargo status` names a
-	// row, a tick or a fan-out batch by, since its key is a one-way hash.
-	// 128 bytes since a batch's label holds its release's ID (up to 40
-	// characters) and its stretch of the delivery order; still one pwrite
-	// within a page.
-	slotSize = 128
-	maxLabel = slotSize - sha256.Size - 2
+	// length (1), the label (maxLabel): what `embargo status` names a
+	// row, a tick or a fan-out batch by, since its key is a one-way hash;
+	// and, in its last runTagSize bytes, the start of the run ID the slot
+	// was written under. 128 bytes since a batch's label holds its
+	// release's ID (up to 40 characters) and its stretch of the delivery
+	// order; still one pwrite within a page.
+	//
+	// Why the run tag. The file is never synced, so after a power loss (not
+	// a process death) it holds whichever of its pages the kernel happened
+	// to write back: this run's header over an earlier run's slots, which
+	// that run's start already counted. A slot counts only under the run
+	// that wrote it; one from another run counts nothing (a death missed
+	// after a power loss, never one counted twice).
+	slotSize   = 128
+	runTagSize = 8
+	tagOffset  = slotSize - runTagSize
+	maxLabel   = tagOffset - sha256.Size - 2
 	// inflightMagicV2 is the file before the fan-out's batches, the
 	// governance tick and the digest were counted: 64-byte slots, the same
 	// layout. inflightMagicV1 is the file before rows and ticks were
@@ -325,7 +336,14 @@ func readInflight(f *os.File) (run []byte, found []inflight, err error) {
 		if w.key == zero || slices.ContainsFunc(found, func(x inflight) bool { return x.key == w.key }) {
 			continue
 		}
-		if size > slotSizeV1 {
+		switch size {
+		case slotSize:
+			if !bytes.Equal(b[off+tagOffset:off+slotSize], run[:runTagSize]) {
+				continue // an earlier run's slot under this run's header
+			}
+			w.kind = b[off+32]
+			w.label = string(b[off+34 : off+34+min(int(b[off+33]), maxLabel)])
+		case slotSizeV2:
 			w.kind = b[off+32]
 			w.label = string(b[off+34 : off+34+min(int(b[off+33]), size-sha256.Size-2)])
 		}
@@ -426,6 +444,7 @@ func (a *Attempts) reset() error {
 	if _, err := rand.Read(buf[len(inflightMagic) : len(inflightMagic)+16]); err != nil {
 		return err
 	}
+	copy(a.run[:], buf[len(inflightMagic):len(inflightMagic)+16])
 	if err := a.f.Truncate(0); err != nil {
 		return fmt.Errorf("in-flight file: %w", err)
 	}
@@ -553,8 +572,9 @@ func (a *Attempts) take(key [32]byte, kind byte, label string) int64 {
 	var b [slotSize]byte
 	copy(b[:], key[:])
 	b[32] = kind
-	n := copy(b[34:], label)
+	n := copy(b[34:tagOffset], label)
 	b[33] = byte(n)
+	copy(b[tagOffset:], a.run[:runTagSize])
 	a.write(slot, b[:])
 	return slot
 }
