@@ -174,7 +174,8 @@ type killSnapshot struct {
 	// one of them may come again.
 	unrecorded map[string]bool
 	// sent: per release, by its bounce address, the subscriber copies its
-	// job recorded as taken by the relay.
+	// job recorded as taken by the relay; none for a release whose job
+	// the store did not hold.
 	sent map[string]int
 }
 

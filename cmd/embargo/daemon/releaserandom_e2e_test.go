@@ -111,7 +111,9 @@ func TestProcessKilledAtRandomInstant(t *testing.T) {
 					t.Fatal(err)
 				}
 				dir := r.died(t, rand.New(rand.NewPCG(tears[k], 0x5ec)))
-				t.Logf("death %d: the relay had %d copies", k+1, r.snaps[k].relayed)
+				sent, committed := r.snaps[k].sent[rf.bounce]
+				t.Logf("death %d: the relay had %d copies; the release committed: %v, its subscriber copies recorded: %d",
+					k+1, r.snaps[k].relayed, committed, sent)
 				if k > 0 && tickSkipped(t, dir, rf.f.id, rf.T.Add(time.Since(r.at))) {
 					// Both kills fell in the incident's tick, which then
 					// ran alone: by design the next start skips it and
