@@ -68,6 +68,7 @@ func (d *Daemon) startFanout(runCtx context.Context, relay queue.Relay, o announ
 	o.Guard = d.attempts.Batches()
 	o.OnBatch = d.o.hooks.batch // only tests set it (export_test.go)
 	f := announce.New(d.db, relay, o)
+	f.SetTestHooks(d.o.hooks.release) // only tests set them (export_test.go)
 	d.goRun("announce fan-out", func() error { return f.Run(runCtx) }, context.Canceled)
 	return f
 }

@@ -99,6 +99,14 @@ type testHooks struct {
 	tick         func(id workflow.ID)                 // runs before each incident's tick
 	job          func(name string)                    // runs before the governance tick and the digest
 	batch        func(release string, rcpts []string) // runs before each announce batch is sent
+
+	// The step boundaries of the tests that kill the process at each step
+	// (docs/design.md §1): intake, delivery and the release.
+	opened   func(raw []byte)                       // a message opened, before its transaction
+	accepted func(raw []byte)                       // a message committed, before its 250
+	ticked   func(id workflow.ID, actions []string) // an incident's tick committed (the release at T)
+	rows     queue.TestHooks                        // a claim committed; the relay's 250s before, and after, their outcome's commit
+	release  announce.TestHooks                     // a release begun; a batch answered, before and after its commit
 }
 
 // Daemon is a running embargo.

@@ -3,6 +3,8 @@ package daemon
 import (
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/workflow"
 )
 
@@ -67,6 +69,46 @@ func WithJob(o Options, f func(name string)) Options {
 // inside its record in the in-flight file.
 func WithBatch(o Options, f func(release string, rcpts []string)) Options {
 	o.hooks.batch = f
+	return o
+}
+
+// The step boundaries of the tests that kill the process at each step
+// (docs/design.md §1). Each f runs where the process would die there.
+
+// WithOpened returns o with f run on each inbound message once it is
+// routed and opened, before its transaction (after the parse).
+func WithOpened(o Options, f func(raw []byte)) Options {
+	o.hooks.opened = f
+	return o
+}
+
+// WithAccepted returns o with f run on each inbound message once its
+// transaction committed, before smtpd answers 250.
+func WithAccepted(o Options, f func(raw []byte)) Options {
+	o.hooks.accepted = f
+	return o
+}
+
+// WithTicked returns o with f run once an incident's tick that did
+// something committed, with its actions' kinds ("release" at T).
+func WithTicked(o Options, f func(id workflow.ID, actions []string)) Options {
+	o.hooks.ticked = f
+	return o
+}
+
+// WithRowHooks returns o with the delivery worker's failpoints: after a
+// claim's commit, after the relay's 250 before the outcome's commit, after
+// that commit (queue.TestHooks).
+func WithRowHooks(o Options, h queue.TestHooks) Options {
+	o.hooks.rows = h
+	return o
+}
+
+// WithReleaseHooks returns o with the announce fan-out's failpoints: after
+// the commit that begins a release, after a batch's answer before its
+// commit, after that commit (announce.TestHooks).
+func WithReleaseHooks(o Options, h announce.TestHooks) Options {
+	o.hooks.release = h
 	return o
 }
 

@@ -66,9 +66,10 @@ func fatalChild(cfg string) int {
 				fmt.Fprintln(os.Stderr, "failpoint: overflowing the stack", deeper(0))
 			}
 		})
-	o = withWorkFailpoints(o)    // rowdeath_e2e_test.go: the rows' and ticks' failpoints
-	o = withBatchFailpoints(o)   // batchdeath_e2e_test.go: the fan-out's batches' and the tick's jobs'
-	o = withReleaseFailpoints(o) // releasedeath_e2e_test.go: kill -9 at the release
+	o = withWorkFailpoints(o)  // rowdeath_e2e_test.go: the rows' and ticks' failpoints
+	o = withBatchFailpoints(o) // batchdeath_e2e_test.go: the fan-out's batches' and the tick's jobs'
+	o = withReleaseClock(o)    // releasedeath_e2e_test.go: the release's clock
+	o = withKillPoint(o)       // killpoint_e2e_test.go: kill -9 at a step boundary
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := daemon.New(c, o).Run(ctx); err != nil {

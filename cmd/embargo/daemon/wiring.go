@@ -128,8 +128,10 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	}
 	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
 
-	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil || h.tick != nil || h.job != nil { // only tests set them (export_test.go)
-		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit, Tick: h.tick, Job: h.job})
+	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil || h.tick != nil || h.job != nil ||
+		h.opened != nil || h.ticked != nil { // only tests set them (export_test.go)
+		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit, Tick: h.tick, Job: h.job,
+			Opened: h.opened, Ticked: h.ticked})
 	}
 	d.worker = queue.New(d.db, relay, queue.Options{
 		Now:         d.o.Now,
@@ -145,6 +147,7 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		// with an alert (docs/threat-model.md A6).
 		Guard: d.attempts.Rows(),
 	})
+	d.worker.SetTestHooks(d.o.hooks.rows) // only tests set them (export_test.go)
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}
 	fanout = d.startFanout(ctx, relay, annOpts)
@@ -195,7 +198,8 @@ func (f announcerFunc) Release(tx *bolt.Tx, id string, msg []byte, notBefore tim
 // handler is what the SMTP listener hands accepted mail to: listd, counted
 // for /metrics, after our own sender authentication when it is on.
 func (d *Daemon) handler() smtpd.Handler {
-	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked})
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked,
+		accepted: d.o.hooks.accepted})
 }
 
 // lmtpHandler is handler for the LMTP listener, whose one client is the MTA
@@ -205,7 +209,8 @@ func (d *Daemon) handler() smtpd.Handler {
 // [intake] trusted_authserv_ids, does); fields claiming our authserv-id
 // are still removed.
 func (d *Daemon) lmtpHandler() smtpd.Handler {
-	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked, noClient: true})
+	return d.metrics.handler(handler{svc: d.svc, auth: d.auth, log: d.log.With("component", "senderauth"), count: d.metrics.senderChecked, noClient: true,
+		accepted: d.o.hooks.accepted})
 }
 
 // handler adapts listd to smtpd's Handler: smtpd declares its types with the
@@ -216,6 +221,7 @@ type handler struct {
 	log      *slog.Logger
 	count    func(result string) // embargo_sender_checks_total
 	noClient bool
+	accepted func(raw []byte) // a failpoint after the commit, before the 250; nil but in tests (export_test.go)
 }
 
 // Recipient judges rcpt with the recipients the transaction accepted before
@@ -232,7 +238,11 @@ func (h handler) Handle(ctx context.Context, env smtpd.Envelope, msg []byte) err
 	if h.auth != nil {
 		msg = h.authenticate(ctx, env, &e, msg)
 	}
-	return h.svc.Handle(ctx, e, msg)
+	err := h.svc.Handle(ctx, e, msg)
+	if err == nil && h.accepted != nil {
+		h.accepted(msg)
+	}
+	return err
 }
 
 // authenticate is our own sender authentication ([intake] verify = "own",

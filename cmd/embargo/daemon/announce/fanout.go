@@ -48,6 +48,8 @@ type Fanout struct {
 	// they are recorded before anything else is sent. A crash loses them:
 	// their batches go again.
 	pending []result
+
+	hooks TestHooks // failpoints, set by tests alone (testhooks.go)
 }
 
 // New returns a Fanout; it does nothing until Run. o.List must be set.
@@ -265,7 +267,9 @@ func (f *Fanout) tick() (time.Time, error) {
 		return next, nil
 	}
 
+	var begun []string // for the Begun failpoint alone
 	err = f.db.Update(func(tx *bolt.Tx) error {
+		begun = begun[:0]
 		b, err := open(tx)
 		if err != nil {
 			return err
@@ -305,6 +309,9 @@ func (f *Fanout) tick() (time.Time, error) {
 			if err := f.begin(tx, b, k, r, now); err != nil {
 				return err
 			}
+			if f.hooks.Begun != nil && r.State != JobHeld {
+				begun = append(begun, r.ID)
+			}
 		}
 		if err := b.meta.Put(metaHeartbeat, binary.BigEndian.AppendUint64(nil, uint64(unixNano(now)))); err != nil {
 			return err
@@ -316,6 +323,9 @@ func (f *Fanout) tick() (time.Time, error) {
 		return time.Time{}, err
 	}
 	f.clock.Beat(now, mono)
+	for _, id := range begun {
+		f.hooks.Begun(id)
+	}
 	return next, nil
 }
 

@@ -21,6 +21,7 @@ import (
 func (f *Fanout) record(rs []result) error {
 	now := f.o.Now()
 	var released []string
+	batchHook(f.hooks.Answered, rs)
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		released = released[:0]
 		b, err := open(tx)
@@ -41,6 +42,7 @@ func (f *Fanout) record(rs []result) error {
 	if err != nil {
 		return err
 	}
+	batchHook(f.hooks.Recorded, rs)
 	for _, r := range rs {
 		f.settle(r, now)
 	}

@@ -103,13 +103,18 @@ func New(t testing.TB, c Config, o daemon.Options) *Harness {
 	return h
 }
 
-// expect gives the recording relay the policy of the configuration, for the
+// expect gives the recording relay the policy of the configuration (Expect).
+func (h *Harness) expect() { h.Expect(h.Rec) }
+
+// Expect gives rec the policy of the harness's configuration, for the
 // rules it checks on every message (queuetest.Rule): the domain, the DKIM
 // key, the committee, and the envelope senders whose mail is always
 // encrypted: the distributors list's (README "Lists": distributors is always
 // "required") and the security list's when it is "required". A test's own
-// opt-outs (Rec.Allow) still apply.
-func (h *Harness) expect() {
+// opt-outs (Rec.Allow) still apply. The harness's own recording relay
+// gets it when the test ends; a test that points a copy of the
+// configuration at a relay of its own gives it the same rules.
+func (h *Harness) Expect(rec *queuetest.Recorder) {
 	cfg, err := config.Parse([]byte(h.TOML), "harness.toml")
 	if err == nil {
 		err = cfg.Resolve()
@@ -130,7 +135,7 @@ func (h *Harness) expect() {
 	if cfg.DKIM.Selector != "" && h.dkim != nil {
 		p.DKIM = h.dkim
 	}
-	h.Rec.Expect(p)
+	rec.Expect(p)
 }
 
 // Config parses the harness's configuration.

@@ -402,6 +402,9 @@ func (s *Service) handle(_ context.Context, env Envelope, raw []byte, sum [32]by
 		s.limitRefused(lr, d)
 		return err
 	}
+	if s.sh.hooks.Opened != nil {
+		s.sh.hooks.Opened(raw)
+	}
 	var out outcome
 	err = s.sh.writer.do(func(tx *bolt.Tx) error {
 		var err error

@@ -28,6 +28,15 @@ type TestHooks struct {
 	// Job runs before the tick's own jobs ("governance tick", "weekly
 	// digest"), inside their record in the in-flight file (tickjobs.go).
 	Job func(name string)
+	// Opened runs once a message is routed and opened (parsed, decrypted,
+	// verified), before its transaction: the step boundary "after the
+	// parse" of the tests that kill the process at each step.
+	Opened func(raw []byte)
+	// Ticked runs once an incident's tick that did something committed,
+	// with the kinds of its actions ("release" at T): the boundary after
+	// the release's transaction (the commit has kicked the fan-out and
+	// the queue, which may have begun).
+	Ticked func(id workflow.ID, actions []string)
 }
 
 // SetTestHooks installs failpoints, for tests only. Call it before the

@@ -135,6 +135,9 @@ func (s *Service) tickIncident(id workflow.ID, now time.Time) (int, error) {
 	})
 	if err == nil && len(kinds) > 0 {
 		s.log.Info("tick", "incident", id, "actions", strings.Join(kinds, ","), "messages", n)
+		if s.sh.hooks.Ticked != nil {
+			s.sh.hooks.Ticked(id, kinds)
+		}
 	}
 	return n, err
 }

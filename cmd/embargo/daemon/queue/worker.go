@@ -120,6 +120,7 @@ type Worker struct {
 	// before they are committed: the instant between the relay's 250 and
 	// the mark a crash test aims at.
 	beforeCommit func([]outcome)
+	hooks        TestHooks // failpoints, set by tests alone (testhooks.go)
 }
 
 // New returns a Worker; it does nothing until Run.
@@ -265,7 +266,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if w.beforeCommit != nil && len(l.outcomes) > 0 {
 			w.beforeCommit(l.outcomes)
 		}
+		w.answered(l.outcomes)
 		rows, next, full, err := w.commit(l.outcomes, l.busy, free, w.opts.MaxInflightBytes-l.inflight)
+		w.committed(l.outcomes, rows, err)
 		l.outcomes = l.outcomes[:0]
 		wait := time.Duration(-1) // no timer: a kick or an outcome wakes us
 		switch {
