@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -139,7 +140,25 @@ func verpMAC(key []byte, list lists.Name, seq uint64) []byte {
 	return m.Sum(nil)[:8]
 }
 
+// verpCipher is the block cipher of key's tokens. The last one made is
+// kept: a store has one key, and each claimed copy needs its cipher.
 func verpCipher(key []byte) cipher.Block {
+	if c := lastVERPCipher.Load(); c != nil && bytes.Equal(c.key, key) {
+		return c.block
+	}
+	c := &verpCipherFor{key: bytes.Clone(key), block: newVERPCipher(key)}
+	lastVERPCipher.Store(c)
+	return c.block
+}
+
+type verpCipherFor struct {
+	key   []byte
+	block cipher.Block // AES: safe for concurrent use
+}
+
+var lastVERPCipher atomic.Pointer[verpCipherFor]
+
+func newVERPCipher(key []byte) cipher.Block {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("embargo verp block"))
 	c, err := aes.NewCipher(m.Sum(nil)[:16])
