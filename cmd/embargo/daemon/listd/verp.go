@@ -37,7 +37,7 @@ import (
 // each copy the security and distributors lists send to one recipient
 // leaves with its own envelope sender, <list>+bounces-<token>@: the token
 // is the number of a record of the copy (the list, the recipient, the kind
-// of mail, the incident, when it was queued) with a MAC of the list and
+// of mail, the incident, when it was sent) with a MAC of the list and
 // the number, encrypted as one block under a key kept in the store, so
 // that nobody outside can name a copy nor count the lists' mail
 // (docs/threat-model.md G7). The copy is queued from the plain +bounces@
@@ -92,7 +92,7 @@ type verpRecord struct {
 	Kind     string     `json:"kind"`
 	Incident string     `json:"inc,omitempty"`
 	NoAlert  bool       `json:"noalert,omitempty"`
-	At       time.Time  `json:"at"`
+	At       time.Time  `json:"at"` // when the copy was first claimed for sending (queued, for copies queued before)
 }
 
 // Bounce results, the label "result" of embargo_bounces_total.
@@ -244,9 +244,11 @@ func (s *Service) Claimed(tx *bolt.Tx, r *queue.Row) error {
 		return err
 	}
 	seq := verpRowBit | r.ID
-	rec := verpRecord{List: l.Name, To: r.To[0], Kind: r.Kind, Incident: r.Incident, NoAlert: r.NoAlert, At: r.Created}
-	if r.Requeued.After(rec.At) {
-		rec.At = r.Requeued // an operator's retry, perhaps after verpKeep: kept from then
+	// When the copy first went to the relay: the alert's "Sent", and
+	// verpKeep counts from it, however long the copy waited in the queue.
+	rec := verpRecord{List: l.Name, To: r.To[0], Kind: r.Kind, Incident: r.Incident, NoAlert: r.NoAlert, At: r.LastAttempt}
+	if rec.At.IsZero() {
+		rec.At = r.Created
 	}
 	if !sameVERP(b.Get(verpRecKey(seq)), rec) {
 		v, err := json.Marshal(rec)
@@ -263,8 +265,8 @@ func (s *Service) Claimed(tx *bolt.Tx, r *queue.Row) error {
 
 // sameVERP reports whether the stored record v is rec's copy: a row
 // claimed before keeps the record of its first claim (and its time); one
-// whose record was pruned, or that is not the copy the record names, gets
-// a new one.
+// whose record was pruned (an operator's retry of a copy failed long
+// ago), or that is not the copy the record names, gets a new one.
 func sameVERP(v []byte, rec verpRecord) bool {
 	var old verpRecord
 	return v != nil && json.Unmarshal(v, &old) == nil && old.List == rec.List && old.To == rec.To &&
