@@ -210,7 +210,7 @@ func (s *Service) enqueue(tx *bolt.Tx, now time.Time, msgs ...queue.Msg) error {
 
 // verpRowBit marks the number of a copy's record as the copy's queue row
 // ID (Claimed). Records made at enqueue before it have small numbers of
-// their own, so the two never meet, and both sort by when they were made
+// their own, so the two never meet, and both sort in the order they were made
 // (pruneVERP). Row IDs stay below it: a bbolt sequence counting rows.
 const verpRowBit = 1 << 63
 
@@ -228,7 +228,7 @@ const verpRowBit = 1 << 63
 // whose record was made at enqueue) is left as it is.
 func (s *Service) Claimed(tx *bolt.Tx, r *queue.Row) error {
 	if len(r.To) != 1 || r.From == "" {
-		return nil // most rows the worker claims: answers from <>, before the snapshot is taken
+		return nil // an answer from <>, or mail to several: no address of its own
 	}
 	s = s.current() // the lists in force now
 	l, ok := s.verpList(&r.Msg)
