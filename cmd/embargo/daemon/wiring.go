@@ -139,7 +139,8 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 		MinBackoff:  d.o.MinBackoff,
 		Concurrency: d.o.Concurrency,
 		Failed:      d.svc.Alert,
-		Sealer:      d.svc, // each encrypted copy is sealed as it leaves (listd.Service.Seal)
+		Sealer:      d.svc,         // each encrypted copy is sealed as it leaves (listd.Service.Seal)
+		Claimed:     d.svc.Claimed, // each private-list copy its own bounce address, recorded as it is claimed
 		Delivered:   d.metrics.delivered,
 		Logger:      d.log.With("component", "queue"),
 		Update:      d.svc.Write, // claims and outcomes share intake's group commits

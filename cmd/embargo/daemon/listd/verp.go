@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,11 +37,14 @@ import (
 // each copy the security and distributors lists send to one recipient
 // leaves with its own envelope sender, <list>+bounces-<token>@: the token
 // is the number of a record of the copy (the list, the recipient, the kind
-// of mail, the incident, when it was queued) with a MAC of the list and
+// of mail, the incident, when it was sent) with a MAC of the list and
 // the number, encrypted as one block under a key kept in the store, so
 // that nobody outside can name a copy nor count the lists' mail
-// (docs/threat-model.md G7). The plain +bounces@ address keeps working for
-// mail sent before: archived, as always.
+// (docs/threat-model.md G7). The copy is queued from the plain +bounces@
+// address; the delivery worker gives it its own, and writes its record,
+// when it claims the copy for sending (Claimed), so that the transaction
+// of the mail that caused the copy does none of it. The plain +bounces@
+// address keeps working for mail sent before: archived, as always.
 //
 // A bounce that names a valid copy and says Action: failed (RFC 3464
 // §2.3.3) raises one sealed alert to the SRC per recipient, incident and
@@ -56,7 +60,10 @@ import (
 // bucketVERP holds the copies' records and the alert limit:
 //
 //	"key"                            → the MAC key (32 bytes), made at first use
-//	'r' ‖ seq (8 bytes BE)           → verpRecord JSON
+//	'r' ‖ seq (8 bytes BE)           → verpRecord JSON; seq is verpRowBit
+//	                                   | the copy's queue row ID, or, for a
+//	                                   copy queued before that, a number
+//	                                   of the bucket's sequence
 //	'l' ‖ UTC day (4 bytes BE) ‖ h   → nil: an alert was sent that day for
 //	                                   h = SHA-256(incident ‖ 0 ‖ recipient)[:16]
 var (
@@ -85,7 +92,7 @@ type verpRecord struct {
 	Kind     string     `json:"kind"`
 	Incident string     `json:"inc,omitempty"`
 	NoAlert  bool       `json:"noalert,omitempty"`
-	At       time.Time  `json:"at"`
+	At       time.Time  `json:"at"` // when the copy was first claimed for sending (queued, for copies queued before)
 }
 
 // Bounce results, the label "result" of embargo_bounces_total.
@@ -133,7 +140,25 @@ func verpMAC(key []byte, list lists.Name, seq uint64) []byte {
 	return m.Sum(nil)[:8]
 }
 
+// verpCipher is the block cipher of key's tokens. The last one made is
+// kept: a store has one key, and each claimed copy needs its cipher.
 func verpCipher(key []byte) cipher.Block {
+	if c := lastVERPCipher.Load(); c != nil && bytes.Equal(c.key, key) {
+		return c.block
+	}
+	c := &verpCipherFor{key: bytes.Clone(key), block: newVERPCipher(key)}
+	lastVERPCipher.Store(c)
+	return c.block
+}
+
+type verpCipherFor struct {
+	key   []byte
+	block cipher.Block // AES: safe for concurrent use
+}
+
+var lastVERPCipher atomic.Pointer[verpCipherFor]
+
+func newVERPCipher(key []byte) cipher.Block {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("embargo verp block"))
 	c, err := aes.NewCipher(m.Sum(nil)[:16])
@@ -174,46 +199,78 @@ func (s *Service) verpList(m *queue.Msg) (lists.List, bool) {
 	return lists.List{}, false
 }
 
-// enqueue queues msgs in tx as queue.Enqueue does, each copy a private list
-// sends to one recipient under its own bounce address (verpList). msgs is
-// not changed: a transaction may run again with the same slice.
+// enqueue queues msgs in tx: queue.Enqueue, the one way listd queues
+// mail. A copy a private list sends to one recipient is queued from the
+// list's plain bounce address; Claimed gives it its own when the worker
+// claims it. Nothing of the per-copy address is written here: the
+// report's transaction, which intake waits for, stays off bucketVERP.
 func (s *Service) enqueue(tx *bolt.Tx, now time.Time, msgs ...queue.Msg) error {
-	var out []queue.Msg
-	var b *bolt.Bucket
-	var key []byte
-	for i := range msgs {
-		l, ok := s.verpList(&msgs[i])
-		if !ok {
-			continue
-		}
-		if out == nil {
-			out = slices.Clone(msgs)
-			var err error
-			if b, err = tx.CreateBucketIfNotExists(bucketVERP); err != nil {
-				return err
-			}
-			if key, err = verpKey(b, s.o.Rand); err != nil {
-				return err
-			}
-		}
-		seq, err := b.NextSequence()
+	return queue.Enqueue(tx, now, msgs...)
+}
+
+// verpRowBit marks the number of a copy's record as the copy's queue row
+// ID (Claimed). Records made at enqueue before it have small numbers of
+// their own, so the two never meet, and both sort in the order they were made
+// (pruneVERP). Row IDs stay below it: a bbolt sequence counting rows.
+const verpRowBit = 1 << 63
+
+// Claimed is the worker's claim hook (queue.Options.Claimed): a row a
+// private list sends to one recipient from its plain bounce address
+// leaves from its own, <list>+bounces-<token>@, the token sealing the
+// row's ID (verpToken). The copy's record, which a bounce at that address
+// opens (lookupVERP), is written here, in the claim's commit: it is
+// durable before the relay sees the copy, so a bounce that comes back at
+// once finds it, and the report's transaction, which the reporter's 250
+// waits for, does none of this work. A row claimed again (a retry, a
+// restart between claim and send) gets the same address from the same
+// record. A row never claimed has no record, nor was its address ever
+// given out. A row queued before (its From already a per-copy address
+// whose record was made at enqueue) is left as it is.
+func (s *Service) Claimed(tx *bolt.Tx, r *queue.Row) error {
+	if len(r.To) != 1 || r.From == "" {
+		return nil // an answer from <>, or mail to several: no address of its own
+	}
+	s = s.current() // the lists in force now
+	l, ok := s.verpList(&r.Msg)
+	if !ok || r.ID >= verpRowBit {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketVERP)
+	if err != nil {
+		return err
+	}
+	key, err := verpKey(b, s.o.Rand)
+	if err != nil {
+		return err
+	}
+	seq := verpRowBit | r.ID
+	// When the copy first went to the relay: the alert's "Sent", and
+	// verpKeep counts from it, however long the copy waited in the queue.
+	rec := verpRecord{List: l.Name, To: r.To[0], Kind: r.Kind, Incident: r.Incident, NoAlert: r.NoAlert, At: r.LastAttempt}
+	if rec.At.IsZero() {
+		rec.At = r.Created
+	}
+	if !sameVERP(b.Get(verpRecKey(seq)), rec) {
+		v, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		m := &msgs[i]
-		rec, err := json.Marshal(verpRecord{List: l.Name, To: m.To[0], Kind: m.Kind, Incident: m.Incident, NoAlert: m.NoAlert, At: now})
-		if err != nil {
+		if err := b.Put(verpRecKey(seq), v); err != nil {
 			return err
 		}
-		if err := b.Put(verpRecKey(seq), rec); err != nil {
-			return err
-		}
-		out[i].From = l.SubAddress(lists.DetailVERPPrefix + verpToken(key, l.Name, seq))
 	}
-	if out == nil {
-		out = msgs
-	}
-	return queue.Enqueue(tx, now, out...)
+	r.From = l.SubAddress(lists.DetailVERPPrefix + verpToken(key, l.Name, seq))
+	return nil
+}
+
+// sameVERP reports whether the stored record v is rec's copy: a row
+// claimed before keeps the record of its first claim (and its time); one
+// whose record was pruned (an operator's retry of a copy failed long
+// ago), or that is not the copy the record names, gets a new one.
+func sameVERP(v []byte, rec verpRecord) bool {
+	var old verpRecord
+	return v != nil && json.Unmarshal(v, &old) == nil && old.List == rec.List && old.To == rec.To &&
+		old.Kind == rec.Kind && old.Incident == rec.Incident && old.NoAlert == rec.NoAlert
 }
 
 func verpRecKey(seq uint64) []byte {

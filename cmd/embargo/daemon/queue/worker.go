@@ -44,6 +44,18 @@ type Options struct {
 	// alert must not carry the message. An error rolls the whole outcome back;
 	// the row is then sent again later. Not called for NoAlert rows.
 	Failed func(tx *bolt.Tx, r Row, reason string) error
+	// Claimed, when set, is called inside the claim's transaction for each
+	// row claimed to be sealed and sent (not for a killer, which is failed
+	// unsent). It may set r.From, the envelope sender of this attempt; the
+	// stored row keeps its own, so the hook must give a row the same one at
+	// every claim. The claim commits, and is durable, before the row goes
+	// to a sender: what the hook writes is in the store before the relay
+	// can see the message, and so before any bounce of it can come back.
+	// It may run more than once for one claim (Update may run fn again).
+	// An error fails the whole claim, as a store failure does. The
+	// daemon's is listd.Service.Claimed: the per-copy bounce addresses
+	// (docs/design.md §4).
+	Claimed func(tx *bolt.Tx, r *Row) error
 	// Sealer makes the message of every row queued with a Seal. Without
 	// one, such a row fails (and alerts) instead of being sent.
 	Sealer Sealer
@@ -435,7 +447,7 @@ func (w *Worker) commit(outcomes []outcome, busy map[uint64]int, free, room int)
 			}
 		}
 		if busy != nil && free > 0 {
-			return w.claim(bk, &c, busy, free, room, now)
+			return w.claim(tx, bk, &c, busy, free, room, now)
 		}
 		return nil
 	})
@@ -496,7 +508,7 @@ type claim struct {
 // does not fit stops the claim (full), so that a large row is not starved by
 // small ones behind it. With nothing busy, the first row is taken whatever
 // its size.
-func (w *Worker) claim(bk buckets, c *claim, busy map[uint64]int, free, room int, now time.Time) error {
+func (w *Worker) claim(tx *bolt.Tx, bk buckets, c *claim, busy map[uint64]int, free, room int, now time.Time) error {
 	*c = claim{}
 	inFlight := func(id uint64) bool { _, ok := busy[id]; return ok }
 	ids, _ := bk.dueIDs(now, free, inFlight)
@@ -544,6 +556,11 @@ func (w *Worker) claim(bk buckets, c *claim, busy map[uint64]int, free, room int
 		if !r.killer { // a killer is failed, never read
 			r.Data = bytes.Clone(bk.data.Get(idKey(id)))
 			r.blob, _ = rec.blobKey()
+			if w.opts.Claimed != nil {
+				if err := w.opts.Claimed(tx, &r); err != nil {
+					return fmt.Errorf("queue: claim hook for row %d: %w", id, err)
+				}
+			}
 		}
 		c.rows = append(c.rows, r)
 		taken[id] = true
