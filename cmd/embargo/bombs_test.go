@@ -40,7 +40,7 @@ import (
 // and on the peak RSS (VmHWM) the same plus the store's pages the kernel
 // maps in (at most what the store file grew by). Measured with serve's
 // settings: idle 24 MiB RSS (5.5 MiB anonymous); each burst took the
-// anonymous memory 152 to 248 MiB over idle, the RSS to at most 372 MiB
+// anonymous memory 147 to 248 MiB over idle, the RSS to at most 372 MiB
 // with 118 MiB of it the store's pages. Before every part's header was
 // bounded (lists/message bound.go, keys boundHeader), the burst of part
 // headers of tiny fields took the daemon to 2.6 GiB.
