@@ -275,6 +275,9 @@ func multipartBoundary(v []byte) string {
 			parts = append(parts, string(l))
 		}
 	}
+	// A header of our own, never written anywhere: go-message parses the
+	// value as it parses the part's (parameters decoded from RFC 2047
+	// words too).
 	var hd gomessage.Header
 	hd.Set("Content-Type", strings.Join(parts, " "))
 	mt, params, err := hd.ContentType()
