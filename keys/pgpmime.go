@@ -13,10 +13,13 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-// Limits on the MIME structure walked to classify a message (threats C2).
+// Limits on the MIME structure walked to classify a message (threats C2),
+// and on each header in it (docs/threat-model.md C1): lists/message's.
 const (
-	maxDepth = 16
-	maxParts = 200
+	maxDepth        = 16
+	maxParts        = 200
+	maxHeaderBytes  = 100 << 10
+	maxHeaderFields = 500
 )
 
 // toCRLF canonicalises line ends to CRLF (RFC 3156 §5: signed data is the
@@ -102,6 +105,9 @@ func parseEntityIn(b []byte, st *parseStats) (*entity, error) {
 			}
 		}
 	}
+	if err := boundHeader(hdr); err != nil {
+		return nil, err
+	}
 	// A buffer the size of the header, up to bufio's 4 KiB default:
 	// each entity parsed, on intake and per signed copy, allocates less.
 	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n")), min(len(hdr)+2, 4096))
@@ -123,6 +129,32 @@ func parseEntityIn(b []byte, st *parseStats) (*entity, error) {
 		e.mediaType, e.params = strings.ToLower(mt), params
 	}
 	return e, nil
+}
+
+// boundHeader refuses a header over the limits every header is held to
+// (docs/threat-model.md C1) before textproto.ReadHeader reads it whole:
+// it keeps each field in a slice and a map, about 470 bytes a field, so a
+// part header of five-byte fields filling a 4 MiB message would take 370
+// MiB. Only the bytes are counted here: a field is a line that does not
+// start with white space.
+func boundHeader(hdr []byte) error {
+	if len(hdr) > maxHeaderBytes {
+		return fmt.Errorf("%w: a header of more than %d bytes", ErrMalformed, maxHeaderBytes)
+	}
+	fields := 0
+	for rest := hdr; len(rest) > 0; {
+		if rest[0] != ' ' && rest[0] != '\t' {
+			if fields++; fields > maxHeaderFields {
+				return fmt.Errorf("%w: a header of more than %d fields", ErrMalformed, maxHeaderFields)
+			}
+		}
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		rest = rest[i+1:]
+	}
+	return nil
 }
 
 // decodedBody undoes the Content-Transfer-Encoding (RFC 2045 §6), once.

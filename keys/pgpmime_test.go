@@ -3,8 +3,12 @@ package keys
 import (
 	"bytes"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 )
 
 func TestToCRLF(t *testing.T) {
@@ -169,4 +173,53 @@ func TestConcurrentUse(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestHeaderBombBounded (docs/threat-model.md C1): a part header of tiny
+// fields filling a 4 MiB message, beside other parts or as the decrypted
+// entity, is refused before textproto.ReadHeader keeps its 800 000 fields
+// (about 370 MiB); a header at the limits is read.
+func TestHeaderBombBounded(t *testing.T) {
+	k := detKeys(t)
+	bomb := []byte(strings.Repeat("X:1\r\n", 800_000) + "Content-Type: text/plain\r\n\r\nx\r\n")
+	if _, err := parseEntity(bomb); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("parseEntity(800 000 fields) = %v, want ErrMalformed", err)
+	}
+	big := []byte("X-Big: " + strings.Repeat("a", maxHeaderBytes) + "\r\n\r\nx")
+	if _, err := parseEntity(big); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("parseEntity(a header over %d bytes) = %v, want ErrMalformed", maxHeaderBytes, err)
+	}
+	if _, err := parseEntity([]byte(strings.Repeat("X-A: b\r\n", maxHeaderFields) + "\r\nx")); err != nil {
+		t.Fatalf("parseEntity(%d fields) = %v", maxHeaderFields, err)
+	}
+	plain := mixed("mixed", "b", []byte("Content-Type: text/plain\r\n\r\nhello"), bomb)
+	// Encrypt refuses to seal such an entity: go-crypto encrypts it, as
+	// anyone may to the list key.
+	var bin bytes.Buffer
+	w, err := openpgp.Encrypt(&bin, []*openpgp.Entity{k.list.e}, nil, &openpgp.FileHints{IsBinary: true}, fixedOpts(0).config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bomb)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	enc := encryptedMIME(armorMsg(t, bin.Bytes()), "b")
+	for name, msg := range map[string][]byte{"beside a text part": plain, "encrypted": enc} {
+		var err error
+		alloc := allocatedBytes(func() { _, err = Open(msg, k.list, nil, fixedOpts(0)) })
+		t.Logf("%s: %d KiB message, %d MiB allocated, %v", name, len(msg)>>10, alloc>>20, err)
+		if alloc > 64<<20 {
+			t.Errorf("%s: Open allocated %d MiB for a %d KiB message: the header was parsed", name, alloc>>20, len(msg)>>10)
+		}
+	}
+}
+
+func allocatedBytes(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
 }

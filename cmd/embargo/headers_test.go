@@ -41,6 +41,7 @@ var headerWriters = map[string]string{
 	"cmd/embargo/daemon/daemontest/release.go": "the test harness's stored releases: fixed fields and the test's own release ID",
 	"contrib/bench/load/main.go":               "the benchmark's load client (inbound test mail)",
 	"workflow/fields.go":                       "no header: error messages that start with a field's name (\"references: …\")",
+	"lists/message/bound.go":                   "no header written: an inbound part's Content-Type value set into a throw-away header for go-message to parse it",
 
 	"cmd/embargo/daemon/senderauth/senderauth.go": "our Authentication-Results field on the archived inbound copy: a validated authserv-id, domains of letters, digits, dots and hyphens only, go-msgauth's result tokens; TestFieldSafe",
 }

@@ -107,7 +107,10 @@ func Parse(raw []byte, lim Limits) (*Message, error) {
 // as Parse, and leaves Text, HTMLOmitted and Attachments empty: for a message
 // whose content may be read from another entity (the decrypted or the signed
 // one), so that the outer body is walked only if it is the content
-// (ParseBody), and its header is parsed once either way.
+// (ParseBody), and its header is parsed once either way. It measures the
+// header of every MIME part too, without parsing one (bound.go), and
+// refuses one over the limits as the walk would: what reads the message
+// after it parses those headers.
 func ParseHeader(raw []byte, lim Limits) (*Message, error) {
 	return parse(raw, lim, false)
 }
@@ -125,6 +128,12 @@ func (m *Message) ParseBody() error {
 }
 
 func parse(raw []byte, lim Limits, body bool) (*Message, error) {
+	return parseBounded(raw, lim, body, true)
+}
+
+// parseBounded is parse; with bound false it skips boundHeaders, for the
+// test that holds the scan to the walk's verdicts.
+func parseBounded(raw []byte, lim Limits, body, bound bool) (*Message, error) {
 	lim = lim.withDefaults()
 	hdrEnd := bytes.Index(raw, []byte("\r\n\r\n"))
 	headerLen := hdrEnd + 4
@@ -136,6 +145,15 @@ func parse(raw []byte, lim Limits, body bool) (*Message, error) {
 	}
 	if err := check8bit(raw[:headerLen], lim.AllowUTF8); err != nil {
 		return nil, err
+	}
+	// Every header, the parts' too, is measured before go-message reads
+	// one whole (bound.go): also when only the top-level header is read
+	// here, since what reads the message next (keys.Open, the walk) parses
+	// the parts' headers.
+	if bound {
+		if err := boundHeaders(raw, lim); err != nil {
+			return nil, err
+		}
 	}
 	ent, err := gomessage.ReadWithOptions(bytes.NewReader(raw), &gomessage.ReadOptions{MaxHeaderBytes: int64(lim.MaxHeaderBytes)})
 	if err != nil && ent == nil {
@@ -319,7 +337,7 @@ func (m *Message) walk(ent *gomessage.Entity, lim Limits) error {
 			// The top-level bound holds for every part's header too
 			// (docs/threat-model.md C1): go-message bounds only the
 			// top-level one, and a part's header is as much a header bomb.
-			return &lists.Refusal{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("A MIME part's header is larger than %d bytes", lim.MaxHeaderBytes)}
+			return partHeaderTooLarge(lim.MaxHeaderBytes)
 		}
 		mt, params, perr := e.Header.ContentType()
 		if perr != nil && e.Header.Get("Content-Type") != "" {

@@ -192,12 +192,19 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add(crlf("From: a@out.test\nContent-Type: text/plain; charset=x-unknown\nContent-Transfer-Encoding: x-bogus\n\nx\n"))
 	f.Add(crlf("From: a@out.test\nContent-Transfer-Encoding: base64\n\n!!!notbase64\n"))
 	f.Add([]byte("\x00\x00\r\n\r\n"))
+	f.Add(crlf(nested(strings.Repeat("X:1\n", 600))))
+	f.Add(crlf("From: a@out.test\nContent-Type: multipart/mixed; boundary=b\n\npre\n--b --\n--b \nX: 1\n\n--b\n: x\n\ny\n--b--\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := Parse(raw, Limits{})
 		if err != nil {
 			var e *lists.Refusal
 			if !errors.As(err, &e) {
 				t.Fatalf("Parse error %v is not a *lists.Refusal", err)
+			}
+			// The scan of the headers (bound.go) refuses nothing the walk
+			// would take (docs/threat-model.md C1).
+			if _, werr := parseBounded(raw, Limits{}, true, false); werr == nil {
+				t.Fatalf("refused (%v), but the walk alone takes it", err)
 			}
 			return
 		}

@@ -1,6 +1,7 @@
 package listd
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -268,6 +269,10 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		}
 	}
 	encrypted := msg.Encrypted()
+	if pn := partlyEncryptedNote(msg); pn != "" {
+		s.log.Info("ciphertext beside other content: read as plaintext, nothing decrypted", "incident", inc.ID)
+		note = strings.TrimPrefix(note+"\n\n"+pn, "\n\n")
+	}
 	rcpts, skipped := s.sealRecipients(sec, members, encrypted)
 	if len(skipped) > 0 {
 		s.log.Warn("committee copies withheld: no usable key", "incident", inc.ID, "count", len(skipped))
@@ -335,6 +340,24 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 	}
 	// One call: the copies share one rendered body, stored once.
 	return s.copyEach(sec, rcpts, m.Template, om, row)
+}
+
+// partlyEncryptedNote is the committee's note on a message that carries
+// OpenPGP ciphertext beside other content or inside it, the layouts of
+// EFAIL's direct exfiltration (docs/threat-model.md D2): only a message
+// whose whole top level is encrypted counts as encrypted, so nothing in it
+// was decrypted and it was read as plaintext. A copy without a word on it
+// would look like any plaintext report, and its reader's mail client may
+// offer to decrypt the ciphertext it forwards: the attack is aimed there.
+// "" for every other message.
+func partlyEncryptedNote(msg *inbound.Message) string {
+	if !errors.Is(msg.Protection().NotDecrypted(), keys.ErrPartiallyEncrypted) {
+		return ""
+	}
+	return wrap("[embargo] This message was not encrypted as a whole, so it was read as plaintext and nothing in it was decrypted: "+
+		"it carries OpenPGP ciphertext beside other content. That is how EFAIL attacks wrap a captured ciphertext in parts of "+
+		"their own, to make a mail client decrypt it and send the plaintext out. Do not decrypt what it carries unless you know "+
+		"its sender and what it is.", 72)
 }
 
 // inert indents each line of a copy that starts with "/" by one space.
