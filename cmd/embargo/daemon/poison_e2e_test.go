@@ -155,7 +155,7 @@ func TestProcessKillingMessage(t *testing.T) {
 		}
 		err := c.cmd.Wait()
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(c.out.String(), "fatal error: stack overflow") {
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !stackOverflowed(c.out.String()) {
 			t.Fatalf("arrival %d: the child ended with %v, want a fatal error (exit status 2):\n%.2000s", death, err, c.out.String())
 		}
 	}
