@@ -130,33 +130,7 @@ func TestMaildirPowerLoss(t *testing.T) {
 		if m, err = disk.Mount(mnt); err != nil {
 			t.Fatal(err)
 		}
-		queued := queuedIDs(t, store)
-		files := maildirFiles(t, outbox)
-		lost, unrecorded := 0, 0
-		for i := range mdRows {
-			id := powerID(i)
-			switch _, inQueue := queued[id]; {
-			case !inQueue && files.complete[id] == 0:
-				lost++
-				if lost <= 5 {
-					t.Errorf("cut %d: %s is crossed off the queue and not in new/", cut+1, id)
-				}
-			case inQueue && files.complete[id] > before[id]:
-				unrecorded++ // delivered by this run, not recorded
-			}
-		}
-		before = files.complete
-		t.Logf("cut %d (torn %v): %d unsynced bytes, %d pages dropped, %d kept torn; %d rows queued, %d files in new/, %d partial, %d delivered by this run and still queued",
-			cut+1, tear != nil, r.Unsynced, r.DroppedPages, r.TornPages, len(queued), files.total, files.partial, unrecorded)
-		if lost > 0 {
-			t.Errorf("cut %d: %d messages crossed off the queue are missing from new/", cut+1, lost)
-		}
-		if files.partial > 0 {
-			t.Errorf("cut %d: %d partial files in new/ (a reader would take them for mail)", cut+1, files.partial)
-		}
-		if unrecorded > DefaultMaxClaimed {
-			t.Errorf("cut %d: %d files delivered into new/ by this run whose rows are still queued, want at most %d (the rows claimed)", cut+1, unrecorded, DefaultMaxClaimed)
-		}
+		before = checkCut(t, cut, r, tear != nil, store, outbox, before)
 	}
 
 	cmd, out := maildirChildProcess(t, append(env, mdChildDrain+"=1"))
@@ -174,6 +148,49 @@ func TestMaildirPowerLoss(t *testing.T) {
 	if q := queuedIDs(t, store); len(q) != 0 {
 		t.Fatalf("%d rows left after the last run", len(q))
 	}
+	checkDrained(t, outbox)
+}
+
+// checkCut checks the store and the Maildir after cut: every row crossed
+// off has its complete file in new/, no file in new/ is partial, and the
+// files this run delivered whose rows are still queued are at most
+// MaxClaimed. before holds the complete files by Message-ID at the last
+// cut; checkCut returns the current ones.
+func checkCut(t *testing.T, cut int, r powerfs.CutReport, torn bool, store, outbox string, before map[string]int) map[string]int {
+	t.Helper()
+	queued := queuedIDs(t, store)
+	files := maildirFiles(t, outbox)
+	lost, unrecorded := 0, 0
+	for i := range mdRows {
+		id := powerID(i)
+		switch _, inQueue := queued[id]; {
+		case !inQueue && files.complete[id] == 0:
+			lost++
+			if lost <= 5 {
+				t.Errorf("cut %d: %s is crossed off the queue and not in new/", cut+1, id)
+			}
+		case inQueue && files.complete[id] > before[id]:
+			unrecorded++ // delivered by this run, not recorded
+		}
+	}
+	t.Logf("cut %d (torn %v): %d unsynced bytes, %d pages dropped, %d kept torn; %d rows queued, %d files in new/, %d partial, %d delivered by this run and still queued",
+		cut+1, torn, r.Unsynced, r.DroppedPages, r.TornPages, len(queued), files.total, files.partial, unrecorded)
+	if lost > 0 {
+		t.Errorf("cut %d: %d messages crossed off the queue are missing from new/", cut+1, lost)
+	}
+	if files.partial > 0 {
+		t.Errorf("cut %d: %d partial files in new/ (a reader would take them for mail)", cut+1, files.partial)
+	}
+	if unrecorded > DefaultMaxClaimed {
+		t.Errorf("cut %d: %d files delivered into new/ by this run whose rows are still queued, want at most %d (the rows claimed)", cut+1, unrecorded, DefaultMaxClaimed)
+	}
+	return files.complete
+}
+
+// checkDrained checks the Maildir once the queue is empty: every message
+// delivered, complete, again at most MaxClaimed copies per cut.
+func checkDrained(t *testing.T, outbox string) {
+	t.Helper()
 	files := maildirFiles(t, outbox)
 	dups := 0
 	for i := range mdRows {
