@@ -64,7 +64,9 @@ const (
 // (from the first or the second, at random; EMBARGO_POWERFAIL_EVERY=1:
 // every sync); "random cuts" cuts EMBARGO_POWERCMD_CUTS times (default 6), each
 // during a step chosen in turn, at a random sync or instant, half of them
-// torn, seeded by EMBARGO_POWERLOSS_SEED.
+// torn, seeded by EMBARGO_POWERLOSS_SEED. About 30 s; under the race
+// detector, which slows the child daemons about fourfold, every eighth sync
+// (one or two of each message) and 3 cuts by default.
 func TestPowerLossCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("power cuts under signed commands skipped in -short mode")
@@ -74,7 +76,11 @@ func TestPowerLossCommands(t *testing.T) {
 	}
 	s := newCmdPower(t)
 	t.Run("each sync", func(t *testing.T) {
-		stride, first := 2, 1+rand.IntN(2)
+		stride := 2
+		if raceEnabled {
+			stride = 8
+		}
+		first := 1 + rand.IntN(stride)
 		if os.Getenv("EMBARGO_POWERFAIL_EVERY") == "1" {
 			stride, first = 1, 1
 		}
@@ -98,6 +104,9 @@ func TestPowerLossCommands(t *testing.T) {
 	})
 	t.Run("random cuts", func(t *testing.T) {
 		cuts := 6
+		if raceEnabled {
+			cuts = 3
+		}
 		if v := os.Getenv(powerCmdCutsEnv); v != "" {
 			fmt.Sscan(v, &cuts)
 		}
