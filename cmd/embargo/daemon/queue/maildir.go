@@ -31,9 +31,9 @@ import (
 // sees a partial file and a crash leaves at most a stray file in tmp/. The
 // worker hands the Maildir a batch of messages at once (BatchRelay): their
 // files are written, made durable together (one syncfs(2) of the file
-// system where there is one, see maildir_linux.go; else each file synced,
-// maildirSyncs at a time), renamed, and the directory synced once for the
-// batch. A message counts as delivered only after all of that, so "sent" is
+// system where there is one and it makes files durable, see
+// maildir_linux.go; else each file synced, maildirSyncs at a time),
+// renamed, and the directory synced once for the batch. A message counts as delivered only after all of that, so "sent" is
 // never recorded for a file that is not both complete and durable (RFC 5321
 // §6.1; docs/design.md §1, Outbound).
 type Maildir struct {
