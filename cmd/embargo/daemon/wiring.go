@@ -31,7 +31,7 @@ func (d *Daemon) relay() (queue.Relay, error) {
 		// Instance: a relay that turns out to be our own listener is
 		// refused at each connection and logged once (docs/threat-model.md
 		// B9); the configuration check refuses the plain cases first.
-		opts := queue.RelayOptions{HeloName: d.cfg.Helo(), Instance: smtpd.InstanceToken(), Loop: func(err error) {
+		opts := queue.RelayOptions{HeloName: d.cfg.Helo(), Instance: smtpd.InstanceToken(), Logger: d.log, Loop: func(err error) {
 			d.log.Error("relay.url leads back to this embargo's own listener: mail would loop and stays queued; point relay.url at the MTA that sends mail out", "relay", d.cfg.RelayName(), "err", err)
 		}}
 		if relay, err = queue.NewRelay(d.cfg.RelayURL(), opts); err != nil {

@@ -31,9 +31,9 @@ import (
 // sees a partial file and a crash leaves at most a stray file in tmp/. The
 // worker hands the Maildir a batch of messages at once (BatchRelay): their
 // files are written, made durable together (one syncfs(2) of the file
-// system where there is one, see maildir_linux.go; else each file synced,
-// maildirSyncs at a time), renamed, and the directory synced once for the
-// batch. A message counts as delivered only after all of that, so "sent" is
+// system where there is one and it makes files durable, see
+// maildir_linux.go; else each file synced, maildirSyncs at a time),
+// renamed, and the directory synced once for the batch. A message counts as delivered only after all of that, so "sent" is
 // never recorded for a file that is not both complete and durable (RFC 5321
 // §6.1; docs/design.md §1, Outbound).
 type Maildir struct {
@@ -67,11 +67,19 @@ const (
 )
 
 // NewMaildir creates dir and its tmp, new and cur subdirectories (0700) if
-// needed. Only opts.Now is used.
+// needed, each synced in the directory holding it. opts.Now names the
+// files; opts.Logger is told once how batches are made durable.
+//
+// syncfs(2) is the fast path only where it makes the files durable: not on
+// a FUSE file system (sshfs, some network and overlay mounts), whose server
+// the kernel never asks to sync for it, nor on SMB/CIFS, whose client sends
+// the server no flush for it (syncfsHonoured, maildir_linux.go). There each
+// file is fsynced, as where there is no syncfs at all
+// (TestMaildirPowerLoss found the batches lost on such a file system).
 func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 	opts = opts.withDefaults()
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+		if err := mkdirDurable(filepath.Join(dir, sub)); err != nil {
 			return nil, fmt.Errorf("queue: maildir: %w", err)
 		}
 	}
@@ -82,8 +90,19 @@ func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 	if host == "" {
 		host = "localhost"
 	}
-	return &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid(),
-		syncFile: (*os.File).Sync, syncDir: syncDir, syncFS: syncFS, rename: os.Rename}, nil
+	m := &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid(),
+		syncFile: (*os.File).Sync, syncDir: syncDir, syncFS: syncFS, rename: os.Rename}
+	honoured, fsType := syncfsHonoured(dir)
+	switch {
+	case m.syncFS == nil:
+		opts.log().Info("maildir relay: each file fsynced (no syncfs on this system)", "dir", dir)
+	case !honoured:
+		m.syncFS = nil
+		opts.log().Info("maildir relay: each file fsynced: syncfs does not make files durable on this file system", "dir", dir, "fs", fsType)
+	default:
+		opts.log().Info("maildir relay: batches of 3 or more files made durable by one syncfs", "dir", dir, "fs", fsType)
+	}
+	return m, nil
 }
 
 // Send writes one file per recipient: SendBatch of one message.
@@ -288,6 +307,35 @@ func (m *Maildir) create() (*os.File, string, error) {
 		return f, name, nil
 	}
 	return nil, "", errors.New("queue: maildir: no unique file name")
+}
+
+// mkdirDurable makes dir, with any missing parents, and syncs the directory
+// holding each one it made, so that a power loss cannot take the Maildir
+// away with the files already delivered into it: those are synced in new/,
+// not new/ in its parent (POSIX: a name is durable once its directory is
+// synced). The parent of dir is synced at every call: an earlier start may
+// have died between the mkdir and the sync.
+func mkdirDurable(dir string) error {
+	dir = filepath.Clean(dir)
+	var made []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if len(made) == 0 {
+		made = []string{dir}
+	}
+	for _, d := range made {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/url"
 	"path/filepath"
@@ -54,6 +55,16 @@ type RelayOptions struct {
 	// connection finds it, once per relay, so that it is logged once and
 	// not per row.
 	Loop func(error)
+	// Logger is told once how a Maildir makes its batches durable (syncfs
+	// or an fsync per file, and why). Default: nothing logged.
+	Logger *slog.Logger
+}
+
+func (o RelayOptions) log() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
 }
 
 // withDefaults fills what the queue itself uses; the SMTP client fills its

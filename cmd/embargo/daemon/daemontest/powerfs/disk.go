@@ -25,10 +25,11 @@
 // Locks (flock, which bbolt takes) are the kernel's own: the file system does
 // not ask for them, so the kernel keeps them locally.
 //
-// syncfs(2) never reaches a FUSE server (the kernel answers it itself), so
-// data made durable by syncfs alone is unsynced here: the Maildir relay's
-// batches of three or more (one syncfs, docs/threat-model.md A3) would show
-// false losses on powerfs, and are not tested on it.
+// syncfs(2) never reaches a FUSE server (the kernel sends FUSE_SYNCFS only
+// to virtiofs), so data made durable by syncfs alone is unsynced here, as
+// it is on any FUSE file system in production: the Maildir relay sees the
+// FUSE type and syncs each file instead (queue/maildir_linux.go,
+// queue.TestMaildirPowerLoss, docs/threat-model.md A3).
 package powerfs
 
 import (
