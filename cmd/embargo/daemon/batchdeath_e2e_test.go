@@ -165,6 +165,12 @@ func checkBatchSetAside(t *testing.T, h *daemontest.Harness, subs []string, vict
 		switch {
 		case x.Kind == "batch" && x.Release == strings.ToLower(id) && x.Batch == fmt.Sprintf("%d-%d", lo, lo+100) && x.Deaths == announce.BatchPoisonDeaths:
 			batches++
+		case x.Kind != "batch" && x.Deaths < listd.PoisonDeaths && !x.Alerted:
+			// A bystander: work the start runs beside the fan-out (the
+			// weekly digest, an incident's tick) was in progress at one
+			// death, and the last run was stopped while it still waited
+			// to be processed alone. One death is no evidence (A6).
+			t.Logf("a bystander in the attempt table: %+v", x)
 		default:
 			t.Errorf("attempt table holds %+v; want only the batch set aside, with %d deaths", x, announce.BatchPoisonDeaths)
 		}
