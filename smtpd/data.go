@@ -5,31 +5,89 @@ import (
 	"errors"
 	"io"
 	"net"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
+
+// firstChunk is the buffer a message starts with; it doubles from there, up to the
+// message size limit.
+const firstChunk = 64 << 10
 
 // readMessage reads the whole message before anything else happens, so a message is
 // checked and handed over complete or not at all. It reads at most limit bytes (limit
 // ≤ 0: no limit). For DATA go-smtp's reader enforces MaxMessageBytes and fails with
 // smtp.ErrDataTooLarge; for BDAT go-smtp checks the announced chunk sizes, and the
-// limit here is the backstop. hint is the SIZE= from MAIL (RFC 1870), used only to
-// size the buffer.
-func readMessage(r io.Reader, limit, hint int64) ([]byte, error) {
-	var buf bytes.Buffer
-	if hint > 0 && (limit <= 0 || hint <= limit) {
-		buf.Grow(int(min(hint, 4<<20)) + 2)
+// limit here is the backstop.
+//
+// The buffer's capacity is taken from l before it is allocated (inflight.go): it
+// doubles, so a message holds at most twice the bytes it was sent, and never more
+// than limit. When the budget has no room within wait, readMessage gives back what l
+// holds, reads the rest of the message and throws it away, and returns errInflight
+// (or errTooLarge, or the read's error, when the rest shows one).
+func readMessage(r io.Reader, limit int64, l *lease, wait time.Duration) ([]byte, error) {
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			if limit > 0 && int64(len(buf)) >= limit {
+				return buf, endAtLimit(r)
+			}
+			n := max(2*cap(buf), firstChunk)
+			if limit > 0 {
+				n = int(min(int64(n), limit))
+			}
+			if !l.grow(int64(n-cap(buf)), wait) {
+				l.release()
+				return nil, discardRest(r, limit, int64(len(buf)))
+			}
+			grown := make([]byte, len(buf), n)
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
+}
+
+// endAtLimit is called when limit bytes have been read: the message must end here,
+// and one byte more makes it too large.
+func endAtLimit(r io.Reader) error {
+	var one [1]byte
+	for {
+		n, err := r.Read(one[:])
+		switch {
+		case n > 0:
+			return errTooLarge
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// discardRest reads and drops the rest of a message that found no budget, having
+// read have bytes of it, so that the client gets its reply after the final dot (or
+// BDAT LAST) and the connection stays in step. A message that turns out too large
+// still gets 552 5.3.4, the reply it would have had with budget.
+func discardRest(r io.Reader, limit, have int64) error {
 	if limit > 0 {
-		r = io.LimitReader(r, limit+1)
+		r = io.LimitReader(r, limit-have+1)
 	}
-	if _, err := buf.ReadFrom(r); err != nil {
-		return nil, err
+	n, err := io.Copy(io.Discard, r)
+	switch {
+	case err != nil:
+		return err
+	case limit > 0 && have+n > limit:
+		return errTooLarge
 	}
-	if limit > 0 && int64(buf.Len()) > limit {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
+	return errInflight
 }
 
 // transferError names a failed read of the message for the reply. Only an oversize

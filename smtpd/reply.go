@@ -59,6 +59,11 @@ var (
 	// RFC 5321 §4.5.3.1.10 and §4.2.2 (452, insufficient system storage), RFC 3463
 	// X.3.1 (mail system full). Temporary, so the client keeps the message and retries.
 	errInsufficientStorage = &replyError{452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage, please try again later"}
+	// Too many message bytes in memory at once (inflight.go; docs/threat-model.md C1):
+	// at MAIL for a SIZE= that does not fit (RFC 1870 §6.1), after the final dot for
+	// a message that outgrew what was left (RFC 5321 §4.3.2 lists 452 for DATA).
+	// RFC 3463 X.3.1, mail system full. Temporary: the client keeps it and retries.
+	errInflight = &replyError{452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage: too many messages in transfer at once, please try again later"}
 	// RFC 5321 §4.1.1.11: a MAIL parameter of an extension not offered gets 555; AUTH
 	// (RFC 4954 §5) is never offered on this listener. RFC 3463 X.5.4: bad arguments.
 	errAuthParam = &replyError{555, smtp.EnhancedCode{5, 5, 4}, "MAIL FROM parameter AUTH not recognised: this server offers no AUTH"}

@@ -105,6 +105,21 @@ type Options struct {
 	// negative: no reserve, only the SIZE= rule.
 	MinFreeBytes int64
 
+	// MaxInflightBytes caps the message bytes all sessions hold in memory at once
+	// (inflight.go; docs/threat-model.md C1). Beyond it, a SIZE= at MAIL that does
+	// not fit, and a message that outgrows what is left, get 452 4.3.1 after waiting
+	// up to InflightWait. Zero: DefaultInflightBytes(MaxMessageBytes); negative: no
+	// cap (tests, benchmarks). A smaller budget than MaxMessageBytes is raised to it,
+	// so that one message of the largest size always gets through.
+	MaxInflightBytes int64
+	// Inflight, when set, is the budget instead, shared with the other Servers of the
+	// process (SMTP and LMTP take their messages into the same memory);
+	// MaxInflightBytes is then not used.
+	Inflight *InflightBudget
+	// InflightWait is how long a session waits for budget before it answers 452.
+	// Zero: DefaultInflightWait; negative: no wait.
+	InflightWait time.Duration
+
 	// LMTP serves LMTP (RFC 2033) instead of SMTP: LHLO, and one reply per recipient
 	// after the message.
 	LMTP bool
@@ -141,6 +156,11 @@ func (o Options) withDefaults() Options {
 	o.MinDataRate = orDefault(o.MinDataRate, DefaultMinDataRate)
 	o.DataRateGrace = orDefault(o.DataRateGrace, DefaultDataRateGrace)
 	o.MinFreeBytes = orDefault(o.MinFreeBytes, DefaultMinFreeBytes)
+	o.MaxInflightBytes = orDefault(o.MaxInflightBytes, DefaultInflightBytes(o.MaxMessageBytes))
+	if o.MaxInflightBytes > 0 && o.MaxInflightBytes < o.MaxMessageBytes {
+		o.MaxInflightBytes = o.MaxMessageBytes
+	}
+	o.InflightWait = orDefault(o.InflightWait, DefaultInflightWait)
 	return o
 }
 
@@ -164,6 +184,8 @@ type Server struct {
 	smtp *smtp.Server
 	lim  *connLimiter
 	rate dataRate // the minimum data rate, for every connection
+	// inflight is the budget of message bytes in memory, maybe shared (inflight.go).
+	inflight *InflightBudget
 
 	// ctx is the parent of every Handler call: Close cancels it so in-flight calls
 	// stop; Shutdown does not, so they finish.
@@ -188,6 +210,13 @@ func New(opts Options, h Handler, log *slog.Logger) *Server {
 		log:  log,
 		lim:  newConnLimiter(opts.MaxConnections, opts.MaxConnectionsPerIP),
 		rate: newDataRate(opts.MinDataRate, opts.DataRateGrace),
+	}
+	s.inflight = opts.Inflight
+	if s.inflight == nil {
+		s.inflight = NewInflightBudget(opts.MaxInflightBytes, nil)
+	} else if l := s.inflight.Limit(); l > 0 && l < opts.MaxMessageBytes {
+		log.Warn("smtpd: the shared in-flight budget is smaller than the message size limit: a message of the largest size can never get through",
+			"inflight_bytes", l, "max_message_bytes", opts.MaxMessageBytes)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -246,7 +275,7 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 		return ErrServerClosed
 	}
-	s.log.Info("smtpd: serving", "addr", l.Addr().String(), "lmtp", s.opts.LMTP, "starttls", s.opts.TLSConfig != nil)
+	s.log.Info("smtpd: serving", "addr", l.Addr().String(), "lmtp", s.opts.LMTP, "starttls", s.opts.TLSConfig != nil, "inflight_bytes", s.inflight.Limit())
 	err := s.smtp.Serve(&listener{Listener: l, lim: s.lim, lifetime: s.opts.SessionLifetime, rate: s.rate, log: s.log, greet: ehloGreeting(s.opts.Domain)})
 	s.mu.Lock()
 	closed = s.closed

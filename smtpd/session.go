@@ -35,7 +35,6 @@ type session struct {
 	hasFrom  bool
 	from     string
 	smtputf8 bool
-	sizeHint int64
 	to       []string // normalised, deduplicated
 	rcpts    int      // RCPT commands accepted, duplicates included (MaxRecipients)
 }
@@ -83,7 +82,7 @@ func (s *session) Reset() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.hasFrom, s.from, s.smtputf8, s.sizeHint = false, "", false, 0
+	s.hasFrom, s.from, s.smtputf8 = false, "", false
 	s.to, s.rcpts = nil, 0
 }
 
@@ -123,10 +122,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !s.srv.storageOK(s.log, size) {
 		return s.refuse(errInsufficientStorage)
 	}
+	if size > 0 && !s.srv.inflight.room(size, s.srv.opts.InflightWait) {
+		// RFC 1870 §6.1: a size the server cannot take for now is a 452. Not the
+		// sender's fault: it does not count towards MaxErrors.
+		s.srv.inflightRefused(s.log, "MAIL", size)
+		return reply(s.log, s.state.id, errInflight)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hasFrom, s.from, s.smtputf8 = true, norm, utf8
-	s.sizeHint = size
 	return nil
 }
 
@@ -214,14 +218,15 @@ func (s *session) deliver(env Envelope, r io.Reader) error {
 	if s.state.closing.Load() {
 		return s.state.closingReply()
 	}
-	s.mu.Lock()
-	hint := s.sizeHint
-	s.mu.Unlock()
+	// The message's share of the in-flight budget (inflight.go), given back once it
+	// has been handled, 250 or not.
+	l := lease{b: s.srv.inflight}
+	defer l.release()
 
 	// The transfer's clock for the minimum data rate (datarate.go) starts here, after
 	// the 354 or at the first BDAT, and stops once the message is read.
 	endTransfer := s.state.beginTransfer()
-	msg, err := readMessage(r, s.srv.opts.MaxMessageBytes, hint)
+	msg, err := readMessage(r, s.srv.opts.MaxMessageBytes, &l, s.srv.opts.InflightWait)
 	endTransfer()
 	if bdat && errors.Is(err, smtp.ErrDataReset) {
 		abandonTransfer(s.log)
@@ -233,6 +238,11 @@ func (s *session) deliver(env Envelope, r io.Reader) error {
 	// CRLF.CRLF to end and is not affected.
 	if err == nil && bdat && s.state.eof.Load() {
 		err = io.ErrUnexpectedEOF
+	}
+	if errors.Is(err, errInflight) {
+		// Not the sender's fault: it does not count towards MaxErrors.
+		s.srv.inflightRefused(s.log, "DATA", 0)
+		return reply(s.log, env.SessionID, err)
 	}
 	if err != nil {
 		e, senderFault := transferError(err)

@@ -84,7 +84,7 @@ func TestHeaderBombMemory(t *testing.T) {
 		}
 		limit = n * mib
 	}
-	c := startBombChild(t, limit)
+	c := startBombChild(t, limit, bombSessions, "")
 	bound := int64(serveMemoryLimit + bombSessions*bombLimit*bombLiveFactor)
 	idle, store0 := c.status("VmRSS", "RssAnon"), c.storeSize()
 	t.Logf("idle: RSS %.1f MiB (anonymous %.1f MiB); bound over idle %d MiB; %d sessions, max_message_bytes %d MiB",
@@ -118,13 +118,14 @@ type bombChild struct {
 	seq       int
 }
 
-// startBombChild starts `embargo serve` with max_message_bytes limit, a
+// startBombChild starts `embargo serve` with max_message_bytes limit, room
+// for sessions connections from the test, smtpExtra in [smtp], a
 // committee of two (alice with a key: her copies are sealed at delivery,
 // as in production; bob without), no intake limits (every message is a
 // report from a new sender), and GOGC and GOMEMLIMIT taken out of its
 // environment so that serve's own settings hold (gc.go); it sends one
 // report and waits for its mail, so that what follows starts idle.
-func startBombChild(t *testing.T, limit int) *bombChild {
+func startBombChild(t *testing.T, limit, sessions int, smtpExtra string) *bombChild {
 	t.Helper()
 	rec := queuetest.NewRecorder(t)
 	rec.Expect(queuetest.Policy{Domain: "ex.test", Committee: []string{"alice@ex.test", "bob@ex.test"}})
@@ -137,8 +138,8 @@ func startBombChild(t *testing.T, limit int) *bombChild {
 	daemontest.WriteFile(t, cfg, fmt.Sprintf("domain = \"ex.test\"\ndata_dir = %q\nkeys_dir = %q\n"+
 		"[intake]\nacks_per_sender_per_day = 1000\nacks_per_day = 0\nnew_incidents_per_sender_per_hour = 0\nnew_incidents_per_client_per_hour = 0\n"+
 		"[[members]]\nemail = \"alice@ex.test\"\nroles = [\"src\"]\nfingerprint = %q\n[[members]]\nemail = \"bob@ex.test\"\nroles = [\"src\"]\n"+
-		"[smtp]\nlisten = %q\nmax_message_bytes = %d\nmax_connections_per_ip = %d\n[relay]\nurl = \"smtp://%s\"\n",
-		filepath.Join(dir, "data"), kd, afpr, addr, limit, bombSessions+2, rec.Addr()))
+		"[smtp]\nlisten = %q\nmax_message_bytes = %d\nmax_connections_per_ip = %d\n%s[relay]\nurl = \"smtp://%s\"\n",
+		filepath.Join(dir, "data"), kd, afpr, addr, limit, sessions+2, smtpExtra, rec.Addr()))
 	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
@@ -170,22 +171,7 @@ func startBombChild(t *testing.T, limit int) *bombChild {
 // the burst.
 func (c *bombChild) burst(t *testing.T, b bomb) (anonPeak int64, st map[string]int64, elapsed time.Duration) {
 	t.Helper()
-	// proc(5): writing 5 to clear_refs resets VmHWM to the current RSS.
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", c.pid), []byte("5"), 0); err != nil {
-		t.Skipf("cannot reset the child's peak RSS: %v", err)
-	}
-	stop := make(chan struct{})
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		for {
-			anonPeak = max(anonPeak, c.status("RssAnon")["RssAnon"])
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	})
+	peak := c.sampleAnon()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, bombSessions)
@@ -208,9 +194,35 @@ func (c *bombChild) burst(t *testing.T, b bomb) (anonPeak int64, st map[string]i
 	}
 	elapsed = time.Since(start)
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	sampler.Wait()
-	return anonPeak, c.status("VmHWM", "RssFile"), elapsed
+	return peak(), c.status("VmHWM", "RssFile"), elapsed
+}
+
+// sampleAnon resets the child's VmHWM and samples its RssAnon every 2 ms
+// until the returned function, which returns the peak, is called.
+func (c *bombChild) sampleAnon() (stop func() int64) {
+	c.t.Helper()
+	// proc(5): writing 5 to clear_refs resets VmHWM to the current RSS.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", c.pid), []byte("5"), 0); err != nil {
+		c.t.Skipf("cannot reset the child's peak RSS: %v", err)
+	}
+	done := make(chan struct{})
+	var anonPeak int64
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		for {
+			anonPeak = max(anonPeak, c.status("RssAnon")["RssAnon"])
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	})
+	return func() int64 {
+		close(done)
+		sampler.Wait()
+		return anonPeak
+	}
 }
 
 // wait waits for the relay to hold n messages.

@@ -93,6 +93,14 @@ type SMTP struct {
 	// is answered 452 4.3.1 over SMTP and LMTP (Postfix's queue_minfree).
 	// Unset: smtpd.DefaultMinFreeBytes (64 MiB); 0: no check.
 	MinFreeBytes *int64 `toml:"min_free_bytes"`
+	// MaxInflightBytes caps the message bytes all SMTP and LMTP sessions
+	// hold in memory at once (docs/threat-model.md C1): beyond it, a SIZE=
+	// at MAIL that does not fit and a message that outgrows what is left get
+	// 452 4.3.1 and the client retries later. At least max_message_bytes.
+	// Unset (or 0): smtpd.DefaultInflightBytes, the larger of 48 MiB and 4 ×
+	// max_message_bytes; there is no "off", since without it the sessions
+	// together can take the daemon past its memory.
+	MaxInflightBytes int64 `toml:"max_inflight_bytes"`
 	// MinDataRateBytes is the least average rate, in bytes per second, of a
 	// DATA or BDAT transfer after its first 10 seconds; below it the client
 	// gets 421 4.4.2 and the connection closes, over SMTP and LMTP

@@ -64,6 +64,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative sender limit", base + "[intake]\nnew_incidents_per_sender_per_hour = -1\n", []string{"intake.new_incidents_per_sender_per_hour = -1", "0 for no limit"}},
 		{"negative free-space reserve", base + "[smtp]\nmin_free_bytes = -1\n", []string{"smtp.min_free_bytes -1 is negative", "0 for no check"}},
 		{"negative data rate", base + "[smtp]\nmin_data_rate = -1\n", []string{"smtp.min_data_rate -1 is negative", "default 500", "0 for no minimum"}},
+		{"in-flight budget below the message size", base + "[smtp]\nmax_inflight_bytes = 1048576\nmax_message_bytes = 2097152\n", []string{"smtp.max_inflight_bytes 1048576 is less than smtp.max_message_bytes (2097152)", "never get through"}},
+		{"negative in-flight budget", base + "[smtp]\nmax_inflight_bytes = -1\n", []string{"smtp.max_inflight_bytes -1 is less than"}},
 		{"negative client limit", base + "[intake]\nnew_incidents_per_client_per_hour = -5\n", []string{"intake.new_incidents_per_client_per_hour = -5"}},
 		{"negative acknowledgements per sender", base + "[intake]\nacks_per_sender_per_day = -2\n", []string{"intake.acks_per_sender_per_day = -2", "e.g. 1"}},
 		{"negative acknowledgement cap", base + "[intake]\nacks_per_day = -1\n", []string{"intake.acks_per_day = -1", "0 for no cap"}},
@@ -526,6 +528,33 @@ func TestIntakeVerify(t *testing.T) {
 		}
 		if cfg.Intake.OwnVerification() != tt.own || cfg.OwnAuthservID() != tt.id {
 			t.Errorf("%q: own %v as %q; want %v as %q", tt.toml, cfg.Intake.OwnVerification(), cfg.OwnAuthservID(), tt.own, tt.id)
+		}
+	}
+}
+
+// TestMaxInflightBytes: unset (or 0, which is not "off"), smtp.max_inflight_bytes
+// is the larger of 48 MiB and 4 × max_message_bytes, and the listener options
+// carry it (docs/threat-model.md C1).
+func TestMaxInflightBytes(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want int64
+	}{
+		{"", 48 << 20},
+		{"[smtp]\nmax_inflight_bytes = 0\n", 48 << 20},
+		{"[smtp]\nmax_message_bytes = 33554432\n", 128 << 20},
+		{"[smtp]\nmax_inflight_bytes = 20971520\n", 20 << 20},
+		{"[smtp]\nmax_inflight_bytes = 10485760\n", 10 << 20},
+	} {
+		cfg, err := Parse([]byte("domain = \"example.org\"\n"+tt.toml), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if got := cfg.SMTP.MaxInflightBytes; got != tt.want {
+			t.Errorf("%q: max_inflight_bytes = %d, want %d", tt.toml, got, tt.want)
+		}
+		if got := cfg.SMTP.ServerOptions().MaxInflightBytes; got != tt.want {
+			t.Errorf("%q: ServerOptions().MaxInflightBytes = %d, want %d", tt.toml, got, tt.want)
 		}
 	}
 }

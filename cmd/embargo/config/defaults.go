@@ -38,6 +38,7 @@ func (c *Config) applyDefaults() {
 	orDefault(&s.MaxConnectionsPerIP, smtpd.DefaultMaxConnectionsPerIP)
 	orDefault(&s.SessionLifetimeMinutes, int(smtpd.DefaultSessionLifetime/time.Minute))
 	orDefault(&s.MaxErrors, smtpd.DefaultMaxErrors)
+	orDefault(&s.MaxInflightBytes, smtpd.DefaultInflightBytes(s.MaxMessageBytes))
 	orDefault(&c.Relay.QueueLifetimeHours, DefaultQueueLifetimeHours)
 	orDefault(&c.Intake.AcksPerSenderPerDay, 1)
 	orDefault(&c.Governance.Quorum, DefaultQuorum)
@@ -104,5 +105,6 @@ func (s SMTP) ServerOptions() smtpd.Options {
 		SessionLifetime:     time.Duration(s.SessionLifetimeMinutes) * time.Minute,
 		MaxErrors:           s.MaxErrors,
 		MinDataRate:         rate,
+		MaxInflightBytes:    s.MaxInflightBytes,
 	}
 }

@@ -99,6 +99,11 @@ func (c *Config) validateSMTP(p *problems) {
 	if s.MaxMessageBytes < 1024 {
 		p.add("smtp.max_message_bytes %d is too small: use at least 1024 (default 10485760)", s.MaxMessageBytes)
 	}
+	if s.MaxInflightBytes < s.MaxMessageBytes {
+		// Also a negative value: there is no "off" (docs/threat-model.md C1).
+		p.add("smtp.max_inflight_bytes %d is less than smtp.max_message_bytes (%d): a message of the largest size could never get through; give at least that, or leave it out for the larger of %d and %d × max_message_bytes",
+			s.MaxInflightBytes, s.MaxMessageBytes, smtpd.DefaultMaxInflightBytes, smtpd.DefaultInflightMessages)
+	}
 	if s.MaxRecipients < 1 || s.MaxRecipients > 1000 {
 		p.add("smtp.max_recipients %d is out of range 1–1000 (default 10)", s.MaxRecipients)
 	}

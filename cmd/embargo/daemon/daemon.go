@@ -124,8 +124,9 @@ type Daemon struct {
 	subs     *subscriberOps // `embargo subscribers` changes, behind the control socket
 	fanout   *announce.Fanout
 	metrics  *metrics
-	certs    *certHolder // nil without smtp.tls_cert
-	free     *freeSpace  // nil with smtp.min_free_bytes = 0
+	certs    *certHolder           // nil without smtp.tls_cert
+	free     *freeSpace            // nil with smtp.min_free_bytes = 0
+	inflight *smtpd.InflightBudget // shared by the SMTP and LMTP listeners
 
 	smtp, lmtp                  *smtpd.Server // lmtp: nil without [lmtp]
 	web                         *web.Server   // nil without http.listen
@@ -300,7 +301,7 @@ func (d *Daemon) startSMTP() error {
 	}
 	o := d.cfg.SMTP.ServerOptions()
 	o.Domain, o.TLSConfig = d.cfg.Domain, d.tlsConfig()
-	o = d.withFreeSpace(o)
+	o = d.withInflight(d.withFreeSpace(o))
 	d.smtp = smtpd.New(o, d.handler(), d.log.With("component", "smtpd"))
 	l, err := net.Listen("tcp", d.cfg.SMTP.Listen)
 	if err != nil {

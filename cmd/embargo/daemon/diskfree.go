@@ -66,3 +66,17 @@ func (d *Daemon) withFreeSpace(o smtpd.Options) smtpd.Options {
 	o.FreeSpace, o.MinFreeBytes = d.free.get, reserve
 	return o
 }
+
+// withInflight gives o the process's budget of message bytes in flight
+// (docs/threat-model.md C1), one for SMTP and LMTP together: both read
+// messages into the same memory. A MAIL or message refused for want of it
+// counts in embargo_intake_refused_total{reason="inflight"}.
+func (d *Daemon) withInflight(o smtpd.Options) smtpd.Options {
+	if d.inflight == nil {
+		d.inflight = smtpd.NewInflightBudget(d.cfg.SMTP.MaxInflightBytes, func() {
+			d.metrics.refused.WithLabelValues(refusedInflight).Inc()
+		})
+	}
+	o.Inflight = d.inflight
+	return o
+}

@@ -31,7 +31,7 @@ func (d *Daemon) startLMTP() error {
 	}
 	o := d.cfg.SMTP.ServerOptions()
 	o.LMTP, o.Domain, o.MaxConnectionsPerIP = true, d.cfg.Domain, -1
-	o = d.withFreeSpace(o)
+	o = d.withInflight(d.withFreeSpace(o))
 	d.lmtp = smtpd.New(o, d.lmtpHandler(), d.log.With("component", "lmtp"))
 	d.lmtpAddr = l.Addr()
 	d.goRun("lmtp server", func() error { return d.lmtp.Serve(l) }, smtpd.ErrServerClosed, net.ErrClosed)

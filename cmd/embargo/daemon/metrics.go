@@ -33,6 +33,10 @@ type metrics struct {
 	bounces    *prometheus.CounterVec
 }
 
+// refusedInflight is embargo_intake_refused_total's reason for smtpd's
+// budget of message bytes in flight (smtp.max_inflight_bytes).
+const refusedInflight = "inflight"
+
 func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -66,7 +70,7 @@ func newMetrics() *metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "embargo_intake_refused_total",
-			Help: "Reports refused with 450 4.7.1 since start because they would have opened a new incident beyond an intake limit, by reason: sender (new_incidents_per_sender_per_hour) or client (new_incidents_per_client_per_hour).",
+			Help: "Mail refused with a temporary reply since start by an intake limit, by reason: sender (new_incidents_per_sender_per_hour) or client (new_incidents_per_client_per_hour), a report that would have opened a new incident, 450 4.7.1; inflight (smtp.max_inflight_bytes), a MAIL whose SIZE= or a message that did not fit in the bytes all sessions may hold in memory at once, 452 4.3.1.",
 		}, []string{"reason"}),
 		acksHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "embargo_acks_suppressed_total",
@@ -93,7 +97,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{"delivered", "partial", "deferred", "refused"} {
 		m.deliveries.WithLabelValues(r)
 	}
-	for _, r := range []string{listd.LimitSender, listd.LimitClient} {
+	for _, r := range []string{listd.LimitSender, listd.LimitClient, refusedInflight} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, l := range []string{listd.AckLimitSender, listd.AckLimitGlobal} {
