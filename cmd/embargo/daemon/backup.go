@@ -15,6 +15,8 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // Backup copies the store of dataDir to dst, through the running daemon (one
@@ -60,7 +62,7 @@ func Backup(dataDir, dst string) (online bool, err error) {
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return online, fmt.Errorf("backup: %w", err)
 	}
-	return online, syncDir(filepath.Dir(dst))
+	return online, durable.SyncDir(filepath.Dir(dst))
 }
 
 // backupOnline receives the daemon's stream: exactly the size it announced.
@@ -150,7 +152,7 @@ func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 	if Running(dataDir) {
 		return "", errors.New("the daemon is running: stop it first (systemctl stop embargo), then restore")
 	}
-	if err := mkdirDurable(dataDir); err != nil {
+	if err := durable.MkdirAll(dataDir); err != nil {
 		return "", err
 	}
 	dst := filepath.Join(dataDir, DBFile)
@@ -183,7 +185,7 @@ func Restore(dataDir, src string, now time.Time) (kept string, err error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return kept, fmt.Errorf("restore: %w", err)
 	}
-	if err := syncDir(dataDir); err != nil {
+	if err := durable.SyncDir(dataDir); err != nil {
 		return kept, err
 	}
 	if _, had := readMarker(dataDir); !had {
@@ -240,14 +242,4 @@ func WriteFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // DKIMRSABits is the size of generated keys: RFC 8301 §3.2 asks signers for at
@@ -53,7 +55,7 @@ func generateDKIMKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dkim: encode key: %w", err)
 	}
-	if err := mkdirDurable(filepath.Dir(path)); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -69,7 +71,7 @@ func generateDKIMKey(path string) (crypto.Signer, error) {
 	}
 	if err == nil {
 		// The name too, or a power loss replaces the published key.
-		err = syncDir(filepath.Dir(path))
+		err = durable.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(path)

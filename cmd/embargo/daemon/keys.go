@@ -10,6 +10,8 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/keys"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // Keys is every key the daemon uses: one key pair per list, generated at
@@ -51,7 +53,7 @@ func ListKey(cfg *config.Config, list string, now time.Time) (k *keys.Key, creat
 }
 
 func listKey(cfg *config.Config, list string, pass []byte, now time.Time) (*keys.Key, bool, error) {
-	if err := mkdirDurable(filepath.Join(cfg.DataDir, "keys")); err != nil {
+	if err := durable.MkdirAll(filepath.Join(cfg.DataDir, "keys")); err != nil {
 		return nil, false, fmt.Errorf("keys directory: %w", err)
 	}
 	path := cfg.ListKeyPath(list)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/embargo-project/embargo/cmd/embargo/config"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest/powerfs"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // TestKeysSurvivePowerLoss: the list keys and the DKIM key that a first start
@@ -45,7 +46,7 @@ func TestKeysSurvivePowerLoss(t *testing.T) {
 				_, _, err = LoadDKIMKey(cfg, true)
 			case "data-dir":
 				path = filepath.Join(dataDir, CreatedFile)
-				if err = mkdirDurable(dataDir); err == nil {
+				if err = durable.MkdirAll(dataDir); err == nil {
 					err = writeMarker(dataDir, "created") // as createStore does
 				}
 			default:

@@ -17,6 +17,8 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/incidentdb"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // DBFile is the store's file name in the data directory.
@@ -269,7 +271,7 @@ func precheckFile(path string) ([]string, error) {
 // (an empty or partial one is refused, never taken as new), and a store
 // that appeared meanwhile is never replaced. Then the marker.
 func createStore(dir string) error {
-	if err := mkdirDurable(dir); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, "."+DBFile+".new-*")
@@ -297,7 +299,7 @@ func createStore(dir string) error {
 		}
 		return fmt.Errorf("create store: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("create store: %w", err)
 	}
 	return writeMarker(dir, "created")
@@ -326,5 +328,5 @@ func writeMarker(dir, how string) error {
 	if err := WriteFileAtomic(filepath.Join(dir, CreatedFile), []byte(text)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }

@@ -16,6 +16,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 func TestRestartDeliversEveryRowOnce(t *testing.T) {
@@ -278,7 +280,7 @@ func watchedMaildir(t *testing.T, ev *maildirEvents) (*Maildir, string) {
 	}
 	m.syncDir = func(d string) error {
 		ev.add("syncdir")
-		return syncDir(d)
+		return durable.SyncDir(d)
 	}
 	// A syncfs makes every file then complete in tmp/ durable.
 	if syncFS := m.syncFS; syncFS != nil {
@@ -369,7 +371,7 @@ func TestMaildirSyncFailures(t *testing.T) {
 		if failDir.Load() {
 			return errors.New("directory on fire")
 		}
-		return syncDir(d)
+		return durable.SyncDir(d)
 	}
 	if syncFS := m.syncFS; syncFS != nil {
 		m.syncFS = func(tmp *os.File) error {

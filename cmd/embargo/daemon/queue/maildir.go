@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // Maildir is a Relay that delivers into a Maildir instead of the network: the
@@ -79,7 +81,7 @@ const (
 func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 	opts = opts.withDefaults()
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := mkdirDurable(filepath.Join(dir, sub)); err != nil {
+		if err := durable.MkdirAll(filepath.Join(dir, sub)); err != nil {
 			return nil, fmt.Errorf("queue: maildir: %w", err)
 		}
 	}
@@ -91,7 +93,7 @@ func NewMaildir(dir string, opts RelayOptions) (*Maildir, error) {
 		host = "localhost"
 	}
 	m := &Maildir{dir: dir, now: opts.Now, host: host, pid: os.Getpid(),
-		syncFile: (*os.File).Sync, syncDir: syncDir, syncFS: syncFS, rename: os.Rename}
+		syncFile: (*os.File).Sync, syncDir: durable.SyncDir, syncFS: syncFS, rename: os.Rename}
 	honoured, fsType := syncfsHonoured(dir)
 	switch {
 	case m.syncFS == nil:
@@ -307,45 +309,4 @@ func (m *Maildir) create() (*os.File, string, error) {
 		return f, name, nil
 	}
 	return nil, "", errors.New("queue: maildir: no unique file name")
-}
-
-// mkdirDurable makes dir, with any missing parents, and syncs the directory
-// holding each one it made, so that a power loss cannot take the Maildir
-// away with the files already delivered into it: those are synced in new/,
-// not new/ in its parent (POSIX: a name is durable once its directory is
-// synced). The parent of dir is synced at every call: an earlier start may
-// have died between the mkdir and the sync.
-func mkdirDurable(dir string) error {
-	dir = filepath.Clean(dir)
-	var made []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
-			break
-		}
-		made = append(made, d)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if len(made) == 0 {
-		made = []string{dir}
-	}
-	for _, d := range made {
-		if err := syncDir(filepath.Dir(d)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -22,6 +22,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest/powerfs"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // The child's environment in TestMaildirPowerLoss: the store, the Maildir,
@@ -390,5 +392,5 @@ func copySynced(src, dst string) error {
 	if err = errors.Join(err, out.Sync(), out.Close()); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dst))
+	return durable.SyncDir(filepath.Dir(dst))
 }

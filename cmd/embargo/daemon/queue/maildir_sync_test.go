@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/internal/durable"
 )
 
 // syncTrace records a Maildir's durability steps in order: "syncfs",
@@ -70,7 +72,7 @@ func tracedMaildir(t *testing.T, tr *syncTrace, fsErr error) (*Maildir, string) 
 		tr.steps = append(tr.steps, "syncdir")
 		tr.newAtSync = names
 		tr.mu.Unlock()
-		return syncDir(d)
+		return durable.SyncDir(d)
 	}
 	return m, dir
 }
