@@ -103,7 +103,7 @@ func powerFailAt(t *testing.T, k int) (int, bool, bool) {
 		waitUntil(func() bool { return len(rec.Messages()) >= 2 || disk.Failed() })
 	}
 	syncs := disk.Syncs()
-	r, err := cutKilled(cmd, m, nil)
+	r, err := m.KillAndCut(cmd, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

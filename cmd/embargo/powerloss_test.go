@@ -149,7 +149,7 @@ func (p *powerLoop) cycle(i int) {
 	if i%4 >= 2 && !p.ignoreSync { // a lying disk torn is a damaged store, refused (A5)
 		tear = p.rng
 	}
-	r, err := cutKilled(cmd, p.m, tear)
+	r, err := p.m.KillAndCut(cmd, tear)
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -235,23 +235,6 @@ func (p *powerLoop) readStore() (map[string]string, int, []workflow.Incident) {
 		t.Fatal(err)
 	}
 	return stored, queued, incidents
-}
-
-// cutKilled kills the child and cuts the power. A thread of the child
-// waiting in an fsync that the failed disk never answers (FailAtSync) cannot
-// die before the cut answers it: a FUSE request, once read by the server,
-// waits for its answer whatever the signal.
-func cutKilled(cmd *exec.Cmd, m *powerfs.Mount, tear *rand.Rand) (powerfs.CutReport, error) {
-	cmd.Process.Signal(syscall.SIGKILL)
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(time.Second):
-	}
-	r, err := m.Cut(tear)
-	<-exited
-	return r, err
 }
 
 func (l *crashLoad) acceptedNow() map[string]string {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -424,15 +423,7 @@ func (s *cmdPower) config(t *testing.T, dataDir string) (file, addr string) {
 // failed disk never answers (FailAtSync) dies only once the cut answers it.
 func (p *powerDisk) killAndCut(t *testing.T, c *child, tear *rand.Rand) powerfs.CutReport {
 	t.Helper()
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	exited := make(chan struct{})
-	go func() { c.cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(300 * time.Millisecond):
-	}
-	r, err := p.m.Cut(tear)
-	<-exited
+	r, err := p.m.KillAndCut(c.cmd, tear)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,15 +76,7 @@ func TestPowerLossMidRelease(t *testing.T) {
 		}
 		// Killed, then cut: a thread waiting in a sync the failed disk never
 		// answers dies only once the cut answers it.
-		cmd.Process.Signal(syscall.SIGKILL)
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(time.Second):
-		}
-		r, err := m.Cut(tear)
-		<-exited
+		r, err := m.KillAndCut(cmd, tear)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -128,7 +127,10 @@ func TestMaildirPowerLoss(t *testing.T) {
 		if cut == 2 {
 			tear = rng
 		}
-		r := killAndCut(t, cmd, m, tear)
+		r, err := m.KillAndCut(cmd, tear)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if m, err = disk.Mount(mnt); err != nil {
 			t.Fatal(err)
 		}
@@ -258,26 +260,6 @@ func maildirChildProcess(t *testing.T, env []string) (*exec.Cmd, *bytes.Buffer) 
 		t.Fatal(err)
 	}
 	return cmd, &out
-}
-
-// killAndCut kills the child and cuts the power. A thread of the child
-// waiting in an fsync that the failed disk never answers (FailAtSync)
-// cannot die before the cut answers it.
-func killAndCut(t *testing.T, cmd *exec.Cmd, m *powerfs.Mount, tear *rand.Rand) powerfs.CutReport {
-	t.Helper()
-	cmd.Process.Signal(syscall.SIGKILL)
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(time.Second):
-	}
-	r, err := m.Cut(tear)
-	<-exited
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func powerID(i int) string { return fmt.Sprintf("<%d.power@embargo.test>", i) }

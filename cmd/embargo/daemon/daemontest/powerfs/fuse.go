@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"sort"
 	"syscall"
 	"time"
@@ -441,4 +442,25 @@ func (f *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Blocks, out.Bfree, out.Bavail = blocks, free, free
 	out.Files, out.Ffree = 1<<20, 1<<19
 	return 0
+}
+
+// KillAndCut kills cmd's process with SIGKILL, then cuts the power (Cut,
+// torn as rng says), and returns once the process has exited. A thread of
+// the process waiting in an fsync that the failed disk never answers
+// (FailAtSync) cannot die before the cut answers it: a FUSE request, once
+// read by the server, waits for its answer whatever the signal. So the cut
+// comes after the process exited or after 300 ms, whichever is first (a
+// killed process that is not held so exits within milliseconds).
+// cmd.Wait is called here.
+func (m *Mount) KillAndCut(cmd *exec.Cmd, rng *rand.Rand) (CutReport, error) {
+	cmd.Process.Signal(syscall.SIGKILL)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(300 * time.Millisecond):
+	}
+	r, err := m.Cut(rng)
+	<-exited
+	return r, err
 }
