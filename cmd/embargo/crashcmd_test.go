@@ -64,6 +64,7 @@ func TestCrashLoopCommands(t *testing.T) {
 	T := workflow.NextSlot(time.Now().UTC().Add(10*24*time.Hour), nil)
 	cs := &commandSender{g: alice, fpr: afpr, T: T, accepted: map[string]bool{}}
 	relay := &relayReader{rec: rec, key: secret}
+	var atKills []string // receipts queued / command messages applied, at each kill
 
 	d.killLoop(t, kills, func(stop chan struct{}, wg *sync.WaitGroup) {
 		if cs.targets == nil {
@@ -77,7 +78,8 @@ func TestCrashLoopCommands(t *testing.T) {
 		db := d.store(t, run+1)
 		defer db.Close()
 		db.View(func(tx *bolt.Tx) error {
-			checkPartial(t, fmt.Sprintf("after kill %d", run+1), tx, cs, relay, false)
+			a, q := checkPartial(t, fmt.Sprintf("after kill %d", run+1), tx, cs, relay, false)
+			atKills = append(atKills, fmt.Sprintf("%d/%d", q, a))
 			return nil
 		})
 	})
@@ -85,7 +87,7 @@ func TestCrashLoopCommands(t *testing.T) {
 
 	db := d.store(t, kills)
 	stored := map[string]string{}
-	queued := 0
+	queued, applied := 0, 0
 	db.View(func(tx *bolt.Tx) error {
 		for mid, from := range load.sent {
 			if _, ok := incidentdb.IncidentOf(tx, mid); ok {
@@ -94,7 +96,7 @@ func TestCrashLoopCommands(t *testing.T) {
 		}
 		rows, _ := queue.List(tx)
 		queued = len(rows)
-		checkPartial(t, "after the drain", tx, cs, relay, true)
+		applied, _ = checkPartial(t, "after the drain", tx, cs, relay, true)
 		checkUnreleased(t, tx, cs, rec.Messages())
 		return nil
 	})
@@ -111,6 +113,7 @@ func TestCrashLoopCommands(t *testing.T) {
 	t.Logf("%d kills: %d reports sent, %d accepted (250), %d stored; %d command messages (%d command lines) sent, %d sending attempts, %d accepted; %d relay messages, %d copies sent again (at most %d after one kill, at most %d copies of one message), %d rows still queued",
 		kills, len(load.sent), len(load.accepted), len(stored), len(cs.sent), cs.lines(), cs.attempts, len(cs.accepted), len(msgs), dups, maxPerKill, maxCopies, queued)
 	t.Logf("messages sent again because of each kill: %v", perKill[:kills])
+	t.Logf("%d command messages applied; receipts still queued / command messages applied at each kill: %v", applied, atKills)
 	if queued != 0 {
 		t.Errorf("%d rows still queued after the drain", queued)
 	}
@@ -267,7 +270,9 @@ func receiptIn(texts []string, token string) bool {
 // receipt is queued or reached the relay; final (after the drain): every
 // command message answered 250 is applied, and its receipt reached the
 // relay.
-func checkPartial(t *testing.T, when string, tx *bolt.Tx, cs *commandSender, relay *relayReader, final bool) {
+// It returns the command messages applied, and how many of their receipts
+// were still queued.
+func checkPartial(t *testing.T, when string, tx *bolt.Tx, cs *commandSender, relay *relayReader, final bool) (applied, receiptsQueued int) {
 	t.Helper()
 	incs, err := incidentdb.List(tx)
 	if err != nil {
@@ -300,13 +305,22 @@ func checkPartial(t *testing.T, when string, tx *bolt.Tx, cs *commandSender, rel
 		if err != nil || r.Size == 0 || len(full.Data)+len(full.Body) != r.Size || len(full.Body) != r.BodySize {
 			t.Errorf("I3 %s: queue row %d (%s) lacks its data or body: %d+%d bytes, want %d of which %d body (%v)", when, r.ID, r.Kind, len(full.Data), len(full.Body), r.Size, r.BodySize, err)
 		}
-		queued = append(queued, string(full.Data)+string(full.Body))
+		if r.Kind == "receipt" {
+			// A sealed row's Subject is in its Seal; its kind says it.
+			queued = append(queued, "receipt: "+string(full.Data)+string(full.Body))
+		}
 	}
 	cs.mu.Lock()
 	sent, accepted := append([]crashCommand(nil), cs.sent...), cs.accepted
 	cs.mu.Unlock()
 	for _, m := range sent {
 		n := byMsg[m.msgid]
+		if n != 0 {
+			applied++
+			if receiptIn(queued, m.token) {
+				receiptsQueued++
+			}
+		}
 		switch {
 		case n == 0 && accepted[m.msgid] && final:
 			t.Errorf("I3 %s: command message <%s> got 250 but is not applied", when, m.msgid)
@@ -318,6 +332,7 @@ func checkPartial(t *testing.T, when string, tx *bolt.Tx, cs *commandSender, rel
 			t.Errorf("I3 %s: command message <%s>'s receipt never reached the relay", when, m.msgid)
 		}
 	}
+	return applied, receiptsQueued
 }
 
 // incidentIDs matches an incident ID in any case.
