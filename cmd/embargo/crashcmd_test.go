@@ -161,18 +161,21 @@ func (c *commandSender) openTargets(t *testing.T, addr string, l *crashLoad) {
 	}
 }
 
-// next signs the next command message: the first into each thread accepts
-// the report and takes the lead (the first thread's schedules the release
-// too), later ones set the summary and add a CVE. Each names a new token.
+// next signs the next command message. The first into each thread accepts
+// the report and takes the lead; the first thread's also writes and
+// approves the advisory and schedules its release at T, and gets no more
+// (an approved advisory is locked). Later messages set the second and third
+// incidents' summaries and add CVEs. Each carries a new token.
 func (c *commandSender) next() crashCommand {
 	n := len(c.sent)
-	id := c.targets[n%len(c.targets)]
+	id := c.targets[1+n%(len(c.targets)-1)]
 	token := fmt.Sprintf("%sc%dx", crashCanary, n)
 	text := fmt.Sprintf("/set summary overflow %s\n/cve CVE-2026-%d\n", token, 10000+n)
 	if n < len(c.targets) {
+		id = c.targets[n]
 		text = fmt.Sprintf("/accept\n/lead me\n/set summary overflow %s\n", token)
 		if n == 0 {
-			text += "/disclose " + c.T.Format("2006-01-02") + "\n"
+			text += "/set actor a remote attacker\n/set impact code execution\n/set affected >= 1.0.0, < 1.2.4\n/set fixed 1.2.4\n/severity high\n/approve\n/disclose " + c.T.Format("2006-01-02") + "\n"
 		}
 	}
 	signed := c.g.Must([]byte(text), "--clearsign", "-u", c.fpr)
@@ -374,13 +377,16 @@ func checkCanaries(t *testing.T, msgs []queuetest.Message) {
 }
 
 // checkUnreleased is I6: the release scheduled at T, days after the loop,
-// has not happened: the incident still has T ahead and no disclosure, and
-// no advisory reached the relay.
+// with the advisory approved, has not happened: the incident still has T
+// ahead and no disclosure, and no advisory reached the relay.
 func checkUnreleased(t *testing.T, tx *bolt.Tx, cs *commandSender, msgs []queuetest.Message) {
 	t.Helper()
 	inc, err := incidentdb.Get(tx, cs.targets[0])
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !inc.Approved {
+		t.Errorf("I6: %s's advisory is not approved: no release is scheduled, the check proves nothing", inc.ID)
 	}
 	if !inc.T.Equal(cs.T) || !inc.DisclosedAt.IsZero() || inc.Phase == workflow.PhaseDisclosed {
 		t.Errorf("I6: %s has T %v, disclosed %v, phase %s; want T %v, not disclosed", inc.ID, inc.T, inc.DisclosedAt, inc.Phase, cs.T)
