@@ -72,20 +72,27 @@ func TestCrashLoop(t *testing.T) {
 	d.drain(t, nil)
 
 	db := d.store(t, iterations)
-	storedIDs := map[string]string{}
+	var storedIDs map[string]string
 	queued := 0
 	db.View(func(tx *bolt.Tx) error {
-		for mid, from := range load.sent {
-			if _, ok := incidentdb.IncidentOf(tx, mid); ok {
-				storedIDs[mid] = from
-			}
-		}
-		rows, _ := queue.List(tx)
-		queued = len(rows)
+		storedIDs, queued = crashOutcome(tx, load)
 		return nil
 	})
 	db.Close()
 	tallyCrashLoop(t, iterations, load, storedIDs, rec.Messages(), d.lives, queued)
+}
+
+// crashOutcome reads what a crash loop left: the reports sent that are
+// stored (Message-ID → sender) and the rows still queued.
+func crashOutcome(tx *bolt.Tx, l *crashLoad) (stored map[string]string, queued int) {
+	stored = map[string]string{}
+	for mid, from := range l.sent {
+		if _, ok := incidentdb.IncidentOf(tx, mid); ok {
+			stored[mid] = from
+		}
+	}
+	rows, _ := queue.List(tx)
+	return stored, len(rows)
 }
 
 // crashIterations is the number of kills: the environment variable name, or

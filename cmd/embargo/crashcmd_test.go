@@ -88,16 +88,10 @@ func TestCrashLoopCommands(t *testing.T) {
 	d.drain(t, func() { cs.finish(t, d.addr) })
 
 	db := d.store(t, kills)
-	stored := map[string]string{}
+	var stored map[string]string
 	queued, applied := 0, 0
 	db.View(func(tx *bolt.Tx) error {
-		for mid, from := range load.sent {
-			if _, ok := incidentdb.IncidentOf(tx, mid); ok {
-				stored[mid] = from
-			}
-		}
-		rows, _ := queue.List(tx)
-		queued = len(rows)
+		stored, queued = crashOutcome(tx, load)
 		applied, _ = checkPartial(t, "after the drain", tx, cs, relay, true)
 		checkUnreleased(t, tx, cs, rec.Messages())
 		return nil
