@@ -14,6 +14,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
+	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
 )
 
 // TestProcessKilledAtCtl: a child daemon is killed with SIGKILL at a step
@@ -40,6 +41,71 @@ func TestProcessKilledAtCtl(t *testing.T) {
 	}
 }
 
+// ctlDeath is one case of TestProcessKilledAtCtl: the harness, stopped,
+// whose store holds what the command needs, the command as the operator
+// runs it, and the kill point.
+type ctlDeath struct {
+	h         *daemontest.Harness
+	cmd, step string
+	run       func() (string, error)
+	bounces   map[string]string // release ID → bounce address (checkResent)
+	cfg       string
+	addr      string
+	relayed   int // the relay's messages before the first child
+	snaps     []killSnapshot
+}
+
+// kill starts a child that dies at the kill point, runs the command, which
+// must get no answer, and waits for the death.
+func (c *ctlDeath) kill(t *testing.T) {
+	t.Helper()
+	c.addr = daemontest.FreePort(t)
+	c.cfg = filepath.Join(t.TempDir(), "embargo.toml")
+	daemontest.WriteFile(t, c.cfg, strings.Replace(c.h.TOML, `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", c.addr), 1))
+	env := []string{killAtEnv + "=ctl-" + c.step + " " + c.cmd, killMarkerEnv + "=" + filepath.Join(t.TempDir(), "killed")}
+	c.relayed = len(c.h.Rec.Messages())
+	ch := startDying(t, c.cfg, env...)
+	waitListen(t, ch, c.addr)
+	if out, err := c.run(); err == nil {
+		t.Fatalf("the command was answered by a child killed before its answer: %q", out)
+	}
+	if err := waitKilled(ch); err != nil {
+		t.Fatal(err)
+	}
+	c.snaps = []killSnapshot{deathSnapshot(t, c.h.Dir, len(c.h.Rec.Messages()), c.bounces)}
+}
+
+// again runs the command again against a restarted child, as the operator
+// would, waits until done, stops the child and checks what came again
+// (checkResent). It returns the relay's messages since the first child
+// started, and the second answer.
+func (c *ctlDeath) again(t *testing.T, done func(msgs []queuetest.Message) bool) ([]queuetest.Message, string, error) {
+	t.Helper()
+	ch := startDying(t, c.cfg)
+	waitListen(t, ch, c.addr)
+	out, err := c.run()
+	t.Logf("run again: %q, %v", out, err)
+	daemontest.WaitForWithin(t, 30*time.Second, "the command's mail", func() bool { return done(c.h.Rec.Messages()[c.relayed:]) })
+	time.Sleep(500 * time.Millisecond) // nothing more should come
+	ch.cmd.Process.Signal(syscall.SIGTERM)
+	if err := ch.cmd.Wait(); err != nil {
+		t.Errorf("the last run did not stop cleanly: %v\n%.3000s", err, ch.out.String())
+	}
+	msgs := c.h.Rec.Messages()
+	checkResent(t, msgs, c.snaps, c.bounces) // a copy again only if the relay had it and the store had not recorded it
+	return msgs[c.relayed:], out, err
+}
+
+// distinctTo counts the distinct messages (by Message-ID) to rcpt.
+func distinctTo(t *testing.T, msgs []queuetest.Message, rcpt string) int {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, m := range daemontest.To(msgs, rcpt) {
+		ids[messageID(t, m)] = true
+	}
+	return len(ids)
+}
+
 func killedAtCtl(t *testing.T, cmd, step string) {
 	const reader, bob = "reader@out.test", "bob@ex.test"
 	h := daemontest.New(t, daemontest.Config{}, daemon.Options{})
@@ -61,29 +127,15 @@ func killedAtCtl(t *testing.T, cmd, step string) {
 	if cmd == "queue-retry" && row == 0 {
 		t.Fatal("bob's copy did not fail")
 	}
-	addr := daemontest.FreePort(t)
-	cfg := filepath.Join(t.TempDir(), "embargo.toml")
-	daemontest.WriteFile(t, cfg, strings.Replace(h.TOML, `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", addr), 1))
-	env := []string{killAtEnv + "=ctl-" + step + " " + cmd, killMarkerEnv + "=" + filepath.Join(t.TempDir(), "killed")}
-	run := func() (string, error) {
+	c := &ctlDeath{h: h, cmd: cmd, step: step, run: func() (string, error) {
 		if cmd == "queue-retry" {
 			return daemon.QueueRetry(h.Dir, row, time.Now())
 		}
 		return daemon.Subscribers(h.Config(), daemon.CtlSubscribersAdd, []string{reader}, nil)
-	}
-	relayed := len(h.Rec.Messages())
-
-	c := startDying(t, cfg, env...)
-	waitListen(t, c, addr)
-	if out, err := run(); err == nil {
-		t.Fatalf("the command was answered by a child killed before its answer: %q", out)
-	}
-	if err := waitKilled(c); err != nil {
-		t.Fatal(err)
-	}
-	snaps := []killSnapshot{deathSnapshot(t, h.Dir, len(h.Rec.Messages()), nil)}
+	}}
+	c.kill(t)
 	subscribed, notices := subscriberState(t, h.Dir, reader)
-	notices += len(daemontest.To(h.Rec.Messages()[relayed:], reader)) // sent before the death
+	notices += len(daemontest.To(h.Rec.Messages()[c.relayed:], reader)) // sent before the death
 	stillFailed := failedRows(t, h.Dir, bob)[row]
 	switch wrote := step == "done"; {
 	case cmd == "subscribers-add" && (subscribed != wrote || (notices > 0) != wrote):
@@ -92,38 +144,23 @@ func killedAtCtl(t *testing.T, cmd, step string) {
 		t.Errorf("after the death: bob's row failed %v, want %v", stillFailed, !wrote)
 	}
 
-	c = startDying(t, cfg, env...)
-	waitListen(t, c, addr)
-	out, err := run()
-	// A retried row the restarted daemon is sending, or has sent, is
-	// refused, saying so; anything else is answered OK.
-	if err != nil && !(cmd == "queue-retry" && step == "done" && (strings.Contains(err.Error(), "being delivered right now") || strings.Contains(err.Error(), "no queue row"))) {
-		t.Errorf("the command run again: %v", err)
-	}
-	t.Logf("run again: %q, %v", out, err)
 	want := map[string]int{reader: 0, bob: 0}
 	if cmd == "queue-retry" {
 		want[bob] = 1
 	} else {
 		want[reader] = 1
 	}
-	daemontest.WaitForWithin(t, 30*time.Second, "the command's mail", func() bool {
-		return len(daemontest.To(h.Rec.Messages()[relayed:], reader)) >= want[reader] && len(daemontest.To(h.Rec.Messages()[relayed:], bob)) >= want[bob]
+	msgs, _, err := c.again(t, func(msgs []queuetest.Message) bool {
+		return len(daemontest.To(msgs, reader)) >= want[reader] && len(daemontest.To(msgs, bob)) >= want[bob]
 	})
-	time.Sleep(500 * time.Millisecond) // nothing more should come
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	if err := c.cmd.Wait(); err != nil {
-		t.Errorf("the last run did not stop cleanly: %v\n%.3000s", err, c.out.String())
+	// A retried row the restarted daemon is sending, or has sent, is
+	// refused, saying so; anything else is answered OK.
+	if err != nil && !(cmd == "queue-retry" && step == "done" && (strings.Contains(err.Error(), "being delivered right now") || strings.Contains(err.Error(), "no queue row"))) {
+		t.Errorf("the command run again: %v", err)
 	}
-	msgs := h.Rec.Messages()
-	checkResent(t, msgs, snaps, nil) // a copy again only if the relay had it and the store had not recorded it
 	for to, n := range want {
-		distinct := map[string]bool{}
-		for _, m := range daemontest.To(msgs[relayed:], to) {
-			distinct[messageID(t, m)] = true
-		}
-		if len(distinct) != n {
-			t.Errorf("%s got %d distinct messages after the death, want %d", to, len(distinct), n)
+		if got := distinctTo(t, msgs, to); got != n {
+			t.Errorf("%s got %d distinct messages after the death, want %d", to, got, n)
 		}
 	}
 	if subscribed, _ := subscriberState(t, h.Dir, reader); subscribed != (cmd == "subscribers-add") {
