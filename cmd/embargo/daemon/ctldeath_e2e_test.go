@@ -15,27 +15,35 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
+	"github.com/embargo-project/embargo/lists"
 )
 
 // TestProcessKilledAtCtl: a child daemon is killed with SIGKILL at a step
 // boundary of a write through the control socket (docs/design.md §1,
 // docs/threat-model.md A2): once the request is read, before the write
 // ("begin"), and once the write returned, before the answer ("done"), for
-// `embargo subscribers add` and `embargo queue retry`. The operator's
+// `embargo subscribers add`, `embargo queue retry` and `embargo release
+// resume` (a release the relay refused, held). The operator's
 // command gets no answer (an error, never OK) and is run again against the
 // restarted daemon, as an operator would. Then: the store holds what the
 // death allowed (nothing at "begin", the whole write at "done": the
-// subscriber with their signed notice queued, the row due again), the
-// second run answers OK, and the end is that of one command: one
-// subscriber, one notice; bob's failed copy delivered once (again only if
-// the relay had it when the daemon died and the store had not recorded
-// it); the store passes its check.
+// subscriber with their signed notice queued, the row due again, the
+// release no longer held), the second run answers OK or, where the first
+// took effect and the daemon acted on it, refuses saying why, and the end
+// is that of one command: one subscriber, one notice; bob's failed copy
+// delivered once; each subscriber's advisory once (again only if the relay
+// had it when the daemon died and the store had not recorded it); the
+// store passes its check.
 func TestProcessKilledAtCtl(t *testing.T) {
-	for _, cmd := range []string{"subscribers-add", "queue-retry"} {
+	for _, cmd := range []string{"subscribers-add", "queue-retry", "release-resume"} {
 		for _, step := range []string{"begin", "done"} {
 			t.Run(cmd+" "+step, func(t *testing.T) {
 				t.Parallel()
-				killedAtCtl(t, cmd, step)
+				if cmd == "release-resume" {
+					killedAtResume(t, step)
+				} else {
+					killedAtCtl(t, cmd, step)
+				}
 			})
 		}
 	}
@@ -211,4 +219,71 @@ func subscriberState(t *testing.T, dir, addr string) (active bool, rows int) {
 		return nil
 	})
 	return active, rows
+}
+
+// killedAtResume is TestProcessKilledAtCtl's case of `embargo release
+// resume`: a release whose announce copy the relay refused (554 to its
+// bounce sender) is held; the relay fixed, the resume is killed at step.
+func killedAtResume(t *testing.T, step string) {
+	f := newCmdFixture(t)
+	cfg := f.h.Config()
+	subs := []string{"reader1@out.test", "reader2@out.test"}
+	for _, s := range subs {
+		if _, err := daemon.Subscribers(cfg, daemon.CtlSubscribersAdd, []string{s}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.next(len(subs)) // each one's signed notice
+	bounce := announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)
+	f.h.Rec.FailMail(bounce, 554)
+	f.prepare(t)
+	f.discloseNow(0)
+	job := func(db interface {
+		View(func(*bolt.Tx) error) error
+	}) (j announce.Job) {
+		db.View(func(tx *bolt.Tx) error {
+			j, _ = announce.GetJob(tx, f.id)
+			return nil
+		})
+		return j
+	}
+	daemontest.WaitFor(t, "the announce fan-out to hold the release", func() bool { return job(f.h.D).State == announce.JobHeld })
+	f.h.Stop()
+	f.h.Rec.FailMail(bounce, 0)
+
+	c := &ctlDeath{h: f.h, cmd: "release-resume", step: step, bounces: map[string]string{f.id: bounce},
+		run: func() (string, error) { return daemon.ReleaseResume(f.h.Dir, f.id, time.Now()) }}
+	c.kill(t)
+	db, err := daemon.OpenStore(f.h.Dir, true)
+	if err != nil {
+		t.Fatalf("the store after the death: %v", err)
+	}
+	if held := job(db).State == announce.JobHeld; held != (step == "begin") {
+		t.Errorf("after the death: the release is %s", job(db).State)
+	}
+	db.Close()
+	msgs, _, err := c.again(t, func(msgs []queuetest.Message) bool {
+		for _, s := range subs {
+			if len(daemontest.To(msgs, s)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil && !(step == "done" && strings.Contains(err.Error(), "not held")) {
+		t.Errorf("the resume run again: %v", err)
+	}
+	for _, s := range subs {
+		if n := distinctTo(t, msgs, s); n != 1 {
+			t.Errorf("%s got %d distinct messages after the death, want the advisory", s, n)
+		}
+	}
+	db, err = daemon.OpenStore(f.h.Dir, true)
+	if err != nil {
+		t.Fatalf("the store at the end: %v", err)
+	}
+	defer db.Close()
+	if j := job(db); j.State != announce.JobReleased || j.Sent != len(subs) {
+		t.Errorf("at the end: %+v", j)
+	}
 }
