@@ -15,7 +15,6 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/daemontest"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue/queuetest"
-	"github.com/embargo-project/embargo/lists"
 )
 
 // TestProcessKilledAtCtl: a child daemon is killed with SIGKILL at a step
@@ -226,18 +225,8 @@ func subscriberState(t *testing.T, dir, addr string) (active bool, rows int) {
 // bounce sender) is held; the relay fixed, the resume is killed at step.
 func killedAtResume(t *testing.T, step string) {
 	f := newCmdFixture(t)
-	cfg := f.h.Config()
 	subs := []string{"reader1@out.test", "reader2@out.test"}
-	for _, s := range subs {
-		if _, err := daemon.Subscribers(cfg, daemon.CtlSubscribersAdd, []string{s}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.next(len(subs)) // each one's signed notice
-	bounce := announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)
-	f.h.Rec.FailMail(bounce, 554)
-	f.prepare(t)
-	f.discloseNow(0)
+	bounce, _ := refusedRelease(t, f, subs)
 	job := func(db interface {
 		View(func(*bolt.Tx) error) error
 	}) (j announce.Job) {
