@@ -63,6 +63,20 @@ type ctlServer struct {
 	subs   *subscriberOps // the announce list's subscriber changes
 	now    func() time.Time
 	log    *slog.Logger
+	// hook is the tests' failpoint at the step boundaries of a write
+	// (export_test.go WithCtl); nil in embargo.
+	hook func(cmd, step string)
+}
+
+// ctlWrites are the requests that change the store: the tests kill the
+// daemon before each and after it, before its answer.
+var ctlWrites = map[string]bool{CtlSubscribersAdd: true, CtlSubscribersRemove: true, CtlSubscribersImport: true,
+	"queue retry": true, "queue drop": true, CtlReleaseResume: true}
+
+func (s *ctlServer) step(cmd, step string) {
+	if s.hook != nil && ctlWrites[cmd] {
+		s.hook(cmd, step)
+	}
 }
 
 // serveCtl answers control requests with s until the returned func closes it.
@@ -99,6 +113,7 @@ func (s *ctlServer) handle(c net.Conn) {
 		return
 	}
 	var out string
+	s.step(req.Cmd, "begin")
 	switch req.Cmd {
 	case CtlSubscribersAdd, CtlSubscribersRemove, CtlSubscribersImport:
 		// Each transaction of an import also signs its notices: a large
@@ -134,6 +149,7 @@ func (s *ctlServer) handle(c net.Conn) {
 		out = b.String()
 	}
 	s.log.Info("control command", "cmd", req.Cmd, "ok", err == nil)
+	s.step(req.Cmd, "done")
 	if err != nil {
 		fmt.Fprintf(c, "ERR %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		return

@@ -107,6 +107,7 @@ type testHooks struct {
 	ticked   func(id workflow.ID, actions []string) // an incident's tick committed (the release at T)
 	rows     queue.TestHooks                        // a claim committed; the relay's 250s before, and after, their outcome's commit
 	release  announce.TestHooks                     // a release begun; a batch answered, before and after its commit
+	ctl      func(cmd, step string)                 // a control write: "begin" before it, "done" once it returned, before the answer
 }
 
 // Daemon is a running embargo.
@@ -199,7 +200,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		reads = map[string]ReadCommand{}
 	}
 	reads["members list"] = d.membersCommand
-	ctl := &ctlServer{db: d.db, worker: d.worker, fanout: d.fanout, reads: reads, subs: d.subs, now: d.o.Now, log: d.log.With("component", "ctl")}
+	ctl := &ctlServer{db: d.db, worker: d.worker, fanout: d.fanout, reads: reads, subs: d.subs, now: d.o.Now, log: d.log.With("component", "ctl"), hook: d.o.hooks.ctl}
 	if d.closeCtl, err = serveCtl(d.cfg.DataDir, ctl); err != nil {
 		return err
 	}

@@ -112,6 +112,15 @@ func WithReleaseHooks(o Options, h announce.TestHooks) Options {
 	return o
 }
 
+// WithCtl returns o with f run at the step boundaries of each control
+// request that writes (queue retry and drop, release resume, subscribers
+// add, remove and import): step "begin" once the request is read, before
+// the write; "done" once the write returned, before the answer is written.
+func WithCtl(o Options, f func(cmd, step string)) Options {
+	o.hooks.ctl = f
+	return o
+}
+
 // DB is the daemon's store, for tests that write to it directly.
 func DB(d *Daemon) *bolt.DB { return d.db }
 

@@ -46,7 +46,10 @@ const (
 //     "begun" (the fan-out's commit that begins release arg), "batch" (a
 //     batch about to be sent), "batch-answered" (the relay answered a
 //     batch of release arg, before the cursor's commit), "batch-recorded"
-//     (after it).
+//     (after it);
+//   - the control socket's writes: "ctl-begin" (the request read, before
+//     the write), "ctl-done" (the write returned, before the answer), for
+//     the request arg with "-" for its spaces ("queue-retry").
 func withKillPoint(o daemon.Options) daemon.Options {
 	f := strings.Fields(os.Getenv(killAtEnv))
 	if len(f) < 2 {
@@ -125,6 +128,12 @@ func withKillPoint(o daemon.Options) daemon.Options {
 			h = announce.TestHooks{Recorded: hook}
 		}
 		o = daemon.WithReleaseHooks(o, h)
+	case "ctl-begin", "ctl-done":
+		o = daemon.WithCtl(o, func(cmd, step string) {
+			if "ctl-"+step == point && strings.ReplaceAll(cmd, " ", "-") == arg {
+				die()
+			}
+		})
 	default:
 		fmt.Fprintln(os.Stderr, "failpoint: unknown kill point", point)
 		os.Exit(3)

@@ -32,17 +32,7 @@ func TestHeldReleaseResumed(t *testing.T) {
 	f := newCmdFixtureWith(t, nil, "\n[[channels]]\naddress = \""+channel+"\"\nsubject_tag = \"[example]\"\n")
 	cfg := f.h.Config()
 	subs := []string{"reader1@out.test", "reader2@out.test", "reader3@out.test"}
-	for _, s := range subs {
-		if _, err := daemon.Subscribers(cfg, daemon.CtlSubscribersAdd, []string{s}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.next(len(subs)) // each one's signed notice
-	bounce := announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)
-	f.h.Rec.FailMail(bounce, 554)
-	f.prepare(t)
-	before := len(f.h.Rec.Messages())
-	f.discloseNow(0)
+	bounce, before := refusedRelease(t, f, subs)
 
 	job := func() announce.Job {
 		var j announce.Job
@@ -129,6 +119,27 @@ func TestHeldReleaseResumed(t *testing.T) {
 	if _, err := daemon.ReleaseResume(cfg.DataDir, f.id, time.Now()); err == nil || !strings.Contains(err.Error(), "is released, not held") {
 		t.Errorf("a second resume: %v, want a refusal naming the state", err)
 	}
+}
+
+// refusedRelease subscribes subs, has the relay refuse the announce copy
+// of f's incident (554 to its bounce sender), prepares the incident and
+// releases it with /disclose now. It returns the bounce address and the
+// relay's message count before the release.
+func refusedRelease(t *testing.T, f *cmdFixture, subs []string) (bounce string, before int) {
+	t.Helper()
+	cfg := f.h.Config()
+	for _, s := range subs {
+		if _, err := daemon.Subscribers(cfg, daemon.CtlSubscribersAdd, []string{s}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.next(len(subs)) // each one's signed notice
+	bounce = announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)
+	f.h.Rec.FailMail(bounce, 554)
+	f.prepare(t)
+	before = len(f.h.Rec.Messages())
+	f.discloseNow(0)
+	return bounce, before
 }
 
 // heldAlert waits for the announce-held alert to addr among the relay's
