@@ -49,33 +49,12 @@ func (s *Service) guardedJob(ctx context.Context, j tickJob, now time.Time, run 
 	if suspect && r.deaths >= PoisonDeaths && r.label == j.state {
 		return 0, s.skipKillerJob(j, key, r, now)
 	}
-	if err := a.enter(ctx, suspect); err != nil {
-		return 0, err // a suspect not alone in time: the next sweep tries again
-	}
-	slot := a.take(key, j.kind, j.state)
-	defer func() {
-		// Deferred: a panic (recovered by the cron) is no death.
-		a.release(slot)
-		a.leave(suspect)
-		if suspect {
-			s.forgetJob(key, j)
+	return s.runGuarded(ctx, key, j.kind, j.state, suspect, []any{"job", j.name}, func() (int, error) {
+		if s.sh.hooks.Job != nil {
+			s.sh.hooks.Job(j.name)
 		}
-	}()
-	if s.sh.hooks.Job != nil {
-		s.sh.hooks.Job(j.name)
-	}
-	return run()
-}
-
-// forgetJob drops the count of a suspect job that ran without a death.
-func (s *Service) forgetJob(key [32]byte, j tickJob) {
-	a := s.o.Attempts
-	if err := s.sh.writer.do(func(tx *bolt.Tx) error { return a.forget(tx, key) }); err != nil {
-		s.log.Warn("a job of the tick ran without a death after one but could not be cleared", "job", j.name, "err", err)
-		return
-	}
-	a.forgotten(key)
-	s.log.Info("a job of the tick ran without a death after one; cleared", "job", j.name)
+		return run()
+	})
 }
 
 // skipKillerJob skips j, in progress at r.deaths >= PoisonDeaths deaths

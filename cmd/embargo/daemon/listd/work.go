@@ -176,34 +176,46 @@ func (s *Service) tickGuarded(ctx context.Context, id workflow.ID, now time.Time
 			return 0, err
 		}
 	}
+	return s.runGuarded(ctx, key, workTick, label, suspect, []any{"incident", id}, func() (int, error) {
+		if s.sh.hooks.Tick != nil {
+			s.sh.hooks.Tick(id)
+		}
+		return s.tickIncident(id, now)
+	})
+}
+
+// runGuarded runs work the tick starts itself (an incident's tick, the
+// governance tick, the digest) with key in the in-flight file: alone when
+// it is a suspect, and its count dropped once it ran without a death. A
+// suspect that cannot be alone in time returns the error and waits for the
+// next sweep. attrs name the work in the log.
+func (s *Service) runGuarded(ctx context.Context, key [32]byte, kind byte, label string, suspect bool, attrs []any, run func() (int, error)) (int, error) {
+	a := s.o.Attempts
 	if err := a.enter(ctx, suspect); err != nil {
-		return 0, err // a suspect not alone in time: the next sweep tries again
+		return 0, err
 	}
-	slot := a.take(key, workTick, label)
+	slot := a.take(key, kind, label)
 	defer func() {
 		// Deferred: a panic (recovered by the cron) is no death.
 		a.release(slot)
 		a.leave(suspect)
 		if suspect {
-			s.forgetTick(key, id)
+			s.forgetWork(key, attrs)
 		}
 	}()
-	if s.sh.hooks.Tick != nil {
-		s.sh.hooks.Tick(id)
-	}
-	return s.tickIncident(id, now)
+	return run()
 }
 
-// forgetTick drops the count of a suspect tick that ran without a death.
-func (s *Service) forgetTick(key [32]byte, id workflow.ID) {
+// forgetWork drops the count of a suspect that ran without a death.
+func (s *Service) forgetWork(key [32]byte, attrs []any) {
 	a := s.o.Attempts
 	if err := s.sh.writer.do(func(tx *bolt.Tx) error { return a.forget(tx, key) }); err != nil {
 		// Kept: it runs alone again at the next sweep, and is forgotten then.
-		s.log.Warn("an incident's tick ran without a death after one but could not be cleared", "incident", id, "err", err)
+		s.log.Warn("work of the tick ran without a death after one but could not be cleared", append(attrs, "err", err)...)
 		return
 	}
 	a.forgotten(key)
-	s.log.Info("an incident's tick ran without a death after one; cleared", "incident", id)
+	s.log.Info("work of the tick ran without a death after one; cleared", attrs...)
 }
 
 // skipKillerTick decides whether the tick of id, in progress at
