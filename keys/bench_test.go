@@ -163,7 +163,7 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 // BenchmarkBomb measures how fast a 1 GiB decompression bomb is refused
-// (threats C5: "fail fast"; speed is measured here, not asserted).
+// (docs/threat-model.md C5: "fail fast"; speed is measured here, not asserted).
 func BenchmarkBomb(b *testing.B) {
 	k := detKeys(b)
 	msg := bombMessage(b, k.member)

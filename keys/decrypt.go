@@ -24,7 +24,7 @@ const (
 type Decrypted struct {
 	// Inner is the decrypted MIME entity (CRLF): the plaintext of a PGP/MIME
 	// message, or a text/plain entity built around inline plaintext. It is
-	// never merged with anything outside the ciphertext (threats D2).
+	// never merged with anything outside the ciphertext (docs/threat-model.md D2).
 	Inner []byte
 	// Signature is set when the plaintext carried a signature that counts:
 	// a signature inside the encryption over the whole plaintext (RFC 3156
@@ -38,7 +38,7 @@ type Decrypted struct {
 	// Format is FormatPGPMIME or FormatInline.
 	Format string
 	// CiphertextHash identifies the ciphertext for replay detection
-	// (threats D3): SHA-256 of the encrypted data packet's body. The PKESK
+	// (docs/threat-model.md D3): SHA-256 of the encrypted data packet's body. The PKESK
 	// packets are left out on purpose: anyone can drop, reorder or
 	// re-frame them without touching the ciphertext, while the encrypted
 	// data packet cannot change without failing its integrity check.
@@ -70,7 +70,7 @@ type ciphertext struct {
 	noMDC error
 }
 
-// classify finds the ciphertext of a wholly encrypted message (threats D2,
+// classify finds the ciphertext of a wholly encrypted message (docs/threat-model.md D2,
 // D9), or says why e is not one: ErrNotEncrypted, ErrPartiallyEncrypted,
 // ErrUnsupportedProtocol or ErrMalformed.
 func classify(e *entity) (*ciphertext, error) {
@@ -90,7 +90,7 @@ func classify(e *entity) (*ciphertext, error) {
 }
 
 // Decrypt decrypts msg with the list key. Only a message whose whole top
-// level is encrypted counts (threats D2, D9): a multipart/encrypted, or a
+// level is encrypted counts (docs/threat-model.md D2, D9): a multipart/encrypted, or a
 // text/plain body that is one armored PGP MESSAGE. Everything else is
 // refused: ErrNotEncrypted for plain mail, ErrPartiallyEncrypted when a
 // ciphertext sits beside or inside other content (EFAIL layouts).
@@ -138,7 +138,7 @@ func decryptCiphertext(ct *ciphertext, list *Key, trusted *Keyring, o Options, s
 		return nil, ErrWrongKey
 	}
 	// go-crypto checks the MDC, and the signature, only when the body has
-	// been read to EOF (threats D1): read it all, into a bounded buffer,
+	// been read to EOF (docs/threat-model.md D1): read it all, into a bounded buffer,
 	// before anything is trusted.
 	limit := o.maxPlaintext()
 	var buf bytes.Buffer

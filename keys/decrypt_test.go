@@ -93,7 +93,7 @@ func TestDecryptGPG(t *testing.T) {
 	}
 
 	// The same ciphertext resubmitted, wrapped differently, has the same
-	// CiphertextHash (threats D3).
+	// CiphertextHash (docs/threat-model.md D3).
 	ct := enc(inner)
 	d1, err1 := Decrypt(encryptedMIME(ct, "x1"), list, trusted, Options{})
 	d2, err2 := Decrypt(plainMessage(ct), list, trusted, Options{})

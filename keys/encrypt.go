@@ -17,11 +17,11 @@ import (
 // the encryption in one step (RFC 3156 §6.2).
 //
 // outer is seen by every relay: give it a generic Subject and put the real
-// one in inner (see ProtectHeaders; threats D7). The ciphertext is one PKESK
+// one in inner (see ProtectHeaders; docs/threat-model.md D7). The ciphertext is one PKESK
 // for to's current encryption subkey and a SEIPD v1 packet with MDC,
 // AES-256, no compression (RFC 4880 §5.1, §5.13, §5.14): what gpg 2.2
 // reads. A recipient key that fails Check-for-encryption at o.Now is an
-// error; there is no plaintext fallback (threats D6).
+// error; there is no plaintext fallback (docs/threat-model.md D6).
 func Encrypt(outer mail.Header, inner []byte, to *Key, signer *Key, o Options) ([]byte, error) {
 	inner = toCRLF(inner)
 	if err := checkInner(inner); err != nil {
@@ -91,7 +91,7 @@ var protectedFields = map[string]bool{
 // Followup-To fields placed in its header, and protected-headers="v1" added
 // to its Content-Type (draft-autocrypt-lamps-protected-headers). Encrypt
 // inner afterwards and give the outer header a generic Subject: the real one
-// then travels only inside the ciphertext (threats D7). Other fields of h
+// then travels only inside the ciphertext (docs/threat-model.md D7). Other fields of h
 // are ignored; fields inner already has are kept.
 func ProtectHeaders(inner []byte, h mail.Header) ([]byte, error) {
 	inner = toCRLF(inner)

@@ -100,7 +100,7 @@ func tags(ps []rawPacket) []int {
 	return out
 }
 
-// TestEncryptRefusesUnusableKeys: never a plaintext fallback (threats D6).
+// TestEncryptRefusesUnusableKeys: never a plaintext fallback (docs/threat-model.md D6).
 func TestEncryptRefusesUnusableKeys(t *testing.T) {
 	g := newGPG(t)
 	k := detKeys(t)

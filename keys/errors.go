@@ -18,13 +18,13 @@ var (
 	ErrBadFingerprint  = errors.New("keys: fingerprint is not 40 hex digits")
 	ErrNoSecretKey     = errors.New("keys: secret key material missing")
 
-	// List key files (threats D10).
+	// List key files (docs/threat-model.md D10).
 	ErrInsecurePermissions = errors.New("keys: key file is group- or world-accessible")
 	ErrPassphrase          = errors.New("keys: wrong or missing passphrase")
 	ErrNotProtected        = errors.New("keys: key file is not passphrase-protected but a passphrase was given")
 )
 
-// Verification outcomes (threats D4, E2, E4). Every way a signature can fail
+// Verification outcomes (docs/threat-model.md D4, E2, E4). Every way a signature can fail
 // to count has its own sentinel so the audit log can say why.
 var (
 	ErrNotSigned          = errors.New("keys: not signed")
@@ -37,7 +37,7 @@ var (
 	ErrSignatureExpired   = errors.New("keys: signature expired")
 )
 
-// Decryption outcomes (threats D1, D2, D9, C5).
+// Decryption outcomes (docs/threat-model.md D1, D2, D9, C5).
 var (
 	ErrNotEncrypted        = errors.New("keys: not encrypted")
 	ErrPartiallyEncrypted  = errors.New("keys: encrypted part beside unencrypted parts")

@@ -30,11 +30,11 @@ const (
 // maxKeyFile bounds what is read from one key file.
 const maxKeyFile = 16 << 20
 
-// minListRSABits is the floor for RSA list keys (new keys; threats D4).
+// minListRSABits is the floor for RSA list keys (new keys; docs/threat-model.md D4).
 const minListRSABits = 3072
 
 // minRSABits is the floor for any RSA key we encrypt to or accept
-// signatures from (threats D4).
+// signatures from (docs/threat-model.md D4).
 const minRSABits = 2048
 
 // A Key is one OpenPGP certificate (RFC 4880 §11.1), identified by its
@@ -83,7 +83,7 @@ func (k *Key) UserIDs() []string {
 
 // hasEmail reports whether a self-certified user ID carries addr
 // (case-insensitively). Used for warnings only: keys are never selected by
-// address (threats D5).
+// address (docs/threat-model.md D5).
 func (k *Key) hasEmail(addr string) bool {
 	for _, id := range k.e.Identities {
 		if id.UserId != nil && strings.EqualFold(id.UserId.Email, addr) {
@@ -226,7 +226,7 @@ func (k *Key) check(now time.Time, need usage) error {
 	}
 	// A SHA-1 binding signature can be forged by a chosen-prefix collision
 	// ("SHA-1 is a Shambles", 2020), which could attach an attacker's subkey
-	// or user ID (threats D4).
+	// or user ID (docs/threat-model.md D4).
 	if weakHash(self.Hash) {
 		return fmt.Errorf("%w: user ID self-signature uses %s on %s", ErrSHA1Binding, hashName(self.Hash), k.fpr)
 	}
@@ -259,7 +259,7 @@ func (k *Key) check(now time.Time, need usage) error {
 	return nil
 }
 
-// checkAlgorithm applies the algorithm floor of threats D4: RSA ≥ 2048 bits;
+// checkAlgorithm applies the algorithm floor of docs/threat-model.md D4: RSA ≥ 2048 bits;
 // no DSA, no ElGamal, no secp256k1.
 func checkAlgorithm(pk *packet.PublicKey) error {
 	switch pk.PubKeyAlgo {
@@ -292,7 +292,7 @@ func checkAlgorithm(pk *packet.PublicKey) error {
 }
 
 // strongHash reports whether h may carry a signature we accept: the SHA-2 and
-// SHA-3 families. MD5, SHA-1 and RIPEMD-160 never count (threats D4).
+// SHA-3 families. MD5, SHA-1 and RIPEMD-160 never count (docs/threat-model.md D4).
 func strongHash(h crypto.Hash) bool {
 	switch h {
 	case crypto.SHA224, crypto.SHA256, crypto.SHA384, crypto.SHA512, crypto.SHA3_256, crypto.SHA3_512:
@@ -426,7 +426,7 @@ func (k *Key) ArmoredPrivate(passphrase []byte, o Options) ([]byte, error) {
 // LoadOrCreateListKey loads the list key at path, or generates one (name,
 // email) and stores it there, mode 0600, if path does not exist; created
 // says which. A key file readable or writable by group or others is refused
-// with ErrInsecurePermissions (threats D10). With a non-empty passphrase the
+// with ErrInsecurePermissions (docs/threat-model.md D10). With a non-empty passphrase the
 // stored secret keys are protected and must decrypt with it. An existing key
 // must pass Check at o.Now and, if RSA, have at least 3072 bits.
 func LoadOrCreateListKey(path, name, email string, passphrase []byte, o Options) (k *Key, created bool, err error) {
@@ -592,7 +592,7 @@ func writeFileAtomic(path string, data []byte) (err error) {
 
 // ReadPublicKeys reads every armored public key block in r (a file may hold
 // several; go-crypto's ReadArmoredKeyRing reads only the first) and returns
-// the certificates with third-party certifications stripped (threats D5:
+// the certificates with third-party certifications stripped (docs/threat-model.md D5:
 // only self-signatures matter, and foreign ones only add bulk and attack
 // surface). Other armor types are skipped; secret key blocks are refused.
 func ReadPublicKeys(r io.Reader) ([]*Key, error) {

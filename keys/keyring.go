@@ -102,7 +102,7 @@ func isHex(s string) bool {
 }
 
 // A Pin binds a member's address to the primary fingerprint of their key
-// (threats D5). The address is for reports only: keys are found by
+// (docs/threat-model.md D5). The address is for reports only: keys are found by
 // fingerprint, never by address.
 type Pin struct {
 	Email       string

@@ -12,7 +12,7 @@ import (
 )
 
 // DefaultMaxDecompressed is the default plaintext cap: 2 × a 10 MiB message
-// limit (threats C5).
+// limit (docs/threat-model.md C5).
 const DefaultMaxDecompressed = 20 << 20
 
 // Options carries the clock, the randomness and the limits. The zero value is
@@ -80,7 +80,7 @@ func (o Options) config() *packet.Config {
 	// go-crypto's own decompression limit sits above ours, with room for the
 	// packet framing inside the compressed stream (at most one length octet
 	// per 512-octet partial chunk), so that our plaintext cap trips first and
-	// reports ErrTooLarge; the library limit stays as a backstop (threats C5).
+	// reports ErrTooLarge; the library limit stays as a backstop (docs/threat-model.md C5).
 	limit := o.maxPlaintext()
 	limit += limit/64 + 64<<10
 	// go-crypto salts every v4 signature with a random notation

@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-// Limits on the MIME structure walked to classify a message (threats C2),
+// Limits on the MIME structure walked to classify a message (docs/threat-model.md C2),
 // and on each header in it (docs/threat-model.md C1): lists/message's.
 const (
 	maxDepth        = 16
@@ -83,7 +83,7 @@ type parseStats struct{ entities int }
 
 // parseEntity splits b (CRLF-canonical) into header and body. Duplicate
 // Content-Type or Content-Transfer-Encoding fields are refused: two readers
-// could pick different ones (threats C6).
+// could pick different ones (docs/threat-model.md C6).
 func parseEntity(b []byte) (*entity, error) { return parseEntityIn(b, nil) }
 
 // parseEntityIn is parseEntity, counted in st (nil: not counted).
@@ -413,7 +413,7 @@ var (
 
 // scan walks e and records OpenPGP signatures and ciphertexts, wherever they
 // are: used to tell "not signed" from "partially signed" (Johnny, threats
-// E2) and "not encrypted" from EFAIL layouts (threats D2, D9). The walk is
+// E2) and "not encrypted" from EFAIL layouts (docs/threat-model.md D2, D9). The walk is
 // bounded in depth and part count.
 func scan(e *entity) (pgpMarkers, error) {
 	var m pgpMarkers

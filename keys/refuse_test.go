@@ -115,7 +115,7 @@ func rfc822Part(msg []byte) []byte {
 	return append([]byte("Content-Type: message/rfc822\r\n\r\n"), msg...)
 }
 
-// decryptCases: ciphertexts that must not decrypt (threats D1, D2, D9, C5).
+// decryptCases: ciphertexts that must not decrypt (docs/threat-model.md D1, D2, D9, C5).
 func (f *refusalFixture) decryptCases(t *testing.T) []refusalCase {
 	g, list, inner, now, goodCT, goodEnc, ours := f.g, f.list, f.inner, f.now, f.goodCT, f.goodEnc, f.ours
 	return []refusalCase{
@@ -136,7 +136,7 @@ func (f *refusalFixture) decryptCases(t *testing.T) []refusalCase {
 	}
 }
 
-// verifyCases: messages whose signature must not count (threats D4, E2, E4).
+// verifyCases: messages whose signature must not count (docs/threat-model.md D4, E2, E4).
 func (f *refusalFixture) verifyCases(t *testing.T) []refusalCase {
 	now, good, member, second := f.now, f.good, f.member, f.second
 	return []refusalCase{
@@ -225,7 +225,7 @@ func TestRefusals(t *testing.T) {
 
 // TestBombBoundedMemory: a compressed literal of 1 GiB of zeros in about a
 // megabyte fails with ErrTooLarge after reading no more than the cap, with
-// bounded allocation (threats C5). Speed is measured by BenchmarkBomb, not
+// bounded allocation (docs/threat-model.md C5). Speed is measured by BenchmarkBomb, not
 // asserted.
 func TestBombBoundedMemory(t *testing.T) {
 	k := detKeys(t)

@@ -133,7 +133,7 @@ func encryptArmored(w io.Writer, plaintext io.Reader, to, signer *Key, o Options
 		}
 	}
 	// Binary literal, no file name, no date: nothing about the content
-	// outside what the recipient needs (threats D7).
+	// outside what the recipient needs (docs/threat-model.md D7).
 	lit, err := packet.SerializeLiteral(nopCloser{payload}, true, "", 0)
 	if err != nil {
 		return fmt.Errorf("keys: encrypt: %w", err)

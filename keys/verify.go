@@ -48,7 +48,7 @@ type Verified struct {
 //
 // A signature that does not count is an error wrapping one of:
 // ErrNotSigned, ErrPartiallySigned (signed and unsigned content side by
-// side: the "Johnny, you are fired" layouts, threats E2), ErrForwarded (a
+// side: the "Johnny, you are fired" layouts, docs/threat-model.md E2), ErrForwarded (a
 // signature only inside a message/rfc822 part), ErrMultipleSignatures,
 // ErrUnknownSigner, ErrWeakHash (MD5, SHA-1, RIPEMD-160), ErrBadSignature,
 // ErrSignatureExpired, ErrKeyExpired, ErrKeyRevoked, ErrWeakAlgorithm,
