@@ -243,7 +243,7 @@ func TestProcessKillingDigest(t *testing.T) {
 	if n := len(daemontest.To(h.Rec.Messages()[before:], "bob@ex.test")); n == 0 {
 		t.Error("bob got nothing")
 	}
-	s := suspects(t, h.Dir)
+	s := culprits(t, h.Dir, "digest")
 	if len(s) != 1 || s[0].Kind != "digest" || s[0].Deaths != listd.PoisonDeaths || !s[0].Alerted {
 		t.Errorf("attempt table %+v; want the digest, alerted, with %d deaths", s, listd.PoisonDeaths)
 	}

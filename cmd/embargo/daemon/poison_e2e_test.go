@@ -198,7 +198,7 @@ func checkKillerOutcome(t *testing.T, h *daemontest.Harness, msgs []queuetest.Me
 	if !strings.Contains(logs, hex.EncodeToString(sum[:])) || strings.Contains(logs, fatalMarker) {
 		t.Errorf("the log should name the killer by its SHA-256 and never quote it:\n%s", logs)
 	}
-	s := suspects(t, h.Dir)
+	s := culprits(t, h.Dir, "message")
 	if len(s) != 1 || s[0].SHA256 != hex.EncodeToString(sum[:]) || s[0].Deaths != listd.PoisonDeaths {
 		t.Errorf("attempt table %v; want the killer alone with %d deaths", s, listd.PoisonDeaths)
 	}
@@ -227,6 +227,24 @@ func checkKillerOutcome(t *testing.T, h *daemontest.Harness, msgs []queuetest.Me
 		}
 		return nil
 	})
+}
+
+// culprits is the attempt table of the store in dir without its
+// bystanders: work of another kind than the killer's (the weekly digest a
+// start runs, an incident's tick) that was in progress at one death, never
+// alerted, and not yet run alone again when the test stopped. One death is
+// no evidence (docs/threat-model.md A6); the bystanders are logged.
+func culprits(t *testing.T, dir, kind string) []listd.Suspect {
+	t.Helper()
+	var out []listd.Suspect
+	for _, x := range suspects(t, dir) {
+		if x.Kind != kind && x.Deaths == 1 && !x.Alerted {
+			t.Logf("a bystander in the attempt table: %+v", x)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
 }
 
 // suspects reads the attempt table of the store in dir.

@@ -134,7 +134,7 @@ func TestProcessKillingRow(t *testing.T) {
 	// beside it at the first death (the ack, alice's copy) that the
 	// second run had not sent alone yet when the copy killed it.
 	copies := 0
-	for _, x := range suspects(t, h.Dir) {
+	for _, x := range culprits(t, h.Dir, "row") {
 		if x.Kind != "row" || x.Deaths != 1 {
 			t.Fatalf("before the third start the table holds %+v; want rows with 1 death", x)
 		}
@@ -168,7 +168,7 @@ func TestProcessKillingRow(t *testing.T) {
 // row failed.
 func checkRowKillerOutcome(t *testing.T, h *daemontest.Harness, msgs []queuetest.Message, logs string) {
 	t.Helper()
-	s := suspects(t, h.Dir)
+	s := culprits(t, h.Dir, "row")
 	if len(s) != 1 || s[0].Kind != "row" || s[0].Deaths != listd.RowPoisonDeaths {
 		t.Fatalf("attempt table %+v; want the row alone with %d deaths", s, listd.RowPoisonDeaths)
 	}
