@@ -96,6 +96,16 @@ func WithTicked(o Options, f func(id workflow.ID, actions []string)) Options {
 	return o
 }
 
+// WithJobStep returns o with f run at the step boundaries of the
+// governance tick and the weekly digest (listd.JobGov, listd.JobDigest):
+// "saved" or "marked" and "queued" inside the job's transaction, before
+// its commit; "committed" after it; "refreshed" once the governance tick
+// swapped in the roster it changed (listd.TestHooks.JobStep).
+func WithJobStep(o Options, f func(name, step string)) Options {
+	o.hooks.jobStep = f
+	return o
+}
+
 // WithRowHooks returns o with the delivery worker's failpoints: after a
 // claim's commit, after the relay's 250 before the outcome's commit, after
 // that commit (queue.TestHooks).

@@ -49,7 +49,12 @@ const (
 //     (after it);
 //   - the control socket's writes: "ctl-begin" (the request read, before
 //     the write), "ctl-done" (the write returned, before the answer), for
-//     the request arg with "-" for its spaces ("queue-retry").
+//     the request arg with "-" for its spaces ("queue-retry");
+//   - the tick's own jobs: "job" with arg the job's name, "-" for its
+//     spaces, and a step ("weekly-digest:queued"): "start" (the job about
+//     to run, inside its record in the in-flight file), or a step of
+//     listd.TestHooks.JobStep ("saved", "marked", "queued", "committed",
+//     "refreshed").
 func withKillPoint(o daemon.Options) daemon.Options {
 	f := strings.Fields(os.Getenv(killAtEnv))
 	if len(f) < 2 {
@@ -131,6 +136,21 @@ func withKillPoint(o daemon.Options) daemon.Options {
 	case "ctl-begin", "ctl-done":
 		o = daemon.WithCtl(o, func(cmd, step string) {
 			if "ctl-"+step == point && strings.ReplaceAll(cmd, " ", "-") == arg {
+				die()
+			}
+		})
+	case "job":
+		name, step, _ := strings.Cut(strings.ReplaceAll(arg, "-", " "), ":")
+		if step == "start" {
+			o = daemon.WithJob(o, func(n string) {
+				if n == name {
+					die()
+				}
+			})
+			break
+		}
+		o = daemon.WithJobStep(o, func(n, s string) {
+			if n == name && s == step {
 				die()
 			}
 		})

@@ -129,9 +129,9 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	annOpts.Render = d.svc.Render // the fan-out renders with the templates in force, after a reload too
 
 	if h := d.o.hooks; h.panic != nil || h.beforeCommit != nil || h.groupCommit != nil || h.tick != nil || h.job != nil ||
-		h.opened != nil || h.ticked != nil { // only tests set them (export_test.go)
+		h.opened != nil || h.ticked != nil || h.jobStep != nil { // only tests set them (export_test.go)
 		d.svc.SetTestHooks(listd.TestHooks{Panic: h.panic, BeforeCommit: h.beforeCommit, GroupCommit: h.groupCommit, Tick: h.tick, Job: h.job,
-			Opened: h.opened, Ticked: h.ticked})
+			Opened: h.opened, Ticked: h.ticked, JobStep: h.jobStep})
 	}
 	d.worker = queue.New(d.db, relay, queue.Options{
 		Now:         d.o.Now,

@@ -174,8 +174,9 @@ func (s *Service) govTick(now time.Time) (int, error) {
 		return 0, err
 	}
 	var g govOutcome
+	var applied bool
 	err = s.o.DB.Update(func(tx *bolt.Tx) error {
-		g = govOutcome{}
+		g, applied = govOutcome{}, false
 		st, err := govdb.Load(tx)
 		if err != nil {
 			return err
@@ -187,17 +188,28 @@ func (s *Service) govTick(now time.Time) (int, error) {
 		if err := govdb.Save(tx, r.State); err != nil {
 			return err
 		}
+		s.jobStep(JobGov, "saved") // a failpoint of the tests alone (testhooks.go)
 		if g, err = s.govResult(tx, r, lists.Member{}, "", now); err != nil {
 			return err
 		}
-		return s.enqueue(tx, now, g.out...)
+		if err := s.enqueue(tx, now, g.out...); err != nil {
+			return err
+		}
+		s.jobStep(JobGov, "queued")
+		applied = true
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("governance: %w", err)
 	}
+	if !applied {
+		return 0, nil
+	}
+	s.jobStep(JobGov, "committed")
 	if g.roster {
 		s.refresh()
 	}
+	s.jobStep(JobGov, "refreshed")
 	s.log.Info("governance tick", "messages", len(g.out), "roster_changed", g.roster)
 	return len(g.out), nil
 }

@@ -37,6 +37,32 @@ type TestHooks struct {
 	// the release's transaction (the commit has kicked the fan-out and
 	// the queue, which may have begun).
 	Ticked func(id workflow.ID, actions []string)
+	// JobStep runs at the step boundaries of the tick's own jobs, with the
+	// job's name (JobGov, JobDigest) and the step:
+	//   - "saved" (the governance tick: the record with its decisions
+	//     written) and "marked" (the digest: the week's marker written),
+	//     inside the job's transaction, before its mail is rendered;
+	//   - "queued": its mail queued, at the end of the transaction
+	//     function, before the commit;
+	//   - "committed": the transaction committed, before anything after it;
+	//   - "refreshed" (the governance tick): the roster it changed swapped
+	//     in, before the tick goes on.
+	// A death inside the transaction must roll the whole step back; after
+	// the commit, the step is done once (docs/design.md §6).
+	JobStep func(name, step string)
+}
+
+// The names of the tick's own jobs, in the log, the alert and JobStep.
+const (
+	JobGov    = "governance tick"
+	JobDigest = "weekly digest"
+)
+
+// jobStep runs the JobStep failpoint, if a test set one.
+func (s *Service) jobStep(name, step string) {
+	if f := s.sh.hooks.JobStep; f != nil {
+		f(name, step)
+	}
 }
 
 // SetTestHooks installs failpoints, for tests only. Call it before the

@@ -406,8 +406,9 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		return 0, nil // the common case: no write, no fsync, once a minute
 	}
 	var n int
+	var marked bool
 	err := s.o.DB.Update(func(tx *bolt.Tx) error {
-		n = 0
+		n, marked = 0, false
 		last := incidentdb.Meta(tx, metaDigest)
 		if last != "" {
 			if t, err := time.Parse(time.RFC3339, last); err == nil && !t.Before(week) {
@@ -420,6 +421,7 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 		if last == "" {
 			return nil
 		}
+		s.jobStep(JobDigest, "marked") // a failpoint of the tests alone (testhooks.go)
 		incs, err := incidentdb.OpenIncidents(tx)
 		if err != nil {
 			return err
@@ -440,8 +442,16 @@ func (s *Service) weeklyDigest(now time.Time) (int, error) {
 			return err
 		}
 		n = len(out)
-		return s.enqueue(tx, now, out...)
+		if err := s.enqueue(tx, now, out...); err != nil {
+			return err
+		}
+		s.jobStep(JobDigest, "queued")
+		marked = true
+		return nil
 	})
+	if err == nil && marked {
+		s.jobStep(JobDigest, "committed")
+	}
 	if err == nil && n > 0 {
 		s.log.Info("weekly digest", "week", week.Format(time.DateOnly), "messages", n)
 	}

@@ -147,7 +147,7 @@ func (s *Service) govTickGuarded(ctx context.Context, now time.Time) (int, error
 	if err := s.o.DB.View(func(tx *bolt.Tx) (err error) { state, err = govStateDigest(tx); return err }); err != nil {
 		return 0, fmt.Errorf("governance: %w", err)
 	}
-	j := tickJob{kind: workGov, name: "governance tick", state: state,
+	j := tickJob{kind: workGov, name: JobGov, state: state,
 		skipped: "no application passes by lazy consensus and no proposal\nexpires: `embargo members list` shows the open proposals"}
 	return s.guardedJob(ctx, j, now, func() (int, error) { return s.govTick(now) })
 }
@@ -172,7 +172,7 @@ func (s *Service) digestGuarded(ctx context.Context, now time.Time) (int, error)
 	if err != nil || done {
 		return 0, err
 	}
-	j := tickJob{kind: workDigest, name: "weekly digest", state: state,
+	j := tickJob{kind: workDigest, name: JobDigest, state: state,
 		skipped: "this week's digest is not sent: `embargo status` and\n`embargo incident list` show what it would list"}
 	return s.guardedJob(ctx, j, now, func() (int, error) { return s.weeklyDigest(now) })
 }
