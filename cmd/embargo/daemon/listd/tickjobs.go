@@ -169,8 +169,18 @@ func (s *Service) digestGuarded(ctx context.Context, now time.Time) (int, error)
 		state, err = digestState(tx, week)
 		return err
 	})
-	if err != nil || done {
+	if err != nil {
 		return 0, err
+	}
+	if done {
+		// This week's digest is committed: a death after its commit (the
+		// process killed before the guard cleared its count) is not the
+		// digest's doing, and no run alone would come to clear it.
+		key := s.o.Attempts.labelKey(workDigest, "")
+		if _, suspect := s.o.Attempts.lookup(key, now); suspect {
+			s.forgetWork(key, []any{"job", JobDigest})
+		}
+		return 0, nil
 	}
 	j := tickJob{kind: workDigest, name: JobDigest, state: state,
 		skipped: "this week's digest is not sent: `embargo status` and\n`embargo incident list` show what it would list"}
