@@ -101,13 +101,15 @@ type testHooks struct {
 	batch        func(release string, rcpts []string) // runs before each announce batch is sent
 
 	// The step boundaries of the tests that kill the process at each step
-	// (docs/design.md §1): intake, delivery and the release.
+	// (docs/design.md §1): intake, delivery, the release, the control
+	// socket's writes and the one-click unsubscribe.
 	opened   func(raw []byte)                       // a message opened, before its transaction
 	accepted func(raw []byte)                       // a message committed, before its 250
 	ticked   func(id workflow.ID, actions []string) // an incident's tick committed (the release at T)
 	rows     queue.TestHooks                        // a claim committed; the relay's 250s before, and after, their outcome's commit
 	release  announce.TestHooks                     // a release begun; a batch answered, before and after its commit
 	ctl      func(cmd, step string)                 // a control write: "begin" before it, "done" once it returned, before the answer
+	oneClick func(step string)                      // a one-click unsubscribe: "begin" before its transaction, "done" once committed, before the answer
 }
 
 // Daemon is a running embargo.

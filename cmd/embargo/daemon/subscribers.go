@@ -39,6 +39,10 @@ type subscriberOps struct {
 	o    announce.Options
 	now  func() time.Time
 	kick func() // the delivery worker, after notices were queued; nil offline
+	// chunked is the tests' failpoint once a transaction of an import
+	// committed and more follow (export_test.go WithCtl, step "chunk");
+	// nil in embargo.
+	chunked func()
 }
 
 // run answers one command with the text to print.
@@ -170,6 +174,9 @@ func (s *subscriberOps) importListing(name string, data []byte) (string, error) 
 		total.Subscribed += res.Subscribed
 		total.Already += res.Already
 		total.Skipped = append(total.Skipped, res.Skipped...)
+		if s.chunked != nil && i+importChunk < len(l.Entries) {
+			s.chunked()
+		}
 	}
 	return s.importReport(name, l, total), nil
 }
