@@ -32,7 +32,9 @@ socket) or stopped.
               clock, fix the relay, or report a message that no longer
               verifies as a bug. Held before it started, it leaves at T, at
               once if T has passed; held while releasing, it goes on from
-              where it stopped. A release that is not held is refused.
+              where it stopped. A release resumed already is answered
+              saying when and where it stands (exit 0); one that was
+              never held is refused.
 
 Examples:
   embargo release list

@@ -35,7 +35,8 @@ notices then leave when the daemon starts).
                  saying where advisories come from and how to leave. Also
                  brings back an address that left or was disabled.
   remove ADDRESS remove one address, whatever its state. Nothing is sent to
-                 it, and an import will not add it again.
+                 it, and an import will not add it again. An address that
+                 left already is answered saying when and how (exit 0).
   import FILE    subscribe every address of FILE ("-": stdin): the output of
                  Mailman 3's "mailman members LIST" (or an export of this
                  command), or a Google Groups member export (CSV), told

@@ -110,6 +110,7 @@ func (d *Daemon) fanoutSMTP(o *announce.Options) {
 func (d *Daemon) unsubscribeByToken(ctx context.Context, token string) error {
 	now := d.o.Now()
 	var unknown bool
+	d.oneClickStep("begin")
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		err := announce.Unsubscribe(tx, token, now)
 		if errors.Is(err, announce.ErrUnknownToken) {
@@ -122,8 +123,17 @@ func (d *Daemon) unsubscribeByToken(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
+	d.oneClickStep("done")
 	if unknown {
 		return web.ErrUnknownToken
 	}
 	return nil
+}
+
+// oneClickStep is the tests' failpoint at a step boundary of a one-click
+// unsubscribe (export_test.go WithOneClick); nothing in embargo.
+func (d *Daemon) oneClickStep(step string) {
+	if d.o.hooks.oneClick != nil {
+		d.o.hooks.oneClick(step)
+	}
 }

@@ -134,7 +134,7 @@ func (s *ctlServer) handle(c net.Conn) {
 		} else if req.Cmd == "queue retry" {
 			out, err = queueResult(id, "is due now and handed to the delivery worker\n", s.worker.Retry(id))
 		} else {
-			out, err = queueResult(id, "dropped\n", s.worker.Drop(id))
+			out, err = s.queueDrop(id)
 		}
 	case CtlReleaseResume:
 		out, err = s.releaseResume(req.Args)
@@ -179,6 +179,29 @@ func readCtlRequest(c net.Conn) (ctlRequest, []byte, error) {
 		return req, nil, err
 	}
 	return req, in, nil
+}
+
+// queueDrop drops a row through the daemon. Drop lets an attempt under way
+// finish (its outcome is then ignored), so the copy may still reach the
+// relay after the row is gone: the answer says so when the row was being
+// sent, read in the transaction that drops it (a running daemon's store
+// has a row "sending" only while this process sends it: the worker turns
+// a dead process's back to queued at start).
+func (s *ctlServer) queueDrop(id uint64) (string, error) {
+	var sending bool
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		r, err := queue.Info(tx, id)
+		if err != nil {
+			return err
+		}
+		sending = r.State == queue.StateSending
+		return queue.Drop(tx, id)
+	})
+	done := "dropped\n"
+	if sending {
+		done = "dropped; an attempt to deliver it was under way and may still reach the relay (its outcome is ignored)\n"
+	}
+	return queueResult(id, done, err)
 }
 
 // backup streams a consistent copy of the store: "OK <size>\n" and exactly
@@ -310,7 +333,11 @@ func queueResult(id uint64, done string, err error) (string, error) {
 	case err == nil:
 		return fmt.Sprintf("row %d %s", id, done), nil
 	case errors.Is(err, queue.ErrNotFound):
-		return "", fmt.Errorf("no queue row %d; `embargo queue list` shows them", id)
+		// A row leaves the queue when it is delivered or dropped: a retry
+		// or drop run again after a lost answer, or after the worker sent
+		// the row, lands here. The store cannot tell which, and the ID
+		// may be wrong: the listing shows what is left.
+		return "", fmt.Errorf("no queue row %d: it may have been delivered or dropped already, or the ID is wrong; `embargo queue list` shows the rows still queued or failed", id)
 	case errors.Is(err, queue.ErrSending):
 		return "", fmt.Errorf("row %d is being delivered right now: wait for the attempt to end (`embargo queue list`) and retry it then if it failed", id)
 	}

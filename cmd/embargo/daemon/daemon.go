@@ -102,7 +102,8 @@ type testHooks struct {
 
 	// The step boundaries of the tests that kill the process at each step
 	// (docs/design.md §1): intake, delivery, the release, the control
-	// socket's writes, the governance tick and the digest.
+	// socket's writes, the one-click unsubscribe, the governance tick and
+	// the digest.
 	opened   func(raw []byte)                       // a message opened, before its transaction
 	accepted func(raw []byte)                       // a message committed, before its 250
 	ticked   func(id workflow.ID, actions []string) // an incident's tick committed (the release at T)
@@ -110,6 +111,7 @@ type testHooks struct {
 	release  announce.TestHooks                     // a release begun; a batch answered, before and after its commit
 	ctl      func(cmd, step string)                 // a control write: "begin" before it, "done" once it returned, before the answer
 	jobStep  func(name, step string)                // the governance tick's and the digest's steps (listd.TestHooks.JobStep)
+	oneClick func(step string)                      // a one-click unsubscribe: "begin" before its transaction, "done" once committed, before the answer
 }
 
 // Daemon is a running embargo.

@@ -125,11 +125,25 @@ func WithReleaseHooks(o Options, h announce.TestHooks) Options {
 // WithCtl returns o with f run at the step boundaries of each control
 // request that writes (queue retry and drop, release resume, subscribers
 // add, remove and import): step "begin" once the request is read, before
-// the write; "done" once the write returned, before the answer is written.
+// the write; "done" once the write returned, before the answer is written;
+// and for an import, "chunk" once each of its transactions but the last
+// committed.
 func WithCtl(o Options, f func(cmd, step string)) Options {
 	o.hooks.ctl = f
 	return o
 }
+
+// WithOneClick returns o with f run at the step boundaries of an RFC 8058
+// one-click unsubscribe POST: step "begin" before its transaction, "done"
+// once it committed, before the HTTP answer.
+func WithOneClick(o Options, f func(step string)) Options {
+	o.hooks.oneClick = f
+	return o
+}
+
+// ImportChunk is how many entries of a listing one transaction of
+// `embargo subscribers import` applies.
+const ImportChunk = importChunk
 
 // DB is the daemon's store, for tests that write to it directly.
 func DB(d *Daemon) *bolt.DB { return d.db }

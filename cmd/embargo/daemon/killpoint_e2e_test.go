@@ -48,8 +48,12 @@ const (
 //     batch of release arg, before the cursor's commit), "batch-recorded"
 //     (after it);
 //   - the control socket's writes: "ctl-begin" (the request read, before
-//     the write), "ctl-done" (the write returned, before the answer), for
+//     the write), "ctl-done" (the write returned, before the answer),
+//     "ctl-chunk" (an import's transaction committed, more to come), for
 //     the request arg with "-" for its spaces ("queue-retry");
+//   - the one-click unsubscribe POST: "oneclick-begin" (before its
+//     transaction), "oneclick-done" (committed, before the HTTP answer);
+//     arg is not read;
 //   - the tick's own jobs: "job" with arg the job's name, "-" for its
 //     spaces, and a step ("weekly-digest:queued"): "start" (the job about
 //     to run, inside its record in the in-flight file), or a step of
@@ -133,7 +137,13 @@ func withKillPoint(o daemon.Options) daemon.Options {
 			h = announce.TestHooks{Recorded: hook}
 		}
 		o = daemon.WithReleaseHooks(o, h)
-	case "ctl-begin", "ctl-done":
+	case "oneclick-begin", "oneclick-done":
+		o = daemon.WithOneClick(o, func(step string) {
+			if "oneclick-"+step == point {
+				die()
+			}
+		})
+	case "ctl-begin", "ctl-done", "ctl-chunk":
 		o = daemon.WithCtl(o, func(cmd, step string) {
 			if "ctl-"+step == point && strings.ReplaceAll(cmd, " ", "-") == arg {
 				die()

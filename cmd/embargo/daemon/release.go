@@ -81,6 +81,12 @@ func resumed(db *bolt.DB, id string, now time.Time, offline string, err error) (
 	switch {
 	case errors.Is(err, announce.ErrNoJob):
 		return "", fmt.Errorf("no announce release %s; `embargo release list` shows them", id)
+	case errors.Is(err, announce.ErrNotHeld) && j.Resumed:
+		// A resume run again after its answer was lost (the daemon died
+		// between the commit and the answer) took effect the first time:
+		// answered OK, saying so, as `subscribers add` answers an address
+		// already subscribed. A release that was never held is refused.
+		return alreadyResumed(j, now), nil
 	case errors.Is(err, announce.ErrNotHeld):
 		return "", fmt.Errorf("release %s is %s, not held: only a held release can be resumed (`embargo release list` shows each one's state)", j.ID, j.State)
 	case err != nil:
@@ -95,4 +101,27 @@ func resumed(db *bolt.DB, id string, now time.Time, offline string, err error) (
 		next = "it leaves now (T, " + workflow.FormatInstant(j.At) + ", has passed)"
 	}
 	return fmt.Sprintf("release %s resumed: %s%s\n", j.ID, next, offline), nil
+}
+
+// alreadyResumed says that release j was resumed before, when, and where
+// it stands now.
+func alreadyResumed(j announce.Job, now time.Time) string {
+	when := ""
+	if !j.ResumedAt.IsZero() {
+		when = " on " + workflow.FormatInstant(j.ResumedAt)
+	}
+	var state string
+	switch {
+	case j.State == announce.JobReleased:
+		state = fmt.Sprintf("it is released (%d of %d copies sent, finished %s)", j.Sent, j.Total, workflow.FormatInstant(j.Finished))
+	case j.State == announce.JobReleasing:
+		state = fmt.Sprintf("it is being sent (%d of %d copies sent so far)", j.Sent, j.Total)
+	case j.State == announce.JobScheduled && j.At.After(now):
+		state = "it waits for T, " + workflow.FormatInstant(j.At)
+	case j.State == announce.JobScheduled:
+		state = "it leaves now (T, " + workflow.FormatInstant(j.At) + ", has passed)"
+	default:
+		state = "it is " + string(j.State)
+	}
+	return fmt.Sprintf("release %s was resumed already%s: %s; nothing to do.\n", j.ID, when, state)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/announce"
 	"github.com/embargo-project/embargo/cmd/embargo/daemon/queue"
 	"github.com/embargo-project/embargo/templates"
+	"github.com/embargo-project/embargo/workflow"
 )
 
 // The control commands that change the announce list's subscribers. The
@@ -38,6 +39,10 @@ type subscriberOps struct {
 	o    announce.Options
 	now  func() time.Time
 	kick func() // the delivery worker, after notices were queued; nil offline
+	// chunked is the tests' failpoint once a transaction of an import
+	// committed and more follow (export_test.go WithCtl, step "chunk");
+	// nil in embargo.
+	chunked func()
 }
 
 // run answers one command with the text to print.
@@ -103,17 +108,31 @@ func (s *subscriberOps) add(spec string) (string, error) {
 // the address is dead; a goodbye from an output-only list would be one more
 // unexpected mail (and one more bounce). Unsubscribing by one-click or by
 // mail confirms itself.
+//
+// An address that already left is answered OK, saying when and how, as
+// `add` answers an address already subscribed: an operator whose first
+// remove got no answer (the daemon died after the commit) runs it again
+// and learns that it took effect. An address the store never saw leave is
+// an error (a typo, most likely).
 func (s *subscriberOps) remove(addr string) (string, error) {
-	var found bool
+	var found, left bool
+	var leftAt time.Time
+	var how string
 	if announce.EntryOf(addr).Name != "" || !strings.Contains(addr, "@") {
 		return "", fmt.Errorf("%q is not an address: give it as it is listed by `embargo subscribers list --all`", addr)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) (err error) {
-		found, err = announce.Remove(tx, addr, s.now())
+		if found, err = announce.Remove(tx, addr, s.now()); err != nil || found {
+			return err
+		}
+		leftAt, how, left, err = announce.Left(tx, addr)
 		return err
 	})
 	if err != nil {
 		return "", err
+	}
+	if left {
+		return fmt.Sprintf("%s is not on %s: it left on %s (%s); nothing to do.\n", addr, s.o.List.Address, workflow.FormatInstant(leftAt), how), nil
 	}
 	if !found {
 		return "", fmt.Errorf("%s is not on the list (`embargo subscribers list --all` shows every address, in any state)", addr)
@@ -155,6 +174,9 @@ func (s *subscriberOps) importListing(name string, data []byte) (string, error) 
 		total.Subscribed += res.Subscribed
 		total.Already += res.Already
 		total.Skipped = append(total.Skipped, res.Skipped...)
+		if s.chunked != nil && i+importChunk < len(l.Entries) {
+			s.chunked()
+		}
 	}
 	return s.importReport(name, l, total), nil
 }

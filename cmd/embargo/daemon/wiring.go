@@ -151,6 +151,9 @@ func (d *Daemon) startService(ctx context.Context, relay queue.Relay) error {
 	d.worker.SetTestHooks(d.o.hooks.rows) // only tests set them (export_test.go)
 	d.goRun("delivery worker", func() error { return d.worker.Run(ctx) }, context.Canceled)
 	d.subs = &subscriberOps{db: d.db, o: annOpts, now: d.o.Now, kick: d.worker.Kick}
+	if hook := d.o.hooks.ctl; hook != nil { // only tests set it (export_test.go)
+		d.subs.chunked = func() { hook(CtlSubscribersImport, "chunk") }
+	}
 	fanout = d.startFanout(ctx, relay, annOpts)
 	d.fanout = fanout // `embargo release resume`, behind the control socket
 	d.startTick(ctx)  // reminders, final notice, release at T, digest

@@ -49,6 +49,25 @@ func (b *buckets) markLeft(key, how string, now time.Time) error {
 
 func (b *buckets) clearLeft(key string) error { return b.left.Delete(leftKey(key)) }
 
+// Left says when and how addr left the list, if the store remembers it
+// (ok false: it never left, or came back since): for an operator's
+// `embargo subscribers remove` run again after its first answer was lost.
+func Left(tx *bolt.Tx, addr string) (at time.Time, how string, ok bool, err error) {
+	b, err := open(tx)
+	if err != nil {
+		return time.Time{}, "", false, err
+	}
+	_, key, valid := normAddress(addr)
+	if !valid {
+		return time.Time{}, "", false, nil
+	}
+	r, err := b.getLeft(key)
+	if err != nil || r == nil {
+		return time.Time{}, "", false, err
+	}
+	return r.At, r.How, true, nil
+}
+
 func (b *buckets) getLeft(key string) (*leftRecord, error) {
 	if b.left == nil {
 		return nil, nil

@@ -249,3 +249,38 @@ func TestLeftStoresNoAddress(t *testing.T) {
 		})
 	})
 }
+
+// TestLeftSaysWhenAndHow: Left finds an address that left by its address
+// in any case, with the instant and the way; not one that never did, nor
+// one added back.
+func TestLeftSaysWhenAndHow(t *testing.T) {
+	db, _ := newDB(t)
+	o := importOptions(t)
+	importEntries(t, db, t0, o, Entry{Address: "gone@example.net"}, Entry{Address: "stays@example.net"})
+	db.Update(func(tx *bolt.Tx) error { _, err := Remove(tx, "gone@example.net", t0.Add(time.Hour)); return err })
+	left := func(addr string) (at time.Time, how string, ok bool) {
+		db.View(func(tx *bolt.Tx) error {
+			var err error
+			if at, how, ok, err = Left(tx, addr); err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		})
+		return at, how, ok
+	}
+	if at, how, ok := left("Gone@Example.NET"); !ok || !at.Equal(t0.Add(time.Hour)) || how != LeftOperator {
+		t.Errorf("Left(gone) = %v, %q, %v", at, how, ok)
+	}
+	for _, a := range []string{"stays@example.net", "never@example.net", "not an address"} {
+		if _, _, ok := left(a); ok {
+			t.Errorf("Left(%q) found a record", a)
+		}
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		_, _, _, err := Add(tx, Entry{Address: "gone@example.net"}, t0, o)
+		return err
+	})
+	if _, _, ok := left("gone@example.net"); ok {
+		t.Error("Left found the record of an address added back")
+	}
+}
