@@ -39,6 +39,10 @@ const (
 const (
 	fatalTickEnv  = "EMBARGO_TEST_FATAL_TICK"
 	clockShiftEnv = "EMBARGO_TEST_CLOCK_SHIFT"
+	// tickSpecEnv replaces the child's tick schedule (the tick still runs
+	// at start): a test whose child must not tick again on the wall
+	// clock's minute sets "@every 1h".
+	tickSpecEnv = "EMBARGO_TEST_TICK_SPEC"
 )
 
 // withWorkFailpoints adds the failpoints of the work the daemon starts
@@ -60,6 +64,9 @@ func withWorkFailpoints(o daemon.Options) daemon.Options {
 	}
 	if shift, err := time.ParseDuration(os.Getenv(clockShiftEnv)); err == nil {
 		o.Now = func() time.Time { return time.Now().Add(shift) }
+	}
+	if spec := os.Getenv(tickSpecEnv); spec != "" {
+		o.TickSpec = spec
 	}
 	return o
 }
