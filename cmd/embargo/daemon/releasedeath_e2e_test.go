@@ -198,7 +198,9 @@ func (r *releaseRun) died(t *testing.T, rng *rand.Rand) string {
 
 // finish starts the child once more, waits for every copy of the release,
 // stops the child and checks the release (checkRelease). It returns the
-// copies sent again.
+// copies sent again. The wait is long: the start sends again what was in
+// flight, and a suspect of the deaths waits to be alone
+// (listd.SuspectWait), on a busy machine under the race detector.
 func (r *releaseRun) finish(t *testing.T) int {
 	t.Helper()
 	rf := r.rf
@@ -209,7 +211,7 @@ func (r *releaseRun) finish(t *testing.T) int {
 			r.logChildren(t)
 		}
 	})
-	daemontest.WaitForWithin(t, 30*time.Second, "every copy of the release", func() bool {
+	daemontest.WaitForWithin(t, 90*time.Second, "every copy of the release", func() bool {
 		msgs := r.rec.Messages()
 		for _, s := range rf.subs {
 			if !sentFrom(msgs, rf.bounce, s) {
