@@ -320,14 +320,30 @@ func sentFrom(msgs []queuetest.Message, from, to string) bool {
 	return false
 }
 
+// nothingBeforeT fails the run if a copy of the release (the outside
+// channel's, a subscriber's) reached the relay before T: the child's clock
+// reads T at r.at, and the relay stamps each message with its MAIL
+// command's instant. It reads the stamps, not the relay at a moment before
+// T, which a start slower than the run's two seconds of lead passed. On
+// the wall clock, as the child's clock runs (withReleaseClock).
+func (r *releaseRun) nothingBeforeT(t *testing.T) {
+	t.Helper()
+	for _, m := range r.rec.Messages() {
+		if m.At.Round(0).Before(r.at.Round(0)) && (m.From == r.rf.bounce || slices.Contains(m.To, releaseChannel)) {
+			t.Errorf("a copy of the release reached the relay %s before T: from %s to %v", r.at.Sub(m.At), m.From, m.To)
+		}
+	}
+}
+
 // checkRelease checks what the run's release sent and stored: every
 // subscriber's advisory and every other copy at least once, again only
-// what the deaths allow (checkResent); the SRC told once; the incident
-// disclosed once, not before T; the store whole. It returns the copies
-// sent again.
+// what the deaths allow (checkResent); nothing at the relay before T; the
+// SRC told once; the incident disclosed once, not before T; the store
+// whole. It returns the copies sent again.
 func checkRelease(t *testing.T, r *releaseRun, dataDir string) int {
 	t.Helper()
 	rf, f := r.rf, r.rf.f
+	r.nothingBeforeT(t)
 	msgs := r.rec.Messages()
 	for _, s := range rf.subs {
 		if !sentFrom(msgs, rf.bounce, s) {
