@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -72,8 +73,57 @@ func newReleaseFixture(t *testing.T) *releaseFixture {
 	f.next(len(subs))
 	T := f.prepare(t)
 	f.h.Stop()
+	warmUp(t, f.h, T)
 	return &releaseFixture{f: f, dist: d, subs: subs, T: T,
 		bounce: announce.BounceAddress(daemon.Roster(cfg).List(lists.Announce), f.id)}
+}
+
+// releaseWarmUp is how long before T the fixture's daemon last ran
+// (warmUp): far more than a slow warm-up takes, far less than
+// workflow.MaxClockJump (10 min) less the seconds from T to a run's
+// last start.
+const releaseWarmUp = 3 * time.Minute
+
+// warmUp starts the fixture's daemon once more, its clock releaseWarmUp
+// before T, until its tick and its announce fan-out have each stored their
+// heartbeat, and stops it. The fixture was prepared on the real clock,
+// days before T. Without this, a child killed before its first tick stored
+// a heartbeat (a start takes seconds on powerfs under the race detector on
+// a busy machine, and a run gives it two) left a store whose daemon, for
+// all the next start could tell, had been down from days before T until
+// after it: the release was held, as docs/threat-model.md G4 requires, and
+// never finished. With it every run's child starts, two seconds before T,
+// on a store last run minutes before: what a daemon running up to T has.
+func warmUp(t *testing.T, h *daemontest.Harness, T time.Time) {
+	t.Helper()
+	from, anchor, opts := T.Add(-releaseWarmUp), time.Now(), h.Opts
+	h.Opts.Now = func() time.Time { return from.Add(time.Since(anchor)) }
+	h.Start()
+	daemontest.WaitForWithin(t, time.Minute, "the tick's and the fan-out's heartbeats before T", func() bool {
+		tick, fanout := heartbeats(h.D)
+		return !tick.Before(from) && !fanout.Before(from)
+	})
+	h.Stop()
+	h.Opts = opts
+	if now := from.Add(time.Since(anchor)); !now.Before(T.Add(-time.Minute)) {
+		t.Fatalf("the warm-up ran until %s, too close to T %s", now, T)
+	}
+}
+
+// heartbeats reads the wall clock the scheduler's tick and the announce
+// fan-out last stored (zero for none): a start compares its clock with
+// them (docs/threat-model.md G4).
+func heartbeats(d *daemon.Daemon) (tick, fanout time.Time) {
+	d.View(func(tx *bolt.Tx) error {
+		tick, _ = time.Parse(time.RFC3339Nano, incidentdb.Meta(tx, "tick_heartbeat"))
+		if b := tx.Bucket([]byte("announce_meta")); b != nil {
+			if v := b.Get([]byte("heartbeat")); len(v) == 8 {
+				fanout = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			}
+		}
+		return nil
+	})
+	return tick, fanout
 }
 
 // others are the release's copies besides the subscribers': the outside
@@ -95,6 +145,7 @@ type releaseRun struct {
 	clock      string         // the child's environment for its clock
 	at         time.Time      // the real instant the child's clock reads T
 	snaps      []killSnapshot // what each death left behind
+	children   []*child       // each start's, for the log on a failure
 }
 
 func (rf *releaseFixture) newRun(t *testing.T, power bool) *releaseRun {
@@ -126,7 +177,9 @@ func (rf *releaseFixture) newRun(t *testing.T, power bool) *releaseRun {
 // clock.
 func (r *releaseRun) start(t *testing.T, env ...string) *child {
 	t.Helper()
-	return startDying(t, r.file, append([]string{r.clock}, env...)...)
+	c := startDying(t, r.file, append([]string{r.clock}, env...)...)
+	r.children = append(r.children, c)
+	return c
 }
 
 // died notes a death of the child, which has ended: with powerfs the
@@ -145,13 +198,20 @@ func (r *releaseRun) died(t *testing.T, rng *rand.Rand) string {
 
 // finish starts the child once more, waits for every copy of the release,
 // stops the child and checks the release (checkRelease). It returns the
-// copies sent again.
+// copies sent again. The wait is long: the start sends again what was in
+// flight, and a suspect of the deaths waits to be alone
+// (listd.SuspectWait), on a busy machine under the race detector.
 func (r *releaseRun) finish(t *testing.T) int {
 	t.Helper()
 	rf := r.rf
 	c := r.start(t)
 	waitListen(t, c, r.addr)
-	daemontest.WaitForWithin(t, 30*time.Second, "every copy of the release", func() bool {
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.logChildren(t)
+		}
+	})
+	daemontest.WaitForWithin(t, 90*time.Second, "every copy of the release", func() bool {
 		msgs := r.rec.Messages()
 		for _, s := range rf.subs {
 			if !sentFrom(msgs, rf.bounce, s) {
@@ -175,6 +235,16 @@ func (r *releaseRun) finish(t *testing.T) int {
 		dataDir = r.power.copyOut(t)
 	}
 	return checkRelease(t, r, dataDir)
+}
+
+// logChildren logs what each start of the run's child wrote and what the
+// relay took: a release that never came says why there (a hold, a skip).
+func (r *releaseRun) logChildren(t *testing.T) {
+	for i, c := range r.children {
+		out := c.out.String()
+		t.Logf("start %d of the child wrote:\n%s", i+1, out[max(0, len(out)-6000):])
+	}
+	t.Logf("the relay took:\n%s", daemontest.Summary(r.rec.Messages()))
 }
 
 // TestProcessKilledAtRelease: an approved incident reaches T in a child
@@ -250,14 +320,30 @@ func sentFrom(msgs []queuetest.Message, from, to string) bool {
 	return false
 }
 
+// nothingBeforeT fails the run if a copy of the release (the outside
+// channel's, a subscriber's) reached the relay before T: the child's clock
+// reads T at r.at, and the relay stamps each message with its MAIL
+// command's instant. It reads the stamps, not the relay at a moment before
+// T, which a start slower than the run's two seconds of lead passed. On
+// the wall clock, as the child's clock runs (withReleaseClock).
+func (r *releaseRun) nothingBeforeT(t *testing.T) {
+	t.Helper()
+	for _, m := range r.rec.Messages() {
+		if m.At.Round(0).Before(r.at.Round(0)) && (m.From == r.rf.bounce || slices.Contains(m.To, releaseChannel)) {
+			t.Errorf("a copy of the release reached the relay %s before T: from %s to %v", r.at.Sub(m.At), m.From, m.To)
+		}
+	}
+}
+
 // checkRelease checks what the run's release sent and stored: every
 // subscriber's advisory and every other copy at least once, again only
-// what the deaths allow (checkResent); the SRC told once; the incident
-// disclosed once, not before T; the store whole. It returns the copies
-// sent again.
+// what the deaths allow (checkResent); nothing at the relay before T; the
+// SRC told once; the incident disclosed once, not before T; the store
+// whole. It returns the copies sent again.
 func checkRelease(t *testing.T, r *releaseRun, dataDir string) int {
 	t.Helper()
 	rf, f := r.rf, r.rf.f
+	r.nothingBeforeT(t)
 	msgs := r.rec.Messages()
 	for _, s := range rf.subs {
 		if !sentFrom(msgs, rf.bounce, s) {

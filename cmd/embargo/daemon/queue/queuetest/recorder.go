@@ -64,6 +64,9 @@ type Message struct {
 	Helo   string   // the EHLO name of the session
 	TLS    bool     // the session was over TLS
 	User   string   // the authenticated user, if any
+	// At is when its MAIL command came: no byte of the message reached
+	// the relay before it (a test of "nothing before T" compares it).
+	At time.Time
 }
 
 // Recorder is a recording SMTP server. Its methods are safe for concurrent use.
@@ -323,7 +326,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if code := s.r.mailCode(from); code != 0 {
 		return codeError(code, "sender refused by test")
 	}
-	s.msg = &Message{From: from, Helo: s.helo, TLS: s.tls, User: s.user}
+	s.msg = &Message{From: from, Helo: s.helo, TLS: s.tls, User: s.user, At: time.Now()}
 	if opts != nil {
 		s.msg.Return = string(opts.Return)
 	}
