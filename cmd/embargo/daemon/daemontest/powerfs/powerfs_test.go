@@ -289,6 +289,10 @@ func TestBoltSurvivesCut(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// The kill falls at a random moment of the commits, counted from
+		// the child's first line: a loaded machine can take longer than
+		// the whole window to start a race-built child.
+		out.waitLine(t, round)
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -312,7 +316,10 @@ func TestBoltSurvivesCut(t *testing.T) {
 	cmd.Env = append(os.Environ(), "POWERFS_CHILD=bolt", "POWERFS_DIR="+dir, fmt.Sprint("POWERFS_MIN=", committed))
 	out := &lines{}
 	cmd.Stdout = out
-	cmd.Start()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out.waitLine(t, -1)
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -435,6 +442,18 @@ func (l *lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// waitLine waits up to a minute for the child's first complete line (its
+// count, printed once the store is open and checked).
+func (l *lines) waitLine(t *testing.T, round int) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(l.String(), "\n"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d: the child printed nothing in a minute: %q", round, l.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // last is the last complete line.
