@@ -7,6 +7,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +155,8 @@ type stepRef struct {
 // cmdPower is the scenario of TestPowerLossCommands.
 type cmdPower struct {
 	f      *cmdFixture
+	dists  []*distributor
+	kinds  map[string]string // Message-ID → kind (kindOf)
 	steps  []cmdStep
 	base   []string // the data directory before each step (off powerfs)
 	before []string // the summary of base[i] for step i
@@ -176,7 +179,7 @@ func newCmdPower(t *testing.T) *cmdPower {
 	f := newCmdFixtureWith(t, []*distributor{d1, d2}, "\n[commands]\nrequire_encryption = true\n")
 	f.h.Stop()
 	T := workflow.NextSlot(time.Now().UTC().Add(10*24*time.Hour), nil)
-	s := &cmdPower{f: f, base: []string{f.h.Dir}}
+	s := &cmdPower{f: f, dists: []*distributor{d1, d2}, kinds: map[string]string{}, base: []string{f.h.Dir}}
 	s.steps = []cmdStep{
 		s.step("commands", "security+"+f.id+"@ex.test", "/accept\n/lead me\n/severity high\n/cve CVE-2026-12345\n"+
 			"/set summary <<END\nheap overflow in the parser\nEND\n/set mitigation <<END\nDisable the parser.\nEND\n"+
@@ -229,7 +232,7 @@ func (s *cmdPower) reference(t *testing.T, i int) (stepRef, string) {
 	quiet(p.disk, rec)
 	stopChild(t, c)
 	msgs := rec.Messages()[before:]
-	ref.effects, _ = effectsOf(msgs)
+	ref.effects, _ = s.effectsOf(t, msgs)
 	after := p.copyOut(t)
 	ref.applied = s.summary(t, after, st)
 	for _, r := range s.receipts(t, msgs) {
@@ -308,7 +311,7 @@ func (s *cmdPower) run(t *testing.T, i int, pc powerCut) (accepted, applied bool
 		t.Errorf("%s: alice's own resend: %v", what, err)
 	}
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if eff, _ := effectsOf(rec.Messages()[before:]); covers(eff, ref.effects) {
+		if eff, _ := s.effectsOf(t, rec.Messages()[before:]); covers(eff, ref.effects) {
 			break
 		}
 	}
@@ -325,7 +328,7 @@ func (s *cmdPower) run(t *testing.T, i int, pc powerCut) (accepted, applied bool
 // run without one did, and reads alice's receipts.
 func (s *cmdPower) checkMail(t *testing.T, what string, msgs []queuetest.Message, ref stepRef) {
 	t.Helper()
-	eff, times := effectsOf(msgs)
+	eff, times := s.effectsOf(t, msgs)
 	for k := range mergeKeys(eff, ref.effects) {
 		if eff[k] != ref.effects[k] {
 			t.Errorf("%s: %d distinct messages to %s, want %d", what, eff[k], k, ref.effects[k])
@@ -356,7 +359,7 @@ func (s *cmdPower) receipts(t *testing.T, msgs []queuetest.Message) []string {
 	seen := map[string]bool{}
 	for _, m := range daemontest.To(msgs, "alice@ex.test") {
 		id := messageIDOf(m)
-		if !strings.HasSuffix(id, ".receipt@ex.test>") || seen[id] {
+		if seen[id] || s.kindOf(t, id, m) != "receipt" {
 			continue
 		}
 		seen[id] = true
@@ -450,14 +453,15 @@ func quiet(disk *powerfs.Disk, rec *queuetest.Recorder) {
 }
 
 // effectsOf counts the distinct messages among msgs (by Message-ID) by
-// recipient and kind (the Message-ID's last label before the @, which
-// embargo sets to the kind), and how often each Message-ID was sent.
-func effectsOf(msgs []queuetest.Message) (map[string]int, map[string]int) {
+// recipient and kind (kindOf), and how often each Message-ID was sent.
+func (s *cmdPower) effectsOf(t *testing.T, msgs []queuetest.Message) (map[string]int, map[string]int) {
+	t.Helper()
 	kinds, times := map[string]string{}, map[string]int{}
 	for _, m := range msgs {
 		id := messageIDOf(m)
-		local, _, _ := strings.Cut(strings.Trim(id, "<>"), "@")
-		kinds[id] = strings.Join(m.To, ",") + " " + local[strings.LastIndexByte(local, '.')+1:]
+		if _, ok := kinds[id]; !ok {
+			kinds[id] = strings.Join(m.To, ",") + " " + s.kindOf(t, id, m)
+		}
 		times[id]++
 	}
 	eff := map[string]int{}
@@ -465,6 +469,61 @@ func effectsOf(msgs []queuetest.Message) (map[string]int, map[string]int) {
 		eff[k]++
 	}
 	return eff, times
+}
+
+// kindOf is what kind of mail m is. Its Message-ID does not say
+// (docs/threat-model.md D7), so it is read from the Subject, inside the
+// encryption with the recipient's key: its words before the first colon,
+// incident tags removed ("receipt" for "[SEC-2026-0001] receipt: applied").
+// Each Message-ID is read once.
+func (s *cmdPower) kindOf(t *testing.T, id string, m queuetest.Message) string {
+	t.Helper()
+	if k, ok := s.kinds[id]; ok {
+		return k
+	}
+	data := m.Data
+	if bytes.Contains(data, []byte("BEGIN PGP MESSAGE")) {
+		g := s.gpgFor(m.To)
+		if g == nil {
+			t.Fatalf("no key of the test's to read %s to %v", id, m.To)
+		}
+		plain, status := g.DecryptMIME(data)
+		if !strings.Contains(status, "DECRYPTION_OKAY") {
+			t.Fatalf("%v cannot decrypt %s: %s", m.To, id, status)
+		}
+		data = plain
+	}
+	subject := ""
+	if msg, err := mail.ReadMessage(bytes.NewReader(data)); err == nil {
+		subject = msg.Header.Get("Subject")
+	}
+	k, _, _ := strings.Cut(strings.TrimSpace(incidentTag.ReplaceAllString(subject, "")), ":")
+	s.kinds[id] = k
+	return k
+}
+
+// incidentTag is an incident's or a proposal's tag in a Subject.
+var incidentTag = regexp.MustCompile(`\[[^\]]*\]`)
+
+// gpgFor is the GnuPG home of the one recipient in to, or nil.
+func (s *cmdPower) gpgFor(to []string) *daemontest.GPG {
+	if len(to) != 1 {
+		return nil
+	}
+	switch to[0] {
+	case "alice@ex.test":
+		return s.f.alice
+	case "bob@ex.test":
+		return s.f.bob
+	case s.f.reporterAddr:
+		return s.f.reporter
+	}
+	for _, d := range s.dists {
+		if d.addr == to[0] {
+			return d.g
+		}
+	}
+	return nil
 }
 
 func messageIDOf(m queuetest.Message) string {

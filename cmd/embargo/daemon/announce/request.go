@@ -306,7 +306,7 @@ func compose(a answer, now time.Time, o Options) (queue.Msg, error) {
 	if err != nil {
 		return queue.Msg{}, err
 	}
-	mid, err := newMessageID(o.Rand, "announce", l.Domain())
+	mid, err := newMessageID(o.Rand, l.Domain())
 	if err != nil {
 		return queue.Msg{}, err
 	}

@@ -228,7 +228,7 @@ func (s *Service) toDistributor(l lists.List, mem lists.Member, subject, body, k
 		s.log.Info("no usable key for an answer to a distributor", "kind", kind)
 		return nil, nil
 	}
-	mid, err := s.newMessageID(kind, l.Domain())
+	mid, err := s.newMessageID(l.Domain())
 	if err != nil {
 		return nil, err
 	}

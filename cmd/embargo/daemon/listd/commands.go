@@ -204,7 +204,7 @@ func (s *Service) toReporter(tx *bolt.Tx, sec lists.List, inc *workflow.Incident
 	if subj == "" {
 		subj = "About your report"
 	}
-	mid, err := s.newMessageID("update", sec.Domain())
+	mid, err := s.newMessageID(sec.Domain())
 	if err != nil {
 		return nil, err
 	}

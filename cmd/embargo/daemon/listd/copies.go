@@ -119,15 +119,17 @@ func (s *Service) random(n int) (string, error) {
 }
 
 // newMessageID makes a random Message-ID: nothing in it links copies to one
-// another or to the reporter's identifiers (docs/threat-model.md D7).
-func (s *Service) newMessageID(kind, domain string) (string, error) {
+// another or to the reporter's identifiers, and nothing says what kind of
+// mail it names (an "embargo-lifted" or "distributor-final" in a header
+// that travels in clear would tell whoever watches the relay how far an
+// embargo has come): the token alone (docs/threat-model.md D7). The queue
+// row keeps the kind, for the logs and the operator.
+func (s *Service) newMessageID(domain string) (string, error) {
 	r, err := s.token()
 	if err != nil {
 		return "", err
 	}
-	// The token leads, so that every Message-ID the service makes, of
-	// whatever kind, files at the one end of the index (token).
-	return r + "." + kind + "@" + domain, nil
+	return r + "@" + domain, nil
 }
 
 // token is the unique part of a Message-ID or a thread anchor: the
@@ -175,7 +177,7 @@ func (s *Service) Alert(tx *bolt.Tx, r queue.Row, reason string) error {
 		XLoop:      sec.Address,
 		Body:       body,
 	}
-	out, err := s.copyEach(sec, rcpts, "alert", om, queue.Msg{Kind: "alert", Incident: r.Incident, NoAlert: true})
+	out, err := s.copyEach(sec, rcpts, om, queue.Msg{Kind: "alert", Incident: r.Incident, NoAlert: true})
 	if err != nil {
 		return err
 	}
@@ -247,13 +249,13 @@ func (s *Service) committee() []recipient {
 }
 
 // copyEach makes one copy of om for each recipient: To that recipient alone,
-// under its own random Message-ID (idKind names it), sealed to the
+// under its own random Message-ID, sealed to the
 // recipient's key (seal). Each becomes a copy of row with To, MessageID and
 // the content set. It is the one loop behind every per-member copy; the
 // copies share one body, which the queue stores once: the text when every
 // copy is sealed and nothing is attached (the Sealer writes the entity),
 // else the entity rendered here.
-func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om outMail, row queue.Msg) ([]queue.Msg, error) {
+func (s *Service) copyEach(sec lists.List, rcpts []recipient, om outMail, row queue.Msg) ([]queue.Msg, error) {
 	if len(rcpts) == 0 {
 		return nil, nil
 	}
@@ -270,7 +272,7 @@ func (s *Service) copyEach(sec lists.List, rcpts []recipient, idKind string, om 
 	}
 	var out []queue.Msg
 	for _, rc := range rcpts {
-		mid, err := s.newMessageID(idKind, sec.Domain())
+		mid, err := s.newMessageID(sec.Domain())
 		if err != nil {
 			return nil, err
 		}
@@ -331,7 +333,7 @@ func (s *Service) sealedEach(sec lists.List, rcpts []recipient, n notice, now ti
 		// the null sender (RFC 3834 §3.3).
 		row.From = sec.SubAddress(lists.DetailBounces)
 	}
-	return s.copyEach(sec, rcpts, n.Kind, om, row)
+	return s.copyEach(sec, rcpts, om, row)
 }
 
 // toMember answers one committee member, encrypted to their key (receipts,

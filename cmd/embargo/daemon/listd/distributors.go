@@ -58,7 +58,7 @@ func (s *Service) toDistributors(inc *workflow.Incident, m distMail, now time.Ti
 	var out []queue.Msg
 	send, withheld := s.distributorKeys()
 	for _, d := range send {
-		mid, err := s.newMessageID(m.Kind, dl.Domain())
+		mid, err := s.newMessageID(dl.Domain())
 		if err != nil {
 			return nil, err
 		}
@@ -244,7 +244,7 @@ func (s *Service) distributorPost(tx *bolt.Tx, d *delivery, warns *warnTally, an
 			rcpts = append(rcpts, rc)
 		}
 	}
-	copies, err := s.copyEach(sec, rcpts, "distributors-copy", outMail{
+	copies, err := s.copyEach(sec, rcpts, outMail{
 		From:        &mail.Address{Name: author.Email + " via " + dl.Local(), Address: dl.Address},
 		ReplyTo:     &mail.Address{Address: dl.Address},
 		Subject:     "[distributors] " + subject,

@@ -139,7 +139,7 @@ func (s *Service) distributorWarning(mem lists.Member, key *keys.Key, f postFaul
 		return queue.Msg{}, err
 	}
 	const kind = "distributors-warning"
-	mid, err := s.newMessageID(kind, dl.Domain())
+	mid, err := s.newMessageID(dl.Domain())
 	if err != nil {
 		return queue.Msg{}, err
 	}

@@ -90,7 +90,7 @@ func (s *Service) govMail(tx *bolt.Tx, before *Service, st governance.State, m g
 // govTo is the one copy of a governance mail To one address: the applicant,
 // the member concerned.
 func (s *Service) govTo(sec lists.List, before *Service, m governance.Mail, subject, anchor, body string, now time.Time) (queue.Msg, error) {
-	mid, err := s.newMessageID("gov", sec.Domain())
+	mid, err := s.newMessageID(sec.Domain())
 	if err != nil {
 		return queue.Msg{}, err
 	}

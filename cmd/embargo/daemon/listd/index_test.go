@@ -1,6 +1,7 @@
 package listd
 
 import (
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -28,17 +29,20 @@ func TestTokensAppend(t *testing.T) {
 	}
 }
 
-// TestMessageIDsAppend: the Message-IDs of every kind the service makes
-// for a report (its thread anchor, the acknowledgement, the committee's
-// copies), made one after the other, sort in that order: the index files
-// them all at its one end, not at one end per kind.
+// TestMessageIDsAppend: the Message-IDs the service makes, one after the
+// other, sort in that order (the index files them all at its one end), and
+// each is the token alone: 27 lowercase hex digits, no kind
+// (docs/threat-model.md D7).
 func TestMessageIDsAppend(t *testing.T) {
 	s := msClockService(t)
 	var ids []string
-	for i := range 200 {
-		id, err := s.newMessageID([]string{"thread", "ack", "src", "update"}[i%4], "example.org")
+	for range 200 {
+		id, err := s.newMessageID("example.org")
 		if err != nil {
 			t.Fatal(err)
+		}
+		if !bareToken.MatchString(id) {
+			t.Fatalf("Message-ID %q is not a bare token at the domain", id)
 		}
 		ids = append(ids, id)
 	}
@@ -46,6 +50,8 @@ func TestMessageIDsAppend(t *testing.T) {
 		t.Errorf("Message-IDs made 1 ms apart do not sort in order: %q ...", ids[:4])
 	}
 }
+
+var bareToken = regexp.MustCompile(`^[0-9a-f]{27}@example\.org$`)
 
 // msClockService is a Service whose clock moves 1 ms at every reading.
 func msClockService(t *testing.T) *Service {

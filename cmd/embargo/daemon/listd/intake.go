@@ -80,7 +80,7 @@ func (s *Service) intake(tx *bolt.Tx, d *delivery, detail string, tally *ackTall
 		// A random anchor: threading headers name no incident (docs/threat-model.md
 		// D7). It is filed under the incident, so that a reply whose
 		// References carry only the anchor still finds its thread.
-		anchor, err := s.newMessageID("thread", sec.Domain())
+		anchor, err := s.newMessageID(sec.Domain())
 		if err != nil {
 			return r, roster, err
 		}
@@ -208,7 +208,7 @@ func (s *Service) renderAck(tx *bolt.Tx, sec lists.List, inc *workflow.Incident,
 	if err != nil {
 		return nil, err
 	}
-	mid, err := s.newMessageID("ack", sec.Domain())
+	mid, err := s.newMessageID(sec.Domain())
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +339,7 @@ func (s *Service) renderCopies(sec lists.List, inc *workflow.Incident, m workflo
 		rcpts[i].replyTo = s.copyReplyTo(sec, inc, rcpts[i])
 	}
 	// One call: the copies share one rendered body, stored once.
-	return s.copyEach(sec, rcpts, m.Template, om, row)
+	return s.copyEach(sec, rcpts, om, row)
 }
 
 // partlyEncryptedNote is the committee's note on a message that carries

@@ -70,7 +70,7 @@ func (s *Service) preannounce(tx *bolt.Tx, inc *workflow.Incident, a workflow.Pr
 		return err
 	}
 	ann := s.o.Roster.List(lists.Announce)
-	mid, err := s.newMessageID("preannounce", ann.Domain())
+	mid, err := s.newMessageID(ann.Domain())
 	if err != nil {
 		return err
 	}

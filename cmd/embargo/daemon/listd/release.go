@@ -56,7 +56,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 
 	// The announce list: one signed message, fanned out by the Announcer.
 	if s.o.AnnounceKey != nil {
-		mid, err := s.newMessageID("advisory", ann.Domain())
+		mid, err := s.newMessageID(ann.Domain())
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +75,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 		}
 		// Outside channels: their own copy, with the project tag (§7.4).
 		for _, ch := range s.o.Channels {
-			cmid, err := s.newMessageID("channel", ann.Domain())
+			cmid, err := s.newMessageID(ann.Domain())
 			if err != nil {
 				return nil, err
 			}
@@ -145,7 +145,7 @@ func (s *Service) release(tx *bolt.Tx, inc *workflow.Incident, a workflow.Releas
 	if inc.RootMsg != "" {
 		om.InReplyTo, om.References = inc.RootMsg, []string{inc.RootMsg}
 	}
-	packs, err := s.copyEach(sec, s.committee(), "release", om, queue.Msg{Kind: "release-pack", Incident: string(inc.ID)})
+	packs, err := s.copyEach(sec, s.committee(), om, queue.Msg{Kind: "release-pack", Incident: string(inc.ID)})
 	if err != nil {
 		return nil, err
 	}

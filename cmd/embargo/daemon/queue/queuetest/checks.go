@@ -37,6 +37,10 @@ const (
 	// is allowed when the envelope sender and the From, To, Date and Subject
 	// fields are those of the first transaction.
 	RuleMessageID Rule = "message-id"
+	// RuleOpaqueID: a Message-ID at Policy.Domain is a bare token of hex
+	// digits: it says nothing of the kind of mail it names, in a header
+	// that travels in clear (docs/threat-model.md D7).
+	RuleOpaqueID Rule = "opaque-id"
 	// RuleDomain: the From field's address and a non-null envelope sender
 	// are in Policy.Domain (docs/threat-model.md B4).
 	RuleDomain Rule = "domain"
@@ -53,7 +57,7 @@ const (
 
 // AllRules is every rule, for a recorder that takes mail which is not
 // embargo's.
-var AllRules = []Rule{RuleFormat, RuleHeader, RuleMessageID, RuleDomain, RuleDKIM, RuleEncrypted, RuleCommands}
+var AllRules = []Rule{RuleFormat, RuleHeader, RuleMessageID, RuleOpaqueID, RuleDomain, RuleDKIM, RuleEncrypted, RuleCommands}
 
 // Policy is what the recorder knows of the sender's configuration; the rules
 // that need a field it leaves empty are not checked.
@@ -199,6 +203,11 @@ func (c *checker) checkMessageID(i int, msgs []Message, h mail.Header) {
 		}
 		return
 	}
+	if c.p.Domain != "" && c.on(RuleOpaqueID) {
+		if local, ok := strings.CutSuffix(strings.ToLower(id), "@"+strings.ToLower(c.p.Domain)); ok && !isHex(local) {
+			c.fail(i, m, RuleOpaqueID, "Message-ID <%s> is more than a token: it may say what kind of mail this is", id)
+		}
+	}
 	first, ok := c.seen[id]
 	if !ok {
 		c.seen[id] = i
@@ -207,6 +216,15 @@ func (c *checker) checkMessageID(i int, msgs []Message, h mail.Header) {
 	if !sameMessage(msgs[first], m) {
 		c.fail(i, m, RuleMessageID, "Message-ID <%s> of transaction %d names another message", id, first)
 	}
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // sameMessage: the envelope sender and the fields that make a message what
